@@ -1,0 +1,176 @@
+"""The ``numpy`` reference backend: plain NumPy, float64 arithmetic, clarity over speed.
+
+It is the oracle every other backend is tested against, and the fallback that
+always works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NumpyBackend", "backend", "philox4x32_10"]
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+_PHILOX_M0 = np.uint64(0xD2511F53)
+_PHILOX_M1 = np.uint64(0xCD9E8D57)
+_PHILOX_W0 = 0x9E3779B9
+_PHILOX_W1 = 0xBB67AE85
+
+
+def philox4x32_10(counter: tuple[Any, Any, Any, Any], key: tuple[int, int]) -> np.ndarray:
+    """Philox4x32 with 10 rounds (Random123), vectorised over the counter words.
+
+    Parameters
+    ----------
+    counter : tuple of 4 array_like
+        The four 32-bit counter words; arrays broadcast together.
+    key : tuple of 2 int
+        The two 32-bit key words.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint32 array of shape ``broadcast_shape + (4,)``: the four output words.
+
+    Examples
+    --------
+    >>> [f"{w:08x}" for w in philox4x32_10((0, 0, 0, 0), (0, 0))]
+    ['6627e8d5', 'e169c58d', 'bc57ac4c', '9b00dbd8']
+    """
+    c0, c1, c2, c3 = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) for c in counter))
+    k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
+    for _ in range(10):
+        p0 = _PHILOX_M0 * c0
+        p1 = _PHILOX_M1 * c2
+        c0, c1, c2, c3 = (
+            (p1 >> np.uint64(32)) ^ c1 ^ np.uint64(k0),
+            p1 & _MASK32,
+            (p0 >> np.uint64(32)) ^ c3 ^ np.uint64(k1),
+            p0 & _MASK32,
+        )
+        k0 = (k0 + _PHILOX_W0) & 0xFFFFFFFF
+        k1 = (k1 + _PHILOX_W1) & 0xFFFFFFFF
+    return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
+
+
+class NumpyBackend:
+    """Reference implementation of :class:`normdrop.protocol.Backend` on NumPy arrays."""
+
+    name = "numpy"
+    device = "cpu"
+
+    # ----- arrays ---------------------------------------------------------------
+    def accepts(self, x: Any) -> bool:
+        """Accept NumPy arrays."""
+        return isinstance(x, np.ndarray)
+
+    def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
+        """Return ``x`` as a NumPy array."""
+        return np.asarray(x, dtype=dtype)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Return an uninitialised NumPy array."""
+        return np.empty(shape, dtype=dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Return ``x`` (already on the host)."""
+        return np.asarray(x)
+
+    def ascontiguous(self, x: np.ndarray) -> np.ndarray:
+        """Return ``x`` C-contiguous."""
+        return np.ascontiguousarray(x)
+
+    # ----- statistics -----------------------------------------------------------
+    def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two-pass float64 per-channel mean and biased variance of ``(N, C, L)``."""
+        x64 = x.astype(np.float64, copy=False)
+        mean = x64.mean(axis=(0, 2))
+        var = np.square(x64 - mean[None, :, None]).mean(axis=(0, 2))
+        return mean, var
+
+    def row_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two-pass float64 per-row mean and biased variance of ``(R, D)``."""
+        x64 = x.astype(np.float64, copy=False)
+        mean = x64.mean(axis=1)
+        var = np.square(x64 - mean[:, None]).mean(axis=1)
+        return mean, var
+
+    # ----- forward transforms ---------------------------------------------------
+    def channel_affine(self, x, scale, shift, out):
+        """``out = x * scale + shift`` per channel, in float64."""
+        y = x.astype(np.float64, copy=False) * scale[None, :, None] + shift[None, :, None]
+        out[...] = y
+        return out
+
+    def layer_norm_forward(self, x, weight, bias, eps, out):
+        """Row statistics, then ``(x - mean) * rstd * weight + bias`` in float64."""
+        mean, var = self.row_moments(x)
+        rstd = 1.0 / np.sqrt(var + eps)
+        y = (x.astype(np.float64, copy=False) - mean[:, None]) * rstd[:, None]
+        if weight is not None:
+            y = y * weight.astype(np.float64)
+        if bias is not None:
+            y = y + bias.astype(np.float64)
+        out[...] = y
+        return mean, rstd
+
+    # ----- backward -------------------------------------------------------------
+    def channel_backward_reduce(self, dy, x, mean):
+        """Per channel ``sum(dy)`` and ``sum((x - mean) * dy)`` in float64."""
+        dy64 = dy.astype(np.float64, copy=False)
+        xmu = x.astype(np.float64, copy=False) - mean[None, :, None]
+        return dy64.sum(axis=(0, 2)), (xmu * dy64).sum(axis=(0, 2))
+
+    def channel_backward_elemt(self, dy, x, mean, a, b, c, out):
+        """``out = a * dy + b * (x - mean) + c`` per channel, in float64."""
+        xmu = x.astype(np.float64, copy=False) - mean[None, :, None]
+        y = a[None, :, None] * dy.astype(np.float64, copy=False) + b[None, :, None] * xmu
+        out[...] = y + c[None, :, None]
+        return out
+
+    def layer_norm_backward(self, dy, x, mean, rstd, weight, out, param_grads):
+        """LayerNorm input gradient per row and, optionally, dweight and dbias."""
+        dy64 = dy.astype(np.float64, copy=False)
+        xhat = (x.astype(np.float64, copy=False) - mean[:, None]) * rstd[:, None]
+        g = dy64 * weight.astype(np.float64) if weight is not None else dy64
+        mean_g = g.mean(axis=1, keepdims=True)
+        mean_gx = (g * xhat).mean(axis=1, keepdims=True)
+        out[...] = rstd[:, None] * (g - mean_g - xhat * mean_gx)
+        if not param_grads:
+            return None, None
+        return (dy64 * xhat).sum(axis=0), dy64.sum(axis=0)
+
+    # ----- dropout --------------------------------------------------------------
+    def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
+        """The Philox words of elements ``offset .. offset + n - 1``."""
+        if n == 0:
+            return np.empty(0, dtype=np.uint32)
+        first, last = offset // 4, (offset + n - 1) // 4
+        blocks = np.arange(first, last + 1, dtype=np.uint64)
+        counter = (blocks & _MASK32, blocks >> np.uint64(32), call & 0xFFFFFFFF, call >> 32)
+        words = philox4x32_10(counter, (seed & 0xFFFFFFFF, seed >> 32)).reshape(-1)
+        start = offset - 4 * first
+        return words[start : start + n]
+
+    def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> np.ndarray:
+        """Boolean keep-mask: word >= threshold."""
+        return self.philox_words(n, seed, call) >= np.uint32(threshold)
+
+    def dropout_forward(self, x, threshold, scale, seed, call, out, bitmask):
+        """Inverted dropout of 1-D data; optionally pack the keep-mask."""
+        keep = self.dropout_mask(x.size, threshold, seed, call)
+        out[...] = np.where(keep, x * scale, x.dtype.type(0))
+        if bitmask is not None:
+            bitmask[...] = np.packbits(keep, bitorder="little")
+        return out
+
+    def dropout_apply_bitmask(self, dy, bitmask, scale, out):
+        """``dy * scale`` where the packed bitmask is set, else 0."""
+        keep = np.unpackbits(bitmask, count=dy.size, bitorder="little").astype(bool)
+        out[...] = np.where(keep, dy * scale, dy.dtype.type(0))
+        return out
+
+
+backend = NumpyBackend()

@@ -1,0 +1,114 @@
+"""Argument checks shared by the functional API and the layers.
+
+Each helper returns the normalised value or raises :class:`InvalidParameterError`
+with a message naming the parameter, the value received and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from normdrop.errors import InvalidParameterError
+
+SUPPORTED_PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fail(name: str, value: Any, expected: str) -> InvalidParameterError:
+    return InvalidParameterError(
+        f"{name} must be {expected}, got {value!r}", parameter_name=name, value=value
+    )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Return ``value`` as an ``int`` if it is a positive integer (bools rejected)."""
+    if not _is_integer(value) or value <= 0:
+        raise _fail(name, value, "a positive integer")
+    return int(value)
+
+
+def positive_finite(name: str, value: Any) -> float:
+    """Return ``value`` as a ``float`` if it is a finite real number > 0."""
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise _fail(name, value, "a finite number > 0")
+    return float(value)
+
+
+def momentum(value: Any, *, allow_none: bool) -> float | None:
+    """Return a momentum in [0, 1] (or ``None`` for a cumulative average when allowed)."""
+    if value is None and allow_none:
+        return None
+    if not _is_real(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        expected = "a finite number in [0, 1]" + (" or None" if allow_none else "")
+        raise _fail("momentum", value, expected)
+    return float(value)
+
+
+def dropout_probability(value: Any) -> float:
+    """Return ``p`` if it is a finite real number in [0, 1)."""
+    if not _is_real(value) or not math.isfinite(value) or not 0.0 <= value < 1.0:
+        raise InvalidParameterError(
+            f"Dropout probability must be in [0, 1), got {value!r}",
+            parameter_name="p",
+            value=value,
+        )
+    return float(value)
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """Return a seed if it is an integer in [0, 2**64)."""
+    if not _is_integer(value) or not 0 <= value < 2**64:
+        raise _fail(name, value, "an integer in [0, 2**64)")
+    return int(value)
+
+
+def call_index(value: Any) -> int:
+    """Return a dropout call counter if it is an integer in [0, 2**64)."""
+    return seed(value, "call")
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool (NumPy bools included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise _fail(name, value, "a bool")
+    return bool(value)
+
+
+def param_dtype(value: Any) -> np.dtype:
+    """Return the NumPy dtype for a layer's ``dtype`` argument (float32 or float64)."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype not in SUPPORTED_PARAM_DTYPES:
+        raise _fail("dtype", value, "'float32' or 'float64'")
+    return dtype
+
+
+def normalized_shape(value: Any) -> tuple[int, ...]:
+    """Return ``normalized_shape`` as a tuple of positive ints."""
+    if _is_integer(value):
+        dims: Sequence[Any] = (value,)
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0:
+        dims = value
+    else:
+        raise _fail(
+            "normalized_shape", value, "a positive int or a non-empty sequence of positive ints"
+        )
+    if not all(_is_integer(d) and d > 0 for d in dims):
+        raise _fail(
+            "normalized_shape", value, "a positive int or a non-empty sequence of positive ints"
+        )
+    return tuple(int(d) for d in dims)

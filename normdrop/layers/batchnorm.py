@@ -1,0 +1,172 @@
+"""BatchNorm1d: per-channel normalisation with running statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normdrop import _validation, functional
+from normdrop.layers.module import Module
+from normdrop.protocol import Array, Backend
+
+__all__ = ["BatchNorm1d"]
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation of ``(N, C)`` or ``(N, C, L)`` data, as ``torch.nn.BatchNorm1d``.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel, with the
+    batch's statistics in training (updating the running ones) and the running
+    statistics in evaluation.
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels C.
+    eps : float, default 1e-5
+        Added to the variance, > 0.
+    momentum : float or None, default 0.1
+        Weight of each batch in the running statistics, in [0, 1]; ``None`` for a
+        cumulative moving average (``1 / num_batches_tracked``).
+    affine : bool, default True
+        Learn ``weight`` and ``bias``.
+    track_running_stats : bool, default True
+        Keep running statistics; without them batch statistics are always used.
+    dtype : {"float32", "float64"}, default "float32"
+        Dtype of parameters and buffers.
+    backend : str or Backend, optional
+        Backend for every call (default: chosen per call from the input).
+
+    Attributes
+    ----------
+    weight, bias : array of shape (C,) or None
+        Affine parameters (ones and zeros at first); ``None`` without ``affine``.
+    running_mean, running_var : array of shape (C,) or None
+        Running statistics (zeros and ones at first); ``None`` without tracking.
+    num_batches_tracked : 0-d int64 array or None
+        Training calls that updated the running statistics.
+    grads : dict
+        Accumulated gradients, keyed like :meth:`named_parameters`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import normdrop
+    >>> bn = normdrop.BatchNorm1d(2, dtype="float64")
+    >>> y = bn(np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 7.0]]))
+    >>> bn.running_mean
+    array([0.3, 0.5])
+    """
+
+    _optional_state_keys = frozenset({"num_batches_tracked"})
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype: str | np.dtype = "float32",
+        backend: str | Backend | None = None,
+    ) -> None:
+        num_features = _validation.positive_int("num_features", num_features)
+        eps = _validation.positive_finite("eps", eps)
+        momentum = _validation.momentum(momentum, allow_none=True)
+        affine = _validation.boolean("affine", affine)
+        track_running_stats = _validation.boolean("track_running_stats", track_running_stats)
+        dtype = _validation.param_dtype(dtype)
+        super().__init__(backend)
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.dtype = dtype
+        self._parameters = {"weight": None, "bias": None}
+        self._buffers = {"running_mean": None, "running_var": None, "num_batches_tracked": None}
+        if affine:
+            self._parameters["weight"] = self._new_array(np.ones(num_features, dtype))
+            self._parameters["bias"] = self._new_array(np.zeros(num_features, dtype))
+        if track_running_stats:
+            self._buffers["running_mean"] = self._new_array(np.zeros(num_features, dtype))
+            self._buffers["running_var"] = self._new_array(np.ones(num_features, dtype))
+            self._buffers["num_batches_tracked"] = self._new_array(np.zeros((), np.int64))
+        self.zero_grad()
+
+    @property
+    def running_mean(self) -> Array | None:
+        """Running mean per channel, or ``None`` without tracking."""
+        return self._buffers["running_mean"]
+
+    @property
+    def running_var(self) -> Array | None:
+        """Running unbiased variance per channel, or ``None`` without tracking."""
+        return self._buffers["running_var"]
+
+    @property
+    def num_batches_tracked(self) -> Array | None:
+        """0-d int64 count of tracked training calls, or ``None`` without tracking."""
+        return self._buffers["num_batches_tracked"]
+
+    def reset_running_stats(self) -> None:
+        """Set running statistics back to zeros, ones and a count of 0."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def reset_parameters(self) -> None:
+        """Reset running statistics, ``weight`` to ones and ``bias`` to zeros."""
+        self.reset_running_stats()
+        if self.affine:
+            self.weight[...] = 1
+            self.bias[...] = 0
+
+    def forward(self, x: Array) -> Array:
+        """Normalise ``x`` of shape ``(N, C)`` or ``(N, C, L)``.
+
+        Parameters
+        ----------
+        x : array
+
+        Returns
+        -------
+        array
+            Shape and dtype of ``x``.
+        """
+        use_batch = self.training or not self.track_running_stats
+        update = self.training and self.track_running_stats
+        momentum = self.momentum
+        if update and momentum is None:
+            momentum = 1.0 / (int(self.num_batches_tracked) + 1)
+        y, mean, rstd = functional.batch_norm(
+            x,
+            self.running_mean if (update or not use_batch) else None,
+            self.running_var if (update or not use_batch) else None,
+            self.weight,
+            self.bias,
+            training=use_batch,
+            momentum=0.0 if momentum is None else momentum,
+            eps=self.eps,
+            backend=self._backend_choice,
+            return_stats=True,
+        )
+        if update:
+            self.num_batches_tracked[...] += 1
+        self._saved = (x, mean, rstd, use_batch)
+        return y
+
+    def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
+        x, mean, rstd, use_batch = self._saved
+        dx, dweight, dbias = functional.batch_norm_backward(
+            grad_output, x, mean, rstd, self.weight, training=use_batch,
+            backend=self._backend_choice,
+        )
+        return dx, ({"weight": dweight, "bias": dbias} if self.affine else {})
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats})"
+        )

@@ -1,0 +1,106 @@
+"""Dropout: inverted dropout with reproducible, backend-independent masks."""
+
+from __future__ import annotations
+
+from normdrop import _validation, functional
+from normdrop.layers.module import Module
+from normdrop.protocol import Array, Backend
+from normdrop.random import draw_seed
+
+__all__ = ["Dropout"]
+
+
+class Dropout(Module):
+    """Inverted dropout, as ``torch.nn.Dropout``, with a counter-based mask.
+
+    In training each element is zeroed with probability ``p`` and survivors
+    are scaled by ``1 / (1 - p)``; in evaluation (or with ``p == 0``) the input
+    itself is returned. Call ``k`` (counting training calls from 0) uses the mask
+    of ``normdrop.functional.dropout_mask(shape, p, seed=self.seed, call=k)``.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        Drop probability in [0, 1).
+    seed : int, optional
+        64-bit seed of the masks; drawn from the global generator
+        (:func:`normdrop.manual_seed`) when ``None``.
+    backend : str or Backend, optional
+        Backend for every call (default: chosen per call from the input).
+
+    Attributes
+    ----------
+    seed : int
+        The seed of every mask.
+    call_count : int
+        Training calls so far: the ``call`` of the next mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import normdrop
+    >>> drop = normdrop.Dropout(0.5, seed=0)
+    >>> drop(np.ones(8))
+    array([2., 2., 2., 2., 0., 0., 0., 0.])
+    >>> x = np.ones(3)
+    >>> drop.eval()(x) is x
+    True
+    """
+
+    def __init__(
+        self, p: float = 0.5, *, seed: int | None = None, backend: str | Backend | None = None
+    ) -> None:
+        p = _validation.dropout_probability(p)
+        seed = draw_seed() if seed is None else _validation.seed(seed)
+        super().__init__(backend)
+        self._p = p
+        self.seed = seed
+        self.call_count = 0
+
+    @property
+    def p(self) -> float:
+        """The drop probability."""
+        return self._p
+
+    @property
+    def dropout_rate(self) -> float:
+        """The drop probability (the seed API's name for :attr:`p`)."""
+        return self._p
+
+    def reset_parameters(self) -> None:
+        """Do nothing: dropout has no parameters (kept for a uniform layer API)."""
+
+    def forward(self, x: Array) -> Array:
+        """Apply dropout in training; return ``x`` itself in evaluation.
+
+        Parameters
+        ----------
+        x : array
+
+        Returns
+        -------
+        array
+        """
+        if not self.training:
+            y = functional.dropout(x, self._p, training=False, backend=self._backend_choice)
+            self._saved = (None, None)
+            return y
+        y, bitmask = functional.dropout(
+            x, self._p, training=True, seed=self.seed, call=self.call_count,
+            backend=self._backend_choice, return_bitmask=True,
+        )
+        self._saved = (self.call_count, bitmask)
+        self.call_count += 1
+        return y
+
+    def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
+        call, bitmask = self._saved
+        if bitmask is None:  # evaluation, or p == 0: the identity
+            return grad_output, {}
+        dx = functional.dropout_backward(
+            grad_output, self._p, bitmask=bitmask, backend=self._backend_choice
+        )
+        return dx, {}
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self._p})"

@@ -1,0 +1,120 @@
+"""LayerNorm: per-sample normalisation over the trailing dimensions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normdrop import _validation, functional
+from normdrop.layers.module import Module
+from normdrop.protocol import Array, Backend
+
+__all__ = ["LayerNorm"]
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the trailing ``normalized_shape`` dims, as ``torch.nn.LayerNorm``.
+
+    Identical in training and evaluation.
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of int
+        The trailing dimensions normalised together; stored as a tuple.
+    eps : float, default 1e-5
+        Added to the variance, > 0.
+    elementwise_affine : bool, default True
+        Learn a per-element ``weight`` (and ``bias``).
+    bias : bool, default True
+        Learn ``bias`` too (only with ``elementwise_affine``).
+    dtype : {"float32", "float64"}, default "float32"
+        Dtype of the parameters.
+    backend : str or Backend, optional
+        Backend for every call (default: chosen per call from the input).
+
+    Attributes
+    ----------
+    weight : array of shape normalized_shape or None
+    bias : array of shape normalized_shape or None
+    grads : dict
+        Accumulated gradients, keyed like :meth:`named_parameters`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import normdrop
+    >>> normdrop.LayerNorm(3)(np.array([[1.0, 2.0, 4.0]])).round(4)
+    array([[-1.069 , -0.2673,  1.3363]])
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        dtype: str | np.dtype = "float32",
+        backend: str | Backend | None = None,
+    ) -> None:
+        normalized_shape = _validation.normalized_shape(normalized_shape)
+        eps = _validation.positive_finite("eps", eps)
+        elementwise_affine = _validation.boolean("elementwise_affine", elementwise_affine)
+        use_bias = _validation.boolean("bias", bias)
+        dtype = _validation.param_dtype(dtype)
+        super().__init__(backend)
+        self.normalized_shape = normalized_shape
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.use_bias = use_bias
+        self.dtype = dtype
+        self._parameters = {"weight": None, "bias": None}
+        if elementwise_affine:
+            self._parameters["weight"] = self._new_array(np.ones(normalized_shape, dtype))
+            if use_bias:
+                self._parameters["bias"] = self._new_array(np.zeros(normalized_shape, dtype))
+        self.zero_grad()
+
+    def reset_parameters(self) -> None:
+        """Reset ``weight`` to ones and ``bias`` to zeros."""
+        if self.weight is not None:
+            self.weight[...] = 1
+        if self.bias is not None:
+            self.bias[...] = 0
+
+    def forward(self, x: Array) -> Array:
+        """Normalise each sample of ``x`` over its trailing ``normalized_shape`` dims.
+
+        Parameters
+        ----------
+        x : array of shape (..., *normalized_shape)
+
+        Returns
+        -------
+        array
+            Shape and dtype of ``x``.
+        """
+        y, mean, rstd = functional.layer_norm(
+            x, self.normalized_shape, self.weight, self.bias, self.eps,
+            backend=self._backend_choice, return_stats=True,
+        )
+        self._saved = (x, mean, rstd)
+        return y
+
+    def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
+        x, mean, rstd = self._saved
+        dx, dweight, dbias = functional.layer_norm_backward(
+            grad_output, x, self.normalized_shape, mean, rstd, self.weight,
+            backend=self._backend_choice,
+        )
+        grads = {}
+        if self.weight is not None:
+            grads["weight"] = dweight
+        if self.bias is not None:
+            grads["bias"] = dbias
+        return dx, grads
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias})"
+        )

@@ -1,0 +1,260 @@
+"""Backend registry and selection.
+
+Selection, first match wins: the ``backend=`` argument, then
+:func:`use_backend` (a context variable), then :func:`set_backend` or the
+``NORMDROP_BACKEND`` environment variable, then the array's type. Built-in
+backends are found through a table here (so start-up never scans entry points);
+third-party backends register in the ``normdrop.backends`` entry-point group,
+which is read the first time an unknown name is asked for or the list of
+backends is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from normdrop.errors import (
+    BackendArrayError,
+    BackendError,
+    BackendNotInstalledError,
+    UnknownBackendError,
+)
+from normdrop.protocol import Backend
+
+__all__ = [
+    "available_backends",
+    "backend_status",
+    "get_backend",
+    "registered_backends",
+    "resolve_backend",
+    "set_backend",
+    "use_backend",
+]
+
+ENTRY_POINT_GROUP = "normdrop.backends"
+ENV_VAR = "NORMDROP_BACKEND"
+
+# name -> (module path holding a `backend` object, pip extra that installs its deps)
+_BUILTINS: dict[str, tuple[str, str | None]] = {
+    "numpy": ("normdrop.backends.numpy_backend", None),
+}
+
+_loaded: dict[str, Backend] = {}
+_plugins: dict[str, Any] | None = None  # name -> EntryPoint, read lazily
+_lock = threading.Lock()
+_context_backend: ContextVar[str | Backend | None] = ContextVar("normdrop_backend", default=None)
+_global_backend: str | Backend | None = None
+
+
+def _plugin_entry_points() -> dict[str, Any]:
+    global _plugins
+    if _plugins is None:
+        from importlib.metadata import entry_points
+
+        found = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name not in _BUILTINS:
+                found[ep.name] = ep
+        _plugins = found
+    return _plugins
+
+
+def registered_backends() -> list[str]:
+    """Return the names of every registered backend, installed or not.
+
+    Returns
+    -------
+    list of str
+        Built-in names first, then plugins from the ``normdrop.backends`` entry points.
+    """
+    return [*_BUILTINS, *sorted(_plugin_entry_points())]
+
+
+def _load(name: str) -> Backend:
+    if name in _loaded:
+        return _loaded[name]
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name in _BUILTINS:
+            module_path, extra = _BUILTINS[name]
+            try:
+                backend = importlib.import_module(module_path).backend
+            except ImportError as exc:
+                hint = f"pip install 'normdrop[{extra}]'" if extra else "reinstall normdrop"
+                raise BackendNotInstalledError(
+                    f"backend {name!r} is not installed ({exc}); install it with: {hint}"
+                ) from exc
+        else:
+            plugins = _plugin_entry_points()
+            if name not in plugins:
+                raise UnknownBackendError(
+                    f"backend must be one of {registered_backends()}, got {name!r}"
+                )
+            try:
+                backend = plugins[name].load()
+            except Exception as exc:  # a broken plugin must not break normdrop
+                warnings.warn(
+                    f"normdrop backend plugin {name!r} failed to load: {exc!r}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                raise BackendNotInstalledError(
+                    f"backend {name!r} is registered but failed to load: {exc!r}"
+                ) from exc
+        if not isinstance(backend, Backend):
+            raise BackendError(f"backend {name!r} does not implement normdrop.protocol.Backend")
+        _loaded[name] = backend
+        return backend
+
+
+def get_backend(name: str | Backend) -> Backend:
+    """Return the backend called ``name`` (a backend object is returned unchanged).
+
+    Parameters
+    ----------
+    name : str or Backend
+        A registered name, or an object implementing :class:`normdrop.protocol.Backend`.
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    UnknownBackendError
+        No backend of that name is registered; the message lists the registered ones.
+    BackendNotInstalledError
+        The backend's dependencies are missing; the message names the extra to install.
+    """
+    if isinstance(name, str):
+        return _load(name)
+    if isinstance(name, Backend):
+        return name
+    raise UnknownBackendError(
+        f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}"
+    )
+
+
+def backend_status() -> dict[str, str | None]:
+    """Return, for every registered backend, ``None`` if it loads or the reason it does not.
+
+    Returns
+    -------
+    dict
+        Maps each registered name to ``None`` (available) or an explanation.
+    """
+    status: dict[str, str | None] = {}
+    for name in registered_backends():
+        try:
+            _load(name)
+            status[name] = None
+        except BackendError as exc:
+            status[name] = str(exc)
+    return status
+
+
+def available_backends() -> list[str]:
+    """Return the names of the backends that load on this machine.
+
+    Returns
+    -------
+    list of str
+    """
+    return [name for name, reason in backend_status().items() if reason is None]
+
+
+def set_backend(name: str | Backend | None) -> None:
+    """Set the process-wide backend (``None`` restores selection by array type).
+
+    It takes precedence over ``NORMDROP_BACKEND`` and yields to :func:`use_backend`
+    and to a ``backend=`` argument.
+
+    Parameters
+    ----------
+    name : str, Backend or None
+    """
+    global _global_backend
+    if name is not None:
+        get_backend(name)  # fail now on a bad name, not at the next call
+    _global_backend = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str | Backend) -> Iterator[Backend]:
+    """Use ``name`` inside a ``with`` block (per thread and per asyncio task).
+
+    Parameters
+    ----------
+    name : str or Backend
+
+    Yields
+    ------
+    Backend
+        The backend now in use.
+    """
+    backend = get_backend(name)
+    token = _context_backend.set(backend)
+    try:
+        yield backend
+    finally:
+        _context_backend.reset(token)
+
+
+def _default_name_for(x: Any) -> str:
+    module = type(x).__module__.split(".", 1)[0]
+    if module == "cupy" or (module != "numpy" and hasattr(x, "__cuda_array_interface__")):
+        return "cuda"
+    if module == "dask":
+        return "dask"
+    return _cpu_default()
+
+
+def _cpu_default() -> str:
+    return "numba" if "numba" in _BUILTINS else "numpy"
+
+
+def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
+    """Pick the backend for array ``x`` and check that it accepts ``x``.
+
+    Parameters
+    ----------
+    x : array or None
+        The data; ``None`` when there is none (e.g. a bare dropout mask), in which
+        case the CPU default applies after the explicit choices.
+    backend : str, Backend or None
+        An explicit choice; ``None`` follows the selection order.
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    BackendArrayError
+        The chosen backend does not accept ``x``.
+    """
+    choice = backend
+    if choice is None:
+        choice = _context_backend.get()
+    if choice is None:
+        choice = _global_backend
+    if choice is None:
+        choice = os.environ.get(ENV_VAR) or None
+    if choice is None:
+        choice = _cpu_default() if x is None else _default_name_for(x)
+    chosen = get_backend(choice)
+    if x is not None and not chosen.accepts(x):
+        raise BackendArrayError(
+            f"backend {chosen.name!r} does not accept arrays of type "
+            f"{type(x).__module__}.{type(x).__qualname__}; pass an array of its kind "
+            f"(arrays are never moved between devices implicitly) or choose another backend"
+        )
+    return chosen
