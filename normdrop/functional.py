@@ -334,7 +334,9 @@ def _layer_shape(x: Any, shape: tuple[int, ...]) -> tuple[int, int]:
     k = len(shape)
     if x.ndim < k or tuple(x.shape[x.ndim - k :]) != shape:
         expected = ", ".join(str(d) for d in shape)
-        raise ShapeError(f"LayerNorm expected input with shape (..., {expected}), got {tuple(x.shape)}")
+        raise ShapeError(
+            f"LayerNorm expected input with shape (..., {expected}), got {tuple(x.shape)}"
+        )
     features = math.prod(shape)
     return (x.size // features if features else 0), features
 
@@ -633,8 +635,9 @@ def dropout_mask(
         ``True`` where the element is kept.
     """
     dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
-               for d in dims):
+    if not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
+    ):
         raise InvalidParameterError(
             f"shape must be a tuple of non-negative ints, got {shape!r}",
             parameter_name="shape",

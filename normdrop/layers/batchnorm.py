@@ -160,7 +160,12 @@ class BatchNorm1d(Module):
     def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
         x, mean, rstd, use_batch = self._saved
         dx, dweight, dbias = functional.batch_norm_backward(
-            grad_output, x, mean, rstd, self.weight, training=use_batch,
+            grad_output,
+            x,
+            mean,
+            rstd,
+            self.weight,
+            training=use_batch,
             backend=self._backend_choice,
         )
         return dx, ({"weight": dweight, "bias": dbias} if self.affine else {})

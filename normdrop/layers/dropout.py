@@ -86,8 +86,13 @@ class Dropout(Module):
             self._saved = (None, None)
             return y
         y, bitmask = functional.dropout(
-            x, self._p, training=True, seed=self.seed, call=self.call_count,
-            backend=self._backend_choice, return_bitmask=True,
+            x,
+            self._p,
+            training=True,
+            seed=self.seed,
+            call=self.call_count,
+            backend=self._backend_choice,
+            return_bitmask=True,
         )
         self._saved = (self.call_count, bitmask)
         self.call_count += 1

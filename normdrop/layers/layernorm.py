@@ -94,8 +94,13 @@ class LayerNorm(Module):
             Shape and dtype of ``x``.
         """
         y, mean, rstd = functional.layer_norm(
-            x, self.normalized_shape, self.weight, self.bias, self.eps,
-            backend=self._backend_choice, return_stats=True,
+            x,
+            self.normalized_shape,
+            self.weight,
+            self.bias,
+            self.eps,
+            backend=self._backend_choice,
+            return_stats=True,
         )
         self._saved = (x, mean, rstd)
         return y
@@ -103,7 +108,12 @@ class LayerNorm(Module):
     def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
         x, mean, rstd = self._saved
         dx, dweight, dbias = functional.layer_norm_backward(
-            grad_output, x, self.normalized_shape, mean, rstd, self.weight,
+            grad_output,
+            x,
+            self.normalized_shape,
+            mean,
+            rstd,
+            self.weight,
             backend=self._backend_choice,
         )
         grads = {}

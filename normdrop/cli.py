@@ -1,0 +1,76 @@
+"""The ``normdrop`` command line: ``demo``, ``info`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from normdrop import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="normdrop",
+        description="BatchNorm1d, LayerNorm and Dropout for NumPy-native code.",
+    )
+    parser.add_argument("--version", action="version", version=f"normdrop {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="re-run the BatchNorm + Dropout walkthrough with normdrop"
+    )
+    demo.add_argument("--backend", default=None, help="backend to run on (default: automatic)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the mask")
+    demo.set_defaults(handler=_run_demo)
+
+    info = commands.add_parser("info", help="versions and available backends")
+    info.set_defaults(handler=_run_info)
+
+    bench = commands.add_parser(
+        "bench", help="time every layer against the NumPy reference and PyTorch"
+    )
+    from normdrop import bench as bench_module
+
+    bench_module.add_arguments(bench)
+    bench.set_defaults(handler=bench_module.run)
+    return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from normdrop.demo import run_demo
+
+    run_demo(backend=args.backend, seed=args.seed)
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from normdrop.info import print_info
+
+    print_info()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``normdrop`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    from normdrop.errors import NormdropError
+
+    args = _build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except NormdropError as exc:
+        print(f"normdrop: error: {exc}", file=sys.stderr)
+        return 2
