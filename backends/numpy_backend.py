@@ -60,6 +60,7 @@ class NumpyBackend:
 
     name = "numpy"
     device = "cpu"
+    supports_bitmask = True
 
     # ----- arrays ---------------------------------------------------------------
     def accepts(self, x: Any) -> bool:
@@ -114,7 +115,7 @@ class NumpyBackend:
         if bias is not None:
             y = y + bias.astype(np.float64)
         out[...] = y
-        return mean, rstd
+        return out, mean, rstd
 
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy, x, mean):
@@ -139,8 +140,8 @@ class NumpyBackend:
         mean_gx = (g * xhat).mean(axis=1, keepdims=True)
         out[...] = rstd[:, None] * (g - mean_g - xhat * mean_gx)
         if not param_grads:
-            return None, None
-        return (dy64 * xhat).sum(axis=0), dy64.sum(axis=0)
+            return out, None, None
+        return out, (dy64 * xhat).sum(axis=0), dy64.sum(axis=0)
 
     # ----- dropout --------------------------------------------------------------
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
@@ -158,9 +159,9 @@ class NumpyBackend:
         """Boolean keep-mask: word >= threshold."""
         return self.philox_words(n, seed, call) >= np.uint32(threshold)
 
-    def dropout_forward(self, x, threshold, scale, seed, call, out, bitmask):
+    def dropout_forward(self, x, threshold, scale, seed, call, out, bitmask, offset=0):
         """Inverted dropout of 1-D data; optionally pack the keep-mask."""
-        keep = self.dropout_mask(x.size, threshold, seed, call)
+        keep = self.philox_words(x.size, seed, call, offset) >= np.uint32(threshold)
         out[...] = np.where(keep, x * scale, x.dtype.type(0))
         if bitmask is not None:
             bitmask[...] = np.packbits(keep, bitorder="little")

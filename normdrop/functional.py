@@ -253,7 +253,7 @@ def batch_norm(
     shift = -mean * scale if b is None else b - mean * scale
 
     buffer, direct = _kernel_output(be, x, out, (n, c, length))
-    be.channel_affine(x3, scale, shift, buffer)
+    buffer = be.channel_affine(x3, scale, shift, buffer)
     y = _finish(x, out, buffer, direct)
     return (y, mean, rstd) if return_stats else y
 
@@ -319,9 +319,9 @@ def batch_norm_backward(
         count = n * length
         b = -a * rstd * rstd * sum_dy_xmu / count
         shift = -a * sum_dy / count
-        be.channel_backward_elemt(dy3, x3, mean, a, b, shift, buffer)
+        buffer = be.channel_backward_elemt(dy3, x3, mean, a, b, shift, buffer)
     else:
-        be.channel_affine(dy3, a, a * 0.0, buffer)
+        buffer = be.channel_affine(dy3, a, a * 0.0, buffer)
     grad_input = _finish(x, out, buffer, direct)
     if w is None:
         return grad_input, None, None
@@ -391,7 +391,7 @@ def layer_norm(
         _check_out(be, out, x)
     x2 = _contiguous_input(be, x, (rows, features))
     buffer, direct = _kernel_output(be, x, out, (rows, features))
-    mean, rstd = be.layer_norm_forward(x2, w, b, eps, buffer)
+    buffer, mean, rstd = be.layer_norm_forward(x2, w, b, eps, buffer)
     y = _finish(x, out, buffer, direct)
     if not return_stats:
         return y
@@ -450,7 +450,7 @@ def layer_norm_backward(
     x2 = _contiguous_input(be, x, (rows, features))
     dy2 = _contiguous_input(be, grad_output, (rows, features))
     buffer, direct = _kernel_output(be, x, out, (rows, features))
-    dweight, dbias = be.layer_norm_backward(dy2, x2, mean, rstd, w, buffer, w is not None)
+    buffer, dweight, dbias = be.layer_norm_backward(dy2, x2, mean, rstd, w, buffer, w is not None)
     grad_input = _finish(x, out, buffer, direct)
     if w is None:
         return grad_input, None, None
@@ -507,8 +507,10 @@ def dropout(
         Where to write the result; may be ``x``.
     backend : str or Backend, optional
     return_bitmask : bool, default False
-        Also return the packed keep-mask (uint8, bit ``i % 8`` of byte ``i // 8``),
-        or ``None`` when nothing was dropped, for :func:`dropout_backward`.
+        Also return the packed keep-mask (uint8, bit ``i % 8`` of byte ``i // 8``)
+        for :func:`dropout_backward`; ``None`` when nothing was dropped (evaluation,
+        ``p == 0``) or when the backend keeps no bitmask (then the backward
+        regenerates the mask from ``seed`` and ``call``).
 
     Returns
     -------
@@ -536,8 +538,9 @@ def dropout(
     size = x.size
     x1 = _contiguous_input(be, x, (size,))
     buffer, direct = _kernel_output(be, x, out, (size,))
-    bitmask = be.empty(((size + 7) // 8,), np.uint8) if return_bitmask else None
-    be.dropout_forward(
+    keep_bitmask = return_bitmask and getattr(be, "supports_bitmask", True)
+    bitmask = be.empty(((size + 7) // 8,), np.uint8) if keep_bitmask else None
+    buffer = be.dropout_forward(
         x1, dropout_threshold(p), _dropout_scale(p, x.dtype), seed, call, buffer, bitmask
     )
     y = _finish(x, out, buffer, direct)
@@ -604,9 +607,9 @@ def dropout_backward(
     buffer, direct = _kernel_output(be, dy, out, (size,))
     scale = _dropout_scale(p, dy.dtype)
     if bitmask is None:
-        be.dropout_forward(dy1, dropout_threshold(p), scale, seed, call, buffer, None)
+        buffer = be.dropout_forward(dy1, dropout_threshold(p), scale, seed, call, buffer, None)
     else:
-        be.dropout_apply_bitmask(dy1, bitmask, scale, buffer)
+        buffer = be.dropout_apply_bitmask(dy1, bitmask, scale, buffer)
     return _finish(dy, out, buffer, direct)
 
 

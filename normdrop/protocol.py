@@ -9,6 +9,10 @@ both). Shapes are already canonical when a kernel is called:
 * LayerNorm data is a C-contiguous ``(R, D)`` array: ``R`` samples of ``D`` values;
 * dropout data is a C-contiguous 1-D array in the input's C order.
 
+Every kernel returns its output array(s): in-memory backends fill ``out`` and
+return it, backends of immutable arrays (Dask) ignore ``out`` and return a new
+array. Backends that cannot keep a packed bitmask set ``supports_bitmask = False``.
+
 Statistics, weights, biases, the BatchNorm affine coefficients and every other
 per-channel, per-feature or per-row vector are float64 (as are the gradients a
 kernel returns); element-wise arithmetic may run in float64 and rounds once to the
@@ -74,8 +78,11 @@ class Backend(Protocol):
 
     def layer_norm_forward(
         self, x: Array, weight: Array | None, bias: Array | None, eps: float, out: Array
-    ) -> tuple[Array, Array]:
-        """Fused LayerNorm of ``(R, D)`` rows into ``out``; return float64 ``(mean, rstd)``."""
+    ) -> tuple[Array, Array, Array]:
+        """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``.
+
+        ``mean`` and ``rstd`` are float64 of length R.
+        """
 
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Array, x: Array, mean: Array) -> tuple[Array, Array]:
@@ -95,11 +102,11 @@ class Backend(Protocol):
         weight: Array | None,
         out: Array,
         param_grads: bool,
-    ) -> tuple[Array | None, Array | None]:
+    ) -> tuple[Array, Array | None, Array | None]:
         """Write the input gradient of ``(R, D)`` rows into ``out``.
 
-        Return float64 ``(dweight, dbias)`` of length D when ``param_grads``, else
-        ``(None, None)``.
+        Return ``(out, dweight, dbias)``: float64 gradients of length D when
+        ``param_grads``, else ``None``.
         """
 
     # ----- dropout --------------------------------------------------------------
@@ -115,11 +122,13 @@ class Backend(Protocol):
         call: int,
         out: Array,
         bitmask: Array | None,
+        offset: int = 0,
     ) -> Array:
-        """Write ``x * scale`` where kept and 0 elsewhere into ``out`` (1-D data).
+        """Write ``x * scale`` where kept and 0 elsewhere into ``out`` (1-D data); return ``out``.
 
-        When ``bitmask`` (uint8, ``ceil(n / 8)`` bytes) is given, also pack the
-        keep-mask into it.
+        Element ``j`` of ``x`` is element ``offset + j`` of the whole array (a chunk
+        of a larger one). When ``bitmask`` (uint8, ``ceil(n / 8)`` bytes; only with
+        ``offset == 0``) is given, also pack the keep-mask into it.
         """
 
     def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> Array:

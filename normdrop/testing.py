@@ -123,6 +123,13 @@ def _check_dropout(backend: Backend, ref: Backend) -> None:
     mask = ref.dropout_mask(x.size, threshold, 11, 2)
     if not np.array_equal(backend.to_numpy(backend.dropout_mask(x.size, threshold, 11, 2)), mask):
         raise _fail(backend, "dropout_mask differs from the reference")
+    y = backend.dropout_forward(
+        backend.asarray(x[5:]), threshold, scale, 11, 2, backend.empty((40,), x.dtype), None, 5
+    )
+    if not np.array_equal(backend.to_numpy(y), np.where(mask, x * scale, 0)[5:]):
+        raise _fail(backend, "dropout_forward with an offset differs from the reference")
+    if not getattr(backend, "supports_bitmask", True):
+        return
     bits = backend.empty(((x.size + 7) // 8,), np.uint8)
     y = backend.dropout_forward(
         backend.asarray(x), threshold, scale, 11, 2, backend.empty(x.shape, x.dtype), bits

@@ -81,9 +81,11 @@ class Dropout(Module):
         -------
         array
         """
-        if not self.training:
+        if not self.training or self._p == 0.0:
             y = functional.dropout(x, self._p, training=False, backend=self._backend_choice)
             self._saved = (None, None)
+            if self.training:
+                self.call_count += 1
             return y
         y, bitmask = functional.dropout(
             x,
@@ -100,10 +102,15 @@ class Dropout(Module):
 
     def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
         call, bitmask = self._saved
-        if bitmask is None:  # evaluation, or p == 0: the identity
+        if call is None:  # evaluation, or p == 0: the identity
             return grad_output, {}
         dx = functional.dropout_backward(
-            grad_output, self._p, bitmask=bitmask, backend=self._backend_choice
+            grad_output,
+            self._p,
+            seed=self.seed,
+            call=call,
+            bitmask=bitmask,  # None where the backend keeps none: the mask is regenerated
+            backend=self._backend_choice,
         )
         return dx, {}
 
