@@ -160,16 +160,19 @@ class NumpyBackend:
         return self.philox_words(n, seed, call) >= np.uint32(threshold)
 
     def dropout_forward(self, x, threshold, scale, seed, call, out, bitmask, offset=0):
-        """Inverted dropout of 1-D data; optionally pack the keep-mask."""
-        keep = self.philox_words(x.size, seed, call, offset) >= np.uint32(threshold)
+        """Inverted dropout of C-ordered data; optionally pack the keep-mask."""
+        keep = self.philox_words(x.size, seed, call, offset).reshape(x.shape) >= np.uint32(
+            threshold
+        )
         out[...] = np.where(keep, x * scale, x.dtype.type(0))
         if bitmask is not None:
-            bitmask[...] = np.packbits(keep, bitorder="little")
+            bitmask[...] = np.packbits(keep.reshape(-1), bitorder="little")
         return out
 
     def dropout_apply_bitmask(self, dy, bitmask, scale, out):
         """``dy * scale`` where the packed bitmask is set, else 0."""
         keep = np.unpackbits(bitmask, count=dy.size, bitorder="little").astype(bool)
+        keep = keep.reshape(dy.shape)
         out[...] = np.where(keep, dy * scale, dy.dtype.type(0))
         return out
 

@@ -114,7 +114,8 @@ def _vector(be: Backend, name: str, v: Any, shape: tuple[int, ...]) -> Any:
     if v is None:
         return None
     v = _coerce(v)
-    if not be.accepts(v):
+    host_ok = be.device == "cpu" and isinstance(v, np.ndarray)  # CPU backends share host vectors
+    if not (host_ok or be.accepts(v)):
         raise InvalidParameterError(
             f"{name} must be an array of the {be.name!r} backend, got {type(v).__name__}",
             parameter_name=name,
@@ -536,8 +537,8 @@ def dropout(
     if out is not None:
         _check_out(be, out, x)
     size = x.size
-    x1 = _contiguous_input(be, x, (size,))
-    buffer, direct = _kernel_output(be, x, out, (size,))
+    x1 = _contiguous_input(be, x, tuple(x.shape))
+    buffer, direct = _kernel_output(be, x, out, tuple(x.shape))
     keep_bitmask = return_bitmask and getattr(be, "supports_bitmask", True)
     bitmask = be.empty(((size + 7) // 8,), np.uint8) if keep_bitmask else None
     buffer = be.dropout_forward(
@@ -603,8 +604,8 @@ def dropout_backward(
         )
     if out is not None:
         _check_out(be, out, dy)
-    dy1 = _contiguous_input(be, dy, (size,))
-    buffer, direct = _kernel_output(be, dy, out, (size,))
+    dy1 = _contiguous_input(be, dy, tuple(dy.shape))
+    buffer, direct = _kernel_output(be, dy, out, tuple(dy.shape))
     scale = _dropout_scale(p, dy.dtype)
     if bitmask is None:
         buffer = be.dropout_forward(dy1, dropout_threshold(p), scale, seed, call, buffer, None)

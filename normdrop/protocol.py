@@ -7,7 +7,7 @@ both). Shapes are already canonical when a kernel is called:
 * BatchNorm data is a C-contiguous ``(N, C, L)`` array (``(N, C)`` arrives as
   ``(N, C, 1)``), per-channel vectors have length ``C``;
 * LayerNorm data is a C-contiguous ``(R, D)`` array: ``R`` samples of ``D`` values;
-* dropout data is a C-contiguous 1-D array in the input's C order.
+* dropout data is C-contiguous, of any shape, taken in C order.
 
 Every kernel returns its output array(s): in-memory backends fill ``out`` and
 return it, backends of immutable arrays (Dask) ignore ``out`` and return a new
@@ -124,9 +124,9 @@ class Backend(Protocol):
         bitmask: Array | None,
         offset: int = 0,
     ) -> Array:
-        """Write ``x * scale`` where kept and 0 elsewhere into ``out`` (1-D data); return ``out``.
+        """Write ``x * scale`` where kept and 0 elsewhere into ``out``; return ``out``.
 
-        Element ``j`` of ``x`` is element ``offset + j`` of the whole array (a chunk
+        Element ``j`` of ``x`` (C order) is element ``offset + j`` of the whole array (a chunk
         of a larger one). When ``bitmask`` (uint8, ``ceil(n / 8)`` bytes; only with
         ``offset == 0``) is given, also pack the keep-mask into it.
         """

@@ -53,7 +53,10 @@ class Module:
     def __init__(self, backend: str | Backend | None = None) -> None:
         self.training = True
         self._backend_choice = backend
-        self._array_backend = get_backend(backend if backend is not None else "numpy")
+        chosen = get_backend(backend) if backend is not None else None
+        # CPU backends (numpy, numba, dask) keep parameters as host NumPy arrays
+        on_device = chosen is not None and chosen.device != "cpu"
+        self._array_backend = chosen if on_device else get_backend("numpy")
         self._parameters: dict[str, Array | None] = {}
         self._buffers: dict[str, Array | None] = {}
         self.grads: dict[str, Array] = {}
