@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NumpyBackend", "backend", "philox4x32_10"]
+__all__ = ["NumpyBackend", "backend", "philox4x32_10", "philox_words_at"]
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _PHILOX_M0 = np.uint64(0xD2511F53)
@@ -53,6 +53,29 @@ def philox4x32_10(counter: tuple[Any, Any, Any, Any], key: tuple[int, int]) -> n
         k0 = (k0 + _PHILOX_W0) & 0xFFFFFFFF
         k1 = (k1 + _PHILOX_W1) & 0xFFFFFFFF
     return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
+
+
+def philox_words_at(index: np.ndarray, seed: int, call: int) -> np.ndarray:
+    """The Philox word of each global element index (any order, any shape).
+
+    Parameters
+    ----------
+    index : numpy.ndarray
+        uint64 C-order element indices.
+    seed, call : int
+        The key and the call counter.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint32 words, shape of ``index``.
+    """
+    index = np.asarray(index, dtype=np.uint64)
+    blocks = index >> np.uint64(2)
+    counter = (blocks & _MASK32, blocks >> np.uint64(32), call & 0xFFFFFFFF, call >> 32)
+    words = philox4x32_10(counter, (seed & 0xFFFFFFFF, seed >> 32))
+    lane = (index & np.uint64(3)).astype(np.intp)
+    return np.take_along_axis(words, lane[..., None], axis=-1)[..., 0]
 
 
 class NumpyBackend:

@@ -44,6 +44,7 @@ ENV_VAR = "NORMDROP_BACKEND"
 # name -> (module path holding a `backend` object, pip extra that installs its deps)
 _BUILTINS: dict[str, tuple[str, str | None]] = {
     "numpy": ("normdrop.backends.numpy_backend", None),
+    "dask": ("normdrop.backends.dask_backend", "dask"),
 }
 
 _loaded: dict[str, Backend] = {}
