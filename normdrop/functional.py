@@ -234,9 +234,9 @@ def batch_norm(
     use_batch = training or running_mean is None
     count = n * length
     if use_batch and count < 2:
+        when = "when training" if training else "to compute batch statistics"
         raise ShapeError(
-            "Expected more than 1 value per channel when training, "
-            f"got input shape {tuple(x.shape)}"
+            f"Expected more than 1 value per channel {when}, got input shape {tuple(x.shape)}"
         )
 
     x3 = _contiguous_input(be, x, (n, c, length))
@@ -357,7 +357,8 @@ def layer_norm(
 
     Parameters
     ----------
-    x : array of shape (..., *normalized_shape)
+    x : array
+        Its trailing dimensions equal ``normalized_shape``.
     normalized_shape : int or sequence of int
     weight, bias : array of shape normalized_shape, optional
     eps : float, default 1e-5
@@ -500,8 +501,8 @@ def dropout(
         Drop probability in [0, 1).
     training : bool, default True
     seed : int, optional
-        64-bit seed; drawn from the global generator (:func:`normdrop.manual_seed`)
-        when ``None``.
+        64-bit seed; when ``None`` a fresh one is drawn from the global generator
+        (:func:`normdrop.manual_seed`), only if a mask is needed.
     call : int, default 0
         Call counter: a different mask per call with one seed.
     out : array, optional
@@ -524,12 +525,12 @@ def dropout(
     >>> import numpy as np
     >>> from normdrop.functional import dropout
     >>> dropout(np.ones(8), p=0.5, seed=0)
-    array([2., 2., 2., 2., 0., 0., 0., 0.])
+    array([0., 2., 2., 2., 2., 0., 2., 0.])
     """
     be, x = _prepare("x", x, backend)
     p = _validation.dropout_probability(p)
     _validation.boolean("training", training)
-    seed = draw_seed() if seed is None else _validation.seed(seed)
+    seed = None if seed is None else _validation.seed(seed)
     call = _validation.call_index(call)
     if not training or p == 0.0:
         y = _identity(x, out, be)
@@ -539,6 +540,7 @@ def dropout(
     size = x.size
     x1 = _contiguous_input(be, x, tuple(x.shape))
     buffer, direct = _kernel_output(be, x, out, tuple(x.shape))
+    seed = draw_seed() if seed is None else seed  # drawn only when a mask is needed
     keep_bitmask = return_bitmask and getattr(be, "supports_bitmask", True)
     bitmask = be.empty(((size + 7) // 8,), np.uint8) if keep_bitmask else None
     buffer = be.dropout_forward(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from normdrop import _validation, functional
+from normdrop.errors import ShapeError
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 
@@ -135,6 +136,13 @@ class BatchNorm1d(Module):
         array
             Shape and dtype of ``x``.
         """
+        shape = tuple(getattr(x, "shape", np.shape(x)))
+        if len(shape) in (2, 3) and shape[1] != self.num_features:
+            raise ShapeError(
+                f"BatchNorm1d({self.num_features}) expected input with {self.num_features} "
+                f"channels, (N, {self.num_features}) or (N, {self.num_features}, L), "
+                f"got shape {shape}"
+            )
         use_batch = self.training or not self.track_running_stats
         update = self.training and self.track_running_stats
         momentum = self.momentum

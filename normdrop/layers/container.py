@@ -87,6 +87,31 @@ class Sequential(Module):
             layer.train(mode)
         return self
 
+    def _check_device(self, name: str, x: Array) -> None:
+        """Leave device checks to the layers (they may be on different devices)."""
+
+    @property
+    def device(self) -> str:
+        """The device of every layer (``"cpu"`` when empty, ``"mixed"`` when they differ)."""
+        devices = {layer.device for layer in self.layers}
+        return devices.pop() if len(devices) == 1 else ("mixed" if devices else "cpu")
+
+    def to(self, device: str) -> Sequential:
+        """Move every layer to ``device`` (see :meth:`Module.to`) and return ``self``.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+        """
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
     def zero_grad(self) -> None:
         """Zero the gradients of every layer."""
         for layer in getattr(self, "layers", []):
@@ -98,10 +123,6 @@ class Sequential(Module):
         return {
             f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()
         }
-
-    @grads.setter
-    def grads(self, value: dict[str, Array]) -> None:
-        pass  # gradients live in the layers
 
     def named_parameters(self) -> Iterator[tuple[str, Array]]:
         """Yield ``("index.name", array)`` for every layer's parameters."""
@@ -150,10 +171,12 @@ class Sequential(Module):
                 "Error(s) in loading state_dict for Sequential:\n  "
                 "Unexpected key(s) in state_dict: " + ", ".join(unexpected)
             )
-        plans = [
-            layer._plan_load(part, strict)
-            for layer, part in zip(self.layers, parts, strict=True)
-        ]
+        plans = []
+        for i, (layer, part) in enumerate(zip(self.layers, parts, strict=True)):
+            try:
+                plans.append(layer._plan_load(part, strict))
+            except StateDictError as exc:
+                raise StateDictError(f"in layer {i} ({type(layer).__name__}): {exc}") from exc
         missing: list[str] = []
         for i, (layer, (values, layer_missing, layer_unexpected)) in enumerate(
             zip(self.layers, plans, strict=True)

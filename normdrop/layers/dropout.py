@@ -41,7 +41,7 @@ class Dropout(Module):
     >>> import normdrop
     >>> drop = normdrop.Dropout(0.5, seed=0)
     >>> drop(np.ones(8))
-    array([2., 2., 2., 2., 0., 0., 0., 0.])
+    array([0., 2., 2., 2., 2., 0., 2., 0.])
     >>> x = np.ones(3)
     >>> drop.eval()(x) is x
     True
@@ -56,6 +56,7 @@ class Dropout(Module):
         self._p = p
         self.seed = seed
         self.call_count = 0
+        self.zero_grad()
 
     @property
     def p(self) -> float:
@@ -82,7 +83,9 @@ class Dropout(Module):
         array
         """
         if not self.training or self._p == 0.0:
-            y = functional.dropout(x, self._p, training=False, backend=self._backend_choice)
+            y = functional.dropout(
+                x, self._p, training=False, seed=self.seed, backend=self._backend_choice
+            )
             self._saved = (None, None)
             if self.training:
                 self.call_count += 1

@@ -86,7 +86,8 @@ class LayerNorm(Module):
 
         Parameters
         ----------
-        x : array of shape (..., *normalized_shape)
+        x : array
+            Its trailing dimensions equal ``normalized_shape``.
 
         Returns
         -------
