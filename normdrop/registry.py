@@ -44,6 +44,8 @@ ENV_VAR = "NORMDROP_BACKEND"
 # name -> (module path holding a `backend` object, pip extra that installs its deps)
 _BUILTINS: dict[str, tuple[str, str | None]] = {
     "numpy": ("normdrop.backends.numpy_backend", None),
+    "numba": ("normdrop.backends.numba_backend", None),
+    "cuda": ("normdrop.backends.cuda_backend", "cuda"),
     "dask": ("normdrop.backends.dask_backend", "dask"),
 }
 

@@ -7,11 +7,25 @@ and compares them with the ``numpy`` reference backend in float64.
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
+import shutil
+import sys
 
-import normdrop
-from normdrop.errors import BackendError
+# Before anything imports numba: without a GPU, the cuda backend runs on the CUDA simulator.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and (
+    shutil.which("nvidia-smi") is None or not os.path.exists("/dev/nvidia0")
+):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    # The simulator runs each CUDA thread as a Python thread and polls them at every
+    # syncthreads while holding the GIL; a short switch interval makes that ~4x faster.
+    sys.setswitchinterval(5e-4)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import normdrop  # noqa: E402
+from normdrop.errors import BackendError  # noqa: E402
 
 #: Backends that run every thread in Python (the CUDA simulator): tests keep shapes small.
 SLOW_BACKENDS = {"cuda"}
@@ -50,3 +64,23 @@ def rng():
 def to_numpy(backend, a):
     """Bring a backend array (or None) back to the host."""
     return None if a is None else backend.to_numpy(a)
+
+
+def host(backend, a):
+    """Like :func:`to_numpy`, but host NumPy arrays (CPU layers' parameters) pass through."""
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    return backend.to_numpy(a)
+
+
+def vec(backend, a):
+    """A per-channel/per-feature vector as the backend takes it: host NumPy on CPU backends
+    (they share host vectors), a device array elsewhere."""
+    if a is None:
+        return None
+    return np.array(a, copy=True) if backend.device == "cpu" else backend.asarray(np.array(a))
+
+
+def param_ok(backend, a):
+    """Layer parameters and buffers live on the backend's device (host NumPy for CPU ones)."""
+    return backend.accepts(a) or (backend.device == "cpu" and isinstance(a, np.ndarray))

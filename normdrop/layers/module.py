@@ -10,11 +10,19 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import BackwardBeforeForwardError, StateDictError
+from normdrop.errors import (
+    BackendArrayError,
+    BackwardBeforeForwardError,
+    InvalidParameterError,
+    StateDictError,
+)
 from normdrop.protocol import Array, Backend
 from normdrop.registry import get_backend
 
 __all__ = ["IncompatibleKeys", "Module"]
+
+#: What :meth:`Module.to` accepts, and the backend whose arrays hold each device's state.
+_DEVICE_BACKENDS = {"cpu": "numpy", "cuda": "cuda"}
 
 
 class IncompatibleKeys(NamedTuple):
@@ -44,7 +52,16 @@ class Module:
     backend : str, Backend or None
         The backend every call uses; ``None`` follows the selection rules of
         :func:`normdrop.registry.resolve_backend` per call. Parameters and
-        buffers live on the device of this backend (the host when ``None``).
+        buffers live on the device of this backend (the host when ``None``);
+        :meth:`to` moves them.
+
+    Attributes
+    ----------
+    training : bool
+        True in training mode (after construction), False in evaluation mode.
+    grads : dict
+        Accumulated parameter gradients, keyed like :meth:`named_parameters`;
+        zeros after construction and after :meth:`zero_grad`.
     """
 
     #: Keys a checkpoint may omit (older PyTorch checkpoints lack them).
@@ -59,12 +76,18 @@ class Module:
         self._array_backend = chosen if on_device else get_backend("numpy")
         self._parameters: dict[str, Array | None] = {}
         self._buffers: dict[str, Array | None] = {}
-        self.grads: dict[str, Array] = {}
         self._saved: Any = None
 
     # ----- calling ---------------------------------------------------------------
     def __call__(self, x: Array) -> Array:
-        """Same as :meth:`forward`."""
+        """Same as :meth:`forward`, after checking that ``x`` is on the layer's device.
+
+        Raises
+        ------
+        BackendArrayError
+            ``x`` lives on another device than the layer's parameters and buffers.
+        """
+        self._check_device("the input", x)
         return self.forward(x)
 
     def forward(self, x: Array) -> Array:  # pragma: no cover - abstract
@@ -89,8 +112,12 @@ class Module:
         Raises
         ------
         BackwardBeforeForwardError
-            No forward pass has run since construction (or since unpickling).
+            No forward pass has run since construction (or since unpickling or
+            :meth:`to` moved the layer).
+        BackendArrayError
+            ``grad_output`` lives on another device than the layer.
         """
+        self._check_device("grad_output", grad_output)
         if self._saved is None:
             raise BackwardBeforeForwardError(
                 f"{type(self).__name__}.backward() called before any forward pass"
@@ -102,6 +129,86 @@ class Module:
 
     def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:  # pragma: no cover
         raise NotImplementedError
+
+    def _check_device(self, name: str, x: Any) -> None:
+        """Raise :class:`BackendArrayError` naming the fix when ``x`` is on the wrong device.
+
+        A layer on the GPU takes only arrays its backend accepts. A CPU layer
+        with parameters or buffers refuses GPU arrays; without state it follows
+        the array (selection by array type).
+        """
+        be = self._array_backend
+        what = f"{type(x).__module__}.{type(x).__qualname__}"
+        if be.device == "cpu":
+            if _is_gpu_array(x) and next(self._state_items(), None) is not None:
+                raise BackendArrayError(
+                    f"{type(self).__name__} is on the CPU but {name} is a GPU array ({what}); "
+                    "move the layer with layer.to('cuda'), or the array to the host "
+                    "(e.g. cupy.asnumpy(x)); arrays are never moved between devices implicitly"
+                )
+        elif not be.accepts(x):
+            raise BackendArrayError(
+                f"{type(self).__name__} is on {be.device!r} (backend {be.name!r}) but {name} is "
+                f"a {what}; move the array there (e.g. cupy.asarray(x)), or the layer with "
+                "layer.to('cpu'); arrays are never moved between devices implicitly"
+            )
+
+    # ----- devices ----------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where the parameters, buffers and gradients live: ``"cpu"`` or ``"cuda"``."""
+        return self._array_backend.device
+
+    def to(self, device: str) -> Module:
+        """Move parameters, buffers and gradients to ``device``; compute there from now on.
+
+        ``to("cuda")`` makes the layer use the ``cuda`` backend; ``to("cpu")``
+        brings the arrays back as NumPy arrays and restores automatic backend
+        selection. Moving discards the saved forward context (run forward again
+        before backward). Moving to the current device does nothing.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        Module
+            ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``device`` is not ``"cpu"`` or ``"cuda"``.
+        BackendNotInstalledError
+            ``"cuda"`` was asked for and the cuda backend cannot load.
+
+        Examples
+        --------
+        >>> import normdrop
+        >>> normdrop.BatchNorm1d(3).to("cpu").device
+        'cpu'
+        """
+        if not isinstance(device, str) or device not in _DEVICE_BACKENDS:
+            raise InvalidParameterError(
+                f"device must be one of {sorted(_DEVICE_BACKENDS)}, got {device!r}",
+                parameter_name="device",
+                value=device,
+            )
+        if device == self.device:
+            return self
+        source, target = self._array_backend, get_backend(_DEVICE_BACKENDS[device])
+
+        def move(value: Array | None) -> Array | None:
+            return None if value is None else target.asarray(source.to_numpy(value))
+
+        self._parameters = {k: move(v) for k, v in self._parameters.items()}
+        self._buffers = {k: move(v) for k, v in self._buffers.items()}
+        self.grads = {k: move(v) for k, v in self.grads.items()}
+        self._array_backend = target
+        self._backend_choice = target.name if device != "cpu" else None
+        self._saved = None
+        return self
 
     def zero_grad(self) -> None:
         """Reset every entry of :attr:`grads` to zeros."""
@@ -190,7 +297,7 @@ class Module:
         ----------
         state_dict : mapping
             From :meth:`state_dict`, an ``.npz`` file, or a PyTorch ``state_dict``
-            (tensors are read through ``numpy.asarray``).
+            (tensors are copied to host NumPy arrays).
         strict : bool, default True
             Raise on missing or unexpected keys. Size mismatches always raise.
 
@@ -251,6 +358,8 @@ class Module:
         Parameters
         ----------
         path : str or path-like
+            The file; NumPy appends ``.npz`` when the name lacks it, so pass a
+            name ending in ``.npz`` to :meth:`load` the same path back.
         """
         np.savez(path, **self.state_dict())
 
@@ -285,9 +394,20 @@ class Module:
         return self._array_backend.asarray(values)
 
 
+def _is_gpu_array(x: Any) -> bool:
+    """Tell, without imports, whether ``x`` is a device array (CuPy, numba, CUDA interface)."""
+    return (
+        type(x).__module__.split(".", 1)[0] == "cupy"
+        or hasattr(x, "__cuda_array_interface__")
+        or bool(getattr(type(x), "__cuda_ndarray__", False))  # numba's, the simulator's too
+    )
+
+
 def _host_array(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     elif hasattr(value, "get") and hasattr(value, "__cuda_array_interface__"):  # CuPy
         value = value.get()
+    elif getattr(type(value), "__cuda_ndarray__", False):  # a numba device array
+        value = value.copy_to_host()
     return np.asarray(value)

@@ -1,0 +1,194 @@
+"""Device arrays: which ones the backend takes, how it allocates, moves and passes them.
+
+On a GPU the backend's own arrays are CuPy arrays; any other array exposing
+``__cuda_array_interface__`` (numba device arrays, PyTorch CUDA tensors, ...) is
+accepted too. Kernels allocate their results in the kind of their input where
+they can: numba device arrays in, numba device arrays out. Under the simulator
+the backend's arrays are NumPy arrays (and the simulator's fake device arrays).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._runtime import SIMULATOR, cuda, cupy, stream
+
+__all__ = [
+    "accepts",
+    "alloc_like",
+    "asarray",
+    "ascontiguous",
+    "empty",
+    "is_numba_array",
+    "kernel_in",
+    "kernel_out",
+    "to_numpy",
+]
+
+
+def is_numba_array(x: Any) -> bool:
+    """Tell whether ``x`` is a numba device array (real or simulated).
+
+    Parameters
+    ----------
+    x : object
+
+    Returns
+    -------
+    bool
+    """
+    return bool(getattr(type(x), "__cuda_ndarray__", False))
+
+
+def accepts(x: Any) -> bool:
+    """Tell cheaply, without imports, whether the backend computes on ``x``.
+
+    Parameters
+    ----------
+    x : object
+
+    Returns
+    -------
+    bool
+        CuPy and other ``__cuda_array_interface__`` arrays; under the simulator,
+        NumPy arrays and simulated device arrays instead.
+    """
+    if SIMULATOR:
+        return isinstance(x, np.ndarray) or is_numba_array(x)
+    return type(x).__module__.split(".", 1)[0] == "cupy" or hasattr(x, "__cuda_array_interface__")
+
+
+def empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised array of the backend's own kind (CuPy, or NumPy in the simulator).
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : dtype-like
+
+    Returns
+    -------
+    array
+    """
+    if cupy is None:
+        return np.empty(shape, dtype=dtype)
+    return cupy.empty(shape, dtype=dtype)
+
+
+def alloc_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised array of the same kind as ``x``.
+
+    Parameters
+    ----------
+    x : array
+        The kernel's input; a numba device array gets a numba device array.
+    shape : tuple of int
+    dtype : dtype-like
+
+    Returns
+    -------
+    array
+    """
+    if is_numba_array(x):
+        return cuda.device_array(shape, dtype=dtype, stream=stream())
+    return empty(shape, dtype)
+
+
+def asarray(x: Any, dtype: Any = None) -> Any:
+    """``x`` as an array of the backend; host data is copied to the device.
+
+    Parameters
+    ----------
+    x : array_like
+    dtype : dtype-like, optional
+
+    Returns
+    -------
+    array
+        ``x`` itself when it is a numba device array of that dtype, else a CuPy
+        array (a NumPy array in the simulator).
+    """
+    if is_numba_array(x) and (dtype is None or np.dtype(dtype) == x.dtype):
+        return x
+    if cupy is None:
+        return np.asarray(x, dtype=dtype)
+    return cupy.asarray(x, dtype=dtype)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy ``x`` to a host NumPy array (NumPy arrays are returned as they are).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if is_numba_array(x):
+        return x.copy_to_host()
+    if cupy is not None:
+        return cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def ascontiguous(x: Any) -> Any:
+    """``x`` C-contiguous: the same object when it already is.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    array
+        Contiguous numba device arrays are returned as they are; anything else
+        goes through CuPy (NumPy in the simulator).
+    """
+    if is_numba_array(x) and x.is_c_contiguous():
+        return x
+    xp = np if cupy is None else cupy
+    return xp.ascontiguousarray(xp.asarray(x))
+
+
+def kernel_in(x: Any) -> Any:
+    """``x`` as a kernel argument the kernel only reads.
+
+    On a GPU, arrays other than numba's become numba views without synchronising
+    on the stream they carry (numba's default would block the host at every
+    launch; the kernels run on CuPy's current stream anyway). The simulator copies
+    NumPy arguments in and, unless marked input-only as here, back out: read-only
+    inputs and inputs aliasing an output stay untouched.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    array or argument hint
+    """
+    if SIMULATOR:
+        return cuda.In(x) if isinstance(x, np.ndarray) else x
+    return x if is_numba_array(x) else cuda.as_cuda_array(x, sync=False)
+
+
+def kernel_out(x: Any) -> Any:
+    """``x`` as a kernel argument the kernel writes (see :func:`kernel_in`).
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    array
+    """
+    if SIMULATOR or is_numba_array(x):
+        return x
+    return cuda.as_cuda_array(x, sync=False)
