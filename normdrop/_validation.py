@@ -89,10 +89,10 @@ def boolean(name: str, value: Any) -> bool:
 def param_dtype(value: Any) -> np.dtype:
     """Return the NumPy dtype for a layer's ``dtype`` argument (float32 or float64)."""
     try:
-        dtype = np.dtype(value)
+        dtype = np.dtype(value) if value is not None else None
     except TypeError:
         dtype = None
-    if dtype not in SUPPORTED_PARAM_DTYPES:
+    if dtype is None or dtype not in SUPPORTED_PARAM_DTYPES:
         raise _fail("dtype", value, "'float32' or 'float64'")
     return dtype
 

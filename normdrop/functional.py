@@ -226,6 +226,12 @@ def batch_norm(
         )
     for name, v in (("running_mean", running_mean), ("running_var", running_var)):
         if v is not None:
+            if not hasattr(v, "shape"):
+                raise InvalidParameterError(
+                    f"{name} must be an array (it is updated in place), got {type(v).__name__}",
+                    parameter_name=name,
+                    value=v,
+                )
             _vector(be, name, v, (c,))
     w = _vector(be, "weight", weight, (c,))
     b = _vector(be, "bias", bias, (c,))
@@ -326,7 +332,7 @@ def batch_norm_backward(
     grad_input = _finish(x, out, buffer, direct)
     if w is None:
         return grad_input, None, None
-    dtype = weight.dtype
+    dtype = _coerce(weight).dtype
     return grad_input, (sum_dy_xmu * rstd).astype(dtype), sum_dy.astype(dtype)
 
 
@@ -458,15 +464,16 @@ def layer_norm_backward(
         return grad_input, None, None
     return (
         grad_input,
-        dweight.reshape(shape).astype(weight.dtype),
-        dbias.reshape(shape).astype(weight.dtype),
+        dweight.reshape(shape).astype(_coerce(weight).dtype),
+        dbias.reshape(shape).astype(_coerce(weight).dtype),
     )
 
 
 # ----------------------------------------------------------------------------- dropout
 def _dropout_scale(p: float, dtype: np.dtype) -> Any:
-    """``1 / (1 - p)`` evaluated in float64 and rounded once to the compute dtype."""
-    return _compute_dtype(dtype).type(1.0 / (1.0 - p))
+    """``1 / (1 - p)`` computed in the compute dtype, as PyTorch does."""
+    real = _compute_dtype(dtype).type
+    return real(1.0) / real(1.0 - p)
 
 
 def _identity(x: Any, out: Any | None, be: Backend) -> Any:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import InvalidParameterError, StateDictError
-from normdrop.layers.module import IncompatibleKeys, Module
+from normdrop.errors import InvalidParameterError
+from normdrop.layers.module import IncompatibleKeys, Module, _raise_problems
 from normdrop.protocol import Array
 
 __all__ = ["Sequential"]
@@ -57,9 +57,15 @@ class Sequential(Module):
         return iter(self.layers)
 
     def forward(self, x: Array) -> Array:
-        """Apply every layer in order."""
-        for layer in self.layers:
-            x = layer(x)
+        """Apply every layer in order; if one raises, every layer's state is rolled back."""
+        snapshots = [layer._snapshot() for layer in self.layers]
+        try:
+            for layer in self.layers:
+                x = layer(x)
+        except BaseException:
+            for layer, snapshot in zip(self.layers, snapshots, strict=True):
+                layer._restore(snapshot)
+            raise
         self._saved = True
         return x
 
@@ -139,7 +145,8 @@ class Sequential(Module):
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Every layer's state, keys prefixed with the layer index."""
         return OrderedDict(
-            (f"{i}.{k}", v) for i, layer in enumerate(self.layers)
+            (f"{i}.{k}", v)
+            for i, layer in enumerate(self.layers)
             for k, v in layer.state_dict().items()
         )
 
@@ -166,19 +173,20 @@ class Sequential(Module):
                 parts[int(index)][name] = value
             else:
                 unexpected.append(key)
-        if strict and unexpected:
-            raise StateDictError(
-                "Error(s) in loading state_dict for Sequential:\n  "
-                "Unexpected key(s) in state_dict: " + ", ".join(unexpected)
-            )
-        plans = []
-        for i, (layer, part) in enumerate(zip(self.layers, parts, strict=True)):
-            try:
-                plans.append(layer._plan_load(part, strict))
-            except StateDictError as exc:
-                raise StateDictError(f"in layer {i} ({type(layer).__name__}): {exc}") from exc
+        problems = (
+            ["Unexpected key(s) in state_dict: " + ", ".join(unexpected)]
+            if strict and unexpected
+            else []
+        )
+        plans = [
+            layer._plan_load(part, strict, prefix=f"{i}.")
+            for i, (layer, part) in enumerate(zip(self.layers, parts, strict=True))
+        ]
+        for plan in plans:
+            problems += plan[3]
+        _raise_problems("Sequential", problems)
         missing: list[str] = []
-        for i, (layer, (values, layer_missing, layer_unexpected)) in enumerate(
+        for i, (layer, (values, layer_missing, layer_unexpected, _)) in enumerate(
             zip(self.layers, plans, strict=True)
         ):
             layer._apply_load(values)

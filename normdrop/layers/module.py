@@ -312,14 +312,19 @@ class Module:
             Missing or unexpected keys (when ``strict``) or mismatched shapes.
         """
         _validation.boolean("strict", strict)
-        values, missing, unexpected = self._plan_load(state_dict, strict)
+        values, missing, unexpected, problems = self._plan_load(state_dict, strict)
+        _raise_problems(type(self).__name__, problems)
         self._apply_load(values)
         return IncompatibleKeys(missing, unexpected)
 
     def _plan_load(
-        self, state_dict: Mapping[str, Any], strict: bool
-    ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-        """Check ``state_dict`` against the layer without writing anything."""
+        self, state_dict: Mapping[str, Any], strict: bool, prefix: str = ""
+    ) -> tuple[dict[str, np.ndarray], list[str], list[str], list[str]]:
+        """Check and convert ``state_dict`` without writing anything.
+
+        Returns the converted values, the missing and unexpected keys, and the
+        problems found (messages name keys with ``prefix``).
+        """
         current = dict(self._state_items())
         missing = [k for k in current if k not in state_dict and k not in self._optional_state_keys]
         unexpected = [k for k in state_dict if k not in current]
@@ -328,29 +333,46 @@ class Module:
         for key, target in current.items():
             if key not in state_dict:
                 continue
-            value = _host_array(state_dict[key])
+            try:
+                value = _host_array(state_dict[key]).astype(target.dtype)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"cannot read {prefix}{key} as {target.dtype}: {exc}")
+                continue
             if tuple(value.shape) != tuple(target.shape):
                 problems.append(
-                    f"size mismatch for {key}: copying a value with shape {tuple(value.shape)} "
-                    f"from the checkpoint, the shape in the current layer is {tuple(target.shape)}"
+                    f"size mismatch for {prefix}{key}: copying a value with shape "
+                    f"{tuple(value.shape)} from the checkpoint, the shape in the current "
+                    f"layer is {tuple(target.shape)}"
                 )
             values[key] = value
         if strict:
             if missing:
-                problems.insert(0, "Missing key(s) in state_dict: " + ", ".join(missing))
+                problems.insert(
+                    0, "Missing key(s) in state_dict: " + ", ".join(prefix + k for k in missing)
+                )
             if unexpected:
-                problems.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(unexpected))
-        if problems:
-            raise StateDictError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
-                + "\n  ".join(problems)
-            )
-        return values, missing, unexpected
+                problems.insert(
+                    0,
+                    "Unexpected key(s) in state_dict: " + ", ".join(prefix + k for k in unexpected),
+                )
+        return values, missing, unexpected, problems
+
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, Array]]:
+        """Copies of what a forward call may change (attributes and buffers)."""
+        attributes = {k: v for k, v in self.__dict__.items() if k in ("_saved", "call_count")}
+        return attributes, {k: v.copy() for k, v in self.named_buffers()}
+
+    def _restore(self, snapshot: tuple[dict[str, Any], dict[str, Array]]) -> None:
+        """Undo a forward call from a :meth:`_snapshot`."""
+        attributes, buffers = snapshot
+        self.__dict__.update(attributes)
+        for key, value in buffers.items():
+            self._buffers[key][...] = value
 
     def _apply_load(self, values: dict[str, np.ndarray]) -> None:
         current = dict(self._state_items())
         for key, value in values.items():
-            current[key][...] = self._array_backend.asarray(value.astype(current[key].dtype))
+            current[key][...] = self._array_backend.asarray(value)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save :meth:`state_dict` to an ``.npz`` file.
@@ -401,6 +423,13 @@ def _is_gpu_array(x: Any) -> bool:
         or hasattr(x, "__cuda_array_interface__")
         or bool(getattr(type(x), "__cuda_ndarray__", False))  # numba's, the simulator's too
     )
+
+
+def _raise_problems(owner: str, problems: list[str]) -> None:
+    if problems:
+        raise StateDictError(
+            f"Error(s) in loading state_dict for {owner}:\n  " + "\n  ".join(problems)
+        )
 
 
 def _host_array(value: Any) -> np.ndarray:
