@@ -1,14 +1,859 @@
-"""``normdrop bench`` (placeholder until the benchmark module lands)."""
+"""``normdrop bench``: time every layer against the NumPy reference and PyTorch on the CPU.
+
+Each case is timed three ways in the same run: with normdrop's default backend
+(or ``--backend``), with the ``numpy`` reference backend, and with PyTorch on the
+CPU when it is installed. Every row also carries the effective bandwidth of the
+normdrop call and the share it reaches of a plain NumPy copy (``np.copyto``) of
+the same number of bytes, measured next to it. Absolute times on shared machines
+are noisy; the ratios are what to read.
+
+This module imports nothing heavy at import time: PyTorch, Numba and tqdm are
+imported only when a benchmark runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import normdrop
+from normdrop import functional
+from normdrop.protocol import Backend
+
+__all__ = ["CASES", "Case", "Timing", "add_arguments", "run", "time_call"]
+
+Thunk = Callable[[], Any]
+
+#: Default and ``--quick`` settings: (time budget per measurement in s, max repeats,
+#: minimum duration of one timed repeat in s).
+_FULL = (1.0, 25, 0.005)
+_QUICK = (0.1, 3, 0.001)
+_MAX_NUMBER = 1_000_000
+DROPOUT_P = 0.15
+SEED = 1234
+EPS = 1e-5
+MOMENTUM = 0.1
 
 
+# ----------------------------------------------------------------------------- timing
+@dataclass(frozen=True)
+class Timing:
+    """Per-call times of one measured function, in seconds.
+
+    Attributes
+    ----------
+    best, median : float
+        Fastest and median per-call time over the timed repeats.
+    repeats : int
+        Timed repeats.
+    number : int
+        Calls per repeat.
+    first_call : float
+        The first (warm-up) call, which includes any compilation.
+    """
+
+    best: float
+    median: float
+    repeats: int
+    number: int
+    first_call: float
+
+    def stat(self, name: str) -> float:
+        """Return the ``"min"`` (best) or ``"median"`` per-call time."""
+        return self.best if name == "min" else self.median
+
+
+def _loop(fn: Thunk, number: int) -> float:
+    """Seconds taken by ``number`` calls of ``fn``, with the garbage collector off."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return time.perf_counter() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def time_call(fn: Thunk, *, budget: float, repeat: int, min_time: float) -> Timing:
+    """Time ``fn`` after a warm-up call.
+
+    The number of calls per repeat grows until one repeat lasts ``min_time``
+    (fast functions are timed in loops); repeats then run until ``repeat`` of
+    them are done or ``budget`` seconds have passed, whichever comes first, and
+    at least one always runs.
+
+    Parameters
+    ----------
+    fn : callable
+        Called with no arguments.
+    budget : float
+        Seconds to spend on the timed repeats (the warm-up is not counted).
+    repeat : int
+        Most timed repeats.
+    min_time : float
+        Shortest duration of one timed repeat, in seconds.
+
+    Returns
+    -------
+    Timing
+    """
+    start = time.perf_counter()
+    fn()
+    first_call = time.perf_counter() - start
+
+    number, elapsed = 1, _loop(fn, 1)
+    while elapsed < min_time and number < _MAX_NUMBER:
+        guess = int(number * 1.2 * min_time / max(elapsed, 1e-9))
+        number = min(_MAX_NUMBER, max(2 * number, guess))
+        elapsed = _loop(fn, number)
+    samples = [elapsed / number]
+
+    deadline = time.perf_counter() + budget
+    while len(samples) < repeat and time.perf_counter() < deadline:
+        samples.append(_loop(fn, number) / number)
+    return Timing(min(samples), statistics.median(samples), len(samples), number, first_call)
+
+
+# ----------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class Target:
+    """Where a normdrop call runs: a backend, and the ``backend=`` argument to pass.
+
+    Attributes
+    ----------
+    backend : Backend
+        The backend the data is placed on.
+    choice : str or None
+        What the calls pass as ``backend=``; ``None`` exercises the automatic choice.
+    """
+
+    backend: Backend
+    choice: str | None
+
+    def array(self, a: np.ndarray) -> Any:
+        """Return the host array ``a`` as an array of the backend."""
+        return self.backend.asarray(a)
+
+    def ready(self, *values: Any) -> tuple[Any, ...]:
+        """Return ``values`` computed: saved statistics must not be recomputed at every call.
+
+        Lazy (Dask) arrays are persisted; anything else is returned unchanged.
+        """
+        return tuple(v.persist() if hasattr(v, "__dask_graph__") else v for v in values)
+
+    def wrap(self, fn: Thunk) -> Thunk:
+        """Make ``fn`` wait for asynchronous (GPU) or lazy (Dask) results."""
+        if self.backend.device != "cpu":
+            from numba import cuda
+
+            def synced() -> Any:
+                result = fn()
+                cuda.synchronize()
+                return result
+
+            return synced
+
+        def settled() -> Any:
+            result = fn()
+            items = result if isinstance(result, tuple) else (result,)
+            lazy = [r for r in items if hasattr(r, "__dask_graph__")]
+            if lazy:
+                import dask
+
+                dask.compute(*lazy)
+            return result
+
+        return settled if self.backend.name == "dask" else fn
+
+
+def _ones(target: Target, n: int, dtype: np.dtype) -> Any:
+    return target.array(np.ones(n, dtype))
+
+
+def _zeros(target: Target, n: int, dtype: np.dtype) -> Any:
+    return target.array(np.zeros(n, dtype))
+
+
+# ----------------------------------------------------------------------------- normdrop builders
+# Each builder takes the host input and a Target and returns the thunk to time.
+def _bn_forward(training: bool) -> Callable[[np.ndarray, Target], Thunk]:
+    def build(x_host: np.ndarray, target: Target) -> Thunk:
+        c, dtype = x_host.shape[1], x_host.dtype
+        x = target.array(x_host)
+        w, b = _ones(target, c, dtype), _zeros(target, c, dtype)
+        rm, rv = _zeros(target, c, dtype), _ones(target, c, dtype)
+        return lambda: functional.batch_norm(
+            x, rm, rv, w, b, training=training, momentum=MOMENTUM, eps=EPS, backend=target.choice
+        )
+
+    return build
+
+
+def _bn_backward(x_host: np.ndarray, target: Target) -> Thunk:
+    c, dtype = x_host.shape[1], x_host.dtype
+    x, dy = target.array(x_host), target.array(_grad_like(x_host))
+    w, b = _ones(target, c, dtype), _zeros(target, c, dtype)
+    _, mean, rstd = functional.batch_norm(
+        x, None, None, w, b, training=True, eps=EPS, backend=target.choice, return_stats=True
+    )
+    mean, rstd = target.ready(mean, rstd)
+    return lambda: functional.batch_norm_backward(
+        dy, x, mean, rstd, w, training=True, backend=target.choice
+    )
+
+
+def _ln_forward(x_host: np.ndarray, target: Target) -> Thunk:
+    d, dtype = x_host.shape[-1], x_host.dtype
+    x = target.array(x_host)
+    w, b = _ones(target, d, dtype), _zeros(target, d, dtype)
+    return lambda: functional.layer_norm(x, (d,), w, b, EPS, backend=target.choice)
+
+
+def _ln_backward(x_host: np.ndarray, target: Target) -> Thunk:
+    d, dtype = x_host.shape[-1], x_host.dtype
+    x, dy = target.array(x_host), target.array(_grad_like(x_host))
+    w, b = _ones(target, d, dtype), _zeros(target, d, dtype)
+    _, mean, rstd = functional.layer_norm(
+        x, (d,), w, b, EPS, backend=target.choice, return_stats=True
+    )
+    mean, rstd = target.ready(mean, rstd)
+    return lambda: functional.layer_norm_backward(
+        dy, x, (d,), mean, rstd, w, backend=target.choice
+    )
+
+
+def _dropout_forward(x_host: np.ndarray, target: Target) -> Thunk:
+    # As a training layer does: keep the packed bitmask that backward reads.
+    x = target.array(x_host)
+    return lambda: functional.dropout(
+        x, DROPOUT_P, seed=SEED, call=0, backend=target.choice, return_bitmask=True
+    )
+
+
+def _dropout_backward(x_host: np.ndarray, target: Target) -> Thunk:
+    x, dy = target.array(x_host), target.array(_grad_like(x_host))
+    _, bitmask = functional.dropout(
+        x, DROPOUT_P, seed=SEED, call=0, backend=target.choice, return_bitmask=True
+    )
+    (bitmask,) = target.ready(bitmask)
+    # A backend that keeps no bitmask returns None; the backward then regenerates the mask.
+    return lambda: functional.dropout_backward(
+        dy, DROPOUT_P, seed=SEED, call=0, bitmask=bitmask, backend=target.choice
+    )
+
+
+def _bn_layer_call(x_host: np.ndarray, target: Target) -> Thunk:
+    layer = normdrop.BatchNorm1d(x_host.shape[1], dtype=x_host.dtype, backend=target.choice)
+    x = target.array(x_host)
+    return lambda: layer(x)
+
+
+def _ln_layer_call(x_host: np.ndarray, target: Target) -> Thunk:
+    layer = normdrop.LayerNorm(x_host.shape[-1], dtype=x_host.dtype, backend=target.choice)
+    x = target.array(x_host)
+    return lambda: layer(x)
+
+
+# ----------------------------------------------------------------------------- torch builders
+# Each takes a CPU tensor; thunks run with gradients disabled (see _torch_session).
+def _torch_bn_forward(training: bool) -> Callable[[Any], Thunk]:
+    def build(xt: Any) -> Thunk:
+        import torch
+
+        c, dtype = xt.shape[1], xt.dtype
+        w, b = torch.ones(c, dtype=dtype), torch.zeros(c, dtype=dtype)
+        rm, rv = torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+        return lambda: torch.nn.functional.batch_norm(
+            xt, rm, rv, w, b, training=training, momentum=MOMENTUM, eps=EPS
+        )
+
+    return build
+
+
+def _torch_bn_backward(xt: Any) -> Thunk:
+    import torch
+
+    c, dtype = xt.shape[1], xt.dtype
+    w, b = torch.ones(c, dtype=dtype), torch.zeros(c, dtype=dtype)
+    rm, rv = torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+    dy = torch.from_numpy(_grad_like(xt.numpy()))
+    aten = torch.ops.aten
+    _, mean, invstd = aten.native_batch_norm(xt, w, b, rm, rv, True, MOMENTUM, EPS)
+    mask = [True, True, True]
+    return lambda: aten.native_batch_norm_backward(
+        dy, xt, w, rm, rv, mean, invstd, True, EPS, mask
+    )
+
+
+def _torch_ln_forward(xt: Any) -> Thunk:
+    import torch
+
+    d, dtype = xt.shape[-1], xt.dtype
+    w, b = torch.ones(d, dtype=dtype), torch.zeros(d, dtype=dtype)
+    return lambda: torch.nn.functional.layer_norm(xt, (d,), w, b, EPS)
+
+
+def _torch_ln_backward(xt: Any) -> Thunk:
+    import torch
+
+    d, dtype = xt.shape[-1], xt.dtype
+    w, b = torch.ones(d, dtype=dtype), torch.zeros(d, dtype=dtype)
+    dy = torch.from_numpy(_grad_like(xt.numpy()))
+    aten = torch.ops.aten
+    _, mean, rstd = aten.native_layer_norm(xt, [d], w, b, EPS)
+    mask = [True, True, True]
+    return lambda: aten.native_layer_norm_backward(dy, xt, [d], mean, rstd, w, b, mask)
+
+
+def _torch_dropout_forward(xt: Any) -> Thunk:
+    import torch
+
+    # native_dropout returns the mask too, as autograd's training forward does.
+    return lambda: torch.ops.aten.native_dropout(xt, DROPOUT_P, True)
+
+
+def _torch_dropout_backward(xt: Any) -> Thunk:
+    import torch
+
+    dy = torch.from_numpy(_grad_like(xt.numpy()))
+    _, mask = torch.ops.aten.native_dropout(xt, DROPOUT_P, True)
+    scale = 1.0 / (1.0 - DROPOUT_P)
+    return lambda: torch.ops.aten.native_dropout_backward(dy, mask, scale)
+
+
+def _torch_bn_layer_call(xt: Any) -> Thunk:
+    import torch
+
+    layer = torch.nn.BatchNorm1d(xt.shape[1], dtype=xt.dtype).train()
+    return lambda: layer(xt)
+
+
+def _torch_ln_layer_call(xt: Any) -> Thunk:
+    import torch
+
+    layer = torch.nn.LayerNorm(xt.shape[-1], dtype=xt.dtype)
+    return lambda: layer(xt)
+
+
+# ----------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    """One row of the benchmark.
+
+    Attributes
+    ----------
+    name : str
+        What is timed; ``--cases`` matches substrings of it.
+    shape : tuple of int
+        Shape of the input.
+    passes : float
+        Bytes moved, in units of the input's size: 2 for a forward (read x,
+        write y), 3 for a normalisation backward (read x and dy, write dx), 2 for
+        the dropout backward (read dy and a 1-bit mask, write dx).
+    build : callable
+        ``build(x, target)`` returns the normdrop thunk to time.
+    build_torch : callable
+        ``build_torch(xt)`` returns the PyTorch thunk to time.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    passes: float
+    build: Callable[[np.ndarray, Target], Thunk] = field(repr=False)
+    build_torch: Callable[[Any], Thunk] = field(repr=False)
+
+
+BN_SHAPE = (64, 256, 512)
+ROWS_SHAPE = (8192, 1024)
+
+#: Every case, in the order of the table.
+CASES: tuple[Case, ...] = (
+    Case("BatchNorm1d train forward", BN_SHAPE, 2, _bn_forward(True), _torch_bn_forward(True)),
+    Case("BatchNorm1d eval forward", BN_SHAPE, 2, _bn_forward(False), _torch_bn_forward(False)),
+    Case(
+        "BatchNorm1d train forward channels-last",
+        (65536, 64),
+        2,
+        _bn_forward(True),
+        _torch_bn_forward(True),
+    ),
+    Case("LayerNorm forward", ROWS_SHAPE, 2, _ln_forward, _torch_ln_forward),
+    Case(f"Dropout p={DROPOUT_P} forward", ROWS_SHAPE, 2, _dropout_forward, _torch_dropout_forward),
+    Case("BatchNorm1d backward", BN_SHAPE, 3, _bn_backward, _torch_bn_backward),
+    Case("LayerNorm backward", ROWS_SHAPE, 3, _ln_backward, _torch_ln_backward),
+    # Dropout backward reads dy (and a 1-bit mask) and writes dx: two passes, not three.
+    Case("Dropout backward", ROWS_SHAPE, 2, _dropout_backward, _torch_dropout_backward),
+    Case(
+        "BatchNorm1d train forward whole layer call",
+        (4, 64, 30),
+        2,
+        _bn_layer_call,
+        _torch_bn_layer_call,
+    ),
+    Case(
+        "LayerNorm forward whole layer call", (120, 64), 2, _ln_layer_call, _torch_ln_layer_call
+    ),
+)
+
+
+def select_cases(patterns: Sequence[str] | None) -> list[Case]:
+    """Return the cases whose name contains any of ``patterns`` (case-insensitive).
+
+    Parameters
+    ----------
+    patterns : sequence of str or None
+        Substrings; ``None`` or empty selects every case.
+
+    Returns
+    -------
+    list of Case
+    """
+    if not patterns:
+        return list(CASES)
+    wanted = [p.lower() for p in patterns]
+    return [c for c in CASES if any(p in c.name.lower() for p in wanted)]
+
+
+def _grad_like(x: np.ndarray) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype)
+
+
+def _input(case: Case, dtype: np.dtype) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(case.shape).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """How to measure, resolved from the command line.
+
+    Attributes
+    ----------
+    dtype : numpy.dtype
+    budget : float
+        Seconds of timed repeats per measurement.
+    repeat : int
+        Most timed repeats per measurement.
+    min_time : float
+        Shortest timed repeat, in seconds.
+    stat : {"min", "median"}
+        The statistic the table and the top-level row fields report.
+    """
+
+    dtype: np.dtype
+    budget: float
+    repeat: int
+    min_time: float
+    stat: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """Build the settings from parsed ``bench`` arguments."""
+        budget, repeat, min_time = _QUICK if args.quick else _FULL
+        return cls(
+            dtype=np.dtype(args.dtype),
+            budget=budget if args.budget is None else args.budget,
+            repeat=repeat if args.repeat is None else args.repeat,
+            min_time=min_time,
+            stat=args.stat,
+        )
+
+    def measure(self, fn: Thunk) -> Timing:
+        """Time ``fn`` with these settings."""
+        return time_call(fn, budget=self.budget, repeat=self.repeat, min_time=self.min_time)
+
+
+def _thread_count() -> int:
+    """Numba's thread count (what normdrop's kernels use), else the CPU count."""
+    try:
+        import numba
+    except ImportError:
+        return os.cpu_count() or 1
+    return int(numba.get_num_threads())
+
+
+def _import_torch() -> Any | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@contextlib.contextmanager
+def _torch_session(torch: Any | None, threads: int) -> Iterator[None]:
+    """Run PyTorch on ``threads`` threads with autograd off, restoring both afterwards."""
+    if torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------- measuring
+def _measure(label: str, fn: Callable[[], Thunk], settings: Settings) -> Timing | str:
+    """Build and time a thunk; return the timing, or the error it raised as text."""
+    try:
+        return settings.measure(fn())
+    except Exception as exc:  # one failing implementation must not end the run
+        return f"{label}: {type(exc).__name__}: {exc}"
+
+
+def _copy_thunk(nbytes: float, dtype: np.dtype) -> Thunk:
+    """``np.copyto`` moving ``nbytes`` in all (half read, half written)."""
+    n = max(1, int(nbytes // (2 * dtype.itemsize)))
+    src = np.random.default_rng(2).standard_normal(n).astype(dtype)
+    dst = np.empty_like(src)
+    return lambda: np.copyto(dst, src)
+
+
+def _timing_dict(t: Timing | str | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    if isinstance(t, str):
+        return {"error": t}
+    return {
+        "best_s": t.best,
+        "median_s": t.median,
+        "repeats": t.repeats,
+        "number": t.number,
+        "first_call_s": t.first_call,
+    }
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def _row(case: Case, settings: Settings, timings: dict[str, Timing | str | None]) -> dict:
+    """Combine the timings of one case into a JSON-ready row."""
+    stat = settings.stat
+    t = {k: (v.stat(stat) if isinstance(v, Timing) else None) for k, v in timings.items()}
+    nbytes = case.passes * int(np.prod(case.shape)) * settings.dtype.itemsize
+    gbps = _ratio(nbytes / 1e9, t["normdrop"])
+    copy_gbps = _ratio(nbytes / 1e9, t["copy"])
+    errors = [v for v in timings.values() if isinstance(v, str)]
+    return {
+        "case": case.name,
+        "shape": list(case.shape),
+        "dtype": settings.dtype.name,
+        "bytes": nbytes,
+        "normdrop_s": t["normdrop"],
+        "reference_s": t["reference"],
+        "torch_s": t["torch"],
+        "speedup_vs_torch": _ratio(t["torch"], t["normdrop"]),
+        "speedup_vs_reference": _ratio(t["reference"], t["normdrop"]),
+        "gbps": gbps,
+        "copy_gbps": copy_gbps,
+        "copy_share": _ratio(gbps, copy_gbps),
+        "timings": {k: _timing_dict(v) for k, v in timings.items()},
+        "errors": errors,
+    }
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    """A tqdm bar on stderr, or a stand-in with the same two methods when tqdm is missing."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            # disable=None: draw only when stderr is a terminal.
+            return tqdm(total=total, desc="normdrop bench", unit="run", file=sys.stderr,
+                        leave=False, dynamic_ncols=True, disable=None)
+    return _NoProgress()
+
+
+class _NoProgress:
+    """What the run loop needs of a progress bar, doing nothing."""
+
+    def update(self, n: int = 1) -> None:
+        """Ignore progress."""
+
+    def set_postfix_str(self, s: str) -> None:
+        """Ignore the label."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _run_case(
+    case: Case,
+    settings: Settings,
+    target: Target,
+    reference: Target,
+    torch: Any | None,
+    bar: Any,
+) -> dict:
+    """Time one case every way and return its row."""
+    x = _input(case, settings.dtype)
+    timings: dict[str, Timing | str | None] = {}
+
+    def step(key: str, fn: Callable[[], Thunk]) -> None:
+        bar.set_postfix_str(f"{case.name} [{key}]")
+        timings[key] = _measure(key, fn, settings)
+        bar.update()
+
+    step("reference", lambda: reference.wrap(case.build(x, reference)))
+    if target.backend.name == reference.backend.name and target.choice in (None, "numpy"):
+        timings["normdrop"] = timings["reference"]  # the same code: do not time it twice
+        bar.update()
+    else:
+        step("normdrop", lambda: target.wrap(case.build(x, target)))
+    if torch is not None:
+        step("torch", lambda: case.build_torch(torch.from_numpy(x)))
+    else:
+        timings["torch"] = None
+    step("copy", lambda: _copy_thunk(case.passes * x.nbytes, settings.dtype))
+    return _row(case, settings, timings)
+
+
+def _machine_info(
+    target: Target, torch: Any | None, threads: int, torch_threads: int, settings: Settings
+) -> dict:
+    try:
+        import numba
+
+        numba_version: str | None = numba.__version__
+    except ImportError:
+        numba_version = None
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(affinity) if affinity is not None else None,
+        "numba_threads": threads,
+        "torch_threads": torch_threads if torch is not None else None,
+        "python": platform.python_version(),
+        "normdrop": normdrop.__version__,
+        "numpy": np.__version__,
+        "numba": numba_version,
+        "torch": torch.__version__ if torch is not None else None,
+        "backend": target.backend.name,
+        "available_backends": normdrop.available_backends(),
+        "dtype": settings.dtype.name,
+        "stat": settings.stat,
+        "budget_s": settings.budget,
+        "repeat": settings.repeat,
+    }
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if t >= scale:
+            return f"{t / scale:.3g} {unit}"
+    return f"{t / 1e-9:.3g} ns"
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def _fmt_float(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+_COLUMNS: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
+    # (header, alignment, formatter)
+    ("case", "<", lambda r: r["case"]),
+    ("shape", "<", lambda r: "(" + ", ".join(str(d) for d in r["shape"]) + ")"),
+    ("normdrop", ">", lambda r: _fmt_time(r["normdrop_s"])),
+    ("numpy ref", ">", lambda r: _fmt_time(r["reference_s"])),
+    ("torch", ">", lambda r: _fmt_time(r["torch_s"])),
+    ("vs torch", ">", lambda r: _fmt_ratio(r["speedup_vs_torch"])),
+    ("vs ref", ">", lambda r: _fmt_ratio(r["speedup_vs_reference"])),
+    ("GB/s", ">", lambda r: _fmt_float(r["gbps"], ".1f")),
+    ("copy GB/s", ">", lambda r: _fmt_float(r["copy_gbps"], ".1f")),
+    ("of copy", ">", lambda r: _fmt_float(r["copy_share"], ".0%")),
+)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Render rows as an aligned plain-text table.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows as :func:`run` produces them.
+
+    Returns
+    -------
+    str
+    """
+    cells = [[fmt(r) for _, _, fmt in _COLUMNS] for r in rows]
+    headers = [h for h, _, _ in _COLUMNS]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            f"{v:{align}{w}}" for v, (_, align, _), w in zip(values, _COLUMNS, widths, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(c) for c in cells)])
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
+def _header(info: dict) -> str:
+    torch = f"torch {info['torch']} on {_threads(info['torch_threads'])}" if info["torch"] else (
+        "torch not timed"
+    )
+    stat = "best" if info["stat"] == "min" else "median"
+    return (
+        f"normdrop {info['normdrop']} bench: backend {info['backend']!r}, {info['dtype']}, "
+        f"{stat} of repeats; {info['cpu_count']} CPUs, numba on {_threads(info['numba_threads'])}, "
+        f"{torch}"
+    )
+
+
+def _footer(rows: Sequence[dict]) -> str:
+    legend = (
+        "vs torch, vs ref: speed-up of normdrop over PyTorch and over the numpy reference "
+        "(above 1 is faster). GB/s: bytes moved per second by normdrop (forward 2x the "
+        "input, normalisation backward 3x, dropout backward 2x). copy GB/s: np.copyto of "
+        "the same bytes in this run; of copy: normdrop's share of it."
+    )
+    notes = [textwrap.fill(legend, width=100)]
+    notes += [f"error: {e}" for r in rows for e in r["errors"]]
+    return "\n".join(notes)
+
+
+# ----------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``bench`` options to ``parser``."""
+    """Add the ``bench`` options to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``bench`` sub-command's parser.
+    """
+    parser.add_argument(
+        "--backend", default=None, metavar="NAME",
+        help="backend timed in the normdrop column (default: the automatic choice)",
+    )
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32",
+        help="dtype of the data (default: float32)",
+    )
+    parser.add_argument(
+        "--cases", action="append", metavar="TEXT",
+        help="run only cases whose name contains TEXT (case-insensitive; repeatable)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a fast, rough pass")
+    parser.add_argument(
+        "--repeat", type=_positive_int, default=None, metavar="N",
+        help=f"most timed repeats per measurement (default {_FULL[1]}, quick {_QUICK[1]})",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS",
+        help=f"seconds of timed repeats per measurement, after the warm-up "
+        f"(default {_FULL[0]}, quick {_QUICK[0]})",
+    )
+    parser.add_argument(
+        "--stat", choices=("min", "median"), default="min",
+        help="statistic of the repeats to report (default: min)",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument(
+        "--torch-threads", type=_positive_int, default=None, metavar="N",
+        help="PyTorch's thread count (default: Numba's, the threads normdrop's kernels use)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--list", action="store_true", help="list the (selected) cases and exit"
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _target(choice: str | None) -> Target:
+    """The normdrop target: ``choice``, or whatever is chosen for NumPy data by default."""
+    from normdrop.registry import resolve_backend
+
+    if choice is None:
+        return Target(resolve_backend(np.empty(0)), None)
+    return Target(normdrop.get_backend(choice), choice)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmarks."""
-    raise SystemExit("normdrop bench is not available yet")
+    """Run the benchmarks and print a table (or JSON) to stdout.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed ``bench`` arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0 on success, 2 when no case matches ``--cases``.
+
+    Notes
+    -----
+    ``--list`` prints the selected cases instead of running them.
+    """
+    cases = select_cases(args.cases)
+    if not cases:
+        print(f"normdrop: error: no case matches {args.cases}; see --list", file=sys.stderr)
+        return 2
+    if args.list:
+        width = max(len(c.name) for c in cases)
+        print("\n".join(f"{c.name:<{width}}  {c.shape}" for c in cases))
+        return 0
+    settings = Settings.from_args(args)
+    target = _target(args.backend)
+    reference = Target(normdrop.get_backend("numpy"), "numpy")
+    torch = None if args.no_torch else _import_torch()
+    threads = _thread_count()
+    torch_threads = threads if args.torch_threads is None else args.torch_threads
+
+    steps = len(cases) * (4 if torch is not None else 3)
+    bar = _progress(steps, enabled=not args.no_progress)
+    try:
+        with _torch_session(torch, torch_threads):
+            rows = [_run_case(c, settings, target, reference, torch, bar) for c in cases]
+    finally:
+        bar.close()
+
+    info = _machine_info(target, torch, threads, torch_threads, settings)
+    if args.json:
+        print(json.dumps({"machine": info, "rows": rows}, indent=2))
+    else:
+        print(_header(info), format_table(rows), _footer(rows), sep="\n\n")
+    return 0

@@ -1,0 +1,1 @@
+"""airspeed velocity (asv) benchmarks of normdrop; run from ``asv_benchmarks/``."""

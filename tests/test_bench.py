@@ -1,0 +1,151 @@
+"""``normdrop bench`` and the asv suite: fast smoke tests on the smallest cases."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import normdrop
+from normdrop import bench
+from normdrop.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ASV_SUITE = ROOT / "asv_benchmarks" / "benchmarks" / "bench_layers.py"
+TINY = ["bench", "--quick", "--cases", "LayerNorm forward whole", "--no-progress"]
+ROW_KEYS = {
+    "case", "shape", "dtype", "bytes", "normdrop_s", "reference_s", "torch_s",
+    "speedup_vs_torch", "speedup_vs_reference", "gbps", "copy_gbps", "copy_share",
+    "timings", "errors",
+}
+
+
+def _bench_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    assert main([*TINY, "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_json_structure(capsys):
+    report = _bench_json(capsys, "--budget", "0.02")
+    machine, rows = report["machine"], report["rows"]
+    assert machine["cpu_count"] >= 1
+    assert machine["numba_threads"] >= 1
+    assert machine["backend"] in normdrop.available_backends()
+    assert machine["dtype"] == "float32"
+    assert {"python", "numpy", "numba", "torch", "normdrop"} <= set(machine)
+
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == ROW_KEYS
+    assert row["case"] == "LayerNorm forward whole layer call"
+    assert row["shape"] == [120, 64]
+    assert row["bytes"] == 2 * 120 * 64 * 4
+    assert row["errors"] == []
+    assert row["normdrop_s"] > 0 and row["reference_s"] > 0
+    assert row["speedup_vs_reference"] == pytest.approx(row["reference_s"] / row["normdrop_s"])
+    assert row["gbps"] == pytest.approx(row["bytes"] / 1e9 / row["normdrop_s"])
+    assert row["copy_share"] == pytest.approx(row["gbps"] / row["copy_gbps"])
+    for key in ("normdrop", "reference", "copy"):
+        timing = row["timings"][key]
+        assert 1 <= timing["repeats"] <= 3
+        assert 0 < timing["best_s"] <= timing["median_s"]
+    if machine["torch"] is None:
+        assert row["torch_s"] is None and row["speedup_vs_torch"] is None
+    else:
+        assert row["speedup_vs_torch"] == pytest.approx(row["torch_s"] / row["normdrop_s"])
+
+
+@pytest.mark.parametrize("name", normdrop.available_backends())
+def test_every_backend_and_float64(capsys, name):
+    report = _bench_json(capsys, "--backend", name, "--dtype", "float64", "--no-torch",
+                         "--repeat", "1")
+    (row,) = report["rows"]
+    assert report["machine"]["backend"] == normdrop.get_backend(name).name
+    assert row["dtype"] == "float64" and row["bytes"] == 2 * 120 * 64 * 8
+    assert row["errors"] == [] and row["normdrop_s"] > 0
+    assert row["torch_s"] is None
+
+
+def test_table_output(capsys):
+    assert main([*TINY, "--no-torch", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("case"))
+    for column in ("normdrop", "numpy ref", "torch", "vs torch", "vs ref", "GB/s", "of copy"):
+        assert column in header
+    row = next(line for line in lines if line.startswith("LayerNorm forward whole layer call"))
+    assert "(120, 64)" in row
+    assert len(row) <= len(header) + 1  # right-aligned under the header
+
+
+def test_unknown_case_and_list(capsys):
+    assert main(["bench", "--cases", "no such case"]) == 2
+    assert "no case matches" in capsys.readouterr().err
+    assert main(["bench", "--list", "--cases", "backward"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0] for line in listed] == [
+        "BatchNorm1d backward", "LayerNorm backward", "Dropout backward"
+    ]
+
+
+def test_cases_cover_the_brief():
+    names = [case.name for case in bench.CASES]
+    assert len(names) == len(set(names)) == 10
+    backward = [case for case in bench.CASES if "backward" in case.name]
+    assert {case.passes for case in backward if "Norm" in case.name} == {3}
+
+
+def test_time_call_loops_fast_functions():
+    timing = bench.time_call(lambda: None, budget=0.01, repeat=3, min_time=1e-4)
+    assert timing.number > 1
+    assert 1 <= timing.repeats <= 3
+    assert 0 < timing.best <= timing.median
+
+
+def test_importing_bench_stays_light():
+    code = (
+        "import sys, normdrop; before = set(sys.modules); import normdrop.bench; "
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
+        "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- asv suite
+@pytest.fixture(scope="module")
+def asv_suite():
+    if not ASV_SUITE.exists():
+        pytest.skip("the asv suite is not part of this checkout")
+    spec = importlib.util.spec_from_file_location("normdrop_asv_bench_layers", ASV_SUITE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_asv_suite_runs_a_tiny_benchmark(asv_suite):
+    assert asv_suite.BatchNorm1dSuite.params[0] == normdrop.available_backends()
+    assert "numpy" in asv_suite.BACKENDS
+    suite = asv_suite.LayerNormSuite()
+    suite.setup("numpy", "float32", "small")
+    suite.time_forward("numpy", "float32", "small")
+    suite.time_backward("numpy", "float32", "small")
+    drop = asv_suite.DropoutSuite()
+    drop.setup("numpy", "float64", "small")
+    drop.time_backward("numpy", "float64", "small")
+
+
+def test_asv_torch_peer_runs_or_skips(asv_suite):
+    peer = asv_suite.TorchLayerNorm()
+    try:
+        peer.setup("float32", "small")
+    except NotImplementedError:
+        assert asv_suite._TORCH is None
+        return
+    peer.time_forward("float32", "small")
+    peer.time_backward("float32", "small")
