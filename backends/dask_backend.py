@@ -78,8 +78,8 @@ def _moments_aggregate(parts: np.ndarray, axis: Any = None, keepdims: bool = Fal
 
 
 # ----------------------------------------------------------------------------- blocks
-def _affine_block(x, scale, shift, inner):
-    return inner.channel_affine(np.ascontiguousarray(x), scale, shift, np.empty_like(x))
+def _affine_block(x, mean, scale, shift, inner):
+    return inner.channel_affine(np.ascontiguousarray(x), mean, scale, shift, np.empty_like(x))
 
 
 def _elemt_block(dy, x, mean, a, b, c, inner):
@@ -240,21 +240,11 @@ class DaskBackend:
         return stats[:, 0], stats[:, 1]
 
     # ----- forward ----------------------------------------------------------------
-    def channel_affine(self, x, scale, shift, out):
-        """Lazy blockwise ``x * scale + shift`` per channel."""
+    def channel_affine(self, x, mean, scale, shift, out):
+        """Lazy blockwise ``(x - mean) * scale + shift`` per channel."""
         chunks = x.chunks[1]
-        return da.blockwise(
-            _affine_block,
-            "ijk",
-            x,
-            "ijk",
-            _vector_like(scale, chunks),
-            "j",
-            _vector_like(shift, chunks),
-            "j",
-            dtype=x.dtype,
-            inner=_inner(),
-        )
+        vectors = [v for w in (mean, scale, shift) for v in (_vector_like(w, chunks), "j")]
+        return da.blockwise(_affine_block, "ijk", x, "ijk", *vectors, dtype=x.dtype, inner=_inner())
 
     def layer_norm_forward(self, x, weight, bias, eps, out):
         """Lazy blockwise fused LayerNorm; lazy per-row ``mean`` and ``rstd``."""

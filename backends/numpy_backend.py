@@ -122,9 +122,10 @@ class NumpyBackend:
         return mean, var
 
     # ----- forward transforms ---------------------------------------------------
-    def channel_affine(self, x, scale, shift, out):
-        """``out = x * scale + shift`` per channel, in float64."""
-        y = x.astype(np.float64, copy=False) * scale[None, :, None] + shift[None, :, None]
+    def channel_affine(self, x, mean, scale, shift, out):
+        """``out = (x - mean) * scale + shift`` per channel, in float64."""
+        xmu = x.astype(np.float64, copy=False) - mean[None, :, None]
+        y = xmu * scale[None, :, None] + shift[None, :, None]
         out[...] = y
         return out
 

@@ -233,9 +233,7 @@ def _ln_backward(x_host: np.ndarray, target: Target) -> Thunk:
         x, (d,), w, b, EPS, backend=target.choice, return_stats=True
     )
     mean, rstd = target.ready(mean, rstd)
-    return lambda: functional.layer_norm_backward(
-        dy, x, (d,), mean, rstd, w, backend=target.choice
-    )
+    return lambda: functional.layer_norm_backward(dy, x, (d,), mean, rstd, w, backend=target.choice)
 
 
 def _dropout_forward(x_host: np.ndarray, target: Target) -> Thunk:
@@ -296,9 +294,7 @@ def _torch_bn_backward(xt: Any) -> Thunk:
     aten = torch.ops.aten
     _, mean, invstd = aten.native_batch_norm(xt, w, b, rm, rv, True, MOMENTUM, EPS)
     mask = [True, True, True]
-    return lambda: aten.native_batch_norm_backward(
-        dy, xt, w, rm, rv, mean, invstd, True, EPS, mask
-    )
+    return lambda: aten.native_batch_norm_backward(dy, xt, w, rm, rv, mean, invstd, True, EPS, mask)
 
 
 def _torch_ln_forward(xt: Any) -> Thunk:
@@ -406,9 +402,7 @@ CASES: tuple[Case, ...] = (
         _bn_layer_call,
         _torch_bn_layer_call,
     ),
-    Case(
-        "LayerNorm forward whole layer call", (120, 64), 2, _ln_layer_call, _torch_ln_layer_call
-    ),
+    Case("LayerNorm forward whole layer call", (120, 64), 2, _ln_layer_call, _torch_ln_layer_call),
 )
 
 
@@ -581,8 +575,15 @@ def _progress(total: int, enabled: bool) -> Any:
             pass
         else:
             # disable=None: draw only when stderr is a terminal.
-            return tqdm(total=total, desc="normdrop bench", unit="run", file=sys.stderr,
-                        leave=False, dynamic_ncols=True, disable=None)
+            return tqdm(
+                total=total,
+                desc="normdrop bench",
+                unit="run",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+                disable=None,
+            )
     return _NoProgress()
 
 
@@ -725,8 +726,10 @@ def _threads(n: int) -> str:
 
 
 def _header(info: dict) -> str:
-    torch = f"torch {info['torch']} on {_threads(info['torch_threads'])}" if info["torch"] else (
-        "torch not timed"
+    torch = (
+        f"torch {info['torch']} on {_threads(info['torch_threads'])}"
+        if info["torch"]
+        else ("torch not timed")
     )
     stat = "best" if info["stat"] == "min" else "median"
     return (
@@ -758,41 +761,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         The ``bench`` sub-command's parser.
     """
     parser.add_argument(
-        "--backend", default=None, metavar="NAME",
+        "--backend",
+        default=None,
+        metavar="NAME",
         help="backend timed in the normdrop column (default: the automatic choice)",
     )
     parser.add_argument(
-        "--dtype", choices=("float32", "float64"), default="float32",
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
         help="dtype of the data (default: float32)",
     )
     parser.add_argument(
-        "--cases", action="append", metavar="TEXT",
+        "--cases",
+        action="append",
+        metavar="TEXT",
         help="run only cases whose name contains TEXT (case-insensitive; repeatable)",
     )
     parser.add_argument("--quick", action="store_true", help="a fast, rough pass")
     parser.add_argument(
-        "--repeat", type=_positive_int, default=None, metavar="N",
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        metavar="N",
         help=f"most timed repeats per measurement (default {_FULL[1]}, quick {_QUICK[1]})",
     )
     parser.add_argument(
-        "--budget", type=float, default=None, metavar="SECONDS",
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
         help=f"seconds of timed repeats per measurement, after the warm-up "
         f"(default {_FULL[0]}, quick {_QUICK[0]})",
     )
     parser.add_argument(
-        "--stat", choices=("min", "median"), default="min",
+        "--stat",
+        choices=("min", "median"),
+        default="min",
         help="statistic of the repeats to report (default: min)",
     )
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     parser.add_argument(
-        "--torch-threads", type=_positive_int, default=None, metavar="N",
+        "--torch-threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
         help="PyTorch's thread count (default: Numba's, the threads normdrop's kernels use)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--list", action="store_true", help="list the (selected) cases and exit"
-    )
+    parser.add_argument("--list", action="store_true", help="list the (selected) cases and exit")
 
 
 def _positive_int(text: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import DTypeError, InvalidParameterError, ShapeError
+from normdrop.errors import BackendArrayError, DTypeError, InvalidParameterError, ShapeError
 from normdrop.protocol import Array, Backend
 from normdrop.random import draw_seed, dropout_threshold
 from normdrop.registry import resolve_backend
@@ -29,7 +29,8 @@ __all__ = [
     "layer_norm_backward",
 ]
 
-_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES = frozenset({np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)})
+_FLOAT64 = np.dtype(np.float64)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -39,7 +40,8 @@ def _coerce(x: Any) -> Any:
 
 
 def _check_float(name: str, x: Any) -> np.dtype:
-    dtype = np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
+    dtype = getattr(x, "dtype", None)
+    dtype = np.asarray(x).dtype if dtype is None else np.dtype(dtype)
     if dtype not in _FLOAT_DTYPES:
         raise DTypeError(
             f"{name} must have dtype float32 or float64 (float16 is computed in float32), "
@@ -114,17 +116,18 @@ def _vector(be: Backend, name: str, v: Any, shape: tuple[int, ...]) -> Any:
     if v is None:
         return None
     v = _coerce(v)
-    host_ok = be.device == "cpu" and isinstance(v, np.ndarray)  # CPU backends share host vectors
+    host_ok = be.device == "cpu" and type(v) is np.ndarray  # CPU backends share host vectors
     if not (host_ok or be.accepts(v)):
-        raise InvalidParameterError(
-            f"{name} must be an array of the {be.name!r} backend, got {type(v).__name__}",
-            parameter_name=name,
-            value=type(v).__name__,
+        raise BackendArrayError(
+            f"{name} must be an array of the {be.name!r} backend (device {be.device!r}), "
+            f"got {type(v).__module__}.{type(v).__qualname__}; move it there first"
         )
-    if tuple(v.shape) != shape:
+    if v.shape != shape:
         raise ShapeError(f"{name} must have shape {shape}, got {tuple(v.shape)}")
-    _check_float(name, v)
-    return v.reshape(-1).astype(np.float64)
+    if v.dtype not in _FLOAT_DTYPES:
+        _check_float(name, v)
+    v = v.reshape(-1)
+    return v if v.dtype == _FLOAT64 else v.astype(np.float64)
 
 
 def _check_grad(grad_output: Any, x: Any) -> None:
@@ -257,10 +260,10 @@ def batch_norm(
         var = running_var.astype(np.float64)
     rstd = (var + eps) ** -0.5
     scale = rstd * w if w is not None else rstd
-    shift = -mean * scale if b is None else b - mean * scale
+    shift = mean * 0.0 if b is None else b
 
     buffer, direct = _kernel_output(be, x, out, (n, c, length))
-    buffer = be.channel_affine(x3, scale, shift, buffer)
+    buffer = be.channel_affine(x3, mean, scale, shift, buffer)
     y = _finish(x, out, buffer, direct)
     return (y, mean, rstd) if return_stats else y
 
@@ -328,7 +331,8 @@ def batch_norm_backward(
         shift = -a * sum_dy / count
         buffer = be.channel_backward_elemt(dy3, x3, mean, a, b, shift, buffer)
     else:
-        buffer = be.channel_affine(dy3, a, a * 0.0, buffer)
+        zeros = a * 0.0
+        buffer = be.channel_affine(dy3, zeros, a, zeros, buffer)
     grad_input = _finish(x, out, buffer, direct)
     if w is None:
         return grad_input, None, None

@@ -73,8 +73,14 @@ class Backend(Protocol):
         """Per-row mean and biased variance (float64, length R) of ``(R, D)`` data."""
 
     # ----- forward transforms ---------------------------------------------------
-    def channel_affine(self, x: Array, scale: Array, shift: Array, out: Array) -> Array:
-        """Write ``x * scale[c] + shift[c]`` per channel of ``(N, C, L)`` data into ``out``."""
+    def channel_affine(
+        self, x: Array, mean: Array, scale: Array, shift: Array, out: Array
+    ) -> Array:
+        """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel of ``(N, C, L)`` data.
+
+        Subtracting the mean first (rather than folding it into ``shift``) keeps
+        large-mean data accurate and makes a constant channel give ``shift`` exactly.
+        """
 
     def layer_norm_forward(
         self, x: Array, weight: Array | None, bias: Array | None, eps: float, out: Array

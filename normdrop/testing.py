@@ -80,7 +80,10 @@ def _check_kernels(backend: Backend, ref: Backend, dtype: np.dtype, tol: float) 
     rstd2 = 1 / np.sqrt(var2 + 1e-5)
     run("channel_moments", lambda b, a: (a(x3),))
     run("row_moments", lambda b, a: (a(x2),))
-    run("channel_affine", lambda b, a: (a(x3), a(vec), a(-vec), b.empty(x3.shape, dtype)))
+    run(
+        "channel_affine",
+        lambda b, a: (a(x3), a(mean3), a(vec), a(-vec), b.empty(x3.shape, dtype)),
+    )
     run("layer_norm_forward", lambda b, a: (a(x2), a(w), a(w - 1), 1e-5, b.empty(x2.shape, dtype)))
     run("layer_norm_forward", lambda b, a: (a(x2), None, None, 1e-5, b.empty(x2.shape, dtype)))
     run("channel_backward_reduce", lambda b, a: (a(dy3), a(x3), a(mean3)))

@@ -147,5 +147,8 @@ def test_asv_torch_peer_runs_or_skips(asv_suite):
     except NotImplementedError:
         assert asv_suite._TORCH is None
         return
-    peer.time_forward("float32", "small")
-    peer.time_backward("float32", "small")
+    try:
+        peer.time_forward("float32", "small")
+        peer.time_backward("float32", "small")
+    finally:  # asv's setup turns autograd off process-wide; give it back to other tests
+        asv_suite._TORCH.set_grad_enabled(True)

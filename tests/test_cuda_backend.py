@@ -82,8 +82,9 @@ def test_channel_kernels_match_reference(shape, rng):
     assert_close(s_dy, s_dy_r)
     assert_close(s_dyx, s_dyx_r)
     scale, shift, extra = (rng.standard_normal(c) for _ in range(3))
-    y = cb.channel_affine(dev(x), dev(scale), dev(shift), cb.empty(shape, x.dtype))
-    assert_close(y, ref.channel_affine(x, scale, shift, np.empty(shape)))
+    mean = scale / 3
+    y = cb.channel_affine(dev(x), dev(mean), dev(scale), dev(shift), cb.empty(shape, x.dtype))
+    assert_close(y, ref.channel_affine(x, mean, scale, shift, np.empty(shape)))
     y = cb.channel_backward_elemt(
         dev(dy), dev(x), dev(mean_r), dev(scale), dev(shift), dev(extra), cb.empty(shape, x.dtype)
     )
@@ -104,9 +105,9 @@ def test_channel_moments_are_stable_and_deterministic(rng):
 def test_channel_affine_in_place_float32(rng):
     x = rng.standard_normal((3, 4, 2)).astype(np.float32)
     scale, shift = rng.standard_normal(4), rng.standard_normal(4)
-    expected = ref.channel_affine(x, scale, shift, np.empty_like(x))
+    expected = ref.channel_affine(x, scale, scale, shift, np.empty_like(x))
     d = dev(x)
-    out = cb.channel_affine(d, dev(scale), dev(shift), d)
+    out = cb.channel_affine(d, dev(scale), dev(scale), dev(shift), d)
     assert host(out).dtype == np.float32
     np.testing.assert_allclose(host(d), expected, rtol=1e-6)  # float64 math, one rounding
 
@@ -424,7 +425,7 @@ def test_kernels_compile_for_the_gpu():
             sigs += [
                 (bn._moments_partials, (d3, p, p, p)),
                 (bn._backward_partials, (d3, d3, v, p, p)),
-                (bn._affine_kernel, (d1, v, v, i64, d1)),
+                (bn._affine_kernel, (d1, v, v, v, i64, d1)),
                 (bn._backward_elemt_kernel, (d1, d1, v, v, v, v, i64, d1)),
                 (ln._row_moments_kernel, (d2, v, v)),
                 (ln._forward_kernel, (d2, v, v, b1, b1, f64, d2, v, v)),

@@ -67,9 +67,9 @@ class CudaBackend:
         return _layernorm.row_moments(x)
 
     # ----- forward transforms ---------------------------------------------------
-    def channel_affine(self, x: Any, scale: Any, shift: Any, out: Any) -> Any:
+    def channel_affine(self, x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:
         """Write ``x * scale[c] + shift[c]`` per channel into ``out``."""
-        return _batchnorm.channel_affine(x, scale, shift, out)
+        return _batchnorm.channel_affine(x, mean, scale, shift, out)
 
     def layer_norm_forward(
         self, x: Any, weight: Any | None, bias: Any | None, eps: float, out: Any

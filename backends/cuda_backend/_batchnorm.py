@@ -178,14 +178,14 @@ def _backward_partials(dy, x, mean, pa, pb):
 
 
 @cuda.jit
-def _affine_kernel(x, scale, shift, length, out):
-    """``out = x * scale[c] + shift[c]`` over flat ``(N * C * L)`` data."""
+def _affine_kernel(x, mean, scale, shift, length, out):
+    """``out = (x - mean[c]) * scale[c] + shift[c]`` over flat ``(N * C * L)`` data."""
     channels = scale.shape[0]
     i = cuda.grid(1)
     step = cuda.gridsize(1)
     c, r, c_step, r_step = _channel_walk(i, step, length, channels)
     while i < x.shape[0]:
-        out[i] = float(x[i]) * scale[c] + shift[c]
+        out[i] = (float(x[i]) - mean[c]) * scale[c] + shift[c]
         i += step
         c, r = _channel_next(c, r, c_step, r_step, length, channels)
 
@@ -276,13 +276,13 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     return sum_dy, sum_dy_xmu
 
 
-def channel_affine(x: Any, scale: Any, shift: Any, out: Any) -> Any:
-    """Write ``x * scale[c] + shift[c]`` of ``(N, C, L)`` data into ``out``.
+def channel_affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:
+    """Write ``(x - mean[c]) * scale[c] + shift[c]`` of ``(N, C, L)`` data into ``out``.
 
     Parameters
     ----------
     x : device array of shape (N, C, L), C-contiguous
-    scale, shift : float64 device arrays of shape (C,)
+    mean, scale, shift : float64 device arrays of shape (C,)
     out : device array like ``x`` (may be ``x``)
 
     Returns
@@ -292,6 +292,7 @@ def channel_affine(x: Any, scale: Any, shift: Any, out: Any) -> Any:
     if x.size:
         _affine_kernel[blocks_for(x.size), THREADS, stream()](
             kernel_in(x.reshape(-1)),
+            kernel_in(mean),
             kernel_in(scale),
             kernel_in(shift),
             x.shape[2],

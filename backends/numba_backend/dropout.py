@@ -1,0 +1,210 @@
+"""Dropout kernels: Philox keep-masks applied to flat C-ordered data.
+
+Local element ``j`` is global element ``offset + j`` (a chunk of a larger array
+passes its offset). A head of at most three elements up to the next whole
+counter block is done one element at a time; the rest is cut into tiles of
+:data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
+With a bitmask the offset is 0, so every tile owns whole bitmask bytes; the
+bits come from keep-nibbles made in the Philox loop.
+
+The backward expands each bitmask byte into eight 0/1 words of a tile buffer
+(one vector shift per byte) and then selects, which vectorises; selecting
+straight from the bits is 4x slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .jit import parallel_jit, serial_jit
+from .philox import TILE, TILES_PER_TASK, edge_word, tile_scratch, tile_words
+
+__all__ = [
+    "apply_bitmask_parallel",
+    "apply_bitmask_serial",
+    "dropout_mask_parallel",
+    "dropout_mask_serial",
+    "dropout_parallel",
+    "dropout_serial",
+]
+
+
+@serial_jit
+def _head(n, lane0):
+    head = min(n, (4 - lane0) % 4)
+    return head, (n - head + TILE - 1) // TILE
+
+
+@serial_jit
+def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, c2, c3, k0, k1):
+    """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``)."""
+    zero = x.dtype.type(0)
+    t32 = np.uint32(thr)
+    scratch = tile_scratch()
+    nib = scratch[2]
+    m = x.size - head
+    for t in range(t0, t1):
+        s = t * TILE
+        valid = min(TILE, m - s)
+        nb = (valid + 3) // 4
+        words = tile_words(
+            block + np.uint64(t * (TILE // 4)), nb, c2, c3, k0, k1, thr, scratch, pack
+        )
+        xs = x[head + s : head + s + valid]
+        os = out[head + s : head + s + valid]
+        for i in range(valid):
+            os[i] = xs[i] * scale if words[i] >= t32 else zero
+        if pack:
+            full = valid // 8
+            bs = bits[s // 8 : s // 8 + (valid + 7) // 8]
+            for q in range(full):
+                bs[q] = nib[2 * q] | nib[2 * q + 1] << 4
+            if valid % 8:
+                lo = np.int64(nib[2 * full])
+                hi = np.int64(nib[2 * full + 1]) if 2 * full + 1 < nb else np.int64(0)
+                bs[full] = (lo | hi << 4) & ((1 << (valid % 8)) - 1)
+
+
+@serial_jit
+def _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1):
+    zero = x.dtype.type(0)
+    for j in range(head):
+        w = edge_word(block0, lane0 + j, c2, c3, k0, k1)
+        out[j] = x[j] * scale if w >= thr else zero
+
+
+@parallel_jit
+def dropout_parallel(
+    x: np.ndarray,
+    thr: np.uint64,
+    scale: np.floating,
+    c2: np.uint64,
+    c3: np.uint64,
+    k0: np.uint64,
+    k1: np.uint64,
+    out: np.ndarray,
+    bits: np.ndarray,
+    pack: bool,
+    block0: np.uint64,
+    lane0: int,
+) -> None:
+    """Inverted dropout of flat data into ``out``; pack the keep-mask when ``pack``.
+
+    ``thr`` is the uint64 keep threshold, ``scale`` a scalar of the data dtype,
+    ``(c2, c3)`` and ``(k0, k1)`` the 32-bit words of ``call`` and ``seed``; the
+    first element is word ``lane0`` of counter block ``block0`` (a uint64).
+    """
+    head, tiles = _head(x.size, lane0)
+    first = block0 + np.uint64(1 if head > 0 else 0)
+    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
+        t = np.int64(tt)  # the prange index is unsigned
+        t0 = t * TILES_PER_TASK
+        t1 = min(tiles, t0 + TILES_PER_TASK)
+        _dropout_tiles(x, out, bits, pack, t0, t1, head, first, thr, scale, c2, c3, k0, k1)
+    _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1)
+
+
+@serial_jit
+def dropout_serial(
+    x: np.ndarray,
+    thr: np.uint64,
+    scale: np.floating,
+    c2: np.uint64,
+    c3: np.uint64,
+    k0: np.uint64,
+    k1: np.uint64,
+    out: np.ndarray,
+    bits: np.ndarray,
+    pack: bool,
+    block0: np.uint64,
+    lane0: int,
+) -> None:
+    """Single-threaded :func:`dropout_parallel`."""
+    head, tiles = _head(x.size, lane0)
+    first = block0 + np.uint64(1 if head > 0 else 0)
+    _dropout_tiles(x, out, bits, pack, 0, tiles, head, first, thr, scale, c2, c3, k0, k1)
+    _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1)
+
+
+@serial_jit
+def _mask_tiles(mask, t0, t1, thr, c2, c3, k0, k1):
+    t32 = np.uint32(thr)
+    scratch = tile_scratch()
+    for t in range(t0, t1):
+        s = t * TILE
+        valid = min(TILE, mask.size - s)
+        words = tile_words(
+            np.uint64(t * (TILE // 4)), (valid + 3) // 4, c2, c3, k0, k1, thr, scratch, False
+        )
+        ms = mask[s : s + valid]
+        for i in range(valid):
+            ms[i] = words[i] >= t32
+
+
+@parallel_jit
+def dropout_mask_parallel(
+    n: int, thr: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
+) -> np.ndarray:
+    """Boolean keep-mask of elements ``0 .. n - 1``."""
+    mask = np.empty(n, np.bool_)
+    tiles = (n + TILE - 1) // TILE
+    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
+        t = np.int64(tt)  # the prange index is unsigned
+        t0 = t * TILES_PER_TASK
+        _mask_tiles(mask, t0, min(tiles, t0 + TILES_PER_TASK), thr, c2, c3, k0, k1)
+    return mask
+
+
+@serial_jit
+def dropout_mask_serial(
+    n: int, thr: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
+) -> np.ndarray:
+    """Single-threaded :func:`dropout_mask_parallel`."""
+    mask = np.empty(n, np.bool_)
+    _mask_tiles(mask, 0, (n + TILE - 1) // TILE, thr, c2, c3, k0, k1)
+    return mask
+
+
+@serial_jit
+def _apply_tiles(dy, bits, scale, out, t0, t1):
+    zero = dy.dtype.type(0)
+    keep = np.empty(TILE, np.uint32)
+    for t in range(t0, t1):
+        s = t * TILE
+        valid = min(TILE, dy.size - s)
+        bs = bits[s // 8 : s // 8 + (valid + 7) // 8]
+        for q in range(bs.size):
+            b = np.uint32(bs[q])
+            keep[8 * q] = b & 1
+            keep[8 * q + 1] = (b >> 1) & 1
+            keep[8 * q + 2] = (b >> 2) & 1
+            keep[8 * q + 3] = (b >> 3) & 1
+            keep[8 * q + 4] = (b >> 4) & 1
+            keep[8 * q + 5] = (b >> 5) & 1
+            keep[8 * q + 6] = (b >> 6) & 1
+            keep[8 * q + 7] = (b >> 7) & 1
+        gs = dy[s : s + valid]
+        os = out[s : s + valid]
+        for i in range(valid):
+            os[i] = gs[i] * scale if keep[i] != 0 else zero
+
+
+@parallel_jit
+def apply_bitmask_parallel(
+    dy: np.ndarray, bits: np.ndarray, scale: np.floating, out: np.ndarray
+) -> None:
+    """``out = dy * scale`` where the packed bitmask is set, else 0 (flat data)."""
+    tiles = (dy.size + TILE - 1) // TILE
+    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
+        t = np.int64(tt)  # the prange index is unsigned
+        t0 = t * TILES_PER_TASK
+        _apply_tiles(dy, bits, scale, out, t0, min(tiles, t0 + TILES_PER_TASK))
+
+
+@serial_jit
+def apply_bitmask_serial(
+    dy: np.ndarray, bits: np.ndarray, scale: np.floating, out: np.ndarray
+) -> None:
+    """Single-threaded :func:`apply_bitmask_parallel`."""
+    _apply_tiles(dy, bits, scale, out, 0, (dy.size + TILE - 1) // TILE)

@@ -1,0 +1,200 @@
+"""Per-channel element-wise kernels of ``(N, C, L)`` data: BatchNorm affine and backward.
+
+Arithmetic is float64 and rounds once to the data dtype. The flat array is
+split into tasks of :data:`~.jit.TASK_SIZE` elements; a task walks its range in
+runs that share one channel coefficient:
+
+* long rows (``L >= LONG_ROW``): runs along ``L`` with the channel's scalars;
+* short rows: the coefficients are expanded to one period of at least
+  ``MIN_WIDTH`` values (``K = C * L`` values repeated ``P`` times), and runs are
+  periods, indexed with the column inside the period.
+
+Every element is read before it is written at the same index, so ``out`` may be
+the input itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .jit import TASK_SIZE, parallel_jit, serial_jit
+from .stats import LONG_ROW, MIN_WIDTH
+
+__all__ = [
+    "channel_affine_parallel",
+    "channel_affine_serial",
+    "channel_backward_elemt_parallel",
+    "channel_backward_elemt_serial",
+]
+
+
+@serial_jit
+def _expand(v: np.ndarray, c: int, length: int) -> np.ndarray:
+    """Repeat ``v[ch]`` for the ``L`` columns of each channel, then the whole row
+    until at least ``MIN_WIDTH`` values."""
+    width = c * length
+    period = 1 if width >= MIN_WIDTH else (MIN_WIDTH + width - 1) // max(width, 1)
+    out = np.empty(width * period)
+    for p in range(period):
+        for ch in range(c):
+            out[p * width + ch * length : p * width + (ch + 1) * length] = v[ch]
+    return out
+
+
+@serial_jit
+def _affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
+    """Task ``t`` of :func:`channel_affine_parallel`; ``mx``/``sx``/``tx`` are the
+    expanded coefficients of the short-row layout (unused for long rows)."""
+    size = x.size
+    e = t * TASK_SIZE
+    e1 = min(size, e + TASK_SIZE)
+    if length >= LONG_ROW:
+        while e < e1:
+            r = e // length
+            stop = min(e1, (r + 1) * length)
+            ch = r % c
+            m = mean[ch]
+            a = scale[ch]
+            b = shift[ch]
+            xv = x[e:stop]
+            ov = out[e:stop]
+            for j in range(xv.size):
+                ov[j] = (xv[j] - m) * a + b
+            e = stop
+    else:
+        period = sx.size
+        while e < e1:
+            q = e // period
+            j0 = e - q * period
+            stop = min(e1, (q + 1) * period)
+            xv = x[e:stop]
+            ov = out[e:stop]
+            mv = mx[j0:]
+            av = sx[j0:]
+            bv = tx[j0:]
+            for j in range(xv.size):
+                ov[j] = (xv[j] - mv[j]) * av[j] + bv[j]
+            e = stop
+
+
+@parallel_jit
+def channel_affine_parallel(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray
+) -> None:
+    """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel of ``(N, C, L)`` data."""
+    n, c, length = x.shape
+    short = length < LONG_ROW
+    mx = _expand(mean, c, length) if short else mean
+    sx = _expand(scale, c, length) if short else scale
+    tx = _expand(shift, c, length) if short else shift
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for tt in prange((x.size + TASK_SIZE - 1) // TASK_SIZE):
+        t = np.int64(tt)  # the prange index is unsigned
+        _affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
+
+
+@serial_jit
+def channel_affine_serial(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray
+) -> None:
+    """Single-threaded :func:`channel_affine_parallel`."""
+    n, c, length = x.shape
+    short = length < LONG_ROW
+    mx = _expand(mean, c, length) if short else mean
+    sx = _expand(scale, c, length) if short else scale
+    tx = _expand(shift, c, length) if short else shift
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for t in range((x.size + TASK_SIZE - 1) // TASK_SIZE):
+        _affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
+
+
+@serial_jit
+def _elemt_task(dy, x, out, t, c, length, av, bv, mv, cv):
+    """Task ``t`` of :func:`channel_backward_elemt_parallel` (coefficients as in
+    :func:`_affine_task`)."""
+    size = x.size
+    e = t * TASK_SIZE
+    e1 = min(size, e + TASK_SIZE)
+    if length >= LONG_ROW:
+        while e < e1:
+            r = e // length
+            stop = min(e1, (r + 1) * length)
+            ch = r % c
+            a = av[ch]
+            b = bv[ch]
+            m = mv[ch]
+            k = cv[ch]
+            gv = dy[e:stop]
+            xv = x[e:stop]
+            ov = out[e:stop]
+            for j in range(xv.size):
+                ov[j] = a * gv[j] + b * (xv[j] - m) + k
+            e = stop
+    else:
+        period = av.size
+        while e < e1:
+            q = e // period
+            j0 = e - q * period
+            stop = min(e1, (q + 1) * period)
+            gv = dy[e:stop]
+            xv = x[e:stop]
+            ov = out[e:stop]
+            a = av[j0:]
+            b = bv[j0:]
+            m = mv[j0:]
+            k = cv[j0:]
+            for j in range(xv.size):
+                ov[j] = a[j] * gv[j] + b[j] * (xv[j] - m[j]) + k[j]
+            e = stop
+
+
+@parallel_jit
+def channel_backward_elemt_parallel(
+    dy: np.ndarray,
+    x: np.ndarray,
+    mean: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Write ``a[ch] * dy + b[ch] * (x - mean[ch]) + c[ch]`` per channel into ``out``."""
+    n, nc, length = x.shape
+    if length < LONG_ROW:
+        a = _expand(a, nc, length)
+        b = _expand(b, nc, length)
+        mean = _expand(mean, nc, length)
+        c = _expand(c, nc, length)
+    gf = dy.reshape(dy.size)
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for tt in prange((x.size + TASK_SIZE - 1) // TASK_SIZE):
+        t = np.int64(tt)  # the prange index is unsigned
+        _elemt_task(gf, xf, of, t, nc, length, a, b, mean, c)
+
+
+@serial_jit
+def channel_backward_elemt_serial(
+    dy: np.ndarray,
+    x: np.ndarray,
+    mean: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Single-threaded :func:`channel_backward_elemt_parallel`."""
+    n, nc, length = x.shape
+    if length < LONG_ROW:
+        a = _expand(a, nc, length)
+        b = _expand(b, nc, length)
+        mean = _expand(mean, nc, length)
+        c = _expand(c, nc, length)
+    gf = dy.reshape(dy.size)
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for t in range((x.size + TASK_SIZE - 1) // TASK_SIZE):
+        _elemt_task(gf, xf, of, t, nc, length, a, b, mean, c)

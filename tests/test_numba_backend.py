@@ -1,0 +1,496 @@
+"""What is specific to the ``numba`` backend: its kernels against the reference on the
+shapes that exercise each work-splitting layout, bit-identical dropout, determinism
+across thread counts and between the serial and parallel kernels, lazy import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import normdrop
+from normdrop import functional as F
+from normdrop.random import dropout_threshold
+
+numba = pytest.importorskip("numba")
+
+from normdrop.backends.numba_backend import (  # noqa: E402
+    dropout,
+    elementwise,
+    jit,
+    philox,
+    rows,
+    stats,
+)
+from normdrop.backends.numba_backend.philox import split64  # noqa: E402
+
+NB = normdrop.get_backend("numba")
+REF = normdrop.get_backend("numpy")
+
+#: (N, C, L): tiny, one value per channel row, (N, C) data (L = 1), few/many
+#: channels, rows shorter/longer than the long-row threshold, super-rows with a
+#: partial tail, channel blocks, L split into segments, several chunks.
+BN_SHAPES = [
+    (2, 1, 1),
+    (3, 2, 1),
+    (7, 5, 3),
+    (1000, 7, 1),
+    (4, 64, 30),
+    (5, 3, 63),
+    (2, 3, 64),
+    (3, 2, 100),
+    (700, 4, 8),
+    (70, 2000, 1),
+    (3, 900, 20),
+    (2, 5000, 2),
+    (65, 3, 1),
+    (4, 40, 1000),
+    (1, 2, 70001),
+    (40, 256, 16),
+]
+#: (R, D): tiny, one feature, short rows, many rows, rows split into segments.
+LN_SHAPES = [(1, 1), (3, 2), (5, 1), (120, 64), (1000, 3), (300, 513), (64, 1024), (3, 70000)]
+
+
+def _tol(dtype):
+    return {"rtol": 1e-12, "atol": 1e-12} if dtype == np.float64 else {"rtol": 2e-6, "atol": 2e-6}
+
+
+def _data(rng, shape, dtype, loc=2.0, scale=3.0):
+    return (rng.standard_normal(shape) * scale + loc).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- registry, import
+def test_default_for_numpy_arrays():
+    assert normdrop.registry.resolve_backend(np.ones(3)).name == "numba"
+    assert NB.name == "numba" and NB.device == "cpu" and NB.supports_bitmask
+
+
+def test_conformance():
+    from normdrop.testing import check_backend
+
+    check_backend("numba")
+
+
+def test_import_normdrop_does_not_import_numba():
+    code = (
+        "import sys, numpy as np, normdrop, normdrop.functional\n"
+        "assert 'numba' not in sys.modules, 'numba imported by import normdrop'\n"
+        "normdrop.functional.layer_norm(np.ones((2, 3)), 3)\n"
+        "assert 'numba' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- kernels vs reference
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_channel_kernels_match_reference(rng, shape, dtype):
+    x = _data(rng, shape, dtype)
+    dy = _data(rng, shape, dtype, 0.0, 1.0)
+    c = shape[1]
+    a, b, k = rng.standard_normal(c), rng.standard_normal(c), rng.standard_normal(c)
+    tol = _tol(dtype)
+    mean, var = NB.channel_moments(x)
+    rmean, rvar = REF.channel_moments(x)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(var, rvar, rtol=1e-12, atol=1e-12)
+    sums = NB.channel_backward_reduce(dy, x, rmean)
+    for got, expected in zip(sums, REF.channel_backward_reduce(dy, x, rmean), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+    out = NB.channel_affine(x, b, a, b, np.empty_like(x))
+    np.testing.assert_allclose(out, REF.channel_affine(x, b, a, b, np.empty_like(x)), **tol)
+    out = NB.channel_backward_elemt(dy, x, rmean, a, b, k, np.empty_like(x))
+    expected = REF.channel_backward_elemt(dy, x, rmean, a, b, k, np.empty_like(x))
+    np.testing.assert_allclose(out, expected, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", LN_SHAPES, ids=str)
+@pytest.mark.parametrize("affine", [True, False])
+def test_row_kernels_match_reference(rng, shape, dtype, affine):
+    x = _data(rng, shape, dtype)
+    dy = _data(rng, shape, dtype, 0.0, 1.0)
+    d = shape[1]
+    w = rng.standard_normal(d) if affine else None
+    b = rng.standard_normal(d) if affine else None
+    tol = _tol(dtype)
+    for got, expected in zip(NB.row_moments(x), REF.row_moments(x), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    y, mean, rstd = NB.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
+    ry, rmean, rrstd = REF.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
+    np.testing.assert_allclose(y, ry, **tol)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-12)
+    got = NB.layer_norm_backward(dy, x, rmean, rrstd, w, np.empty_like(x), affine)
+    expected = REF.layer_norm_backward(dy, x, rmean, rrstd, w, np.empty_like(x), affine)
+    np.testing.assert_allclose(got[0], expected[0], rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+    for g, e in zip(got[1:], expected[1:], strict=True):
+        if e is None:
+            assert g is None
+        else:
+            np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_statistics_stable_at_large_mean(rng):
+    """SPEC: mean 1e4, std 1e-2 in float32 normalises as accurately as in float64."""
+    x = (1e4 + 1e-2 * rng.standard_normal((256, 3, 40))).astype(np.float32)
+    mean, var = NB.channel_moments(x)
+    rmean, rvar = REF.channel_moments(x)
+    np.testing.assert_allclose(var, rvar, rtol=1e-9)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-15)
+    y = F.batch_norm(x, training=True, backend="numba")
+    x64 = x.astype(np.float64)
+    expected = (x64 - x64.mean((0, 2), keepdims=True)) / np.sqrt(
+        x64.var((0, 2), keepdims=True) + 1e-5
+    )
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- functional API
+def _noncontiguous(a):
+    """A Fortran-ordered copy: same values, not C-contiguous."""
+    return np.asfortranarray(a)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(3, 2), (65536, 8), (8, 5, 7), (64, 32, 48), (0, 4, 3)], ids=str)
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_functional_batch_norm(rng, shape, dtype, contiguous):
+    x = _data(rng, shape, dtype)
+    g = _data(rng, shape, dtype, 0.0, 1.0)
+    c = shape[1]
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    xin = x if contiguous else _noncontiguous(x)
+    tol = _tol(dtype)
+    if shape[0] > 0:
+        states = []
+        for be in ("numba", "numpy"):
+            rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+            y, mean, rstd = F.batch_norm(
+                xin, rm, rv, w, b, training=True, backend=be, return_stats=True
+            )
+            grads = F.batch_norm_backward(g, xin, mean, rstd, w, training=True, backend=be)
+            states.append((y, mean, rstd, rm, rv, *grads))
+        for got, expected in zip(*states, strict=True):
+            np.testing.assert_allclose(got, expected, **tol)
+    rm, rv = rng.random(c).astype(dtype), rng.random(c).astype(dtype) + 0.5
+    y = F.batch_norm(xin, rm, rv, w, b, training=False, backend="numba")
+    ry = F.batch_norm(x, rm, rv, w, b, training=False, backend="numpy")
+    assert y.dtype == dtype and y.shape == shape
+    np.testing.assert_allclose(y, ry, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "shape, normalized", [((4, 3), 3), ((2, 5, 6), (5, 6)), ((300, 256), 256), ((0, 7), 7)]
+)
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_functional_layer_norm(rng, shape, normalized, dtype, contiguous):
+    x = _data(rng, shape, dtype)
+    g = _data(rng, shape, dtype, 0.0, 1.0)
+    nshape = (normalized,) if isinstance(normalized, int) else normalized
+    w = rng.standard_normal(nshape).astype(dtype)
+    b = rng.standard_normal(nshape).astype(dtype)
+    xin = x if contiguous else _noncontiguous(x)
+    results = []
+    for be in ("numba", "numpy"):
+        y, mean, rstd = F.layer_norm(xin, normalized, w, b, backend=be, return_stats=True)
+        grads = F.layer_norm_backward(g, xin, normalized, mean, rstd, w, backend=be)
+        results.append((y, mean, rstd, *grads))
+    tol = _tol(dtype)
+    for got, expected in zip(*results, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_out_may_be_the_input(rng, dtype):
+    x = _data(rng, (64, 16, 80), dtype)
+    w = rng.standard_normal(16).astype(dtype)
+    expected = F.batch_norm(x, training=True, weight=w, backend="numpy")
+    y = x.copy()
+    assert F.batch_norm(y, training=True, weight=w, out=y, backend="numba") is y
+    np.testing.assert_allclose(y, expected, **_tol(dtype))
+    x2 = x.reshape(-1, 80)
+    expected = F.layer_norm(x2, 80, backend="numpy")
+    y = x2.copy()
+    F.layer_norm(y, 80, out=y, backend="numba")
+    np.testing.assert_allclose(y, expected, **_tol(dtype))
+    expected = F.dropout(x, 0.3, seed=5, call=2, backend="numpy")
+    y = x.copy()
+    F.dropout(y, 0.3, seed=5, call=2, out=y, backend="numba")
+    np.testing.assert_array_equal(y, expected)
+    _, mean, rstd = F.layer_norm(x2, 80, return_stats=True, backend="numpy")
+    g = rng.standard_normal(x2.shape).astype(dtype)
+    expected = F.layer_norm_backward(g, x2, 80, mean, rstd, backend="numpy")[0]
+    F.layer_norm_backward(g, x2, 80, mean, rstd, out=g, backend="numba")
+    np.testing.assert_allclose(g, expected, rtol=1e-5 if dtype == np.float32 else 1e-11)
+
+
+def test_read_only_and_float16_input(rng):
+    x = _data(rng, (32, 4, 9), np.float32)
+    x.setflags(write=False)
+    np.testing.assert_allclose(
+        F.batch_norm(x, training=True, backend="numba"),
+        F.batch_norm(x, training=True, backend="numpy"),
+        rtol=2e-6,
+        atol=2e-6,
+    )
+    h = x.astype(np.float16)
+    y = F.layer_norm(h, 9, backend="numba")
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y, F.layer_norm(h, 9, backend="numpy"), rtol=1e-3, atol=1e-3)
+
+
+def test_empty_inputs():
+    assert F.batch_norm(np.ones((0, 3)), np.zeros(3), np.ones(3), backend="numba").shape == (0, 3)
+    assert F.layer_norm(np.ones((0, 4)), 4, backend="numba").shape == (0, 4)
+    y, bits = F.dropout(np.ones((0, 5)), 0.5, seed=1, return_bitmask=True, backend="numba")
+    assert y.shape == (0, 5) and bits.shape == (0,)
+    assert F.dropout_mask((0,), 0.5, seed=1, backend="numba").shape == (0,)
+    assert NB.philox_words(0, 1, 2, 3).shape == (0,)
+    assert NB.channel_moments(np.ones((2, 0, 3)))[0].shape == (0,)
+
+
+# ----------------------------------------------------------------------------- dropout bits
+SEEDS = [0, 1, 2**32 - 1, 2**32, 2**64 - 1, 0x243F6A8885A308D3]
+CALLS = [0, 1, 2**32 - 1, 2**32 + 5, 2**64 - 1]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize(
+    "n, offset", [(1, 0), (3, 1), (9, 6), (1023, 2), (5000, 4), (70001, 3), (4, 4 * (2**64 - 1))]
+)
+def test_philox_words_bit_identical(seed, call, n, offset):
+    np.testing.assert_array_equal(
+        NB.philox_words(n, seed, call, offset), REF.philox_words(n, seed, call, offset)
+    )
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1023, 1024, 1025, 4097, 100_003])
+@pytest.mark.parametrize("p", [0.0001, 0.15, 0.5, 0.999])
+@pytest.mark.parametrize("seed, call", [(0, 0), (2**64 - 1, 2**33 + 7), (12345, 3)])
+def test_dropout_bits_identical(rng, n, p, seed, call):
+    x = rng.standard_normal(n).astype(np.float32)
+    threshold, scale = dropout_threshold(p), np.float32(1 / (1 - p))
+    mask = REF.dropout_mask(n, threshold, seed, call)
+    np.testing.assert_array_equal(NB.dropout_mask(n, threshold, seed, call), mask)
+    bits = np.full((n + 7) // 8, 0xA5, np.uint8)
+    y = NB.dropout_forward(x, threshold, scale, seed, call, np.empty_like(x), bits)
+    np.testing.assert_array_equal(y, np.where(mask, x * scale, np.float32(0)))
+    np.testing.assert_array_equal(bits, np.packbits(mask, bitorder="little"))
+    dx = NB.dropout_apply_bitmask(x, bits, scale, np.empty_like(x))
+    np.testing.assert_array_equal(dx, y)
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 5, 8, 4093, 2**40 + 3, 4 * (2**64 - 1) - 8])
+@pytest.mark.parametrize("n", [1, 2, 6, 1500, 70001])
+def test_dropout_with_offset(rng, n, offset):
+    x = rng.standard_normal(n)
+    threshold, scale = dropout_threshold(0.3), np.float64(1 / 0.7)
+    words = REF.philox_words(n, 99, 7, offset)
+    y = NB.dropout_forward(x, threshold, scale, 99, 7, np.empty_like(x), None, offset)
+    np.testing.assert_array_equal(y, np.where(words >= threshold, x * scale, 0.0))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (8192, 24)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_functional_dropout_identical(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    for xin in (x, _noncontiguous(x)):
+        y, bits = F.dropout(xin, 0.15, seed=3, call=2**35, return_bitmask=True, backend="numba")
+        ry, rbits = F.dropout(x, 0.15, seed=3, call=2**35, return_bitmask=True, backend="numpy")
+        np.testing.assert_array_equal(y, ry)
+        np.testing.assert_array_equal(bits, rbits)
+        g = rng.standard_normal(shape).astype(dtype)
+        expected = F.dropout_backward(g, 0.15, seed=3, call=2**35, backend="numpy")
+        np.testing.assert_array_equal(F.dropout_backward(g, 0.15, bitmask=bits), expected)
+        np.testing.assert_array_equal(
+            F.dropout_backward(g, 0.15, seed=3, call=2**35, backend="numba"), expected
+        )
+
+
+# ----------------------------------------------------------------------------- determinism
+def _all_kernels(x3, x2, g3, g2, flat):
+    """Run every parallel kernel; return the results as a flat list of arrays."""
+    mean3, _ = stats.channel_moments_parallel(x3)
+    mean2, var2 = rows.row_moments_parallel(x2)
+    rstd2 = 1 / np.sqrt(var2 + 1e-5)
+    w = np.linspace(0.5, 1.5, x2.shape[1])
+    c = x3.shape[1]
+    k0, k1 = split64(7)
+    c2, c3 = split64(2**40)
+    bits = np.empty((flat.size + 7) // 8, np.uint8)
+    drop = np.empty_like(flat)
+    dropout.dropout_parallel(
+        flat,
+        np.uint64(2**30),
+        np.float32(1.25),
+        c2,
+        c3,
+        k0,
+        k1,
+        drop,
+        bits,
+        True,
+        np.uint64(0),
+        0,
+    )
+    affine = np.empty_like(x3)
+    elementwise.channel_affine_parallel(
+        x3, np.zeros(c), np.ones(c), np.arange(c, dtype=float), affine
+    )
+    elemt = np.empty_like(x3)
+    elementwise.channel_backward_elemt_parallel(
+        g3, x3, mean3, np.ones(c), np.ones(c), np.ones(c), elemt
+    )
+    ln = np.empty_like(x2)
+    ln_stats = rows.layer_norm_forward_parallel(x2, w, w, 1e-5, ln)
+    lnb = np.empty_like(x2)
+    ln_grads = rows.layer_norm_backward_parallel(g2, x2, mean2, rstd2, w, lnb, True)
+    return [
+        *stats.channel_moments_parallel(x3),
+        *stats.channel_sums_parallel(g3, x3, mean3),
+        mean2,
+        var2,
+        affine,
+        elemt,
+        ln,
+        *ln_stats,
+        lnb,
+        *ln_grads,
+        drop,
+        bits,
+        dropout.dropout_mask_parallel(flat.size, np.uint64(2**31), c2, c3, k0, k1),
+        philox.philox_words_parallel(flat.size, np.uint64(3), 1, c2, c3, k0, k1),
+    ]
+
+
+def _inputs():
+    rng = np.random.default_rng(3)
+    x3 = rng.standard_normal((64, 48, 70)).astype(np.float32) + 100
+    g3 = rng.standard_normal(x3.shape).astype(np.float32)
+    x2 = rng.standard_normal((300, 700)).astype(np.float32) * 5
+    g2 = rng.standard_normal(x2.shape).astype(np.float32)
+    return x3, x2, g3, g2, x2.reshape(-1)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_bit_identical_on_one_and_two_threads():
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _all_kernels(*_inputs())
+        numba.set_num_threads(2)
+        two = _all_kernels(*_inputs())
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bit_identical_in_a_fresh_single_threaded_process():
+    """A process on one thread that compiles every kernel afresh (empty Numba cache)
+    gives the same bits as this one (two threads, kernels possibly from the cache)."""
+    code = (
+        "import numpy as np, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_numba_backend import _all_kernels, _inputs\n"
+        "np.savez(sys.argv[2], *_all_kernels(*_inputs()))\n"
+    )
+    import os
+    import pathlib
+    import tempfile
+
+    here = str(pathlib.Path(__file__).parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "one.npz")
+        env = {**os.environ, "NUMBA_NUM_THREADS": "1", "NUMBA_CACHE_DIR": tmp}
+        subprocess.run([sys.executable, "-c", code, here, path], check=True, env=env)
+        with np.load(path) as saved:
+            one = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    for a, b in zip(one, _all_kernels(*_inputs()), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_serial_and_parallel_kernels_identical():
+    x3, x2, g3, g2, flat = _inputs()
+    c = x3.shape[1]
+    pairs = [
+        (stats.channel_moments_serial, stats.channel_moments_parallel, (x3,)),
+        (stats.channel_sums_serial, stats.channel_sums_parallel, (g3, x3, x3.mean((0, 2)) * 1.0)),
+        (rows.row_moments_serial, rows.row_moments_parallel, (x2,)),
+    ]
+    for serial, parallel, args in pairs:
+        for a, b in zip(serial(*args), parallel(*args), strict=True):
+            np.testing.assert_array_equal(a, b)
+    coef = (np.linspace(0, 1, c), np.linspace(1, 2, c), np.linspace(-1, 1, c))
+    a, b = np.empty_like(x3), np.empty_like(x3)
+    elementwise.channel_affine_serial(x3, *coef, a)
+    elementwise.channel_affine_parallel(x3, *coef, b)
+    np.testing.assert_array_equal(a, b)
+    w = np.linspace(0.5, 1.5, x2.shape[1])
+    a, b = np.empty_like(x2), np.empty_like(x2)
+    sa = rows.layer_norm_forward_serial(x2, w, None, 1e-5, a)
+    sb = rows.layer_norm_forward_parallel(x2, w, None, 1e-5, b)
+    np.testing.assert_array_equal(a, b)
+    for u, v in zip(sa, sb, strict=True):
+        np.testing.assert_array_equal(u, v)
+    ga = rows.layer_norm_backward_serial(g2, x2, sa[0], sa[1], w, a, True)
+    gb = rows.layer_norm_backward_parallel(g2, x2, sa[0], sa[1], w, b, True)
+    np.testing.assert_array_equal(a, b)
+    # the partial dweight/dbias rows are added in the same order
+    for u, v in zip(ga, gb, strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_serial_threshold_both_sides(rng):
+    """Inputs just below and above the threshold agree with the reference."""
+    for size in (jit.PARALLEL_MIN_SIZE - 64, jit.PARALLEL_MIN_SIZE + 64):
+        x = rng.standard_normal((size // 64, 64)).astype(np.float64)
+        np.testing.assert_allclose(
+            F.layer_norm(x, 64, backend="numba"),
+            F.layer_norm(x, 64, backend="numpy"),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            F.batch_norm(x, training=True, backend="numba"),
+            F.batch_norm(x, training=True, backend="numpy"),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+
+
+# ----------------------------------------------------------------------------- fused forward
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 64, 30), (6, 5, 1), (64, 32, 64)], ids=str)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("mode", ["train", "train-untracked", "eval"])
+def test_fused_batch_norm_forward_equals_functional(rng, shape, dtype, affine, mode):
+    x = _data(rng, shape, dtype)
+    c = shape[1]
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    tracked = mode != "train-untracked"
+    rm = rng.standard_normal(c).astype(dtype) if tracked else None
+    rv = rng.random(c).astype(dtype) + 0.5 if tracked else None
+    rm2 = None if rm is None else rm.copy()
+    rv2 = None if rv is None else rv.copy()
+    training = mode != "eval"
+    y, mean, rstd = F.batch_norm(
+        x, rm2, rv2, w, b, training=training, momentum=0.3, backend="numpy", return_stats=True
+    )
+    out, fmean, frstd = NB.batch_norm_forward(
+        x, rm, rv, w, b, training or not tracked, training and tracked, 0.3, 1e-5, np.empty_like(x)
+    )
+    tol = _tol(dtype)
+    np.testing.assert_allclose(out, y, **tol)
+    np.testing.assert_allclose(fmean, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(frstd, rstd, rtol=1e-12)
+    if tracked:
+        np.testing.assert_allclose(rm, rm2, **tol)
+        np.testing.assert_allclose(rv, rv2, **tol)

@@ -1,0 +1,351 @@
+"""Backend registry and selection (DESIGN "The backend protocol"): first match wins --
+``backend=`` > ``use_backend`` > ``set_backend`` / ``NORMDROP_BACKEND`` > the array's type."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from normdrop.backends.numpy_backend import NumpyBackend
+
+import normdrop
+from normdrop import functional as F
+from normdrop import registry
+from normdrop.errors import (
+    BackendArrayError,
+    BackendError,
+    BackendNotInstalledError,
+    UnknownBackendError,
+)
+from normdrop.protocol import Backend
+
+
+class SpyBackend(NumpyBackend):
+    """The reference kernels under another name, counting kernel calls."""
+
+    def __init__(self, name="spy", accept=True):
+        self.name = name
+        self.calls = 0
+        self._accept = accept
+
+    def accepts(self, x):
+        return self._accept and super().accepts(x)
+
+    def channel_affine(self, *args):
+        self.calls += 1
+        return super().channel_affine(*args)
+
+    def layer_norm_forward(self, *args):
+        self.calls += 1
+        return super().layer_norm_forward(*args)
+
+    def dropout_forward(self, *args, **kwargs):
+        self.calls += 1
+        return super().dropout_forward(*args, **kwargs)
+
+    def dropout_mask(self, *args):
+        self.calls += 1
+        return super().dropout_mask(*args)
+
+
+class FakeEntryPoint:
+    def __init__(self, name, target):
+        self.name = name
+        self.group = registry.ENTRY_POINT_GROUP
+        self._target = target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+@pytest.fixture(autouse=True)
+def clean_selection(monkeypatch):
+    """Every test starts (and ends) with no global choice and no environment variable."""
+    monkeypatch.delenv(registry.ENV_VAR, raising=False)
+    monkeypatch.setattr(registry, "_loaded", dict(registry._loaded))
+    normdrop.set_backend(None)
+    yield
+    normdrop.set_backend(None)
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """A fake entry-point table (name -> entry point) in place of the installed one."""
+    table = {}
+    monkeypatch.setattr(registry, "_plugins", table)
+    return table
+
+
+def _cpu_default():
+    return "numba" if "numba" in normdrop.registered_backends() else "numpy"
+
+
+X = np.arange(6.0).reshape(3, 2)
+
+
+# ----------------------------------------------------------------------------- listing & lookup
+def test_registered_and_available():
+    registered = normdrop.registered_backends()
+    assert registered[0] == "numpy"
+    assert len(registered) == len(set(registered))
+    available = normdrop.available_backends()
+    assert "numpy" in available
+    assert set(available) <= set(registered)
+    status = normdrop.backend_status()
+    assert list(status) == registered
+    assert [k for k, v in status.items() if v is None] == available
+    for name, reason in status.items():
+        if reason is not None:
+            assert isinstance(reason, str) and name in reason
+
+
+def test_get_backend():
+    be = normdrop.get_backend("numpy")
+    assert be is normdrop.get_backend("numpy")
+    assert be.name == "numpy" and be.device == "cpu"
+    assert isinstance(be, Backend)
+    spy = SpyBackend()
+    assert normdrop.get_backend(spy) is spy
+    with pytest.raises(UnknownBackendError, match="nope"):
+        normdrop.get_backend("nope")
+    with pytest.raises(UnknownBackendError):
+        normdrop.get_backend(object())
+    for name in normdrop.available_backends():
+        be = normdrop.get_backend(name)
+        assert be.name == name and isinstance(be, Backend)
+
+
+def test_protocol_runtime_check():
+    assert isinstance(NumpyBackend(), Backend)
+    assert not isinstance(object(), Backend)
+
+    class Partial:
+        name = "partial"
+        device = "cpu"
+
+        def accepts(self, x):
+            return True
+
+    assert not isinstance(Partial(), Backend)
+
+
+# ----------------------------------------------------------------------------- selection order
+def test_default_is_by_array_type():
+    assert registry.resolve_backend(X).name == _cpu_default()
+    assert registry.resolve_backend(None).name == _cpu_default()
+    assert registry.resolve_backend(np.float32(1.0) * np.ones(2)).name == _cpu_default()
+
+
+def test_dask_arrays_pick_dask():
+    da = pytest.importorskip("dask.array")
+    if "dask" not in normdrop.available_backends():
+        pytest.skip("dask backend not available")
+    assert registry.resolve_backend(da.ones((4, 2), chunks=2)).name == "dask"
+
+
+def test_cuda_like_arrays_are_never_taken_by_the_cpu():
+    class CudaLike:
+        __cuda_array_interface__ = {"shape": (3, 2), "typestr": "<f8", "version": 3,
+                                    "data": (0, False)}
+        shape = (3, 2)
+        dtype = np.dtype(np.float64)
+
+    with pytest.raises(BackendError):
+        registry.resolve_backend(CudaLike())
+    with pytest.raises(BackendArrayError):
+        registry.resolve_backend(CudaLike(), "numpy")
+
+
+def test_set_backend():
+    spy = SpyBackend()
+    normdrop.set_backend(spy)
+    assert registry.resolve_backend(X) is spy
+    F.batch_norm(X, training=True)
+    assert spy.calls == 1
+    normdrop.set_backend("numpy")
+    assert registry.resolve_backend(X).name == "numpy"
+    with pytest.raises(UnknownBackendError):
+        normdrop.set_backend("nope")
+    assert registry.resolve_backend(X).name == "numpy"  # unchanged by the failure
+    normdrop.set_backend(None)
+    assert registry.resolve_backend(X).name == _cpu_default()
+
+
+def test_environment_variable(monkeypatch):
+    monkeypatch.setenv(registry.ENV_VAR, "numpy")
+    assert registry.resolve_backend(X).name == "numpy"
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    assert registry.resolve_backend(X).name == _cpu_default()
+    monkeypatch.setenv(registry.ENV_VAR, "nope")
+    with pytest.raises(UnknownBackendError):
+        F.batch_norm(X, training=True)
+    spy = SpyBackend()
+    normdrop.set_backend(spy)  # set_backend wins over the environment
+    assert registry.resolve_backend(X) is spy
+
+
+def test_use_backend_context():
+    outer, inner = SpyBackend("outer"), SpyBackend("inner")
+    with normdrop.use_backend(outer) as chosen:
+        assert chosen is outer
+        assert registry.resolve_backend(X) is outer
+        with normdrop.use_backend(inner):
+            assert registry.resolve_backend(X) is inner
+            F.layer_norm(X, 2)
+        assert registry.resolve_backend(X) is outer
+        F.layer_norm(X, 2)
+    assert (outer.calls, inner.calls) == (1, 1)
+    assert registry.resolve_backend(X).name == _cpu_default()
+    with normdrop.use_backend("numpy") as chosen:
+        assert chosen is normdrop.get_backend("numpy")
+    with pytest.raises(UnknownBackendError):
+        with normdrop.use_backend("nope"):
+            pass
+
+
+def test_use_backend_restored_after_exception():
+    spy = SpyBackend()
+    with pytest.raises(RuntimeError, match="boom"):
+        with normdrop.use_backend(spy):
+            with normdrop.use_backend("numpy"):
+                raise RuntimeError("boom")
+    assert registry.resolve_backend(X).name == _cpu_default()
+    with pytest.raises(normdrop.ShapeError):
+        with normdrop.use_backend(spy):
+            F.layer_norm(X, 5)
+    assert registry.resolve_backend(X).name == _cpu_default()
+
+
+def test_use_backend_is_per_thread_and_per_task():
+    spy = SpyBackend()
+    seen = {}
+
+    def worker():
+        seen["thread"] = registry.resolve_backend(X).name
+
+    async def task(name, backend):
+        with normdrop.use_backend(backend):
+            await asyncio.sleep(0)
+            seen[name] = registry.resolve_backend(X).name
+            await asyncio.sleep(0)
+            seen[name + "-after"] = registry.resolve_backend(X).name
+
+    async def main():
+        await asyncio.gather(task("a", spy), task("b", "numpy"))
+
+    with normdrop.use_backend(spy):
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert seen["thread"] == _cpu_default()
+    asyncio.run(main())
+    assert seen["a"] == seen["a-after"] == "spy"
+    assert seen["b"] == seen["b-after"] == "numpy"
+
+
+def test_precedence(monkeypatch):
+    env, glob, ctx, arg = (SpyBackend(n) for n in ("env", "glob", "ctx", "arg"))
+    monkeypatch.setenv(registry.ENV_VAR, "numpy")
+    assert registry.resolve_backend(X).name == "numpy"
+    normdrop.set_backend(glob)
+    assert registry.resolve_backend(X) is glob
+    with normdrop.use_backend(ctx):
+        assert registry.resolve_backend(X) is ctx
+        assert registry.resolve_backend(X, arg) is arg
+        assert registry.resolve_backend(X, "numpy").name == "numpy"
+        F.dropout(X, 0.5, seed=0, backend=arg)
+        F.dropout(X, 0.5, seed=0)
+    assert (arg.calls, ctx.calls, glob.calls, env.calls) == (1, 1, 0, 0)
+
+
+def test_layer_backend_argument_wins(monkeypatch):
+    spy, other = SpyBackend("spy"), SpyBackend("other")
+    ln = normdrop.LayerNorm(2, backend=spy)
+    with normdrop.use_backend(other):
+        ln(X)
+    assert (spy.calls, other.calls) == (1, 0)
+    ln_auto = normdrop.LayerNorm(2)
+    with normdrop.use_backend(other):
+        ln_auto(X)
+    assert other.calls == 1
+
+
+def test_chosen_backend_must_accept_the_array():
+    picky = SpyBackend("picky", accept=False)
+    with pytest.raises(BackendArrayError, match="picky"):
+        F.batch_norm(X, training=True, backend=picky)
+    with normdrop.use_backend(picky):
+        with pytest.raises(BackendArrayError):
+            F.layer_norm(X, 2)
+    assert picky.calls == 0
+
+
+def test_third_party_backend_object_directly():
+    spy = SpyBackend("thirdparty")
+    y = F.batch_norm(X, training=True, backend=spy)
+    np.testing.assert_allclose(y, F.batch_norm(X, training=True, backend="numpy"))
+    mask = F.dropout_mask((3, 2), 0.5, seed=1, backend=spy)
+    np.testing.assert_array_equal(mask, F.dropout_mask((3, 2), 0.5, seed=1, backend="numpy"))
+    bn = normdrop.BatchNorm1d(2, backend=spy)
+    bn(X)
+    assert spy.calls == 3
+
+
+# ----------------------------------------------------------------------------- plugins
+def test_plugin_entry_point(plugins):
+    spy = SpyBackend("thirdparty")
+    plugins["thirdparty"] = FakeEntryPoint("thirdparty", spy)
+    assert "thirdparty" in normdrop.registered_backends()
+    assert normdrop.registered_backends().index("thirdparty") > 0  # after the built-ins
+    assert normdrop.get_backend("thirdparty") is spy
+    assert "thirdparty" in normdrop.available_backends()
+    F.layer_norm(X, 2, backend="thirdparty")
+    with normdrop.use_backend("thirdparty"):
+        F.layer_norm(X, 2)
+    assert spy.calls == 2
+    with pytest.raises(UnknownBackendError) as info:
+        normdrop.get_backend("other")
+    assert "thirdparty" in str(info.value) and "numpy" in str(info.value)
+
+
+def test_broken_plugin_warns_and_is_not_installed(plugins):
+    plugins["broken"] = FakeEntryPoint("broken", ImportError("missing dependency xyz"))
+    with pytest.warns(RuntimeWarning, match="broken"):
+        with pytest.raises(BackendNotInstalledError, match="xyz"):
+            normdrop.get_backend("broken")
+    with pytest.warns(RuntimeWarning):
+        status = normdrop.backend_status()
+    assert status["broken"] is not None and "broken" in status["broken"]
+    with pytest.warns(RuntimeWarning):
+        assert "broken" not in normdrop.available_backends()
+    assert "broken" in normdrop.registered_backends()
+    # normdrop itself keeps working
+    F.batch_norm(X, training=True, backend="numpy")
+
+
+def test_plugin_that_is_not_a_backend(plugins):
+    plugins["bogus"] = FakeEntryPoint("bogus", object())
+    with pytest.raises(BackendError, match="bogus"):
+        normdrop.get_backend("bogus")
+
+
+def test_builtin_names_are_not_shadowed_by_plugins(monkeypatch):
+    monkeypatch.setattr(registry, "_plugins", None)
+
+    class EP(FakeEntryPoint):
+        pass
+
+    def fake_entry_points(group=None):
+        return [EP("numpy", SpyBackend("numpy")), EP("extra", SpyBackend("extra"))]
+
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    names = normdrop.registered_backends()
+    assert names.count("numpy") == 1
+    assert "extra" in names
+    assert not isinstance(normdrop.get_backend("numpy"), SpyBackend)
