@@ -99,6 +99,8 @@ def param_dtype(value: Any) -> np.dtype:
 
 def normalized_shape(value: Any) -> tuple[int, ...]:
     """Return ``normalized_shape`` as a tuple of positive ints."""
+    if type(value) is tuple and value and all(type(d) is int and d > 0 for d in value):
+        return value  # the common, already-normalised case, checked without ABCs
     if _is_integer(value):
         dims: Sequence[Any] = (value,)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0:

@@ -111,8 +111,12 @@ def _finish(x: Any, out: Any | None, buffer: Any, direct: bool) -> Any:
     return out
 
 
-def _vector(be: Backend, name: str, v: Any, shape: tuple[int, ...]) -> Any:
-    """A per-channel or per-feature argument as a flat float64 array of the backend."""
+def _vector(be: Backend, name: str, v: Any, shape: tuple[int, ...], float64: bool = True) -> Any:
+    """A per-channel or per-feature argument as a flat array of the backend.
+
+    It is converted to float64 unless ``float64`` is False (for fused kernels that
+    read any float dtype).
+    """
     if v is None:
         return None
     v = _coerce(v)
@@ -127,7 +131,7 @@ def _vector(be: Backend, name: str, v: Any, shape: tuple[int, ...]) -> Any:
     if v.dtype not in _FLOAT_DTYPES:
         _check_float(name, v)
     v = v.reshape(-1)
-    return v if v.dtype == _FLOAT64 else v.astype(np.float64)
+    return v if v.dtype == _FLOAT64 or not float64 else v.astype(np.float64)
 
 
 def _check_grad(grad_output: Any, x: Any) -> None:
@@ -161,6 +165,7 @@ def batch_norm(
     out: Array | None = None,
     backend: str | Backend | None = None,
     return_stats: bool = False,
+    _trusted: bool = False,
 ) -> Array | tuple[Array, Array, Array]:
     """Batch normalisation over the channels of ``(N, C)`` or ``(N, C, L)`` data.
 
@@ -215,10 +220,66 @@ def batch_norm(
            [ 1.2247,  0.9258]])
     """
     be, x = _prepare("x", x, backend)
-    _validation.boolean("training", training)
-    m = _validation.momentum(momentum, allow_none=False)
-    eps = _validation.positive_finite("eps", eps)
     n, c, length = _batch_shape(x)
+    fused = getattr(be, "batch_norm_forward", None)  # optional whole-layer kernel
+    if _trusted:  # a layer's own, already validated arguments
+        m = momentum
+        w = None if weight is None else weight.reshape(-1)
+        b = None if bias is None else bias.reshape(-1)
+        if fused is None:
+            w = None if w is None else w.astype(np.float64)
+            b = None if b is None else b.astype(np.float64)
+    else:
+        _validation.boolean("training", training)
+        m = _validation.momentum(momentum, allow_none=False)
+        eps = _validation.positive_finite("eps", eps)
+        w, b = _batch_norm_vectors(be, c, running_mean, running_var, weight, bias, fused)
+    if out is not None:
+        _check_out(be, out, x)
+    use_batch = training or running_mean is None
+    count = n * length
+    if use_batch and count < 2:
+        when = "when training" if training else "to compute batch statistics"
+        raise ShapeError(
+            f"Expected more than 1 value per channel {when}, got input shape {tuple(x.shape)}"
+        )
+
+    x3 = _contiguous_input(be, x, (n, c, length))
+    buffer, direct = _kernel_output(be, x, out, (n, c, length))
+    if fused is not None:
+        update = training and running_mean is not None
+        buffer, mean, rstd = fused(
+            x3, running_mean, running_var, w, b, use_batch, update, m, eps, buffer
+        )
+        y = _finish(x, out, buffer, direct)
+        return (y, mean, rstd) if return_stats else y
+    if use_batch:
+        mean, var = be.channel_moments(x3)
+        if training and running_mean is not None:
+            unbiased = var * (count / (count - 1))
+            running_mean[...] = (1.0 - m) * running_mean + m * mean
+            running_var[...] = (1.0 - m) * running_var + m * unbiased
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    rstd = (var + eps) ** -0.5
+    scale = rstd * w if w is not None else rstd
+    shift = mean * 0.0 if b is None else b
+    buffer = be.channel_affine(x3, mean, scale, shift, buffer)
+    y = _finish(x, out, buffer, direct)
+    return (y, mean, rstd) if return_stats else y
+
+
+def _batch_norm_vectors(
+    be: Backend,
+    c: int,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any,
+    bias: Any,
+    fused: Any,
+) -> tuple[Any, Any]:
+    """Validate batch_norm's per-channel arguments; return the flat weight and bias."""
     if (running_mean is None) != (running_var is None):
         raise InvalidParameterError(
             "running_mean and running_var must both be given or both be None, got "
@@ -236,36 +297,9 @@ def batch_norm(
                     value=v,
                 )
             _vector(be, name, v, (c,))
-    w = _vector(be, "weight", weight, (c,))
-    b = _vector(be, "bias", bias, (c,))
-    if out is not None:
-        _check_out(be, out, x)
-    use_batch = training or running_mean is None
-    count = n * length
-    if use_batch and count < 2:
-        when = "when training" if training else "to compute batch statistics"
-        raise ShapeError(
-            f"Expected more than 1 value per channel {when}, got input shape {tuple(x.shape)}"
-        )
-
-    x3 = _contiguous_input(be, x, (n, c, length))
-    if use_batch:
-        mean, var = be.channel_moments(x3)
-        if training and running_mean is not None:
-            unbiased = var * (count / (count - 1))
-            running_mean[...] = (1.0 - m) * running_mean + m * mean
-            running_var[...] = (1.0 - m) * running_var + m * unbiased
-    else:
-        mean = running_mean.astype(np.float64)
-        var = running_var.astype(np.float64)
-    rstd = (var + eps) ** -0.5
-    scale = rstd * w if w is not None else rstd
-    shift = mean * 0.0 if b is None else b
-
-    buffer, direct = _kernel_output(be, x, out, (n, c, length))
-    buffer = be.channel_affine(x3, mean, scale, shift, buffer)
-    y = _finish(x, out, buffer, direct)
-    return (y, mean, rstd) if return_stats else y
+    w = _vector(be, "weight", weight, (c,), float64=fused is None)
+    b = _vector(be, "bias", bias, (c,), float64=fused is None)
+    return w, b
 
 
 def batch_norm_backward(
@@ -362,6 +396,7 @@ def layer_norm(
     out: Array | None = None,
     backend: str | Backend | None = None,
     return_stats: bool = False,
+    _trusted: bool = False,
 ) -> Array | tuple[Array, Array, Array]:
     """Layer normalisation over the trailing ``normalized_shape`` dimensions of each sample.
 
@@ -394,11 +429,17 @@ def layer_norm(
     array([[-1.069 , -0.2673,  1.3363]])
     """
     be, x = _prepare("x", x, backend)
-    shape = _validation.normalized_shape(normalized_shape)
-    eps = _validation.positive_finite("eps", eps)
-    rows, features = _layer_shape(x, shape)
-    w = _vector(be, "weight", weight, shape)
-    b = _vector(be, "bias", bias, shape)
+    if _trusted:  # a layer's own, already validated arguments
+        shape = normalized_shape
+        rows, features = _layer_shape(x, shape)
+        w = None if weight is None else weight.reshape(-1).astype(np.float64)
+        b = None if bias is None else bias.reshape(-1).astype(np.float64)
+    else:
+        shape = _validation.normalized_shape(normalized_shape)
+        eps = _validation.positive_finite("eps", eps)
+        rows, features = _layer_shape(x, shape)
+        w = _vector(be, "weight", weight, shape)
+        b = _vector(be, "bias", bias, shape)
     if out is not None:
         _check_out(be, out, x)
     x2 = _contiguous_input(be, x, (rows, features))

@@ -90,6 +90,15 @@ class Backend(Protocol):
         ``mean`` and ``rstd`` are float64 of length R.
         """
 
+    # Optional: a backend may also define a whole-layer kernel that the functional
+    # op uses when present, to save passes or per-call overhead:
+    #
+    #   batch_norm_forward(x, running_mean, running_var, weight, bias, use_batch,
+    #                      update, momentum, eps, out) -> (out, mean, rstd)
+    #
+    # (batch statistics when ``use_batch``, else the running ones; running
+    # statistics updated in place when ``update``; vectors of any float dtype or None).
+
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Array, x: Array, mean: Array) -> tuple[Array, Array]:
         """Per channel, float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in one pass."""

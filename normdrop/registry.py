@@ -212,6 +212,8 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
 
 
 def _default_name_for(x: Any) -> str:
+    if type(x).__module__ == "numpy":
+        return _cpu_default()
     module = type(x).__module__.split(".", 1)[0]
     if module == "cupy" or (module != "numpy" and hasattr(x, "__cuda_array_interface__")):
         return "cuda"
@@ -221,7 +223,7 @@ def _default_name_for(x: Any) -> str:
 
 
 def _cpu_default() -> str:
-    return "numba" if "numba" in _BUILTINS else "numpy"
+    return "numba"
 
 
 def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
 from . import dropout, elementwise, fused, philox, rows, stats
@@ -35,6 +36,10 @@ class NumbaBackend(NumpyBackend):
     name = "numba"
     device = "cpu"
     supports_bitmask = True
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """An uninitialised array; large ones are recycled (see :mod:`.._host_pool`)."""
+        return pooled_empty(shape, dtype)
 
     # ----- statistics -----------------------------------------------------------
     def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,9 +34,9 @@ __all__ = [
     "channel_sums_serial",
 ]
 
-#: Rows at least this long are reduced along ``L`` (see the module docstring);
-#: measured: at L = 64 both layouts run at the same speed, below it the
-#: per-column layout wins (up to 4x at L = 8), above it the per-row one.
+#: Rows at least this long are reduced along ``L`` (see the module docstring).
+#: Measured (serial moments, float32, 8M values, per-column vs per-row layout):
+#: L = 16: 2.8 vs 13 ms, L = 32: 2.6 vs 5.5 ms, L = 64: 4.2 vs 3.3 ms.
 LONG_ROW = 64
 #: Narrowest inner loop of the short-row layout.
 MIN_WIDTH = 64

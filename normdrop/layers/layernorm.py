@@ -102,6 +102,7 @@ class LayerNorm(Module):
             self.eps,
             backend=self._backend_choice,
             return_stats=True,
+            _trusted=True,
         )
         self._saved = (x, mean, rstd)
         return y

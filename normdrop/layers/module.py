@@ -418,6 +418,8 @@ class Module:
 
 def _is_gpu_array(x: Any) -> bool:
     """Tell, without imports, whether ``x`` is a device array (CuPy, numba, CUDA interface)."""
+    if type(x) is np.ndarray:
+        return False
     return (
         type(x).__module__.split(".", 1)[0] == "cupy"
         or hasattr(x, "__cuda_array_interface__")

@@ -1,0 +1,59 @@
+"""Recycled host buffers for large outputs.
+
+A fresh ``numpy.empty`` of more than a few MiB is mapped straight from the
+kernel: its first touch page-faults every page, which costs about as much as
+the whole (memory-bound) kernel. This pool keeps a few large buffers and hands
+one back out only when nothing outside the pool references it any more (every
+view of a buffer holds a reference to it), so a result the caller still holds is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+__all__ = ["pooled_empty"]
+
+#: Buffers smaller than this come from ``numpy.empty`` (malloc reuses them already).
+MIN_BYTES = 4 << 20
+#: The pool never keeps more than this many bytes alive.
+MAX_POOL_BYTES = 512 << 20
+
+_lock = threading.Lock()
+_pool: list[np.ndarray] = []
+# references to a free buffer seen by getrefcount inside the loop: the list, the loop
+# variable and getrefcount's own argument
+_FREE_REFS = 3
+
+
+def pooled_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Return an uninitialised C-contiguous array, recycling a large free buffer when possible.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : dtype-like
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    dtype = np.dtype(dtype)
+    nbytes = dtype.itemsize
+    for d in shape:
+        nbytes *= d
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    with _lock:
+        for buf in _pool:
+            if buf.nbytes == nbytes and sys.getrefcount(buf) == _FREE_REFS:
+                return buf.view(dtype).reshape(shape)
+        buf = np.empty(nbytes, np.uint8)
+        _pool.append(buf)
+        while sum(b.nbytes for b in _pool) > MAX_POOL_BYTES:
+            _pool.pop(0)  # forget the oldest; it lives on while someone holds it
+        return buf.view(dtype).reshape(shape)
