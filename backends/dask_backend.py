@@ -23,8 +23,8 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from normdrop.backends.numpy_backend import philox_words_at
 
+from normdrop.backends.numpy_backend import philox_words_at
 from normdrop.protocol import Backend
 from normdrop.registry import get_backend
 

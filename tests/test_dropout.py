@@ -7,10 +7,10 @@ import copy
 import numpy as np
 import pytest
 from conftest import SLOW_BACKENDS
-from normdrop.backends.numpy_backend import philox4x32_10
 
 import normdrop
 from normdrop import functional as F
+from normdrop.backends.numpy_backend import philox4x32_10
 from normdrop.random import dropout_threshold
 
 KNOWN_ANSWERS = [

@@ -8,11 +8,11 @@ import threading
 
 import numpy as np
 import pytest
-from normdrop.backends.numpy_backend import NumpyBackend
 
 import normdrop
 from normdrop import functional as F
 from normdrop import registry
+from normdrop.backends.numpy_backend import NumpyBackend
 from normdrop.errors import (
     BackendArrayError,
     BackendError,
