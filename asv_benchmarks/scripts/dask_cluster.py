@@ -25,6 +25,13 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
+def _in_memory_time(shape: tuple[int, ...], channels: int, repeat: int) -> float:
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    bn = normdrop.BatchNorm1d(channels)
+    bn(x)  # compile
+    return _best(lambda: bn(x), repeat)
+
+
 def main() -> None:
     """Print one table row per configuration."""
     import dask.array as da
@@ -40,11 +47,7 @@ def main() -> None:
     shape, chunks = (n, channels, length), (max(1, n // 32), channels, length)
     gib = np.prod(shape) * 4 / 2**30
 
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    bn = normdrop.BatchNorm1d(channels)
-    bn(x)  # compile
-    in_memory = _best(lambda: bn(x), args.repeat)
-    del x
+    in_memory = _in_memory_time(shape, channels, args.repeat)
 
     rows = [("numba, in memory", in_memory, in_memory)]
     with (
