@@ -87,7 +87,9 @@ class Backend(Protocol):
     ) -> tuple[Array, Array, Array]:
         """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``.
 
-        ``mean`` and ``rstd`` are float64 of length R.
+        ``weight`` and ``bias`` are vectors of length D of any float dtype (a layer
+        passes its own, float32 or float64), or ``None``; ``mean`` and ``rstd`` are
+        float64 of length R.
         """
 
     # Optional: a backend may also define a whole-layer kernel that the functional

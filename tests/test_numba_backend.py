@@ -348,7 +348,8 @@ def _all_kernels(x3, x2, g3, g2, flat):
         g3, x3, mean3, np.ones(c), np.ones(c), np.ones(c), elemt
     )
     ln = np.empty_like(x2)
-    ln_stats = rows.layer_norm_forward_parallel(x2, w, w, 1e-5, ln)
+    ln_stats = np.empty((2, x2.shape[0]))
+    rows.layer_norm_forward_parallel(x2, w, w, 1e-5, ln, ln_stats)
     lnb = np.empty_like(x2)
     ln_grads = rows.layer_norm_backward_parallel(g2, x2, mean2, rstd2, w, lnb, True)
     return [
@@ -434,8 +435,9 @@ def test_serial_and_parallel_kernels_identical():
     np.testing.assert_array_equal(a, b)
     w = np.linspace(0.5, 1.5, x2.shape[1])
     a, b = np.empty_like(x2), np.empty_like(x2)
-    sa = rows.layer_norm_forward_serial(x2, w, None, 1e-5, a)
-    sb = rows.layer_norm_forward_parallel(x2, w, None, 1e-5, b)
+    sa, sb = np.empty((2, x2.shape[0])), np.empty((2, x2.shape[0]))
+    rows.layer_norm_forward_serial(x2, w, None, 1e-5, a, sa)
+    rows.layer_norm_forward_parallel(x2, w, None, 1e-5, b, sb)
     np.testing.assert_array_equal(a, b)
     for u, v in zip(sa, sb, strict=True):
         np.testing.assert_array_equal(u, v)

@@ -38,9 +38,8 @@ class NumbaBackend(NumpyBackend):
     device = "cpu"
     supports_bitmask = True
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """An uninitialised array; large ones are recycled (see :mod:`.._host_pool`)."""
-        return pooled_empty(shape, dtype)
+    #: An uninitialised array; large ones are recycled (see :mod:`.._host_pool`).
+    empty = staticmethod(pooled_empty)
 
     # ----- statistics -----------------------------------------------------------
     def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,11 +79,13 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``."""
-        if x.size < PARALLEL_MIN_SIZE and x.shape[1] <= rows.ROW_SPLIT:
-            mean, rstd = rows.layer_norm_forward_serial(x, weight, bias, float(eps), out)
+        r, d = x.shape
+        stats = np.empty((2, r))
+        if r * d < PARALLEL_MIN_SIZE and d <= rows.ROW_SPLIT:
+            rows.layer_norm_forward_serial(x, weight, bias, float(eps), out, stats)
         else:
-            mean, rstd = rows.layer_norm_forward_parallel(x, weight, bias, float(eps), out)
-        return out, mean, rstd
+            rows.layer_norm_forward_parallel(x, weight, bias, float(eps), out, stats)
+        return out, stats[0], stats[1]
 
     def batch_norm_forward(
         self,
