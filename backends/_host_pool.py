@@ -42,12 +42,12 @@ def pooled_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     -------
     numpy.ndarray
     """
-    dtype = np.dtype(dtype)
-    nbytes = dtype.itemsize
-    for d in shape:
-        nbytes *= d
+    fresh = np.empty(shape, dtype)  # untouched pages: cheap even when large
+    nbytes = fresh.nbytes
     if nbytes < MIN_BYTES:
-        return np.empty(shape, dtype)
+        return fresh  # the quickest answer for small arrays, where call overhead counts
+    dtype = fresh.dtype
+    del fresh
     with _lock:
         for buf in _pool:
             if buf.nbytes == nbytes and sys.getrefcount(buf) == _FREE_REFS:

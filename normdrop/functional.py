@@ -31,6 +31,8 @@ __all__ = [
 
 _FLOAT_DTYPES = frozenset({np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)})
 _FLOAT64 = np.dtype(np.float64)
+#: Dtypes the kernels compute in directly (float16 is computed in float32).
+_KERNEL_DTYPES = frozenset({np.dtype(np.float32), _FLOAT64})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -40,6 +42,8 @@ def _coerce(x: Any) -> Any:
 
 
 def _check_float(name: str, x: Any) -> np.dtype:
+    if type(x) is np.ndarray and x.dtype in _FLOAT_DTYPES:
+        return x.dtype
     dtype = getattr(x, "dtype", None)
     dtype = np.asarray(x).dtype if dtype is None else np.dtype(dtype)
     if dtype not in _FLOAT_DTYPES:
@@ -51,9 +55,11 @@ def _check_float(name: str, x: Any) -> np.dtype:
 
 
 def _prepare(name: str, x: Any, backend: str | Backend | None) -> tuple[Backend, Any]:
-    x = _coerce(x)
+    if type(x) is not np.ndarray:
+        x = _coerce(x)
     be = resolve_backend(x, backend)
-    _check_float(name, x)
+    if not (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPES):
+        _check_float(name, x)
     return be, x
 
 
@@ -68,6 +74,8 @@ def _is_c_contiguous(a: Any) -> bool:
 
 def _contiguous_input(be: Backend, x: Any, shape: tuple[int, ...]) -> Any:
     """``x`` in its compute dtype, C-contiguous and reshaped to the kernel's canonical shape."""
+    if type(x) is np.ndarray and x.flags.c_contiguous and x.dtype in _KERNEL_DTYPES:
+        return x if x.shape == shape else x.reshape(shape)
     compute = _compute_dtype(x.dtype)
     if x.dtype != compute:
         x = x.astype(compute)
@@ -95,6 +103,8 @@ def _kernel_output(
     When ``out`` is C-contiguous and of the compute dtype the buffer is a view of
     it; otherwise the kernel writes a temporary that :func:`_finish` copies over.
     """
+    if out is None and x.dtype in _KERNEL_DTYPES:
+        return be.empty(shape, x.dtype), False
     compute = _compute_dtype(x.dtype)
     if out is not None and _is_c_contiguous(out) and out.dtype == compute:
         return out.reshape(shape), True
@@ -104,7 +114,7 @@ def _kernel_output(
 def _finish(x: Any, out: Any | None, buffer: Any, direct: bool) -> Any:
     """Hand back the result: ``out`` (filled from the buffer if needed) or the buffer."""
     if out is None:
-        y = buffer.reshape(x.shape)
+        y = buffer if buffer.shape == x.shape else buffer.reshape(x.shape)
         return y if y.dtype == x.dtype else y.astype(x.dtype)
     if not direct:
         out[...] = buffer.reshape(x.shape)
@@ -377,12 +387,12 @@ def batch_norm_backward(
 # ----------------------------------------------------------------------------- layer norm
 def _layer_shape(x: Any, shape: tuple[int, ...]) -> tuple[int, int]:
     k = len(shape)
-    if x.ndim < k or tuple(x.shape[x.ndim - k :]) != shape:
+    if x.ndim < k or (x.shape[x.ndim - k :] != shape and tuple(x.shape[x.ndim - k :]) != shape):
         expected = ", ".join(str(d) for d in shape)
         raise ShapeError(
             f"LayerNorm expected input with shape (..., {expected}), got {tuple(x.shape)}"
         )
-    features = math.prod(shape)
+    features = shape[0] if k == 1 else math.prod(shape)
     return (x.size // features if features else 0), features
 
 
@@ -396,7 +406,6 @@ def layer_norm(
     out: Array | None = None,
     backend: str | Backend | None = None,
     return_stats: bool = False,
-    _trusted: bool = False,
 ) -> Array | tuple[Array, Array, Array]:
     """Layer normalisation over the trailing ``normalized_shape`` dimensions of each sample.
 
@@ -429,27 +438,65 @@ def layer_norm(
     array([[-1.069 , -0.2673,  1.3363]])
     """
     be, x = _prepare("x", x, backend)
-    if _trusted:  # a layer's own, already validated arguments
-        shape = normalized_shape
-        rows, features = _layer_shape(x, shape)
-        w = None if weight is None else weight.reshape(-1).astype(np.float64)
-        b = None if bias is None else bias.reshape(-1).astype(np.float64)
-    else:
-        shape = _validation.normalized_shape(normalized_shape)
-        eps = _validation.positive_finite("eps", eps)
-        rows, features = _layer_shape(x, shape)
-        w = _vector(be, "weight", weight, shape)
-        b = _vector(be, "bias", bias, shape)
+    shape = _validation.normalized_shape(normalized_shape)
+    eps = _validation.positive_finite("eps", eps)
+    _layer_shape(x, shape)
+    w = _vector(be, "weight", weight, shape)
+    b = _vector(be, "bias", bias, shape)
     if out is not None:
         _check_out(be, out, x)
-    x2 = _contiguous_input(be, x, (rows, features))
-    buffer, direct = _kernel_output(be, x, out, (rows, features))
-    buffer, mean, rstd = be.layer_norm_forward(x2, w, b, eps, buffer)
-    y = _finish(x, out, buffer, direct)
+    y, mean, rstd = _layer_norm_rows(be, x, shape, w, b, eps, out)
     if not return_stats:
         return y
     lead = tuple(x.shape[: x.ndim - len(shape)])
     return y, mean.reshape(lead), rstd.reshape(lead)
+
+
+def _layer_norm_rows(
+    be: Backend,
+    x: Array,
+    normalized_shape: tuple[int, ...],
+    weight: Array | None,
+    bias: Array | None,
+    eps: float,
+    out: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """LayerNorm of already validated arguments; statistics come back flat.
+
+    The work of :func:`layer_norm` after its checks, which layers call directly
+    (their parameters are valid by construction, and a whole call of a small
+    layer costs little more than its kernel).
+
+    Parameters
+    ----------
+    be : Backend
+        The resolved backend, which accepts ``x``.
+    x : array
+        Float input whose trailing dims are ``normalized_shape``.
+    normalized_shape : tuple of int
+    weight, bias : 1-D array of any float dtype, or None
+        Of length ``prod(normalized_shape)``.
+    eps : float
+    out : array, optional
+        Already checked against ``x``.
+
+    Returns
+    -------
+    y : array
+    mean, rstd : array
+        float64, one value per normalised row (shape ``(rows,)``).
+    """
+    rows, features = _layer_shape(x, normalized_shape)
+    if out is None and type(x) is np.ndarray and x.dtype in _KERNEL_DTYPES and x.flags.c_contiguous:
+        # the common case, in as few Python operations as possible
+        flat = x.ndim == 2 and len(normalized_shape) == 1
+        x2 = x if flat else x.reshape(rows, features)
+        y, mean, rstd = be.layer_norm_forward(x2, weight, bias, eps, be.empty(x2.shape, x.dtype))
+        return (y if flat else y.reshape(x.shape)), mean, rstd
+    x2 = _contiguous_input(be, x, (rows, features))
+    buffer, direct = _kernel_output(be, x, out, (rows, features))
+    buffer, mean, rstd = be.layer_norm_forward(x2, weight, bias, eps, buffer)
+    return _finish(x, out, buffer, direct), mean, rstd
 
 
 def layer_norm_backward(

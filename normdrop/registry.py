@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+import numpy as np
+
 from normdrop.errors import (
     BackendArrayError,
     BackendError,
@@ -222,8 +224,27 @@ def _default_name_for(x: Any) -> str:
     return _cpu_default()
 
 
+# os.environ.get costs about 1 us per call when the variable is unset (it encodes the
+# key and raises KeyError); the mapping behind os.environ answers in tens of ns and
+# sees every change made through os.environ. Other interpreters fall back.
+_ENVIRON_DATA: dict | None = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey(ENV_VAR) if _ENVIRON_DATA is not None else ENV_VAR
+
+
+def _environment_choice() -> str | None:
+    """The value of ``NORMDROP_BACKEND`` at this moment, or ``None`` when unset or empty."""
+    if _ENVIRON_DATA is None:
+        return os.environ.get(ENV_VAR) or None
+    raw = _ENVIRON_DATA.get(_ENV_KEY)
+    return os.environ.decodevalue(raw) or None if raw else None
+
+
+#: The backend of NumPy arrays when nothing else is chosen.
+_CPU_DEFAULT = "numba"
+
+
 def _cpu_default() -> str:
-    return "numba"
+    return _CPU_DEFAULT
 
 
 def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
@@ -252,10 +273,14 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
     if choice is None:
         choice = _global_backend
     if choice is None:
-        choice = os.environ.get(ENV_VAR) or None
+        choice = _environment_choice()
     if choice is None:
+        if type(x) is np.ndarray and _CPU_DEFAULT in _loaded:
+            return _loaded[_CPU_DEFAULT]  # the common case: no choice made, a NumPy array
         choice = _cpu_default() if x is None else _default_name_for(x)
-    chosen = get_backend(choice)
+    chosen = _loaded.get(choice) if isinstance(choice, str) else None
+    if chosen is None:
+        chosen = get_backend(choice)
     if x is not None and not chosen.accepts(x):
         raise BackendArrayError(
             f"backend {chosen.name!r} does not accept arrays of type "

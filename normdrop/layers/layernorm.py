@@ -94,27 +94,26 @@ class LayerNorm(Module):
         array
             Shape and dtype of ``x``.
         """
-        y, mean, rstd = functional.layer_norm(
-            x,
-            self.normalized_shape,
-            self.weight,
-            self.bias,
-            self.eps,
-            backend=self._backend_choice,
-            return_stats=True,
-            _trusted=True,
+        be, x = functional._prepare("x", x, self._backend_choice)
+        weight, bias = self.weight, self.bias
+        if len(self.normalized_shape) > 1:  # the kernels take flat vectors
+            weight = None if weight is None else weight.reshape(-1)
+            bias = None if bias is None else bias.reshape(-1)
+        y, mean, rstd = functional._layer_norm_rows(
+            be, x, self.normalized_shape, weight, bias, self.eps
         )
         self._saved = (x, mean, rstd)
         return y
 
     def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
         x, mean, rstd = self._saved
+        lead = tuple(x.shape[: x.ndim - len(self.normalized_shape)])
         dx, dweight, dbias = functional.layer_norm_backward(
             grad_output,
             x,
             self.normalized_shape,
-            mean,
-            rstd,
+            mean.reshape(lead),
+            rstd.reshape(lead),
             self.weight,
             backend=self._backend_choice,
         )
