@@ -496,3 +496,20 @@ def test_fused_batch_norm_forward_equals_functional(rng, shape, dtype, affine, m
     if tracked:
         np.testing.assert_allclose(rm, rm2, **tol)
         np.testing.assert_allclose(rv, rv2, **tol)
+
+
+@pytest.mark.parametrize("d", [64, 300], ids=["short rows", "long rows"])
+@pytest.mark.parametrize("param_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "with_weight, with_bias", [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_layer_norm_forward_parameter_combinations(rng, d, param_dtype, with_weight, with_bias):
+    # the kernel reads weight/bias in their own dtype, each possibly None
+    x = rng.standard_normal((37, d))
+    w = rng.standard_normal(d).astype(param_dtype) if with_weight else None
+    b = rng.standard_normal(d).astype(param_dtype) if with_bias else None
+    y, mean, rstd = NB.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
+    ry, rmean, rrstd = REF.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-12)
