@@ -6,6 +6,7 @@ imports NumPy only; a backend's own dependencies load the first time it is used.
 """
 
 from normdrop import functional
+from normdrop._source_tree import map_backends
 from normdrop.errors import (
     BackendArrayError,
     BackendError,
@@ -31,6 +32,8 @@ from normdrop.registry import (
 )
 
 __version__ = "0.1.0"
+
+map_backends(__name__)
 
 __all__ = [
     "Backend",

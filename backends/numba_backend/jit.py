@@ -1,7 +1,8 @@
 """Compilation options and work-splitting constants shared by every Numba kernel.
 
 Every kernel is compiled lazily (on first use, once per dtype) and cached on
-disk next to its source (``cache=True``). Parallel kernels split their work into
+disk in the user's cache folder (:mod:`.disk_cache`; not at all when no folder is
+writable). Parallel kernels split their work into
 tasks whose boundaries depend only on the array's shape, never on the thread
 count, so results are bit-identical on any number of threads and on the serial
 path (which runs the same tasks one after another).
@@ -10,6 +11,9 @@ path (which runs the same tasks one after another).
 from __future__ import annotations
 
 from numba import njit
+
+from .compile_events import listen
+from .disk_cache import kernel_cache_folder
 
 __all__ = ["FASTMATH", "PARALLEL_MIN_SIZE", "TASK_SIZE", "inline_jit", "parallel_jit", "serial_jit"]
 
@@ -22,7 +26,13 @@ __all__ = ["FASTMATH", "PARALLEL_MIN_SIZE", "TASK_SIZE", "inline_jit", "parallel
 #: and inf that the reference propagates.
 FASTMATH = {"reassoc", "contract", "arcp", "afn"}
 
-_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "boundscheck": False, "cache": True}
+listen()  # tell the user when kernels compile (not when they load from the cache)
+_OPTIONS = {
+    "fastmath": FASTMATH,
+    "error_model": "numpy",
+    "boundscheck": False,
+    "cache": kernel_cache_folder() is not None,
+}
 
 #: Decorator for kernels that spread their tasks over threads with ``prange``.
 parallel_jit = njit(parallel=True, **_OPTIONS)
