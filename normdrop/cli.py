@@ -1,8 +1,13 @@
-"""The ``normdrop`` command line: ``demo``, ``info`` and ``bench``."""
+"""The ``normdrop`` command line: ``demo``, ``info``, ``bench``, ``warmup`` and ``cache``.
+
+While a command runs, the ``normdrop`` logger's INFO messages (such as the notice
+that kernels are being compiled) are shown on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -36,13 +41,34 @@ def _build_parser() -> argparse.ArgumentParser:
 
     bench_module.add_arguments(bench)
     bench.set_defaults(handler=bench_module.run)
+
+    warmup = commands.add_parser(
+        "warmup", help="compile the numba backend's kernels for the common cases ahead of time"
+    )
+    from normdrop import warmup as warmup_module
+
+    warmup_module.add_arguments(warmup)
+    warmup.set_defaults(handler=warmup_module.run)
+
+    cache = commands.add_parser("cache", help="where the compiled kernels are cached; clear them")
+    from normdrop import cache_command
+
+    cache_command.add_arguments(cache)
+    cache.set_defaults(handler=cache_command.run)
     return parser
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from normdrop import _compile_log
+    from normdrop._progress import CompileProgress
     from normdrop.demo import run_demo
 
-    run_demo(backend=args.backend, seed=args.seed)
+    progress = CompileProgress()
+    try:
+        with _compile_log.observe(progress):
+            run_demo(backend=args.backend, seed=args.seed)
+    finally:
+        progress.close()
     return 0
 
 
@@ -69,8 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from normdrop.errors import NormdropError
 
     args = _build_parser().parse_args(argv)
+    # Show the library's notices (INFO and up) on stderr while the command runs.
+    logger = logging.getLogger("normdrop")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("normdrop: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return args.handler(args)
     except NormdropError as exc:
         print(f"normdrop: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

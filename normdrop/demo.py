@@ -25,13 +25,15 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     seed : int, default 0
         Seed of the data and of the dropout masks.
     """
+    # Printed before the backend loads (and maybe compiles), so the command answers at once.
+    print("normdrop demo: BatchNorm1d(64) + Dropout(0.15), training and evaluation", flush=True)
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((4, 64, 30)) * 100 + 50).astype(np.float32)
     chosen = resolve_backend(x, backend)
     bn = BatchNorm1d(64, backend=backend)
     drop = Dropout(0.15, seed=seed, backend=backend)
     model = Sequential(bn, drop)
-    print(f"normdrop demo on the {chosen.name!r} backend")
+    print(f"on the {chosen.name!r} backend")
     print(f"input: {x.shape} float32 activations, mean ~50, std ~100\n")
 
     print("Training mode (batch statistics, dropout active)")

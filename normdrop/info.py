@@ -1,4 +1,4 @@
-"""``normdrop info``: versions and which backends can run here."""
+"""``normdrop info``: versions, which backends can run here, and where kernels are cached."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _version(package: str) -> str:
 
 
 def print_info() -> None:
-    """Print the Python, normdrop and dependency versions, and the status of every backend."""
+    """Print the Python, normdrop and dependency versions, every backend's status, the cache."""
     from normdrop import __version__
 
     print(f"normdrop {__version__} on Python {platform.python_version()} ({platform.machine()})")
@@ -29,3 +29,6 @@ def print_info() -> None:
     print("backends:")
     for name, reason in backend_status().items():
         print(f"  {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
+    from normdrop.cache_command import describe
+
+    print(f"kernel cache: {describe()}")

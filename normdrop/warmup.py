@@ -1,0 +1,156 @@
+"""``normdrop warmup``: compile the ``numba`` backend's kernels for the common cases ahead of time.
+
+Kernels compile on first use and are cached on disk (see :mod:`normdrop._cache`);
+running this once, for example while building a container image or before
+starting jobs on a cluster, moves that wait out of the first real call. It runs
+every layer, forward in training and evaluation mode and backward, on float32 and
+float64 inputs of a small size (the single-threaded kernels) and a large one (the
+parallel kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from normdrop import _compile_log
+from normdrop._progress import CompileProgress, progress_bar
+from normdrop.layers import BatchNorm1d, Dropout, LayerNorm, Module
+
+__all__ = ["WarmupStep", "add_arguments", "run", "steps"]
+
+BACKEND = "numba"
+
+#: (label, BatchNorm1d and Dropout input shape, LayerNorm input shape, normalising the last
+#: axis): below and above the size where the backend switches to its parallel kernels.
+_SIZES = (
+    ("small", (8, 16, 12), (8, 12, 64)),
+    ("large", (64, 32, 32), (128, 512)),
+)
+
+#: (input dtype, parameter dtype) pairs: the default float32 parameters with either
+#: input, and float64 parameters with float64 input.
+_DTYPES = (("float32", "float32"), ("float64", "float32"), ("float64", "float64"))
+
+
+@dataclass(frozen=True)
+class WarmupStep:
+    """One layer run forward (training and evaluation) and backward on one input.
+
+    Attributes
+    ----------
+    label : str
+        What the step compiles, e.g. ``"LayerNorm float32 large"``.
+    build : callable
+        Returns the layer, on the ``numba`` backend.
+    shape : tuple of int
+        Input shape.
+    dtype : str
+        Input dtype.
+    """
+
+    label: str
+    build: Callable[[], Module]
+    shape: tuple[int, ...]
+    dtype: str
+
+    def run(self) -> None:
+        """Run the layer forward in training mode, backward, and forward in evaluation mode."""
+        x = np.random.default_rng(0).standard_normal(self.shape).astype(self.dtype)
+        layer = self.build()
+        layer.train()
+        y = layer(x)
+        layer.backward(np.ones_like(y))
+        layer.eval()
+        layer(x)
+
+
+def steps() -> list[WarmupStep]:
+    """Return the warm-up steps: every layer, size and dtype pair.
+
+    Returns
+    -------
+    list of WarmupStep
+    """
+    found = []
+    for size, bn_shape, ln_shape in _SIZES:
+        for x_dtype, p_dtype in _DTYPES:
+            suffix = f"{x_dtype} {size}" + (", float64 parameters" if p_dtype != "float32" else "")
+            channels, features = bn_shape[1], ln_shape[-1]
+            found += [
+                WarmupStep(
+                    f"BatchNorm1d {suffix}",
+                    lambda c=channels, d=p_dtype: BatchNorm1d(c, dtype=d, backend=BACKEND),
+                    bn_shape,
+                    x_dtype,
+                ),
+                WarmupStep(
+                    f"LayerNorm {suffix}",
+                    lambda f=features, d=p_dtype: LayerNorm(f, dtype=d, backend=BACKEND),
+                    ln_shape,
+                    x_dtype,
+                ),
+            ]
+            if p_dtype == "float32":  # Dropout has no parameters
+                found.append(
+                    WarmupStep(
+                        f"Dropout {suffix}",
+                        lambda: Dropout(0.1, seed=0, backend=BACKEND),
+                        bn_shape,
+                        x_dtype,
+                    )
+                )
+    return found
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``normdrop warmup``'s options (none) to its parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``warmup`` subcommand's parser.
+    """
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compile the kernels of every :func:`steps` entry, with a progress bar on stderr.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (none are used).
+
+    Returns
+    -------
+    int
+        0 when the kernels are cached on disk, 1 when no cache folder is writable
+        (the kernels were compiled, but only for this process).
+    """
+    from normdrop.registry import get_backend
+
+    get_backend(BACKEND)  # a missing Numba fails here, with the reinstall hint
+    from normdrop.backends.numba_backend.disk_cache import kernel_cache_folder
+
+    folder = kernel_cache_folder()
+    todo = steps()
+    bar = progress_bar(len(todo), "normdrop warmup")
+    compiled = CompileProgress(live=False)  # counts only: the bar is the display
+    start = time.perf_counter()
+    with _compile_log.observe(compiled):
+        for step in todo:
+            bar.set_postfix_str(step.label)
+            step.run()
+            bar.update()
+    bar.close()
+    elapsed = time.perf_counter() - start
+    print(f"compiled {compiled.compiled} kernels in {elapsed:.1f} s")
+    if folder is None:
+        print("no writable cache folder: the kernels were not saved (see the warning above)")
+        return 1
+    print(f"cached in {folder}")
+    return 0
