@@ -14,6 +14,7 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -84,13 +85,13 @@ def steps() -> list[WarmupStep]:
             found += [
                 WarmupStep(
                     f"BatchNorm1d {suffix}",
-                    lambda c=channels, d=p_dtype: BatchNorm1d(c, dtype=d, backend=BACKEND),
+                    partial(BatchNorm1d, channels, dtype=p_dtype, backend=BACKEND),
                     bn_shape,
                     x_dtype,
                 ),
                 WarmupStep(
                     f"LayerNorm {suffix}",
-                    lambda f=features, d=p_dtype: LayerNorm(f, dtype=d, backend=BACKEND),
+                    partial(LayerNorm, features, dtype=p_dtype, backend=BACKEND),
                     ln_shape,
                     x_dtype,
                 ),
@@ -99,7 +100,7 @@ def steps() -> list[WarmupStep]:
                 found.append(
                     WarmupStep(
                         f"Dropout {suffix}",
-                        lambda: Dropout(0.1, seed=0, backend=BACKEND),
+                        partial(Dropout, 0.1, seed=0, backend=BACKEND),
                         bn_shape,
                         x_dtype,
                     )

@@ -29,8 +29,8 @@ class _KernelCompileListener(event.Listener):
     @staticmethod
     def _kernel(ev: event.Event) -> str | None:
         py_func = getattr(ev.data.get("dispatcher"), "py_func", None)
-        module = getattr(py_func, "__module__", "") or ""
-        if module != _PACKAGE and not module.startswith(_PACKAGE + "."):
+        module = getattr(py_func, "__module__", None) or ""
+        if py_func is None or (module != _PACKAGE and not module.startswith(_PACKAGE + ".")):
             return None
         return f"{module.rpartition('.')[2]}.{py_func.__qualname__}"
 

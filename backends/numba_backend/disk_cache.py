@@ -28,7 +28,7 @@ _KERNEL_DIR = os.path.dirname(os.path.realpath(__file__))
 
 # Numba's base class of the cache implementations, whose list of locators it tries in order
 # (``_CacheImpl`` before Numba 0.61).
-_CACHE_IMPL = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+_CACHE_IMPL = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # type: ignore[attr-defined]
 
 
 class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
@@ -81,9 +81,10 @@ def kernel_cache_folder() -> Path | None:
         and writable, else normdrop's per-version folder when writable, else None.
     """
     refused = []
-    if config.CACHE_DIR:
+    numba_dir = getattr(config, "CACHE_DIR", "")  # NUMBA_CACHE_DIR, as Numba read it
+    if numba_dir:
         subfolder = caching._CacheLocator.get_suitable_cache_subpath(__file__)
-        numba_folder = Path(config.CACHE_DIR) / subfolder
+        numba_folder = Path(numba_dir) / subfolder
         error = _cache.ensure_writable(numba_folder)
         if error is None:
             return numba_folder
