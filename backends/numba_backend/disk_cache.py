@@ -99,12 +99,13 @@ def kernel_cache_folder() -> Path | None:
             _register_locator()
             return folder
         refused.append(str(error))
-    warnings.warn(
+    message = (
         "normdrop found no writable folder for its compiled Numba kernels ("
         + "; ".join(refused)
-        + f"), so they are not cached on disk and every new process compiles them again. "
-        f"Set {_cache.ENV_VAR} to a writable folder to keep them.",
-        RuntimeWarning,
-        stacklevel=2,
+        + "), so they are not cached on disk and every new process compiles them again. "
+        f"Set {_cache.ENV_VAR} to a writable folder to keep them."
     )
+    # Attributed to the module "normdrop" (no source line to show; `-W ignore:::normdrop`
+    # or a filter on that module silences it), not to whichever import first loaded us.
+    warnings.warn_explicit(message, RuntimeWarning, "normdrop", 0, module="normdrop")
     return None
