@@ -86,9 +86,11 @@ def progress_bar(total: int, desc: str) -> Any:
 
 
 class CompileProgress:
-    """Count compiled kernels on stderr: a live count on a terminal, a summary line at the end.
+    """Count compiled kernels on stderr: a live line on a terminal, a summary line at the end.
 
-    Use it with :func:`normdrop._compile_log.observe`; call :meth:`close` when done.
+    On a terminal the live line shows while a compilation runs and is erased as soon as
+    the outermost one ends, so the command's own output never lands on it. Use it with
+    :func:`normdrop._compile_log.observe`; call :meth:`close` when done.
 
     Parameters
     ----------
@@ -101,27 +103,33 @@ class CompileProgress:
         self.compiled = 0
         self.seconds = 0.0
         self._first: float | None = None
+        self._depth = 0  # compilations in progress (a kernel compiles the helpers it calls)
+
+    def _show(self, text: str) -> None:
+        if self.live and sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + text)
+            sys.stderr.flush()
 
     def started(self, kernel: str) -> None:
-        """Note the start of a compilation."""
+        """Note the start of a compilation and show it on a terminal."""
         if self._first is None:
             self._first = time.perf_counter()
+        self._depth += 1
+        self._show(f"normdrop: compiling {kernel} ({self._summary()})")
 
     def finished(self, kernel: str, seconds: float) -> None:
-        """Count a finished compilation and show the running total on a terminal."""
+        """Count a finished compilation; erase the live line when none is left running."""
         self.compiled += 1
+        self._depth = max(self._depth - 1, 0)
         if self._first is not None:
             self.seconds = time.perf_counter() - self._first
-        if self.live and sys.stderr.isatty():
-            sys.stderr.write(f"\r\033[Knormdrop: {self._summary()} ({kernel})")
-            sys.stderr.flush()
+        self._show("" if self._depth == 0 else f"normdrop: compiled {kernel} ({self._summary()})")
 
     def _summary(self) -> str:
         return f"compiled {self.compiled} kernels in {self.seconds:.1f} s"
 
     def close(self) -> None:
-        """End the live count with the total, if anything was compiled."""
+        """Print the total, if anything was compiled."""
         if self.live and self.compiled:
-            prefix = "\r\033[K" if sys.stderr.isatty() else ""
-            sys.stderr.write(f"{prefix}normdrop: {self._summary()}\n")
+            sys.stderr.write(f"normdrop: {self._summary()}\n")
             sys.stderr.flush()
