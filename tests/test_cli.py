@@ -171,3 +171,21 @@ def test_demo_says_it_compiles_then_reuses_the_cache(tmp_path):
     warm = demo()
     assert warm.stdout == cold.stdout
     assert "compil" not in warm.stderr
+
+
+def test_compile_progress_on_a_terminal_erases_its_line_when_compilation_ends(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    progress = CompileProgress()
+    progress.started("kernel")
+    progress.started("helper")  # compiled as part of the kernel
+    progress.finished("helper", 0.1)
+    assert term.getvalue().rpartition("\r\033[K")[2].startswith(
+        "normdrop: compiled helper (compiled 1 kernels in "
+    )
+    progress.finished("kernel", 0.2)
+    assert term.getvalue().endswith("\r\033[K"), "the live line must be erased"
