@@ -184,8 +184,10 @@ def test_compile_progress_on_a_terminal_erases_its_line_when_compilation_ends(mo
     progress.started("kernel")
     progress.started("helper")  # compiled as part of the kernel
     progress.finished("helper", 0.1)
-    assert term.getvalue().rpartition("\r\033[K")[2].startswith(
-        "normdrop: compiled helper (compiled 1 kernels in "
+    assert (
+        term.getvalue()
+        .rpartition("\r\033[K")[2]
+        .startswith("normdrop: compiled helper (compiled 1 kernels in ")
     )
     progress.finished("kernel", 0.2)
     assert term.getvalue().endswith("\r\033[K"), "the live line must be erased"
