@@ -401,7 +401,9 @@ def test_layer_backward_checks_grad_shape(backend, rng, training, bad_shape):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize(("x_dtype", "g_dtype"), [(np.float32, np.float64), (np.float64, np.float32)])
+@pytest.mark.parametrize(
+    ("x_dtype", "g_dtype"), [(np.float32, np.float64), (np.float64, np.float32)]
+)
 def test_layer_backward_returns_the_input_dtype(backend, rng, training, x_dtype, g_dtype):
     """As BatchNorm1d, LayerNorm and PyTorch: the input gradient has the input's dtype."""
     d = normdrop.Dropout(0.3, seed=7, backend=backend.name).train(training)

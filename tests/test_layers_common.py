@@ -534,7 +534,7 @@ def test_sequential_reset_parameters(backend, rng):
     np.testing.assert_array_equal(state["2.bias"], np.zeros(3))
 
 
-# ----------------------------------------------------------------------------- load results and inputs
+# ------------------------------------------------------------------------ load results and inputs
 def test_incompatible_keys_print_like_torch(rng):
     bn = normdrop.BatchNorm1d(3)
     result = bn.load_state_dict(bn.state_dict())

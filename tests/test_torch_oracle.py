@@ -260,7 +260,7 @@ def test_dropout_identity_like_torch(rng):
     assert normdrop.Dropout(0.5, seed=0).eval()(x) is x
 
 
-# ----------------------------------------------------------------------------- low-precision checkpoints
+# ---------------------------------------------------------------------- low-precision checkpoints
 @pytest.mark.parametrize("tdtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_low_precision_torch_state_dict_loads(backend, rng, tdtype, dtype):

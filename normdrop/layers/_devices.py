@@ -85,6 +85,8 @@ def move_arrays(module: Module, target: Backend) -> None:
     module._parameters = {k: move(v) for k, v in module._parameters.items()}
     module._buffers = {k: move(v) for k, v in module._buffers.items()}
     module._grads = {k: move(v) for k, v in module._grads.items()}
+    module.__dict__.update(module._parameters)  # the arrays are also plain attributes
+    module.__dict__.update(module._buffers)
     module._array_backend = target
 
 

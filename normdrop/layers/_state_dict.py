@@ -148,7 +148,7 @@ def raise_problems(owner: str, problems: list[str]) -> None:
         )
 
 
-def registered_value(module: Module, name: Any, value: Any, other: str, *, floating: bool) -> Any:
+def registered_value(module: Module, name: Any, value: Any, own: str, *, floating: bool) -> Any:
     """Check a name and value given to ``register_parameter``/``register_buffer``.
 
     Returns the value on the module's device (kept as it is when already there).
@@ -156,16 +156,17 @@ def registered_value(module: Module, name: Any, value: Any, other: str, *, float
     Raises
     ------
     InvalidParameterError
-        The name is taken (an attribute, or in the store named ``other``) or not
+        The name is taken (an attribute, or in the other store than ``own``) or not
         an identifier; the value is not an array (``floating``: a floating one).
     """
     owner = type(module).__name__
+    other = "_buffers" if own == "_parameters" else "_parameters"
     attribute = getattr(type(module), name, None) if isinstance(name, str) else None
     if (
         not isinstance(name, str)
         or not name.isidentifier()
         or name == EXTRA_STATE_KEY
-        or name in module.__dict__
+        or (name in module.__dict__ and name not in module.__dict__[own])
         or name in module.__dict__[other]
         or name in module._modules
         or (attribute is not None and not isinstance(attribute, property))

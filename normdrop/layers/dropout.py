@@ -99,7 +99,7 @@ class Dropout(Module):
             y = functional.dropout(
                 x, self._p, training=False, seed=self.seed, backend=self._backend_choice
             )
-            self.save_for_backward(None, None, np.shape(y), getattr(y, "dtype", None))
+            self.save_for_backward(None, None, tuple(np.shape(y)), getattr(y, "dtype", None))
             if self.training:
                 self.call_count += 1
             return y
@@ -112,7 +112,7 @@ class Dropout(Module):
             backend=self._backend_choice,
             return_bitmask=True,
         )
-        self.save_for_backward(self.call_count, bitmask, y.shape, y.dtype)
+        self.save_for_backward(self.call_count, bitmask, tuple(y.shape), y.dtype)
         self.call_count += 1
         return y
 
@@ -125,11 +125,11 @@ class Dropout(Module):
             ``grad_output`` does not have the last input's shape.
         """
         call, bitmask, shape, dtype = saved
-        got = tuple(np.shape(grad_output))
-        if got != tuple(shape):
+        got = grad_output.shape if type(grad_output) is np.ndarray else np.shape(grad_output)
+        if got != shape:
             raise ShapeError(
-                f"Dropout.backward expected grad_output of shape {tuple(shape)} (the last "
-                f"input's), got {got}"
+                f"Dropout.backward expected grad_output of shape {shape} (the last "
+                f"input's), got {tuple(got)}"
             )
         if call is None:  # evaluation, or p == 0: the identity
             dx = grad_output
@@ -142,8 +142,9 @@ class Dropout(Module):
                 bitmask=bitmask,  # None where the backend keeps none: the mask is regenerated
                 backend=self._backend_choice,
             )
-        if dtype is not None and getattr(dx, "dtype", dtype) != dtype:
-            dx = dx.astype(dtype)  # the input's dtype, as BatchNorm, LayerNorm and PyTorch
+        if dtype is not None and getattr(dx, "dtype", None) != dtype:
+            # the input's dtype, as BatchNorm, LayerNorm and PyTorch
+            dx = dx.astype(dtype) if hasattr(dx, "astype") else np.asarray(dx, dtype=dtype)
         return dx, {}
 
     def get_extra_state(self) -> np.ndarray:

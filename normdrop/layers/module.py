@@ -86,8 +86,8 @@ class Module(Checkpointing):
         InvalidParameterError
             ``name`` is taken or not an identifier, or ``value`` is not a floating array.
         """
-        value = registered_value(self, name, value, "_buffers", floating=True)
-        self._parameters[name] = value
+        value = registered_value(self, name, value, "_parameters", floating=True)
+        self._parameters[name] = self.__dict__[name] = value
         if value is None:
             self._grads.pop(name, None)
         else:
@@ -110,15 +110,8 @@ class Module(Checkpointing):
         InvalidParameterError
             ``name`` is taken or not an identifier, or ``value`` is not an array.
         """
-        self._buffers[name] = registered_value(self, name, value, "_parameters", floating=False)
-
-    def __getattr__(self, name: str) -> Any:
-        state = self.__dict__
-        for store in ("_parameters", "_buffers", "_modules"):
-            values = state.get(store)
-            if values is not None and name in values:
-                return values[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = registered_value(self, name, value, "_buffers", floating=False)
+        self._buffers[name] = self.__dict__[name] = value
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning to a parameter or buffer copies the value into it, after checks.
