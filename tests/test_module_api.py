@@ -266,9 +266,8 @@ def test_bad_assignment_is_a_clear_error_and_changes_nothing(backend, name, valu
     before = bn.state_dict()
     with pytest.raises(InvalidParameterError, match=match) as info:
         setattr(bn, name, value)
-    assert info.value.parameter_name == name and f"BatchNorm1d.{name}" in str(info.value) or (
-        value is None
-    )
+    assert info.value.parameter_name == name
+    assert f"BatchNorm1d.{name}" in str(info.value) or value is None
     for k, v in bn.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
 
@@ -334,3 +333,19 @@ def test_sequential_reset_parameters_skips_layers_without_it():
     model.reset_parameters()
     np.testing.assert_array_equal(model[0].weight, np.ones(3))
     np.testing.assert_array_equal(layer.weight, np.full(3, 2.0))
+
+
+def test_sequential_backward_checks_every_layer_before_running_any(rng):
+    """A layer without a saved forward pass (here: inserted after the forward) is found
+    before any later layer adds into its gradients."""
+    model = normdrop.Sequential(
+        normdrop.LayerNorm(3), normdrop.Sequential(normdrop.BatchNorm1d(3), normdrop.LayerNorm(3))
+    )
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    with pytest.raises(BackwardBeforeForwardError, match="before any forward pass of it"):
+        model.backward(x)
+    model(x)
+    model.insert(1, normdrop.LayerNorm(3))  # never run: no saved pass
+    with pytest.raises(BackwardBeforeForwardError, match=r"layer 1 \(LayerNorm\)"):
+        model.backward(x)
+    assert not any(g.any() for g in model.grads.values())

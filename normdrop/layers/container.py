@@ -6,7 +6,7 @@ import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from normdrop.errors import InvalidParameterError
+from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError
 from normdrop.layers import _snapshot
 from normdrop.layers.module import Module
 from normdrop.protocol import Array
@@ -160,7 +160,19 @@ class Sequential(Module):
         -------
         array
             Gradient with respect to the input of the first layer.
+
+        Raises
+        ------
+        BackwardBeforeForwardError
+            A layer at any depth has no saved forward pass; checked before any
+            layer's backward runs, so no gradient changes.
         """
+        for prefix, module in self._walk():
+            if module._saved is None:
+                where = f"layer {prefix[:-1]} ({type(module).__name__})" if prefix else "it"
+                raise BackwardBeforeForwardError(
+                    f"Sequential.backward() called before any forward pass of {where}"
+                )
         for layer in reversed(list(self._modules.values())):
             grad_output = layer.backward(grad_output)
         return grad_output
