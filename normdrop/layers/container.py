@@ -115,6 +115,11 @@ class Sequential(Module):
         self._set_layers(layers)
         return self
 
+    @property
+    def layers(self) -> list[Module]:
+        """The layers, first to last, as a new list (change them with ``append``, ``insert``)."""
+        return list(self._modules.values())
+
     def __len__(self) -> int:
         return len(self._modules)
 

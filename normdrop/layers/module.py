@@ -57,6 +57,14 @@ class Module(Checkpointing):
     #: Plain attributes a forward pass changes; a failed Sequential forward restores them.
     _forward_state_attributes: tuple[str, ...] = ()
 
+    _array_backend: Backend
+    _backend_choice: str | Backend | None
+    _parameters: dict[str, Any]
+    _buffers: dict[str, Any]
+    _modules: dict[str, Module]
+    _grads: dict[str, Any]
+    _saved: tuple[Any, ...] | None
+
     def __init__(self, backend: str | Backend | None = None) -> None:
         state = self.__dict__  # plain writes: __setattr__ needs the stores first
         state["_array_backend"] = _devices.array_backend(backend)
