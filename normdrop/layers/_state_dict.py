@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -47,15 +46,15 @@ class IncompatibleKeys(NamedTuple):
         return repr(self)
 
 
-@dataclass
 class LoadPlan:
     """Everything a load will write, found and converted before anything is written."""
 
-    arrays: list[tuple[Module, str, np.ndarray]] = field(default_factory=list)
-    extra: list[tuple[str, Module, Any]] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.arrays: list[tuple[Module, str, np.ndarray]] = []
+        self.extra: list[tuple[str, Module, Any]] = []
+        self.missing: list[str] = []
+        self.unexpected: list[str] = []
+        self.problems: list[str] = []
 
 
 def has_extra_state(module: Module) -> bool:
