@@ -324,6 +324,11 @@ def test_sequential_rejects_callables_with_a_hint_and_stays_unchanged():
         model.append(np.tanh)
     with pytest.raises(InvalidParameterError, match="at index 2"):
         model.extend([normdrop.LayerNorm(3), max])
+    with pytest.raises(InvalidParameterError, match="use append"):
+        model.extend(normdrop.LayerNorm(3))
+    assert len(model) == 1
+    model.extend(normdrop.Sequential(normdrop.LayerNorm(3)))  # a Sequential is an iterable
+    assert len(model) == 2
 
 
 def test_sequential_reset_parameters_skips_layers_without_it():

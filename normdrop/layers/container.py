@@ -57,6 +57,13 @@ class Sequential(Module):
 
     @staticmethod
     def _checked(layers: Iterable[Any], first_index: int) -> list[Module]:
+        if not isinstance(layers, Iterable):
+            raise InvalidParameterError(
+                f"extend takes an iterable of layers, got {type(layers).__name__}; "
+                "use append for one layer",
+                parameter_name="layers",
+                value=layers,
+            )
         layers = list(layers)
         for index, layer in enumerate(layers, first_index):
             if not isinstance(layer, Module):
