@@ -386,6 +386,39 @@ def test_layer_backward(backend, rng):
     assert d.grads == {}
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "bad_shape", [(8, 2), (16,), (2, 2, 4), (4, 5)], ids=["same-bytes", "flat", "rank3", "more"]
+)
+def test_layer_backward_checks_grad_shape(backend, rng, training, bad_shape):
+    """A gradient of another shape is refused before any mask is applied, naming both shapes,
+    also where the packed bitmask would have the same byte count (2 x 8 and 8 x 2)."""
+    d = normdrop.Dropout(0.5, seed=4, backend=backend.name).train(training)
+    d(backend.asarray(rng.standard_normal((2, 8))))
+    with pytest.raises(normdrop.ShapeError, match=r"shape \(2, 8\).*got \(" + str(bad_shape[0])):
+        d.backward(backend.asarray(rng.standard_normal(bad_shape)))
+    d.backward(backend.asarray(rng.standard_normal((2, 8))))  # the right shape still works
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    ("x_dtype", "g_dtype"), [(np.float32, np.float64), (np.float64, np.float32)]
+)
+def test_layer_backward_returns_the_input_dtype(backend, rng, training, x_dtype, g_dtype):
+    """As BatchNorm1d, LayerNorm and PyTorch: the input gradient has the input's dtype."""
+    d = normdrop.Dropout(0.3, seed=7, backend=backend.name).train(training)
+    x = rng.standard_normal((3, 5)).astype(x_dtype)
+    g = rng.standard_normal((3, 5)).astype(g_dtype)
+    d(backend.asarray(x))
+    dx = d.backward(backend.asarray(g))
+    assert np.dtype(dx.dtype) == np.dtype(x_dtype)
+    keep = expected_mask((3, 5), 0.3, 7, 0) if training else np.ones((3, 5), bool)
+    scale = torch_like_scale(0.3, np.dtype(g_dtype)) if training else 1
+    np.testing.assert_allclose(
+        backend.to_numpy(dx), np.where(keep, g * scale, 0).astype(x_dtype), rtol=1e-6
+    )
+
+
 def test_bitmask_wrong_shape_rejected():
     x = np.ones(20)
     _, bitmask = F.dropout(x, 0.5, seed=0, return_bitmask=True)

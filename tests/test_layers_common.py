@@ -328,6 +328,10 @@ def test_repr_exact():
     assert repr(normdrop.LayerNorm([2, 3], eps=0.5, elementwise_affine=False, bias=False)) == (
         "LayerNorm((2, 3), eps=0.5, elementwise_affine=False, bias=False)"
     )
+    # as PyTorch: ``bias=`` says whether there is a bias, so no affine means bias=False
+    assert repr(normdrop.LayerNorm(5, 1e-3, False)) == (
+        "LayerNorm((5,), eps=0.001, elementwise_affine=False, bias=False)"
+    )
     assert repr(normdrop.Dropout(0, seed=0)) == "Dropout(p=0.0)"
     assert repr(normdrop.BatchNorm1d(np.int64(8))) == (
         "BatchNorm1d(8, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
@@ -528,3 +532,135 @@ def test_sequential_reset_parameters(backend, rng):
     np.testing.assert_array_equal(state["0.weight"], np.ones(3))
     np.testing.assert_array_equal(state["0.running_mean"], np.zeros(3))
     np.testing.assert_array_equal(state["2.bias"], np.zeros(3))
+
+
+# ------------------------------------------------------------------------ load results and inputs
+def test_incompatible_keys_print_like_torch(rng):
+    bn = normdrop.BatchNorm1d(3)
+    result = bn.load_state_dict(bn.state_dict())
+    assert str(result) == repr(result) == "<All keys matched successfully>"
+    assert result == ([], []) and result.missing_keys == [] and result.unexpected_keys == []
+    partial = bn.state_dict()
+    del partial["bias"]
+    result = bn.load_state_dict(partial, strict=False)
+    assert str(result) == "IncompatibleKeys(missing_keys=['bias'], unexpected_keys=[])"
+    assert tuple(result) == (["bias"], [])
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_load_state_dict_refuses_non_mappings_clearly(rng, strict):
+    model = normdrop.Sequential(normdrop.BatchNorm1d(3), normdrop.LayerNorm(3))
+    before = model.state_dict()
+    pairs = [(k, v + 1) for k, v in before.items()]
+    for value in (pairs, iter(pairs), None, np.ones(3)):
+        with pytest.raises(StateDictError, match="must be a mapping.*dict\\(pairs\\)"):
+            model.load_state_dict(value, strict=strict)
+    _assert_state(model, before)
+    assert model.load_state_dict(dict(pairs)) == ([], [])  # what the message suggests works
+
+
+# ----------------------------------------------------------------------------- exact resume
+def _training_model(backend, seed):
+    return normdrop.Sequential(
+        normdrop.BatchNorm1d(4, momentum=None, dtype="float64", backend=backend.name),
+        normdrop.Dropout(0.3, seed=seed, backend=backend.name),
+        normdrop.Sequential(
+            normdrop.LayerNorm(4, dtype="float64", backend=backend.name),
+            normdrop.Dropout(0.2, seed=seed + 1, backend=backend.name),
+        ),
+    )
+
+
+def _train(backend, model, batches):
+    """SGD steps; returns every output, on the host."""
+    outputs = []
+    for x, g in batches:
+        y = model(backend.asarray(x))
+        outputs.append(backend.to_numpy(y).copy())
+        model.zero_grad()
+        model.backward(backend.asarray(g))
+        for name, param in model.named_parameters():
+            param -= 0.1 * model.grads[name]
+    return outputs
+
+
+def test_save_load_resumes_training_bit_exactly(backend, rng, tmp_path):
+    batches = [(rng.standard_normal((6, 4)), rng.standard_normal((6, 4))) for _ in range(7)]
+    model = _training_model(backend, seed=10)
+    _train(backend, model, batches[:4])
+    model.save(tmp_path / "ckpt")  # no suffix: written as ckpt.npz, read back by the same name
+    uninterrupted = _train(backend, model, batches[4:])
+    resumed_model = _training_model(backend, seed=99)  # other seeds: the checkpoint restores them
+    assert resumed_model.load(tmp_path / "ckpt") == ([], [])
+    assert resumed_model[1].seed == 10 and resumed_model[1].call_count == 4
+    assert resumed_model[2][1].seed == 11 and resumed_model[2][1].call_count == 4
+    resumed = _train(backend, resumed_model, batches[4:])
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for (k, v), (k2, v2) in zip(
+        model.state_dict(extra_state=True).items(),
+        resumed_model.state_dict(extra_state=True).items(),
+        strict=True,
+    ):
+        assert k == k2
+        np.testing.assert_array_equal(v, v2)
+
+
+def test_save_and_load_take_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bn = normdrop.BatchNorm1d(3)
+    bn.running_mean = np.array([1.0, 2.0, 3.0])
+    for name in ("ckpt", tmp_path / "other", "third.npz"):
+        bn.save(name)
+        fresh = normdrop.BatchNorm1d(3)
+        assert fresh.load(name) == ([], [])
+        np.testing.assert_array_equal(fresh.running_mean, [1, 2, 3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz", "other.npz", "third.npz"]
+    with open("plain", "wb") as f:  # a file that exists under the exact name is read as it is
+        np.savez(f, **bn.state_dict())
+    assert normdrop.BatchNorm1d(3).load("plain") == ([], [])
+
+
+def test_extra_state_keys(backend):
+    model = _training_model(backend, seed=3)
+    keys = list(model.state_dict())
+    assert not any("_extra_state" in k for k in keys)  # PyTorch's keys by default
+    full = model.state_dict(extra_state=True)
+    assert [k for k in full if "_extra_state" in k] == ["1._extra_state", "2.1._extra_state"]
+    assert [k for k in full if "_extra_state" not in k] == keys
+    np.testing.assert_array_equal(full["1._extra_state"], np.array([3, 0], np.uint64))
+    assert full["1._extra_state"].dtype == np.uint64
+    with pytest.raises(InvalidParameterError):
+        model.state_dict(extra_state="yes")
+    # an extra-state entry is optional, and loads when present
+    other = _training_model(backend, seed=50)
+    assert other.load_state_dict(model.state_dict()) == ([], [])
+    assert other[1].seed == 50
+    full["1._extra_state"] = np.array([7, 5], np.uint64)
+    assert other.load_state_dict(full) == ([], [])
+    assert (other[1].seed, other[1].call_count, other[2][1].seed) == (7, 5, 4)
+    # a layer without extra state does not expect one
+    result = normdrop.LayerNorm(4).load_state_dict(
+        {"weight": np.ones(4), "bias": np.zeros(4), "_extra_state": np.zeros(2)}, strict=False
+    )
+    assert result.unexpected_keys == ["_extra_state"]
+
+
+@pytest.mark.parametrize(
+    "bad", [np.array([1, 2, 3]), np.array([-1, 2]), np.array([1.5, 2.0]), "seed", [[1], [2, 3]]]
+)
+def test_bad_extra_state_is_refused_and_changes_nothing(bad):
+    model = _training_model(normdrop.get_backend("numpy"), seed=3)
+    model(np.ones((4, 4)))
+    before = model.state_dict(extra_state=True)
+    state = {k: v + 1 if k.endswith("running_mean") else v for k, v in before.items()}
+    state["1._extra_state"] = np.array([8, 9], np.uint64)  # valid, applied before the bad one
+    state["2.1._extra_state"] = bad
+    with pytest.raises(StateDictError, match="2.1._extra_state"):
+        model.load_state_dict(state)
+    after = model.state_dict(extra_state=True)
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    with pytest.raises(InvalidParameterError, match=r"\[seed, call_count\]"):
+        model[2][1].set_extra_state(bad)
+    assert (model[2][1].seed, model[2][1].call_count) == (4, 1)

@@ -308,3 +308,56 @@ def test_unknown_backend_construction_creates_nothing():
         normdrop.set_backend("no-such-backend")
     # the failed set_backend left selection alone
     assert F.batch_norm(np.ones((2, 3)), training=True).shape == (2, 3)
+
+
+def _nested(backend, depth):
+    """A Sequential nested ``depth`` levels deep whose innermost last layer has the wrong width.
+
+    Every level holds a BatchNorm1d and a Dropout before the next level, so each level's
+    running statistics, counters and call counters change before the innermost layer raises.
+    """
+    inner = normdrop.Sequential(
+        normdrop.BatchNorm1d(3, backend=backend.name),
+        normdrop.Dropout(0.5, seed=depth, backend=backend.name),
+        normdrop.LayerNorm(4, backend=backend.name),  # raises: the data has width 3
+    )
+    for level in range(depth - 1):
+        inner = normdrop.Sequential(
+            normdrop.BatchNorm1d(3, backend=backend.name),
+            normdrop.Dropout(0.25, seed=level, backend=backend.name),
+            inner,
+        )
+    return inner
+
+
+def _leaves(model):
+    for layer in model:
+        if isinstance(layer, normdrop.Sequential):
+            yield from _leaves(layer)
+        else:
+            yield layer
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_nested_sequential_failed_forward_changes_nothing(backend, rng, depth):
+    """The original error propagates and every layer at every depth is rolled back,
+    including the context saved for backward."""
+    model = _nested(backend, depth)
+    x = backend.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    g = backend.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    first = model[0]
+    first(x)  # a saved forward pass that must survive the failed call
+    before = [_snapshot(backend, layer) for layer in _leaves(model)]
+    with pytest.raises(normdrop.ShapeError, match=r"expected input with shape \(\.\.\., 4\)"):
+        model(x)
+    for layer, snap in zip(_leaves(model), before, strict=True):
+        _assert_same(snap, _snapshot(backend, layer), type(layer).__name__)
+    assert int(backend.to_numpy(first.num_batches_tracked)) == 1
+    first.backward(g)  # its saved context is still the one of its own call
+    # the model still works once the offending layer is fixed
+    innermost = model
+    while isinstance(innermost[-1], normdrop.Sequential):
+        innermost = innermost[-1]
+    innermost._modules["2"] = normdrop.LayerNorm(3, backend=backend.name)
+    model(x)
+    assert all(layer.call_count == 1 for layer in _leaves(model) if hasattr(layer, "call_count"))

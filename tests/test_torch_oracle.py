@@ -226,6 +226,8 @@ def test_repr_matches_torch_for_layernorm():
     assert repr(normdrop.LayerNorm((2, 3), bias=False)) == repr(
         torch.nn.LayerNorm((2, 3), bias=False)
     )
+    for args in [(5, 1e-3, False), (5, 1e-3, False, False), (4, 1e-5, True, False)]:
+        assert repr(normdrop.LayerNorm(*args)) == repr(torch.nn.LayerNorm(*args))
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -256,3 +258,53 @@ def test_dropout_identity_like_torch(rng):
     assert F.dropout(x, 0.5, training=False) is x
     assert torch.nn.Dropout(0.5).eval()(tx) is tx
     assert normdrop.Dropout(0.5, seed=0).eval()(x) is x
+
+
+# ---------------------------------------------------------------------- low-precision checkpoints
+@pytest.mark.parametrize("tdtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_low_precision_torch_state_dict_loads(backend, rng, tdtype, dtype):
+    """A PyTorch state_dict in bfloat16 (which NumPy lacks) or float16 loads, its values
+    widened exactly and cast to the layer's dtype."""
+    tdt = getattr(torch, tdtype)
+    tmodel = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.LayerNorm(3))
+    with torch.no_grad():
+        for t in tmodel.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.from_numpy(rng.standard_normal(tuple(t.shape))))
+    tmodel = tmodel.to(tdt)
+    model = normdrop.Sequential(
+        normdrop.BatchNorm1d(3, dtype=dtype, backend=backend.name),
+        normdrop.LayerNorm(3, dtype=dtype, backend=backend.name),
+    )
+    assert str(model.load_state_dict(tmodel.state_dict())) == "<All keys matched successfully>"
+    for k, v in model.state_dict().items():
+        expected = tmodel.state_dict()[k]
+        if expected.is_floating_point():
+            assert v.dtype == dtype
+            expected = expected.float()
+        np.testing.assert_array_equal(v, expected.numpy().astype(v.dtype), err_msg=k)
+    bn = normdrop.BatchNorm1d(3, backend=backend.name)
+    bn.weight = torch.full((3,), 1.5, dtype=tdt)  # assignment converts the same way
+    np.testing.assert_array_equal(host(backend, bn.weight), [1.5, 1.5, 1.5])
+
+
+# ----------------------------------------------------------------------------- foreign gradients
+def test_torch_grad_output_is_a_backend_array_error(rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    g = torch.ones(4, 3)
+    layers = [
+        normdrop.BatchNorm1d(3),
+        normdrop.LayerNorm(3),
+        normdrop.Dropout(0.5, seed=0),
+        normdrop.Dropout(0.5, seed=0).eval(),
+        normdrop.Sequential(normdrop.LayerNorm(3), normdrop.Dropout(0.2, seed=1)),
+    ]
+    for layer in layers:
+        layer(x)
+        before = {k: host(normdrop.get_backend("numpy"), v).copy() for k, v in layer.grads.items()}
+        with pytest.raises(normdrop.BackendArrayError, match=r"grad_output.*torch\.Tensor"):
+            layer.backward(g)
+        for k, v in layer.grads.items():
+            np.testing.assert_array_equal(v, before[k])
+        layer.backward(np.ones((4, 3), np.float32))  # the saved pass is still usable

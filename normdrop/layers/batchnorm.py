@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from normdrop import _validation, functional
@@ -84,16 +86,22 @@ class BatchNorm1d(Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         self.dtype = dtype
-        self._parameters = {"weight": None, "bias": None}
-        self._buffers = {"running_mean": None, "running_var": None, "num_batches_tracked": None}
-        if affine:
-            self._parameters["weight"] = self._new_array(np.ones(num_features, dtype))
-            self._parameters["bias"] = self._new_array(np.zeros(num_features, dtype))
-        if track_running_stats:
-            self._buffers["running_mean"] = self._new_array(np.zeros(num_features, dtype))
-            self._buffers["running_var"] = self._new_array(np.ones(num_features, dtype))
-            self._buffers["num_batches_tracked"] = self._new_array(np.zeros((), np.int64))
-        self.zero_grad()
+        c, track = num_features, track_running_stats
+        self.register_parameter("weight", np.ones(c, dtype) if affine else None)
+        self.register_parameter("bias", np.zeros(c, dtype) if affine else None)
+        self.register_buffer("running_mean", np.zeros(c, dtype) if track else None)
+        self.register_buffer("running_var", np.ones(c, dtype) if track else None)
+        self.register_buffer("num_batches_tracked", np.zeros((), np.int64) if track else None)
+
+    @property
+    def weight(self) -> Array | None:
+        """Scale per channel (gamma), or ``None`` without ``affine``."""
+        return self._parameters["weight"]
+
+    @property
+    def bias(self) -> Array | None:
+        """Shift per channel (beta), or ``None`` without ``affine``."""
+        return self._parameters["bias"]
 
     @property
     def running_mean(self) -> Array | None:
@@ -163,11 +171,12 @@ class BatchNorm1d(Module):
         )
         if update:
             self.num_batches_tracked[...] += 1
-        self._saved = (x, mean, rstd, use_batch)
+        self.save_for_backward(x, mean, rstd, use_batch)
         return y
 
-    def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
-        x, mean, rstd, use_batch = self._saved
+    def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
+        """Input and parameter gradients of the forward pass that saved ``saved``."""
+        x, mean, rstd, use_batch = saved
         dx, dweight, dbias = functional.batch_norm_backward(
             grad_output,
             x,

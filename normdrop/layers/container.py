@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+import numbers
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
-
-from normdrop import _validation
-from normdrop.errors import InvalidParameterError
-from normdrop.layers.module import IncompatibleKeys, Module, _raise_problems
+from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError
+from normdrop.layers import _snapshot
+from normdrop.layers.module import Module
 from normdrop.protocol import Array
 
 __all__ = ["Sequential"]
@@ -20,12 +18,23 @@ class Sequential(Module):
     """Apply layers in order; backward runs them in reverse.
 
     ``state_dict`` keys are prefixed with each layer's index (``"0.weight"``),
-    as in ``torch.nn.Sequential``.
+    as in ``torch.nn.Sequential``. Like PyTorch's, it takes only modules: a
+    plain function becomes a layer by subclassing :class:`Module` (see the
+    guide page "Writing your own layer").
+
+    If a layer raises during :meth:`forward`, every layer at every depth
+    (nested ``Sequential`` included) gets back its buffers, dropout call
+    counter and saved forward context, and the original error propagates.
 
     Parameters
     ----------
     *layers : Module
         The layers, applied first to last.
+
+    Raises
+    ------
+    InvalidParameterError
+        A layer is not a :class:`Module`.
 
     Examples
     --------
@@ -34,39 +43,122 @@ class Sequential(Module):
     >>> model = normdrop.Sequential(normdrop.BatchNorm1d(4), normdrop.Dropout(0.1, seed=0))
     >>> list(model.state_dict())
     ['0.weight', '0.bias', '0.running_mean', '0.running_var', '0.num_batches_tracked']
+    >>> len(model.append(normdrop.LayerNorm(4)))
+    3
     """
 
     def __init__(self, *layers: Module) -> None:
-        for index, layer in enumerate(layers):
+        super().__init__(None)
+        self.extend(layers)
+
+    # ----- the list of layers ------------------------------------------------------
+    def _set_layers(self, layers: list[Module]) -> None:
+        self._modules = {str(i): layer for i, layer in enumerate(layers)}
+
+    @staticmethod
+    def _checked(layers: Iterable[Any], first_index: int) -> list[Module]:
+        if not isinstance(layers, Iterable):
+            raise InvalidParameterError(
+                f"extend takes an iterable of layers, got {type(layers).__name__}; "
+                "use append for one layer",
+                parameter_name="layers",
+                value=layers,
+            )
+        layers = list(layers)
+        for index, layer in enumerate(layers, first_index):
             if not isinstance(layer, Module):
+                hint = (
+                    "; to use a function, write a Module subclass (see 'Writing your own "
+                    "layer' in the guide), as torch.nn.Sequential also takes only modules"
+                    if callable(layer)
+                    else ""
+                )
                 raise InvalidParameterError(
-                    f"layers must be normdrop layers, got {type(layer).__name__} at index {index}",
+                    f"layers must be normdrop layers (Module instances), got "
+                    f"{type(layer).__name__} at index {index}{hint}",
                     parameter_name="layers",
                     value=layer,
                 )
-        super().__init__(None)
-        self.layers = list(layers)
+        return layers
+
+    def append(self, layer: Module) -> Sequential:
+        """Add ``layer`` at the end and return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``layer`` is not a :class:`Module`.
+        """
+        self.insert(len(self), layer)
+        return self
+
+    def extend(self, layers: Iterable[Module]) -> Sequential:
+        """Add every layer of ``layers`` at the end (all or none) and return ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            One of ``layers`` is not a :class:`Module`; none is added.
+        """
+        self._set_layers(list(self) + self._checked(layers, len(self)))
+        return self
+
+    def insert(self, index: int, layer: Module) -> Sequential:
+        """Insert ``layer`` before position ``index`` (as ``list.insert``) and return ``self``.
+
+        Later layers' ``state_dict`` keys shift by one, as in PyTorch.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``index`` is not an integer or ``layer`` is not a :class:`Module`.
+        """
+        if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+            raise InvalidParameterError(
+                f"index must be an integer, got {index!r}", parameter_name="index", value=index
+            )
+        layers = list(self)
+        layers.insert(int(index), self._checked([layer], int(index))[0])
+        self._set_layers(layers)
+        return self
+
+    @property
+    def layers(self) -> list[Module]:
+        """The layers, first to last, as a new list (change them with ``append``, ``insert``)."""
+        return list(self._modules.values())
 
     def __len__(self) -> int:
-        return len(self.layers)
+        return len(self._modules)
 
-    def __getitem__(self, index: int) -> Module:
-        return self.layers[index]
+    def __getitem__(self, index: int | slice) -> Any:
+        """The layer at ``index``, or a new ``Sequential`` of the same layers for a slice."""
+        layers = list(self)
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+            raise InvalidParameterError(
+                f"index must be an integer or a slice, got {index!r}",
+                parameter_name="index",
+                value=index,
+            )
+        if not -len(layers) <= index < len(layers):
+            raise IndexError(f"index {index} is out of range for a Sequential of {len(layers)}")
+        return layers[index]
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self.layers)
+        return iter(list(self._modules.values()))
 
+    # ----- computing ---------------------------------------------------------------
     def forward(self, x: Array) -> Array:
         """Apply every layer in order; if one raises, every layer's state is rolled back."""
-        snapshots = [layer._snapshot() for layer in self.layers]
+        snapshots = _snapshot.take(self)
         try:
-            for layer in self.layers:
+            for layer in self._modules.values():
                 x = layer(x)
         except BaseException:
-            for layer, snapshot in zip(self.layers, snapshots, strict=True):
-                layer._restore(snapshot)
+            _snapshot.restore(snapshots)
             raise
-        self._saved = True
+        self.save_for_backward()
         return x
 
     def backward(self, grad_output: Array) -> Array:
@@ -80,125 +172,41 @@ class Sequential(Module):
         -------
         array
             Gradient with respect to the input of the first layer.
+
+        Raises
+        ------
+        BackwardBeforeForwardError
+            A layer at any depth has no saved forward pass; checked before any
+            layer's backward runs, so no gradient changes.
         """
-        for layer in reversed(self.layers):
+        for prefix, module in self._walk():
+            if module._saved is None:
+                where = f"layer {prefix[:-1]} ({type(module).__name__})" if prefix else "it"
+                raise BackwardBeforeForwardError(
+                    f"Sequential.backward() called before any forward pass of {where}"
+                )
+        for layer in reversed(list(self._modules.values())):
             grad_output = layer.backward(grad_output)
         return grad_output
 
-    def train(self, mode: bool = True) -> Sequential:
-        """Set the mode of every layer and return ``self``."""
-        mode = _validation.boolean("mode", mode)
-        self.training = mode
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
-    def _check_device(self, name: str, x: Array) -> None:
+    def _check_device(self, name: str, x: Any) -> None:
         """Leave device checks to the layers (they may be on different devices)."""
 
     @property
     def device(self) -> str:
         """The device of every layer (``"cpu"`` when empty, ``"mixed"`` when they differ)."""
-        devices = {layer.device for layer in self.layers}
+        devices = {layer.device for layer in self}
         return devices.pop() if len(devices) == 1 else ("mixed" if devices else "cpu")
 
-    def to(self, device: str) -> Sequential:
-        """Move every layer to ``device`` (see :meth:`Module.to`) and return ``self``.
-
-        Parameters
-        ----------
-        device : {"cpu", "cuda"}
-
-        Returns
-        -------
-        Sequential
-            ``self``.
-        """
-        for layer in self.layers:
-            layer.to(device)
-        return self
-
-    def zero_grad(self) -> None:
-        """Zero the gradients of every layer."""
-        for layer in getattr(self, "layers", []):
-            layer.zero_grad()
-
-    @property
-    def grads(self) -> dict[str, Array]:
-        """Every layer's gradients, keys prefixed with the layer index."""
-        return {
-            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()
-        }
-
-    def named_parameters(self) -> Iterator[tuple[str, Array]]:
-        """Yield ``("index.name", array)`` for every layer's parameters."""
-        for i, layer in enumerate(self.layers):
-            for k, v in layer.named_parameters():
-                yield f"{i}.{k}", v
-
-    def named_buffers(self) -> Iterator[tuple[str, Array]]:
-        """Yield ``("index.name", array)`` for every layer's buffers."""
-        for i, layer in enumerate(self.layers):
-            for k, v in layer.named_buffers():
-                yield f"{i}.{k}", v
-
-    def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Every layer's state, keys prefixed with the layer index."""
-        return OrderedDict(
-            (f"{i}.{k}", v)
-            for i, layer in enumerate(self.layers)
-            for k, v in layer.state_dict().items()
-        )
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True
-    ) -> IncompatibleKeys:
-        """Load every layer's state; all layers are checked before any is written.
-
-        Parameters
-        ----------
-        state_dict : mapping
-        strict : bool, default True
-
-        Returns
-        -------
-        IncompatibleKeys
-        """
-        _validation.boolean("strict", strict)
-        parts: list[dict[str, Any]] = [{} for _ in self.layers]
-        unexpected = []
-        for key, value in state_dict.items():
-            index, _, name = key.partition(".")
-            if index.isdigit() and int(index) < len(self.layers):
-                parts[int(index)][name] = value
-            else:
-                unexpected.append(key)
-        problems = (
-            ["Unexpected key(s) in state_dict: " + ", ".join(unexpected)]
-            if strict and unexpected
-            else []
-        )
-        plans = [
-            layer._plan_load(part, strict, prefix=f"{i}.")
-            for i, (layer, part) in enumerate(zip(self.layers, parts, strict=True))
-        ]
-        for plan in plans:
-            problems += plan[3]
-        _raise_problems("Sequential", problems)
-        missing: list[str] = []
-        for i, (layer, (values, layer_missing, layer_unexpected, _)) in enumerate(
-            zip(self.layers, plans, strict=True)
-        ):
-            layer._apply_load(values)
-            missing += [f"{i}.{k}" for k in layer_missing]
-            unexpected += [f"{i}.{k}" for k in layer_unexpected]
-        return IncompatibleKeys(missing, unexpected)
-
     def reset_parameters(self) -> None:
-        """Reset every layer's parameters."""
-        for layer in self.layers:
-            layer.reset_parameters()
+        """Reset every layer's parameters (layers without ``reset_parameters`` are skipped)."""
+        for layer in self:
+            reset = getattr(layer, "reset_parameters", None)
+            if reset is not None:
+                reset()
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        inner = "".join(
+            f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self)
+        )
         return f"Sequential({inner}\n)"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from normdrop import _validation, functional
+from normdrop.errors import InvalidParameterError, ShapeError
+from normdrop.layers._state_dict import host_array
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 from normdrop.random import draw_seed
@@ -35,6 +41,12 @@ class Dropout(Module):
     call_count : int
         Training calls so far: the ``call`` of the next mask.
 
+    Notes
+    -----
+    ``seed`` and ``call_count`` are the layer's extra state
+    (:meth:`get_extra_state`): :meth:`save` stores them, so a run resumed from
+    a checkpoint draws the same masks as an uninterrupted one.
+
     Examples
     --------
     >>> import numpy as np
@@ -56,7 +68,8 @@ class Dropout(Module):
         self._p = p
         self.seed = seed
         self.call_count = 0
-        self.zero_grad()
+
+    _forward_state_attributes = ("call_count",)
 
     @property
     def p(self) -> float:
@@ -86,7 +99,7 @@ class Dropout(Module):
             y = functional.dropout(
                 x, self._p, training=False, seed=self.seed, backend=self._backend_choice
             )
-            self._saved = (None, None)
+            self.save_for_backward(None, None, tuple(np.shape(y)), getattr(y, "dtype", None))
             if self.training:
                 self.call_count += 1
             return y
@@ -99,23 +112,74 @@ class Dropout(Module):
             backend=self._backend_choice,
             return_bitmask=True,
         )
-        self._saved = (self.call_count, bitmask)
+        self.save_for_backward(self.call_count, bitmask, tuple(y.shape), y.dtype)
         self.call_count += 1
         return y
 
-    def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
-        call, bitmask = self._saved
+    def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
+        """The input gradient (the forward's mask and scale applied to ``grad_output``).
+
+        Raises
+        ------
+        ShapeError
+            ``grad_output`` does not have the last input's shape.
+        """
+        call, bitmask, shape, dtype = saved
+        got = grad_output.shape if type(grad_output) is np.ndarray else np.shape(grad_output)
+        if got != shape:
+            raise ShapeError(
+                f"Dropout.backward expected grad_output of shape {shape} (the last "
+                f"input's), got {tuple(got)}"
+            )
         if call is None:  # evaluation, or p == 0: the identity
-            return grad_output, {}
-        dx = functional.dropout_backward(
-            grad_output,
-            self._p,
-            seed=self.seed,
-            call=call,
-            bitmask=bitmask,  # None where the backend keeps none: the mask is regenerated
-            backend=self._backend_choice,
-        )
+            dx = grad_output
+        else:
+            dx = functional.dropout_backward(
+                grad_output,
+                self._p,
+                seed=self.seed,
+                call=call,
+                bitmask=bitmask,  # None where the backend keeps none: the mask is regenerated
+                backend=self._backend_choice,
+            )
+        if dtype is not None and getattr(dx, "dtype", None) != dtype:
+            # the input's dtype, as BatchNorm, LayerNorm and PyTorch
+            dx = dx.astype(dtype) if hasattr(dx, "astype") else np.asarray(dx, dtype=dtype)
         return dx, {}
+
+    def get_extra_state(self) -> np.ndarray:
+        """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return np.array([self.seed, self.call_count], dtype=np.uint64)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore ``seed`` and ``call_count`` from :meth:`get_extra_state`'s array.
+
+        Parameters
+        ----------
+        state : array of two non-negative integers
+
+        Raises
+        ------
+        InvalidParameterError
+            ``state`` is not two integers in [0, 2**64); nothing is changed.
+        """
+        try:
+            values = host_array(state)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            values = np.empty(0)
+        if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
+            raise InvalidParameterError(
+                "Dropout extra state must be [seed, call_count], two integers in [0, 2**64), "
+                f"got {state!r}",
+                parameter_name="state",
+                value=state,
+            )
+        self.seed, self.call_count = (int(v) for v in values)
 
     def __repr__(self) -> str:
         return f"Dropout(p={self._p})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from normdrop import _validation, functional
@@ -67,12 +69,20 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         self.use_bias = use_bias
         self.dtype = dtype
-        self._parameters = {"weight": None, "bias": None}
-        if elementwise_affine:
-            self._parameters["weight"] = self._new_array(np.ones(normalized_shape, dtype))
-            if use_bias:
-                self._parameters["bias"] = self._new_array(np.zeros(normalized_shape, dtype))
-        self.zero_grad()
+        weight = np.ones(normalized_shape, dtype) if elementwise_affine else None
+        has_bias = elementwise_affine and use_bias
+        self.register_parameter("weight", weight)
+        self.register_parameter("bias", np.zeros(normalized_shape, dtype) if has_bias else None)
+
+    @property
+    def weight(self) -> Array | None:
+        """Scale per element of ``normalized_shape``, or ``None`` without elementwise affine."""
+        return self._parameters["weight"]
+
+    @property
+    def bias(self) -> Array | None:
+        """Shift per element of ``normalized_shape``, or ``None`` (see ``bias=``)."""
+        return self._parameters["bias"]
 
     def reset_parameters(self) -> None:
         """Reset ``weight`` to ones and ``bias`` to zeros."""
@@ -102,11 +112,12 @@ class LayerNorm(Module):
         y, mean, rstd = functional._layer_norm_rows(
             be, x, self.normalized_shape, weight, bias, self.eps
         )
-        self._saved = (x, mean, rstd)
+        self.save_for_backward(x, mean, rstd)
         return y
 
-    def _backward(self, grad_output: Array) -> tuple[Array, dict[str, Array]]:
-        x, mean, rstd = self._saved
+    def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
+        """Input and parameter gradients of the forward pass that saved ``saved``."""
+        x, mean, rstd = saved
         lead = tuple(x.shape[: x.ndim - len(self.normalized_shape)])
         dx, dweight, dbias = functional.layer_norm_backward(
             grad_output,
@@ -127,5 +138,5 @@ class LayerNorm(Module):
     def __repr__(self) -> str:
         return (
             f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias})"
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})"
         )
