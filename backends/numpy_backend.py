@@ -6,7 +6,9 @@ always works.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +19,23 @@ _PHILOX_M0 = np.uint64(0xD2511F53)
 _PHILOX_M1 = np.uint64(0xCD9E8D57)
 _PHILOX_W0 = 0x9E3779B9
 _PHILOX_W1 = 0xBB67AE85
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _quiet(method: _F) -> _F:
+    """Run ``method`` without NumPy's floating-point warnings.
+
+    NaN and inf propagate through the reference's arithmetic as they do through
+    the compiled kernels, which never warn (``inf - inf`` is NaN, not a warning).
+    """
+
+    @functools.wraps(method)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return method(*args, **kwargs)
+
+    return quiet  # type: ignore[return-value]
 
 
 def philox4x32_10(counter: tuple[Any, Any, Any, Any], key: tuple[int, int]) -> np.ndarray:
@@ -107,6 +126,7 @@ class NumpyBackend:
         return np.ascontiguousarray(x)
 
     # ----- statistics -----------------------------------------------------------
+    @_quiet
     def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two-pass float64 per-channel mean and biased variance of ``(N, C, L)``."""
         x64 = x.astype(np.float64, copy=False)
@@ -114,6 +134,7 @@ class NumpyBackend:
         var = np.square(x64 - mean[None, :, None]).mean(axis=(0, 2))
         return mean, var
 
+    @_quiet
     def row_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two-pass float64 per-row mean and biased variance of ``(R, D)``."""
         x64 = x.astype(np.float64, copy=False)
@@ -122,6 +143,7 @@ class NumpyBackend:
         return mean, var
 
     # ----- forward transforms ---------------------------------------------------
+    @_quiet
     def channel_affine(self, x, mean, scale, shift, out):
         """``out = (x - mean) * scale + shift`` per channel, in float64."""
         xmu = x.astype(np.float64, copy=False) - mean[None, :, None]
@@ -129,6 +151,7 @@ class NumpyBackend:
         out[...] = y
         return out
 
+    @_quiet
     def layer_norm_forward(self, x, weight, bias, eps, out):
         """Row statistics, then ``(x - mean) * rstd * weight + bias`` in float64."""
         mean, var = self.row_moments(x)
@@ -142,12 +165,14 @@ class NumpyBackend:
         return out, mean, rstd
 
     # ----- backward -------------------------------------------------------------
+    @_quiet
     def channel_backward_reduce(self, dy, x, mean):
         """Per channel ``sum(dy)`` and ``sum((x - mean) * dy)`` in float64."""
         dy64 = dy.astype(np.float64, copy=False)
         xmu = x.astype(np.float64, copy=False) - mean[None, :, None]
         return dy64.sum(axis=(0, 2)), (xmu * dy64).sum(axis=(0, 2))
 
+    @_quiet
     def channel_backward_elemt(self, dy, x, mean, a, b, c, out):
         """``out = a * dy + b * (x - mean) + c`` per channel, in float64."""
         xmu = x.astype(np.float64, copy=False) - mean[None, :, None]
@@ -155,6 +180,7 @@ class NumpyBackend:
         out[...] = y + c[None, :, None]
         return out
 
+    @_quiet
     def layer_norm_backward(self, dy, x, mean, rstd, weight, out, param_grads):
         """LayerNorm input gradient per row and, optionally, dweight and dbias."""
         dy64 = dy.astype(np.float64, copy=False)
@@ -183,6 +209,7 @@ class NumpyBackend:
         """Boolean keep-mask: word >= threshold."""
         return self.philox_words(n, seed, call) >= np.uint32(threshold)
 
+    @_quiet
     def dropout_forward(self, x, threshold, scale, seed, call, out, bitmask, offset=0):
         """Inverted dropout of C-ordered data; optionally pack the keep-mask."""
         keep = self.philox_words(x.size, seed, call, offset).reshape(x.shape) >= np.uint32(
@@ -193,6 +220,7 @@ class NumpyBackend:
             bitmask[...] = np.packbits(keep.reshape(-1), bitorder="little")
         return out
 
+    @_quiet
     def dropout_apply_bitmask(self, dy, bitmask, scale, out):
         """``dy * scale`` where the packed bitmask is set, else 0."""
         keep = np.unpackbits(bitmask, count=dy.size, bitorder="little").astype(bool)

@@ -543,7 +543,7 @@ def batch_norm(
         var = running_var.astype(np.float64)
     rstd = (var + eps) ** -0.5
     scale = rstd * w if w is not None else rstd
-    shift = mean * 0.0 if b is None else b
+    shift = np.zeros_like(mean) if b is None else b
     buffer = be.channel_affine(x3, mean, scale, shift, buffer)
     y = _finish(x, out, buffer, direct, order)
     return (y, mean, rstd) if return_stats else y
@@ -683,7 +683,7 @@ def batch_norm_backward(
         shift = -a * sum_dy / count
         buffer = be.channel_backward_elemt(dy3, x3, mean, a, b, shift, buffer)
     else:
-        zeros = a * 0.0
+        zeros = np.zeros_like(a)
         buffer = be.channel_affine(dy3, zeros, a, zeros, buffer)
     grad_input = _finish(x, out, buffer, direct, order)
     if w is None:
