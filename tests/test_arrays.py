@@ -285,3 +285,135 @@ def test_unused_arguments_are_checked_as_pytorch_does():
     np.testing.assert_allclose(F.batch_norm(x, rm, rv, momentum=2.0), x / np.sqrt(1 + 1e-5))
     with pytest.raises(InvalidParameterError):
         F.batch_norm(x, rm, rv, momentum=2.0, training=True)
+
+
+# ----------------------------------------------------------------------------- empty batches
+@pytest.mark.parametrize("shape", [(0, 3, 2), (0, 3), (2, 3, 0)])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_empty_batch_follows_pytorch(backend, shape, momentum):
+    """Measured with PyTorch 2.13: an empty output, running stats unchanged, count + 1."""
+    bn = normdrop.BatchNorm1d(3, momentum=momentum, dtype="float64", backend=backend.name)
+    bn.running_mean[...] = 0.5
+    x = backend.asarray(np.zeros(shape))
+    y = bn(x)
+    assert tuple(y.shape) == shape and backend.accepts(y)
+    np.testing.assert_array_equal(host(backend, bn.running_mean), np.full(3, 0.5))
+    np.testing.assert_array_equal(host(backend, bn.running_var), np.ones(3))
+    assert int(host(backend, bn.num_batches_tracked)) == 1
+    dx = bn.backward(backend.asarray(np.zeros(shape)))
+    assert tuple(dx.shape) == shape
+    np.testing.assert_array_equal(host(backend, bn.grads["weight"]), np.zeros(3))
+    np.testing.assert_array_equal(host(backend, bn.grads["bias"]), np.zeros(3))
+    bn.eval()
+    assert tuple(bn(x).shape) == shape
+    assert int(host(backend, bn.num_batches_tracked)) == 1
+    if momentum is None:  # the empty batch counted: the next one has weight 1/2
+        bn.train()
+        bn(backend.asarray(np.ones((2, 3))))
+        np.testing.assert_allclose(host(backend, bn.running_mean), np.full(3, 0.75))
+
+
+def test_batchnorm_empty_batch_matches_torch():
+    torch = pytest.importorskip("torch")
+    for shape in [(0, 3, 2), (0, 3), (2, 3, 0)]:
+        for training in (True, False):
+            ours = normdrop.BatchNorm1d(3).train(training)
+            theirs = torch.nn.BatchNorm1d(3).train(training)
+            y = ours(np.zeros(shape, np.float32))
+            assert y.shape == tuple(theirs(torch.zeros(shape)).shape)
+            assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked)
+            np.testing.assert_array_equal(ours.running_mean, theirs.running_mean.numpy())
+            np.testing.assert_array_equal(ours.running_var, theirs.running_var.numpy())
+            rm, rv = torch.zeros(3), torch.ones(3)
+            y = F.batch_norm(np.zeros(shape), np.zeros(3), np.ones(3), training=training)
+            assert y.shape == tuple(torch.nn.functional.batch_norm(
+                torch.zeros(shape), rm, rv, training=training).shape)
+
+
+# ----------------------------------------------------------------------------- ranks, layouts
+def test_functional_batch_norm_takes_any_rank_from_two(backend, rng):
+    x = rng.standard_normal((3, 2, 2, 3))
+    g = rng.standard_normal((3, 2, 2, 3))
+    w = np.array([1.5, -0.5])
+    y, m, r = F.batch_norm(backend.asarray(x), weight=vec(backend, w), training=True,
+                           backend=backend, return_stats=True)
+    ref = F.batch_norm(x.reshape(3, 2, 6), weight=w, training=True, backend="numpy")
+    np.testing.assert_allclose(backend.to_numpy(y), ref.reshape(x.shape), rtol=1e-12, atol=1e-12)
+    dx, dw, db = F.batch_norm_backward(backend.asarray(g), backend.asarray(x), m, r,
+                                       vec(backend, w), backend=backend)
+    _, m6, r6 = F.batch_norm(x.reshape(3, 2, 6), training=True, return_stats=True,
+                             backend="numpy")
+    rdx, rdw, rdb = F.batch_norm_backward(g.reshape(3, 2, 6), x.reshape(3, 2, 6), m6, r6, w,
+                                          backend="numpy")
+    np.testing.assert_allclose(backend.to_numpy(dx), rdx.reshape(x.shape), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(host(backend, dw), rdw, rtol=1e-10)
+    with pytest.raises(ShapeError):
+        normdrop.BatchNorm1d(2, backend=backend.name)(backend.asarray(x))  # the layer: 2-D/3-D
+    with pytest.raises(ShapeError):
+        F.batch_norm(backend.asarray(np.ones(3)), training=True, backend=backend)
+
+
+def test_functional_batch_norm_rank_4_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((3, 2, 2, 3))
+    ours = F.batch_norm(x, training=True)
+    theirs = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, training=True)
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _layouts(x):
+    """The same logical array in Fortran order, channels-last and a full transpose."""
+    return {
+        "fortran": np.asfortranarray(x),
+        "channels_last": np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1),
+        "channel_first": np.ascontiguousarray(x.transpose(1, 0, 2)).transpose(1, 0, 2),
+        "strided": x[:, :, ::-1].copy()[:, :, ::-1],
+    }
+
+
+def test_batch_norm_reads_other_layouts_in_place_and_keeps_them(backend, rng):
+    x = rng.standard_normal((5, 3, 4))
+    g = rng.standard_normal((5, 3, 4))
+    rm, rv = np.zeros(3), np.ones(3)
+    ref, m, r = F.batch_norm(x, rm, rv, training=True, return_stats=True, backend="numpy")
+    ref_dx = F.batch_norm_backward(g, x, m, r, backend="numpy")[0]
+    for name, xl in _layouts(x).items():
+        rmb, rvb = vec(backend, np.zeros(3)), vec(backend, np.ones(3))
+        xb = backend.asarray(xl)
+        y = F.batch_norm(xb, rmb, rvb, training=True, backend=backend)
+        np.testing.assert_allclose(backend.to_numpy(y), ref, rtol=1e-12, atol=1e-12,
+                                   err_msg=name)
+        np.testing.assert_allclose(host(backend, rmb), rm, rtol=1e-12, err_msg=name)
+        if isinstance(xb, np.ndarray) and isinstance(y, np.ndarray):
+            assert y.strides == xl.strides or name == "strided", name
+        dx = F.batch_norm_backward(backend.asarray(np.array(g, order="K")), xb, m, r,
+                                   backend=backend)[0]
+        np.testing.assert_allclose(backend.to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+def test_dropout_keeps_the_layout_and_the_c_order_mask(backend, rng):
+    x = rng.standard_normal((5, 3, 4))
+    ref, bits = F.dropout(x, 0.4, seed=9, call=2, backend="numpy", return_bitmask=True)
+    for name, xl in _layouts(x).items():
+        xb = backend.asarray(xl)
+        y, b = F.dropout(xb, 0.4, seed=9, call=2, backend=backend, return_bitmask=True)
+        np.testing.assert_array_equal(backend.to_numpy(y), ref, err_msg=name)
+        if isinstance(xb, np.ndarray) and name != "strided":
+            assert y.strides == xl.strides, name
+        if b is not None:
+            np.testing.assert_array_equal(backend.to_numpy(b), bits, err_msg=name)
+            dx = F.dropout_backward(xb, 0.4, bitmask=b, backend=backend)
+            np.testing.assert_array_equal(backend.to_numpy(dx), ref, err_msg=name)
+        dx = F.dropout_backward(xb, 0.4, seed=9, call=2, backend=backend)
+        np.testing.assert_array_equal(backend.to_numpy(dx), ref, err_msg=name)
+
+
+def test_dropout_layout_like_torch():
+    torch = pytest.importorskip("torch")
+    x = np.ones((4, 5, 6), np.float32).transpose(2, 0, 1)
+    t = torch.ones(4, 5, 6).permute(2, 0, 1)
+    y = F.dropout(x, 0.5, seed=1)
+    assert tuple(s // 4 for s in y.strides) == t.stride() == torch.nn.functional.dropout(
+        t, 0.5).stride()
