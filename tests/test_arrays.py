@@ -117,8 +117,10 @@ def test_read_only_running_stats(backend, rng):
     if backend.device != "cpu" and not backend.accepts(rm):
         pytest.skip("device vectors have no read-only flag")
     x = backend.asarray(rng.standard_normal((6, 3, 2)))
-    for name, args in (("running_mean", (rm, vec(backend, rv0))),
-                       ("running_var", (vec(backend, rm0), rv))):
+    for name, args in (
+        ("running_mean", (rm, vec(backend, rv0))),
+        ("running_var", (vec(backend, rm0), rv)),
+    ):
         with pytest.raises(InvalidParameterError) as info:
             F.batch_norm(x, *args, training=True, backend=backend)
         assert info.value.parameter_name == name
@@ -150,23 +152,37 @@ def test_float16_parameters_and_running_stats(backend, rng):
     b16 = rng.standard_normal(3).astype(np.float16)
     rm16, rv16 = np.zeros(3, np.float16), np.ones(3, np.float16)
     rm, rv = vec(backend, rm16), vec(backend, rv16)
-    y = F.batch_norm(x, rm, rv, vec(backend, w16), vec(backend, b16), training=True,
-                     backend=backend)
+    y = F.batch_norm(
+        x, rm, rv, vec(backend, w16), vec(backend, b16), training=True, backend=backend
+    )
     rm32, rv32 = np.zeros(3), np.ones(3)
-    ref = F.batch_norm(backend.to_numpy(x), rm32, rv32, w16.astype(np.float64),
-                       b16.astype(np.float64), training=True, backend="numpy")
+    ref = F.batch_norm(
+        backend.to_numpy(x),
+        rm32,
+        rv32,
+        w16.astype(np.float64),
+        b16.astype(np.float64),
+        training=True,
+        backend="numpy",
+    )
     np.testing.assert_allclose(backend.to_numpy(y), ref, rtol=1e-12)
     assert host(backend, rm).dtype == np.float16
     np.testing.assert_allclose(host(backend, rm), rm32.astype(np.float16), rtol=1e-3)
     np.testing.assert_allclose(host(backend, rv), rv32.astype(np.float16), rtol=1e-3)
     y = F.batch_norm(x, rm, rv, vec(backend, w16), vec(backend, b16), backend=backend)
-    ref = F.batch_norm(backend.to_numpy(x), host(backend, rm).astype(np.float64),
-                       host(backend, rv).astype(np.float64), w16.astype(np.float64),
-                       b16.astype(np.float64), backend="numpy")
+    ref = F.batch_norm(
+        backend.to_numpy(x),
+        host(backend, rm).astype(np.float64),
+        host(backend, rv).astype(np.float64),
+        w16.astype(np.float64),
+        b16.astype(np.float64),
+        backend="numpy",
+    )
     np.testing.assert_allclose(backend.to_numpy(y), ref, rtol=1e-12)
     y = F.layer_norm(x, 3, vec(backend, w16), vec(backend, b16), backend=backend)
-    ref = F.layer_norm(backend.to_numpy(x), 3, w16.astype(np.float64), b16.astype(np.float64),
-                       backend="numpy")
+    ref = F.layer_norm(
+        backend.to_numpy(x), 3, w16.astype(np.float64), b16.astype(np.float64), backend="numpy"
+    )
     np.testing.assert_allclose(backend.to_numpy(y), ref, rtol=1e-12)
 
 
@@ -195,8 +211,11 @@ def test_non_native_byte_order_accepted(be, order, rng):
     xs = x.astype(order + "f4")
     w = np.array([1.0, 2.0, 0.5]).astype(order + "f8")
     for name, got, want in (
-        ("batch_norm", F.batch_norm(xs, weight=w, training=True, backend=be),
-         F.batch_norm(x, weight=w.astype(float), training=True, backend=be)),
+        (
+            "batch_norm",
+            F.batch_norm(xs, weight=w, training=True, backend=be),
+            F.batch_norm(x, weight=w.astype(float), training=True, backend=be),
+        ),
         ("layer_norm", F.layer_norm(xs, 2, backend=be), F.layer_norm(x, 2, backend=be)),
         ("dropout", F.dropout(xs, 0.5, seed=1, backend=be), F.dropout(x, 0.5, seed=1, backend=be)),
     ):
@@ -326,8 +345,9 @@ def test_batchnorm_empty_batch_matches_torch():
             np.testing.assert_array_equal(ours.running_var, theirs.running_var.numpy())
             rm, rv = torch.zeros(3), torch.ones(3)
             y = F.batch_norm(np.zeros(shape), np.zeros(3), np.ones(3), training=training)
-            assert y.shape == tuple(torch.nn.functional.batch_norm(
-                torch.zeros(shape), rm, rv, training=training).shape)
+            assert y.shape == tuple(
+                torch.nn.functional.batch_norm(torch.zeros(shape), rm, rv, training=training).shape
+            )
 
 
 # ----------------------------------------------------------------------------- ranks, layouts
@@ -335,18 +355,23 @@ def test_functional_batch_norm_takes_any_rank_from_two(backend, rng):
     x = rng.standard_normal((3, 2, 2, 3))
     g = rng.standard_normal((3, 2, 2, 3))
     w = np.array([1.5, -0.5])
-    y, m, r = F.batch_norm(backend.asarray(x), weight=vec(backend, w), training=True,
-                           backend=backend, return_stats=True)
+    y, m, r = F.batch_norm(
+        backend.asarray(x),
+        weight=vec(backend, w),
+        training=True,
+        backend=backend,
+        return_stats=True,
+    )
     ref = F.batch_norm(x.reshape(3, 2, 6), weight=w, training=True, backend="numpy")
     np.testing.assert_allclose(backend.to_numpy(y), ref.reshape(x.shape), rtol=1e-12, atol=1e-12)
-    dx, dw, db = F.batch_norm_backward(backend.asarray(g), backend.asarray(x), m, r,
-                                       vec(backend, w), backend=backend)
-    _, m6, r6 = F.batch_norm(x.reshape(3, 2, 6), training=True, return_stats=True,
-                             backend="numpy")
-    rdx, rdw, rdb = F.batch_norm_backward(g.reshape(3, 2, 6), x.reshape(3, 2, 6), m6, r6, w,
-                                          backend="numpy")
-    np.testing.assert_allclose(backend.to_numpy(dx), rdx.reshape(x.shape), rtol=1e-10,
-                               atol=1e-12)
+    dx, dw, db = F.batch_norm_backward(
+        backend.asarray(g), backend.asarray(x), m, r, vec(backend, w), backend=backend
+    )
+    _, m6, r6 = F.batch_norm(x.reshape(3, 2, 6), training=True, return_stats=True, backend="numpy")
+    rdx, rdw, rdb = F.batch_norm_backward(
+        g.reshape(3, 2, 6), x.reshape(3, 2, 6), m6, r6, w, backend="numpy"
+    )
+    np.testing.assert_allclose(backend.to_numpy(dx), rdx.reshape(x.shape), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(host(backend, dw), rdw, rtol=1e-10)
     with pytest.raises(ShapeError):
         normdrop.BatchNorm1d(2, backend=backend.name)(backend.asarray(x))  # the layer: 2-D/3-D
@@ -382,15 +407,16 @@ def test_batch_norm_reads_other_layouts_in_place_and_keeps_them(backend, rng):
         rmb, rvb = vec(backend, np.zeros(3)), vec(backend, np.ones(3))
         xb = backend.asarray(xl)
         y = F.batch_norm(xb, rmb, rvb, training=True, backend=backend)
-        np.testing.assert_allclose(backend.to_numpy(y), ref, rtol=1e-12, atol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(backend.to_numpy(y), ref, rtol=1e-12, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(host(backend, rmb), rm, rtol=1e-12, err_msg=name)
         if isinstance(xb, np.ndarray) and isinstance(y, np.ndarray):
             assert y.strides == xl.strides or name == "strided", name
-        dx = F.batch_norm_backward(backend.asarray(np.array(g, order="K")), xb, m, r,
-                                   backend=backend)[0]
-        np.testing.assert_allclose(backend.to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12,
-                                   err_msg=name)
+        dx = F.batch_norm_backward(
+            backend.asarray(np.array(g, order="K")), xb, m, r, backend=backend
+        )[0]
+        np.testing.assert_allclose(
+            backend.to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12, err_msg=name
+        )
 
 
 def test_dropout_keeps_the_layout_and_the_c_order_mask(backend, rng):
@@ -415,5 +441,8 @@ def test_dropout_layout_like_torch():
     x = np.ones((4, 5, 6), np.float32).transpose(2, 0, 1)
     t = torch.ones(4, 5, 6).permute(2, 0, 1)
     y = F.dropout(x, 0.5, seed=1)
-    assert tuple(s // 4 for s in y.strides) == t.stride() == torch.nn.functional.dropout(
-        t, 0.5).stride()
+    assert (
+        tuple(s // 4 for s in y.strides)
+        == t.stride()
+        == torch.nn.functional.dropout(t, 0.5).stride()
+    )

@@ -15,8 +15,10 @@ import normdrop  # noqa: E402
 from normdrop import functional as F  # noqa: E402
 
 _SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-_DTYPES = {"float32": (np.float32, torch.float32, 2e-4), "float64": (np.float64, torch.float64,
-                                                                       1e-9)}
+_DTYPES = {
+    "float32": (np.float32, torch.float32, 2e-4),
+    "float64": (np.float64, torch.float64, 1e-9),
+}
 
 
 def _close(ours, theirs, tol, what):
@@ -37,8 +39,7 @@ def _close(ours, theirs, tol, what):
     steps=st.integers(1, 3),
     seed=st.integers(0, 2**16),
 )
-def test_batchnorm1d_matches_torch(n, c, length, affine, track, momentum, eps, dtype, steps,
-                                   seed):
+def test_batchnorm1d_matches_torch(n, c, length, affine, track, momentum, eps, dtype, steps, seed):
     np_dtype, t_dtype, tol = _DTYPES[dtype]
     rng = np.random.default_rng(seed)
     shape = (n, c) if length is None else (n, c, length)
