@@ -885,19 +885,26 @@ def _identity(x: Any, out: Any | None, be: Backend) -> Any:
     return out
 
 
+def _copy_into(out: Any, x: Any) -> None:
+    """``out[...] = x`` with the reference backend's tiled copy for transposed layouts."""
+    from normdrop.backends.numpy_backend import copy_into  # only for non-C layouts
+
+    copy_into(out, x)
+
+
 def _dropout_layout(be: Backend, x: Any) -> tuple[Any, Any]:
     """``(x1, result)`` for data in another dense memory order (Fortran, permuted).
 
     The mask follows the C-order element index, so the kernel runs on a C-ordered
-    copy ``x1`` (in place); ``result`` is an uninitialised array laid out like
+    copy ``x1``; ``result`` is an uninitialised array laid out like
     ``x`` (as ``numpy.empty_like`` and PyTorch keep it) that the caller fills from
     ``x1``. ``(None, None)`` for C-ordered data, other array kinds and non-dense
     views (whose result is C-ordered).
     """
     if _memory_order(x) is None:
         return None, None
-    x1 = np.ascontiguousarray(x, dtype=_compute_dtype(x.dtype))
-    return x1, np.empty_like(x)
+    x1 = be.ascontiguous(x)  # a copy: x is not C-contiguous
+    return x1.astype(_compute_dtype(x.dtype), copy=False), np.empty_like(x)
 
 
 def dropout(
@@ -973,8 +980,10 @@ def dropout(
     threshold, scale = dropout_threshold(p), _dropout_scale(p, x.dtype)
     x1, result = _dropout_layout(be, x) if out is None else (None, None)
     if x1 is not None:
-        be.dropout_forward(x1, threshold, scale, seed, call, x1, bitmask)
-        result[...] = x1
+        buffer = be.dropout_forward(
+            x1, threshold, scale, seed, call, be.empty(x1.shape, x1.dtype), bitmask
+        )
+        _copy_into(result, buffer)
         return (result, bitmask) if return_bitmask else result
     x1 = _contiguous_input(be, x, tuple(x.shape))
     buffer, direct = _kernel_output(be, x, out, tuple(x.shape))
@@ -1059,7 +1068,7 @@ def dropout_backward(
     scale = _dropout_scale(p, dy.dtype)
     dy1, result = _dropout_layout(be, dy) if out is None else (None, None)
     if dy1 is not None:
-        buffer, direct = dy1, False
+        buffer, direct = be.empty(dy1.shape, dy1.dtype), False
     else:
         dy1 = _contiguous_input(be, dy, tuple(dy.shape))
         buffer, direct = _kernel_output(be, dy, out, tuple(dy.shape), reads=(bitmask,))
@@ -1068,7 +1077,7 @@ def dropout_backward(
     else:
         buffer = be.dropout_apply_bitmask(dy1, bitmask, scale, buffer)
     if result is not None:
-        result[...] = buffer
+        _copy_into(result, buffer)
         return result
     return _finish(dy, out, buffer, direct)
 

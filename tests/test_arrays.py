@@ -446,3 +446,44 @@ def test_dropout_layout_like_torch():
         == t.stride()
         == torch.nn.functional.dropout(t, 0.5).stride()
     )
+
+
+@pytest.mark.parametrize(
+    ("shape", "make"),
+    [
+        ((64, 16, 64), np.asfortranarray),
+        ((300, 257), np.asfortranarray),
+        ((130, 70), lambda a: np.asfortranarray(a)[::-1]),
+        ((40, 3, 200), lambda a: np.ascontiguousarray(a.transpose(2, 1, 0)).transpose(2, 1, 0)),
+        ((5, 9000), np.asfortranarray),
+        ((64, 64), lambda a: np.ascontiguousarray(a.T).T[:, :50]),
+    ],
+)
+def test_c_order_copy_equals_numpy(rng, shape, make):
+    """The tiled transposing copy behind ``ascontiguous`` gives NumPy's C-ordered copy."""
+    from normdrop.backends.numpy_backend import c_order_copy
+
+    x = make(rng.standard_normal(shape).astype(np.float32))
+    y = c_order_copy(x)
+    assert y.flags.c_contiguous
+    np.testing.assert_array_equal(y, np.ascontiguousarray(x))
+
+
+def test_layer_norm_on_fortran_order_equals_c_order(backend, rng):
+    x = (
+        rng.standard_normal((40, 3, 70))
+        if backend.name not in SLOW_BACKENDS
+        else (rng.standard_normal((4, 3, 5)))
+    )
+    want = F.layer_norm(x, x.shape[-1], backend="numpy")
+    got = F.layer_norm(backend.asarray(np.asfortranarray(x)), x.shape[-1], backend=backend)
+    np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_copy_into_transposed_layouts(rng):
+    from normdrop.backends.numpy_backend import copy_into
+
+    x = rng.standard_normal((64, 16, 64)).astype(np.float32)
+    for src, dst in ((x, np.empty_like(x, order="F")), (np.asfortranarray(x), np.empty_like(x))):
+        copy_into(dst, src)
+        np.testing.assert_array_equal(dst, x)
