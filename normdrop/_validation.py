@@ -56,11 +56,20 @@ def momentum(value: Any, *, allow_none: bool) -> float | None:
     return float(value)
 
 
-def dropout_probability(value: Any) -> float:
-    """Return ``p`` if it is a finite real number in [0, 1)."""
-    if not _is_real(value) or not math.isfinite(value) or not 0.0 <= value < 1.0:
+def dropout_probability(value: Any, *, allow_one: bool = False) -> float:
+    """Return ``p`` if it is a finite real number in [0, 1) (in [0, 1] with ``allow_one``).
+
+    ``allow_one`` is for calls that drop nothing (``training=False``), where PyTorch
+    accepts ``p = 1`` too.
+    """
+    if (
+        not _is_real(value)
+        or not math.isfinite(value)
+        or not (0.0 <= value and (value <= 1.0 if allow_one else value < 1.0))
+    ):
+        interval = "[0, 1]" if allow_one else "[0, 1)"
         raise InvalidParameterError(
-            f"Dropout probability must be in [0, 1), got {value!r}",
+            f"Dropout probability must be in {interval}, got {value!r}",
             parameter_name="p",
             value=value,
         )
