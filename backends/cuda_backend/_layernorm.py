@@ -12,8 +12,10 @@ bias``. Grids are grid-stride, sized from the device's multiprocessor count.
 The backward pass reduces ``sum(g)`` and ``sum(g * xhat)`` per row the same way
 and writes ``dx``; with parameter gradients every block row (``y`` lane of a
 block) accumulates its rows' ``dy * xhat`` and ``dy`` into its own row of
-``[partial rows, D]`` buffers (zeroed by itself, so no rows still gives zeros),
-which :func:`._reduce.column_sums2` adds in row order.
+``[partial rows, D]`` buffers (in registers for rows up to four times its lanes,
+written once; wider rows add into memory), which :func:`._reduce.column_sums2`
+adds in row order. Every block row writes its whole partial row, so no rows
+still gives zeros.
 """
 
 from __future__ import annotations
@@ -125,13 +127,44 @@ def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd)
         first += cuda.gridDim.x * cuda.blockDim.y
 
 
+@cuda.jit(device=True)
+def _terms(dy, x, weight, has_weight, row, j, mu, rs):
+    """``(dy, xhat, g = dy * weight)`` of element ``(row, j)`` in float64."""
+    d = float(dy[row, j])
+    xhat = (float(x[row, j]) - mu) * rs
+    return d, xhat, d * float(weight[j]) if has_weight else d
+
+
+@cuda.jit(device=True)
+def _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw, db):
+    """Add element ``(row, j)`` (if ``j`` is in the row) to the row sums and column sums."""
+    if j < x.shape[1]:
+        d, xhat, g = _terms(dy, x, weight, has_weight, row, j, mu, rs)
+        a += g
+        b += g * xhat
+        dw += d * xhat
+        db += d
+    return a, b, dw, db
+
+
+@cuda.jit(device=True)
+def _put_column(pdw, pdb, p, j, dw, db):
+    """Store one thread's column sums in its partial row (if ``j`` is in the row)."""
+    if j < pdw.shape[1]:
+        pdw[p, j] = dw
+        pdb[p, j] = db
+
+
 @kernel
 def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pdw, pdb):
     """``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`` per row, ``g = dy * weight``.
 
     With ``param_grads``, block row ``p = blockIdx.x * blockDim.y + threadIdx.y``
     also sums its rows' ``dy * xhat`` and ``dy`` into ``pdw[p]`` and ``pdb[p]``
-    (each element owned by one thread: no races).
+    (each element owned by one thread: no races). When a thread owns at most four
+    columns of a row (rows up to ``4 * blockDim.x`` wide) it keeps those sums in
+    registers over all its rows and stores them once; wider rows add into the
+    partial rows in memory, element by element.
     """
     sa = cuda.shared.array(THREADS, np.float64)
     sb = cuda.shared.array(THREADS, np.float64)
@@ -141,7 +174,10 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
     head = slot - tx
     features = x.shape[1]
     p = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
-    if param_grads:
+    in_registers = features <= 4 * bx
+    dw0 = dw1 = dw2 = dw3 = 0.0
+    db0 = db1 = db2 = db3 = 0.0
+    if param_grads and not in_registers:
         j = tx
         while j < features:
             pdw[p, j] = 0.0
@@ -157,17 +193,24 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
         if row < x.shape[0]:
             mu = mean[row]
             rs = rstd[row]
-            j = tx
-            while j < features:
-                d = float(dy[row, j])
-                xhat = (float(x[row, j]) - mu) * rs
-                g = d * float(weight[j]) if has_weight else d
-                a += g
-                b += g * xhat
-                if param_grads:
-                    pdw[p, j] += d * xhat
-                    pdb[p, j] += d
+            if in_registers:
+                a, b, dw0, db0 = _column(dy, x, weight, has_weight, row, tx, mu, rs, a, b, dw0, db0)
+                j = tx + bx
+                a, b, dw1, db1 = _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw1, db1)
                 j += bx
+                a, b, dw2, db2 = _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw2, db2)
+                j += bx
+                a, b, dw3, db3 = _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw3, db3)
+            else:
+                j = tx
+                while j < features:
+                    d, xhat, g = _terms(dy, x, weight, has_weight, row, j, mu, rs)
+                    a += g
+                    b += g * xhat
+                    if param_grads:
+                        pdw[p, j] += d * xhat
+                        pdb[p, j] += d
+                    j += bx
         sa[slot] = a
         sb[slot] = b
         cuda.syncthreads()
@@ -178,12 +221,15 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
         if row < x.shape[0]:
             j = tx
             while j < features:
-                d = float(dy[row, j])
-                xhat = (float(x[row, j]) - mu) * rs
-                g = d * float(weight[j]) if has_weight else d
+                d, xhat, g = _terms(dy, x, weight, has_weight, row, j, mu, rs)
                 out[row, j] = rs * (g - mean_g - xhat * mean_gx)
                 j += bx
         first += cuda.gridDim.x * cuda.blockDim.y
+    if param_grads and in_registers:
+        _put_column(pdw, pdb, p, tx, dw0, db0)
+        _put_column(pdw, pdb, p, tx + bx, dw1, db1)
+        _put_column(pdw, pdb, p, tx + 2 * bx, dw2, db2)
+        _put_column(pdw, pdb, p, tx + 3 * bx, dw3, db3)
 
 
 # ----------------------------------------------------------------------------- launches
