@@ -176,8 +176,7 @@ class on_device:  # noqa: N801  (used as a ``with`` statement, like CuPy's ``Dev
         self._switch = None
         if cupy is not None:
             device = getattr(x, "device", None)
-            ident = getattr(device, "id", None)
-            if ident is not None and ident != cupy.cuda.runtime.getDevice():
+            if isinstance(device, cupy.cuda.Device) and device.id != cupy.cuda.runtime.getDevice():
                 self._switch = device
 
     def __enter__(self) -> None:
