@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -529,6 +530,56 @@ def test_a_launch_outside_the_signature_table_fails():
     )
     _signatures.check_launch(_dropout._dropout_kernel, ok)
     assert _signatures.describe(np.zeros((3, 4))[:, :2]).endswith("(not C-contiguous)")
+
+
+def test_launches_follow_the_array_to_its_gpu_and_its_stream(monkeypatch):
+    """With several GPUs: the launch switches to the device holding the array, and numba
+    stream objects are cached per (device, handle), not per handle (a fake CuPy here)."""
+    from normdrop.backends.cuda_backend import _runtime
+
+    log = []
+
+    class Device:
+        current = 0
+
+        def __init__(self, ident):
+            self.id = ident
+
+        def __enter__(self):
+            log.append(("enter", self.id))
+            self.saved, Device.current = Device.current, self.id
+
+        def __exit__(self, *exc):
+            log.append(("exit", self.id))
+            Device.current = self.saved
+
+    streams = {0: 0xA0, 1: 0xA0}  # the same handle value on both devices
+    fake_cuda = types.SimpleNamespace(
+        Device=Device,
+        runtime=types.SimpleNamespace(
+            getDevice=lambda: Device.current,
+            getDeviceProperties=lambda d: {"multiProcessorCount": 100 + d},
+        ),
+        get_current_stream=lambda d: types.SimpleNamespace(ptr=streams[d]),
+    )
+    monkeypatch.setattr(_runtime, "cupy", types.SimpleNamespace(cuda=fake_cuda))
+    monkeypatch.setattr(
+        _runtime,
+        "cuda",
+        types.SimpleNamespace(external_stream=lambda ptr: ("stream", Device.current, ptr)),
+    )
+    monkeypatch.setattr(_runtime, "_streams", {})
+    monkeypatch.setattr(_runtime, "_sm_counts", {})
+    on_0, on_1 = types.SimpleNamespace(device=Device(0)), types.SimpleNamespace(device=Device(1))
+    with _runtime.on_device(on_0):
+        assert _runtime.stream() == ("stream", 0, 0xA0) and _runtime.sm_count() == 100
+    assert log == []  # already on device 0: no switch
+    with _runtime.on_device(on_1):
+        assert _runtime.stream() == ("stream", 1, 0xA0) and _runtime.sm_count() == 101
+    assert log == [("enter", 1), ("exit", 1)] and Device.current == 0
+    with _runtime.on_device(np.zeros(2)):  # an array that does not say where it lives
+        assert _runtime.stream() == ("stream", 0, 0xA0)
+    assert len(_runtime._streams) == 2
 
 
 def test_pytest_header_names_the_simulator_or_the_gpu():

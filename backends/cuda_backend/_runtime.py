@@ -148,11 +148,8 @@ def sm_count() -> int:
     device = cupy.cuda.runtime.getDevice()
     found = _sm_counts.get(device)
     if found is None:
-        found = _sm_counts[device] = int(
-            cupy.cuda.runtime.deviceGetAttribute(
-                cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device
-            )
-        )
+        props = cupy.cuda.runtime.getDeviceProperties(device)
+        found = _sm_counts[device] = int(props["multiProcessorCount"])
     return found
 
 
