@@ -18,20 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ASV_SUITE = ROOT / "asv_benchmarks" / "benchmarks" / "bench_layers.py"
 TINY = ["bench", "--quick", "--cases", "LayerNorm forward whole", "--no-progress"]
 ROW_KEYS = {
-    "case",
-    "shape",
-    "dtype",
-    "bytes",
-    "normdrop_s",
-    "reference_s",
-    "torch_s",
-    "speedup_vs_torch",
-    "speedup_vs_reference",
-    "gbps",
-    "copy_gbps",
-    "copy_share",
-    "timings",
-    "errors",
+    "case", "shape", "dtype", "bytes", "normdrop_s", "reference_s", "torch_s",
+    "speedup_vs_torch", "speedup_vs_reference", "gbps", "copy_gbps", "copy_share",
+    "timings", "errors",
 }
 
 
@@ -72,9 +61,8 @@ def test_json_structure(capsys):
 
 @pytest.mark.parametrize("name", normdrop.available_backends())
 def test_every_backend_and_float64(capsys, name):
-    report = _bench_json(
-        capsys, "--backend", name, "--dtype", "float64", "--no-torch", "--repeat", "1"
-    )
+    report = _bench_json(capsys, "--backend", name, "--dtype", "float64", "--no-torch",
+                         "--repeat", "1")
     (row,) = report["rows"]
     assert report["machine"]["backend"] == normdrop.get_backend(name).name
     assert row["dtype"] == "float64" and row["bytes"] == 2 * 120 * 64 * 8
@@ -100,9 +88,7 @@ def test_unknown_case_and_list(capsys):
     assert main(["bench", "--list", "--cases", "backward"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0] for line in listed] == [
-        "BatchNorm1d backward",
-        "LayerNorm backward",
-        "Dropout backward",
+        "BatchNorm1d backward", "LayerNorm backward", "Dropout backward"
     ]
 
 
@@ -126,9 +112,8 @@ def test_importing_bench_stays_light():
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite'}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 
 

@@ -149,12 +149,8 @@ def test_dask_arrays_pick_dask():
 
 def test_cuda_like_arrays_are_never_taken_by_the_cpu():
     class CudaLike:
-        __cuda_array_interface__ = {
-            "shape": (3, 2),
-            "typestr": "<f8",
-            "version": 3,
-            "data": (0, False),
-        }
+        __cuda_array_interface__ = {"shape": (3, 2), "typestr": "<f8", "version": 3,
+                                    "data": (0, False)}
         shape = (3, 2)
         dtype = np.dtype(np.float64)
 
