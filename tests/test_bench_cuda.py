@@ -33,7 +33,7 @@ def test_gpu_present_only_on_a_real_gpu():
     assert _bench_cuda.gpu_present() == (not CUDA.simulator)
 
 
-@pytest.mark.skipif(not CUDA.simulator, reason="the fake clock run is for the simulator")
+@pytest.mark.skipif(not CUDA.simulator, reason="the fake-clock run uses NumPy arrays")
 def test_every_case_gets_a_row_with_its_peers():
     calls = []
 

@@ -134,7 +134,16 @@ def test_statistics_survive_an_outlier_first_value(rng):
 VECTOR_DTYPES = [None, np.float32, np.float64]
 
 
-@pytest.mark.parametrize("running", VECTOR_DTYPES, ids=str)
+@pytest.mark.parametrize(
+    ("running", "mode"),
+    [
+        (r, m)
+        for r in VECTOR_DTYPES
+        for m in ("train", "batch-no-update", "eval")
+        if r is not None or m != "eval"
+    ],  # evaluation needs running statistics
+    ids=str,
+)
 @pytest.mark.parametrize(
     ("wdt", "bdt"),
     [
@@ -147,12 +156,9 @@ VECTOR_DTYPES = [None, np.float32, np.float64]
     ],
     ids=str,
 )
-@pytest.mark.parametrize("mode", ["train", "batch-no-update", "eval"])
-def test_batch_norm_forward_fused_matches_reference(running, wdt, bdt, mode, rng):
+def test_batch_norm_forward_fused_matches_reference(running, mode, wdt, bdt, rng):
     """The whole-layer kernel (and its unfused fallback for float16 or mixed weight/bias)
     against the reference: output, statistics and the in-place running update."""
-    if mode == "eval" and running is None:
-        pytest.skip("evaluation needs running statistics")
     shape = (5, 3, 2)
     c = shape[1]
     x = rng.standard_normal(shape).astype(np.float32) * 2 + 1
@@ -162,47 +168,46 @@ def test_batch_norm_forward_fused_matches_reference(running, wdt, bdt, mode, rng
         "w": None if wdt is None else (rng.random(c) + 0.5).astype(wdt),
         "b": None if bdt is None else rng.standard_normal(c).astype(bdt),
     }
-    use_batch, update = mode != "eval", mode == "train"
-    args = (use_batch, update and running is not None, 0.3, 1e-5)
+    use_batch = mode != "eval"
+    update = mode == "train" and running is not None
     ref_vec = {k: None if v is None else v.astype(np.float64) for k, v in vec.items()}
-    out_r, mean_r, rstd_r = (
-        F.batch_norm(
-            x.astype(np.float64),
-            ref_vec["rm"],
-            ref_vec["rv"],
-            ref_vec["w"],
-            ref_vec["b"],
-            training=args[1],
-            momentum=0.3,
-            backend="numpy",
-            return_stats=True,
-        )
-        if args[1] or not use_batch
-        else F.batch_norm(
-            x.astype(np.float64),
-            None,
-            None,
-            ref_vec["w"],
-            ref_vec["b"],
-            training=True,
-            backend="numpy",
-            return_stats=True,
-        )
+    # the reference sees the running statistics only where it must use or update them (it
+    # then updates its float64 copies in place when training)
+    given = (ref_vec["rm"], ref_vec["rv"]) if update or not use_batch else (None, None)
+    out_r, mean_r, rstd_r = F.batch_norm(
+        x.astype(np.float64),
+        *given,
+        ref_vec["w"],
+        ref_vec["b"],
+        training=use_batch,
+        momentum=0.3,
+        eps=1e-5,
+        backend="numpy",
+        return_stats=True,
     )
     d = {k: dev(v) for k, v in vec.items()}
     out, mean, rstd = cb.batch_norm_forward(
-        dev(x), d["rm"], d["rv"], d["w"], d["b"], *args, cb.empty(shape, np.float32)
+        dev(x),
+        d["rm"],
+        d["rv"],
+        d["w"],
+        d["b"],
+        use_batch,
+        update,
+        0.3,
+        1e-5,
+        cb.empty(shape, np.float32),
     )
     tol = 1e-3 if np.float16 in (wdt, bdt) else 1e-6
     np.testing.assert_allclose(host(out), out_r, rtol=tol, atol=tol)
     np.testing.assert_allclose(host(mean), mean_r, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(host(rstd), rstd_r, rtol=1e-9)
     assert host(mean).dtype == np.float64 and host(rstd).dtype == np.float64
-    if running is not None:
-        expected_rm = ref_vec["rm"] if not args[1] else ref_vec["rm"]  # updated in place above
-        np.testing.assert_allclose(host(d["rm"]), expected_rm, rtol=1e-6)
+    if running is not None:  # updated like the reference's, or untouched, in their dtype
+        np.testing.assert_allclose(host(d["rm"]), ref_vec["rm"], rtol=1e-6)
         np.testing.assert_allclose(host(d["rv"]), ref_vec["rv"], rtol=1e-6)
         assert host(d["rm"]).dtype == running
+        assert update or np.array_equal(host(d["rm"]), vec["rm"])
 
 
 def test_batch_norm_layer_path_runs_no_host_vector_math(rng, monkeypatch):
