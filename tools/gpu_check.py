@@ -164,8 +164,11 @@ def close(name, got, expected, tol, dtype=None):
         ok = ok and g.dtype == np.dtype(dtype)
     nan = int(np.isnan(g).sum()) if g.dtype.kind == "f" else 0
     err = relerr(g, expected) if ok else float("inf")
-    return check(name, ok and nan == 0 and err <= tol,
-                 f"rel err {err:.2e} <= {tol:.0e}, NaN {nan}, {g.dtype} {g.shape}")
+    return check(
+        name,
+        ok and nan == 0 and err <= tol,
+        f"rel err {err:.2e} <= {tol:.0e}, NaN {nan}, {g.dtype} {g.shape}",
+    )
 
 
 def same(name, got, expected):
@@ -197,8 +200,11 @@ try:
     _d.backward(_d(_x))
     sync()
     cold = time.perf_counter() - t0
-    check("first float32 training calls (BN, LayerNorm, Dropout fwd+bwd) run", True,
-          f"cold start {cold:.1f} s including kernel compilation")
+    check(
+        "first float32 training calls (BN, LayerNorm, Dropout fwd+bwd) run",
+        True,
+        f"cold start {cold:.1f} s including kernel compilation",
+    )
     RESULTS["env"]["cold_start_s"] = cold
 except Exception as exc:  # noqa: BLE001
     traceback.print_exc()
@@ -216,12 +222,33 @@ def check_batchnorm(shape, label):
     b = RNG.standard_normal(c).astype(np.float32)
     rm, rv = RNG.standard_normal(c).astype(np.float32), (RNG.random(c) + 1).astype(np.float32)
     rm_r, rv_r = rm.copy(), rv.copy()
-    y_r, mean_r, rstd_r = F.batch_norm(x, rm_r, rv_r, w, b, training=True, momentum=MOM, eps=EPS,
-                                       backend="numpy", return_stats=True)
+    y_r, mean_r, rstd_r = F.batch_norm(
+        x,
+        rm_r,
+        rv_r,
+        w,
+        b,
+        training=True,
+        momentum=MOM,
+        eps=EPS,
+        backend="numpy",
+        return_stats=True,
+    )
     xd, rm_d, rv_d, wd, bd = dev(x), dev(rm), dev(rv), dev(w), dev(b)
     out = poisoned(shape, np.float32)
-    y, mean, rstd = F.batch_norm(xd, rm_d, rv_d, wd, bd, training=True, momentum=MOM, eps=EPS,
-                                 out=out, backend="cuda", return_stats=True)
+    y, mean, rstd = F.batch_norm(
+        xd,
+        rm_d,
+        rv_d,
+        wd,
+        bd,
+        training=True,
+        momentum=MOM,
+        eps=EPS,
+        out=out,
+        backend="cuda",
+        return_stats=True,
+    )
     check(f"bn{label} train forward writes into out=", y is out)
     close(f"bn{label} train forward y vs reference", y, y_r, 1e-6, np.float32)
     close(f"bn{label} batch mean (float64)", mean, mean_r, 1e-10, np.float64)
@@ -230,20 +257,33 @@ def check_batchnorm(shape, label):
     close(f"bn{label} running_var update", rv_d, rv_r, 1e-6)
     y2 = F.batch_norm(xd, None, None, wd, bd, training=True, eps=EPS, backend="cuda")
     same(f"bn{label} forward is deterministic (two runs)", y2, host(y))
-    dx_r, dw_r, db_r = F.batch_norm_backward(g, x, mean_r, rstd_r, w, training=True,
-                                             backend="numpy")
+    dx_r, dw_r, db_r = F.batch_norm_backward(
+        g, x, mean_r, rstd_r, w, training=True, backend="numpy"
+    )
     dx, dw, db = F.batch_norm_backward(dev(g), xd, mean, rstd, wd, training=True, backend="cuda")
     close(f"bn{label} backward dx", dx, dx_r, 1e-6, np.float32)
     close(f"bn{label} backward dweight", dw, dw_r, 1e-6)
     close(f"bn{label} backward dbias", db, db_r, 1e-6)
     ye_r = F.batch_norm(x, rm_r, rv_r, w, b, training=False, eps=EPS, backend="numpy")
-    ye = F.batch_norm(xd, rm_d, rv_d, wd, bd, training=False, eps=EPS, out=poisoned(shape, np.float32),
-                      backend="cuda")
+    ye = F.batch_norm(
+        xd,
+        rm_d,
+        rv_d,
+        wd,
+        bd,
+        training=False,
+        eps=EPS,
+        out=poisoned(shape, np.float32),
+        backend="cuda",
+    )
     close(f"bn{label} eval forward", ye, ye_r, 1e-6, np.float32)
     if not SIM and len(shape) == 3:  # a float64 grad_output for float32 data: mixed-dtype kernels
-        dx64 = F.batch_norm_backward(dev(g.astype(np.float64)), xd, mean, rstd, wd, backend="cuda")[0]
-        dx64_r = F.batch_norm_backward(g.astype(np.float64), x, mean_r, rstd_r, w,
-                                       backend="numpy")[0]
+        dx64 = F.batch_norm_backward(dev(g.astype(np.float64)), xd, mean, rstd, wd, backend="cuda")[
+            0
+        ]
+        dx64_r = F.batch_norm_backward(g.astype(np.float64), x, mean_r, rstd_r, w, backend="numpy")[
+            0
+        ]
         close(f"bn{label} backward, float64 grad_output on float32 x", dx64, dx64_r, 1e-6)
     layer = normdrop.BatchNorm1d(c, momentum=MOM).to("cuda")
     layer_r = normdrop.BatchNorm1d(c, momentum=MOM, backend="numpy")
@@ -265,8 +305,9 @@ def check_layernorm(shape):
     y_r, mean_r, rstd_r = F.layer_norm(x, d, w, b, EPS, backend="numpy", return_stats=True)
     xd = dev(x)
     out = poisoned(shape, np.float32)
-    y, mean, rstd = F.layer_norm(xd, d, dev(w), dev(b), EPS, out=out, backend="cuda",
-                                 return_stats=True)
+    y, mean, rstd = F.layer_norm(
+        xd, d, dev(w), dev(b), EPS, out=out, backend="cuda", return_stats=True
+    )
     check("ln forward writes into out=", y is out)
     close("ln forward y vs reference", y, y_r, 1e-6, np.float32)
     close("ln row mean (float64)", mean, mean_r, 1e-10, np.float64)
@@ -281,7 +322,9 @@ def check_layernorm(shape):
     dxn = F.layer_norm_backward(dev(g), xd, d, mean, rstd, None, backend="cuda")[0]
     dxn_r = F.layer_norm_backward(g, x, d, mean_r, rstd_r, None, backend="numpy")[0]
     close("ln backward dx without weight", dxn, dxn_r, 1e-6)
-    ln = normdrop.LayerNorm(d)  # float32 parameters: the layer passes them to the kernel as they are
+    ln = normdrop.LayerNorm(
+        d
+    )  # float32 parameters: the layer passes them to the kernel as they are
     ln.load_state_dict({"weight": w, "bias": b})
     ln_r = normdrop.LayerNorm(d, backend="numpy")
     ln_r.load_state_dict({"weight": w, "bias": b})
@@ -311,23 +354,36 @@ def check_dropout(shape, p, dtype):
     same(f"dropout p={p} packed bitmask", bits, bits_r)
     y3 = F.dropout(xd, p, seed=seed, call=call, backend="cuda")  # the kernel without bitmask
     same(f"dropout p={p} forward without bitmask", y3, y_r)
-    same(f"dropout p={p} keep-mask", F.dropout_mask(shape, p, seed=seed, call=call, backend="cuda"),
-         F.dropout_mask(shape, p, seed=seed, call=call, backend="numpy"))
+    same(
+        f"dropout p={p} keep-mask",
+        F.dropout_mask(shape, p, seed=seed, call=call, backend="cuda"),
+        F.dropout_mask(shape, p, seed=seed, call=call, backend="numpy"),
+    )
     dx_r = F.dropout_backward(g, p, bitmask=bits_r, backend="numpy")
-    same(f"dropout p={p} backward from bitmask", F.dropout_backward(dev(g), p, bitmask=bits,
-                                                                     backend="cuda"), dx_r)
-    same(f"dropout p={p} backward regenerated", F.dropout_backward(dev(g), p, seed=seed, call=call,
-                                                                    backend="cuda"), dx_r)
+    same(
+        f"dropout p={p} backward from bitmask",
+        F.dropout_backward(dev(g), p, bitmask=bits, backend="cuda"),
+        dx_r,
+    )
+    same(
+        f"dropout p={p} backward regenerated",
+        F.dropout_backward(dev(g), p, seed=seed, call=call, backend="cuda"),
+        dx_r,
+    )
     n = x.size
     flat, thr = x.reshape(-1), dropout_threshold(p)
     real = np.dtype(dtype).type
     scale = real(1.0) / real(1.0 - p)  # as the functional API computes it
     a, bnd = (n // 3) | 1, (2 * n // 3) + 3  # odd offsets: Philox blocks split between chunks
-    part = be.dropout_forward(dev(flat[a:bnd]), thr, scale, seed, call,
-                              poisoned((bnd - a,), dtype), None, a)
+    part = be.dropout_forward(
+        dev(flat[a:bnd]), thr, scale, seed, call, poisoned((bnd - a,), dtype), None, a
+    )
     same(f"dropout p={p} chunk at offset {a}", part, y_r.reshape(-1)[a:bnd])
-    same(f"dropout p={p} philox words at offset {a}", be.philox_words(bnd - a, seed, call, a),
-         ref.philox_words(bnd - a, seed, call, a))
+    same(
+        f"dropout p={p} philox words at offset {a}",
+        be.philox_words(bnd - a, seed, call, a),
+        ref.philox_words(bnd - a, seed, call, a),
+    )
 
 
 @guarded("over 2**31 elements")
@@ -354,12 +410,15 @@ def check_big(rows=8193, ch=256, length=1024, k=8192):
     bits = xp.zeros((n + 7) // 8, np.uint8)
     be.dropout_forward(x, thr, scale, seed, call, y, bits)
     for start in (0, n - k):
-        xt = host(x[start:start + k])
+        xt = host(x[start : start + k])
         yt = ref.dropout_forward(xt, thr, scale, seed, call, np.empty_like(xt), None, start)
-        same(f"big dropout output at element {start}", y[start:start + k], yt)
+        same(f"big dropout output at element {start}", y[start : start + k], yt)
         keep = ref.philox_words(k, seed, call, start) >= np.uint32(thr)
-        same(f"big dropout bitmask at byte {start // 8}", bits[start // 8:(start + k) // 8],
-             np.packbits(keep, bitorder="little"))
+        same(
+            f"big dropout bitmask at byte {start // 8}",
+            bits[start // 8 : (start + k) // 8],
+            np.packbits(keep, bitorder="little"),
+        )
     check("big dropout: no element left unwritten", not bool(xp.isnan(y).any()))
     del y, bits
     x3 = x.reshape(rows, ch, length)
@@ -368,7 +427,7 @@ def check_big(rows=8193, ch=256, length=1024, k=8192):
     close(f"big BN channel mean over {x3.size} elements", mean, host(m64), 1e-7)
     v64 = xp.empty(ch, np.float64)
     for c0 in range(0, ch, 32):  # per channel slab: bounded float64 temporaries
-        v64[c0:c0 + 32] = x3[:, c0:c0 + 32].var(axis=(0, 2), dtype=np.float64)
+        v64[c0 : c0 + 32] = x3[:, c0 : c0 + 32].var(axis=(0, 2), dtype=np.float64)
     close("big BN channel var", var, host(v64), 1e-6)
     sc = dev(RNG.random(ch) + 0.5)
     sh = dev(RNG.standard_normal(ch))
@@ -415,6 +474,7 @@ log("== benchmark (float32)")
 # sets of inputs and outputs so that repeated calls measure HBM, not the cache.
 ROT = 1 if SIM else 4
 if SIM:
+
     def _spin(ns):  # nothing to pre-fill on the host
         pass
 
@@ -424,12 +484,15 @@ if SIM:
             fn((k + i) % ROT)
         return (time.perf_counter() - t) / reps
 else:
-    _spin_k = cp.RawKernel(r"""
+    _spin_k = cp.RawKernel(
+        r"""
 extern "C" __global__ void spin(unsigned long long ns) {
     unsigned long long t0, t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
     do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while (t - t0 < ns);
-}""", "spin")
+}""",
+        "spin",
+    )
 
     def _spin(ns):
         _spin_k((1,), (1,), (np.uint64(min(int(ns), 400_000_000)),))
@@ -497,10 +560,18 @@ def bench(name, kernels, fn, nbytes, peer=None, peer_name=None, optional=False):
         return None
     t_copy = copy_time(nbytes)
     row = {
-        "op": name, "kernels": kernels, "mb": nbytes / 1e6, "dev_us": t_dev * 1e6,
-        "host_us": t_host * 1e6, "b2b_us": t_b2b * 1e6, "gbps": nbytes / t_dev / 1e9,
-        "copy_share": t_copy / t_dev, "peak_share": nbytes / t_dev / PEAK,
-        "copy_us": t_copy * 1e6, "peer": peer_name, "peer_us": None,
+        "op": name,
+        "kernels": kernels,
+        "mb": nbytes / 1e6,
+        "dev_us": t_dev * 1e6,
+        "host_us": t_host * 1e6,
+        "b2b_us": t_b2b * 1e6,
+        "gbps": nbytes / t_dev / 1e9,
+        "copy_share": t_copy / t_dev,
+        "peak_share": nbytes / t_dev / PEAK,
+        "copy_us": t_copy * 1e6,
+        "peer": peer_name,
+        "peer_us": None,
     }
     if peer is not None:
         try:
@@ -509,9 +580,11 @@ def bench(name, kernels, fn, nbytes, peer=None, peer_name=None, optional=False):
             log(f"  peer {peer_name} of {name} raised {type(exc).__name__}: {exc}")
     TABLE.append(row)
     RESULTS["bench"].append(row)
-    log(f"  {name:24s} dev {row['dev_us']:9.1f} us  host {row['host_us']:8.1f} us  "
+    log(
+        f"  {name:24s} dev {row['dev_us']:9.1f} us  host {row['host_us']:8.1f} us  "
         f"{row['gbps']:7.1f} GB/s  {row['copy_share']:6.1%} of copy"
-        + (f"  peer {row['peer_us']:.1f} us" if row["peer_us"] else ""))
+        + (f"  peer {row['peer_us']:.1f} us" if row["peer_us"] else "")
+    )
     return row
 
 
@@ -567,28 +640,63 @@ def cupy_bn_bwd(i):
     sdyx = (dy * xmu).sum(axis=(0, 2))
     r = f32(1.0) / xp.sqrt(x.var(axis=(0, 2)) + EPS)
     k = f32(BN[0] * BN[2])
-    return (w * r)[None, :, None] * (dy - (sdy / k)[None, :, None]
-                                     - xmu * (sdyx * r * r / k)[None, :, None])
+    return (w * r)[None, :, None] * (
+        dy - (sdy / k)[None, :, None] - xmu * (sdyx * r * r / k)[None, :, None]
+    )
 
 
-bench("bn.moments", "_moments_partials+_moments_merge", lambda i: be.channel_moments(X[i]), 4 * n_el)
-bench("bn.affine", "_affine_kernel",
-      lambda i: be.channel_affine(X[i], mean, scale, shift, OUT[i]), 8 * n_el)
-bench("bn.fwd.train", "F.batch_norm", lambda i: F.batch_norm(
-    X[i], rm, rv, w, b, training=True, out=OUT[i], backend="cuda"), 12 * n_el, cupy_bn_fwd, "cupy")
-bench("bn.fwd.eval", "F.batch_norm", lambda i: F.batch_norm(
-    X[i], rm, rv, w, b, training=False, out=OUT[i], backend="cuda"), 8 * n_el)
-bench("bn.bwd.reduce", "_backward_partials+column_sums2",
-      lambda i: be.channel_backward_reduce(DY[i], X[i], mean), 8 * n_el)
-bench("bn.bwd.elemt", "_backward_elemt_kernel",
-      lambda i: be.channel_backward_elemt(DY[i], X[i], mean, ab, bb, cb_, OUT[i]), 12 * n_el)
-bench("bn.bwd", "F.batch_norm_backward", lambda i: F.batch_norm_backward(
-    DY[i], X[i], mean, rstd, w, backend="cuda"), 20 * n_el, cupy_bn_bwd, "cupy")
+bench(
+    "bn.moments", "_moments_partials+_moments_merge", lambda i: be.channel_moments(X[i]), 4 * n_el
+)
+bench(
+    "bn.affine",
+    "_affine_kernel",
+    lambda i: be.channel_affine(X[i], mean, scale, shift, OUT[i]),
+    8 * n_el,
+)
+bench(
+    "bn.fwd.train",
+    "F.batch_norm",
+    lambda i: F.batch_norm(X[i], rm, rv, w, b, training=True, out=OUT[i], backend="cuda"),
+    12 * n_el,
+    cupy_bn_fwd,
+    "cupy",
+)
+bench(
+    "bn.fwd.eval",
+    "F.batch_norm",
+    lambda i: F.batch_norm(X[i], rm, rv, w, b, training=False, out=OUT[i], backend="cuda"),
+    8 * n_el,
+)
+bench(
+    "bn.bwd.reduce",
+    "_backward_partials+column_sums2",
+    lambda i: be.channel_backward_reduce(DY[i], X[i], mean),
+    8 * n_el,
+)
+bench(
+    "bn.bwd.elemt",
+    "_backward_elemt_kernel",
+    lambda i: be.channel_backward_elemt(DY[i], X[i], mean, ab, bb, cb_, OUT[i]),
+    12 * n_el,
+)
+bench(
+    "bn.bwd",
+    "F.batch_norm_backward",
+    lambda i: F.batch_norm_backward(DY[i], X[i], mean, rstd, w, backend="cuda"),
+    20 * n_el,
+    cupy_bn_bwd,
+    "cupy",
+)
 if torch is not None:
     XT, wt_, bt_ = [tt(a) for a in X], tt(w), tt(b)
     rmt, rvt = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
-    bench("torch.bn.fwd.train", "torch", lambda i: torch.nn.functional.batch_norm(
-        XT[i], rmt, rvt, wt_, bt_, training=True), 12 * n_el)
+    bench(
+        "torch.bn.fwd.train",
+        "torch",
+        lambda i: torch.nn.functional.batch_norm(XT[i], rmt, rvt, wt_, bt_, training=True),
+        12 * n_el,
+    )
 layer = normdrop.BatchNorm1d(c).to("cuda")
 bench("bn.layer.fwd.train", "BatchNorm1d()", lambda i: layer(X[i]), 12 * n_el)
 
@@ -596,7 +704,13 @@ bench("bn.layer.fwd.train", "BatchNorm1d()", lambda i: layer(X[i]), 12 * n_el)
 def _private():
     """The backend's modules, to launch one kernel alone (None if their layout changed)."""
     try:
-        from normdrop.backends.cuda_backend import _arrays, _batchnorm, _layernorm, _reduce, _runtime
+        from normdrop.backends.cuda_backend import (
+            _arrays,
+            _batchnorm,
+            _layernorm,
+            _reduce,
+            _runtime,
+        )
 
         return _arrays, _batchnorm, _layernorm, _reduce, _runtime
     except ImportError as exc:
@@ -616,30 +730,57 @@ def bench_bn_kernels():
     parts = [xp.empty((grid[1], ch), np.float64) for _ in range(2)]
     pk = [ar.kernel_out(q) for q in parts]
     a1 = [(ar.kernel_in(X[i]), *pk) for i in range(ROT)]
-    bench("k._moments_partials", f"grid {grid} block {block}",
-          lambda i: bnm._moments_partials[grid, block, s](*a1[i]), 4 * n_el)
+    bench(
+        "k._moments_partials",
+        f"grid {grid} block {block}",
+        lambda i: bnm._moments_partials[grid, block, s](*a1[i]),
+        4 * n_el,
+    )
     mv = [ar.kernel_out(xp.empty(ch, np.float64)) for _ in range(2)]
     a2 = (ar.kernel_in(X[0]), *[ar.kernel_in(q) for q in parts], *mv)
     g2 = rt.blocks_for(ch)
-    bench("k._moments_merge", f"grid {g2} block {rt.THREADS}",
-          lambda i: bnm._moments_merge_kernel[g2, rt.THREADS, s](*a2), 8 * (2 * grid[1] + 2) * ch)
-    a3 = [(ar.kernel_in(DY[i]), ar.kernel_in(X[i]), ar.kernel_in(mean), pk[0], pk[1])
-          for i in range(ROT)]
-    bench("k._backward_partials", f"grid {grid} block {block}",
-          lambda i: bnm._backward_partials[grid, block, s](*a3[i]), 8 * n_el)
-    bench("k.column_sums2 (bn)", "_reduce.column_sums2",
-          lambda i: rdm.column_sums2(parts[0], parts[1], mv[0], mv[1], s),
-          8 * (2 * grid[1] + 2) * ch)
+    bench(
+        "k._moments_merge",
+        f"grid {g2} block {rt.THREADS}",
+        lambda i: bnm._moments_merge_kernel[g2, rt.THREADS, s](*a2),
+        8 * (2 * grid[1] + 2) * ch,
+    )
+    a3 = [
+        (ar.kernel_in(DY[i]), ar.kernel_in(X[i]), ar.kernel_in(mean), pk[0], pk[1])
+        for i in range(ROT)
+    ]
+    bench(
+        "k._backward_partials",
+        f"grid {grid} block {block}",
+        lambda i: bnm._backward_partials[grid, block, s](*a3[i]),
+        8 * n_el,
+    )
+    bench(
+        "k.column_sums2 (bn)",
+        "_reduce.column_sums2",
+        lambda i: rdm.column_sums2(parts[0], parts[1], mv[0], mv[1], s),
+        8 * (2 * grid[1] + 2) * ch,
+    )
+
 
 bench_bn_kernels()
 X = DY = OUT = XT = None  # free them
 # --- BatchNorm1d channels-last (N, C)
 X2, OUT2 = rot(BN2), rot(BN2, fill="empty")
-bench("bn2d.moments", "_moments_partials+_moments_merge", lambda i: be.channel_moments(
-    X2[i].reshape(BN2[0], BN2[1], 1)), 4 * X2[0].size)
-bench("bn2d.fwd.train", "F.batch_norm", lambda i: F.batch_norm(
-    X2[i], training=True, out=OUT2[i], backend="cuda"), 12 * X2[0].size,
-    lambda i: (X2[i] - X2[i].mean(0)) / xp.sqrt(X2[i].var(0) + EPS), "cupy")
+bench(
+    "bn2d.moments",
+    "_moments_partials+_moments_merge",
+    lambda i: be.channel_moments(X2[i].reshape(BN2[0], BN2[1], 1)),
+    4 * X2[0].size,
+)
+bench(
+    "bn2d.fwd.train",
+    "F.batch_norm",
+    lambda i: F.batch_norm(X2[i], training=True, out=OUT2[i], backend="cuda"),
+    12 * X2[0].size,
+    lambda i: (X2[i] - X2[i].mean(0)) / xp.sqrt(X2[i].var(0) + EPS),
+    "cupy",
+)
 X2 = OUT2 = None
 # --- LayerNorm (R, D)
 XL, DYL, OUTL = rot(LN), rot(LN), rot(LN, fill="empty")
@@ -667,23 +808,51 @@ def cupy_ln_bwd(i):
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
-bench("ln.fwd.kernel", "_forward_kernel", lambda i: be.layer_norm_forward(
-    XL[i], wl64, bl64, EPS, OUTL[i]), 8 * n_el, cupy_ln_fwd, "cupy")
-bench("ln.fwd", "F.layer_norm", lambda i: F.layer_norm(XL[i], d, wl, bl, EPS, out=OUTL[i],
-                                                       backend="cuda"), 8 * n_el)
+bench(
+    "ln.fwd.kernel",
+    "_forward_kernel",
+    lambda i: be.layer_norm_forward(XL[i], wl64, bl64, EPS, OUTL[i]),
+    8 * n_el,
+    cupy_ln_fwd,
+    "cupy",
+)
+bench(
+    "ln.fwd",
+    "F.layer_norm",
+    lambda i: F.layer_norm(XL[i], d, wl, bl, EPS, out=OUTL[i], backend="cuda"),
+    8 * n_el,
+)
 lnl = normdrop.LayerNorm(d).to("cuda")
 bench("ln.layer.fwd", "LayerNorm() f32 params", lambda i: lnl(XL[i]), 8 * n_el)
-bench("ln.bwd.kernel+grads", "_backward_kernel+column_sums2", lambda i: be.layer_norm_backward(
-    DYL[i], XL[i], meanl, rstdl, wl64, OUTL[i], True), 12 * n_el, cupy_ln_bwd, "cupy")
-bench("ln.bwd.kernel.nograds", "_backward_kernel", lambda i: be.layer_norm_backward(
-    DYL[i], XL[i], meanl, rstdl, wl64, OUTL[i], False), 12 * n_el)
-bench("ln.bwd", "F.layer_norm_backward", lambda i: F.layer_norm_backward(
-    DYL[i], XL[i], d, meanl, rstdl, wl, backend="cuda"), 12 * n_el)
+bench(
+    "ln.bwd.kernel+grads",
+    "_backward_kernel+column_sums2",
+    lambda i: be.layer_norm_backward(DYL[i], XL[i], meanl, rstdl, wl64, OUTL[i], True),
+    12 * n_el,
+    cupy_ln_bwd,
+    "cupy",
+)
+bench(
+    "ln.bwd.kernel.nograds",
+    "_backward_kernel",
+    lambda i: be.layer_norm_backward(DYL[i], XL[i], meanl, rstdl, wl64, OUTL[i], False),
+    12 * n_el,
+)
+bench(
+    "ln.bwd",
+    "F.layer_norm_backward",
+    lambda i: F.layer_norm_backward(DYL[i], XL[i], d, meanl, rstdl, wl, backend="cuda"),
+    12 * n_el,
+)
 bench("ln.row_moments", "_row_moments_kernel", lambda i: be.row_moments(XL[i]), 4 * n_el)
 if torch is not None:
     XLT, wlt, blt = [tt(a) for a in XL], tt(wl), tt(bl)
-    bench("torch.ln.fwd", "torch", lambda i: torch.nn.functional.layer_norm(
-        XLT[i], (d,), wlt, blt, EPS), 8 * n_el)
+    bench(
+        "torch.ln.fwd",
+        "torch",
+        lambda i: torch.nn.functional.layer_norm(XLT[i], (d,), wlt, blt, EPS),
+        8 * n_el,
+    )
 
 
 @guarded("single LN kernels")
@@ -697,15 +866,35 @@ def bench_ln_kernels():
     prow = blocks * threads[1]
     s = rt.stream()
     pdw, pdb = xp.empty((prow, feats), np.float64), xp.empty((prow, feats), np.float64)
-    a1 = [(ar.kernel_in(DYL[i]), ar.kernel_in(XL[i]), ar.kernel_in(meanl), ar.kernel_in(rstdl),
-           ar.kernel_in(wl64), True, True, ar.kernel_out(OUTL[i]), ar.kernel_out(pdw),
-           ar.kernel_out(pdb)) for i in range(ROT)]
-    bench("k.ln_backward(grads)", f"grid {blocks} block {threads}",
-          lambda i: lnm._backward_kernel[blocks, threads, s](*a1[i]),
-          12 * n_el + 32 * prow * feats)
+    a1 = [
+        (
+            ar.kernel_in(DYL[i]),
+            ar.kernel_in(XL[i]),
+            ar.kernel_in(meanl),
+            ar.kernel_in(rstdl),
+            ar.kernel_in(wl64),
+            True,
+            True,
+            ar.kernel_out(OUTL[i]),
+            ar.kernel_out(pdw),
+            ar.kernel_out(pdb),
+        )
+        for i in range(ROT)
+    ]
+    bench(
+        "k.ln_backward(grads)",
+        f"grid {blocks} block {threads}",
+        lambda i: lnm._backward_kernel[blocks, threads, s](*a1[i]),
+        12 * n_el + 32 * prow * feats,
+    )
     dw_, db_ = xp.empty(feats, np.float64), xp.empty(feats, np.float64)
-    bench("k.column_sums2 (ln)", "_reduce.column_sums2",
-          lambda i: rdm.column_sums2(pdw, pdb, dw_, db_, s), 8 * (2 * prow + 2) * feats)
+    bench(
+        "k.column_sums2 (ln)",
+        "_reduce.column_sums2",
+        lambda i: rdm.column_sums2(pdw, pdb, dw_, db_, s),
+        8 * (2 * prow + 2) * feats,
+    )
+
 
 bench_ln_kernels()
 XL = DYL = OUTL = XLT = None
@@ -718,25 +907,45 @@ BITS = [xp.empty(((n_el + 7) // 8,), np.uint8) for _ in range(ROT)]
 for i_ in range(ROT):
     be.dropout_forward(XD[i_], thr, dscale, 1, i_, OUTD[i_], BITS[i_])
 KEEP = [dev(host(F.dropout_mask(DO, p, seed=1, call=i_, backend="cuda"))) for i_ in range(ROT)]
-bench("do.fwd.bitmask", "_dropout_bitmask_kernel", lambda i: be.dropout_forward(
-    XD[i], thr, dscale, 1, 0, OUTD[i], BITS[i]), 8 * n_el + n_el // 8,
-    lambda i: xp.where(KEEP[i], XD[i] * dscale, f32(0)), "cupy where(mask)")
-bench("do.fwd.nobitmask", "_dropout_kernel", lambda i: be.dropout_forward(
-    XD[i], thr, dscale, 1, 0, OUTD[i], None), 8 * n_el,
+bench(
+    "do.fwd.bitmask",
+    "_dropout_bitmask_kernel",
+    lambda i: be.dropout_forward(XD[i], thr, dscale, 1, 0, OUTD[i], BITS[i]),
+    8 * n_el + n_el // 8,
+    lambda i: xp.where(KEEP[i], XD[i] * dscale, f32(0)),
+    "cupy where(mask)",
+)
+bench(
+    "do.fwd.nobitmask",
+    "_dropout_kernel",
+    lambda i: be.dropout_forward(XD[i], thr, dscale, 1, 0, OUTD[i], None),
+    8 * n_el,
     (lambda i: xp.where(xp.random.random(DO, dtype=f32) >= f32(p), XD[i] * dscale, f32(0)))
-    if not SIM else None, "cupy random+where")
-bench("do.bwd.bitmask", "_apply_bitmask_kernel", lambda i: be.dropout_apply_bitmask(
-    XD[i], BITS[i], dscale, OUTD[i]), 8 * n_el + n_el // 8,
-    lambda i: xp.where(xp.unpackbits(BITS[i], bitorder="little").reshape(DO).astype(bool),
-                       XD[i] * dscale, f32(0)), "cupy unpackbits+where")
+    if not SIM
+    else None,
+    "cupy random+where",
+)
+bench(
+    "do.bwd.bitmask",
+    "_apply_bitmask_kernel",
+    lambda i: be.dropout_apply_bitmask(XD[i], BITS[i], dscale, OUTD[i]),
+    8 * n_el + n_el // 8,
+    lambda i: xp.where(
+        xp.unpackbits(BITS[i], bitorder="little").reshape(DO).astype(bool), XD[i] * dscale, f32(0)
+    ),
+    "cupy unpackbits+where",
+)
 bench("do.mask", "_mask_kernel", lambda i: be.dropout_mask(n_el, thr, 1, i), n_el)
 bench("do.philox_words", "_words_kernel", lambda i: be.philox_words(n_el, 1, i), 4 * n_el)
-bench("do.fwd", "F.dropout", lambda i: F.dropout(XD[i], p, seed=1, call=0, return_bitmask=True,
-                                                 out=OUTD[i], backend="cuda"), 8 * n_el + n_el // 8)
+bench(
+    "do.fwd",
+    "F.dropout",
+    lambda i: F.dropout(XD[i], p, seed=1, call=0, return_bitmask=True, out=OUTD[i], backend="cuda"),
+    8 * n_el + n_el // 8,
+)
 if torch is not None:
     XDT = [tt(a) for a in XD]
-    bench("torch.do.fwd", "torch", lambda i: torch.nn.functional.dropout(XDT[i], p, True),
-          8 * n_el)
+    bench("torch.do.fwd", "torch", lambda i: torch.nn.functional.dropout(XDT[i], p, True), 8 * n_el)
 XD = OUTD = BITS = KEEP = XDT = None
 
 # --- specialisations compiled in this process (re-typing / recompiles)
@@ -744,7 +953,11 @@ spec = {}
 for modname in ("_batchnorm", "_layernorm", "_dropout", "_reduce"):
     mod = sys.modules.get(f"normdrop.backends.cuda_backend.{modname}")
     for k, v in vars(mod or {}).items():
-        if hasattr(v, "overloads") and hasattr(v, "py_func") and v.py_func.__module__ == mod.__name__:
+        if (
+            hasattr(v, "overloads")
+            and hasattr(v, "py_func")
+            and v.py_func.__module__ == mod.__name__
+        ):
             if not getattr(v, "targetoptions", {}).get("device", False):
                 spec[f"{modname}.{k}"] = len(v.overloads)
 RESULTS["env"]["specialisations"] = spec
@@ -752,19 +965,30 @@ log(f"  kernel specialisations compiled in this run: {sum(spec.values())} over {
 
 # ----------------------------------------------------------------------------- table
 log("")
-log(f"device {RESULTS['env'].get('gpu', 'simulator')}; copy = same-run CuPy copy of the same bytes;"
+log(
+    f"device {RESULTS['env'].get('gpu', 'simulator')}; copy = same-run CuPy copy of the same bytes;"
     " dev = CUDA-event time per call, queue pre-filled; host = Python time to enqueue one call;"
-    " b2b = per call in a back-to-back loop; bound = host when enqueueing takes longer than the GPU;"
-    " x peer = peer time / ours (> 1: ours faster); k.* = one kernel launched alone")
-hdr = (f"{'op':24s} {'kernels':30s} {'MB':>7s} {'dev us':>9s} {'GB/s':>7s} {'%copy':>6s} "
-       f"{'%4.8TB':>6s} {'host us':>8s} {'b2b us':>8s} {'bound':>5s} {'peer us':>8s} {'x peer':>6s}")
+    " b2b = per call in a back-to-back loop;"
+    " bound = host when enqueueing takes longer than the GPU;"
+    " x peer = peer time / ours (> 1: ours faster); k.* = one kernel launched alone"
+)
+hdr = (
+    f"{'op':24s} {'kernels':30s} {'MB':>7s} {'dev us':>9s} {'GB/s':>7s} {'%copy':>6s} "
+    f"{'%4.8TB':>6s} {'host us':>8s} {'b2b us':>8s} {'bound':>5s} {'peer us':>8s} {'x peer':>6s}"
+)
 log(hdr)
 log("-" * len(hdr))
 for r in TABLE:
-    peer = f"{r['peer_us']:8.1f} {r['peer_us'] / r['dev_us']:6.2f}" if r["peer_us"] else f"{'':8s} {'':6s}"
-    log(f"{r['op']:24s} {r['kernels'][:30]:30s} {r['mb']:7.1f} {r['dev_us']:9.1f} {r['gbps']:7.1f} "
+    peer = (
+        f"{r['peer_us']:8.1f} {r['peer_us'] / r['dev_us']:6.2f}"
+        if r["peer_us"]
+        else f"{'':8s} {'':6s}"
+    )
+    log(
+        f"{r['op']:24s} {r['kernels'][:30]:30s} {r['mb']:7.1f} {r['dev_us']:9.1f} {r['gbps']:7.1f} "
         f"{r['copy_share']:6.1%} {r['peak_share']:6.1%} {r['host_us']:8.1f} {r['b2b_us']:8.1f} "
-        f"{'host' if r['host_us'] > r['dev_us'] else 'gpu':>5s} {peer}")
+        f"{'host' if r['host_us'] > r['dev_us'] else 'gpu':>5s} {peer}"
+    )
 if COPY:
     big = max(COPY)
     log(f"copy reference: {big / COPY[big] / 1e9:.0f} GB/s (CuPy copy of {big / 1e6:.0f} MB)")
@@ -781,15 +1005,22 @@ def share(op):
     if op not in head:
         return "n/a"
     r = head[op]
-    return f"{r['copy_share']:.0%} ({r['dev_us']:.0f} us on the GPU, {r['b2b_us']:.0f} us per call in a loop)"
+    return (
+        f"{r['copy_share']:.0%} ({r['dev_us']:.0f} us on the GPU, "
+        f"{r['b2b_us']:.0f} us per call in a loop)"
+    )
 
 
-summary = (f"checks {ok_checks}/{len(RESULTS['checks'])}; of copy bandwidth: BN fwd train "
-           f"{share('bn.fwd.train')}, LN fwd {share('ln.fwd.kernel')}, Dropout fwd "
-           f"{share('do.fwd.bitmask')}; {time.perf_counter() - T_START:.0f} s"
-           + (" (SIMULATOR dry run)" if SIM else ""))
+summary = (
+    f"checks {ok_checks}/{len(RESULTS['checks'])}; of copy bandwidth: BN fwd train "
+    f"{share('bn.fwd.train')}, LN fwd {share('ln.fwd.kernel')}, Dropout fwd "
+    f"{share('do.fwd.bitmask')}; {time.perf_counter() - T_START:.0f} s"
+    + (" (SIMULATOR dry run)" if SIM else "")
+)
 if FAILED:
-    log(f"GPU_CHECK FAIL: {len(FAILED)} failed ({', '.join(FAILED[:6])}"
-        f"{', ...' if len(FAILED) > 6 else ''}); {summary}")
+    log(
+        f"GPU_CHECK FAIL: {len(FAILED)} failed ({', '.join(FAILED[:6])}"
+        f"{', ...' if len(FAILED) > 6 else ''}); {summary}"
+    )
     sys.exit(1)
 log(f"GPU_CHECK PASS: {summary}")
