@@ -63,6 +63,14 @@ def _row_mean_var(x, row, sa, sb):
     if row >= 0:
         k = float(x[row, 0])
         j = tx
+        while j + 3 * bx < features:  # four loads in flight, then the sums
+            v0 = float(x[row, j]) - k
+            v1 = float(x[row, j + bx]) - k
+            v2 = float(x[row, j + 2 * bx]) - k
+            v3 = float(x[row, j + 3 * bx]) - k
+            a += (v0 + v1) + (v2 + v3)
+            b += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            j += 4 * bx
         while j < features:
             v = float(x[row, j]) - k
             a += v
@@ -98,6 +106,17 @@ def _row_moments_kernel(x, mean, var):
         first += cuda.gridDim.x * cuda.blockDim.y
 
 
+@cuda.jit(device=True)
+def _affine(v, mu, rs, weight, bias, has_weight, has_bias, j):
+    """``(v - mu) * rs * weight[j] + bias[j]`` in float64 (factors present or not)."""
+    y = (v - mu) * rs
+    if has_weight:
+        y = y * float(weight[j])
+    if has_bias:
+        y = y + float(bias[j])
+    return y
+
+
 @kernel
 def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd):
     """Row statistics, then ``out = (x - mean) * rstd * weight + bias`` per row."""
@@ -112,15 +131,17 @@ def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd)
         mu, v = _row_mean_var(x, row, sa, sb)
         if row >= 0:
             rs = 1.0 / math.sqrt(v + eps)
+            bx = cuda.blockDim.x
             j = cuda.threadIdx.x
-            while j < features:
-                y = (float(x[row, j]) - mu) * rs
-                if has_weight:
-                    y = y * float(weight[j])
-                if has_bias:
-                    y = y + float(bias[j])
-                out[row, j] = y
-                j += cuda.blockDim.x
+            while j + bx < features:  # two loads before two stores (out may be x)
+                y0 = float(x[row, j])
+                y1 = float(x[row, j + bx])
+                out[row, j] = _affine(y0, mu, rs, weight, bias, has_weight, has_bias, j)
+                out[row, j + bx] = _affine(y1, mu, rs, weight, bias, has_weight, has_bias, j + bx)
+                j += 2 * bx
+            if j < features:
+                y0 = float(x[row, j])
+                out[row, j] = _affine(y0, mu, rs, weight, bias, has_weight, has_bias, j)
             if cuda.threadIdx.x == 0:
                 mean[row] = mu
                 rstd[row] = rs
