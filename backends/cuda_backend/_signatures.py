@@ -119,8 +119,8 @@ def describe(arg: Any) -> str:
         return "float64"
     if isinstance(arg, np.generic):
         return arg.dtype.name
-    flags = getattr(arg, "flags", None)
-    contiguous = arg.is_c_contiguous() if flags is None else bool(flags["C_CONTIGUOUS"])
+    flags = getattr(arg, "flags", None)  # NumPy, CuPy and numba arrays all have it
+    contiguous = arg.is_c_contiguous() if flags is None else bool(flags.c_contiguous)
     spec = _a(np.dtype(arg.dtype).name, arg.ndim)
     return spec if contiguous else spec + " (not C-contiguous)"
 
