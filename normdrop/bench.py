@@ -854,6 +854,11 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(c.name) for c in cases)
         print("\n".join(f"{c.name:<{width}}  {c.shape}" for c in cases))
         return 0
+    if args.backend == "cuda":
+        from normdrop import _bench_cuda  # CUDA-event timings on a GPU
+
+        if _bench_cuda.gpu_present():
+            return _bench_cuda.run(args, cases)
     settings = Settings.from_args(args)
     target = _target(args.backend)
     reference = Target(normdrop.get_backend("numpy"), "numpy")

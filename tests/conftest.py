@@ -7,15 +7,19 @@ and compares them with the ``numpy`` reference backend in float64.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
 
-# Before anything imports numba: without a GPU, the cuda backend runs on the CUDA simulator.
-if "NUMBA_ENABLE_CUDASIM" not in os.environ and (
-    shutil.which("nvidia-smi") is None or not os.path.exists("/dev/nvidia0")
-):
+# Before anything imports numba: the cuda backend runs on the GPU when there is one and CuPy is
+# installed (the cuda extra), and on the CUDA simulator otherwise.
+_GPU = shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidia0")
+_CUPY = importlib.util.find_spec("cupy") is not None
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (_GPU and _CUPY):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+# Every cuda kernel launch checks its argument types against the table CI compiles.
+os.environ.setdefault("NORMDROP_CUDA_CHECK_SIGNATURES", "1")
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     # The simulator runs each CUDA thread as a Python thread and polls them at every
     # syncthreads while holding the GIL; a short switch interval makes that ~4x faster.
@@ -26,6 +30,21 @@ import pytest  # noqa: E402
 
 import normdrop  # noqa: E402
 from normdrop.errors import BackendError  # noqa: E402
+
+
+def pytest_report_header(config):
+    """Say whether the cuda backend's tests run on a GPU or on the CUDA simulator."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        why = "a GPU is here but CuPy is not: pip install -e '.[test,cuda]'" if _GPU else "no GPU"
+        return f"cuda backend: CUDA simulator (NUMBA_ENABLE_CUDASIM=1; {why})"
+    try:
+        status = normdrop.backend_status().get("cuda")
+    except Exception as exc:  # noqa: BLE001  (a header must not break the run)
+        status = f"{type(exc).__name__}: {exc}"
+    if status is None:
+        return "cuda backend: real GPU (NUMBA_ENABLE_CUDASIM=0)"
+    return f"cuda backend: GPU run requested but not available ({status})"
+
 
 #: Backends that run every thread in Python (the CUDA simulator): tests keep shapes small.
 SLOW_BACKENDS = {"cuda"}

@@ -159,11 +159,14 @@ def ascontiguous(x: Any) -> Any:
 def kernel_in(x: Any) -> Any:
     """``x`` as a kernel argument the kernel only reads.
 
-    On a GPU, arrays other than numba's become numba views without synchronising
-    on the stream they carry (numba's default would block the host at every
-    launch; the kernels run on CuPy's current stream anyway). The simulator copies
-    NumPy arguments in and, unless marked input-only as here, back out: read-only
-    inputs and inputs aliasing an output stay untouched.
+    On a GPU, arrays go to the kernel as they are: numba-cuda (0.30) types a CuPy
+    array from its DLPack export (``cuda.core``'s ``StridedMemoryView``, a C-level
+    view without a Python ``DeviceNDArray``) and passes its pointer, shape and
+    strides without synchronising; wrapping each array in a numba
+    ``DeviceNDArray`` first (``cuda.as_cuda_array``) would build a Python object,
+    a ``MemoryPointer`` and its finaliser per array and launch. The simulator
+    copies NumPy arguments in and, unless marked input-only as here, back out:
+    read-only inputs and inputs aliasing an output stay untouched.
 
     Parameters
     ----------
@@ -173,9 +176,9 @@ def kernel_in(x: Any) -> Any:
     -------
     array or argument hint
     """
-    if SIMULATOR:
-        return cuda.In(x) if isinstance(x, np.ndarray) else x
-    return x if is_numba_array(x) else cuda.as_cuda_array(x, sync=False)
+    if SIMULATOR and isinstance(x, np.ndarray):
+        return cuda.In(x)
+    return x
 
 
 def kernel_out(x: Any) -> Any:
@@ -189,6 +192,4 @@ def kernel_out(x: Any) -> Any:
     -------
     array
     """
-    if SIMULATOR or is_numba_array(x):
-        return x
-    return cuda.as_cuda_array(x, sync=False)
+    return x

@@ -77,6 +77,30 @@ class CudaBackend:
         """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``."""
         return _layernorm.layer_norm_forward(x, weight, bias, eps, out)
 
+    def batch_norm_forward(
+        self,
+        x: Any,
+        running_mean: Any | None,
+        running_var: Any | None,
+        weight: Any | None,
+        bias: Any | None,
+        use_batch: bool,
+        update: bool,
+        momentum: float,
+        eps: float,
+        out: Any,
+    ) -> tuple[Any, Any, Any]:
+        """Whole BatchNorm forward of ``(N, C, L)`` data in two or three launches.
+
+        Batch statistics when ``use_batch`` (else the running ones), the running
+        statistics updated in place on the device when ``update``, weight and bias
+        folded in by a kernel: no per-channel vector arithmetic on the host.
+        Return ``(out, mean, rstd)`` with float64 statistics.
+        """
+        return _batchnorm.batch_norm_forward(
+            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
+        )
+
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
         """Per channel, float64 ``sum(dy)`` and ``sum((x - mean) * dy)``."""

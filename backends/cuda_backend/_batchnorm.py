@@ -2,8 +2,12 @@
 
 Statistics and the backward sums are two-stage reductions: a block reduces a
 slice of the ``N * L`` positions of some channels into one row of a ``[blocks, C]``
-partial buffer (Welford per thread, Chan merges through shared memory), and a
-merge kernel combines the rows in order. The block shape follows the layout so
+partial buffer (sums shifted by the channel's first value, see :mod:`._reduce`,
+added through shared memory), and a second kernel adds the rows in order. For the
+whole-layer forward (:func:`batch_norm_forward`) that second kernel also updates
+the running statistics and folds weight and bias into per-channel ``scale`` and
+``shift``, so a training forward is three launches and no vector arithmetic on
+the host. The block shape follows the layout so
 that neighbouring threads read neighbouring addresses:
 
 * ``L == 1`` (``(N, C)`` data): a 2-D block, ``x`` along up to ``TILE_X`` channels
@@ -18,21 +22,28 @@ division per element), in float64, rounded once on store.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ._arrays import alloc_like, kernel_in, kernel_out
-from ._reduce import (
-    merge_moments_kernel,
-    sum_rows2_kernel,
-    tree_merge,
-    tree_sum2,
-    welford_step,
+from ._reduce import column_sums2, shifted_moments, tree_sum2
+from ._runtime import (
+    REDUCE_BLOCKS,
+    THREADS,
+    TILE_X,
+    blocks_for,
+    cuda,
+    kernel,
+    launch,
+    next_pow2,
+    on_device,
+    stream,
 )
-from ._runtime import REDUCE_BLOCKS, THREADS, TILE_X, blocks_for, cuda, next_pow2, stream
 
 __all__ = [
+    "batch_norm_forward",
     "channel_affine",
     "channel_backward_elemt",
     "channel_backward_reduce",
@@ -94,12 +105,15 @@ def _layout(length):
     return bx * cuda.blockDim.y, cuda.threadIdx.y * bx + cuda.threadIdx.x, 1
 
 
-@cuda.jit
-def _moments_partials(x, pn, pmean, pm2):
-    """Per block, Welford ``(n, mean, M2)`` of its positions of each channel -> row of partials."""
-    sn = cuda.shared.array(THREADS, np.float64)
-    smean = cuda.shared.array(THREADS, np.float64)
-    sm2 = cuda.shared.array(THREADS, np.float64)
+@kernel
+def _moments_partials(x, p1, p2):
+    """Per block, ``sum(v - k)`` and ``sum((v - k)**2)`` of its positions of each channel.
+
+    ``k = x[0, c, 0]``, the same shift for every block of channel ``c``; the sums
+    land in row ``blockIdx.y`` of the partial buffers.
+    """
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
     channels = x.shape[1]
     length = x.shape[2]
     rows = x.shape[0]
@@ -113,30 +127,101 @@ def _moments_partials(x, pn, pmean, pm2):
     base = cuda.blockIdx.x * width
     while base < channels:
         c = base + tx if length == 1 else base
-        n = 0.0
-        mean = 0.0
-        m2 = 0.0
+        a = 0.0
+        b = 0.0
         if c < channels:
+            k = float(x[0, c, 0])
             row, col = _position(g * lanes + lane, length)
             while row < rows:
-                n, mean, m2 = welford_step(n, mean, m2, float(x[row, c, col]))
+                v = float(x[row, c, col]) - k
+                a += v
+                b += v * v
                 row, col = _advance(row, col, step_rows, step_cols, length)
-        sn[slot] = n
-        smean[slot] = mean
-        sm2[slot] = m2
+        sa[slot] = a
+        sb[slot] = b
         cuda.syncthreads()
-        tree_merge(sn, smean, sm2, ty, slot, bx, cuda.blockDim.y)
+        tree_sum2(sa, sb, ty, slot, bx, cuda.blockDim.y)
         if length > 1:
-            tree_merge(sn, smean, sm2, tx if ty == 0 else bx, slot, 1, bx)
+            tree_sum2(sa, sb, tx if ty == 0 else bx, slot, 1, bx)
         if ty == 0 and c < channels and (length == 1 or tx == 0):
-            pn[g, c] = sn[slot]
-            pmean[g, c] = smean[slot]
-            pm2[g, c] = sm2[slot]
+            p1[g, c] = sa[slot]
+            p2[g, c] = sb[slot]
         cuda.syncthreads()
         base += cuda.gridDim.x * width
 
 
-@cuda.jit
+@cuda.jit(device=True)
+def _channel_stats(x, p1, p2, c):
+    """Mean and biased variance of channel ``c`` from the rows of partial sums (NaN if empty)."""
+    count = x.shape[0] * x.shape[2]
+    if count == 0:
+        return math.nan, math.nan
+    a = 0.0
+    b = 0.0
+    for g in range(p1.shape[0]):
+        a += p1[g, c]
+        b += p2[g, c]
+    return shifted_moments(float(x[0, c, 0]), a, b, float(count))
+
+
+@kernel
+def _moments_merge_kernel(x, p1, p2, mean, var):
+    """Per channel (a thread each): mean and biased variance from the partial sums."""
+    c = cuda.grid(1)
+    while c < mean.shape[0]:
+        mean[c], var[c] = _channel_stats(x, p1, p2, c)
+        c += cuda.gridsize(1)
+
+
+@kernel
+def _fold_kernel(
+    x,
+    p1,
+    p2,
+    use_batch,
+    running_mean,
+    running_var,
+    has_running,
+    update,
+    weight,
+    bias,
+    has_weight,
+    has_bias,
+    momentum,
+    eps,
+    stats,
+):
+    """Per channel: statistics, running update, and the fold of weight and bias.
+
+    Batch statistics from the partial sums when ``use_batch``, else the running
+    ones; with ``update`` the running statistics move by ``momentum`` towards the
+    batch's (unbiased variance). Rows of ``stats``: mean, rstd, scale, shift.
+    """
+    c = cuda.grid(1)
+    count = float(x.shape[0] * x.shape[2])
+    while c < stats.shape[1]:
+        if use_batch:
+            mean, var = _channel_stats(x, p1, p2, c)
+            if update:
+                running_mean[c] = (1.0 - momentum) * float(running_mean[c]) + momentum * mean
+                running_var[c] = (1.0 - momentum) * float(running_var[c]) + momentum * (
+                    var * (count / (count - 1.0))
+                )
+        elif has_running:
+            mean = float(running_mean[c])
+            var = float(running_var[c])
+        else:
+            mean = 0.0
+            var = 1.0
+        rstd = 1.0 / math.sqrt(var + eps)
+        stats[0, c] = mean
+        stats[1, c] = rstd
+        stats[2, c] = rstd * float(weight[c]) if has_weight else rstd
+        stats[3, c] = float(bias[c]) if has_bias else 0.0
+        c += cuda.gridsize(1)
+
+
+@kernel
 def _backward_partials(dy, x, mean, pa, pb):
     """Per block, ``sum(dy)`` and ``sum((x - mean) * dy)`` of each channel -> rows of partials."""
     sa = cuda.shared.array(THREADS, np.float64)
@@ -177,7 +262,7 @@ def _backward_partials(dy, x, mean, pa, pb):
         base += cuda.gridDim.x * width
 
 
-@cuda.jit
+@kernel
 def _affine_kernel(x, mean, scale, shift, length, out):
     """``out = (x - mean[c]) * scale[c] + shift[c]`` over flat ``(N * C * L)`` data."""
     channels = scale.shape[0]
@@ -190,7 +275,7 @@ def _affine_kernel(x, mean, scale, shift, length, out):
         c, r = _channel_next(c, r, c_step, r_step, length, channels)
 
 
-@cuda.jit
+@kernel
 def _backward_elemt_kernel(dy, x, mean, a, b, shift, length, out):
     """``out = a[c] * dy + b[c] * (x - mean[c]) + shift[c]`` over flat data."""
     channels = a.shape[0]
@@ -220,6 +305,11 @@ def _partial_geometry(
     return (grid_x, grid_y), block
 
 
+def _placeholder(x: Any, dtype: Any) -> Any:
+    """A one-element array standing in for an absent vector argument."""
+    return alloc_like(x, (1,), dtype)
+
+
 def channel_moments(x: Any) -> tuple[Any, Any]:
     """Per-channel float64 mean and biased variance of ``(N, C, L)`` data, on the device.
 
@@ -232,18 +322,157 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
     mean, var : device arrays of shape (C,)
     """
     n, channels, length = x.shape
-    mean = alloc_like(x, (channels,), np.float64)
-    var = alloc_like(x, (channels,), np.float64)
+    stats = alloc_like(x, (2, channels), np.float64)
+    mean, var = stats[0], stats[1]
     if channels == 0:
         return mean, var
     grid, block = _partial_geometry(n, channels, length)
-    partials = [alloc_like(x, (grid[1], channels), np.float64) for _ in range(3)]
-    s = stream()
-    _moments_partials[grid, block, s](kernel_in(x), *map(kernel_out, partials))
-    merge_moments_kernel[blocks_for(channels), THREADS, s](
-        *map(kernel_in, partials), kernel_out(mean), kernel_out(var)
-    )
+    with on_device(x):
+        s = stream()
+        p1 = alloc_like(x, (grid[1], channels), np.float64)
+        p2 = alloc_like(x, (grid[1], channels), np.float64)
+        if x.size:
+            launch(_moments_partials, grid, block, s, kernel_in(x), kernel_out(p1), kernel_out(p2))
+        launch(
+            _moments_merge_kernel,
+            blocks_for(channels),
+            THREADS,
+            s,
+            kernel_in(x),
+            kernel_in(p1),
+            kernel_in(p2),
+            kernel_out(mean),
+            kernel_out(var),
+        )
     return mean, var
+
+
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _pair(a: Any, b: Any) -> Any:
+    """The one dtype the fused kernel reads ``a`` and ``b`` in, or None when it cannot.
+
+    Both absent: float64 (placeholders); otherwise both present vectors must share
+    a dtype of float32 or float64.
+    """
+    dtypes = {np.dtype(v.dtype) for v in (a, b) if v is not None}
+    if not dtypes:
+        return np.dtype(np.float64)
+    if len(dtypes) == 1 and next(iter(dtypes)) in _FUSED_DTYPES:
+        return next(iter(dtypes))
+    return None
+
+
+def batch_norm_forward(
+    x: Any,
+    running_mean: Any | None,
+    running_var: Any | None,
+    weight: Any | None,
+    bias: Any | None,
+    use_batch: bool,
+    update: bool,
+    momentum: float,
+    eps: float,
+    out: Any,
+) -> tuple[Any, Any, Any]:
+    """Whole BatchNorm forward of ``(N, C, L)`` data: statistics, running update, output.
+
+    Three launches when training (partial sums, the per-channel kernel that merges
+    them, updates the running statistics and folds weight and bias, the affine
+    pass), two in evaluation. Vectors are read in their own dtype (float32 or
+    float64; the running statistics share one, weight and bias share one); other
+    combinations (float16 vectors, mixed pairs) take the unfused kernels.
+
+    Parameters
+    ----------
+    x : device array of shape (N, C, L), C-contiguous
+    running_mean, running_var : device arrays of shape (C,), or None
+        Updated in place when ``update``.
+    weight, bias : device arrays of shape (C,), or None
+    use_batch : bool
+        Normalise with the batch statistics (else the running ones).
+    update : bool
+        Update the running statistics (only with ``use_batch``).
+    momentum, eps : float
+    out : device array like ``x`` (may be ``x``)
+
+    Returns
+    -------
+    out : device array
+    mean, rstd : float64 device arrays of shape (C,)
+    """
+    running_dtype = _pair(running_mean, running_var)
+    param_dtype = _pair(weight, bias)
+    if running_dtype is None or param_dtype is None:
+        return _batch_norm_forward_unfused(
+            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
+        )
+    n, channels, length = x.shape
+    stats = alloc_like(x, (4, channels), np.float64)
+    if channels == 0:
+        return out, stats[0], stats[1]
+    grid, block = _partial_geometry(n, channels, length)
+    with on_device(x):
+        s = stream()
+        rows = grid[1] if use_batch else 1
+        p1 = alloc_like(x, (rows, channels), np.float64)
+        p2 = alloc_like(x, (rows, channels), np.float64)
+        if use_batch:
+            launch(_moments_partials, grid, block, s, kernel_in(x), kernel_out(p1), kernel_out(p2))
+        launch(
+            _fold_kernel,
+            blocks_for(channels),
+            THREADS,
+            s,
+            kernel_in(x),
+            kernel_in(p1),
+            kernel_in(p2),
+            bool(use_batch),
+            kernel_out(_placeholder(x, running_dtype) if running_mean is None else running_mean),
+            kernel_out(_placeholder(x, running_dtype) if running_var is None else running_var),
+            running_mean is not None,
+            bool(update and running_mean is not None),
+            kernel_in(_placeholder(x, param_dtype) if weight is None else weight),
+            kernel_in(_placeholder(x, param_dtype) if bias is None else bias),
+            weight is not None,
+            bias is not None,
+            float(momentum),
+            float(eps),
+            kernel_out(stats),
+        )
+        _affine(x, stats[0], stats[2], stats[3], out, s)
+    return out, stats[0], stats[1]
+
+
+def _batch_norm_forward_unfused(
+    x: Any,
+    running_mean: Any | None,
+    running_var: Any | None,
+    weight: Any | None,
+    bias: Any | None,
+    use_batch: bool,
+    update: bool,
+    momentum: float,
+    eps: float,
+    out: Any,
+) -> tuple[Any, Any, Any]:
+    """:func:`batch_norm_forward` for vector dtypes the fused kernel does not read."""
+    if use_batch:
+        mean, var = channel_moments(x)
+        if update and running_mean is not None:
+            count = x.shape[0] * x.shape[2]
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1.0 - momentum) * running_var + momentum * (
+                var * (count / (count - 1))
+            )
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    rstd = (var + eps) ** -0.5
+    scale = rstd if weight is None else rstd * weight.astype(np.float64)
+    shift = mean * 0.0 if bias is None else bias.astype(np.float64)
+    return channel_affine(x, mean, scale, shift, out), mean, rstd
 
 
 def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
@@ -259,21 +488,45 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     sum_dy, sum_dy_xmu : device arrays of shape (C,)
     """
     n, channels, length = x.shape
-    sum_dy = alloc_like(x, (channels,), np.float64)
-    sum_dy_xmu = alloc_like(x, (channels,), np.float64)
+    sums = alloc_like(x, (2, channels), np.float64)
+    sum_dy, sum_dy_xmu = sums[0], sums[1]
     if channels == 0:
         return sum_dy, sum_dy_xmu
     grid, block = _partial_geometry(n, channels, length)
-    pa = alloc_like(x, (grid[1], channels), np.float64)
-    pb = alloc_like(x, (grid[1], channels), np.float64)
-    s = stream()
-    _backward_partials[grid, block, s](
-        kernel_in(dy), kernel_in(x), kernel_in(mean), kernel_out(pa), kernel_out(pb)
-    )
-    sum_rows2_kernel[blocks_for(channels), THREADS, s](
-        kernel_in(pa), kernel_in(pb), kernel_out(sum_dy), kernel_out(sum_dy_xmu)
-    )
+    with on_device(x):
+        s = stream()
+        pa = alloc_like(x, (grid[1], channels), np.float64)
+        pb = alloc_like(x, (grid[1], channels), np.float64)
+        launch(
+            _backward_partials,
+            grid,
+            block,
+            s,
+            kernel_in(dy),
+            kernel_in(x),
+            kernel_in(mean),
+            kernel_out(pa),
+            kernel_out(pb),
+        )
+        column_sums2(pa, pb, sum_dy, sum_dy_xmu, s)
     return sum_dy, sum_dy_xmu
+
+
+def _affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any, s: Any) -> None:
+    """Launch :func:`_affine_kernel` over the flat data on stream ``s``."""
+    if x.size:
+        launch(
+            _affine_kernel,
+            blocks_for(x.size),
+            THREADS,
+            s,
+            kernel_in(x.reshape(-1)),
+            kernel_in(mean),
+            kernel_in(scale),
+            kernel_in(shift),
+            x.shape[2],
+            kernel_out(out.reshape(-1)),
+        )
 
 
 def channel_affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:
@@ -283,21 +536,14 @@ def channel_affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:
     ----------
     x : device array of shape (N, C, L), C-contiguous
     mean, scale, shift : float64 device arrays of shape (C,)
-    out : device array like ``x`` (may be ``x``)
+    out : device array of the shape of ``x``, float32 or float64 (may be ``x``)
 
     Returns
     -------
     out
     """
-    if x.size:
-        _affine_kernel[blocks_for(x.size), THREADS, stream()](
-            kernel_in(x.reshape(-1)),
-            kernel_in(mean),
-            kernel_in(scale),
-            kernel_in(shift),
-            x.shape[2],
-            kernel_out(out.reshape(-1)),
-        )
+    with on_device(x):
+        _affine(x, mean, scale, shift, out, stream())
     return out
 
 
@@ -315,14 +561,19 @@ def channel_backward_elemt(dy: Any, x: Any, mean: Any, a: Any, b: Any, c: Any, o
     out
     """
     if x.size:
-        _backward_elemt_kernel[blocks_for(x.size), THREADS, stream()](
-            kernel_in(dy.reshape(-1)),
-            kernel_in(x.reshape(-1)),
-            kernel_in(mean),
-            kernel_in(a),
-            kernel_in(b),
-            kernel_in(c),
-            x.shape[2],
-            kernel_out(out.reshape(-1)),
-        )
+        with on_device(x):
+            launch(
+                _backward_elemt_kernel,
+                blocks_for(x.size),
+                THREADS,
+                stream(),
+                kernel_in(dy.reshape(-1)),
+                kernel_in(x.reshape(-1)),
+                kernel_in(mean),
+                kernel_in(a),
+                kernel_in(b),
+                kernel_in(c),
+                x.shape[2],
+                kernel_out(out.reshape(-1)),
+            )
     return out

@@ -1,12 +1,15 @@
-"""Philox4x32-10 and the dropout kernels: one thread per Philox block of four elements.
+"""Philox4x32-10 and the dropout kernels: Philox words handed across a block in shared memory.
 
 Element ``i`` of the C-ordered data gets word ``i % 4`` of
 ``philox4x32_10((lo32(i // 4), hi32(i // 4), lo32(call), hi32(call)), (lo32(seed), hi32(seed)))``
 (see :mod:`normdrop.random`), the same words as every other backend. The 32x32->64
 multiplies are done in uint64 with 32-bit masks, which the simulator runs as
 NumPy scalars and the GPU compiles to integer multiplies: no ``mulhi`` intrinsic.
-Kernels that pack the bitmask give each thread one byte (two Philox blocks), so
-no two threads write the same byte. All loops are grid-stride.
+A block takes chunks of ``4 * blockDim.x`` elements: each thread computes one
+Philox block (four words) into shared memory, then lane ``t`` handles the chunk's
+elements ``t + k * blockDim.x`` (``k < 4``), so a warp touches consecutive
+addresses; one lane packs each bitmask byte, so no two threads write the same
+byte. All loops are grid-stride, grids sized from the multiprocessor count.
 """
 
 from __future__ import annotations
@@ -15,8 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out
-from ._runtime import THREADS, blocks_for, cuda, stream
+from ._arrays import alloc_like, empty, kernel_in, kernel_out
+from ._runtime import (
+    SIMULATOR,
+    THREADS,
+    blocks_for,
+    cuda,
+    kernel,
+    launch,
+    on_device,
+    sm_count,
+    stream,
+)
 
 __all__ = [
     "dropout_apply_bitmask",
@@ -24,6 +37,12 @@ __all__ = [
     "dropout_mask",
     "philox_words",
 ]
+
+#: Blocks per multiprocessor of the grid-stride dropout kernels (2048 threads per SM / THREADS).
+BLOCKS_PER_SM = 2 if SIMULATOR else 8
+
+#: Philox words of one block's chunk (a compile-time constant for the shared array).
+_CHUNK = 4 * THREADS
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -54,108 +73,147 @@ def _philox_block(q, k0, k1, c2, c3):
 
 
 @cuda.jit(device=True)
-def _drop_one(x, out, i, word, threshold, scale):
-    """Write element ``i`` (if it exists): ``x * scale`` when kept, else 0. Return the keep bit."""
-    if i < 0 or i >= x.shape[0]:
-        return 0
-    if word >= threshold:
-        out[i] = x[i] * scale
-        return 1
-    out[i] = 0
-    return 0
+def _fill_words(words, base, blocks, first, k0, k1, c2, c3):
+    """Thread ``t`` puts the words of Philox block ``first + base + t`` at ``words[4t:4t+4]``.
+
+    Shared index ``i`` then holds the word of the chunk's element ``i`` (global
+    element ``4 * (first + base) + i``). The caller synchronises before reading.
+    """
+    t = cuda.threadIdx.x
+    q = base + t
+    if q < blocks:
+        w0, w1, w2, w3 = _philox_block(first + np.uint64(q), k0, k1, c2, c3)
+        words[4 * t] = w0
+        words[4 * t + 1] = w1
+        words[4 * t + 2] = w2
+        words[4 * t + 3] = w3
 
 
-@cuda.jit
-def _dropout_kernel(x, threshold, scale, first, start, blocks, k0, k1, c2, c3, out):
+@cuda.jit(device=True)
+def _chunk_index(base, start, k):
+    """Local element of shared slot ``k * blockDim.x + threadIdx.x`` of the chunk at ``base``."""
+    return 4 * base + k * cuda.blockDim.x + cuda.threadIdx.x - start
+
+
+@cuda.jit(device=True)
+def _keep(word, threshold, scale, v):
+    """``v * scale`` when kept (``word >= threshold``), else 0, in ``v``'s dtype."""
+    return v * scale if word >= threshold else scale - scale
+
+
+@kernel
+def _dropout_kernel(
+    x, threshold, scale, first, start, blocks, k0, k1, c2, c3, out, bitmask, has_bitmask
+):
     """Inverted dropout of flat data; element ``j`` is global element ``4 * first + start + j``.
 
-    Thread ``t`` takes Philox block ``first + t``: four elements, one call.
+    Grid-stride over chunks of ``blockDim.x`` Philox blocks (four elements each).
+    Each thread computes one Philox block into shared memory; then lane ``t``
+    takes the chunk's elements ``t, t + T, t + 2T, t + 3T`` (``T = blockDim.x``),
+    so a warp reads and writes consecutive addresses, and loads all four before
+    storing any (``out`` may be ``x``: no load waits for a store). With
+    ``has_bitmask`` (only for ``offset == 0``) lane ``t < T / 2`` also packs the
+    keep-bits of the chunk's elements ``8t .. 8t + 7`` into one byte.
     """
-    t = cuda.grid(1)
-    while t < blocks:
-        w0, w1, w2, w3 = _philox_block(first + np.uint64(t), k0, k1, c2, c3)
-        i = 4 * t - start
-        _drop_one(x, out, i, w0, threshold, scale)
-        _drop_one(x, out, i + 1, w1, threshold, scale)
-        _drop_one(x, out, i + 2, w2, threshold, scale)
-        _drop_one(x, out, i + 3, w3, threshold, scale)
-        t += cuda.gridsize(1)
+    words = cuda.shared.array(_CHUNK, np.uint32)
+    n = x.shape[0]
+    t = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    base = cuda.blockIdx.x * width
+    while base < blocks:
+        _fill_words(words, base, blocks, first, k0, k1, c2, c3)
+        cuda.syncthreads()
+        j0 = _chunk_index(base, start, 0)
+        j1 = j0 + width
+        j2 = j1 + width
+        j3 = j2 + width
+        v0 = x[j0] if 0 <= j0 < n else scale - scale
+        v1 = x[j1] if 0 <= j1 < n else scale - scale
+        v2 = x[j2] if 0 <= j2 < n else scale - scale
+        v3 = x[j3] if 0 <= j3 < n else scale - scale
+        if 0 <= j0 < n:
+            out[j0] = _keep(words[t], threshold, scale, v0)
+        if 0 <= j1 < n:
+            out[j1] = _keep(words[t + width], threshold, scale, v1)
+        if 0 <= j2 < n:
+            out[j2] = _keep(words[t + 2 * width], threshold, scale, v2)
+        if 0 <= j3 < n:
+            out[j3] = _keep(words[t + 3 * width], threshold, scale, v3)
+        if has_bitmask and 2 * t < width:
+            byte = base // 2 + t
+            if byte < bitmask.shape[0]:
+                bits = 0
+                for b in range(8):
+                    if 4 * base + 8 * t + b < n and words[8 * t + b] >= threshold:
+                        bits |= 1 << b
+                bitmask[byte] = bits
+        cuda.syncthreads()
+        base += cuda.gridDim.x * width
 
 
-@cuda.jit
-def _dropout_bitmask_kernel(x, threshold, scale, k0, k1, c2, c3, out, bitmask):
-    """Inverted dropout that also packs the keep-mask: one byte (eight elements) per thread."""
-    b = cuda.grid(1)
-    while b < bitmask.shape[0]:
-        bits = 0
-        for half in range(2):
-            w0, w1, w2, w3 = _philox_block(np.uint64(2 * b + half), k0, k1, c2, c3)
-            i = 8 * b + 4 * half
-            shift = 4 * half
-            bits |= _drop_one(x, out, i, w0, threshold, scale) << shift
-            bits |= _drop_one(x, out, i + 1, w1, threshold, scale) << (shift + 1)
-            bits |= _drop_one(x, out, i + 2, w2, threshold, scale) << (shift + 2)
-            bits |= _drop_one(x, out, i + 3, w3, threshold, scale) << (shift + 3)
-        bitmask[b] = bits
-        b += cuda.gridsize(1)
-
-
-@cuda.jit
+@kernel
 def _apply_bitmask_kernel(dy, bitmask, scale, out):
-    """``out = dy * scale`` where the packed bit is set, else 0: one byte per thread."""
-    b = cuda.grid(1)
-    while b < bitmask.shape[0]:
-        byte = int(bitmask[b])
-        for k in range(8):
-            i = 8 * b + k
-            if i < dy.shape[0]:
-                if (byte >> k) & 1:
-                    out[i] = dy[i] * scale
-                else:
-                    out[i] = 0
-        b += cuda.gridsize(1)
+    """``out = dy * scale`` where the packed bit is set, else 0.
+
+    Lane ``t`` takes elements ``t, t + T, t + 2T, t + 3T`` of each chunk of ``4T``
+    (consecutive addresses across a warp), loading all four before storing.
+    """
+    n = dy.shape[0]
+    width = cuda.blockDim.x
+    j0 = cuda.blockIdx.x * 4 * width + cuda.threadIdx.x
+    while j0 - cuda.threadIdx.x < n:
+        j1 = j0 + width
+        j2 = j1 + width
+        j3 = j2 + width
+        v0 = dy[j0] if j0 < n else scale - scale
+        v1 = dy[j1] if j1 < n else scale - scale
+        v2 = dy[j2] if j2 < n else scale - scale
+        v3 = dy[j3] if j3 < n else scale - scale
+        if j0 < n:
+            out[j0] = v0 * scale if (bitmask[j0 >> 3] >> (j0 & 7)) & 1 else scale - scale
+        if j1 < n:
+            out[j1] = v1 * scale if (bitmask[j1 >> 3] >> (j1 & 7)) & 1 else scale - scale
+        if j2 < n:
+            out[j2] = v2 * scale if (bitmask[j2 >> 3] >> (j2 & 7)) & 1 else scale - scale
+        if j3 < n:
+            out[j3] = v3 * scale if (bitmask[j3 >> 3] >> (j3 & 7)) & 1 else scale - scale
+        j0 += cuda.gridDim.x * 4 * width
 
 
-@cuda.jit(device=True)
-def _put_word(out, e, word):
-    """Store ``word`` at ``out[e]`` when ``e`` is inside ``out``."""
-    if 0 <= e < out.shape[0]:
-        out[e] = word
-
-
-@cuda.jit
+@kernel
 def _words_kernel(first, start, blocks, k0, k1, c2, c3, out):
-    """Philox words from global element ``4 * first + start``; thread ``t`` takes ``first + t``."""
-    t = cuda.grid(1)
-    while t < blocks:
-        w0, w1, w2, w3 = _philox_block(first + np.uint64(t), k0, k1, c2, c3)
-        e = 4 * t - start
-        _put_word(out, e, w0)
-        _put_word(out, e + 1, w1)
-        _put_word(out, e + 2, w2)
-        _put_word(out, e + 3, w3)
-        t += cuda.gridsize(1)
+    """Philox words from global element ``4 * first + start``, chunked like the dropout."""
+    words = cuda.shared.array(_CHUNK, np.uint32)
+    t = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    base = cuda.blockIdx.x * width
+    while base < blocks:
+        _fill_words(words, base, blocks, first, k0, k1, c2, c3)
+        cuda.syncthreads()
+        for k in range(4):
+            j = _chunk_index(base, start, k)
+            if 0 <= j < out.shape[0]:
+                out[j] = words[t + k * width]
+        cuda.syncthreads()
+        base += cuda.gridDim.x * width
 
 
-@cuda.jit(device=True)
-def _put_keep(out, i, word, threshold):
-    """Store ``word >= threshold`` at ``out[i]`` when ``i`` is inside ``out``."""
-    if i < out.shape[0]:
-        out[i] = word >= threshold
-
-
-@cuda.jit
-def _mask_kernel(threshold, k0, k1, c2, c3, out):
-    """Boolean keep-mask, one Philox block per thread."""
-    q = cuda.grid(1)
-    while 4 * q < out.shape[0]:
-        w0, w1, w2, w3 = _philox_block(np.uint64(q), k0, k1, c2, c3)
-        i = 4 * q
-        _put_keep(out, i, w0, threshold)
-        _put_keep(out, i + 1, w1, threshold)
-        _put_keep(out, i + 2, w2, threshold)
-        _put_keep(out, i + 3, w3, threshold)
-        q += cuda.gridsize(1)
+@kernel
+def _mask_kernel(threshold, blocks, k0, k1, c2, c3, out):
+    """Keep-mask (1 where ``word >= threshold``) as uint8, chunked like the dropout."""
+    words = cuda.shared.array(_CHUNK, np.uint32)
+    t = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    base = cuda.blockIdx.x * width
+    while base < blocks:
+        _fill_words(words, base, blocks, np.uint64(0), k0, k1, c2, c3)
+        cuda.syncthreads()
+        for k in range(4):
+            j = _chunk_index(base, 0, k)
+            if j < out.shape[0]:
+                out[j] = 1 if words[t + k * width] >= threshold else 0
+        cuda.syncthreads()
+        base += cuda.gridDim.x * width
 
 
 # ----------------------------------------------------------------------------- launches
@@ -176,6 +234,11 @@ def _span(n: int, offset: int) -> tuple[np.uint64, int, int]:
     return np.uint64(first), start, (start + n + 3) // 4
 
 
+def _grid(units: int) -> int:
+    """Blocks of a grid-stride launch over ``units`` work items of ``THREADS`` each."""
+    return blocks_for(units, THREADS, sm_count() * BLOCKS_PER_SM)
+
+
 def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
     """The uint32 Philox words of elements ``offset .. offset + n - 1``, on the device.
 
@@ -190,8 +253,16 @@ def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
     out = empty((n,), np.uint32)
     if n:
         first, start, blocks = _span(n, offset)
-        _words_kernel[blocks_for(blocks), THREADS, stream()](
-            first, start, blocks, *_key_and_call(seed, call), kernel_out(out)
+        launch(
+            _words_kernel,
+            _grid(blocks),
+            THREADS,
+            stream(),
+            first,
+            start,
+            blocks,
+            *_key_and_call(seed, call),
+            kernel_out(out),
         )
     return out
 
@@ -209,8 +280,16 @@ def dropout_mask(n: int, threshold: int, seed: int, call: int) -> Any:
     """
     out = empty((n,), np.bool_)
     if n:
-        _mask_kernel[blocks_for(-(-n // 4)), THREADS, stream()](
-            np.uint64(threshold), *_key_and_call(seed, call), kernel_out(out)
+        blocks = -(-n // 4)
+        launch(
+            _mask_kernel,
+            _grid(blocks),
+            THREADS,
+            stream(),
+            np.uint64(threshold),
+            blocks,
+            *_key_and_call(seed, call),
+            kernel_out(out.view(np.uint8)),  # bytes 0/1: the kernel writes no bool
         )
     return out
 
@@ -246,25 +325,31 @@ def dropout_forward(
     out
     """
     n = x.size
-    flat_x = kernel_in(x.reshape(-1))
-    flat_out = kernel_out(out.reshape(-1))
-    threshold_, scale_ = np.uint64(threshold), x.dtype.type(scale)
-    if bitmask is not None:
-        if bitmask.shape[0]:
-            _dropout_bitmask_kernel[blocks_for(bitmask.shape[0]), THREADS, stream()](
-                flat_x,
-                threshold_,
-                scale_,
-                *_key_and_call(seed, call),
-                flat_out,
-                kernel_out(bitmask),
-            )
-    elif n:
+    if n:
         first, start, blocks = _span(n, offset)
-        _dropout_kernel[blocks_for(blocks), THREADS, stream()](
-            flat_x, threshold_, scale_, first, start, blocks, *_key_and_call(seed, call), flat_out
-        )
+        with on_device(x):
+            launch(
+                _dropout_kernel,
+                _grid(blocks),
+                THREADS,
+                stream(),
+                kernel_in(x.reshape(-1)),
+                np.uint64(threshold),
+                x.dtype.type(scale),
+                first,
+                start,
+                blocks,
+                *_key_and_call(seed, call),
+                kernel_out(out.reshape(-1)),
+                kernel_out(_no_bitmask(x) if bitmask is None else bitmask),
+                bitmask is not None,
+            )
     return out
+
+
+def _no_bitmask(x: Any) -> Any:
+    """A one-byte array standing in for an absent bitmask."""
+    return alloc_like(x, (1,), np.uint8)
 
 
 def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
@@ -282,11 +367,17 @@ def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
     -------
     out
     """
-    if bitmask.shape[0]:
-        _apply_bitmask_kernel[blocks_for(bitmask.shape[0]), THREADS, stream()](
-            kernel_in(dy.reshape(-1)),
-            kernel_in(bitmask),
-            dy.dtype.type(scale),
-            kernel_out(out.reshape(-1)),
-        )
+    n = dy.size
+    if n:
+        with on_device(dy):
+            launch(
+                _apply_bitmask_kernel,
+                _grid(-(-n // 4)),
+                THREADS,
+                stream(),
+                kernel_in(dy.reshape(-1)),
+                kernel_in(bitmask),
+                dy.dtype.type(scale),
+                kernel_out(out.reshape(-1)),
+            )
     return out

@@ -1,13 +1,21 @@
-"""LayerNorm kernels on C-contiguous ``(R, D)`` rows: one block per row (grid-stride).
+"""LayerNorm kernels on C-contiguous ``(R, D)`` rows, several rows per block.
 
-Each thread runs Welford over its strided share of the row and the block merges
-the triples through shared memory (Chan), so a row is read once for its
-statistics and once for the fused output ``(x - mean) * rstd * weight + bias``.
+A block is 2-D: ``x`` runs along a row (``lanes`` threads, the row's width rounded
+up to a power of two, at most ``THREADS``) and ``y`` over the block's rows
+(``THREADS // lanes`` of them), so short rows pack many to a block instead of
+leaving most of a 256-thread block idle. Each thread sums its strided share of a
+row shifted by the row's first value (no division per element, see
+:mod:`._reduce`); a shared-memory tree per row adds the lanes. A row is read once
+for its statistics and once for the fused output ``(x - mean) * rstd * weight +
+bias``. Grids are grid-stride, sized from the device's multiprocessor count.
+
 The backward pass reduces ``sum(g)`` and ``sum(g * xhat)`` per row the same way
-and writes ``dx``; each block also accumulates its rows' ``dy * xhat`` and ``dy``
-into its own row of ``[blocks, D]`` partial buffers (zeroed by the block itself,
-so no rows still gives zeros), which a second kernel sums in block order into
-``dweight`` and ``dbias``.
+and writes ``dx``; with parameter gradients every block row (``y`` lane of a
+block) accumulates its rows' ``dy * xhat`` and ``dy`` into its own row of
+``[partial rows, D]`` buffers (in registers for rows up to four times its lanes,
+written once; wider rows add into memory), which :func:`._reduce.column_sums2`
+adds in row order. Every block row writes its whole partial row, so no rows
+still gives zeros.
 """
 
 from __future__ import annotations
@@ -18,138 +26,249 @@ from typing import Any
 import numpy as np
 
 from ._arrays import alloc_like, kernel_in, kernel_out
-from ._reduce import sum_rows2_kernel, tree_merge, tree_sum2, welford_step
-from ._runtime import PARTIAL_ROWS, THREADS, blocks_for, cuda, next_pow2, stream
+from ._reduce import column_sums2, shifted_moments, tree_sum2
+from ._runtime import (
+    SIMULATOR,
+    THREADS,
+    blocks_for,
+    cuda,
+    kernel,
+    launch,
+    next_pow2,
+    on_device,
+    sm_count,
+    stream,
+)
 
 __all__ = ["layer_norm_backward", "layer_norm_forward", "row_moments"]
+
+#: Blocks per multiprocessor of a grid-stride row kernel (2048 threads per SM / THREADS).
+BLOCKS_PER_SM = 2 if SIMULATOR else 8
 
 
 # ----------------------------------------------------------------------------- kernels
 @cuda.jit(device=True)
-def _row_mean_var(x, row, sn, smean, sm2):
-    """Block-wide float64 mean and biased variance of ``x[row]`` (all threads call it)."""
-    tid = cuda.threadIdx.x
+def _row_mean_var(x, row, sa, sb):
+    """Mean and biased variance of ``x[row]`` over the block's ``x`` lanes.
+
+    Every thread of the block calls it (it synchronises); threads whose ``row``
+    is past the end pass ``row = -1`` and contribute nothing.
+    """
+    tx = cuda.threadIdx.x
+    bx = cuda.blockDim.x
+    slot = cuda.threadIdx.y * bx + tx
     features = x.shape[1]
-    n = 0.0
-    mean = 0.0
-    m2 = 0.0
-    j = tid
-    while j < features:
-        n, mean, m2 = welford_step(n, mean, m2, float(x[row, j]))
-        j += cuda.blockDim.x
-    sn[tid] = n
-    smean[tid] = mean
-    sm2[tid] = m2
+    a = 0.0
+    b = 0.0
+    if row >= 0:
+        k = float(x[row, 0])
+        j = tx
+        while j + 3 * bx < features:  # four loads in flight, then the sums
+            v0 = float(x[row, j]) - k
+            v1 = float(x[row, j + bx]) - k
+            v2 = float(x[row, j + 2 * bx]) - k
+            v3 = float(x[row, j + 3 * bx]) - k
+            a += (v0 + v1) + (v2 + v3)
+            b += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            j += 4 * bx
+        while j < features:
+            v = float(x[row, j]) - k
+            a += v
+            b += v * v
+            j += bx
+    sa[slot] = a
+    sb[slot] = b
     cuda.syncthreads()
-    tree_merge(sn, smean, sm2, tid, tid, 1, cuda.blockDim.x)
-    mean = smean[0]
-    var = sm2[0] / features
-    cuda.syncthreads()  # everyone has read slot 0 before the next row overwrites it
+    tree_sum2(sa, sb, tx, slot, 1, bx)
+    head = slot - tx
+    mean = 0.0
+    var = 0.0
+    if row >= 0:
+        mean, var = shifted_moments(float(x[row, 0]), sa[head], sb[head], float(features))
+    cuda.syncthreads()  # everyone has read the row's slot before the next rows overwrite it
     return mean, var
 
 
-@cuda.jit
+@kernel
 def _row_moments_kernel(x, mean, var):
-    """Per-row mean and biased variance."""
-    sn = cuda.shared.array(THREADS, np.float64)
-    smean = cuda.shared.array(THREADS, np.float64)
-    sm2 = cuda.shared.array(THREADS, np.float64)
-    row = cuda.blockIdx.x
-    while row < x.shape[0]:
-        mu, v = _row_mean_var(x, row, sn, smean, sm2)
-        if cuda.threadIdx.x == 0:
+    """Per-row mean and biased variance; ``blockDim.y`` rows per block."""
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
+    first = cuda.blockIdx.x * cuda.blockDim.y
+    while first < x.shape[0]:
+        row = first + cuda.threadIdx.y
+        if row >= x.shape[0]:
+            row = -1
+        mu, v = _row_mean_var(x, row, sa, sb)
+        if row >= 0 and cuda.threadIdx.x == 0:
             mean[row] = mu
             var[row] = v
-        row += cuda.gridDim.x
+        first += cuda.gridDim.x * cuda.blockDim.y
 
 
-@cuda.jit
+@cuda.jit(device=True)
+def _affine(v, mu, rs, weight, bias, has_weight, has_bias, j):
+    """``(v - mu) * rs * weight[j] + bias[j]`` in float64 (factors present or not)."""
+    y = (v - mu) * rs
+    if has_weight:
+        y = y * float(weight[j])
+    if has_bias:
+        y = y + float(bias[j])
+    return y
+
+
+@kernel
 def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd):
     """Row statistics, then ``out = (x - mean) * rstd * weight + bias`` per row."""
-    sn = cuda.shared.array(THREADS, np.float64)
-    smean = cuda.shared.array(THREADS, np.float64)
-    sm2 = cuda.shared.array(THREADS, np.float64)
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
     features = x.shape[1]
-    row = cuda.blockIdx.x
-    while row < x.shape[0]:
-        mu, v = _row_mean_var(x, row, sn, smean, sm2)
-        rs = 1.0 / math.sqrt(v + eps)
-        j = cuda.threadIdx.x
-        while j < features:
-            y = (float(x[row, j]) - mu) * rs
-            if has_weight:
-                y = y * weight[j]
-            if has_bias:
-                y = y + bias[j]
-            out[row, j] = y
-            j += cuda.blockDim.x
-        if cuda.threadIdx.x == 0:
-            mean[row] = mu
-            rstd[row] = rs
-        row += cuda.gridDim.x
+    first = cuda.blockIdx.x * cuda.blockDim.y
+    while first < x.shape[0]:
+        row = first + cuda.threadIdx.y
+        if row >= x.shape[0]:
+            row = -1
+        mu, v = _row_mean_var(x, row, sa, sb)
+        if row >= 0:
+            rs = 1.0 / math.sqrt(v + eps)
+            bx = cuda.blockDim.x
+            j = cuda.threadIdx.x
+            while j + bx < features:  # two loads before two stores (out may be x)
+                y0 = float(x[row, j])
+                y1 = float(x[row, j + bx])
+                out[row, j] = _affine(y0, mu, rs, weight, bias, has_weight, has_bias, j)
+                out[row, j + bx] = _affine(y1, mu, rs, weight, bias, has_weight, has_bias, j + bx)
+                j += 2 * bx
+            if j < features:
+                y0 = float(x[row, j])
+                out[row, j] = _affine(y0, mu, rs, weight, bias, has_weight, has_bias, j)
+            if cuda.threadIdx.x == 0:
+                mean[row] = mu
+                rstd[row] = rs
+        first += cuda.gridDim.x * cuda.blockDim.y
 
 
-@cuda.jit
+@cuda.jit(device=True)
+def _terms(dy, x, weight, has_weight, row, j, mu, rs):
+    """``(dy, xhat, g = dy * weight)`` of element ``(row, j)`` in float64."""
+    d = float(dy[row, j])
+    xhat = (float(x[row, j]) - mu) * rs
+    return d, xhat, d * float(weight[j]) if has_weight else d
+
+
+@cuda.jit(device=True)
+def _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw, db):
+    """Add element ``(row, j)`` (if ``j`` is in the row) to the row sums and column sums."""
+    if j < x.shape[1]:
+        d, xhat, g = _terms(dy, x, weight, has_weight, row, j, mu, rs)
+        a += g
+        b += g * xhat
+        dw += d * xhat
+        db += d
+    return a, b, dw, db
+
+
+@cuda.jit(device=True)
+def _put_column(pdw, pdb, p, j, dw, db):
+    """Store one thread's column sums in its partial row (if ``j`` is in the row)."""
+    if j < pdw.shape[1]:
+        pdw[p, j] = dw
+        pdb[p, j] = db
+
+
+@kernel
 def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pdw, pdb):
     """``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`` per row, ``g = dy * weight``.
 
-    With ``param_grads``, block ``b`` also sums its rows' ``dy * xhat`` and ``dy``
-    into ``pdw[b]`` and ``pdb[b]`` (each column owned by one thread: no races).
+    With ``param_grads``, block row ``p = blockIdx.x * blockDim.y + threadIdx.y``
+    also sums its rows' ``dy * xhat`` and ``dy`` into ``pdw[p]`` and ``pdb[p]``
+    (each element owned by one thread: no races). When a thread owns at most four
+    columns of a row (rows up to ``4 * blockDim.x`` wide) it keeps those sums in
+    registers over all its rows and stores them once; wider rows add into the
+    partial rows in memory, element by element.
     """
     sa = cuda.shared.array(THREADS, np.float64)
     sb = cuda.shared.array(THREADS, np.float64)
-    tid = cuda.threadIdx.x
+    tx = cuda.threadIdx.x
+    bx = cuda.blockDim.x
+    slot = cuda.threadIdx.y * bx + tx
+    head = slot - tx
     features = x.shape[1]
-    g_block = cuda.blockIdx.x
-    if param_grads:
-        j = tid
+    p = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
+    in_registers = features <= 4 * bx
+    dw0 = dw1 = dw2 = dw3 = 0.0
+    db0 = db1 = db2 = db3 = 0.0
+    if param_grads and not in_registers:
+        j = tx
         while j < features:
-            pdw[g_block, j] = 0.0
-            pdb[g_block, j] = 0.0
-            j += cuda.blockDim.x
-    row = g_block
-    while row < x.shape[0]:
-        mu = mean[row]
-        rs = rstd[row]
+            pdw[p, j] = 0.0
+            pdb[p, j] = 0.0
+            j += bx
+    first = cuda.blockIdx.x * cuda.blockDim.y
+    while first < x.shape[0]:
+        row = first + cuda.threadIdx.y
         a = 0.0
         b = 0.0
-        j = tid
-        while j < features:
-            d = float(dy[row, j])
-            xhat = (float(x[row, j]) - mu) * rs
-            g = d * weight[j] if has_weight else d
-            a += g
-            b += g * xhat
-            if param_grads:
-                pdw[g_block, j] += d * xhat
-                pdb[g_block, j] += d
-            j += cuda.blockDim.x
-        sa[tid] = a
-        sb[tid] = b
+        mu = 0.0
+        rs = 0.0
+        if row < x.shape[0]:
+            mu = mean[row]
+            rs = rstd[row]
+            if in_registers:
+                a, b, dw0, db0 = _column(dy, x, weight, has_weight, row, tx, mu, rs, a, b, dw0, db0)
+                j = tx + bx
+                a, b, dw1, db1 = _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw1, db1)
+                j += bx
+                a, b, dw2, db2 = _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw2, db2)
+                j += bx
+                a, b, dw3, db3 = _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw3, db3)
+            else:
+                j = tx
+                while j < features:
+                    d, xhat, g = _terms(dy, x, weight, has_weight, row, j, mu, rs)
+                    a += g
+                    b += g * xhat
+                    if param_grads:
+                        pdw[p, j] += d * xhat
+                        pdb[p, j] += d
+                    j += bx
+        sa[slot] = a
+        sb[slot] = b
         cuda.syncthreads()
-        tree_sum2(sa, sb, tid, tid, 1, cuda.blockDim.x)
-        mean_g = sa[0] / features
-        mean_gx = sb[0] / features
+        tree_sum2(sa, sb, tx, slot, 1, bx)
+        mean_g = sa[head] / features
+        mean_gx = sb[head] / features
         cuda.syncthreads()
-        j = tid
-        while j < features:
-            d = float(dy[row, j])
-            xhat = (float(x[row, j]) - mu) * rs
-            g = d * weight[j] if has_weight else d
-            out[row, j] = rs * (g - mean_g - xhat * mean_gx)
-            j += cuda.blockDim.x
-        row += cuda.gridDim.x
+        if row < x.shape[0]:
+            j = tx
+            while j < features:
+                d, xhat, g = _terms(dy, x, weight, has_weight, row, j, mu, rs)
+                out[row, j] = rs * (g - mean_g - xhat * mean_gx)
+                j += bx
+        first += cuda.gridDim.x * cuda.blockDim.y
+    if param_grads and in_registers:
+        _put_column(pdw, pdb, p, tx, dw0, db0)
+        _put_column(pdw, pdb, p, tx + bx, dw1, db1)
+        _put_column(pdw, pdb, p, tx + 2 * bx, dw2, db2)
+        _put_column(pdw, pdb, p, tx + 3 * bx, dw3, db3)
 
 
 # ----------------------------------------------------------------------------- launches
 def _row_threads(features: int) -> int:
-    """Threads per row block: the row's width rounded up to a power of two, at most THREADS."""
+    """Lanes per row: the row's width rounded up to a power of two, at most THREADS."""
     return min(THREADS, max(2, next_pow2(features)))
 
 
-def _placeholder(x: Any) -> Any:
-    """A one-element float64 array standing in for an absent weight or bias."""
-    return alloc_like(x, (1,), np.float64)
+def _geometry(rows: int, features: int) -> tuple[int, tuple[int, int]]:
+    """``(blocks, (lanes, rows per block))`` of a row kernel: enough blocks to fill the GPU."""
+    lanes = _row_threads(features)
+    per_block = THREADS // lanes
+    return blocks_for(rows, per_block, sm_count() * BLOCKS_PER_SM), (lanes, per_block)
+
+
+def _placeholder(x: Any, like: Any) -> Any:
+    """A one-element array (of ``like``'s dtype, else float64) for an absent weight or bias."""
+    return alloc_like(x, (1,), np.float64 if like is None else like.dtype)
 
 
 def row_moments(x: Any) -> tuple[Any, Any]:
@@ -164,12 +283,20 @@ def row_moments(x: Any) -> tuple[Any, Any]:
     mean, var : device arrays of shape (R,)
     """
     rows, features = x.shape
-    mean = alloc_like(x, (rows,), np.float64)
-    var = alloc_like(x, (rows,), np.float64)
+    stats = alloc_like(x, (2, rows), np.float64)
+    mean, var = stats[0], stats[1]
     if rows:
-        _row_moments_kernel[blocks_for(rows, 1), _row_threads(features), stream()](
-            kernel_in(x), kernel_out(mean), kernel_out(var)
-        )
+        blocks, block = _geometry(rows, features)
+        with on_device(x):
+            launch(
+                _row_moments_kernel,
+                blocks,
+                block,
+                stream(),
+                kernel_in(x),
+                kernel_out(mean),
+                kernel_out(var),
+            )
     return mean, var
 
 
@@ -181,7 +308,7 @@ def layer_norm_forward(
     Parameters
     ----------
     x : device array of shape (R, D), C-contiguous
-    weight, bias : float64 device arrays of shape (D,), or None
+    weight, bias : float32 or float64 device arrays of shape (D,), or None
     eps : float
     out : device array like ``x`` (may be ``x``)
 
@@ -191,20 +318,26 @@ def layer_norm_forward(
     mean, rstd : float64 device arrays of shape (R,)
     """
     rows, features = x.shape
-    mean = alloc_like(x, (rows,), np.float64)
-    rstd = alloc_like(x, (rows,), np.float64)
+    stats = alloc_like(x, (2, rows), np.float64)
+    mean, rstd = stats[0], stats[1]
     if rows:
-        _forward_kernel[blocks_for(rows, 1), _row_threads(features), stream()](
-            kernel_in(x),
-            kernel_in(_placeholder(x) if weight is None else weight),
-            kernel_in(_placeholder(x) if bias is None else bias),
-            weight is not None,
-            bias is not None,
-            float(eps),
-            kernel_out(out),
-            kernel_out(mean),
-            kernel_out(rstd),
-        )
+        blocks, block = _geometry(rows, features)
+        with on_device(x):
+            launch(
+                _forward_kernel,
+                blocks,
+                block,
+                stream(),
+                kernel_in(x),
+                kernel_in(_placeholder(x, bias) if weight is None else weight),
+                kernel_in(_placeholder(x, weight) if bias is None else bias),
+                weight is not None,
+                bias is not None,
+                float(eps),
+                kernel_out(out),
+                kernel_out(mean),
+                kernel_out(rstd),
+            )
     return out, mean, rstd
 
 
@@ -215,9 +348,9 @@ def layer_norm_backward(
 
     Parameters
     ----------
-    dy, x : device arrays of shape (R, D), C-contiguous
+    dy, x : device arrays of shape (R, D), C-contiguous (float32 or float64 each)
     mean, rstd : float64 device arrays of shape (R,)
-    weight : float64 device array of shape (D,), or None
+    weight : float32 or float64 device array of shape (D,), or None
     out : device array like ``x`` (may be ``dy``)
     param_grads : bool
         Also return ``sum(dy * xhat)`` and ``sum(dy)`` over rows.
@@ -228,28 +361,32 @@ def layer_norm_backward(
     dweight, dbias : float64 device arrays of shape (D,), or None
     """
     rows, features = x.shape
-    blocks = blocks_for(rows, 1, PARTIAL_ROWS) if param_grads else blocks_for(rows, 1)
-    shape = (blocks, features) if param_grads else (1, 1)
-    pdw = alloc_like(x, shape, np.float64)
-    pdb = alloc_like(x, shape, np.float64)
-    s = stream()
-    _backward_kernel[blocks, _row_threads(features), s](
-        kernel_in(dy),
-        kernel_in(x),
-        kernel_in(mean),
-        kernel_in(rstd),
-        kernel_in(_placeholder(x) if weight is None else weight),
-        weight is not None,
-        bool(param_grads),
-        kernel_out(out),
-        kernel_out(pdw),
-        kernel_out(pdb),
-    )
-    if not param_grads:
-        return out, None, None
-    dweight = alloc_like(x, (features,), np.float64)
-    dbias = alloc_like(x, (features,), np.float64)
-    sum_rows2_kernel[blocks_for(features), THREADS, s](
-        kernel_in(pdw), kernel_in(pdb), kernel_out(dweight), kernel_out(dbias)
-    )
-    return out, dweight, dbias
+    blocks, block = _geometry(rows, features)
+    shape = (blocks * block[1], features) if param_grads else (1, 1)
+    with on_device(x):
+        s = stream()
+        pdw = alloc_like(x, shape, np.float64)
+        pdb = alloc_like(x, shape, np.float64)
+        if rows or param_grads:
+            launch(
+                _backward_kernel,
+                blocks,
+                block,
+                s,
+                kernel_in(dy),
+                kernel_in(x),
+                kernel_in(mean),
+                kernel_in(rstd),
+                kernel_in(_placeholder(x, None) if weight is None else weight),
+                weight is not None,
+                bool(param_grads),
+                kernel_out(out),
+                kernel_out(pdw),
+                kernel_out(pdb),
+            )
+        if not param_grads:
+            return out, None, None
+        grads = alloc_like(x, (2, features), np.float64)
+        if features:
+            column_sums2(pdw, pdb, grads[0], grads[1], s)
+    return out, grads[0], grads[1]

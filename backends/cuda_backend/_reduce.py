@@ -1,72 +1,47 @@
-"""Deterministic reductions: Welford/Chan merges, shared-memory trees and partial merges.
+"""Deterministic reductions: shared-memory trees and the column sums of partial buffers.
 
 No atomics and no warp shuffles (the simulator has neither): a block reduces
 through shared memory in a fixed tree, blocks write partial results into
-``[blocks, K]`` buffers, and a second kernel merges those in block order. The
-same input therefore always gives the same bits.
+``[rows, K]`` buffers, and a second kernel sums those in row order. The same
+input therefore always gives the same bits.
+
+Statistics are shifted sums: every thread of a channel (or row) subtracts the
+same shift ``k`` (the group's first value) and accumulates ``sum(v - k)`` and
+``sum((v - k)**2)``, so partials add up exactly like plain sums and no element
+costs a division. :func:`shifted_moments` turns the totals into the mean and the
+variance; the rounding error of the variance grows with the squared z-score of
+the shift, ``((k - mean) / std)**2``, which stays small unless the first value is
+an extreme outlier of its group.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
-from ._runtime import cuda
+import numpy as np
 
-__all__ = [
-    "chan_merge",
-    "merge_moments_kernel",
-    "sum_rows2_kernel",
-    "tree_merge",
-    "tree_sum2",
-    "welford_step",
-]
+from ._arrays import kernel_in, kernel_out
+from ._runtime import THREADS, TILE_X, blocks_for, cuda, kernel, launch, next_pow2
+
+__all__ = ["column_sums2", "column_sums2_kernel", "shifted_moments", "tree_sum2"]
 
 
 @cuda.jit(device=True)
-def welford_step(n, mean, m2, v):
-    """Add value ``v`` to the running ``(count, mean, M2)``; return the new triple."""
-    n += 1.0
-    delta = v - mean
-    mean += delta / n
-    m2 += delta * (v - mean)
-    return n, mean, m2
+def shifted_moments(k, s1, s2, count):
+    """Mean and biased variance of ``count`` values from their sums shifted by ``k``."""
+    d = s1 / count
+    var = s2 / count - d * d
+    return k + d, var if var > 0.0 else 0.0
 
 
 @cuda.jit(device=True)
-def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """Chan et al.'s merge of two ``(count, mean, M2)`` triples (exact when one is empty)."""
-    n = n_a + n_b
-    if n == 0.0:
-        return 0.0, 0.0, 0.0
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (n_b / n)
-    m2 = m2_a + m2_b + delta * delta * (n_a * (n_b / n))
-    return n, mean, m2
-
-
-@cuda.jit(device=True)
-def tree_merge(sn, smean, sm2, pos, slot, stride, width):
-    """Merge ``width`` (a power of two) Welford triples in shared memory into the first.
+def tree_sum2(sa, sb, pos, slot, stride, width):
+    """Sum ``width`` (a power of two) pairs of shared values into the first pair.
 
     Thread ``pos`` (``< width``; others pass ``pos >= width``) owns shared index
     ``slot``; its partners sit ``stride`` apart. Every thread of the block must call
     this (it synchronises). The result lands at the slot of ``pos == 0``.
     """
-    s = width // 2
-    while s > 0:
-        if pos < s:
-            o = slot + s * stride
-            n, mean, m2 = chan_merge(sn[slot], smean[slot], sm2[slot], sn[o], smean[o], sm2[o])
-            sn[slot] = n
-            smean[slot] = mean
-            sm2[slot] = m2
-        cuda.syncthreads()
-        s //= 2
-
-
-@cuda.jit(device=True)
-def tree_sum2(sa, sb, pos, slot, stride, width):
-    """Like :func:`tree_merge` for two shared arrays of plain sums."""
     s = width // 2
     while s > 0:
         if pos < s:
@@ -77,38 +52,53 @@ def tree_sum2(sa, sb, pos, slot, stride, width):
         s //= 2
 
 
-@cuda.jit
-def merge_moments_kernel(pn, pmean, pm2, mean, var):
-    """Merge ``[blocks, C]`` partial Welford triples, in block order, into mean and variance.
+@kernel
+def column_sums2_kernel(pa, pb, a, b):
+    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b``.
 
-    One thread per column; columns without values get NaN.
+    A 2-D block: ``x`` along up to 32 neighbouring columns, ``y`` along rows, each
+    ``y`` lane summing every ``blockDim.y``-th row; a shared-memory tree then adds
+    the lanes in a fixed order. Grid-stride over column tiles.
     """
-    c = cuda.grid(1)
-    while c < pn.shape[1]:
-        n = pn[0, c]
-        mu = pmean[0, c]
-        m2 = pm2[0, c]
-        for g in range(1, pn.shape[0]):
-            n, mu, m2 = chan_merge(n, mu, m2, pn[g, c], pmean[g, c], pm2[g, c])
-        if n > 0.0:
-            mean[c] = mu
-            var[c] = m2 / n
-        else:
-            mean[c] = math.nan
-            var[c] = math.nan
-        c += cuda.gridsize(1)
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    bx = cuda.blockDim.x
+    slot = ty * bx + tx
+    base = cuda.blockIdx.x * bx
+    while base < pa.shape[1]:
+        k = base + tx
+        x = 0.0
+        y = 0.0
+        if k < pa.shape[1]:
+            g = ty
+            while g < pa.shape[0]:
+                x += pa[g, k]
+                y += pb[g, k]
+                g += cuda.blockDim.y
+        sa[slot] = x
+        sb[slot] = y
+        cuda.syncthreads()
+        tree_sum2(sa, sb, ty, slot, bx, cuda.blockDim.y)
+        if ty == 0 and k < pa.shape[1]:
+            a[k] = sa[slot]
+            b[k] = sb[slot]
+        cuda.syncthreads()
+        base += cuda.gridDim.x * bx
 
 
-@cuda.jit
-def sum_rows2_kernel(pa, pb, a, b):
-    """Column sums of two ``[blocks, K]`` partial buffers, in block order; a thread per column."""
-    k = cuda.grid(1)
-    while k < pa.shape[1]:
-        sa = 0.0
-        sb = 0.0
-        for g in range(pa.shape[0]):
-            sa += pa[g, k]
-            sb += pb[g, k]
-        a[k] = sa
-        b[k] = sb
-        k += cuda.gridsize(1)
+def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any) -> None:
+    """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns)."""
+    columns = pa.shape[1]
+    tile = min(TILE_X, next_pow2(columns))
+    launch(
+        column_sums2_kernel,
+        blocks_for(columns, tile),
+        (tile, THREADS // tile),
+        s,
+        kernel_in(pa),
+        kernel_in(pb),
+        kernel_out(a),
+        kernel_out(b),
+    )

@@ -8,6 +8,7 @@ outside the simulator, no usable GPU or no CuPy. The registry turns that into a
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any
 
@@ -35,10 +36,15 @@ __all__ = [
     "SIMULATOR",
     "THREADS",
     "TILE_X",
+    "CHECK_SIGNATURES",
     "blocks_for",
     "cuda",
     "cupy",
+    "kernel",
+    "launch",
     "next_pow2",
+    "on_device",
+    "sm_count",
     "stream",
 ]
 
@@ -110,23 +116,105 @@ def blocks_for(units: int, per_block: int = THREADS, cap: int = MAX_BLOCKS) -> i
     return max(1, min(cap, -(-units // per_block)))
 
 
-_streams: dict[int, Any] = {}
+_streams: dict[tuple[int, int], Any] = {}
+_sm_counts: dict[int, int] = {}
 
 
 def stream() -> Any:
-    """The stream kernels launch on: CuPy's current stream, or 0 in the simulator.
+    """The stream kernels launch on: CuPy's current stream of the current device, or 0.
 
     Returns
     -------
     numba.cuda stream or int
         An external stream wrapping ``cupy.cuda.get_current_stream()`` (cached by
-        handle), the legacy default stream for CuPy's null stream.
+        ``(device, handle)``: two GPUs may reuse a handle value), the legacy default
+        stream for CuPy's null stream, 0 in the simulator.
     """
     if cupy is None:
         return 0
-    ptr = cupy.cuda.get_current_stream().ptr
-    found = _streams.get(ptr)
+    device = cupy.cuda.runtime.getDevice()
+    ptr = cupy.cuda.get_current_stream(device).ptr
+    found = _streams.get((device, ptr))
     if found is None:
         found = cuda.legacy_default_stream() if ptr == 0 else cuda.external_stream(ptr)
-        _streams[ptr] = found
+        _streams[device, ptr] = found
     return found
+
+
+def sm_count() -> int:
+    """Streaming multiprocessors of the current device (a small number in the simulator)."""
+    if cupy is None:
+        return 2
+    device = cupy.cuda.runtime.getDevice()
+    found = _sm_counts.get(device)
+    if found is None:
+        props = cupy.cuda.runtime.getDeviceProperties(device)
+        found = _sm_counts[device] = int(props["multiProcessorCount"])
+    return found
+
+
+class on_device:  # noqa: N801  (used as a ``with`` statement, like CuPy's ``Device``)
+    """Make ``x``'s GPU the current device for the launches inside the ``with`` block.
+
+    Kernels must run on the device that holds their arrays, on CuPy's current
+    stream of that device; numba-cuda launches in the CUDA context current on the
+    thread, which CuPy's ``Device`` switches. Nothing happens when ``x`` is on the
+    current device already (the common, one-GPU case), in the simulator, or for
+    arrays that do not say where they live.
+
+    Parameters
+    ----------
+    x : array
+    """
+
+    __slots__ = ("_switch",)
+
+    def __init__(self, x: Any) -> None:
+        self._switch = None
+        if cupy is not None:
+            device = getattr(x, "device", None)
+            if isinstance(device, cupy.cuda.Device) and device.id != cupy.cuda.runtime.getDevice():
+                self._switch = device
+
+    def __enter__(self) -> None:
+        if self._switch is not None:
+            self._switch.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._switch is not None:
+            self._switch.__exit__(*exc)
+
+
+def kernel(fn: Any) -> Any:
+    """``cuda.jit(cache=True)``: a kernel whose compiled code is kept on disk.
+
+    The on-disk cache (numba-cuda's ``CUDACache``, in ``__pycache__`` next to the
+    module or under ``NUMBA_CACHE_DIR``) spares each new process the compilation
+    of every kernel it launches; the simulator ignores it.
+    """
+    return cuda.jit(cache=True)(fn)
+
+
+#: When True (the test suite sets ``NORMDROP_CUDA_CHECK_SIGNATURES=1``), every launch
+#: checks that its argument types are in :mod:`._signatures`' table, which the PTX
+#: compile check compiles: a launcher passing a new type combination fails the suite.
+CHECK_SIGNATURES: bool = os.environ.get("NORMDROP_CUDA_CHECK_SIGNATURES") == "1"
+
+
+def launch(fn: Any, grid: Any, block: Any, s: Any, *args: Any) -> None:
+    """Launch kernel ``fn`` with ``grid`` blocks of ``block`` threads on stream ``s``.
+
+    Parameters
+    ----------
+    fn : numba.cuda dispatcher
+    grid, block : int or tuple of int
+    s : stream
+        From :func:`stream`.
+    *args
+        Kernel arguments (see :mod:`._arrays` for arrays).
+    """
+    if CHECK_SIGNATURES:
+        from ._signatures import check_launch
+
+        check_launch(fn, args)
+    fn[grid, block, s](*args)

@@ -1,0 +1,147 @@
+"""The argument types every kernel can be launched with: one table for the launchers and CI.
+
+Each launcher passes arrays of a few dtypes (float32 or float64 data, possibly
+different for ``dy`` and ``x``; float32 or float64 parameters, the layers' own;
+float64 statistics and partials) and scalars of fixed types. :func:`signatures`
+lists every combination, kernel by kernel. Two checks keep it true:
+
+* the test suite sets ``NORMDROP_CUDA_CHECK_SIGNATURES=1``, and then every launch
+  (:func:`._runtime.launch`) checks its argument types against this table, so a
+  launcher that starts passing a new combination fails the tests;
+* ``tests/test_cuda_compile.py`` compiles every entry to PTX for compute
+  capability 8.0 and 9.0 and assembles it with ``ptxas`` (no spills allowed).
+
+Types are written as short strings: ``"float32[2d]"`` is a C-contiguous 2-D
+float32 array, ``"uint64"`` a scalar, ``"bool"`` a boolean.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Any
+
+import numpy as np
+
+__all__ = ["check_launch", "describe", "signatures"]
+
+_FLOATS = ("float32", "float64")
+
+
+def _a(dtype: str, ndim: int) -> str:
+    """The spec of a C-contiguous array."""
+    return f"{dtype}[{ndim}d]"
+
+
+def _table() -> list[tuple[Any, tuple[str, ...]]]:
+    from . import _batchnorm as bn
+    from . import _dropout as dr
+    from . import _layernorm as ln
+    from . import _reduce as rd
+
+    v, p = _a("float64", 1), _a("float64", 2)
+    u64, i64, f64, b1 = "uint64", "int64", "float64", "bool"
+    key = (u64, u64, u64, u64)
+    rows: list[tuple[Any, tuple[str, ...]]] = [
+        (rd.column_sums2_kernel, (p, p, v, v)),
+        (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
+        (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
+    ]
+    for x in _FLOATS:
+        x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
+        rows += [
+            (bn._moments_partials, (x3, p, p)),
+            (bn._moments_merge_kernel, (x3, p, p, v, v)),
+            (ln._row_moments_kernel, (x2, v, v)),
+            (
+                dr._dropout_kernel,
+                (x1, u64, x, u64, i64, i64, *key, x1, _a("uint8", 1), b1),
+            ),
+            (dr._apply_bitmask_kernel, (x1, _a("uint8", 1), x, x1)),
+        ]
+        # running statistics (one dtype for both) and weight/bias (one dtype for both)
+        for r, w in product(_FLOATS, _FLOATS):
+            r1, w1 = _a(r, 1), _a(w, 1)
+            fold = (x3, p, p, b1, r1, r1, b1, b1, w1, w1, b1, b1, f64, f64, p)
+            rows.append((bn._fold_kernel, fold))
+        # weight and bias each float32 or float64 (an absent one takes the other's dtype)
+        for w, b in product(_FLOATS, _FLOATS):
+            fwd = (x2, _a(w, 1), _a(b, 1), b1, b1, f64, x2, v, v)
+            rows.append((ln._forward_kernel, fwd))
+        # gradients may come in another dtype than the data
+        for dy in _FLOATS:
+            d1, d2, d3 = _a(dy, 1), _a(dy, 2), _a(dy, 3)
+            rows += [
+                (bn._backward_partials, (d3, x3, v, p, p)),
+                (bn._backward_elemt_kernel, (d1, x1, v, v, v, v, i64, x1)),
+                # the evaluation-mode backward writes dy * a into an output of x's dtype
+                (bn._affine_kernel, (d1, v, v, v, i64, x1)),
+            ]
+            for w in _FLOATS:
+                bwd = (d2, x2, v, v, _a(w, 1), b1, b1, x2, p, p)
+                rows.append((ln._backward_kernel, bwd))
+    return rows
+
+
+_TABLE: dict[Any, set[tuple[str, ...]]] | None = None
+
+
+def signatures() -> list[tuple[str, Any, tuple[str, ...]]]:
+    """Every ``(name, kernel, argument types)`` the launchers can pass.
+
+    Returns
+    -------
+    list of tuple
+        ``name`` is ``module.kernel``; ``kernel`` the numba dispatcher.
+    """
+    return [
+        (f"{k.py_func.__module__.rsplit('.', 1)[-1]}.{k.py_func.__name__}", k, sig)
+        for k, sig in _table()
+    ]
+
+
+def describe(arg: Any) -> str:
+    """The spec string of one kernel argument (see the module docstring).
+
+    Parameters
+    ----------
+    arg : array, argument hint or scalar
+
+    Returns
+    -------
+    str
+    """
+    arg = getattr(arg, "value", arg) if type(arg).__name__ in ("In", "Out", "InOut") else arg
+    if isinstance(arg, (bool, np.bool_)):
+        return "bool"
+    if isinstance(arg, int):
+        return "int64"
+    if isinstance(arg, float):
+        return "float64"
+    if isinstance(arg, np.generic):
+        return arg.dtype.name
+    flags = getattr(arg, "flags", None)  # NumPy, CuPy and numba arrays all have it
+    contiguous = arg.is_c_contiguous() if flags is None else bool(flags.c_contiguous)
+    spec = _a(np.dtype(arg.dtype).name, arg.ndim)
+    return spec if contiguous else spec + " (not C-contiguous)"
+
+
+def check_launch(fn: Any, args: tuple[Any, ...]) -> None:
+    """Raise AssertionError unless ``fn``'s argument types are in the table.
+
+    Parameters
+    ----------
+    fn : numba dispatcher
+    args : tuple
+    """
+    global _TABLE
+    if _TABLE is None:
+        table: dict[Any, set[tuple[str, ...]]] = {}
+        for kernel, sig in _table():
+            table.setdefault(kernel, set()).add(sig)
+        _TABLE = table
+    got = tuple(describe(a) for a in args)
+    if got not in _TABLE.get(fn, ()):
+        raise AssertionError(
+            f"cuda kernel {fn.py_func.__name__} launched with argument types {got}, which "
+            "are not in backends/cuda_backend/_signatures.py (the table CI compiles): add them"
+        )
