@@ -234,6 +234,8 @@ def _default_name_for(x: Any) -> str:
     module = type(x).__module__.split(".", 1)[0]
     if module == "cupy" or (module != "numpy" and hasattr(x, "__cuda_array_interface__")):
         return "cuda"
+    if getattr(type(x), "__cuda_ndarray__", False):  # numba device arrays, simulated ones too
+        return "cuda"
     if module == "dask":
         return "dask"
     return _cpu_default()

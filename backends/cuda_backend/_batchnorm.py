@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out
+from ._arrays import alloc_like, empty, kernel_in, kernel_out
 from ._reduce import (
     merge_moments_kernel,
     sum_rows2_kernel,
@@ -232,8 +232,8 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
     mean, var : device arrays of shape (C,)
     """
     n, channels, length = x.shape
-    mean = alloc_like(x, (channels,), np.float64)
-    var = alloc_like(x, (channels,), np.float64)
+    mean = empty((channels,), np.float64)
+    var = empty((channels,), np.float64)
     if channels == 0:
         return mean, var
     grid, block = _partial_geometry(n, channels, length)
@@ -259,8 +259,8 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     sum_dy, sum_dy_xmu : device arrays of shape (C,)
     """
     n, channels, length = x.shape
-    sum_dy = alloc_like(x, (channels,), np.float64)
-    sum_dy_xmu = alloc_like(x, (channels,), np.float64)
+    sum_dy = empty((channels,), np.float64)
+    sum_dy_xmu = empty((channels,), np.float64)
     if channels == 0:
         return sum_dy, sum_dy_xmu
     grid, block = _partial_geometry(n, channels, length)

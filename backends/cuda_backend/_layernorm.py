@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out
+from ._arrays import alloc_like, empty, kernel_in, kernel_out
 from ._reduce import sum_rows2_kernel, tree_merge, tree_sum2, welford_step
 from ._runtime import PARTIAL_ROWS, THREADS, blocks_for, cuda, next_pow2, stream
 
@@ -164,8 +164,8 @@ def row_moments(x: Any) -> tuple[Any, Any]:
     mean, var : device arrays of shape (R,)
     """
     rows, features = x.shape
-    mean = alloc_like(x, (rows,), np.float64)
-    var = alloc_like(x, (rows,), np.float64)
+    mean = empty((rows,), np.float64)
+    var = empty((rows,), np.float64)
     if rows:
         _row_moments_kernel[blocks_for(rows, 1), _row_threads(features), stream()](
             kernel_in(x), kernel_out(mean), kernel_out(var)
@@ -191,8 +191,8 @@ def layer_norm_forward(
     mean, rstd : float64 device arrays of shape (R,)
     """
     rows, features = x.shape
-    mean = alloc_like(x, (rows,), np.float64)
-    rstd = alloc_like(x, (rows,), np.float64)
+    mean = empty((rows,), np.float64)
+    rstd = empty((rows,), np.float64)
     if rows:
         _forward_kernel[blocks_for(rows, 1), _row_threads(features), stream()](
             kernel_in(x),
@@ -247,8 +247,8 @@ def layer_norm_backward(
     )
     if not param_grads:
         return out, None, None
-    dweight = alloc_like(x, (features,), np.float64)
-    dbias = alloc_like(x, (features,), np.float64)
+    dweight = empty((features,), np.float64)
+    dbias = empty((features,), np.float64)
     sum_rows2_kernel[blocks_for(features), THREADS, s](
         kernel_in(pdw), kernel_in(pdb), kernel_out(dweight), kernel_out(dbias)
     )
