@@ -225,7 +225,9 @@ def main(plot_path: str | None = None) -> dict:
     same = all(
         np.array_equal(a, b)
         for (_, a, _), (_, b, _) in zip(
-            full["model"].parameters_and_grads(), resumed["model"].parameters_and_grads()
+            full["model"].parameters_and_grads(),
+            resumed["model"].parameters_and_grads(),
+            strict=True,
         )
     )
     print(
