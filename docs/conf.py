@@ -71,6 +71,12 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_context = {"default_mode": "auto"}
+html_static_path = ["_static"]
+html_css_files = ["normdrop.css"]
+# Top-level pages have no sub-pages: without this the theme shows an empty "Section
+# Navigation" sidebar on them. ("*" matches no "/": the guide and the API reference,
+# whose pages have sections, keep the default sidebar.)
+html_sidebars = {"*": []}
 html_show_sourcelink = False
 
 
