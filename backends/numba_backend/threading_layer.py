@@ -129,25 +129,55 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def serialise_under_workqueue(backend: Any) -> Any:
-    """Under the workqueue layer, run ``backend``'s kernel methods under :data:`launch_lock`.
+_decision_lock = threading.Lock()
 
-    The kernel methods are the public functions defined in the backend's own
-    class (not inherited array helpers); their locked versions become instance
-    attributes.
+
+def serialise_under_workqueue(backend: Any) -> Any:
+    """Run ``backend``'s kernel methods under :data:`launch_lock` if the layer is workqueue.
+
+    The kernel methods are the public functions defined in the backend's own class
+    (not inherited array helpers). Until the first kernel call they go through a
+    wrapper that starts Numba's threads (the first parallel kernel would), reads
+    the layer, and then either removes itself (tbb, omp: no cost afterwards) or
+    installs the locked methods (workqueue). Threads are not started at import,
+    so a process that forks before its first kernel call stays safe to fork
+    whatever the layer.
 
     Parameters
     ----------
     backend : object
-        The backend instance.
+        The backend instance; wrappers are instance attributes over its class's methods.
 
     Returns
     -------
     object
         ``backend`` itself.
     """
-    if threading_layer() == "workqueue":
-        for name, value in vars(type(backend)).items():
-            if isinstance(value, types.FunctionType) and not name.startswith("_"):
-                setattr(backend, name, _locked(getattr(backend, name)))
+    names = [
+        name
+        for name, value in vars(type(backend)).items()
+        if isinstance(value, types.FunctionType) and not name.startswith("_")
+    ]
+
+    def decide() -> None:
+        with _decision_lock:
+            if not any(name in vars(backend) for name in names):
+                return  # decided by another thread meanwhile
+            workqueue = threading_layer() == "workqueue"
+            for name in names:
+                method = getattr(type(backend), name).__get__(backend)
+                if workqueue:
+                    setattr(backend, name, _locked(method))
+                else:
+                    delattr(backend, name)
+
+    def first_call(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            decide()
+            return getattr(backend, name)(*args, **kwargs)
+
+        return call
+
+    for name in names:
+        setattr(backend, name, first_call(name))
     return backend
