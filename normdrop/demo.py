@@ -1,4 +1,4 @@
-"""``normdrop demo``: the walkthrough of the book chapter "BatchNorm and Dropout for Stability", with normdrop."""
+"""``normdrop demo``: the book chapter "BatchNorm and Dropout for Stability", with normdrop."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
         f"running_var ~ {float(bn.running_var.mean()):.1f},"
     )
     print("  so eval output is still far from mean 0 / std 1: it needs many batches.")
-    print("  (The book chapter's 'eval : 50.05 99.95' is what a layer that never trained returns.)\n")
+    print("  (The book chapter's 'eval : 50.05 99.95' is what an untrained layer returns.)\n")
 
     model.train()
     for _ in range(99):
