@@ -43,7 +43,7 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 default_role = "py:obj"
 
 # -- MyST (the .md pages) ------------------------------------------------------
@@ -71,6 +71,12 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_context = {"default_mode": "auto"}
+html_static_path = ["_static"]
+html_css_files = ["normdrop.css"]
+# Top-level pages have no sub-pages: without this the theme shows an empty "Section
+# Navigation" sidebar on them. ("*" matches no "/": the guide and the API reference,
+# whose pages have sections, keep the default sidebar.)
+html_sidebars = {"*": []}
 html_show_sourcelink = False
 
 
@@ -137,6 +143,28 @@ class CliHelp(SphinxDirective):
         block = nodes.literal_block(text.getvalue(), text.getvalue())
         block["language"] = "text"
         return [block]
+
+
+def _run_worked_example():
+    """Run docs/examples/mlp_training.py as a user would: its printed output and its
+    figure go to docs/_generated/ (git-ignored), which the worked-example page includes."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    out_dir = os.path.join(here, "_generated")
+    os.makedirs(out_dir, exist_ok=True)
+    script = os.path.join(here, "examples", "mlp_training.py")
+    done = subprocess.run(
+        [sys.executable, script, os.path.join(out_dir, "mlp_training.png")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with open(os.path.join(out_dir, "mlp_training.txt"), "w") as f:
+        f.write(done.stdout)
+
+
+_run_worked_example()
 
 
 def setup(app):

@@ -33,7 +33,16 @@ import normdrop
 from normdrop import functional
 from normdrop.protocol import Backend
 
-__all__ = ["CASES", "Case", "Timing", "add_arguments", "run", "time_call"]
+__all__ = [
+    "CASES",
+    "NOISE_THRESHOLD",
+    "Case",
+    "Timing",
+    "add_arguments",
+    "combine_rounds",
+    "run",
+    "time_call",
+]
 
 Thunk = Callable[[], Any]
 
@@ -42,6 +51,34 @@ Thunk = Callable[[], Any]
 _FULL = (1.0, 25, 0.005)
 _QUICK = (0.1, 3, 0.001)
 _MAX_NUMBER = 1_000_000
+#: Timed rounds per implementation and case (default, ``--quick``). The rounds of a case
+#: are interleaved (normdrop, reference, torch, copy, then again), each with an equal
+#: share of the budget and repeats, so that a burst of load on a shared machine hits one
+#: round of one implementation rather than all of its repeats.
+_ROUNDS = (3, 2)
+#: A measurement is noisy when its two fastest rounds differ by more than this fraction:
+#: the reported (fastest) time is then not confirmed by a second round.
+NOISE_THRESHOLD = 0.3
+#: A measurement is also an outlier when it is this many times slower than the NumPy
+#: reference's call in the same run: the reference is plain single-threaded NumPy, so an
+#: implementation that far behind it is waiting (for threads that a busy machine did not
+#: schedule), not computing.
+OUTLIER_VS_REFERENCE = 10.0
+#: Rounds added to a noisy or outlying measurement before its row is flagged.
+EXTRA_ROUNDS = 2
+
+
+def _suspect(key: str, timing: Timing, reference: Timing | str | None) -> str | None:
+    """Why ``timing`` is not to be trusted, or ``None``."""
+    if timing.noisy:
+        return f"{key} rounds {timing.spread:.0%} apart"
+    if key != "reference" and isinstance(reference, Timing):
+        slower = timing.best / reference.best
+        if slower > OUTLIER_VS_REFERENCE:
+            return f"{key} {slower:.0f}x slower than the NumPy reference"
+    return None
+
+
 DROPOUT_P = 0.15
 SEED = 1234
 EPS = 1e-5
@@ -63,6 +100,10 @@ class Timing:
         Calls per repeat.
     first_call : float
         The first (warm-up) call, which includes any compilation.
+    samples : tuple of float
+        Every repeat's per-call time.
+    round_bests : tuple of float
+        The best per-call time of each timed round (one entry for one round).
     """
 
     best: float
@@ -70,10 +111,55 @@ class Timing:
     repeats: int
     number: int
     first_call: float
+    samples: tuple[float, ...] = ()
+    round_bests: tuple[float, ...] = ()
 
     def stat(self, name: str) -> float:
         """Return the ``"min"`` (best) or ``"median"`` per-call time."""
         return self.best if name == "min" else self.median
+
+    @property
+    def spread(self) -> float:
+        """How far the second-fastest round is above the fastest, as a fraction.
+
+        With a single round, how far the median repeat is above the best one.
+        """
+        bests = sorted(self.round_bests)
+        if len(bests) >= 2:
+            return bests[1] / bests[0] - 1.0
+        return self.median / self.best - 1.0
+
+    @property
+    def noisy(self) -> bool:
+        """Whether :attr:`spread` exceeds :data:`NOISE_THRESHOLD`."""
+        return self.spread > NOISE_THRESHOLD
+
+
+def combine_rounds(rounds: Sequence[Timing]) -> Timing:
+    """Merge the timings of several rounds of the same function into one.
+
+    Parameters
+    ----------
+    rounds : sequence of Timing
+        In the order they were taken; the first one's warm-up is the first call.
+
+    Returns
+    -------
+    Timing
+        The fastest repeat of all rounds, the median of all repeats, and each
+        round's best in ``round_bests``.
+    """
+    samples = tuple(x for t in rounds for x in (t.samples or (t.best,)))
+    fastest = min(rounds, key=lambda t: t.best)
+    return Timing(
+        best=fastest.best,
+        median=statistics.median(samples),
+        repeats=sum(t.repeats for t in rounds),
+        number=fastest.number,
+        first_call=rounds[0].first_call,
+        samples=samples,
+        round_bests=tuple(t.best for t in rounds),
+    )
 
 
 def _loop(fn: Thunk, number: int) -> float:
@@ -127,7 +213,15 @@ def time_call(fn: Thunk, *, budget: float, repeat: int, min_time: float) -> Timi
     deadline = time.perf_counter() + budget
     while len(samples) < repeat and time.perf_counter() < deadline:
         samples.append(_loop(fn, number) / number)
-    return Timing(min(samples), statistics.median(samples), len(samples), number, first_call)
+    return Timing(
+        min(samples),
+        statistics.median(samples),
+        len(samples),
+        number,
+        first_call,
+        tuple(samples),
+        (min(samples),),
+    )
 
 
 # ----------------------------------------------------------------------------- targets
@@ -448,6 +542,8 @@ class Settings:
         Shortest timed repeat, in seconds.
     stat : {"min", "median"}
         The statistic the table and the top-level row fields report.
+    rounds : int
+        Interleaved rounds over which the budget and the repeats are shared.
     """
 
     dtype: np.dtype
@@ -455,22 +551,30 @@ class Settings:
     repeat: int
     min_time: float
     stat: str
+    rounds: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
         """Build the settings from parsed ``bench`` arguments."""
         budget, repeat, min_time = _QUICK if args.quick else _FULL
+        rounds = _ROUNDS[1] if args.quick else _ROUNDS[0]
         return cls(
             dtype=np.dtype(args.dtype),
             budget=budget if args.budget is None else args.budget,
             repeat=repeat if args.repeat is None else args.repeat,
             min_time=min_time,
             stat=args.stat,
+            rounds=rounds if getattr(args, "rounds", None) is None else args.rounds,
         )
 
     def measure(self, fn: Thunk) -> Timing:
-        """Time ``fn`` with these settings."""
-        return time_call(fn, budget=self.budget, repeat=self.repeat, min_time=self.min_time)
+        """Time ``fn`` for one round: its share of the budget and of the repeats."""
+        return time_call(
+            fn,
+            budget=self.budget / self.rounds,
+            repeat=max(1, self.repeat // self.rounds),
+            min_time=self.min_time,
+        )
 
 
 def _thread_count() -> int:
@@ -506,12 +610,63 @@ def _torch_session(torch: Any | None, threads: int) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- measuring
-def _measure(label: str, fn: Callable[[], Thunk], settings: Settings) -> Timing | str:
-    """Build and time a thunk; return the timing, or the error it raised as text."""
+def _build(label: str, fn: Callable[[], Thunk]) -> Thunk | str:
+    """Build a thunk; return it, or the error it raised as text."""
     try:
-        return settings.measure(fn())
+        return fn()
     except Exception as exc:  # one failing implementation must not end the run
         return f"{label}: {type(exc).__name__}: {exc}"
+
+
+def _measure(label: str, thunk: Thunk | str, settings: Settings) -> Timing | str:
+    """Time one round of a thunk; return the timing, or the error it raised as text."""
+    if isinstance(thunk, str):
+        return thunk
+    try:
+        return settings.measure(thunk)
+    except Exception as exc:
+        return f"{label}: {type(exc).__name__}: {exc}"
+
+
+def _measure_rounds(
+    thunks: dict[str, Thunk | str], settings: Settings, bar: Any, label: str
+) -> dict[str, Timing | str]:
+    """Time every thunk in interleaved rounds; give a noisy one up to :data:`EXTRA_ROUNDS`
+    more rounds; return each one's combined timing (or its error)."""
+    rounds: dict[str, list[Timing]] = {key: [] for key in thunks}
+    failed: dict[str, str] = {}
+
+    def one_round(key: str) -> None:
+        if key in failed:
+            return
+        bar.set_postfix_str(f"{label} [{key}]")
+        result = _measure(key, thunks[key], settings)
+        if isinstance(result, str):
+            failed[key] = result
+        else:
+            rounds[key].append(result)
+
+    for _ in range(settings.rounds):
+        for key in thunks:
+            one_round(key)
+
+    def combined() -> dict[str, Timing | str]:
+        return {k: failed[k] if k in failed else combine_rounds(rounds[k]) for k in thunks}
+
+    for _ in range(EXTRA_ROUNDS):
+        now = combined()
+        reference = now.get("reference")
+        suspects = [
+            k
+            for k, t in now.items()
+            if k != "copy" and isinstance(t, Timing) and _suspect(k, t, reference)
+        ]
+        if not suspects:
+            break
+        for key in suspects:
+            one_round(key)
+    bar.update(len(thunks))
+    return combined()
 
 
 def _copy_thunk(nbytes: float, dtype: np.dtype) -> Thunk:
@@ -533,6 +688,9 @@ def _timing_dict(t: Timing | str | None) -> dict[str, Any] | None:
         "repeats": t.repeats,
         "number": t.number,
         "first_call_s": t.first_call,
+        "rounds": len(t.round_bests),
+        "round_best_s": list(t.round_bests),
+        "spread": t.spread,
     }
 
 
@@ -548,6 +706,13 @@ def _row(case: Case, settings: Settings, timings: dict[str, Timing | str | None]
     gbps = _ratio(nbytes / 1e9, t["normdrop"])
     copy_gbps = _ratio(nbytes / 1e9, t["copy"])
     errors = [v for v in timings.values() if isinstance(v, str)]
+    spread = {k: (v.spread if isinstance(v, Timing) else None) for k, v in timings.items()}
+    reasons = {
+        k: _suspect(k, timings[k], timings.get("reference"))
+        for k in ("normdrop", "reference", "torch")
+        if isinstance(timings.get(k), Timing)
+    }
+    noisy = {k: why for k, why in reasons.items() if why is not None}
     return {
         "case": case.name,
         "shape": list(case.shape),
@@ -562,6 +727,8 @@ def _row(case: Case, settings: Settings, timings: dict[str, Timing | str | None]
         "copy_gbps": copy_gbps,
         "copy_share": _ratio(gbps, copy_gbps),
         "timings": {k: _timing_dict(v) for k, v in timings.items()},
+        "spread": spread,
+        "noisy": noisy,
         "errors": errors,
     }
 
@@ -610,24 +777,22 @@ def _run_case(
 ) -> dict:
     """Time one case every way and return its row."""
     x = _input(case, settings.dtype)
-    timings: dict[str, Timing | str | None] = {}
-
-    def step(key: str, fn: Callable[[], Thunk]) -> None:
-        bar.set_postfix_str(f"{case.name} [{key}]")
-        timings[key] = _measure(key, fn, settings)
-        bar.update()
-
-    step("reference", lambda: reference.wrap(case.build(x, reference)))
-    if target.backend.name == reference.backend.name and target.choice in (None, "numpy"):
+    thunks: dict[str, Thunk | str] = {}
+    thunks["reference"] = _build("reference", lambda: reference.wrap(case.build(x, reference)))
+    same_code = target.backend.name == reference.backend.name and target.choice in (None, "numpy")
+    if not same_code:
+        thunks["normdrop"] = _build("normdrop", lambda: target.wrap(case.build(x, target)))
+    if torch is not None:
+        thunks["torch"] = _build("torch", lambda: case.build_torch(torch.from_numpy(x)))
+    thunks["copy"] = _build("copy", lambda: _copy_thunk(case.passes * x.nbytes, settings.dtype))
+    timings: dict[str, Timing | str | None] = dict(
+        _measure_rounds(thunks, settings, bar, case.name)
+    )
+    if same_code:
         timings["normdrop"] = timings["reference"]  # the same code: do not time it twice
         bar.update()
-    else:
-        step("normdrop", lambda: target.wrap(case.build(x, target)))
-    if torch is not None:
-        step("torch", lambda: case.build_torch(torch.from_numpy(x)))
-    else:
+    if torch is None:
         timings["torch"] = None
-    step("copy", lambda: _copy_thunk(case.passes * x.nbytes, settings.dtype))
     return _row(case, settings, timings)
 
 
@@ -660,6 +825,8 @@ def _machine_info(
         "stat": settings.stat,
         "budget_s": settings.budget,
         "repeat": settings.repeat,
+        "rounds": settings.rounds,
+        "noise_threshold": NOISE_THRESHOLD,
     }
 
 
@@ -693,7 +860,17 @@ _COLUMNS: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
     ("GB/s", ">", lambda r: _fmt_float(r["gbps"], ".1f")),
     ("copy GB/s", ">", lambda r: _fmt_float(r["copy_gbps"], ".1f")),
     ("of copy", ">", lambda r: _fmt_float(r["copy_share"], ".0%")),
+    ("spread", ">", lambda r: _fmt_spread(r)),
 )
+
+
+def _fmt_spread(row: dict) -> str:
+    """The largest spread of the row's timed implementations, ``!`` when the row is noisy."""
+    values = [row["spread"].get(k) for k in ("normdrop", "reference", "torch")]
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{max(values):.0%}" + (" !" if row["noisy"] else "")
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -747,6 +924,17 @@ def _footer(rows: Sequence[dict]) -> str:
         "the same bytes in this run; of copy: normdrop's share of it."
     )
     notes = [textwrap.fill(legend, width=100)]
+    noise = (
+        f"spread: how far the second-fastest of a measurement's timed rounds is above the "
+        f"fastest (the fastest is reported). '!' marks a noisy row: after {EXTRA_ROUNDS} extra "
+        f"rounds, a spread above {NOISE_THRESHOLD:.0%}, or a call more than "
+        f"{OUTLIER_VS_REFERENCE:.0f}x slower than the NumPy reference's. The machine was busy: "
+        f"rerun that case (--cases; for PyTorch also --torch-threads 1) before trusting its ratios."
+    )
+    notes.append(textwrap.fill(noise, width=100))
+    for r in rows:
+        if r["noisy"]:
+            notes.append(f"noisy: {r['case']}: {'; '.join(r['noisy'].values())}")
     notes += [f"error: {e}" for r in rows for e in r["errors"]]
     return "\n".join(notes)
 
@@ -793,6 +981,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"seconds of timed repeats per measurement, after the warm-up "
         f"(default {_FULL[0]}, quick {_QUICK[0]})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"interleaved timing rounds per measurement, sharing its budget and repeats "
+        f"(default {_ROUNDS[0]}, quick {_ROUNDS[1]})",
     )
     parser.add_argument(
         "--stat",

@@ -1,17 +1,19 @@
-"""``normdrop demo``: the BatchNorm + Dropout walkthrough of the seed chapter, run with normdrop."""
+"""``normdrop demo``: the book chapter "BatchNorm and Dropout for Stability", with normdrop."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from normdrop.layers import BatchNorm1d, Dropout, Sequential
 from normdrop.protocol import Backend
-from normdrop.registry import resolve_backend
+from normdrop.registry import get_backend, resolve_backend
 
 __all__ = ["run_demo"]
 
 
-def _stats(label: str, a: np.ndarray) -> str:
+def _host_stats(label: str, a: np.ndarray) -> str:
     return f"  {label:<22} mean {a.mean():9.3f}   std {a.std():9.3f}"
 
 
@@ -28,8 +30,13 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     # Printed before the backend loads (and maybe compiles), so the command answers at once.
     print("normdrop demo: BatchNorm1d(64) + Dropout(0.15), training and evaluation", flush=True)
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((4, 64, 30)) * 100 + 50).astype(np.float32)
-    chosen = resolve_backend(x, backend)
+    host_x = (rng.standard_normal((4, 64, 30)) * 100 + 50).astype(np.float32)
+    chosen = resolve_backend(host_x) if backend is None else get_backend(backend)
+    x = chosen.asarray(host_x)  # the data on the backend's own array type (e.g. dask)
+
+    def _stats(label: str, a: Any) -> str:
+        return _host_stats(label, np.asarray(chosen.to_numpy(a)))
+
     bn = BatchNorm1d(64, backend=backend)
     drop = Dropout(0.15, seed=seed, backend=backend)
     model = Sequential(bn, drop)
@@ -39,7 +46,7 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     print("Training mode (batch statistics, dropout active)")
     model.train()
     normalised = bn(x)
-    y_train = drop(normalised)
+    y_train = np.asarray(chosen.to_numpy(drop(normalised)))
     print(_stats("x", x))
     print(_stats("after BatchNorm1d", normalised))
     print(_stats("after Dropout(0.15)", y_train))
@@ -50,7 +57,7 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
 
     print("Evaluation mode (running statistics, dropout is the identity)")
     model.eval()
-    y_eval = model(x)
+    y_eval = np.asarray(chosen.to_numpy(model(x)))
     print(_stats("output", y_eval))
     print(f"  zeros: {y_eval.size - np.count_nonzero(y_eval)}")
     print("  After one training batch the running statistics have moved only 10% of the way")
@@ -59,7 +66,7 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
         f"running_var ~ {float(bn.running_var.mean()):.1f},"
     )
     print("  so eval output is still far from mean 0 / std 1: it needs many batches.")
-    print("  (The chapter's 'eval : 50.05 99.95' is what a layer that never trained returns.)\n")
+    print("  (The book chapter's 'eval : 50.05 99.95' is what an untrained layer returns.)\n")
 
     model.train()
     for _ in range(99):

@@ -259,7 +259,9 @@ def _kernel_output(
     overlapping ``out`` therefore gets the same numbers as a separate one.
     """
     if out is None and x.dtype in _KERNEL_DTYPES:
-        return be.empty(shape, x.dtype), False
+        if type(x) is np.ndarray:
+            return be.empty(shape, x.dtype), False
+        return _empty_for(be, x, shape, x.dtype), False
     compute = _compute_dtype(x.dtype)
     if out is not None and out.dtype == compute:
         target = out if order is None else out.transpose(order)
@@ -267,7 +269,17 @@ def _kernel_output(
             out, x if inplace is None else inplace, *reads
         ):
             return target.reshape(shape), True
-    return be.empty(shape, compute), False
+    return _empty_for(be, x, shape, compute), False
+
+
+def _empty_for(be: Backend, x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """An output buffer of the input's own kind where the backend offers ``alloc_like``
+    (the cuda backend: numba device arrays in, numba device arrays out)."""
+    if type(x) is not np.ndarray:
+        alloc_like = getattr(be, "alloc_like", None)
+        if alloc_like is not None:
+            return alloc_like(x, shape, dtype)
+    return be.empty(shape, dtype)
 
 
 def _finish(

@@ -10,11 +10,20 @@ of the C-ordered array gets word ``i % 4`` of::
 
 and is kept when that word is ``>= floor(p * 2**32)``. Every backend produces the
 same words, so a mask depends only on ``(seed, call, p, shape)``.
+
+The global generator that ``seed=None`` draws from is reseeded in every child
+process created by ``fork`` (``os.fork``, ``multiprocessing``'s fork start
+method): each fork spawns an independent child stream of the parent's
+:class:`numpy.random.SeedSequence`, so children draw distinct seeds, different
+from the parent's, and the same ones again after the same
+:func:`manual_seed` and the same sequence of forks. The parent's own draws are
+not changed by forking.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numpy as np
@@ -24,7 +33,9 @@ from normdrop import _validation
 __all__ = ["draw_seed", "dropout_threshold", "manual_seed"]
 
 _lock = threading.Lock()
-_generator = np.random.default_rng()
+_seed_sequence = np.random.SeedSequence()
+_generator = np.random.default_rng(_seed_sequence)
+_child_sequence: np.random.SeedSequence | None = None
 
 
 def manual_seed(seed: int) -> None:
@@ -44,10 +55,11 @@ def manual_seed(seed: int) -> None:
     >>> a == normdrop.Dropout(0.5).seed
     True
     """
-    global _generator
+    global _generator, _seed_sequence
     value = _validation.seed(seed)
     with _lock:
-        _generator = np.random.default_rng(value)
+        _seed_sequence = np.random.SeedSequence(value)
+        _generator = np.random.default_rng(_seed_sequence)
 
 
 def draw_seed() -> int:
@@ -75,3 +87,34 @@ def dropout_threshold(p: float) -> int:
     int
     """
     return math.floor(p * 2.0**32)
+
+
+def _before_fork() -> None:
+    """In the parent, just before ``fork``: take the lock, spawn the child's seed sequence."""
+    global _child_sequence
+    _lock.acquire()
+    _child_sequence = _seed_sequence.spawn(1)[0]
+
+
+def _after_fork_in_parent() -> None:
+    global _child_sequence
+    _child_sequence = None
+    _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """In the child: a fresh lock and a generator on the spawned sequence."""
+    global _lock, _seed_sequence, _generator, _child_sequence
+    _lock = threading.Lock()
+    if _child_sequence is not None:
+        _seed_sequence = _child_sequence
+        _generator = np.random.default_rng(_seed_sequence)
+    _child_sequence = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

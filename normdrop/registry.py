@@ -82,6 +82,24 @@ def registered_backends() -> list[str]:
     return [*_BUILTINS, *sorted(_plugin_entry_points())]
 
 
+def _missing_package(exc: BaseException) -> bool:
+    """Whether an import failure comes from a package that is not installed."""
+    while exc is not None:
+        if isinstance(exc, ModuleNotFoundError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _not_loaded_message(name: str, extra: str | None, exc: ImportError) -> str:
+    """Why a built-in backend does not load: a missing package (name the extra to install),
+    or a backend that is installed but cannot run on this machine (e.g. no GPU)."""
+    if _missing_package(exc):
+        hint = f"pip install 'normdrop[{extra}]'" if extra else "reinstall normdrop"
+        return f"backend {name!r} is not installed ({exc}); install it with: {hint}"
+    return f"backend {name!r} is installed but cannot run here: {exc}"
+
+
 def _load(name: str) -> Backend:
     if name in _loaded:
         return _loaded[name]
@@ -93,10 +111,7 @@ def _load(name: str) -> Backend:
             try:
                 backend = importlib.import_module(module_path).backend
             except ImportError as exc:
-                hint = f"pip install 'normdrop[{extra}]'" if extra else "reinstall normdrop"
-                raise BackendNotInstalledError(
-                    f"backend {name!r} is not installed ({exc}); install it with: {hint}"
-                ) from exc
+                raise BackendNotInstalledError(_not_loaded_message(name, extra, exc)) from exc
         else:
             plugins = _plugin_entry_points()
             if name not in plugins:
@@ -219,6 +234,8 @@ def _default_name_for(x: Any) -> str:
     module = type(x).__module__.split(".", 1)[0]
     if module == "cupy" or (module != "numpy" and hasattr(x, "__cuda_array_interface__")):
         return "cuda"
+    if getattr(type(x), "__cuda_ndarray__", False):  # numba device arrays, simulated ones too
+        return "cuda"
     if module == "dask":
         return "dask"
     return _cpu_default()
@@ -237,6 +254,14 @@ def _environment_choice() -> str | None:
         return os.environ.get(ENV_VAR) or None
     raw = _ENVIRON_DATA.get(_ENV_KEY)
     return os.environ.decodevalue(raw) or None if raw else None
+
+
+def _environment_backend(name: str) -> Backend:
+    """Load the backend that ``NORMDROP_BACKEND`` names; a failure names the variable."""
+    try:
+        return get_backend(name)
+    except BackendError as exc:
+        raise type(exc)(f"{ENV_VAR} (environment variable): {exc}") from exc
 
 
 #: The backend of NumPy arrays when nothing else is chosen.
@@ -274,6 +299,8 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
         choice = _global_backend
     if choice is None:
         choice = _environment_choice()
+        if choice is not None and choice not in _loaded:
+            choice = _environment_backend(choice)
     if choice is None:
         if type(x) is np.ndarray and _CPU_DEFAULT in _loaded:
             return _loaded[_CPU_DEFAULT]  # the common case: no choice made, a NumPy array

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import normdrop
@@ -18,9 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 ASV_SUITE = ROOT / "asv_benchmarks" / "benchmarks" / "bench_layers.py"
 TINY = ["bench", "--quick", "--cases", "LayerNorm forward whole", "--no-progress"]
 ROW_KEYS = {
-    "case", "shape", "dtype", "bytes", "normdrop_s", "reference_s", "torch_s",
-    "speedup_vs_torch", "speedup_vs_reference", "gbps", "copy_gbps", "copy_share",
-    "timings", "errors",
+    "case",
+    "shape",
+    "dtype",
+    "bytes",
+    "normdrop_s",
+    "reference_s",
+    "torch_s",
+    "speedup_vs_torch",
+    "speedup_vs_reference",
+    "gbps",
+    "copy_gbps",
+    "copy_share",
+    "timings",
+    "spread",
+    "noisy",
+    "errors",
 }
 
 
@@ -49,10 +63,15 @@ def test_json_structure(capsys):
     assert row["speedup_vs_reference"] == pytest.approx(row["reference_s"] / row["normdrop_s"])
     assert row["gbps"] == pytest.approx(row["bytes"] / 1e9 / row["normdrop_s"])
     assert row["copy_share"] == pytest.approx(row["gbps"] / row["copy_gbps"])
+    assert machine["rounds"] == 2 and machine["noise_threshold"] == bench.NOISE_THRESHOLD
     for key in ("normdrop", "reference", "copy"):
         timing = row["timings"][key]
-        assert 1 <= timing["repeats"] <= 3
+        # 2 rounds of 1 repeat (quick: 3 repeats shared by 2 rounds), up to 2 extra rounds
+        assert 2 <= timing["repeats"] <= 4 and timing["rounds"] == timing["repeats"]
         assert 0 < timing["best_s"] <= timing["median_s"]
+        assert timing["best_s"] == min(timing["round_best_s"])
+        assert row["spread"][key] == pytest.approx(timing["spread"])
+    assert set(row["noisy"]) <= {"normdrop", "reference", "torch"}
     if machine["torch"] is None:
         assert row["torch_s"] is None and row["speedup_vs_torch"] is None
     else:
@@ -61,8 +80,9 @@ def test_json_structure(capsys):
 
 @pytest.mark.parametrize("name", normdrop.available_backends())
 def test_every_backend_and_float64(capsys, name):
-    report = _bench_json(capsys, "--backend", name, "--dtype", "float64", "--no-torch",
-                         "--repeat", "1")
+    report = _bench_json(
+        capsys, "--backend", name, "--dtype", "float64", "--no-torch", "--repeat", "1"
+    )
     (row,) = report["rows"]
     assert report["machine"]["backend"] == normdrop.get_backend(name).name
     assert row["dtype"] == "float64" and row["bytes"] == 2 * 120 * 64 * 8
@@ -88,7 +108,9 @@ def test_unknown_case_and_list(capsys):
     assert main(["bench", "--list", "--cases", "backward"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0] for line in listed] == [
-        "BatchNorm1d backward", "LayerNorm backward", "Dropout backward"
+        "BatchNorm1d backward",
+        "LayerNorm backward",
+        "Dropout backward",
     ]
 
 
@@ -106,14 +128,78 @@ def test_time_call_loops_fast_functions():
     assert 0 < timing.best <= timing.median
 
 
+def _timing(best, median=None):
+    median = best if median is None else median
+    return bench.Timing(best, median, 1, 10, best, (best,), (best,))
+
+
+def test_spread_is_between_the_two_fastest_rounds():
+    merged = bench.combine_rounds([_timing(2e-5), _timing(9e-3), _timing(2.2e-5)])
+    assert merged.best == 2e-5 and merged.repeats == 3
+    assert merged.round_bests == (2e-5, 9e-3, 2.2e-5)
+    assert merged.spread == pytest.approx(0.1)  # the 9 ms round is an outlier, outvoted
+    assert not merged.noisy
+    lone = bench.combine_rounds([_timing(2e-5), _timing(9e-3)])
+    assert lone.noisy and lone.spread == pytest.approx(449)
+    single = _timing(1e-5, median=2e-5)
+    assert single.spread == pytest.approx(1.0)  # one round: median against best
+
+
+class _Bar:
+    def set_postfix_str(self, s):
+        pass
+
+    def update(self, n=1):
+        pass
+
+
+def _settings(rounds):
+    return bench.Settings(np.dtype("float32"), 0.01, rounds, 1e-4, "min", rounds)
+
+
+def test_noisy_and_outlying_measurements_get_extra_rounds(monkeypatch):
+    """A measurement whose rounds disagree, or that is far slower than the reference in the
+    same run (torch's tiny calls at ms instead of us on a busy machine), is timed again;
+    if it stays so, its row is flagged and the footer says why."""
+    script = {
+        "reference": iter([3e-5] * 10),
+        "torch": iter([2e-5, 9e-3, 2.1e-5, 2e-5]),  # one bad round, outvoted by an extra one
+        "normdrop": iter([1e-5, 1e-2, 1e-2, 1e-2]),  # one fast round, never confirmed
+        "copy": iter([1e-6] * 10),
+    }
+    calls = {key: 0 for key in script}
+
+    def fake_time_call(fn, **kwargs):
+        key = fn()
+        calls[key] += 1
+        return _timing(next(script[key]))
+
+    monkeypatch.setattr(bench, "time_call", fake_time_call)
+    thunks = {key: (lambda key=key: key) for key in ("reference", "normdrop", "torch", "copy")}
+    timings = bench._measure_rounds(thunks, _settings(2), _Bar(), "case")
+    assert calls == {"reference": 2, "normdrop": 4, "torch": 3, "copy": 2}
+    assert not timings["torch"].noisy and timings["torch"].best == 2e-5
+    assert timings["normdrop"].noisy
+
+    slow_peer = {"reference": _timing(3e-5), "torch": _timing(9e-3), "normdrop": _timing(1e-5)}
+    case = bench.CASES[-1]
+    row = bench._row(case, _settings(2), {**slow_peer, "copy": _timing(1e-6)})
+    assert list(row["noisy"]) == ["torch"]
+    assert "300x slower than the NumPy reference" in row["noisy"]["torch"]
+    table = bench.format_table([row])
+    assert table.splitlines()[-1].endswith("!")
+    assert "noisy: LayerNorm forward whole layer call: torch 300x slower" in bench._footer([row])
+
+
 def test_importing_bench_stays_light():
     code = (
         "import sys, normdrop; before = set(sys.modules); import normdrop.bench; "
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite'}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -360,13 +360,18 @@ def test_numba_device_arrays_in_and_out(rng):
     d3 = cuda.to_device(x3)
     assert cb.accepts(d3) and cb.asarray(d3) is d3 and cb.ascontiguous(d3) is d3
     mean, var = cb.channel_moments(d3)
-    assert type(mean) is type(d3) and type(var) is type(d3)
+    # per-channel and per-row vectors are the backend's own arrays (CuPy; NumPy in the
+    # simulator): the functional layer computes on them (running statistics, folding),
+    # which numba device arrays do not support
+    own = type(cb.empty((1,), np.float64))
+    assert type(mean) is own and type(var) is own
     assert_close(mean, ref.channel_moments(x3)[0])
     x2 = rng.standard_normal((3, 5))
     d2 = cuda.to_device(x2)
     out = cuda.device_array_like(d2)
     y, mean, rstd = cb.layer_norm_forward(d2, None, None, 1e-5, out)
-    assert y is out and type(mean) is type(d2)
+    assert y is out and type(mean) is own and type(rstd) is own
+    assert type(cb.alloc_like(d2, (2,), np.float32)) is type(d2)
     assert_close(y, ref.layer_norm_forward(x2, None, None, 1e-5, np.empty_like(x2))[0])
     x1 = rng.standard_normal(10)
     y = cb.dropout_forward(cuda.to_device(x1), 2**31, 2.0, 1, 0, cuda.device_array(10), None)
@@ -421,6 +426,37 @@ def test_inputs_are_never_written(rng):
 
 
 # ----------------------------------------------------------------------------- layers
+def test_layers_on_numba_device_arrays(rng):
+    """numba device arrays (real or simulated) go to the cuda backend, through every layer
+    and function, and come back as numba device arrays with the reference's numbers."""
+    x = rng.standard_normal((5, 4))
+    d = cuda.to_device(x)
+    bn = normdrop.BatchNorm1d(4, dtype="float64").to("cuda")
+    y = bn(d)
+    assert type(y) is type(d)
+    assert_close(y.copy_to_host(), F.batch_norm(x, training=True, backend="numpy"))
+    assert_close(bn.running_mean, 0.1 * x.mean(axis=0))
+    dx = bn.backward(cuda.to_device(np.ones_like(x)))
+    assert type(dx) is type(d)
+
+    y = F.layer_norm(cuda.to_device(x), 4)  # chosen by the array's type, not numba
+    assert type(y) is type(d)
+    assert_close(y.copy_to_host(), F.layer_norm(x, 4, backend="numpy"))
+    assert normdrop.registry.resolve_backend(d).name == "cuda"
+
+    ln = normdrop.LayerNorm(4, backend="cuda", dtype="float64")
+    y = ln(cuda.to_device(x))
+    assert type(y) is type(d)
+    assert_close(y.copy_to_host(), F.layer_norm(x, 4, backend="numpy"))
+    dx = ln.backward(cuda.to_device(np.ones_like(x)))
+    assert type(dx) is type(d)
+
+    drop = normdrop.Dropout(0.5, seed=3).to("cuda")
+    y = drop(cuda.to_device(x))
+    assert type(y) is type(d)
+    assert_close(y.copy_to_host(), F.dropout(x, 0.5, seed=3, backend="numpy"))
+
+
 def _bn_pair(rng):
     cpu = normdrop.BatchNorm1d(3, momentum=0.2, dtype="float64")
     cpu.load_state_dict(

@@ -149,8 +149,12 @@ def test_dask_arrays_pick_dask():
 
 def test_cuda_like_arrays_are_never_taken_by_the_cpu():
     class CudaLike:
-        __cuda_array_interface__ = {"shape": (3, 2), "typestr": "<f8", "version": 3,
-                                    "data": (0, False)}
+        __cuda_array_interface__ = {
+            "shape": (3, 2),
+            "typestr": "<f8",
+            "version": 3,
+            "data": (0, False),
+        }
         shape = (3, 2)
         dtype = np.dtype(np.float64)
 
@@ -181,8 +185,11 @@ def test_environment_variable(monkeypatch):
     monkeypatch.setenv(registry.ENV_VAR, "")
     assert registry.resolve_backend(X).name == _cpu_default()
     monkeypatch.setenv(registry.ENV_VAR, "nope")
-    with pytest.raises(UnknownBackendError):
+    with pytest.raises(UnknownBackendError) as info:
         F.batch_norm(X, training=True)
+    # the message names the variable, the value and the registered backends
+    assert "NORMDROP_BACKEND" in str(info.value)
+    assert "'nope'" in str(info.value) and "numba" in str(info.value)
     spy = SpyBackend()
     normdrop.set_backend(spy)  # set_backend wins over the environment
     assert registry.resolve_backend(X) is spy

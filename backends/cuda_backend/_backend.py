@@ -49,6 +49,10 @@ class CudaBackend:
         """Return an uninitialised device array."""
         return _arrays.empty(shape, dtype)
 
+    def alloc_like(self, x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+        """Return an uninitialised array of ``x``'s kind (numba device arrays stay numba's)."""
+        return _arrays.alloc_like(x, shape, dtype)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         """Return ``x`` copied to a host NumPy array."""
         return _arrays.to_numpy(x)

@@ -55,8 +55,8 @@ cupy: ModuleType | None = None
 if not SIMULATOR:
     if not cuda.is_available():
         raise ImportError(
-            "no CUDA GPU or driver found (numba.cuda.is_available() is False); set "
-            "NUMBA_ENABLE_CUDASIM=1 to run the cuda backend on the CUDA simulator"
+            "no CUDA GPU found (numba.cuda.is_available() is False); to run the cuda "
+            "backend on the CPU, use the CUDA simulator: NUMBA_ENABLE_CUDASIM=1"
         )
     try:
         import cupy

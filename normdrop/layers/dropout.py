@@ -78,7 +78,7 @@ class Dropout(Module):
 
     @property
     def dropout_rate(self) -> float:
-        """The drop probability (the seed API's name for :attr:`p`)."""
+        """The drop probability (the Deepbox API's name for :attr:`p`)."""
         return self._p
 
     def reset_parameters(self) -> None:
