@@ -18,6 +18,7 @@ from ._runtime import SIMULATOR, cuda, cupy, stream
 __all__ = [
     "accepts",
     "alloc_like",
+    "vectors_like",
     "asarray",
     "ascontiguous",
     "empty",
@@ -75,6 +76,31 @@ def empty(shape: tuple[int, ...], dtype: Any) -> Any:
     if cupy is None:
         return np.empty(shape, dtype=dtype)
     return cupy.empty(shape, dtype=dtype)
+
+
+def vectors_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Per-channel or per-row vectors for ``x``: the backend's own kind, on ``x``'s GPU.
+
+    Statistics and parameter gradients are CuPy arrays (NumPy in the simulator)
+    even when ``x`` is a numba device array, because the functional layer computes
+    on them (running statistics, folding), which numba device arrays do not support.
+
+    Parameters
+    ----------
+    x : array
+        The kernel's input.
+    shape : tuple of int
+    dtype : dtype-like
+
+    Returns
+    -------
+    array
+    """
+    device = getattr(x, "device", None) if cupy is not None else None
+    if device is not None and type(x).__module__.split(".", 1)[0] == "cupy":
+        with device:
+            return cupy.empty(shape, dtype=dtype)
+    return empty(shape, dtype)
 
 
 def alloc_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out
+from ._arrays import alloc_like, kernel_in, kernel_out, vectors_like
 from ._reduce import column_sums2, shifted_moments, tree_sum2
 from ._runtime import (
     REDUCE_BLOCKS,
@@ -322,7 +322,7 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
     mean, var : device arrays of shape (C,)
     """
     n, channels, length = x.shape
-    stats = alloc_like(x, (2, channels), np.float64)
+    stats = vectors_like(x, (2, channels), np.float64)
     mean, var = stats[0], stats[1]
     if channels == 0:
         return mean, var
@@ -409,7 +409,7 @@ def batch_norm_forward(
             x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
         )
     n, channels, length = x.shape
-    stats = alloc_like(x, (4, channels), np.float64)
+    stats = vectors_like(x, (4, channels), np.float64)
     if channels == 0:
         return out, stats[0], stats[1]
     grid, block = _partial_geometry(n, channels, length)
@@ -488,7 +488,7 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     sum_dy, sum_dy_xmu : device arrays of shape (C,)
     """
     n, channels, length = x.shape
-    sums = alloc_like(x, (2, channels), np.float64)
+    sums = vectors_like(x, (2, channels), np.float64)
     sum_dy, sum_dy_xmu = sums[0], sums[1]
     if channels == 0:
         return sum_dy, sum_dy_xmu

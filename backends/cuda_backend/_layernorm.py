@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out
+from ._arrays import alloc_like, kernel_in, kernel_out, vectors_like
 from ._reduce import column_sums2, shifted_moments, tree_sum2
 from ._runtime import (
     SIMULATOR,
@@ -283,7 +283,7 @@ def row_moments(x: Any) -> tuple[Any, Any]:
     mean, var : device arrays of shape (R,)
     """
     rows, features = x.shape
-    stats = alloc_like(x, (2, rows), np.float64)
+    stats = vectors_like(x, (2, rows), np.float64)
     mean, var = stats[0], stats[1]
     if rows:
         blocks, block = _geometry(rows, features)
@@ -318,7 +318,7 @@ def layer_norm_forward(
     mean, rstd : float64 device arrays of shape (R,)
     """
     rows, features = x.shape
-    stats = alloc_like(x, (2, rows), np.float64)
+    stats = vectors_like(x, (2, rows), np.float64)
     mean, rstd = stats[0], stats[1]
     if rows:
         blocks, block = _geometry(rows, features)
@@ -386,7 +386,7 @@ def layer_norm_backward(
             )
         if not param_grads:
             return out, None, None
-        grads = alloc_like(x, (2, features), np.float64)
+        grads = vectors_like(x, (2, features), np.float64)
         if features:
             column_sums2(pdw, pdb, grads[0], grads[1], s)
     return out, grads[0], grads[1]
