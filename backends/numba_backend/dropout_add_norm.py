@@ -1,0 +1,200 @@
+"""Fused dropout + residual add + LayerNorm on C-contiguous ``(R, D)`` rows, one pass per row.
+
+Each task owns whole rows (about :data:`~.jit.TASK_SIZE` values, a multiple of eight
+values in all so that its bitmask bytes are its own). Per row: the row's Philox words
+(tile by tile, as :mod:`.philox` makes them), then one loop that drops, scales, adds
+the residual, stores ``r`` and sums it; the squared deviations and the output pass
+read ``r`` back from the L1 cache. Memory sees one read of ``x`` and ``residual`` and
+one write of ``r``, ``y`` and the bitmask.
+
+``r`` is rounded to the data dtype twice, as the separate calls round it (the
+dropout output, then the sum): these kernels are compiled without ``contract``, so
+that ``x * scale + residual`` never becomes one fused multiply-add. The statistics
+are those of the stored ``r``, in float64.
+
+One kernel, :func:`dropout_add_layer_norm_rows`, serves small and large inputs: its
+task loop is a plain ``range`` when ``parallel`` is False (no threads woken) and a
+``prange`` otherwise; the tasks, and so the results, are the same. It is only
+called from Python: a cached serial function must not call a ``parallel=True`` one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .dropout import _GATHER_BITS, _TOP_BYTE
+from .jit import TASK_SIZE
+from .philox import TILE, edge_word, tile_scratch, tile_words
+from .rows import _affine_row
+
+__all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
+
+#: The library's fast-math flags minus ``contract`` (see the module docstring).
+_FASTMATH = {"reassoc", "arcp", "afn"}
+_OPTIONS = {
+    "fastmath": _FASTMATH,
+    "error_model": "numpy",
+    "boundscheck": False,
+    "cache": True,
+    "nogil": True,
+}
+_helper = njit(parallel=False, **_OPTIONS)
+_kernel = njit(parallel=True, **_OPTIONS)
+
+
+@_helper
+def rows_per_task(rows: int, d: int) -> tuple[int, int]:
+    """Rows per task (about TASK_SIZE values, ``per * d`` a multiple of 8) and task count."""
+    unit = 8
+    while unit > 1 and (unit // 2) * d % 8 == 0:
+        unit //= 2
+    per = max(1, TASK_SIZE // max(d, 1))
+    per = ((per + unit - 1) // unit) * unit
+    return per, (rows + per - 1) // per
+
+
+@_helper
+def _row_words(words, planes, n, block, lane, c2, c3, k0, k1):
+    """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on."""
+    head = min(n, (4 - lane) % 4)
+    for j in range(head):
+        words[j] = edge_word(block, lane + j, c2, c3, k0, k1)
+    first = block + np.uint64(1 if head > 0 else 0)
+    m = n - head
+    s = 0
+    while s < m:
+        valid = min(TILE, m - s)
+        # tile_words writes whole blocks straight into the row's buffer (padded by a tile)
+        tile_words(
+            first + np.uint64(s // 4),
+            (valid + 3) // 4,
+            c2,
+            c3,
+            k0,
+            k1,
+            (planes, words[head + s : head + s + TILE + 4]),
+        )
+        s += TILE
+
+
+@_helper
+def _sum_row(xr, resr, rr, words, keep, drop, t32, scale):
+    """``rr = dropout(xr) + resr`` (keep bytes into ``keep``); return ``sum(rr)`` in float64."""
+    zero = xr.dtype.type(0)
+    s = 0.0
+    if resr is None:
+        if drop:
+            for j in range(xr.size):
+                k = words[j] >= t32
+                keep[j] = np.uint8(k)
+                v = xr[j] * scale if k else zero
+                rr[j] = v
+                s += v
+        else:
+            for j in range(xr.size):
+                v = xr[j]
+                rr[j] = v
+                s += v
+    elif drop:
+        for j in range(xr.size):
+            k = words[j] >= t32
+            keep[j] = np.uint8(k)
+            h = xr[j] * scale if k else zero
+            v = h + resr[j]
+            rr[j] = v
+            s += v
+    else:
+        for j in range(xr.size):
+            v = xr[j] + resr[j]
+            rr[j] = v
+            s += v
+    return s
+
+
+@_helper
+def _task(
+    x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+    out, r, bits, pack, mean, rstd, block0, lane0, t, per,
+):  # fmt: skip
+    """Rows ``t * per .. (t + 1) * per - 1``: dropout, add, statistics, output."""
+    rows, d = x.shape
+    r0 = t * per
+    r1 = min(rows, r0 + per)
+    t32 = np.uint32(thr)
+    planes = tile_scratch()[0]
+    words = np.empty(d + TILE + 4, np.uint32)
+    keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
+    for ri in range(r0, r1):
+        if drop:
+            position = lane0 + ri * d
+            _row_words(words, planes, d, block0 + np.uint64(position // 4), position % 4,
+                       c2, c3, k0, k1)  # fmt: skip
+        rr = r[ri]
+        kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
+        if residual is None:
+            s = _sum_row(x[ri], None, rr, words, kr, drop, t32, scale)
+        else:
+            s = _sum_row(x[ri], residual[ri], rr, words, kr, drop, t32, scale)
+        m = s / d
+        q = 0.0
+        for j in range(d):
+            e = rr[j] - m
+            q += e * e
+        rs = 1.0 / np.sqrt(q / d + eps)
+        _affine_row(rr, out[ri], m, rs, weight, bias)
+        mean[ri] = m
+        rstd[ri] = rs
+    if pack:
+        keep8 = keep.view(np.uint64)
+        base = r0 * d // 8
+        for q8 in range(keep8.size):
+            bits[base + q8] = np.uint8((keep8[q8] * _GATHER_BITS) >> _TOP_BYTE)
+
+
+@_kernel
+def dropout_add_layer_norm_rows(
+    x: np.ndarray,
+    residual: np.ndarray | None,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    drop: bool,
+    thr: np.uint64,
+    scale: np.floating,
+    c2: np.uint64,
+    c3: np.uint64,
+    k0: np.uint64,
+    k1: np.uint64,
+    out: np.ndarray,
+    r: np.ndarray,
+    bits: np.ndarray,
+    pack: bool,
+    stats: np.ndarray,
+    block0: np.uint64,
+    lane0: int,
+    parallel: bool,
+) -> None:
+    """``r = dropout(x) + residual``, ``out = layer_norm(r)`` for ``(R, D)`` rows.
+
+    Dropout only when ``drop`` (keep where the Philox word is ``>= thr``, kept values
+    times ``scale``, a scalar of the data dtype); ``(c2, c3)`` and ``(k0, k1)`` are
+    the 32-bit words of ``call`` and ``seed``; element ``(0, 0)`` is word ``lane0``
+    of counter block ``block0`` (a uint64). ``residual``, ``weight`` and ``bias``
+    may be None; ``weight``/``bias`` of any float dtype. With ``pack`` (only when
+    the first element is global element 0) the keep-mask is packed into ``bits``.
+    Float64 mean and rstd go into ``stats`` of shape ``(2, R)``.
+    """
+    rows, d = x.shape
+    mean = stats[0]
+    rstd = stats[1]
+    per, n_tasks = rows_per_task(rows, d)
+    if parallel:
+        for tt in prange(n_tasks):
+            t = np.int64(tt)  # the prange index is unsigned
+            _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+                  out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip
+    else:
+        for t in range(n_tasks):
+            _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+                  out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip
