@@ -55,7 +55,7 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 
 @_helper
-def _row_words(words, planes, n, block, lane, c2, c3, k0, k1):
+def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1):
     """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on."""
     head = min(n, (4 - lane) % 4)
     for j in range(head):
@@ -65,16 +65,10 @@ def _row_words(words, planes, n, block, lane, c2, c3, k0, k1):
     s = 0
     while s < m:
         valid = min(TILE, m - s)
-        # tile_words writes whole blocks straight into the row's buffer (padded by a tile)
-        tile_words(
-            first + np.uint64(s // 4),
-            (valid + 3) // 4,
-            c2,
-            c3,
-            k0,
-            k1,
-            (planes, words[head + s : head + s + TILE + 4]),
-        )
+        tile = tile_words(first + np.uint64(s // 4), (valid + 3) // 4, c2, c3, k0, k1, scratch)
+        dst = words[head + s : head + s + valid]
+        for i in range(valid):
+            dst[i] = tile[i]
         s += TILE
 
 
@@ -122,13 +116,13 @@ def _task(
     r0 = t * per
     r1 = min(rows, r0 + per)
     t32 = np.uint32(thr)
-    planes = tile_scratch()[0]
-    words = np.empty(d + TILE + 4, np.uint32)
+    scratch = tile_scratch()
+    words = np.empty(d, np.uint32)
     keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
     for ri in range(r0, r1):
         if drop:
             position = lane0 + ri * d
-            _row_words(words, planes, d, block0 + np.uint64(position // 4), position % 4,
+            _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
                        c2, c3, k0, k1)  # fmt: skip
         rr = r[ri]
         kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
