@@ -124,7 +124,7 @@ def dropout_add_layer_norm(
     >>> r
     array([[0., 3., 4., 5.]])
     >>> y.round(4)
-    array([[-1.6475,  0.0915,  0.6407,  0.9153]])
+    array([[-1.6036,  0.    ,  0.5345,  1.069 ]])
     """
     be, x = _prepare("x", x, backend)
     shape = _validation.normalized_shape(normalized_shape)
