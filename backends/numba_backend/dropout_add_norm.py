@@ -4,8 +4,10 @@ Each task owns whole rows (about :data:`~.jit.TASK_SIZE` values, a multiple of e
 values in all so that its bitmask bytes are its own). Per row: the row's Philox words
 (tile by tile, as :mod:`.philox` makes them), then one loop that drops, scales, adds
 the residual, stores ``r`` and sums it; the squared deviations and the output pass
-read ``r`` back from the L1 cache. Memory sees one read of ``x`` and ``residual`` and
-one write of ``r``, ``y`` and the bitmask.
+read ``r`` back from the L1 cache. With dropout, the next row's lines are prefetched
+before a row's words are made, so that its memory traffic overlaps that arithmetic.
+Memory sees one read of ``x`` and ``residual`` and one write of ``r``, ``y`` and the
+bitmask.
 
 ``r`` is rounded to the data dtype twice, as the separate calls round it (the
 dropout output, then the sum): these kernels are compiled without ``contract``, so
@@ -21,7 +23,10 @@ called from Python: a cached serial function must not call a ``parallel=True`` o
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .dropout import _GATHER_BITS, _TOP_BYTE
 from .jit import TASK_SIZE
@@ -41,6 +46,57 @@ _OPTIONS = {
 }
 _helper = njit(parallel=False, **_OPTIONS)
 _kernel = njit(parallel=True, **_OPTIONS)
+
+#: Bytes per cache line, the stride of the prefetches.
+_LINE = 64
+
+
+def _prefetch_intrinsic(write: int):
+    """An intrinsic ``(array, index) -> None`` that prefetches the line of ``array[index]``
+    into the L2 cache, for reading (``write=0``) or for writing (``write=1``)."""
+
+    @intrinsic
+    def prefetch(typingctx, array, index):
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            view = context.make_array(array_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(
+                context, builder, array_type, view, [args[1]], wraparound=False
+            )
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0",
+            )  # fmt: skip
+            # (address, read 0 / write 1, locality 2: the L2 cache, data 1)
+            builder.call(function, [builder.bitcast(pointer, i8p), i32(write), i32(2), i32(1)])
+            return context.get_dummy_value()
+
+        return types.void(array, index), codegen
+
+    return prefetch
+
+
+_prefetch_read = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
+
+
+@_helper
+def _prefetch_row(x, residual, r, out, ri):
+    """Start loading row ``ri`` of the inputs and claiming it in the outputs.
+
+    Issued before the Philox words of the row before it are made, so the memory
+    traffic of one row overlaps the arithmetic of the previous one (without it the
+    two take turns: a row's words keep the core busy while memory idles, then the
+    row's loads and stores wait on memory).
+    """
+    step = max(1, _LINE // x.itemsize)
+    for j in range(0, x.shape[1], step):
+        _prefetch_read(x[ri], j)
+        if residual is not None:
+            _prefetch_read(residual[ri], j)
+        _prefetch_write(r[ri], j)
+        _prefetch_write(out[ri], j)
 
 
 @_helper
@@ -120,6 +176,8 @@ def _task(
     words = np.empty(d, np.uint32)
     keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
     for ri in range(r0, r1):
+        if drop and ri + 1 < r1:
+            _prefetch_row(x, residual, r, out, ri + 1)
         if drop:
             position = lane0 + ri * d
             _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
