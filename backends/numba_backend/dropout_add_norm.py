@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 from .dropout import _GATHER_BITS, _TOP_BYTE
 from .jit import TASK_SIZE
 from .philox import TILE, edge_word, tile_scratch, tile_words
-from .rows import _affine_row
+from .rows import _affine_row, _ones, _zeros
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
 
@@ -112,7 +112,13 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 @_helper
 def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1):
-    """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on."""
+    """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
+
+    Returns the array holding them: the tile's own when the row starts a counter block
+    and fits one tile (no copy), else ``words``, filled.
+    """
+    if lane == 0 and n <= TILE:
+        return tile_words(block, (n + 3) // 4, c2, c3, k0, k1, scratch)
     head = min(n, (4 - lane) % 4)
     for j in range(head):
         words[j] = edge_word(block, lane + j, c2, c3, k0, k1)
@@ -126,6 +132,7 @@ def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1):
         for i in range(valid):
             dst[i] = tile[i]
         s += TILE
+    return words
 
 
 @_helper
@@ -173,28 +180,32 @@ def _task(
     r1 = min(rows, r0 + per)
     t32 = np.uint32(thr)
     scratch = tile_scratch()
+    # float64 parameters once per task: converting them per element costs the output pass
+    w64 = _ones(d, weight)
+    b64 = _zeros(d, bias)
     words = np.empty(d, np.uint32)
     keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
+    row_words = words
     for ri in range(r0, r1):
         if drop and ri + 1 < r1:
             _prefetch_row(x, residual, r, out, ri + 1)
         if drop:
             position = lane0 + ri * d
-            _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
-                       c2, c3, k0, k1)  # fmt: skip
+            row_words = _row_words(words, scratch, d, block0 + np.uint64(position // 4),
+                                   position % 4, c2, c3, k0, k1)  # fmt: skip
         rr = r[ri]
         kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
         if residual is None:
-            s = _sum_row(x[ri], None, rr, words, kr, drop, t32, scale)
+            s = _sum_row(x[ri], None, rr, row_words, kr, drop, t32, scale)
         else:
-            s = _sum_row(x[ri], residual[ri], rr, words, kr, drop, t32, scale)
+            s = _sum_row(x[ri], residual[ri], rr, row_words, kr, drop, t32, scale)
         m = s / d
         q = 0.0
         for j in range(d):
             e = rr[j] - m
             q += e * e
         rs = 1.0 / np.sqrt(q / d + eps)
-        _affine_row(rr, out[ri], m, rs, weight, bias)
+        _affine_row(rr, out[ri], m, rs, w64, b64)
         mean[ri] = m
         rstd[ri] = rs
     if pack:
