@@ -191,7 +191,7 @@ def _forward_rows(
     buffer, r2, mean, rstd = kernel(
         x2, res2, weight, bias, eps, threshold, scale, seed, call, buffer, r_buffer, bitmask
     )
-    y = _finish(x, None if out is None else out, buffer, direct)
+    y = _finish(x, out, buffer, direct)
     r = r2 if r2.shape == x.shape else r2.reshape(x.shape)
     if r.dtype != x.dtype:
         r = r.astype(x.dtype)
