@@ -28,10 +28,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .dropout import _GATHER_BITS, _TOP_BYTE
 from .jit import TASK_SIZE
 from .philox import TILE, edge_word, tile_scratch, tile_words
-from .rows import _affine_row, _ones, _zeros
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
 
@@ -46,6 +44,12 @@ _OPTIONS = {
 }
 _helper = njit(parallel=False, **_OPTIONS)
 _kernel = njit(parallel=True, **_OPTIONS)
+
+#: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s bit to
+#: bit ``56 + k`` with no carries: the top byte is the packed bitmask byte (as in
+#: :mod:`.dropout`).
+_GATHER_BITS = np.uint64(0x0102040810204080)
+_TOP_BYTE = np.uint64(56)
 
 #: Bytes per cache line, the stride of the prefetches.
 _LINE = 64
@@ -170,6 +174,21 @@ def _sum_row(xr, resr, rr, words, keep, drop, t32, scale):
 
 
 @_helper
+def _float64(d, v, fill):
+    """``v`` (any float dtype) as float64, or ``fill`` repeated when it is None."""
+    if v is None:
+        return np.full(d, fill)
+    return v.astype(np.float64)
+
+
+@_helper
+def _normalise(rr, yr, m, rs, w, b):
+    """``yr = (rr - m) * rs * w + b`` in float64, rounded once to ``yr``'s dtype."""
+    for j in range(rr.size):
+        yr[j] = (rr[j] - m) * rs * w[j] + b[j]
+
+
+@_helper
 def _task(
     x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
     out, r, bits, pack, mean, rstd, block0, lane0, t, per,
@@ -181,8 +200,8 @@ def _task(
     t32 = np.uint32(thr)
     scratch = tile_scratch()
     # float64 parameters once per task: converting them per element costs the output pass
-    w64 = _ones(d, weight)
-    b64 = _zeros(d, bias)
+    w64 = _float64(d, weight, 1.0)
+    b64 = _float64(d, bias, 0.0)
     words = np.empty(d, np.uint32)
     keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
     row_words = words
@@ -205,7 +224,7 @@ def _task(
             e = rr[j] - m
             q += e * e
         rs = 1.0 / np.sqrt(q / d + eps)
-        _affine_row(rr, out[ri], m, rs, w64, b64)
+        _normalise(rr, out[ri], m, rs, w64, b64)
         mean[ri] = m
         rstd[ri] = rs
     if pack:
