@@ -406,3 +406,17 @@ def test_layer_repr_pickle_deepcopy_and_sequential():
     assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight"]
     model.eval()
     assert not layer.training
+
+
+def test_check_backend_covers_the_fused_kernel(backend):
+    from normdrop.testing import _check_fused, check_backend
+
+    check_backend(backend)
+    reference = normdrop.get_backend("numpy")
+
+    class IgnoresResidual(_ThirdParty):
+        def dropout_add_layer_norm_forward(self, x, residual, *args):
+            return reference.dropout_add_layer_norm_forward(x, None, *args)
+
+    with pytest.raises(AssertionError, match="dropout_add_layer_norm_forward"):
+        _check_fused(IgnoresResidual(), reference)
