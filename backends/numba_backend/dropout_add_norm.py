@@ -5,7 +5,7 @@ values in all so that its bitmask bytes are its own). Per row: the row's Philox 
 (tile by tile, as :mod:`.philox` makes them), then one loop that drops, scales, adds
 the residual, stores ``r`` and sums it; the squared deviations and the output pass
 read ``r`` back from the L1 cache. With dropout, the next row's lines are prefetched
-before a row's words are made, so that its memory traffic overlaps that arithmetic.
+a few at a time while a row's words are made, so that memory and arithmetic overlap.
 Memory sees one read of ``x`` and ``residual`` and one write of ``r``, ``y`` and the
 bitmask.
 
@@ -53,6 +53,11 @@ _TOP_BYTE = np.uint64(56)
 
 #: Bytes per cache line, the stride of the prefetches.
 _LINE = 64
+#: Philox blocks made between two rounds of prefetches: each round then asks for 16
+#: lines of the next row (of four arrays), about what a core keeps in flight, so the
+#: loads stream during the arithmetic (bigger rounds stall the core on its outstanding
+#: misses; smaller ones cost more calls).
+GROUP = 32
 
 
 def _prefetch_intrinsic(write: int):
@@ -86,16 +91,12 @@ _prefetch_write = _prefetch_intrinsic(1)
 
 
 @_helper
-def _prefetch_row(x, residual, r, out, ri):
-    """Start loading row ``ri`` of the inputs and claiming it in the outputs.
-
-    Issued before the Philox words of the row before it are made, so the memory
-    traffic of one row overlaps the arithmetic of the previous one (without it the
-    two take turns: a row's words keep the core busy while memory idles, then the
-    row's loads and stores wait on memory).
-    """
+def _prefetch_lines(x, residual, r, out, ri, l0, l1):
+    """Start loading cache lines ``l0 .. l1 - 1`` of row ``ri`` of the inputs, and claiming
+    them in the outputs."""
     step = max(1, _LINE // x.itemsize)
-    for j in range(0, x.shape[1], step):
+    for line in range(l0, l1):
+        j = line * step
         _prefetch_read(x[ri], j)
         if residual is not None:
             _prefetch_read(residual[ri], j)
@@ -115,28 +116,36 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 
 @_helper
-def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1):
+def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, out, ahead):
     """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
 
-    Returns the array holding them: the tile's own when the row starts a counter block
-    and fits one tile (no copy), else ``words``, filled.
+    The words are made :data:`GROUP` blocks at a time; after each group a share of row
+    ``ahead``'s cache lines is prefetched (none when ``ahead < 0``), so that the next
+    row's memory traffic flows while this row's words are made, instead of the two
+    taking turns.
     """
-    if lane == 0 and n <= TILE:
-        return tile_words(block, (n + 3) // 4, c2, c3, k0, k1, scratch)
     head = min(n, (4 - lane) % 4)
     for j in range(head):
         words[j] = edge_word(block, lane + j, c2, c3, k0, k1)
     first = block + np.uint64(1 if head > 0 else 0)
     m = n - head
+    total = (m + 3) // 4
+    lines = (n * x.itemsize + _LINE - 1) // _LINE
     s = 0
     while s < m:
         valid = min(TILE, m - s)
-        tile = tile_words(first + np.uint64(s // 4), (valid + 3) // 4, c2, c3, k0, k1, scratch)
-        dst = words[head + s : head + s + valid]
-        for i in range(valid):
-            dst[i] = tile[i]
+        nb = (valid + 3) // 4
+        for g0 in range(0, nb, GROUP):
+            g1 = min(nb, g0 + GROUP)
+            tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, c2, c3, k0, k1, scratch)
+            dst = words[head + s + 4 * g0 : head + s + min(valid, 4 * g1)]
+            for i in range(dst.size):
+                dst[i] = tile[i]
+            if ahead >= 0:
+                l0 = (s // 4 + g0) * lines // total
+                l1 = (s // 4 + g1) * lines // total
+                _prefetch_lines(x, residual, r, out, ahead, l0, l1)
         s += TILE
-    return words
 
 
 @_helper
@@ -204,20 +213,18 @@ def _task(
     b64 = _float64(d, bias, 0.0)
     words = np.empty(d, np.uint32)
     keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
-    row_words = words
     for ri in range(r0, r1):
-        if drop and ri + 1 < r1:
-            _prefetch_row(x, residual, r, out, ri + 1)
         if drop:
             position = lane0 + ri * d
-            row_words = _row_words(words, scratch, d, block0 + np.uint64(position // 4),
-                                   position % 4, c2, c3, k0, k1)  # fmt: skip
+            ahead = ri + 1 if ri + 1 < r1 else -1
+            _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
+                       c2, c3, k0, k1, x, residual, r, out, ahead)  # fmt: skip
         rr = r[ri]
         kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
         if residual is None:
-            s = _sum_row(x[ri], None, rr, row_words, kr, drop, t32, scale)
+            s = _sum_row(x[ri], None, rr, words, kr, drop, t32, scale)
         else:
-            s = _sum_row(x[ri], residual[ri], rr, row_words, kr, drop, t32, scale)
+            s = _sum_row(x[ri], residual[ri], rr, words, kr, drop, t32, scale)
         m = s / d
         q = 0.0
         for j in range(d):
