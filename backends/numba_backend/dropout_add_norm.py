@@ -53,10 +53,11 @@ _TOP_BYTE = np.uint64(56)
 
 #: Bytes per cache line, the stride of the prefetches.
 _LINE = 64
-#: Philox blocks made between two rounds of prefetches: each round then asks for 16
-#: lines of the next row (of four arrays), about what a core keeps in flight, so the
-#: loads stream during the arithmetic (bigger rounds stall the core on its outstanding
-#: misses; smaller ones cost more calls).
+#: Philox blocks made per call of the tile generator; around each call a share of the
+#: next row's lines is prefetched in two rounds of 16 (4 lines of each of the four
+#: arrays for 1024 float32 values), about what a core keeps in flight, so the loads
+#: stream during the arithmetic (bigger rounds stall the core on its outstanding
+#: misses; smaller groups cost more calls).
 GROUP = 32
 
 
@@ -119,7 +120,7 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, out, ahead):
     """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
 
-    The words are made :data:`GROUP` blocks at a time; after each group a share of row
+    The words are made :data:`GROUP` blocks at a time; around each group a share of row
     ``ahead``'s cache lines is prefetched (none when ``ahead < 0``), so that the next
     row's memory traffic flows while this row's words are made, instead of the two
     taking turns.
@@ -137,14 +138,16 @@ def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, o
         nb = (valid + 3) // 4
         for g0 in range(0, nb, GROUP):
             g1 = min(nb, g0 + GROUP)
+            if ahead >= 0:  # the group's share of lines, half before and half after
+                l0 = (s // 4 + g0) * lines // total
+                lm = (s // 4 + (g0 + g1) // 2) * lines // total
+                _prefetch_lines(x, residual, r, out, ahead, l0, lm)
             tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, c2, c3, k0, k1, scratch)
+            if ahead >= 0:
+                _prefetch_lines(x, residual, r, out, ahead, lm, (s // 4 + g1) * lines // total)
             dst = words[head + s + 4 * g0 : head + s + min(valid, 4 * g1)]
             for i in range(dst.size):
                 dst[i] = tile[i]
-            if ahead >= 0:
-                l0 = (s // 4 + g0) * lines // total
-                l1 = (s // 4 + g1) * lines // total
-                _prefetch_lines(x, residual, r, out, ahead, l0, l1)
         s += TILE
 
 
