@@ -171,6 +171,23 @@ def _dropout_block(x, threshold, scale, seed, call, inner, base, block_info=None
     return out
 
 
+def _fused_block(x, *residual, params, block_info=None):
+    """One row block of the fused op: ``y`` and ``r`` stacked on a new last axis.
+
+    The block's first element is global element ``offset + row0 * D`` (rows are whole).
+    """
+    inner, weight, bias, eps, threshold, scale, seed, call, offset = params
+    row0 = block_info[0]["array-location"][0][0]
+    x = np.ascontiguousarray(x)
+    res = np.ascontiguousarray(residual[0]) if residual else None
+    y, r = np.empty_like(x), np.empty_like(x)
+    start = offset + row0 * x.shape[1]
+    inner.dropout_add_layer_norm_forward(
+        x, res, weight, bias, eps, threshold, scale, seed, call, y, r, None, start
+    )
+    return np.stack([y, r], axis=-1)
+
+
 def _words_block(block, seed, call, inner, block_info=None):
     start = block_info[0]["array-location"][0][0]
     return np.asarray(inner.philox_words(block.size, seed, call, start))
@@ -257,6 +274,45 @@ class DaskBackend:
             _row_stats_block, eps, inner, chunks=(x.chunks[0], (2,)), dtype=np.float64
         )
         return y, stats[:, 0], stats[:, 1]
+
+    def dropout_add_layer_norm_forward(
+        self, x, residual, weight, bias, eps, threshold, scale, seed, call, out, r_out, bitmask,
+        offset=0,
+    ):  # fmt: skip
+        """Lazy row-blockwise fused dropout, add and LayerNorm; lazy ``mean`` and ``rstd``.
+
+        Rows are made whole per chunk; each block knows its global element offset, so
+        the masks do not depend on the chunking. ``y`` and ``r`` come from one
+        blockwise task (compute them together to run it once); the statistics are
+        those of ``r``.
+        """
+        x = x.rechunk({1: -1})
+        inner = _inner()
+        params = (
+            inner,
+            None if weight is None else np.asarray(weight),
+            None if bias is None else np.asarray(bias),
+            eps,
+            threshold,
+            scale,
+            seed,
+            call,
+            offset,
+        )
+        arrays = (x,) if residual is None else (x, residual.rechunk(x.chunks))
+        both = da.map_blocks(
+            _fused_block,
+            *arrays,
+            params=params,
+            new_axis=2,
+            chunks=(*x.chunks, (2,)),
+            dtype=x.dtype,
+        )
+        r = both[..., 1]
+        stats = r.map_blocks(
+            _row_stats_block, eps, inner, chunks=(x.chunks[0], (2,)), dtype=np.float64
+        )
+        return both[..., 0], r, stats[:, 0], stats[:, 1]
 
     # ----- backward ---------------------------------------------------------------
     def channel_backward_reduce(self, dy, x, mean):

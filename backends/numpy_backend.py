@@ -239,6 +239,23 @@ class NumpyBackend:
         out[...] = y
         return out, mean, rstd
 
+    def dropout_add_layer_norm_forward(
+        self, x, residual, weight, bias, eps, threshold, scale, seed, call, out, r_out, bitmask,
+        offset=0,
+    ):  # fmt: skip
+        """``r = dropout(x) + residual`` (each step rounded to the data dtype, as separate
+        calls round it), then :meth:`layer_norm_forward` of ``r`` in float64."""
+        h = x
+        if threshold is not None:
+            words = self.philox_words(x.size, seed, call, offset).reshape(x.shape)
+            keep = words >= np.uint32(threshold)
+            h = np.where(keep, x * scale, x.dtype.type(0))
+            if bitmask is not None:
+                bitmask[...] = np.packbits(keep.reshape(-1), bitorder="little")
+        r_out[...] = h if residual is None else h + residual
+        out, mean, rstd = self.layer_norm_forward(r_out, weight, bias, eps, out)
+        return out, r_out, mean, rstd
+
     # ----- backward -------------------------------------------------------------
     @_quiet
     def channel_backward_reduce(self, dy, x, mean):

@@ -19,7 +19,15 @@ from normdrop.errors import (
     StateDictError,
     UnknownBackendError,
 )
-from normdrop.layers import BatchNorm1d, Dropout, IncompatibleKeys, LayerNorm, Module, Sequential
+from normdrop.layers import (
+    BatchNorm1d,
+    Dropout,
+    DropoutAddLayerNorm,
+    IncompatibleKeys,
+    LayerNorm,
+    Module,
+    Sequential,
+)
 from normdrop.protocol import Backend
 from normdrop.random import manual_seed
 from normdrop.registry import (
@@ -44,6 +52,7 @@ __all__ = [
     "BatchNorm1d",
     "DTypeError",
     "Dropout",
+    "DropoutAddLayerNorm",
     "IncompatibleKeys",
     "InvalidParameterError",
     "LayerNorm",

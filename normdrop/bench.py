@@ -362,6 +362,37 @@ def _ln_layer_call(x_host: np.ndarray, target: Target) -> Thunk:
     return lambda: layer(x)
 
 
+#: Drop probability of the fused dropout + add + LayerNorm cases (a transformer block's).
+FUSED_P = 0.1
+
+
+def _fused_forward(x_host: np.ndarray, target: Target) -> Thunk:
+    # As a training layer does: keep the statistics and the bitmask that backward reads.
+    d, dtype = x_host.shape[-1], x_host.dtype
+    x, res = target.array(x_host), target.array(_grad_like(x_host))
+    w, b = _ones(target, d, dtype), _zeros(target, d, dtype)
+    return lambda: functional.dropout_add_layer_norm(
+        x, res, (d,), w, b, FUSED_P, EPS, seed=SEED, backend=target.choice, return_stats=True
+    )
+
+
+def _three_calls_forward(x_host: np.ndarray, target: Target) -> Thunk:
+    # The same work as three separate normdrop calls, each keeping what backward reads.
+    d, dtype = x_host.shape[-1], x_host.dtype
+    x, res = target.array(x_host), target.array(_grad_like(x_host))
+    w, b = _ones(target, d, dtype), _zeros(target, d, dtype)
+
+    def three() -> Any:
+        h, bitmask = functional.dropout(
+            x, FUSED_P, seed=SEED, backend=target.choice, return_bitmask=True
+        )
+        y = functional.layer_norm(h + res, (d,), w, b, EPS, backend=target.choice,
+                                  return_stats=True)  # fmt: skip
+        return (*y, bitmask)
+
+    return three
+
+
 # ----------------------------------------------------------------------------- torch builders
 # Each takes a CPU tensor; thunks run with gradients disabled (see _torch_session).
 def _torch_bn_forward(training: bool) -> Callable[[Any], Thunk]:
@@ -441,6 +472,21 @@ def _torch_ln_layer_call(xt: Any) -> Thunk:
     return lambda: layer(xt)
 
 
+def _torch_dropout_add_ln_forward(xt: Any) -> Thunk:
+    import torch
+
+    d, dtype = xt.shape[-1], xt.dtype
+    w, b = torch.ones(d, dtype=dtype), torch.zeros(d, dtype=dtype)
+    res = torch.from_numpy(_grad_like(xt.numpy()))
+    aten = torch.ops.aten
+
+    def three() -> Any:
+        h, mask = aten.native_dropout(xt, FUSED_P, True)
+        return aten.native_layer_norm(h + res, [d], w, b, EPS), mask
+
+    return three
+
+
 # ----------------------------------------------------------------------------- cases
 @dataclass(frozen=True)
 class Case:
@@ -497,6 +543,21 @@ CASES: tuple[Case, ...] = (
         _torch_bn_layer_call,
     ),
     Case("LayerNorm forward whole layer call", (120, 64), 2, _ln_layer_call, _torch_ln_layer_call),
+    # Read x and the residual, write y and r (4 passes), plus the float32 data's bitmask.
+    Case(
+        f"Dropout+add+LayerNorm p={FUSED_P} fused forward",
+        ROWS_SHAPE,
+        4 + 1 / 32,
+        _fused_forward,
+        _torch_dropout_add_ln_forward,
+    ),
+    Case(
+        f"Dropout+add+LayerNorm p={FUSED_P} three calls forward",
+        ROWS_SHAPE,
+        4 + 1 / 32,
+        _three_calls_forward,
+        _torch_dropout_add_ln_forward,
+    ),
 )
 
 

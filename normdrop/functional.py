@@ -23,6 +23,8 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "dropout",
+    "dropout_add_layer_norm",
+    "dropout_add_layer_norm_backward",
     "dropout_backward",
     "dropout_mask",
     "layer_norm",
@@ -1136,3 +1138,10 @@ def dropout_mask(
     be = resolve_backend(None, backend)
     size = math.prod(dims)
     return be.dropout_mask(size, dropout_threshold(p), seed, call).reshape(dims)
+
+
+# The fused dropout + add + LayerNorm lives in its own module, built on the helpers above.
+from normdrop._fused import (  # noqa: E402
+    dropout_add_layer_norm,
+    dropout_add_layer_norm_backward,
+)

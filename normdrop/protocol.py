@@ -100,6 +100,17 @@ class Backend(Protocol):
     #
     # (batch statistics when ``use_batch``, else the running ones; running
     # statistics updated in place when ``update``; vectors of any float dtype or None).
+    #
+    #   dropout_add_layer_norm_forward(x, residual, weight, bias, eps, threshold, scale,
+    #                                  seed, call, out, r_out, bitmask, offset=0)
+    #       -> (out, r, mean, rstd)
+    #
+    # (``r = dropout(x) + residual`` into ``r_out`` and ``out = layer_norm(r)`` for
+    # ``(R, D)`` rows in one pass; ``residual`` may be None; ``threshold`` None means
+    # no dropout; the mask and ``offset`` as in ``dropout_forward``; ``r`` rounded to
+    # the data dtype after the dropout and after the add, as separate calls round it.
+    # Without it, :mod:`normdrop._fused` composes ``dropout_forward``, an add and
+    # ``layer_norm_forward``.)
 
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Array, x: Array, mean: Array) -> tuple[Array, Array]:

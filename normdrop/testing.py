@@ -148,12 +148,43 @@ def _check_dropout(backend: Backend, ref: Backend) -> None:
         raise _fail(backend, "dropout_apply_bitmask differs from the reference")
 
 
+def _check_fused(backend: Backend, ref: Backend) -> None:
+    """The optional ``dropout_add_layer_norm_forward``, where the backend has it."""
+    if not hasattr(backend, "dropout_add_layer_norm_forward"):
+        return
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 10)).astype(np.float32)
+    res = rng.standard_normal((6, 10)).astype(np.float32)
+    w = rng.standard_normal(10) + 1
+    keeps = getattr(backend, "supports_bitmask", True)
+    for threshold, residual, offset in ((2**31, res, 0), (2**31, None, 3), (None, res, 0)):
+        bits = backend.empty((8,), np.uint8) if keeps and threshold and not offset else None
+        ref_bits = np.empty(8, np.uint8) if bits is not None else None
+        got = backend.dropout_add_layer_norm_forward(
+            backend.asarray(x), None if residual is None else backend.asarray(residual),
+            backend.asarray(w), None, 1e-5, threshold, np.float32(2.0), 11, 2,
+            backend.empty(x.shape, x.dtype), backend.empty(x.shape, x.dtype), bits, offset,
+        )  # fmt: skip
+        expected = ref.dropout_add_layer_norm_forward(
+            x, residual, w, None, 1e-5, threshold, np.float32(2.0), 11, 2,
+            np.empty_like(x), np.empty_like(x), ref_bits, offset,
+        )  # fmt: skip
+        what = f"dropout_add_layer_norm_forward (threshold={threshold}, offset={offset})"
+        if not np.array_equal(backend.to_numpy(got[1]), expected[1]):
+            raise _fail(backend, f"{what}: r differs from the reference")
+        for i in (0, 2, 3):
+            _close(backend, f"{what} result {i}", got[i], np.asarray(expected[i]), 1e-4)
+        if bits is not None and not np.array_equal(backend.to_numpy(bits), ref_bits):
+            raise _fail(backend, f"{what}: the bitmask differs from the reference")
+
+
 def check_backend(backend: Backend | str) -> None:
     """Check that ``backend`` implements the protocol and matches the reference backend.
 
     Runs every kernel on small float32 and float64 data and compares it with the
     ``numpy`` reference backend (float64 to 1e-9, float32 to 1e-4), the Philox
-    known-answer vectors, and dropout words, masks and bitmasks bit for bit.
+    known-answer vectors, and dropout words, masks and bitmasks bit for bit (and the
+    optional fused ``dropout_add_layer_norm_forward``, where the backend has one).
 
     Parameters
     ----------
@@ -175,3 +206,4 @@ def check_backend(backend: Backend | str) -> None:
     _check_kernels(backend, ref, np.dtype(np.float64), 1e-9)
     _check_kernels(backend, ref, np.dtype(np.float32), 1e-4)
     _check_dropout(backend, ref)
+    _check_fused(backend, ref)

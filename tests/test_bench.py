@@ -116,7 +116,7 @@ def test_unknown_case_and_list(capsys):
 
 def test_cases_cover_the_brief():
     names = [case.name for case in bench.CASES]
-    assert len(names) == len(set(names)) == 10
+    assert len(names) == len(set(names)) == 12
     backward = [case for case in bench.CASES if "backward" in case.name]
     assert {case.passes for case in backward if "Norm" in case.name} == {3}
 

@@ -219,6 +219,49 @@ class DropoutSuite(_NormdropSuite):
         self.settle(functional.dropout_backward(self.dy, P, seed=SEED, backend=backend))
 
 
+class DropoutAddLayerNormSuite(_NormdropSuite):
+    """``functional.dropout_add_layer_norm`` (fused) and the three separate calls it replaces."""
+
+    def setup(self, backend: str, dtype: str, size: str) -> None:
+        self._start(backend)
+        x = _data(ROW_SHAPES[size], dtype)
+        d = x.shape[-1]
+        self.x = self._array(x)
+        self.res = self._array(_data(x.shape, dtype, seed=2))
+        self.dy = self._array(_data(x.shape, dtype, seed=1))
+        self.w, self.b = self._array(np.ones(d, dtype)), self._array(np.zeros(d, dtype))
+        _, self.r, self.mean, self.rstd, self.bitmask = functional.dropout_add_layer_norm(
+            self.x, self.res, d, self.w, self.b, P, EPS, seed=SEED, backend=backend,
+            return_stats=True,
+        )
+        self.r, self.mean, self.rstd = self._ready(self.r, self.mean, self.rstd)
+        self._warm_up(
+            self.time_forward, self.time_three_calls_forward, self.time_backward,
+            args=(backend, dtype, size),
+        )
+
+    def time_forward(self, backend: str, dtype: str, size: str) -> None:
+        self.settle(functional.dropout_add_layer_norm(
+            self.x, self.res, self.x.shape[-1], self.w, self.b, P, EPS, seed=SEED,
+            backend=backend, return_stats=True,
+        ))
+
+    def time_three_calls_forward(self, backend: str, dtype: str, size: str) -> None:
+        h, bitmask = functional.dropout(
+            self.x, P, seed=SEED, backend=backend, return_bitmask=True
+        )
+        self.settle(functional.layer_norm(
+            h + self.res, self.x.shape[-1], self.w, self.b, EPS, backend=backend,
+            return_stats=True,
+        ))
+
+    def time_backward(self, backend: str, dtype: str, size: str) -> None:
+        self.settle(functional.dropout_add_layer_norm_backward(
+            self.dy, self.r, self.x.shape[-1], self.mean, self.rstd, self.w, P,
+            grad_r=self.dy, seed=SEED, bitmask=self.bitmask, backend=backend,
+        ))
+
+
 class LayerCallSuite(_NormdropSuite):
     """Whole layer calls on small inputs: per-call overhead of ``layer(x)`` and ``backward``.
 
@@ -493,3 +536,23 @@ class TorchLayerCall:
 
     def time_dropout_forward(self, dtype: str) -> None:
         self.drop(self.rows_x)
+
+
+class TorchDropoutAddLayerNorm:
+    """PyTorch peer of :class:`DropoutAddLayerNormSuite`: its three modules' operations."""
+
+    params = [DTYPES, SIZES]
+    param_names = ["dtype", "size"]
+
+    def setup(self, dtype: str, size: str) -> None:
+        torch, tdtype = _torch(dtype)
+        self.aten = torch.ops.aten
+        self.x = _tensor(torch, ROW_SHAPES[size], dtype)
+        self.res = _tensor(torch, ROW_SHAPES[size], dtype, seed=2)
+        d = self.x.shape[-1]
+        self.w, self.b = torch.ones(d, dtype=tdtype), torch.zeros(d, dtype=tdtype)
+        self.time_forward(dtype, size)
+
+    def time_forward(self, dtype: str, size: str) -> None:
+        h, _ = self.aten.native_dropout(self.x, P, True)
+        self.aten.native_layer_norm(h + self.res, [self.x.shape[-1]], self.w, self.b, EPS)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _batchnorm, _dropout, _layernorm
+from . import _arrays, _batchnorm, _dropout, _dropout_add_norm, _layernorm
 from ._runtime import SIMULATOR
 
 __all__ = ["CudaBackend"]
@@ -104,6 +104,31 @@ class CudaBackend:
         return _batchnorm.batch_norm_forward(
             x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
         )
+
+    def dropout_add_layer_norm_forward(
+        self,
+        x: Any,
+        residual: Any | None,
+        weight: Any | None,
+        bias: Any | None,
+        eps: float,
+        threshold: int | None,
+        scale: Any,
+        seed: int | None,
+        call: int,
+        out: Any,
+        r_out: Any,
+        bitmask: Any | None,
+        offset: int = 0,
+    ) -> tuple[Any, Any, Any, Any]:
+        """Dropout, residual add and LayerNorm of ``(R, D)`` rows in one kernel.
+
+        Returns ``(out, r_out, mean, rstd)``.
+        """
+        return _dropout_add_norm.dropout_add_layer_norm_forward(
+            x, residual, weight, bias, eps, threshold, scale, seed, call, out, r_out, bitmask,
+            offset,
+        )  # fmt: skip
 
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
-from . import dropout, elementwise, fused, philox, rows, stats
+from . import dropout, dropout_add_norm, elementwise, fused, philox, rows, stats
 from .jit import PARALLEL_MIN_SIZE
 
 __all__ = ["NumbaBackend", "backend"]
@@ -131,6 +131,51 @@ class NumbaBackend(NumpyBackend):
             out,
         )
         return out, mean, rstd
+
+    def dropout_add_layer_norm_forward(
+        self,
+        x: np.ndarray,
+        residual: np.ndarray | None,
+        weight: np.ndarray | None,
+        bias: np.ndarray | None,
+        eps: float,
+        threshold: int | None,
+        scale: Any,
+        seed: int | None,
+        call: int,
+        out: np.ndarray,
+        r_out: np.ndarray,
+        bitmask: np.ndarray | None,
+        offset: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Dropout, residual add and LayerNorm of ``(R, D)`` rows in one pass per row.
+
+        Returns ``(out, r_out, mean, rstd)``; see :mod:`.dropout_add_norm`.
+        """
+        rows_, _ = x.shape
+        stats = np.empty((2, rows_))
+        drop = threshold is not None
+        pack = bitmask is not None
+        dropout_add_norm.dropout_add_layer_norm_rows(
+            x,
+            residual,
+            weight,
+            bias,
+            float(eps),
+            drop,
+            np.uint64(threshold if drop else 0),
+            x.dtype.type(scale if drop else 1),
+            *_words(seed if drop else 0, call),
+            out,
+            r_out,
+            bitmask if pack else _NO_BITS,
+            pack,
+            stats,
+            np.uint64(offset // 4),
+            offset % 4,
+            x.size >= PARALLEL_MIN_SIZE,
+        )
+        return out, r_out, stats[0], stats[1]
 
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(

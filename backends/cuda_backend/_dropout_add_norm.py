@@ -1,0 +1,200 @@
+"""Fused dropout + residual add + LayerNorm on ``(R, D)`` rows: one block per row (grid-stride).
+
+Each thread takes groups of eight consecutive global elements (two Philox blocks, one
+bitmask byte) of its row: it draws their words, drops, scales, adds the residual,
+stores ``r`` and runs Welford over the stored values; the block merges the
+triples through shared memory (Chan), then writes ``y = (r - mean) * rstd * weight
++ bias`` from ``r``. Element ``i`` of the C-ordered data gets the Philox word every
+other backend gives it, so the masks agree bit for bit.
+
+When every row starts on a byte (``D % 8 == 0``) a thread packs its group's keep
+bits into the bitmask itself; otherwise a row's first and last byte may be shared
+with its neighbours' and a second kernel packs the whole mask, one byte per thread.
+On the GPU the compiler may contract ``x * scale + residual`` into one multiply-add
+(one rounding instead of the two that separate calls make); the simulator rounds
+twice, as the other backends do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._arrays import alloc_like, kernel_in, kernel_out
+from ._dropout import _key_and_call, _philox_block
+from ._layernorm import _placeholder, _row_threads
+from ._reduce import tree_merge, welford_step
+from ._runtime import THREADS, blocks_for, cuda, stream
+
+__all__ = ["dropout_add_layer_norm_forward"]
+
+
+@cuda.jit(device=True)
+def _word(w0, w1, w2, w3, lane):
+    """Word ``lane`` (0-3) of a Philox block."""
+    if lane == 0:
+        return w0
+    if lane == 1:
+        return w1
+    if lane == 2:
+        return w2
+    return w3
+
+
+@cuda.jit
+def _fused_kernel(
+    x, residual, has_residual, weight, bias, has_weight, has_bias, eps,
+    drop, threshold, scale, zero, offset, k0, k1, c2, c3, pack,
+    out, r, mean, rstd, bitmask,
+):  # fmt: skip
+    """``r = dropout(x) + residual``, ``out = layer_norm(r)``; row element ``j`` is global
+    element ``offset + row * D + j``."""
+    sn = cuda.shared.array(THREADS, np.float64)
+    smean = cuda.shared.array(THREADS, np.float64)
+    sm2 = cuda.shared.array(THREADS, np.float64)
+    tid = cuda.threadIdx.x
+    features = x.shape[1]
+    row = cuda.blockIdx.x
+    while row < x.shape[0]:
+        g0 = offset + row * features
+        n = 0.0
+        mu = 0.0
+        m2 = 0.0
+        u = g0 // 8 + tid
+        while u <= (g0 + features - 1) // 8:
+            bits = 0
+            for half in range(2):
+                w0 = w1 = w2 = w3 = np.uint64(0)
+                if drop:
+                    w0, w1, w2, w3 = _philox_block(np.uint64(2 * u + half), k0, k1, c2, c3)
+                for lane in range(4):
+                    j = 8 * u + 4 * half + lane - g0
+                    if 0 <= j < features:
+                        v = x[row, j]
+                        if drop:
+                            if _word(w0, w1, w2, w3, lane) >= threshold:
+                                v = v * scale
+                                bits |= 1 << (4 * half + lane)
+                            else:
+                                v = zero
+                        if has_residual:
+                            v = v + residual[row, j]
+                        r[row, j] = v
+                        n, mu, m2 = welford_step(n, mu, m2, float(r[row, j]))
+            if pack:
+                bitmask[u] = bits
+            u += cuda.blockDim.x
+        sn[tid] = n
+        smean[tid] = mu
+        sm2[tid] = m2
+        cuda.syncthreads()
+        tree_merge(sn, smean, sm2, tid, tid, 1, cuda.blockDim.x)
+        mu = smean[0]
+        rs = 1.0 / math.sqrt(sm2[0] / features + eps)
+        cuda.syncthreads()  # everyone has read slot 0 before the next row overwrites it
+        j = tid
+        while j < features:
+            y = (float(r[row, j]) - mu) * rs
+            if has_weight:
+                y = y * weight[j]
+            if has_bias:
+                y = y + bias[j]
+            out[row, j] = y
+            j += cuda.blockDim.x
+        if tid == 0:
+            mean[row] = mu
+            rstd[row] = rs
+        row += cuda.gridDim.x
+
+
+@cuda.jit
+def _pack_kernel(n, threshold, k0, k1, c2, c3, bitmask):
+    """Pack the keep-mask of elements ``0 .. n - 1``: one byte (two Philox blocks) per thread."""
+    b = cuda.grid(1)
+    while b < bitmask.shape[0]:
+        bits = 0
+        for half in range(2):
+            w0, w1, w2, w3 = _philox_block(np.uint64(2 * b + half), k0, k1, c2, c3)
+            for lane in range(4):
+                if 8 * b + 4 * half + lane < n and _word(w0, w1, w2, w3, lane) >= threshold:
+                    bits |= 1 << (4 * half + lane)
+        bitmask[b] = bits
+        b += cuda.gridsize(1)
+
+
+def dropout_add_layer_norm_forward(
+    x: Any,
+    residual: Any | None,
+    weight: Any | None,
+    bias: Any | None,
+    eps: float,
+    threshold: int | None,
+    scale: Any,
+    seed: int | None,
+    call: int,
+    out: Any,
+    r_out: Any,
+    bitmask: Any | None,
+    offset: int = 0,
+) -> tuple[Any, Any, Any, Any]:
+    """``r = dropout(x) + residual`` into ``r_out`` and LayerNorm of ``r`` into ``out``.
+
+    Parameters
+    ----------
+    x : device array of shape (R, D), C-contiguous
+    residual : device array like ``x``, or None
+    weight, bias : device arrays of shape (D,), or None
+    eps : float
+    threshold : int or None
+        Keep an element when its word is ``>= threshold``; None: no dropout.
+    scale : scalar
+        Factor of kept elements, applied in ``x``'s dtype.
+    seed, call : int
+    out, r_out : device arrays like ``x``
+    bitmask : uint8 device array of ``ceil(R * D / 8)`` bytes, or None
+        Only with ``offset == 0``.
+    offset : int, default 0
+        Global index of ``x``'s first element.
+
+    Returns
+    -------
+    out, r_out : device arrays
+    mean, rstd : float64 device arrays of shape (R,)
+    """
+    rows, features = x.shape
+    mean = alloc_like(x, (rows,), np.float64)
+    rstd = alloc_like(x, (rows,), np.float64)
+    drop = threshold is not None
+    keys = _key_and_call(seed if drop else 0, call)
+    inline_pack = bitmask is not None and features % 8 == 0
+    s = stream()
+    if rows:
+        _fused_kernel[blocks_for(rows, 1), _row_threads(features), s](
+            kernel_in(x),
+            kernel_in(x if residual is None else residual),
+            residual is not None,
+            kernel_in(_placeholder(x) if weight is None else weight),
+            kernel_in(_placeholder(x) if bias is None else bias),
+            weight is not None,
+            bias is not None,
+            float(eps),
+            drop,
+            np.uint64(threshold if drop else 0),
+            x.dtype.type(scale if drop else 1),
+            x.dtype.type(0),
+            np.int64(offset),
+            *keys,
+            inline_pack,
+            kernel_out(out),
+            kernel_out(r_out),
+            kernel_out(mean),
+            kernel_out(rstd),
+            kernel_out(bitmask if inline_pack else alloc_like(x, (1,), np.uint8)),
+        )
+    if bitmask is not None and not inline_pack and bitmask.shape[0]:
+        _pack_kernel[blocks_for(bitmask.shape[0]), THREADS, s](
+            np.int64(x.size), np.uint64(threshold), *keys, kernel_out(bitmask)
+        )
+    return out, r_out, mean, rstd

@@ -1,0 +1,292 @@
+"""Fused dropout + residual add + LayerNorm on C-contiguous ``(R, D)`` rows, one pass per row.
+
+Each task owns whole rows (about :data:`~.jit.TASK_SIZE` values, a multiple of eight
+values in all so that its bitmask bytes are its own). Per row: the row's Philox words
+(tile by tile, as :mod:`.philox` makes them), then one loop that drops, scales, adds
+the residual, stores ``r`` and sums it; the squared deviations and the output pass
+read ``r`` back from the L1 cache. With dropout, the next row's lines are prefetched
+a few at a time while a row's words are made, so that memory and arithmetic overlap.
+Memory sees one read of ``x`` and ``residual`` and one write of ``r``, ``y`` and the
+bitmask.
+
+``r`` is rounded to the data dtype twice, as the separate calls round it (the
+dropout output, then the sum): these kernels are compiled without ``contract``, so
+that ``x * scale + residual`` never becomes one fused multiply-add. The statistics
+are those of the stored ``r``, in float64.
+
+One kernel, :func:`dropout_add_layer_norm_rows`, serves small and large inputs: its
+task loop is a plain ``range`` when ``parallel`` is False (no threads woken) and a
+``prange`` otherwise; the tasks, and so the results, are the same. It is only
+called from Python: a cached serial function must not call a ``parallel=True`` one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .jit import TASK_SIZE
+from .philox import TILE, edge_word, tile_scratch, tile_words
+
+__all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
+
+#: The library's fast-math flags minus ``contract`` (see the module docstring).
+_FASTMATH = {"reassoc", "arcp", "afn"}
+_OPTIONS = {
+    "fastmath": _FASTMATH,
+    "error_model": "numpy",
+    "boundscheck": False,
+    "cache": True,
+    "nogil": True,
+}
+_helper = njit(parallel=False, **_OPTIONS)
+_kernel = njit(parallel=True, **_OPTIONS)
+
+#: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s bit to
+#: bit ``56 + k`` with no carries: the top byte is the packed bitmask byte (as in
+#: :mod:`.dropout`).
+_GATHER_BITS = np.uint64(0x0102040810204080)
+_TOP_BYTE = np.uint64(56)
+
+#: Bytes per cache line, the stride of the prefetches.
+_LINE = 64
+#: Philox blocks made per call of the tile generator; around each call a share of the
+#: next row's lines is prefetched in two rounds of 16 (4 lines of each of the four
+#: arrays for 1024 float32 values), about what a core keeps in flight, so the loads
+#: stream during the arithmetic (bigger rounds stall the core on its outstanding
+#: misses; smaller groups cost more calls).
+GROUP = 32
+
+
+def _prefetch_intrinsic(write: int):
+    """An intrinsic ``(array, index) -> None`` that prefetches the line of ``array[index]``
+    into the L2 cache, for reading (``write=0``) or for writing (``write=1``)."""
+
+    @intrinsic
+    def prefetch(typingctx, array, index):
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            view = context.make_array(array_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(
+                context, builder, array_type, view, [args[1]], wraparound=False
+            )
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0",
+            )  # fmt: skip
+            # (address, read 0 / write 1, locality 2: the L2 cache, data 1)
+            builder.call(function, [builder.bitcast(pointer, i8p), i32(write), i32(2), i32(1)])
+            return context.get_dummy_value()
+
+        return types.void(array, index), codegen
+
+    return prefetch
+
+
+_prefetch_read = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
+
+
+@_helper
+def _prefetch_lines(x, residual, r, out, ri, l0, l1):
+    """Start loading cache lines ``l0 .. l1 - 1`` of row ``ri`` of the inputs, and claiming
+    them in the outputs."""
+    step = max(1, _LINE // x.itemsize)
+    for line in range(l0, l1):
+        j = line * step
+        _prefetch_read(x[ri], j)
+        if residual is not None:
+            _prefetch_read(residual[ri], j)
+        _prefetch_write(r[ri], j)
+        _prefetch_write(out[ri], j)
+
+
+@_helper
+def rows_per_task(rows: int, d: int) -> tuple[int, int]:
+    """Rows per task (about TASK_SIZE values, ``per * d`` a multiple of 8) and task count."""
+    unit = 8
+    while unit > 1 and (unit // 2) * d % 8 == 0:
+        unit //= 2
+    per = max(1, TASK_SIZE // max(d, 1))
+    per = ((per + unit - 1) // unit) * unit
+    return per, (rows + per - 1) // per
+
+
+@_helper
+def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, out, ahead):
+    """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
+
+    The words are made :data:`GROUP` blocks at a time; around each group a share of row
+    ``ahead``'s cache lines is prefetched (none when ``ahead < 0``), so that the next
+    row's memory traffic flows while this row's words are made, instead of the two
+    taking turns.
+    """
+    head = min(n, (4 - lane) % 4)
+    for j in range(head):
+        words[j] = edge_word(block, lane + j, c2, c3, k0, k1)
+    first = block + np.uint64(1 if head > 0 else 0)
+    m = n - head
+    total = (m + 3) // 4
+    lines = (n * x.itemsize + _LINE - 1) // _LINE
+    s = 0
+    while s < m:
+        valid = min(TILE, m - s)
+        nb = (valid + 3) // 4
+        for g0 in range(0, nb, GROUP):
+            g1 = min(nb, g0 + GROUP)
+            if ahead >= 0:  # the group's share of lines, half before and half after
+                l0 = (s // 4 + g0) * lines // total
+                lm = (s // 4 + (g0 + g1) // 2) * lines // total
+                _prefetch_lines(x, residual, r, out, ahead, l0, lm)
+            tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, c2, c3, k0, k1, scratch)
+            if ahead >= 0:
+                _prefetch_lines(x, residual, r, out, ahead, lm, (s // 4 + g1) * lines // total)
+            dst = words[head + s + 4 * g0 : head + s + min(valid, 4 * g1)]
+            for i in range(dst.size):
+                dst[i] = tile[i]
+        s += TILE
+
+
+@_helper
+def _sum_row(xr, resr, rr, words, keep, drop, t32, scale):
+    """``rr = dropout(xr) + resr`` (keep bytes into ``keep``); return ``sum(rr)`` in float64."""
+    zero = xr.dtype.type(0)
+    s = 0.0
+    if resr is None:
+        if drop:
+            for j in range(xr.size):
+                k = words[j] >= t32
+                keep[j] = np.uint8(k)
+                v = xr[j] * scale if k else zero
+                rr[j] = v
+                s += v
+        else:
+            for j in range(xr.size):
+                v = xr[j]
+                rr[j] = v
+                s += v
+    elif drop:
+        for j in range(xr.size):
+            k = words[j] >= t32
+            keep[j] = np.uint8(k)
+            h = xr[j] * scale if k else zero
+            v = h + resr[j]
+            rr[j] = v
+            s += v
+    else:
+        for j in range(xr.size):
+            v = xr[j] + resr[j]
+            rr[j] = v
+            s += v
+    return s
+
+
+@_helper
+def _float64(d, v, fill):
+    """``v`` (any float dtype) as float64, or ``fill`` repeated when it is None."""
+    if v is None:
+        return np.full(d, fill)
+    return v.astype(np.float64)
+
+
+@_helper
+def _normalise(rr, yr, m, rs, w, b):
+    """``yr = (rr - m) * rs * w + b`` in float64, rounded once to ``yr``'s dtype."""
+    for j in range(rr.size):
+        yr[j] = (rr[j] - m) * rs * w[j] + b[j]
+
+
+@_helper
+def _task(
+    x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+    out, r, bits, pack, mean, rstd, block0, lane0, t, per,
+):  # fmt: skip
+    """Rows ``t * per .. (t + 1) * per - 1``: dropout, add, statistics, output."""
+    rows, d = x.shape
+    r0 = t * per
+    r1 = min(rows, r0 + per)
+    t32 = np.uint32(thr)
+    scratch = tile_scratch()
+    # float64 parameters once per task: converting them per element costs the output pass
+    w64 = _float64(d, weight, 1.0)
+    b64 = _float64(d, bias, 0.0)
+    words = np.empty(d, np.uint32)
+    keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
+    for ri in range(r0, r1):
+        if drop:
+            position = lane0 + ri * d
+            ahead = ri + 1 if ri + 1 < r1 else -1
+            _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
+                       c2, c3, k0, k1, x, residual, r, out, ahead)  # fmt: skip
+        rr = r[ri]
+        kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
+        if residual is None:
+            s = _sum_row(x[ri], None, rr, words, kr, drop, t32, scale)
+        else:
+            s = _sum_row(x[ri], residual[ri], rr, words, kr, drop, t32, scale)
+        m = s / d
+        q = 0.0
+        for j in range(d):
+            e = rr[j] - m
+            q += e * e
+        rs = 1.0 / np.sqrt(q / d + eps)
+        _normalise(rr, out[ri], m, rs, w64, b64)
+        mean[ri] = m
+        rstd[ri] = rs
+    if pack:
+        keep8 = keep.view(np.uint64)
+        base = r0 * d // 8
+        for q8 in range(keep8.size):
+            bits[base + q8] = np.uint8((keep8[q8] * _GATHER_BITS) >> _TOP_BYTE)
+
+
+@_kernel
+def dropout_add_layer_norm_rows(
+    x: np.ndarray,
+    residual: np.ndarray | None,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    drop: bool,
+    thr: np.uint64,
+    scale: np.floating,
+    c2: np.uint64,
+    c3: np.uint64,
+    k0: np.uint64,
+    k1: np.uint64,
+    out: np.ndarray,
+    r: np.ndarray,
+    bits: np.ndarray,
+    pack: bool,
+    stats: np.ndarray,
+    block0: np.uint64,
+    lane0: int,
+    parallel: bool,
+) -> None:
+    """``r = dropout(x) + residual``, ``out = layer_norm(r)`` for ``(R, D)`` rows.
+
+    Dropout only when ``drop`` (keep where the Philox word is ``>= thr``, kept values
+    times ``scale``, a scalar of the data dtype); ``(c2, c3)`` and ``(k0, k1)`` are
+    the 32-bit words of ``call`` and ``seed``; element ``(0, 0)`` is word ``lane0``
+    of counter block ``block0`` (a uint64). ``residual``, ``weight`` and ``bias``
+    may be None; ``weight``/``bias`` of any float dtype. With ``pack`` (only when
+    the first element is global element 0) the keep-mask is packed into ``bits``.
+    Float64 mean and rstd go into ``stats`` of shape ``(2, R)``.
+    """
+    rows, d = x.shape
+    mean = stats[0]
+    rstd = stats[1]
+    per, n_tasks = rows_per_task(rows, d)
+    if parallel:
+        for tt in prange(n_tasks):
+            t = np.int64(tt)  # the prange index is unsigned
+            _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+                  out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip
+    else:
+        for t in range(n_tasks):
+            _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+                  out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip

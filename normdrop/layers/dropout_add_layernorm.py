@@ -1,0 +1,233 @@
+"""DropoutAddLayerNorm: dropout, residual add and LayerNorm as one layer (fused kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normdrop import _fused, _validation, functional
+from normdrop.errors import BackwardBeforeForwardError
+from normdrop.layers.module import Module
+from normdrop.protocol import Array, Backend
+from normdrop.random import draw_seed
+
+__all__ = ["DropoutAddLayerNorm"]
+
+
+class DropoutAddLayerNorm(Module):
+    """``r = dropout(x) + residual``, ``y = layer_norm(r)``: a transformer block's epilogue.
+
+    One call does what ``Dropout``, an add and ``LayerNorm`` do, in one pass over
+    memory where the backend has the fused kernel. Call ``k`` (counting training
+    calls from 0) drops the elements that ``Dropout(p, seed=self.seed)`` drops at its
+    call ``k``. Its checkpoints are a ``LayerNorm``'s (``weight``, ``bias``), so a
+    ``torch.nn.LayerNorm``'s ``state_dict`` loads into it.
+
+    The layer takes two inputs and gives two outputs: ``layer(x, residual)`` returns
+    ``(y, r)``, and ``layer.backward(grad_y, grad_r=None)`` returns
+    ``(grad_x, grad_residual)`` (``grad_residual`` is ``None`` when the forward had no
+    residual). In a :class:`~normdrop.layers.Sequential` it takes part in ``train``,
+    ``eval``, ``to``, ``zero_grad``, ``grads`` and checkpoints, but a Sequential's
+    forward passes one array from layer to layer, so call this layer's forward and
+    backward yourself.
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of int
+        The trailing dimensions normalised together; stored as a tuple.
+    p : float, default 0.5
+        Drop probability in [0, 1).
+    eps : float, default 1e-5
+        Added to the variance, > 0.
+    elementwise_affine : bool, default True
+        Learn a per-element ``weight`` (and ``bias``).
+    bias : bool, default True
+        Learn ``bias`` too (only with ``elementwise_affine``).
+    seed : int, optional
+        64-bit seed of the masks; drawn from the global generator when ``None``.
+    dtype : {"float32", "float64"}, default "float32"
+        Dtype of the parameters.
+    backend : str or Backend, optional
+        Backend for every call (default: chosen per call from the input).
+
+    Attributes
+    ----------
+    seed : int
+    call_count : int
+        Training calls so far: the ``call`` of the next mask.
+    weight, bias : array of shape normalized_shape or None
+    grads : dict
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import normdrop
+    >>> block = normdrop.DropoutAddLayerNorm(4, p=0.5, seed=0)
+    >>> y, r = block(np.ones((1, 4)), np.arange(4.0)[None])
+    >>> r
+    array([[0., 3., 4., 5.]])
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        p: float = 0.5,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        seed: int | None = None,
+        dtype: str | np.dtype = "float32",
+        backend: str | Backend | None = None,
+    ) -> None:
+        normalized_shape = _validation.normalized_shape(normalized_shape)
+        p = _validation.dropout_probability(p)
+        eps = _validation.positive_finite("eps", eps)
+        elementwise_affine = _validation.boolean("elementwise_affine", elementwise_affine)
+        use_bias = _validation.boolean("bias", bias)
+        dtype = _validation.param_dtype(dtype)
+        seed = draw_seed() if seed is None else _validation.seed(seed)
+        super().__init__(backend)
+        self.normalized_shape = normalized_shape
+        self._p = p
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.use_bias = use_bias
+        self.dtype = dtype
+        self.seed = seed
+        self.call_count = 0
+        self._parameters = {"weight": None, "bias": None}
+        if elementwise_affine:
+            self._parameters["weight"] = self._new_array(np.ones(normalized_shape, dtype))
+            if use_bias:
+                self._parameters["bias"] = self._new_array(np.zeros(normalized_shape, dtype))
+        self.zero_grad()
+
+    @property
+    def p(self) -> float:
+        """The drop probability."""
+        return self._p
+
+    def reset_parameters(self) -> None:
+        """Reset ``weight`` to ones and ``bias`` to zeros."""
+        if self.weight is not None:
+            self.weight[...] = 1
+        if self.bias is not None:
+            self.bias[...] = 0
+
+    def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
+        """Same as :meth:`forward`, after checking that both inputs are on the layer's device."""
+        if type(x) is not np.ndarray or self._array_backend.device != "cpu":
+            self._check_device("the input", x)
+        if residual is not None and (
+            type(residual) is not np.ndarray or self._array_backend.device != "cpu"
+        ):
+            self._check_device("the residual", residual)
+        return self.forward(x, residual)
+
+    def forward(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
+        """Return ``(y, r)``: ``r = dropout(x) + residual`` (training) and ``y = layer_norm(r)``.
+
+        Parameters
+        ----------
+        x : array
+            Its trailing dimensions equal ``normalized_shape``.
+        residual : array, optional
+            Shape and dtype of ``x``; ``None`` adds nothing.
+
+        Returns
+        -------
+        y, r : array
+            Shape and dtype of ``x``. Without dropout (evaluation, ``p == 0``) and
+            without ``residual``, ``r`` is ``x`` itself.
+        """
+        be, x = functional._prepare("x", x, self._backend_choice)
+        drop = self.training and self._p > 0.0
+        call = self.call_count
+        weight, bias = self.weight, self.bias
+        if len(self.normalized_shape) > 1:  # the kernels take flat vectors
+            weight = None if weight is None else weight.reshape(-1)
+            bias = None if bias is None else bias.reshape(-1)
+        functional._layer_shape(x, self.normalized_shape)
+        if residual is not None:
+            residual = _fused._check_partner(be, "residual", residual, x)
+        y, r, mean, rstd, bitmask = _fused._forward_rows(
+            be,
+            x,
+            residual,
+            self.normalized_shape,
+            weight,
+            bias,
+            self.eps,
+            self._p if drop else None,
+            self.seed,
+            call,
+            None,
+            True,
+        )
+        self._saved = (r, mean, rstd, bitmask, call if drop else None, residual is not None)
+        if self.training:
+            self.call_count += 1
+        return y, r
+
+    def backward(  # type: ignore[override]
+        self, grad_output: Array, grad_r: Array | None = None
+    ) -> tuple[Array, Array | None]:
+        """Return ``(grad_x, grad_residual)`` of the last forward pass.
+
+        Parameter gradients are added into :attr:`grads` until :meth:`zero_grad`.
+
+        Parameters
+        ----------
+        grad_output : array
+            Gradient of the loss with respect to ``y``.
+        grad_r : array, optional
+            Gradient of the loss with respect to ``r`` from elsewhere (the next
+            block's residual path).
+
+        Returns
+        -------
+        grad_x : array
+        grad_residual : array or None
+            ``None`` when the forward had no residual.
+
+        Raises
+        ------
+        BackwardBeforeForwardError
+            No forward pass has run since construction (or unpickling, or :meth:`to`).
+        """
+        self._check_device("grad_output", grad_output)
+        if grad_r is not None:
+            self._check_device("grad_r", grad_r)
+        if self._saved is None:
+            raise BackwardBeforeForwardError(
+                f"{type(self).__name__}.backward() called before any forward pass"
+            )
+        r, mean, rstd, bitmask, call, has_residual = self._saved
+        lead = tuple(r.shape[: r.ndim - len(self.normalized_shape)])
+        dx, dres, dweight, dbias = _fused.dropout_add_layer_norm_backward(
+            grad_output,
+            r,
+            self.normalized_shape,
+            mean.reshape(lead),
+            rstd.reshape(lead),
+            self.weight,
+            self._p,
+            call is not None,
+            grad_r=grad_r,
+            seed=self.seed,
+            call=0 if call is None else call,
+            bitmask=bitmask,
+            has_residual=has_residual,
+            backend=self._backend_choice,
+        )
+        if self.weight is not None:
+            self.grads["weight"] = self.grads["weight"] + dweight
+        if self.bias is not None:
+            self.grads["bias"] = self.grads["bias"] + dbias
+        return dx, dres
+
+    def __repr__(self) -> str:
+        return (
+            f"DropoutAddLayerNorm({self.normalized_shape}, p={self._p}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias})"
+        )
