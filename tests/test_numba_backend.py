@@ -19,6 +19,7 @@ numba = pytest.importorskip("numba")
 from normdrop.backends.numba_backend import (  # noqa: E402
     dropout,
     elementwise,
+    fused,
     jit,
     philox,
     rows,
@@ -314,10 +315,28 @@ def test_functional_dropout_identical(rng, shape, dtype):
 
 
 # ----------------------------------------------------------------------------- determinism
-def _all_kernels(x3, x2, g3, g2, flat):
-    """Run every parallel kernel; return the results as a flat list of arrays."""
-    mean3, _ = stats.channel_moments_parallel(x3)
-    mean2, var2 = rows.row_moments_parallel(x2)
+#: Every kernel (each is compiled as a serial and a parallel clone).
+KERNELS = [
+    stats.channel_moments,
+    stats.channel_sums,
+    rows.row_moments,
+    rows.layer_norm_forward,
+    rows.layer_norm_backward,
+    elementwise.channel_affine,
+    elementwise.channel_backward_elemt,
+    fused.batch_norm_forward,
+    philox.philox_words,
+    dropout.dropout,
+    dropout.dropout_mask,
+    dropout.apply_bitmask,
+]
+
+
+def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
+    """Run every kernel (the parallel clones, or the serial ones); return the results
+    as a flat list of arrays."""
+    mean3, _ = stats.channel_moments(parallel, x3)
+    mean2, var2 = rows.row_moments(parallel, x2)
     rstd2 = 1 / np.sqrt(var2 + 1e-5)
     w = np.linspace(0.5, 1.5, x2.shape[1])
     c = x3.shape[1]
@@ -325,36 +344,28 @@ def _all_kernels(x3, x2, g3, g2, flat):
     c2, c3 = split64(2**40)
     bits = np.empty((flat.size + 7) // 8, np.uint8)
     drop = np.empty_like(flat)
-    dropout.dropout_parallel(
-        flat,
-        np.uint64(2**30),
-        np.float32(1.25),
-        c2,
-        c3,
-        k0,
-        k1,
-        drop,
-        bits,
-        True,
-        np.uint64(0),
-        0,
-    )
+    args = (np.uint64(2**30), np.float32(1.25), c2, c3, k0, k1, drop, bits, True, np.uint64(0), 0)
+    dropout.dropout(parallel, flat, *args)
+    dx = np.empty_like(flat)
+    dropout.apply_bitmask(parallel, flat, bits, np.float32(1.25), dx)
     affine = np.empty_like(x3)
-    elementwise.channel_affine_parallel(
-        x3, np.zeros(c), np.ones(c), np.arange(c, dtype=float), affine
-    )
+    coef = np.zeros(c), np.ones(c), np.arange(c, dtype=float)
+    elementwise.channel_affine(parallel, x3, *coef, affine)
     elemt = np.empty_like(x3)
-    elementwise.channel_backward_elemt_parallel(
-        g3, x3, mean3, np.ones(c), np.ones(c), np.ones(c), elemt
-    )
+    ones = np.ones(c)
+    elementwise.channel_backward_elemt(parallel, g3, x3, mean3, ones, ones, ones, elemt)
     ln = np.empty_like(x2)
     ln_stats = np.empty((2, x2.shape[0]))
-    rows.layer_norm_forward_parallel(x2, w, w, 1e-5, ln, ln_stats)
+    rows.layer_norm_forward(parallel, x2, w, w, 1e-5, ln, ln_stats)
     lnb = np.empty_like(x2)
-    ln_grads = rows.layer_norm_backward_parallel(g2, x2, mean2, rstd2, w, lnb, True)
+    ln_grads = rows.layer_norm_backward(parallel, g2, x2, mean2, rstd2, w, lnb, True)
+    bn = np.empty_like(x3)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    wc = np.linspace(0.5, 1.5, c).astype(np.float32)
+    bn_stats = fused.batch_norm_forward(parallel, x3, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
     return [
-        *stats.channel_moments_parallel(x3),
-        *stats.channel_sums_parallel(g3, x3, mean3),
+        *stats.channel_moments(parallel, x3),
+        *stats.channel_sums(parallel, g3, x3, mean3),
         mean2,
         var2,
         affine,
@@ -363,10 +374,15 @@ def _all_kernels(x3, x2, g3, g2, flat):
         *ln_stats,
         lnb,
         *ln_grads,
+        bn,
+        *bn_stats,
+        rm,
+        rv,
         drop,
         bits,
-        dropout.dropout_mask_parallel(flat.size, np.uint64(2**31), c2, c3, k0, k1),
-        philox.philox_words_parallel(flat.size, np.uint64(3), 1, c2, c3, k0, k1),
+        dx,
+        dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), c2, c3, k0, k1),
+        philox.philox_words(parallel, flat.size, np.uint64(3), 1, c2, c3, k0, k1),
     ]
 
 
@@ -417,36 +433,40 @@ def test_bit_identical_in_a_fresh_single_threaded_process():
         np.testing.assert_array_equal(a, b)
 
 
-def test_serial_and_parallel_kernels_identical():
-    x3, x2, g3, g2, flat = _inputs()
-    c = x3.shape[1]
-    pairs = [
-        (stats.channel_moments_serial, stats.channel_moments_parallel, (x3,)),
-        (stats.channel_sums_serial, stats.channel_sums_parallel, (g3, x3, x3.mean((0, 2)) * 1.0)),
-        (rows.row_moments_serial, rows.row_moments_parallel, (x2,)),
-    ]
-    for serial, parallel, args in pairs:
-        for a, b in zip(serial(*args), parallel(*args), strict=True):
-            np.testing.assert_array_equal(a, b)
-    coef = (np.linspace(0, 1, c), np.linspace(1, 2, c), np.linspace(-1, 1, c))
-    a, b = np.empty_like(x3), np.empty_like(x3)
-    elementwise.channel_affine_serial(x3, *coef, a)
-    elementwise.channel_affine_parallel(x3, *coef, b)
-    np.testing.assert_array_equal(a, b)
-    w = np.linspace(0.5, 1.5, x2.shape[1])
-    a, b = np.empty_like(x2), np.empty_like(x2)
-    sa, sb = np.empty((2, x2.shape[0])), np.empty((2, x2.shape[0]))
-    rows.layer_norm_forward_serial(x2, w, None, 1e-5, a, sa)
-    rows.layer_norm_forward_parallel(x2, w, None, 1e-5, b, sb)
-    np.testing.assert_array_equal(a, b)
-    for u, v in zip(sa, sb, strict=True):
-        np.testing.assert_array_equal(u, v)
-    ga = rows.layer_norm_backward_serial(g2, x2, sa[0], sa[1], w, a, True)
-    gb = rows.layer_norm_backward_parallel(g2, x2, sa[0], sa[1], w, b, True)
-    np.testing.assert_array_equal(a, b)
-    # the partial dweight/dbias rows are added in the same order
-    for u, v in zip(ga, gb, strict=True):
-        np.testing.assert_array_equal(u, v)
+def test_serial_and_parallel_clones_identical():
+    """Every kernel's serial clone gives the parallel clone's bits, on inputs of many
+    tasks (and LayerNorm rows long enough to be split into segments)."""
+    parallel = _all_kernels(*_inputs(), parallel=True)
+    serial = _all_kernels(*_inputs(), parallel=False)
+    assert len(parallel) == len(serial)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, rows.ROW_SPLIT + 1000)) * 3 + 5).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w = np.linspace(0.5, 1.5, x.shape[1]).astype(np.float32)
+    results = []
+    for par in (False, True):
+        out, st = np.empty_like(x), np.empty((2, x.shape[0]))
+        rows.layer_norm_forward(par, x, w, w, 1e-5, out, st)
+        dx = np.empty_like(x)
+        grads = rows.layer_norm_backward(par, g, x, st[0], st[1], w.astype(float), dx, True)
+        results.append([out, *st, *rows.row_moments(par, x), dx, *grads])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_every_kernel_is_covered():
+    """The clone tests above call every kernel the modules define."""
+    from normdrop.backends.numba_backend.jit import Kernel
+
+    defined = {
+        id(obj)
+        for mod in (dropout, elementwise, fused, philox, rows, stats)
+        for obj in vars(mod).values()
+        if isinstance(obj, Kernel)
+    }
+    assert defined == {id(k) for k in KERNELS}
 
 
 def test_serial_threshold_both_sides(rng):
