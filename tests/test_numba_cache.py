@@ -92,42 +92,43 @@ from normdrop.backends.numba_backend.jit import Kernel
 NB = normdrop.get_backend("numba")
 rng = np.random.default_rng(1)
 out = []
-for dtype in (np.float32, np.float64):
-    for shape in ((4, 64, 30), (64, 32, 48)):  # serial and parallel clones
+# both clones of every kernel in float32; the whole-layer BatchNorm also in float64 and
+# with float64 vectors on float32 data (the signatures of the numba#8578 crash)
+for shape in ((4, 64, 30), (64, 32, 48)):  # serial and parallel clones
+    for dtype, pdtype in ((np.float32, np.float32), (np.float64, np.float64), (np.float32, None)):
         c = shape[1]
         x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
         g = rng.standard_normal(shape).astype(dtype)
+        vec = pdtype or np.float64
         for affine in (True, False):
-            w = np.linspace(0.5, 1.5, c).astype(dtype) if affine else None
-            b = np.linspace(-1, 1, c).astype(dtype) if affine else None
+            w = np.linspace(0.5, 1.5, c).astype(vec) if affine else None
             for tracked in (True, False):
-                rm = np.zeros(c, dtype) if tracked else None
-                rv = np.ones(c, dtype) if tracked else None
+                rm = np.zeros(c, vec) if tracked else None
+                rv = np.ones(c, vec) if tracked else None
                 y, mean, rstd = F.batch_norm(
-                    x, rm, rv, w, b, training=True, backend="numba", return_stats=True
+                    x, rm, rv, w, w, training=True, backend="numba", return_stats=True
                 )
                 out += [y, mean, rstd] + ([rm, rv] if tracked else [])
-                if tracked:
-                    out.append(F.batch_norm(x, rm, rv, w, b, training=False, backend="numba"))
-            dx, dw, db = F.batch_norm_backward(g, x, mean, rstd, w, backend="numba")
-            out += [dx] + ([dw, db] if affine else [])
-            out.append(F.batch_norm_backward(g, x, mean, rstd, w, training=False)[0])
-        out += list(NB.channel_moments(x))
-        x2 = x.reshape(-1, shape[2])
-        for affine in (True, False):
-            w = np.linspace(0.5, 1.5, shape[2]).astype(dtype) if affine else None
-            y, mean, rstd = F.layer_norm(x2, shape[2], w, w, backend="numba", return_stats=True)
-            grads = F.layer_norm_backward(g.reshape(x2.shape), x2, shape[2], mean, rstd, w)
-            out += [y, mean, rstd] + [v for v in grads if v is not None]
-        out += list(NB.row_moments(x2))
+        if dtype != np.float32 or pdtype is None:
+            continue
+        w = np.linspace(0.5, 1.5, c).astype(dtype)
+        rm, rv = np.zeros(c, dtype), np.ones(c, dtype) * 2
+        out.append(F.batch_norm(x, rm, rv, w, w, training=False, backend="numba"))
+        dx, dw, db = F.batch_norm_backward(g, x, mean, rstd, w, backend="numba")
+        out += [dx, dw, db, F.batch_norm_backward(g, x, mean, rstd, w, training=False)[0]]
+        x2, d = x.reshape(-1, shape[2]), shape[2]
+        wl = np.linspace(0.5, 1.5, d).astype(dtype)
+        y, mean, rstd = F.layer_norm(x2, d, wl, wl, backend="numba", return_stats=True)
+        out += list(F.layer_norm_backward(g.reshape(x2.shape), x2, d, mean, rstd, wl))
+        out += list(NB.channel_moments(x)) + list(NB.row_moments(x2))
         y, bits = F.dropout(x, 0.15, seed=3, call=5, return_bitmask=True, backend="numba")
         out += [y, bits, F.dropout_backward(g, 0.15, bitmask=bits)]
-        out.append(F.dropout_backward(g, 0.15, seed=3, call=5, backend="numba"))
         out.append(F.dropout_mask(shape, 0.15, seed=3, call=5, backend="numba"))
         out.append(NB.philox_words(x.size, 3, 5, 7))
-x = rng.standard_normal((2, 70000)).astype(np.float32)  # LayerNorm rows split in segments
-y, mean, rstd = F.layer_norm(x, 70000, return_stats=True, backend="numba")
-out += [y, mean, rstd, *F.layer_norm_backward(x, x, 70000, mean, rstd)[:1]]
+for par in (False, True):  # LayerNorm rows split in segments
+    x = rng.standard_normal((2 if par else 1, 70000)).astype(np.float32)
+    y, mean, rstd = F.layer_norm(x, 70000, return_stats=True, backend="numba")
+    out += [y, mean, rstd, *F.layer_norm_backward(x, x, 70000, mean, rstd)[:1]]
 np.savez(sys.argv[1], *out)
 
 # which kernels this process compiled rather than loaded from the cache
@@ -140,9 +141,11 @@ print(misses, hits)
 
 
 def test_every_kernel_from_the_cache_gives_the_fresh_bits(tmp_path):
-    """One process compiles many signatures of every kernel (both clones, float32 and
-    float64, with and without weight, bias and running statistics); a later process
-    loads every one of them from the cache, without crashing, and gets the same bits."""
+    """One process compiles several signatures of every kernel (both clones; float32 and
+    float64 data and vectors for BatchNorm, with and without weight, bias and running
+    statistics);
+    a later process loads every one of them from the cache, without crashing, and gets
+    the same bits."""
     cache = str(tmp_path / "cache")
     runs = []
     for i in range(2):

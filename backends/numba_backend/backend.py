@@ -148,8 +148,9 @@ class NumbaBackend(NumpyBackend):
         r, d = x.shape
         stats = np.empty((2, r))
         dtype = _vector_dtype(x, weight, bias)
-        rows.layer_norm_forward(
-            r * d >= PARALLEL_MIN_SIZE or d > rows.ROW_SPLIT,
+        kernel = rows.layer_norm_forward_long if d > rows.ROW_SPLIT else rows.layer_norm_forward
+        kernel(
+            r * d >= PARALLEL_MIN_SIZE,
             _readable(x),
             _read_vector(weight, dtype),
             _read_vector(bias, dtype),
@@ -256,8 +257,9 @@ class NumbaBackend(NumpyBackend):
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``."""
         grads = bool(param_grads)
-        dw, db = rows.layer_norm_backward(
-            x.size >= PARALLEL_MIN_SIZE or x.shape[1] > rows.ROW_SPLIT,
+        long = x.shape[1] > rows.ROW_SPLIT
+        dw, db = (rows.layer_norm_backward_long if long else rows.layer_norm_backward)(
+            x.size >= PARALLEL_MIN_SIZE,
             _readable(dy),
             _readable(x),
             _read_vector(mean, _F64),

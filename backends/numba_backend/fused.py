@@ -48,11 +48,8 @@ def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, 
     shift = np.zeros(c)
     for ch in range(c):
         rstd[ch] = (var[ch] + eps) ** -0.5
-    if weight.size == 0:
-        scale[:] = rstd
-    else:
-        for ch in range(c):
-            scale[ch] = rstd[ch] * np.float64(weight[ch])
+    for ch in range(c):  # a loop: an array assignment would compile its error messages
+        scale[ch] = rstd[ch] if weight.size == 0 else rstd[ch] * np.float64(weight[ch])
     if bias.size > 0:
         for ch in range(c):
             shift[ch] = bias[ch]

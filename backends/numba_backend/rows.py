@@ -18,7 +18,13 @@ from numba import prange
 
 from .jit import TASK_SIZE, inline_jit, kernel, serial_jit
 
-__all__ = ["layer_norm_backward", "layer_norm_forward", "row_moments"]
+__all__ = [
+    "layer_norm_backward",
+    "layer_norm_backward_long",
+    "layer_norm_forward",
+    "layer_norm_forward_long",
+    "row_moments",
+]
 
 #: Rows of at most this many values are normalised pass by pass over a task's rows.
 SHORT_ROW = 256
@@ -225,29 +231,46 @@ def layer_norm_forward(
     out: np.ndarray,
     stats: np.ndarray,
 ) -> None:
-    """Fused LayerNorm of ``(R, D)`` rows into ``out``, float64 mean and rstd into ``stats``.
+    """Fused LayerNorm of ``(R, D)`` rows of at most ``ROW_SPLIT`` values into ``out``,
+    float64 mean and rstd into ``stats``.
 
     ``stats`` has shape ``(2, R)`` (passing it in saves boxing two new arrays per call).
     """
     rows, d = x.shape
     mean = stats[0]
     rstd = stats[1]
-    if d <= ROW_SPLIT:
-        per, n_tasks = _rows_per_task(rows, d, rows)
-        for tt in prange(n_tasks):
-            # the prange index is unsigned
-            _forward_rows(x, weight, bias, eps, out, mean, rstd, np.int64(tt), per)
-    else:
-        w = _ones(d, weight)
-        b = _zeros(d, bias)
-        nseg, seg = _segments(d)
-        pmean = np.empty((rows, nseg))
-        pm2 = np.empty((rows, nseg))
-        for tt in prange(rows * nseg):
-            _segment_stats(x, np.int64(tt), nseg, seg, pmean, pm2)
-        _long_row_rstd(pmean, pm2, d, seg, eps, mean, rstd)
-        for tt in prange(rows * nseg):
-            _normalise_segment(x, out, mean, rstd, w, b, np.int64(tt), nseg, seg)
+    per, n_tasks = _rows_per_task(rows, d, rows)
+    for tt in prange(n_tasks):
+        # the prange index is unsigned
+        _forward_rows(x, weight, bias, eps, out, mean, rstd, np.int64(tt), per)
+
+
+@kernel
+def layer_norm_forward_long(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    eps: float,
+    out: np.ndarray,
+    stats: np.ndarray,
+) -> None:
+    """:func:`layer_norm_forward` of rows longer than ``ROW_SPLIT``, split into segments.
+
+    A kernel of its own, so that short rows never compile the segment code.
+    """
+    rows, d = x.shape
+    mean = stats[0]
+    rstd = stats[1]
+    w = _ones(d, weight)
+    b = _zeros(d, bias)
+    nseg, seg = _segments(d)
+    pmean = np.empty((rows, nseg))
+    pm2 = np.empty((rows, nseg))
+    for tt in prange(rows * nseg):
+        _segment_stats(x, np.int64(tt), nseg, seg, pmean, pm2)
+    _long_row_rstd(pmean, pm2, d, seg, eps, mean, rstd)
+    for tt in prange(rows * nseg):
+        _normalise_segment(x, out, mean, rstd, w, b, np.int64(tt), nseg, seg)
 
 
 @kernel
@@ -388,7 +411,8 @@ def layer_norm_backward(
     out: np.ndarray,
     param_grads: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """LayerNorm input gradient of ``(R, D)`` rows into ``out``.
+    """LayerNorm input gradient of ``(R, D)`` rows of at most ``ROW_SPLIT`` values into
+    ``out``.
 
     Returns float64 ``(dweight, dbias)`` of length D (zeros unless ``param_grads``).
     """
@@ -396,26 +420,42 @@ def layer_norm_backward(
     w = _ones(d, weight)
     dw = np.zeros(d)
     db = np.zeros(d)
-    if d <= ROW_SPLIT:
-        per, n_tasks = _rows_per_task(rows, d, MAX_BACKWARD_TASKS)
-        pdw = np.empty((n_tasks if param_grads else 1, d))
-        pdb = np.empty((n_tasks if param_grads else 1, d))
-        for tt in prange(n_tasks):
-            t = np.int64(tt)  # the prange index is unsigned
-            _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads)
-        if param_grads:
-            for ii in prange((d + 1023) // 1024):
-                i = np.int64(ii)
-                _sum_partials(pdw, pdb, dw, db, i * 1024, min(d, (i + 1) * 1024))
-    else:
-        nseg, seg = _segments(d)
-        psg = np.empty((rows, nseg))
-        psgx = np.empty((rows, nseg))
-        for tt in prange(rows * nseg):
-            _segment_sums(dy, x, mean, rstd, w, np.int64(tt), nseg, seg, psg, psgx)
-        a, c = _segment_coefficients(psg, psgx, d)
-        for ii in prange(nseg):
+    per, n_tasks = _rows_per_task(rows, d, MAX_BACKWARD_TASKS)
+    pdw = np.empty((n_tasks if param_grads else 1, d))
+    pdb = np.empty((n_tasks if param_grads else 1, d))
+    for tt in prange(n_tasks):
+        t = np.int64(tt)  # the prange index is unsigned
+        _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads)
+    if param_grads:
+        for ii in prange((d + 1023) // 1024):
             i = np.int64(ii)
-            s1 = min(d, (i + 1) * seg)
-            _segment_grad(dy, x, mean, rstd, w, out, i * seg, s1, a, c, dw, db, param_grads)
+            _sum_partials(pdw, pdb, dw, db, i * 1024, min(d, (i + 1) * 1024))
+    return dw, db
+
+
+@kernel
+def layer_norm_backward_long(
+    dy: np.ndarray,
+    x: np.ndarray,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    weight: np.ndarray,
+    out: np.ndarray,
+    param_grads: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`layer_norm_backward` of rows longer than ``ROW_SPLIT``, split into segments."""
+    rows, d = x.shape
+    w = _ones(d, weight)
+    dw = np.zeros(d)
+    db = np.zeros(d)
+    nseg, seg = _segments(d)
+    psg = np.empty((rows, nseg))
+    psgx = np.empty((rows, nseg))
+    for tt in prange(rows * nseg):
+        _segment_sums(dy, x, mean, rstd, w, np.int64(tt), nseg, seg, psg, psgx)
+    a, c = _segment_coefficients(psg, psgx, d)
+    for ii in prange(nseg):
+        i = np.int64(ii)
+        s1 = min(d, (i + 1) * seg)
+        _segment_grad(dy, x, mean, rstd, w, out, i * seg, s1, a, c, dw, db, param_grads)
     return dw, db
