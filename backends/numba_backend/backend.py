@@ -11,7 +11,7 @@ from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
 from . import dropout, elementwise, fused, philox, rows, stats
-from .jit import PARALLEL_MIN_SIZE
+from .jit import PARALLEL_MIN_SIZE, Kernel
 
 __all__ = ["NumbaBackend", "backend"]
 
@@ -27,6 +27,12 @@ def _words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np.ui
     c2, c3 = philox.split64(call)
     k0, k1 = philox.split64(seed)
     return c2, c3, k0, k1
+
+
+def _clone(kernel: Kernel, size: int) -> Any:
+    """The serial clone of ``kernel`` below :data:`PARALLEL_MIN_SIZE` elements, else the
+    parallel one."""
+    return kernel.serial if size < PARALLEL_MIN_SIZE else kernel.parallel
 
 
 class _Interface:
@@ -76,7 +82,7 @@ def _read_vector(v: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     array (the empty one for ``None``)."""
     if v is None:
         return _NONE[dtype]
-    if v.dtype == dtype and v.flags.carray:  # C-contiguous, aligned, writable
+    if v.dtype is dtype and v.flags.carray:  # C-contiguous, aligned, writable
         return v
     if v.dtype == dtype and v.flags.c_contiguous and v.flags.aligned:
         return _readable(v)
@@ -107,11 +113,11 @@ class NumbaBackend(NumpyBackend):
     # ----- statistics -----------------------------------------------------------
     def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel float64 mean and biased variance of ``(N, C, L)`` data."""
-        return stats.channel_moments(x.size >= PARALLEL_MIN_SIZE, _readable(x))
+        return _clone(stats.channel_moments, x.size)(_readable(x))
 
     def row_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row float64 mean and biased variance of ``(R, D)`` data."""
-        return rows.row_moments(x.size >= PARALLEL_MIN_SIZE, _readable(x))
+        return _clone(rows.row_moments, x.size)(_readable(x))
 
     # ----- forward transforms ---------------------------------------------------
     def channel_affine(
@@ -123,8 +129,7 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> np.ndarray:
         """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel into ``out``; return it."""
-        elementwise.channel_affine(
-            x.size >= PARALLEL_MIN_SIZE,
+        _clone(elementwise.channel_affine, x.size)(
             _readable(x),
             _read_vector(mean, _F64),
             _read_vector(scale, _F64),
@@ -149,8 +154,7 @@ class NumbaBackend(NumpyBackend):
         stats = np.empty((2, r))
         dtype = _vector_dtype(x, weight, bias)
         kernel = rows.layer_norm_forward_long if d > rows.ROW_SPLIT else rows.layer_norm_forward
-        kernel(
-            r * d >= PARALLEL_MIN_SIZE,
+        _clone(kernel, r * d)(
             _readable(x),
             _read_vector(weight, dtype),
             _read_vector(bias, dtype),
@@ -194,8 +198,7 @@ class NumbaBackend(NumpyBackend):
         else:
             rm = _read_vector(running_mean, dtype)
             rv = _read_vector(running_var, dtype)
-        mean, rstd = fused.batch_norm_forward(
-            x.size >= PARALLEL_MIN_SIZE,
+        mean, rstd = _clone(fused.batch_norm_forward, x.size)(
             _readable(x),
             rm,
             rv,
@@ -218,8 +221,8 @@ class NumbaBackend(NumpyBackend):
         self, dy: np.ndarray, x: np.ndarray, mean: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)``, one pass."""
-        return stats.channel_sums(
-            x.size >= PARALLEL_MIN_SIZE, _readable(dy), _readable(x), _read_vector(mean, _F64)
+        return _clone(stats.channel_sums, x.size)(
+            _readable(dy), _readable(x), _read_vector(mean, _F64)
         )
 
     def channel_backward_elemt(
@@ -233,8 +236,7 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> np.ndarray:
         """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
-        elementwise.channel_backward_elemt(
-            x.size >= PARALLEL_MIN_SIZE,
+        _clone(elementwise.channel_backward_elemt, x.size)(
             _readable(dy),
             _readable(x),
             _read_vector(mean, _F64),
@@ -258,8 +260,9 @@ class NumbaBackend(NumpyBackend):
         """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``."""
         grads = bool(param_grads)
         long = x.shape[1] > rows.ROW_SPLIT
-        dw, db = (rows.layer_norm_backward_long if long else rows.layer_norm_backward)(
-            x.size >= PARALLEL_MIN_SIZE,
+        dw, db = _clone(
+            rows.layer_norm_backward_long if long else rows.layer_norm_backward, x.size
+        )(
             _readable(dy),
             _readable(x),
             _read_vector(mean, _F64),
@@ -273,8 +276,8 @@ class NumbaBackend(NumpyBackend):
     # ----- dropout --------------------------------------------------------------
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
         """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
-        return philox.philox_words(
-            n >= PARALLEL_MIN_SIZE, int(n), np.uint64(offset // 4), offset % 4, *_words(seed, call)
+        return _clone(philox.philox_words, n)(
+            int(n), np.uint64(offset // 4), offset % 4, *_words(seed, call)
         )
 
     def dropout_forward(
@@ -294,8 +297,7 @@ class NumbaBackend(NumpyBackend):
         receives the packed keep-mask.
         """
         pack = bitmask is not None
-        dropout.dropout(
-            x.size >= PARALLEL_MIN_SIZE,
+        _clone(dropout.dropout, x.size)(
             _readable(x).reshape(-1),
             np.uint64(threshold),
             x.dtype.type(scale),
@@ -310,16 +312,13 @@ class NumbaBackend(NumpyBackend):
 
     def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> np.ndarray:
         """The boolean keep-mask of ``n`` elements."""
-        return dropout.dropout_mask(
-            n >= PARALLEL_MIN_SIZE, int(n), np.uint64(threshold), *_words(seed, call)
-        )
+        return _clone(dropout.dropout_mask, n)(int(n), np.uint64(threshold), *_words(seed, call))
 
     def dropout_apply_bitmask(
         self, dy: np.ndarray, bitmask: np.ndarray, scale: Any, out: np.ndarray
     ) -> np.ndarray:
         """Write ``dy * scale`` where the packed bitmask is set and 0 elsewhere into ``out``."""
-        dropout.apply_bitmask(
-            dy.size >= PARALLEL_MIN_SIZE,
+        _clone(dropout.apply_bitmask, dy.size)(
             _readable(dy).reshape(-1),
             _readable(bitmask),
             dy.dtype.type(scale),

@@ -20,7 +20,7 @@ import numpy as np
 from numba import prange
 
 from .elementwise import affine_coefficients, affine_task, affine_tasks
-from .jit import kernel, serial_jit
+from .jit import kernel, rsqrt_jit, serial_jit
 from .stats import _moments_result, _moments_task, _plan
 
 __all__ = ["batch_norm_forward"]
@@ -34,6 +34,15 @@ def _running(running_mean, running_var, c):
     return running_mean.astype(np.float64), running_var.astype(np.float64)
 
 
+@rsqrt_jit
+def _rstd(var, eps):
+    """``1 / sqrt(var + eps)`` per channel (float64)."""
+    rstd = np.empty(var.size)
+    for ch in range(var.size):
+        rstd[ch] = 1.0 / np.sqrt(var[ch] + eps)
+    return rstd
+
+
 @serial_jit
 def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, eps, count):
     """Update the running statistics in place; return ``rstd, scale, shift`` (float64)."""
@@ -43,11 +52,9 @@ def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, 
         for ch in range(c):
             running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * mean[ch]
             running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (var[ch] * unbias)
-    rstd = np.empty(c)
+    rstd = _rstd(var, eps)
     scale = np.empty(c)
     shift = np.zeros(c)
-    for ch in range(c):
-        rstd[ch] = (var[ch] + eps) ** -0.5
     for ch in range(c):  # a loop: an array assignment would compile its error messages
         scale[ch] = rstd[ch] if weight.size == 0 else rstd[ch] * np.float64(weight[ch])
     if bias.size > 0:

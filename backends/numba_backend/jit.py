@@ -29,6 +29,7 @@ __all__ = [
     "Kernel",
     "inline_jit",
     "kernel",
+    "rsqrt_jit",
     "serial_jit",
 ]
 
@@ -68,6 +69,12 @@ _PRANGE_ONLY = ParallelOptions(
 
 #: Decorator for single-threaded helpers (and the serial clones of kernels).
 serial_jit = njit(parallel=False, **_OPTIONS)
+
+#: Decorator for the reciprocal square roots ``1 / sqrt(var + eps)`` only: with
+#: ``arcp`` and ``afn`` LLVM computes them as a vectorised approximate reciprocal
+#: square root refined by a Newton step, several times faster than a square root and
+#: a division per row. No mean is computed under these flags.
+rsqrt_jit = njit(parallel=False, **{**_OPTIONS, "fastmath": FASTMATH | {"arcp", "afn"}})
 
 #: Decorator for tiny helpers inlined into their callers at Numba IR level, so that
 #: the loop around the call can be vectorised.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, inline_jit, kernel, serial_jit
+from .jit import TASK_SIZE, kernel, rsqrt_jit, serial_jit
 
 __all__ = [
     "layer_norm_backward",
@@ -50,6 +50,13 @@ def _two_pass(v):
     return m, q
 
 
+@rsqrt_jit
+def _rstd(m2, r0, r1, d, eps):
+    """``m2[r] = 1 / sqrt(m2[r] / d + eps)`` for rows ``r0 .. r1 - 1`` (in place)."""
+    for r in range(r0, r1):
+        m2[r] = 1.0 / np.sqrt(m2[r] / d + eps)
+
+
 @serial_jit
 def _rows_per_task(r, d, max_tasks):
     """Rows per task (about :data:`~.jit.TASK_SIZE` values, at most ``max_tasks`` tasks)
@@ -70,25 +77,35 @@ def _normalise(xv, ov, m, rs, w, b):
         ov[j] = (xv[j] - m) * rs * w[j] + b[j]
 
 
-@inline_jit
-def _affine_row(xv, ov, m, rs, w, b):
-    """``ov = (xv - m) * rs * w + b``; an empty ``w`` or ``b`` is left out.
+@serial_jit
+def _affine_rows(x, out, mean, rstd, w, b, r0, r1):
+    """``out[r] = (x[r] - mean[r]) * rstd[r] * w + b`` for rows ``r0 .. r1 - 1``; an
+    empty ``w`` or ``b`` is left out.
 
-    ``w``/``b`` are read in their own dtype: no float64 copies per call.
+    ``w``/``b`` are read in their own dtype (no float64 copies per call), and the
+    choice between the four loops is made once, not per row, so each stays vectorised.
     """
     if w.size == 0:
         if b.size == 0:
-            for j in range(xv.size):
-                ov[j] = (xv[j] - m) * rs
+            for r in range(r0, r1):
+                xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
+                for j in range(xv.size):
+                    ov[j] = (xv[j] - m) * rs
         else:
-            for j in range(xv.size):
-                ov[j] = (xv[j] - m) * rs + b[j]
+            for r in range(r0, r1):
+                xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
+                for j in range(xv.size):
+                    ov[j] = (xv[j] - m) * rs + b[j]
     elif b.size == 0:
-        for j in range(xv.size):
-            ov[j] = (xv[j] - m) * rs * w[j]
+        for r in range(r0, r1):
+            xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
+            for j in range(xv.size):
+                ov[j] = (xv[j] - m) * rs * w[j]
     else:
-        for j in range(xv.size):
-            ov[j] = (xv[j] - m) * rs * w[j] + b[j]
+        for r in range(r0, r1):
+            xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
+            for j in range(xv.size):
+                ov[j] = (xv[j] - m) * rs * w[j] + b[j]
 
 
 @serial_jit
@@ -144,10 +161,8 @@ def _forward_rows(x, w, b, eps, out, mean, rstd, t, per):
             e = xr[j] - m
             q += e * e
         rstd[r] = q
-    for r in range(r0, r1):
-        rstd[r] = 1.0 / np.sqrt(rstd[r] / d + eps)
-    for r in range(r0, r1):
-        _affine_row(x[r], out[r], mean[r], rstd[r], w, b)
+    _rstd(rstd, r0, r1, d, eps)
+    _affine_rows(x, out, mean, rstd, w, b, r0, r1)
 
 
 @serial_jit
@@ -208,8 +223,7 @@ def _zeros(d: int, v: np.ndarray) -> np.ndarray:
 def _long_row_rstd(pmean, pm2, d, seg, eps, mean, rstd):
     """Mean and rstd of split rows from their segments' moments."""
     _combine_segments(pmean, pm2, d, seg, mean, rstd)
-    for r in range(mean.size):
-        rstd[r] = 1.0 / np.sqrt(rstd[r] + eps)
+    _rstd(rstd, 0, mean.size, 1, eps)
 
 
 @serial_jit
