@@ -79,33 +79,22 @@ def _normalise(xv, ov, m, rs, w, b):
 
 @serial_jit
 def _affine_rows(x, out, mean, rstd, w, b, r0, r1):
-    """``out[r] = (x[r] - mean[r]) * rstd[r] * w + b`` for rows ``r0 .. r1 - 1``; an
-    empty ``w`` or ``b`` is left out.
+    """``out[r] = (x[r] - mean[r]) * rstd[r] * w + b`` for rows ``r0 .. r1 - 1``.
 
-    ``w``/``b`` are read in their own dtype (no float64 copies per call), and the
-    choice between the four loops is made once, not per row, so each stays vectorised.
+    ``w``/``b`` are read in their own dtype (no float64 copies per call); an empty one
+    acts as ones or zeros, which give the same bits as leaving it out. One loop for
+    every combination keeps the compiled code small.
     """
-    if w.size == 0:
-        if b.size == 0:
-            for r in range(r0, r1):
-                xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
-                for j in range(xv.size):
-                    ov[j] = (xv[j] - m) * rs
-        else:
-            for r in range(r0, r1):
-                xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
-                for j in range(xv.size):
-                    ov[j] = (xv[j] - m) * rs + b[j]
-    elif b.size == 0:
-        for r in range(r0, r1):
-            xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
-            for j in range(xv.size):
-                ov[j] = (xv[j] - m) * rs * w[j]
-    else:
-        for r in range(r0, r1):
-            xv, ov, m, rs = x[r], out[r], mean[r], rstd[r]
-            for j in range(xv.size):
-                ov[j] = (xv[j] - m) * rs * w[j] + b[j]
+    d = x.shape[1]
+    wv = w if w.size > 0 else np.ones(d, w.dtype)
+    bv = b if b.size > 0 else np.zeros(d, b.dtype)
+    for r in range(r0, r1):
+        xv = x[r]
+        ov = out[r]
+        m = mean[r]
+        rs = rstd[r]
+        for j in range(d):
+            ov[j] = (xv[j] - m) * rs * wv[j] + bv[j]
 
 
 @serial_jit
