@@ -61,12 +61,12 @@ def _readable(a: np.ndarray) -> np.ndarray:
 
 def _vector_dtype(x: np.ndarray, *vectors: np.ndarray | None) -> np.dtype:
     """float32 when ``x`` and every given vector are float32, else float64."""
-    if x.dtype == _F32:
-        for v in vectors:
-            if v is not None and v.dtype != _F32:
-                return _F64
-        return _F32
-    return _F64
+    if x.dtype is not _F32:  # identity: the cheapest test on the per-call path
+        return _F64
+    for v in vectors:
+        if v is not None and v.dtype is not _F32:
+            return _F64
+    return _F32
 
 
 def _updated_vector(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
