@@ -19,6 +19,7 @@ numba = pytest.importorskip("numba")
 from normdrop.backends.numba_backend import (  # noqa: E402
     dropout,
     elementwise,
+    fused,
     jit,
     philox,
     rows,
@@ -314,10 +315,30 @@ def test_functional_dropout_identical(rng, shape, dtype):
 
 
 # ----------------------------------------------------------------------------- determinism
-def _all_kernels(x3, x2, g3, g2, flat):
-    """Run every parallel kernel; return the results as a flat list of arrays."""
-    mean3, _ = stats.channel_moments_parallel(x3)
-    mean2, var2 = rows.row_moments_parallel(x2)
+#: Every kernel (each is compiled as a serial and a parallel clone).
+KERNELS = [
+    stats.channel_moments,
+    stats.channel_sums,
+    rows.row_moments,
+    rows.layer_norm_forward,
+    rows.layer_norm_forward_long,
+    rows.layer_norm_backward,
+    rows.layer_norm_backward_long,
+    elementwise.channel_affine,
+    elementwise.channel_backward_elemt,
+    fused.batch_norm_forward,
+    philox.philox_words,
+    dropout.dropout,
+    dropout.dropout_mask,
+    dropout.apply_bitmask,
+]
+
+
+def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
+    """Run every kernel (the parallel clones, or the serial ones); return the results
+    as a flat list of arrays."""
+    mean3, _ = stats.channel_moments(parallel, x3)
+    mean2, var2 = rows.row_moments(parallel, x2)
     rstd2 = 1 / np.sqrt(var2 + 1e-5)
     w = np.linspace(0.5, 1.5, x2.shape[1])
     c = x3.shape[1]
@@ -325,36 +346,28 @@ def _all_kernels(x3, x2, g3, g2, flat):
     c2, c3 = split64(2**40)
     bits = np.empty((flat.size + 7) // 8, np.uint8)
     drop = np.empty_like(flat)
-    dropout.dropout_parallel(
-        flat,
-        np.uint64(2**30),
-        np.float32(1.25),
-        c2,
-        c3,
-        k0,
-        k1,
-        drop,
-        bits,
-        True,
-        np.uint64(0),
-        0,
-    )
+    args = (np.uint64(2**30), np.float32(1.25), c2, c3, k0, k1, drop, bits, True, np.uint64(0), 0)
+    dropout.dropout(parallel, flat, *args)
+    dx = np.empty_like(flat)
+    dropout.apply_bitmask(parallel, flat, bits, np.float32(1.25), dx)
     affine = np.empty_like(x3)
-    elementwise.channel_affine_parallel(
-        x3, np.zeros(c), np.ones(c), np.arange(c, dtype=float), affine
-    )
+    coef = np.zeros(c), np.ones(c), np.arange(c, dtype=float)
+    elementwise.channel_affine(parallel, x3, *coef, affine)
     elemt = np.empty_like(x3)
-    elementwise.channel_backward_elemt_parallel(
-        g3, x3, mean3, np.ones(c), np.ones(c), np.ones(c), elemt
-    )
+    ones = np.ones(c)
+    elementwise.channel_backward_elemt(parallel, g3, x3, mean3, ones, ones, ones, elemt)
     ln = np.empty_like(x2)
     ln_stats = np.empty((2, x2.shape[0]))
-    rows.layer_norm_forward_parallel(x2, w, w, 1e-5, ln, ln_stats)
+    rows.layer_norm_forward(parallel, x2, w, w, 1e-5, ln, ln_stats)
     lnb = np.empty_like(x2)
-    ln_grads = rows.layer_norm_backward_parallel(g2, x2, mean2, rstd2, w, lnb, True)
+    ln_grads = rows.layer_norm_backward(parallel, g2, x2, mean2, rstd2, w, lnb, True)
+    bn = np.empty_like(x3)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    wc = np.linspace(0.5, 1.5, c).astype(np.float32)
+    bn_stats = fused.batch_norm_forward(parallel, x3, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
     return [
-        *stats.channel_moments_parallel(x3),
-        *stats.channel_sums_parallel(g3, x3, mean3),
+        *stats.channel_moments(parallel, x3),
+        *stats.channel_sums(parallel, g3, x3, mean3),
         mean2,
         var2,
         affine,
@@ -363,10 +376,15 @@ def _all_kernels(x3, x2, g3, g2, flat):
         *ln_stats,
         lnb,
         *ln_grads,
+        bn,
+        *bn_stats,
+        rm,
+        rv,
         drop,
         bits,
-        dropout.dropout_mask_parallel(flat.size, np.uint64(2**31), c2, c3, k0, k1),
-        philox.philox_words_parallel(flat.size, np.uint64(3), 1, c2, c3, k0, k1),
+        dx,
+        dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), c2, c3, k0, k1),
+        philox.philox_words(parallel, flat.size, np.uint64(3), 1, c2, c3, k0, k1),
     ]
 
 
@@ -417,36 +435,40 @@ def test_bit_identical_in_a_fresh_single_threaded_process():
         np.testing.assert_array_equal(a, b)
 
 
-def test_serial_and_parallel_kernels_identical():
-    x3, x2, g3, g2, flat = _inputs()
-    c = x3.shape[1]
-    pairs = [
-        (stats.channel_moments_serial, stats.channel_moments_parallel, (x3,)),
-        (stats.channel_sums_serial, stats.channel_sums_parallel, (g3, x3, x3.mean((0, 2)) * 1.0)),
-        (rows.row_moments_serial, rows.row_moments_parallel, (x2,)),
-    ]
-    for serial, parallel, args in pairs:
-        for a, b in zip(serial(*args), parallel(*args), strict=True):
-            np.testing.assert_array_equal(a, b)
-    coef = (np.linspace(0, 1, c), np.linspace(1, 2, c), np.linspace(-1, 1, c))
-    a, b = np.empty_like(x3), np.empty_like(x3)
-    elementwise.channel_affine_serial(x3, *coef, a)
-    elementwise.channel_affine_parallel(x3, *coef, b)
-    np.testing.assert_array_equal(a, b)
-    w = np.linspace(0.5, 1.5, x2.shape[1])
-    a, b = np.empty_like(x2), np.empty_like(x2)
-    sa, sb = np.empty((2, x2.shape[0])), np.empty((2, x2.shape[0]))
-    rows.layer_norm_forward_serial(x2, w, None, 1e-5, a, sa)
-    rows.layer_norm_forward_parallel(x2, w, None, 1e-5, b, sb)
-    np.testing.assert_array_equal(a, b)
-    for u, v in zip(sa, sb, strict=True):
-        np.testing.assert_array_equal(u, v)
-    ga = rows.layer_norm_backward_serial(g2, x2, sa[0], sa[1], w, a, True)
-    gb = rows.layer_norm_backward_parallel(g2, x2, sa[0], sa[1], w, b, True)
-    np.testing.assert_array_equal(a, b)
-    # the partial dweight/dbias rows are added in the same order
-    for u, v in zip(ga, gb, strict=True):
-        np.testing.assert_array_equal(u, v)
+def test_serial_and_parallel_clones_identical():
+    """Every kernel's serial clone gives the parallel clone's bits, on inputs of many
+    tasks (and LayerNorm rows long enough to be split into segments)."""
+    parallel = _all_kernels(*_inputs(), parallel=True)
+    serial = _all_kernels(*_inputs(), parallel=False)
+    assert len(parallel) == len(serial)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, rows.ROW_SPLIT + 1000)) * 3 + 5).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w = np.linspace(0.5, 1.5, x.shape[1]).astype(np.float32)
+    results = []
+    for par in (False, True):
+        out, st = np.empty_like(x), np.empty((2, x.shape[0]))
+        rows.layer_norm_forward_long(par, x, w, w, 1e-5, out, st)
+        dx = np.empty_like(x)
+        grads = rows.layer_norm_backward_long(par, g, x, st[0], st[1], w.astype(float), dx, True)
+        results.append([out, *st, *rows.row_moments(par, x), dx, *grads])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_every_kernel_is_covered():
+    """The clone tests above call every kernel the modules define."""
+    from normdrop.backends.numba_backend.jit import Kernel
+
+    defined = {
+        id(obj)
+        for mod in (dropout, elementwise, fused, philox, rows, stats)
+        for obj in vars(mod).values()
+        if isinstance(obj, Kernel)
+    }
+    assert defined == {id(k) for k in KERNELS}
 
 
 def test_serial_threshold_both_sides(rng):
@@ -513,3 +535,201 @@ def test_layer_norm_forward_parameter_combinations(rng, d, param_dtype, with_wei
     np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(rstd, rrstd, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [3.0, 1e8, 1e12, 1e14, -2.5e30])
+def test_constant_rows_and_channels_give_exactly_bias(dtype, value):
+    """A constant row or channel of a float32 value (in float32 or float64 data) has an
+    exact mean (no multiplication by a reciprocal), so it normalises to exactly
+    ``bias``: short and split LayerNorm rows, every BatchNorm task layout (long rows,
+    short rows, L split into segments). docs/differences.md states this guarantee."""
+    value = float(np.float32(value))  # at most 24 significant bits: float64 sums are exact
+    for shape in [(3, 100), (2, rows.ROW_SPLIT + 7)]:
+        x = np.full(shape, value, dtype)
+        w = np.linspace(0.5, 1.5, shape[1]).astype(dtype)
+        b = np.linspace(-1, 1, shape[1]).astype(dtype)
+        y, mean, _ = NB.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
+        np.testing.assert_array_equal(mean, np.float64(dtype(value)))
+        np.testing.assert_array_equal(y, np.broadcast_to(b, shape))
+    for shape in [(4, 3, 100), (64, 5, 7), (1, 2, 70001), (700, 3, 1)]:
+        x = np.full(shape, value, dtype)
+        b = np.linspace(-1, 1, shape[1]).astype(dtype)
+        w = np.linspace(0.5, 1.5, shape[1]).astype(dtype)
+        y, mean, _ = NB.batch_norm_forward(
+            x, None, None, w, b, True, False, 0.1, 1e-5, np.empty_like(x)
+        )
+        np.testing.assert_array_equal(mean, np.float64(dtype(value)))
+        np.testing.assert_array_equal(y, np.broadcast_to(b[:, None], shape))
+
+
+# ----------------------------------------------------------------------------- specialisations
+def _signatures():
+    from normdrop.backends.numba_backend.jit import Kernel
+
+    return {
+        (mod.__name__, name, clone): list(getattr(obj, clone).signatures)
+        for mod in (dropout, elementwise, fused, philox, rows, stats)
+        for name, obj in vars(mod).items()
+        if isinstance(obj, Kernel)
+        for clone in ("serial", "parallel")
+    }
+
+
+def test_read_only_inputs_compile_no_specialisation_of_their_own(rng, tmp_path):
+    """Read-only arrays (``np.load(mmap_mode="r")``, ``setflags(write=False)``) reach the
+    kernels as writable-typed views of the same memory: no new specialisation, the same
+    results, and read-only running statistics work in eval."""
+    x = _data(rng, (8, 6, 40), np.float32)
+    g = _data(rng, x.shape, np.float32, 0.0, 1.0)
+    c = x.shape[1]
+    rm, rv = rng.standard_normal(c).astype(np.float32), rng.random(c).astype(np.float32) + 1
+    w = rng.standard_normal(c).astype(np.float32)
+
+    def run(x, g, rm, rv, w):
+        bn = normdrop.BatchNorm1d(c)
+        bn.weight[...] = w
+        y = bn(x)
+        dx = bn.backward(g)
+        ev = F.batch_norm(x, rm, rv, w, w, training=False, backend="numba")
+        ln = normdrop.LayerNorm(40)
+        z = ln(x)
+        dz = ln.backward(g)
+        d, bits = F.dropout(x, 0.3, seed=1, return_bitmask=True, backend="numba")
+        dd = F.dropout_backward(g, 0.3, bitmask=bits)
+        return [y, dx, ev, z, dz, d, dd, *NB.channel_moments(x), *NB.row_moments(x[0])]
+
+    expected = run(x, g, rm, rv, w)
+    before = _signatures()
+    paths = {}
+    for name, a in dict(x=x, g=g, rm=rm, rv=rv, w=w).items():
+        np.save(tmp_path / f"{name}.npy", a)
+        paths[name] = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+    got = run(**paths)
+    frozen = {k: v.copy() for k, v in dict(x=x, g=g, rm=rm, rv=rv, w=w).items()}
+    for v in frozen.values():
+        v.setflags(write=False)
+    got2 = run(**frozen)
+    assert _signatures() == before
+    for a, b, c2 in zip(expected, got, got2, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c2)
+
+
+def test_float16_parameters_and_running_statistics(rng):
+    """float16 weight, bias and running statistics work like on the numpy backend."""
+    x = _data(rng, (16, 5, 7), np.float32)
+    c = x.shape[1]
+    w = rng.standard_normal(c).astype(np.float16)
+    b = rng.standard_normal(c).astype(np.float16)
+    results = []
+    for be in ("numba", "numpy"):
+        rm, rv = np.zeros(c, np.float16), np.ones(c, np.float16)
+        y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.3, backend=be)
+        ev = F.batch_norm(x, rm, rv, w, b, training=False, backend=be)
+        ln = F.layer_norm(x, 7, w.repeat(2)[:7], b.repeat(2)[:7], backend=be)
+        results.append([y, ev, ln, rm, rv])
+    for got, expected in zip(*results, strict=True):
+        assert got.dtype == expected.dtype
+        np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-6)
+
+
+def test_parameter_dtypes_share_specialisations(rng):
+    """weight/bias/running statistics of any float dtype, or None, compile at most one
+    specialisation per data dtype and vector dtype (float32 or float64)."""
+    x = _data(rng, (4, 6, 9), np.float32)
+    for w in (None, np.ones(6, np.float32), np.ones(6, np.float16)):
+        for rm in (None, np.zeros(6, np.float32)):
+            rv = None if rm is None else np.ones(6, np.float32)
+            F.batch_norm(x, rm, rv, w, w, training=True, backend="numba")
+            F.layer_norm(x, 9, None if w is None else np.ones(9, w.dtype), backend="numba")
+    sigs = _signatures()
+    bn = sigs[("normdrop.backends.numba_backend.fused", "batch_norm_forward", "serial")]
+    vector_types = {(s[0].dtype, s[3].dtype) for s in bn}
+    assert len(bn) == len(vector_types)  # None and present weights share one
+    ln = sigs[("normdrop.backends.numba_backend.rows", "layer_norm_forward", "serial")]
+    assert len(ln) == len({(s[0].dtype, s[1].dtype) for s in ln})
+
+
+# ----------------------------------------------------------------------------- the GIL
+def test_kernels_release_the_gil():
+    """While one thread runs a long kernel call, another thread keeps running Python
+    code; with the GIL held it would stall for the whole call."""
+    import threading
+    import time
+
+    n = 1 << 24  # a serial Philox call of tens of milliseconds
+    words = (np.uint64(0), 0, *split64(1), *split64(2))
+    philox.philox_words.serial(8, *words)  # compiled (or loaded) beforehand
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0)
+
+    worker = threading.Thread(target=count)
+    worker.start()
+    try:
+        time.sleep(0.01)
+        start = time.perf_counter()
+        philox.philox_words.serial(n, *words)
+        stop = time.perf_counter()
+    finally:
+        done.set()
+        worker.join()
+    during = [t for t in ticks if start < t < stop]
+    gaps = np.diff([start, *during, stop])
+    assert len(during) > 0 and gaps.max() < 0.5 * (stop - start), (gaps.max(), stop - start)
+
+
+def _speedup(work, args, rounds=7):
+    """Best-of-rounds time of ``work(a)`` for each ``a`` in ``args`` one after the other,
+    divided by the time with one thread per argument."""
+    import threading
+    import time
+
+    sequential, threaded = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for a in args:
+            work(a)
+        sequential.append(time.perf_counter() - start)
+        threads = [threading.Thread(target=work, args=(a,)) for a in args]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        threaded.append(time.perf_counter() - start)
+    return min(sequential) / min(threaded)
+
+
+def test_two_threads_calling_small_layers_overlap(rng):
+    """Two Python threads calling separate small layers (serial kernels) finish well
+    before the same calls made one after the other (best of several rounds). Skipped
+    when the machine cannot run two threads at once right now (NumPy's own GIL-free
+    loops do not speed up either)."""
+    big = [np.ones(2_000_000), np.ones(2_000_000)]
+
+    def numpy_work(a):
+        for _ in range(10):
+            np.multiply(a, 2.0, out=a)
+
+    numpy_work(big[0])
+    if _speedup(numpy_work, big) < 1.5:
+        pytest.skip("two threads do not run at once on this machine now")
+    x = _data(rng, (45, 1024), np.float32)  # below the parallel threshold
+    assert x.size < jit.PARALLEL_MIN_SIZE
+    # dropout: the longest serial kernel (Philox), so that handing the GIL over between
+    # the threads costs little next to it
+    layers = [normdrop.Dropout(0.5), normdrop.Dropout(0.5)]
+
+    def work(layer):
+        for _ in range(100):
+            layer(x)
+
+    work(layers[0])
+    assert _speedup(work, layers) > 1.25

@@ -1,4 +1,5 @@
-"""The ``numba`` backend object: picks the serial or parallel kernel for each call."""
+"""The ``numba`` backend object: picks the serial or parallel clone of each kernel and
+hands every kernel arguments of few types, so that each compiles few specialisations."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
 from . import dropout, dropout_add_norm, elementwise, fused, philox, rows, stats
-from .jit import PARALLEL_MIN_SIZE
+from .jit import PARALLEL_MIN_SIZE, Kernel
 
 __all__ = ["NumbaBackend", "backend"]
 
 _NO_BITS = np.empty(0, np.uint8)
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+#: An empty vector stands for ``None`` in the kernels (one specialisation for both).
+_NONE = {_F32: np.empty(0, _F32), _F64: np.empty(0, _F64)}
 
 
 def _words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
@@ -24,14 +29,78 @@ def _words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np.ui
     return c2, c3, k0, k1
 
 
+def _clone(kernel: Kernel, size: int) -> Any:
+    """The serial clone of ``kernel`` below :data:`PARALLEL_MIN_SIZE` elements, else the
+    parallel one."""
+    return kernel.serial if size < PARALLEL_MIN_SIZE else kernel.parallel
+
+
+class _Interface:
+    """Holds an ``__array_interface__`` and the array whose memory it describes."""
+
+    __slots__ = ("__array_interface__", "base")
+
+    def __init__(self, interface: dict[str, Any], base: np.ndarray) -> None:
+        self.__array_interface__ = interface
+        self.base = base
+
+
+def _readable(a: np.ndarray) -> np.ndarray:
+    """``a``, or a writable-typed view of the same memory when ``a`` is read-only.
+
+    Numba compiles a separate specialisation for read-only arrays; the kernels
+    only read these arguments, so they get the one compiled for writable arrays.
+    Nothing is copied, and the view keeps ``a`` alive.
+    """
+    if a.flags.writeable:
+        return a
+    interface = dict(a.__array_interface__)
+    interface["data"] = (interface["data"][0], False)
+    return np.asarray(_Interface(interface, a))
+
+
+def _vector_dtype(x: np.ndarray, *vectors: np.ndarray | None) -> np.dtype:
+    """float32 when ``x`` and every given vector are float32, else float64."""
+    if x.dtype is not _F32:  # identity: the cheapest test on the per-call path
+        return _F64
+    for v in vectors:
+        if v is not None and v.dtype is not _F32:
+            return _F64
+    return _F32
+
+
+def _updated_vector(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A vector that the kernel updates in place: ``v`` itself when the kernel can
+    write it directly, else a C-contiguous ``dtype`` copy to write back afterwards."""
+    if v.dtype == dtype and v.flags.carray:
+        return v
+    return np.array(v, dtype, order="C")
+
+
+def _read_vector(v: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """A vector that the kernel only reads, as a C-contiguous, writable-typed ``dtype``
+    array (the empty one for ``None``)."""
+    if v is None:
+        return _NONE[dtype]
+    if v.dtype is dtype and v.flags.carray:  # C-contiguous, aligned, writable
+        return v
+    if v.dtype == dtype and v.flags.c_contiguous and v.flags.aligned:
+        return _readable(v)
+    return np.ascontiguousarray(v, dtype)
+
+
 class NumbaBackend(NumpyBackend):
     """Numba CPU kernels on NumPy arrays: the default backend for NumPy input.
 
-    Every kernel has a parallel (``prange``) and a serial version that split the
-    work into the same shape-dependent tasks, so they give identical results;
+    Every kernel is compiled as a parallel (``prange``) and a serial clone of one
+    source (see :func:`~normdrop.backends.numba_backend.jit.kernel`), which split
+    the work into the same shape-dependent tasks and so give identical results;
     inputs of fewer than :data:`~normdrop.backends.numba_backend.jit.PARALLEL_MIN_SIZE`
-    elements take the serial one, which wakes no threads. The array helpers are
-    those of :class:`~normdrop.backends.numpy_backend.NumpyBackend`.
+    elements take the serial one, which wakes no threads. Vectors are handed to
+    the kernels as float32 or float64 (float16 parameters are converted), an empty
+    vector for ``None``, and read-only inputs as writable-typed views, so each
+    kernel compiles few specialisations. The array helpers are those of
+    :class:`~normdrop.backends.numpy_backend.NumpyBackend`.
     """
 
     name = "numba"
@@ -44,15 +113,11 @@ class NumbaBackend(NumpyBackend):
     # ----- statistics -----------------------------------------------------------
     def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel float64 mean and biased variance of ``(N, C, L)`` data."""
-        if x.size < PARALLEL_MIN_SIZE:
-            return stats.channel_moments_serial(x)
-        return stats.channel_moments_parallel(x)
+        return _clone(stats.channel_moments, x.size)(_readable(x))
 
     def row_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row float64 mean and biased variance of ``(R, D)`` data."""
-        if x.size < PARALLEL_MIN_SIZE:
-            return rows.row_moments_serial(x)
-        return rows.row_moments_parallel(x)
+        return _clone(rows.row_moments, x.size)(_readable(x))
 
     # ----- forward transforms ---------------------------------------------------
     def channel_affine(
@@ -64,10 +129,13 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> np.ndarray:
         """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel into ``out``; return it."""
-        if x.size < PARALLEL_MIN_SIZE:
-            elementwise.channel_affine_serial(x, mean, scale, shift, out)
-        else:
-            elementwise.channel_affine_parallel(x, mean, scale, shift, out)
+        _clone(elementwise.channel_affine, x.size)(
+            _readable(x),
+            _read_vector(mean, _F64),
+            _read_vector(scale, _F64),
+            _read_vector(shift, _F64),
+            out,
+        )
         return out
 
     def layer_norm_forward(
@@ -78,13 +146,22 @@ class NumbaBackend(NumpyBackend):
         eps: float,
         out: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``."""
+        """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``.
+
+        ``weight``/``bias`` may have any float dtype, or be ``None``.
+        """
         r, d = x.shape
         stats = np.empty((2, r))
-        if r * d < PARALLEL_MIN_SIZE and d <= rows.ROW_SPLIT:
-            rows.layer_norm_forward_serial(x, weight, bias, float(eps), out, stats)
-        else:
-            rows.layer_norm_forward_parallel(x, weight, bias, float(eps), out, stats)
+        dtype = _vector_dtype(x, weight, bias)
+        kernel = rows.layer_norm_forward_long if d > rows.ROW_SPLIT else rows.layer_norm_forward
+        _clone(kernel, r * d)(
+            _readable(x),
+            _read_vector(weight, dtype),
+            _read_vector(bias, dtype),
+            float(eps),
+            out,
+            stats,
+        )
         return out, stats[0], stats[1]
 
     def batch_norm_forward(
@@ -113,23 +190,30 @@ class NumbaBackend(NumpyBackend):
         out, mean, rstd : numpy.ndarray
             ``out``, and the float64 statistics used (``rstd = 1/sqrt(var + eps)``).
         """
-        kernel = (
-            fused.batch_norm_forward_serial
-            if x.size < PARALLEL_MIN_SIZE
-            else fused.batch_norm_forward_parallel
-        )
-        mean, rstd = kernel(
-            x,
-            running_mean,
-            running_var,
-            weight,
-            bias,
+        dtype = _vector_dtype(x, running_mean, running_var, weight, bias)
+        update = bool(update) and running_mean is not None
+        if update:
+            rm = _updated_vector(running_mean, dtype)
+            rv = _updated_vector(running_var, dtype)
+        else:
+            rm = _read_vector(running_mean, dtype)
+            rv = _read_vector(running_var, dtype)
+        mean, rstd = _clone(fused.batch_norm_forward, x.size)(
+            _readable(x),
+            rm,
+            rv,
+            _read_vector(weight, dtype),
+            _read_vector(bias, dtype),
             bool(use_batch),
-            bool(update),
+            update,
             float(momentum),
             float(eps),
             out,
         )
+        if update and rm is not running_mean:  # computed in a converted copy
+            running_mean[...] = rm
+        if update and rv is not running_var:
+            running_var[...] = rv
         return out, mean, rstd
 
     def dropout_add_layer_norm_forward(
@@ -156,7 +240,7 @@ class NumbaBackend(NumpyBackend):
         stats = np.empty((2, rows_))
         drop = threshold is not None
         pack = bitmask is not None
-        dropout_add_norm.dropout_add_layer_norm_rows(
+        _clone(dropout_add_norm.dropout_add_layer_norm_rows, x.size)(
             x,
             residual,
             weight,
@@ -173,7 +257,6 @@ class NumbaBackend(NumpyBackend):
             stats,
             np.uint64(offset // 4),
             offset % 4,
-            x.size >= PARALLEL_MIN_SIZE,
         )
         return out, r_out, stats[0], stats[1]
 
@@ -182,9 +265,9 @@ class NumbaBackend(NumpyBackend):
         self, dy: np.ndarray, x: np.ndarray, mean: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)``, one pass."""
-        if x.size < PARALLEL_MIN_SIZE:
-            return stats.channel_sums_serial(dy, x, mean)
-        return stats.channel_sums_parallel(dy, x, mean)
+        return _clone(stats.channel_sums, x.size)(
+            _readable(dy), _readable(x), _read_vector(mean, _F64)
+        )
 
     def channel_backward_elemt(
         self,
@@ -197,10 +280,15 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> np.ndarray:
         """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
-        if x.size < PARALLEL_MIN_SIZE:
-            elementwise.channel_backward_elemt_serial(dy, x, mean, a, b, c, out)
-        else:
-            elementwise.channel_backward_elemt_parallel(dy, x, mean, a, b, c, out)
+        _clone(elementwise.channel_backward_elemt, x.size)(
+            _readable(dy),
+            _readable(x),
+            _read_vector(mean, _F64),
+            _read_vector(a, _F64),
+            _read_vector(b, _F64),
+            _read_vector(c, _F64),
+            out,
+        )
         return out
 
     def layer_norm_backward(
@@ -215,19 +303,26 @@ class NumbaBackend(NumpyBackend):
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``."""
         grads = bool(param_grads)
-        if x.size < PARALLEL_MIN_SIZE and x.shape[1] <= rows.ROW_SPLIT:
-            dw, db = rows.layer_norm_backward_serial(dy, x, mean, rstd, weight, out, grads)
-        else:
-            dw, db = rows.layer_norm_backward_parallel(dy, x, mean, rstd, weight, out, grads)
+        long = x.shape[1] > rows.ROW_SPLIT
+        dw, db = _clone(
+            rows.layer_norm_backward_long if long else rows.layer_norm_backward, x.size
+        )(
+            _readable(dy),
+            _readable(x),
+            _read_vector(mean, _F64),
+            _read_vector(rstd, _F64),
+            _read_vector(weight, _F64),
+            out,
+            grads,
+        )
         return (out, dw, db) if grads else (out, None, None)
 
     # ----- dropout --------------------------------------------------------------
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
         """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
-        kernel = (
-            philox.philox_words_serial if n < PARALLEL_MIN_SIZE else philox.philox_words_parallel
+        return _clone(philox.philox_words, n)(
+            int(n), np.uint64(offset // 4), offset % 4, *_words(seed, call)
         )
-        return kernel(int(n), np.uint64(offset // 4), offset % 4, *_words(seed, call))
 
     def dropout_forward(
         self,
@@ -245,10 +340,9 @@ class NumbaBackend(NumpyBackend):
         ``bitmask`` (uint8, ``ceil(n / 8)`` bytes, only with ``offset == 0``) also
         receives the packed keep-mask.
         """
-        kernel = dropout.dropout_serial if x.size < PARALLEL_MIN_SIZE else dropout.dropout_parallel
         pack = bitmask is not None
-        kernel(
-            x.reshape(-1),
+        _clone(dropout.dropout, x.size)(
+            _readable(x).reshape(-1),
             np.uint64(threshold),
             x.dtype.type(scale),
             *_words(seed, call),
@@ -262,21 +356,18 @@ class NumbaBackend(NumpyBackend):
 
     def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> np.ndarray:
         """The boolean keep-mask of ``n`` elements."""
-        kernel = (
-            dropout.dropout_mask_serial if n < PARALLEL_MIN_SIZE else dropout.dropout_mask_parallel
-        )
-        return kernel(int(n), np.uint64(threshold), *_words(seed, call))
+        return _clone(dropout.dropout_mask, n)(int(n), np.uint64(threshold), *_words(seed, call))
 
     def dropout_apply_bitmask(
         self, dy: np.ndarray, bitmask: np.ndarray, scale: Any, out: np.ndarray
     ) -> np.ndarray:
         """Write ``dy * scale`` where the packed bitmask is set and 0 elsewhere into ``out``."""
-        kernel = (
-            dropout.apply_bitmask_serial
-            if dy.size < PARALLEL_MIN_SIZE
-            else dropout.apply_bitmask_parallel
+        _clone(dropout.apply_bitmask, dy.size)(
+            _readable(dy).reshape(-1),
+            _readable(bitmask),
+            dy.dtype.type(scale),
+            out.reshape(-1),
         )
-        kernel(dy.reshape(-1), bitmask, dy.dtype.type(scale), out.reshape(-1))
         return out
 
 

@@ -20,28 +20,15 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import parallel_jit, serial_jit
-from .philox import TILE, TILES_PER_TASK, edge_word, tile_scratch, tile_words
+from .jit import kernel, serial_jit
+from .philox import TILE, TILES_PER_TASK, edge_word, head_and_tiles, tile_scratch, tile_words
 
 #: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s
 #: bit to bit ``56 + k``, with no carries: the top byte is the packed bitmask byte.
 _GATHER_BITS = np.uint64(0x0102040810204080)
 _TOP_BYTE = np.uint64(56)
 
-__all__ = [
-    "apply_bitmask_parallel",
-    "apply_bitmask_serial",
-    "dropout_mask_parallel",
-    "dropout_mask_serial",
-    "dropout_parallel",
-    "dropout_serial",
-]
-
-
-@serial_jit
-def _head(n, lane0):
-    head = min(n, (4 - lane0) % 4)
-    return head, (n - head + TILE - 1) // TILE
+__all__ = ["apply_bitmask", "dropout", "dropout_mask"]
 
 
 @serial_jit
@@ -84,8 +71,8 @@ def _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1):
         out[j] = x[j] * scale if w >= thr else zero
 
 
-@parallel_jit
-def dropout_parallel(
+@kernel
+def dropout(
     x: np.ndarray,
     thr: np.uint64,
     scale: np.floating,
@@ -105,35 +92,13 @@ def dropout_parallel(
     ``(c2, c3)`` and ``(k0, k1)`` the 32-bit words of ``call`` and ``seed``; the
     first element is word ``lane0`` of counter block ``block0`` (a uint64).
     """
-    head, tiles = _head(x.size, lane0)
+    head, tiles = head_and_tiles(x.size, lane0)
     first = block0 + np.uint64(1 if head > 0 else 0)
     for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
         t1 = min(tiles, t0 + TILES_PER_TASK)
         _dropout_tiles(x, out, bits, pack, t0, t1, head, first, thr, scale, c2, c3, k0, k1)
-    _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1)
-
-
-@serial_jit
-def dropout_serial(
-    x: np.ndarray,
-    thr: np.uint64,
-    scale: np.floating,
-    c2: np.uint64,
-    c3: np.uint64,
-    k0: np.uint64,
-    k1: np.uint64,
-    out: np.ndarray,
-    bits: np.ndarray,
-    pack: bool,
-    block0: np.uint64,
-    lane0: int,
-) -> None:
-    """Single-threaded :func:`dropout_parallel`."""
-    head, tiles = _head(x.size, lane0)
-    first = block0 + np.uint64(1 if head > 0 else 0)
-    _dropout_tiles(x, out, bits, pack, 0, tiles, head, first, thr, scale, c2, c3, k0, k1)
     _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1)
 
 
@@ -150,8 +115,8 @@ def _mask_tiles(mask, t0, t1, thr, c2, c3, k0, k1):
             ms[i] = words[i] >= t32
 
 
-@parallel_jit
-def dropout_mask_parallel(
+@kernel
+def dropout_mask(
     n: int, thr: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
 ) -> np.ndarray:
     """Boolean keep-mask of elements ``0 .. n - 1``."""
@@ -161,16 +126,6 @@ def dropout_mask_parallel(
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
         _mask_tiles(mask, t0, min(tiles, t0 + TILES_PER_TASK), thr, c2, c3, k0, k1)
-    return mask
-
-
-@serial_jit
-def dropout_mask_serial(
-    n: int, thr: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
-) -> np.ndarray:
-    """Single-threaded :func:`dropout_mask_parallel`."""
-    mask = np.empty(n, np.bool_)
-    _mask_tiles(mask, 0, (n + TILE - 1) // TILE, thr, c2, c3, k0, k1)
     return mask
 
 
@@ -198,21 +153,11 @@ def _apply_tiles(dy, bits, scale, out, t0, t1):
             os[i] = gs[i] * scale if keep[i] != 0 else zero
 
 
-@parallel_jit
-def apply_bitmask_parallel(
-    dy: np.ndarray, bits: np.ndarray, scale: np.floating, out: np.ndarray
-) -> None:
+@kernel
+def apply_bitmask(dy: np.ndarray, bits: np.ndarray, scale: np.floating, out: np.ndarray) -> None:
     """``out = dy * scale`` where the packed bitmask is set, else 0 (flat data)."""
     tiles = (dy.size + TILE - 1) // TILE
     for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
         _apply_tiles(dy, bits, scale, out, t0, min(tiles, t0 + TILES_PER_TASK))
-
-
-@serial_jit
-def apply_bitmask_serial(
-    dy: np.ndarray, bits: np.ndarray, scale: np.floating, out: np.ndarray
-) -> None:
-    """Single-threaded :func:`apply_bitmask_parallel`."""
-    _apply_tiles(dy, bits, scale, out, 0, (dy.size + TILE - 1) // TILE)

@@ -14,10 +14,9 @@ dropout output, then the sum): these kernels are compiled without ``contract``, 
 that ``x * scale + residual`` never becomes one fused multiply-add. The statistics
 are those of the stored ``r``, in float64.
 
-One kernel, :func:`dropout_add_layer_norm_rows`, serves small and large inputs: its
-task loop is a plain ``range`` when ``parallel`` is False (no threads woken) and a
-``prange`` otherwise; the tasks, and so the results, are the same. It is only
-called from Python: a cached serial function must not call a ``parallel=True`` one.
+One kernel source, :func:`dropout_add_layer_norm_rows`, is compiled as a serial and a
+parallel clone (:func:`.jit.kernel`); the tasks, and so the results, are the same.
+It is only called from Python: a cached serial function must not call a parallel one.
 """
 
 from __future__ import annotations
@@ -28,22 +27,14 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .jit import TASK_SIZE
+from .jit import TASK_SIZE, jit_options, kernel
 from .philox import TILE, edge_word, tile_scratch, tile_words
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
 
 #: The library's fast-math flags minus ``contract`` (see the module docstring).
 _FASTMATH = {"reassoc", "arcp", "afn"}
-_OPTIONS = {
-    "fastmath": _FASTMATH,
-    "error_model": "numpy",
-    "boundscheck": False,
-    "cache": True,
-    "nogil": True,
-}
-_helper = njit(parallel=False, **_OPTIONS)
-_kernel = njit(parallel=True, **_OPTIONS)
+_helper = njit(parallel=False, **jit_options(_FASTMATH))
 
 #: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s bit to
 #: bit ``56 + k`` with no carries: the top byte is the packed bitmask byte (as in
@@ -244,7 +235,7 @@ def _task(
             bits[base + q8] = np.uint8((keep8[q8] * _GATHER_BITS) >> _TOP_BYTE)
 
 
-@_kernel
+@kernel(fastmath=_FASTMATH)
 def dropout_add_layer_norm_rows(
     x: np.ndarray,
     residual: np.ndarray | None,
@@ -265,7 +256,6 @@ def dropout_add_layer_norm_rows(
     stats: np.ndarray,
     block0: np.uint64,
     lane0: int,
-    parallel: bool,
 ) -> None:
     """``r = dropout(x) + residual``, ``out = layer_norm(r)`` for ``(R, D)`` rows.
 
@@ -281,12 +271,7 @@ def dropout_add_layer_norm_rows(
     mean = stats[0]
     rstd = stats[1]
     per, n_tasks = rows_per_task(rows, d)
-    if parallel:
-        for tt in prange(n_tasks):
-            t = np.int64(tt)  # the prange index is unsigned
-            _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
-                  out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip
-    else:
-        for t in range(n_tasks):
-            _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
-                  out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip
+    for tt in prange(n_tasks):
+        t = np.int64(tt)  # the prange index is unsigned
+        _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+              out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip

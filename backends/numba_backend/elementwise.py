@@ -18,15 +18,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, parallel_jit, serial_jit
+from .jit import TASK_SIZE, kernel, serial_jit
 from .stats import LONG_ROW, MIN_WIDTH
 
-__all__ = [
-    "channel_affine_parallel",
-    "channel_affine_serial",
-    "channel_backward_elemt_parallel",
-    "channel_backward_elemt_serial",
-]
+__all__ = ["channel_affine", "channel_backward_elemt"]
 
 
 @serial_jit
@@ -43,8 +38,8 @@ def _expand(v: np.ndarray, c: int, length: int) -> np.ndarray:
 
 
 @serial_jit
-def _affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
-    """Task ``t`` of :func:`channel_affine_parallel`; ``mx``/``sx``/``tx`` are the
+def affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
+    """Task ``t`` of :func:`channel_affine`; ``mx``/``sx``/``tx`` are the
     expanded coefficients of the short-row layout (unused for long rows)."""
     size = x.size
     e = t * TASK_SIZE
@@ -78,43 +73,40 @@ def _affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
             e = stop
 
 
-@parallel_jit
-def channel_affine_parallel(
+@serial_jit
+def affine_coefficients(mean, scale, shift, length):
+    """``mean``, ``scale`` and ``shift`` as :func:`affine_task` reads them: expanded
+    to one period for short rows (see :func:`_expand`), as they are for long rows."""
+    if length >= LONG_ROW:
+        return mean, scale, shift
+    c = mean.size
+    return _expand(mean, c, length), _expand(scale, c, length), _expand(shift, c, length)
+
+
+@serial_jit
+def affine_tasks(size):
+    """Number of tasks of :func:`channel_affine` for ``size`` elements."""
+    return (size + TASK_SIZE - 1) // TASK_SIZE
+
+
+@kernel
+def channel_affine(
     x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray
 ) -> None:
     """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel of ``(N, C, L)`` data."""
     n, c, length = x.shape
-    short = length < LONG_ROW
-    mx = _expand(mean, c, length) if short else mean
-    sx = _expand(scale, c, length) if short else scale
-    tx = _expand(shift, c, length) if short else shift
+    mx, sx, tx = affine_coefficients(mean, scale, shift, length)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
-    for tt in prange((x.size + TASK_SIZE - 1) // TASK_SIZE):
-        t = np.int64(tt)  # the prange index is unsigned
-        _affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
-
-
-@serial_jit
-def channel_affine_serial(
-    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray
-) -> None:
-    """Single-threaded :func:`channel_affine_parallel`."""
-    n, c, length = x.shape
-    short = length < LONG_ROW
-    mx = _expand(mean, c, length) if short else mean
-    sx = _expand(scale, c, length) if short else scale
-    tx = _expand(shift, c, length) if short else shift
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
-    for t in range((x.size + TASK_SIZE - 1) // TASK_SIZE):
-        _affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
+    for tt in prange(affine_tasks(x.size)):
+        # the prange index is unsigned
+        affine_task(xf, mean, scale, shift, of, np.int64(tt), c, length, mx, sx, tx)
 
 
 @serial_jit
 def _elemt_task(dy, x, out, t, c, length, av, bv, mv, cv):
-    """Task ``t`` of :func:`channel_backward_elemt_parallel` (coefficients as in
-    :func:`_affine_task`)."""
+    """Task ``t`` of :func:`channel_backward_elemt` (coefficients as in
+    :func:`affine_task`)."""
     size = x.size
     e = t * TASK_SIZE
     e1 = min(size, e + TASK_SIZE)
@@ -151,8 +143,8 @@ def _elemt_task(dy, x, out, t, c, length, av, bv, mv, cv):
             e = stop
 
 
-@parallel_jit
-def channel_backward_elemt_parallel(
+@kernel
+def channel_backward_elemt(
     dy: np.ndarray,
     x: np.ndarray,
     mean: np.ndarray,
@@ -173,28 +165,4 @@ def channel_backward_elemt_parallel(
     of = out.reshape(out.size)
     for tt in prange((x.size + TASK_SIZE - 1) // TASK_SIZE):
         t = np.int64(tt)  # the prange index is unsigned
-        _elemt_task(gf, xf, of, t, nc, length, a, b, mean, c)
-
-
-@serial_jit
-def channel_backward_elemt_serial(
-    dy: np.ndarray,
-    x: np.ndarray,
-    mean: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Single-threaded :func:`channel_backward_elemt_parallel`."""
-    n, nc, length = x.shape
-    if length < LONG_ROW:
-        a = _expand(a, nc, length)
-        b = _expand(b, nc, length)
-        mean = _expand(mean, nc, length)
-        c = _expand(c, nc, length)
-    gf = dy.reshape(dy.size)
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
-    for t in range((x.size + TASK_SIZE - 1) // TASK_SIZE):
         _elemt_task(gf, xf, of, t, nc, length, a, b, mean, c)

@@ -4,99 +4,99 @@ For small batches the cost of a BatchNorm forward is the Python around the
 kernels (about ten small NumPy operations to update the running statistics and
 fold the parameters into per-channel ``scale`` and ``shift``). This kernel does
 all of it in one call: batch or running statistics, the in-place running update,
-the fold, and the affine pass. Parameters and buffers may have any float dtype
-(the layer's), or be ``None``.
+the fold, and the affine pass. It runs the task loops of
+:func:`~.stats.channel_moments` and :func:`~.elementwise.channel_affine` itself
+(through the same task helpers, so the results are the same bits): a kernel
+never calls another kernel (see :mod:`.jit`).
+
+The four vectors have one float dtype (float32 or float64); an empty vector
+stands for ``None`` (no running statistics, no weight, no bias), so that a layer
+with or without them compiles the same specialisation.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
-from .elementwise import channel_affine_parallel, channel_affine_serial
-from .jit import serial_jit
-from .stats import channel_moments_parallel, channel_moments_serial
+from .elementwise import affine_coefficients, affine_task, affine_tasks
+from .jit import kernel, rsqrt_jit, serial_jit
+from .stats import _moments_result, _moments_task, _plan
 
-__all__ = ["batch_norm_forward_parallel", "batch_norm_forward_serial"]
+__all__ = ["batch_norm_forward"]
 
 
 @serial_jit
 def _running(running_mean, running_var, c):
     """The running statistics as float64 (zeros and ones when there are none)."""
-    if running_mean is None:
+    if running_mean.size == 0:
         return np.zeros(c), np.ones(c)
     return running_mean.astype(np.float64), running_var.astype(np.float64)
+
+
+@rsqrt_jit
+def _rstd(var, eps):
+    """``1 / sqrt(var + eps)`` per channel (float64)."""
+    rstd = np.empty(var.size)
+    for ch in range(var.size):
+        rstd[ch] = 1.0 / np.sqrt(var[ch] + eps)
+    return rstd
 
 
 @serial_jit
 def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, eps, count):
     """Update the running statistics in place; return ``rstd, scale, shift`` (float64)."""
     c = mean.size
-    if update and running_mean is not None:
+    if update and running_mean.size > 0:
         unbias = count / (count - 1)
         for ch in range(c):
             running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * mean[ch]
             running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (var[ch] * unbias)
-    rstd = np.empty(c)
+    rstd = _rstd(var, eps)
     scale = np.empty(c)
-    shift = np.empty(c)
-    for ch in range(c):
-        rstd[ch] = (var[ch] + eps) ** -0.5
-        scale[ch] = rstd[ch] if weight is None else rstd[ch] * np.float64(weight[ch])
-        shift[ch] = 0.0 if bias is None else np.float64(bias[ch])
+    shift = np.zeros(c)
+    for ch in range(c):  # a loop: an array assignment would compile its error messages
+        scale[ch] = rstd[ch] if weight.size == 0 else rstd[ch] * np.float64(weight[ch])
+    if bias.size > 0:
+        for ch in range(c):
+            shift[ch] = bias[ch]
     return rstd, scale, shift
 
 
-@serial_jit
-def batch_norm_forward_serial(
+@kernel
+def batch_norm_forward(
     x: np.ndarray,
-    running_mean: np.ndarray | None,
-    running_var: np.ndarray | None,
-    weight: np.ndarray | None,
-    bias: np.ndarray | None,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
     use_batch: bool,
     update: bool,
     momentum: float,
     eps: float,
     out: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BatchNorm of ``(N, C, L)`` data into ``out`` with the serial kernels.
+    """BatchNorm of C-contiguous ``(N, C, L)`` data into ``out``.
 
     Uses the batch statistics when ``use_batch`` (else the running ones), updates
     the running statistics in place when ``update``; returns float64 ``(mean, rstd)``.
     """
     n, c, length = x.shape
     if use_batch:
-        mean, var = channel_moments_serial(x)
+        plan = _plan(n, c, length)
+        pmean = np.empty((plan[6], c))
+        pm2 = np.empty((plan[6], c))
+        for tt in prange(plan[6] * plan[7]):
+            _moments_task(x, np.int64(tt), plan, pmean, pm2)  # the prange index is unsigned
+        mean, var = _moments_result(x, plan, pmean, pm2)
     else:
         mean, var = _running(running_mean, running_var, c)
     rstd, scale, shift = _fold(
         mean, var, running_mean, running_var, weight, bias, update, momentum, eps, n * length
     )
-    channel_affine_serial(x, mean, scale, shift, out)
-    return mean, rstd
-
-
-@serial_jit
-def batch_norm_forward_parallel(
-    x: np.ndarray,
-    running_mean: np.ndarray | None,
-    running_var: np.ndarray | None,
-    weight: np.ndarray | None,
-    bias: np.ndarray | None,
-    use_batch: bool,
-    update: bool,
-    momentum: float,
-    eps: float,
-    out: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`batch_norm_forward_serial` with the parallel kernels."""
-    n, c, length = x.shape
-    if use_batch:
-        mean, var = channel_moments_parallel(x)
-    else:
-        mean, var = _running(running_mean, running_var, c)
-    rstd, scale, shift = _fold(
-        mean, var, running_mean, running_var, weight, bias, update, momentum, eps, n * length
-    )
-    channel_affine_parallel(x, mean, scale, shift, out)
+    mx, sx, tx = affine_coefficients(mean, scale, shift, length)
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for tt in prange(affine_tasks(x.size)):
+        affine_task(xf, mean, scale, shift, of, np.int64(tt), c, length, mx, sx, tx)
     return mean, rstd

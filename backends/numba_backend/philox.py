@@ -18,14 +18,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, inline_jit, parallel_jit, serial_jit
+from .jit import TASK_SIZE, inline_jit, kernel, serial_jit
 
 __all__ = [
     "TILE",
     "edge_word",
+    "head_and_tiles",
     "philox_block",
-    "philox_words_parallel",
-    "philox_words_serial",
+    "philox_words",
     "split64",
     "tile_scratch",
     "tile_words",
@@ -147,14 +147,14 @@ def _words_tiles(out, t0, t1, head, block, c2, c3, k0, k1):
 
 
 @serial_jit
-def _head(n, lane0):
+def head_and_tiles(n, lane0):
     """Elements before the first whole counter block, and the number of body tiles."""
     head = min(n, (4 - lane0) % 4)
     return head, (n - head + TILE - 1) // TILE
 
 
-@parallel_jit
-def philox_words_parallel(
+@kernel
+def philox_words(
     n: int,
     block0: np.uint64,
     lane0: int,
@@ -169,32 +169,12 @@ def philox_words_parallel(
     first element's global index, which may exceed 64 bits.
     """
     out = np.empty(n, np.uint32)
-    head, tiles = _head(n, lane0)
+    head, tiles = head_and_tiles(n, lane0)
     first = block0 + np.uint64(1 if head > 0 else 0)
     for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
         _words_tiles(out, t0, min(tiles, t0 + TILES_PER_TASK), head, first, c2, c3, k0, k1)
-    for j in range(head):
-        out[j] = edge_word(block0, lane0 + j, c2, c3, k0, k1)
-    return out
-
-
-@serial_jit
-def philox_words_serial(
-    n: int,
-    block0: np.uint64,
-    lane0: int,
-    c2: np.uint64,
-    c3: np.uint64,
-    k0: np.uint64,
-    k1: np.uint64,
-) -> np.ndarray:
-    """Single-threaded :func:`philox_words_parallel`."""
-    out = np.empty(n, np.uint32)
-    head, tiles = _head(n, lane0)
-    first = block0 + np.uint64(1 if head > 0 else 0)
-    _words_tiles(out, 0, tiles, head, first, c2, c3, k0, k1)
     for j in range(head):
         out[j] = edge_word(block0, lane0 + j, c2, c3, k0, k1)
     return out

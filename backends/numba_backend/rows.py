@@ -6,6 +6,9 @@ output written straight after. Longer rows are split into segments of at most
 :data:`~.jit.TASK_SIZE` values: per-segment partial results first (in parallel),
 then a per-row combination, then the output per segment (in parallel). All
 accumulation is float64; the output arithmetic is float64 and rounds once.
+
+``weight`` and ``bias`` are float32 or float64 vectors; an empty one stands for
+``None``, so that every combination compiles the same specialisation.
 """
 
 from __future__ import annotations
@@ -13,15 +16,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, inline_jit, parallel_jit, serial_jit
+from .jit import TASK_SIZE, kernel, rsqrt_jit, serial_jit
 
 __all__ = [
-    "layer_norm_backward_parallel",
-    "layer_norm_backward_serial",
-    "layer_norm_forward_parallel",
-    "layer_norm_forward_serial",
-    "row_moments_parallel",
-    "row_moments_serial",
+    "layer_norm_backward",
+    "layer_norm_backward_long",
+    "layer_norm_forward",
+    "layer_norm_forward_long",
+    "row_moments",
 ]
 
 #: Rows of at most this many values are normalised pass by pass over a task's rows.
@@ -48,6 +50,13 @@ def _two_pass(v):
     return m, q
 
 
+@rsqrt_jit
+def _rstd(m2, r0, r1, d, eps):
+    """``m2[r] = 1 / sqrt(m2[r] / d + eps)`` for rows ``r0 .. r1 - 1`` (in place)."""
+    for r in range(r0, r1):
+        m2[r] = 1.0 / np.sqrt(m2[r] / d + eps)
+
+
 @serial_jit
 def _rows_per_task(r, d, max_tasks):
     """Rows per task (about :data:`~.jit.TASK_SIZE` values, at most ``max_tasks`` tasks)
@@ -68,27 +77,24 @@ def _normalise(xv, ov, m, rs, w, b):
         ov[j] = (xv[j] - m) * rs * w[j] + b[j]
 
 
-@inline_jit
-def _affine_row(xv, ov, m, rs, w, b):
-    """``ov = (xv - m) * rs * w + b`` with ``w``/``b`` of any float dtype or None.
+@serial_jit
+def _affine_rows(x, out, mean, rstd, w, b, r0, r1):
+    """``out[r] = (x[r] - mean[r]) * rstd[r] * w + b`` for rows ``r0 .. r1 - 1``.
 
-    The ``is None`` branches are resolved at compile time, so a layer's float32
-    parameters are read as they are: no float64 copies per call (0.5 us of a
-    4 us (120, 64) forward).
+    ``w``/``b`` are read in their own dtype (no float64 copies per call); an empty one
+    acts as ones or zeros, which give the same bits as leaving it out. One loop for
+    every combination keeps the compiled code small.
     """
-    if w is None:
-        if b is None:
-            for j in range(xv.size):
-                ov[j] = (xv[j] - m) * rs
-        else:
-            for j in range(xv.size):
-                ov[j] = (xv[j] - m) * rs + b[j]
-    elif b is None:
-        for j in range(xv.size):
-            ov[j] = (xv[j] - m) * rs * w[j]
-    else:
-        for j in range(xv.size):
-            ov[j] = (xv[j] - m) * rs * w[j] + b[j]
+    d = x.shape[1]
+    wv = w if w.size > 0 else np.ones(d, w.dtype)
+    bv = b if b.size > 0 else np.zeros(d, b.dtype)
+    for r in range(r0, r1):
+        xv = x[r]
+        ov = out[r]
+        m = mean[r]
+        rs = rstd[r]
+        for j in range(d):
+            ov[j] = (xv[j] - m) * rs * wv[j] + bv[j]
 
 
 @serial_jit
@@ -144,10 +150,8 @@ def _forward_rows(x, w, b, eps, out, mean, rstd, t, per):
             e = xr[j] - m
             q += e * e
         rstd[r] = q
-    for r in range(r0, r1):
-        rstd[r] = 1.0 / np.sqrt(rstd[r] / d + eps)
-    for r in range(r0, r1):
-        _affine_row(x[r], out[r], mean[r], rstd[r], w, b)
+    _rstd(rstd, r0, r1, d, eps)
+    _affine_rows(x, out, mean, rstd, w, b, r0, r1)
 
 
 @serial_jit
@@ -188,83 +192,92 @@ def _combine_segments(pmean, pm2, d, seg, mean, var):
 
 
 @serial_jit
-def _ones(d: int, v: np.ndarray | None) -> np.ndarray:
-    """``v`` (any float dtype) as float64, or ones when it is None."""
-    if v is None:
+def _ones(d: int, v: np.ndarray) -> np.ndarray:
+    """``v`` as float64, or ones when it is empty (``None``)."""
+    if v.size == 0:
         return np.ones(d)
     return v.astype(np.float64)
 
 
 @serial_jit
-def _zeros(d: int, v: np.ndarray | None) -> np.ndarray:
-    """``v`` (any float dtype) as float64, or zeros when it is None."""
-    if v is None:
+def _zeros(d: int, v: np.ndarray) -> np.ndarray:
+    """``v`` as float64, or zeros when it is empty (``None``)."""
+    if v.size == 0:
         return np.zeros(d)
     return v.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- forward
-@parallel_jit
-def layer_norm_forward_parallel(
+@serial_jit
+def _long_row_rstd(pmean, pm2, d, seg, eps, mean, rstd):
+    """Mean and rstd of split rows from their segments' moments."""
+    _combine_segments(pmean, pm2, d, seg, mean, rstd)
+    _rstd(rstd, 0, mean.size, 1, eps)
+
+
+@serial_jit
+def _normalise_segment(x, out, mean, rstd, w, b, t, nseg, seg):
+    """Output of task ``t`` (one segment of a split row)."""
+    d = x.shape[1]
+    r = t // nseg
+    s0 = (t - r * nseg) * seg
+    s1 = min(d, s0 + seg)
+    _normalise(x[r, s0:s1], out[r, s0:s1], mean[r], rstd[r], w[s0:s1], b[s0:s1])
+
+
+@kernel
+def layer_norm_forward(
     x: np.ndarray,
-    weight: np.ndarray | None,
-    bias: np.ndarray | None,
+    weight: np.ndarray,
+    bias: np.ndarray,
     eps: float,
     out: np.ndarray,
     stats: np.ndarray,
 ) -> None:
-    """Fused LayerNorm of ``(R, D)`` rows into ``out``, float64 mean and rstd into ``stats``.
+    """Fused LayerNorm of ``(R, D)`` rows of at most ``ROW_SPLIT`` values into ``out``,
+    float64 mean and rstd into ``stats``.
 
-    ``weight`` and ``bias`` may be float32 or float64; ``stats`` has shape ``(2, R)``
-    (passing it in saves boxing two new arrays per call).
+    ``stats`` has shape ``(2, R)`` (passing it in saves boxing two new arrays per call).
     """
     rows, d = x.shape
     mean = stats[0]
     rstd = stats[1]
-    if d <= ROW_SPLIT:
-        per, n_tasks = _rows_per_task(rows, d, rows)
-        for tt in prange(n_tasks):
-            t = np.int64(tt)  # the prange index is unsigned
-            _forward_rows(x, weight, bias, eps, out, mean, rstd, t, per)
-    else:
-        w = _ones(d, weight)
-        b = _zeros(d, bias)
-        nseg, seg = _segments(d)
-        pmean = np.empty((rows, nseg))
-        pm2 = np.empty((rows, nseg))
-        for tt in prange(rows * nseg):
-            t = np.int64(tt)  # the prange index is unsigned
-            _segment_stats(x, t, nseg, seg, pmean, pm2)
-        _combine_segments(pmean, pm2, d, seg, mean, rstd)
-        for r in range(rows):
-            rstd[r] = 1.0 / np.sqrt(rstd[r] + eps)
-        for tt in prange(rows * nseg):
-            t = np.int64(tt)  # the prange index is unsigned
-            r = t // nseg
-            s0 = (t - r * nseg) * seg
-            s1 = min(d, s0 + seg)
-            _normalise(x[r, s0:s1], out[r, s0:s1], mean[r], rstd[r], w[s0:s1], b[s0:s1])
+    per, n_tasks = _rows_per_task(rows, d, rows)
+    for tt in prange(n_tasks):
+        # the prange index is unsigned
+        _forward_rows(x, weight, bias, eps, out, mean, rstd, np.int64(tt), per)
 
 
-@serial_jit
-def layer_norm_forward_serial(
+@kernel
+def layer_norm_forward_long(
     x: np.ndarray,
-    weight: np.ndarray | None,
-    bias: np.ndarray | None,
+    weight: np.ndarray,
+    bias: np.ndarray,
     eps: float,
     out: np.ndarray,
     stats: np.ndarray,
 ) -> None:
-    """Single-threaded :func:`layer_norm_forward_parallel` for rows of at most
-    ``ROW_SPLIT`` values."""
+    """:func:`layer_norm_forward` of rows longer than ``ROW_SPLIT``, split into segments.
+
+    A kernel of its own, so that short rows never compile the segment code.
+    """
     rows, d = x.shape
-    per, n_tasks = _rows_per_task(rows, d, rows)
-    for t in range(n_tasks):
-        _forward_rows(x, weight, bias, eps, out, stats[0], stats[1], t, per)
+    mean = stats[0]
+    rstd = stats[1]
+    w = _ones(d, weight)
+    b = _zeros(d, bias)
+    nseg, seg = _segments(d)
+    pmean = np.empty((rows, nseg))
+    pm2 = np.empty((rows, nseg))
+    for tt in prange(rows * nseg):
+        _segment_stats(x, np.int64(tt), nseg, seg, pmean, pm2)
+    _long_row_rstd(pmean, pm2, d, seg, eps, mean, rstd)
+    for tt in prange(rows * nseg):
+        _normalise_segment(x, out, mean, rstd, w, b, np.int64(tt), nseg, seg)
 
 
-@parallel_jit
-def row_moments_parallel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@kernel
+def row_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row float64 mean and biased variance of ``(R, D)`` data."""
     rows, d = x.shape
     mean = np.empty(rows)
@@ -272,28 +285,14 @@ def row_moments_parallel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if d <= ROW_SPLIT:
         per, n_tasks = _rows_per_task(rows, d, rows)
         for tt in prange(n_tasks):
-            t = np.int64(tt)  # the prange index is unsigned
-            _moments_rows(x, mean, var, t, per)
+            _moments_rows(x, mean, var, np.int64(tt), per)  # the prange index is unsigned
     else:
         nseg, seg = _segments(d)
         pmean = np.empty((rows, nseg))
         pm2 = np.empty((rows, nseg))
         for tt in prange(rows * nseg):
-            t = np.int64(tt)  # the prange index is unsigned
-            _segment_stats(x, t, nseg, seg, pmean, pm2)
+            _segment_stats(x, np.int64(tt), nseg, seg, pmean, pm2)
         _combine_segments(pmean, pm2, d, seg, mean, var)
-    return mean, var
-
-
-@serial_jit
-def row_moments_serial(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Single-threaded :func:`row_moments_parallel` for short rows."""
-    rows, d = x.shape
-    mean = np.empty(rows)
-    var = np.empty(rows)
-    per, n_tasks = _rows_per_task(rows, d, rows)
-    for t in range(n_tasks):
-        _moments_rows(x, mean, var, t, per)
     return mean, var
 
 
@@ -388,17 +387,35 @@ def _segment_grad(dy, x, mean, rstd, w, out, s0, s1, a, c, dw, db, param_grads):
             orow[j] = rs * (gj * wr[j] - ar - xh * cr)
 
 
-@parallel_jit
-def layer_norm_backward_parallel(
+@serial_jit
+def _segment_coefficients(psg, psgx, d):
+    """Per split row: ``mean(g)`` and ``mean(g * xhat)`` from the segments' sums."""
+    rows, nseg = psg.shape
+    a = np.empty(rows)
+    c = np.empty(rows)
+    for r in range(rows):
+        sg = 0.0
+        sgx = 0.0
+        for i in range(nseg):
+            sg += psg[r, i]
+            sgx += psgx[r, i]
+        a[r] = sg / d
+        c[r] = sgx / d
+    return a, c
+
+
+@kernel
+def layer_norm_backward(
     dy: np.ndarray,
     x: np.ndarray,
     mean: np.ndarray,
     rstd: np.ndarray,
-    weight: np.ndarray | None,
+    weight: np.ndarray,
     out: np.ndarray,
     param_grads: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """LayerNorm input gradient of ``(R, D)`` rows into ``out``.
+    """LayerNorm input gradient of ``(R, D)`` rows of at most ``ROW_SPLIT`` values into
+    ``out``.
 
     Returns float64 ``(dweight, dbias)`` of length D (zeros unless ``param_grads``).
     """
@@ -406,75 +423,42 @@ def layer_norm_backward_parallel(
     w = _ones(d, weight)
     dw = np.zeros(d)
     db = np.zeros(d)
-    if d <= ROW_SPLIT:
-        per, n_tasks = _rows_per_task(rows, d, MAX_BACKWARD_TASKS)
-        pdw = np.empty((n_tasks if param_grads else 1, d))
-        pdb = np.empty((n_tasks if param_grads else 1, d))
-        for tt in prange(n_tasks):
-            t = np.int64(tt)  # the prange index is unsigned
-            _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads)
-        if param_grads:
-            nblk = (d + 1023) // 1024
-            for ii in prange(nblk):
-                i = np.int64(ii)  # the prange index is unsigned
-                _sum_partials(pdw, pdb, dw, db, i * 1024, min(d, (i + 1) * 1024))
-    else:
-        nseg, seg = _segments(d)
-        psg = np.empty((rows, nseg))
-        psgx = np.empty((rows, nseg))
-        for tt in prange(rows * nseg):
-            t = np.int64(tt)  # the prange index is unsigned
-            _segment_sums(dy, x, mean, rstd, w, t, nseg, seg, psg, psgx)
-        a = np.empty(rows)
-        c = np.empty(rows)
-        for r in range(rows):
-            sg = 0.0
-            sgx = 0.0
-            for i in range(nseg):
-                sg += psg[r, i]
-                sgx += psgx[r, i]
-            a[r] = sg / d
-            c[r] = sgx / d
-        for ii in prange(nseg):
-            i = np.int64(ii)  # the prange index is unsigned
-            _segment_grad(
-                dy,
-                x,
-                mean,
-                rstd,
-                w,
-                out,
-                i * seg,
-                min(d, (i + 1) * seg),
-                a,
-                c,
-                dw,
-                db,
-                param_grads,
-            )
+    per, n_tasks = _rows_per_task(rows, d, MAX_BACKWARD_TASKS)
+    pdw = np.empty((n_tasks if param_grads else 1, d))
+    pdb = np.empty((n_tasks if param_grads else 1, d))
+    for tt in prange(n_tasks):
+        t = np.int64(tt)  # the prange index is unsigned
+        _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads)
+    if param_grads:
+        for ii in prange((d + 1023) // 1024):
+            i = np.int64(ii)
+            _sum_partials(pdw, pdb, dw, db, i * 1024, min(d, (i + 1) * 1024))
     return dw, db
 
 
-@serial_jit
-def layer_norm_backward_serial(
+@kernel
+def layer_norm_backward_long(
     dy: np.ndarray,
     x: np.ndarray,
     mean: np.ndarray,
     rstd: np.ndarray,
-    weight: np.ndarray | None,
+    weight: np.ndarray,
     out: np.ndarray,
     param_grads: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Single-threaded :func:`layer_norm_backward_parallel` for short rows."""
+    """:func:`layer_norm_backward` of rows longer than ``ROW_SPLIT``, split into segments."""
     rows, d = x.shape
     w = _ones(d, weight)
     dw = np.zeros(d)
     db = np.zeros(d)
-    per, n_tasks = _rows_per_task(rows, d, MAX_BACKWARD_TASKS)
-    pdw = np.empty((n_tasks if param_grads else 1, d))
-    pdb = np.empty((n_tasks if param_grads else 1, d))
-    for t in range(n_tasks):
-        _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads)
-    if param_grads:
-        _sum_partials(pdw, pdb, dw, db, 0, d)
+    nseg, seg = _segments(d)
+    psg = np.empty((rows, nseg))
+    psgx = np.empty((rows, nseg))
+    for tt in prange(rows * nseg):
+        _segment_sums(dy, x, mean, rstd, w, np.int64(tt), nseg, seg, psg, psgx)
+    a, c = _segment_coefficients(psg, psgx, d)
+    for ii in prange(nseg):
+        i = np.int64(ii)
+        s1 = min(d, (i + 1) * seg)
+        _segment_grad(dy, x, mean, rstd, w, out, i * seg, s1, a, c, dw, db, param_grads)
     return dw, db

@@ -25,14 +25,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, parallel_jit, serial_jit
+from .jit import TASK_SIZE, kernel, serial_jit
 
-__all__ = [
-    "channel_moments_parallel",
-    "channel_moments_serial",
-    "channel_sums_parallel",
-    "channel_sums_serial",
-]
+__all__ = ["channel_moments", "channel_sums"]
 
 #: Rows at least this long are reduced along ``L`` (see the module docstring).
 #: Measured (serial moments, float32, 8M values, per-column vs per-row layout):
@@ -186,12 +181,12 @@ def _moments_short(x, t, plan, pmean, pm2):
             acc[j] += v[j]
         r += 1
     mean = np.empty(cols)
-    inv = 1.0 / full if full > 0 else 0.0
+    # divisions, not multiplications by a reciprocal: n equal values average exactly
+    div = max(full, 1)
     for j in range(cols):
-        mean[j] = acc[j] * inv
-    inv = 1.0 / (full + 1)
+        mean[j] = acc[j] / div
     for j in range(tail):
-        mean[j] = acc[j] * inv
+        mean[j] = acc[j] / (full + 1)
     m2 = np.zeros(cols)
     r = 0
     while r + 4 <= full:
@@ -267,39 +262,33 @@ def _merge_moments(pmean, pm2, counts):
     return mean, m2
 
 
-@parallel_jit
-def channel_moments_parallel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float64 mean and biased variance of C-contiguous ``(N, C, L)`` data."""
-    n, c, length = x.shape
-    plan = _plan(n, c, length)
-    n_chunks, n_blocks = plan[6], plan[7]
-    pmean = np.empty((n_chunks, c))
-    pm2 = np.empty((n_chunks, c))
-    for tt in prange(n_chunks * n_blocks):
-        t = np.int64(tt)  # the prange index is unsigned
-        if plan[0]:
-            _moments_long(x, t, plan, pmean, pm2)
-        else:
-            _moments_short(x, t, plan, pmean, pm2)
-    counts = _chunk_counts(n, length, plan[0], plan[1], plan[2], plan[3], n_chunks)
-    return _merge_moments(pmean, pm2, counts)
+@serial_jit
+def _moments_task(x, t, plan, pmean, pm2):
+    """Task ``t`` of :func:`channel_moments` in the plan's layout."""
+    if plan[0]:
+        _moments_long(x, t, plan, pmean, pm2)
+    else:
+        _moments_short(x, t, plan, pmean, pm2)
 
 
 @serial_jit
-def channel_moments_serial(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Single-threaded :func:`channel_moments_parallel` (same tasks, same result)."""
+def _moments_result(x, plan, pmean, pm2):
+    """Merge the task rows of :func:`channel_moments` into float64 mean and variance."""
+    n, _, length = x.shape
+    counts = _chunk_counts(n, length, plan[0], plan[1], plan[2], plan[3], plan[6])
+    return _merge_moments(pmean, pm2, counts)
+
+
+@kernel
+def channel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float64 mean and biased variance of C-contiguous ``(N, C, L)`` data."""
     n, c, length = x.shape
     plan = _plan(n, c, length)
-    n_chunks, n_blocks = plan[6], plan[7]
-    pmean = np.empty((n_chunks, c))
-    pm2 = np.empty((n_chunks, c))
-    for t in range(n_chunks * n_blocks):
-        if plan[0]:
-            _moments_long(x, t, plan, pmean, pm2)
-        else:
-            _moments_short(x, t, plan, pmean, pm2)
-    counts = _chunk_counts(n, length, plan[0], plan[1], plan[2], plan[3], n_chunks)
-    return _merge_moments(pmean, pm2, counts)
+    pmean = np.empty((plan[6], c))
+    pm2 = np.empty((plan[6], c))
+    for tt in prange(plan[6] * plan[7]):
+        _moments_task(x, np.int64(tt), plan, pmean, pm2)  # the prange index is unsigned
+    return _moments_result(x, plan, pmean, pm2)
 
 
 # ----------------------------------------------------------------------------- backward sums
@@ -393,36 +382,15 @@ def _merge_sums(psum, pdot):
     return s, q
 
 
-@parallel_jit
-def channel_sums_parallel(
-    dy: np.ndarray, x: np.ndarray, mean: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+@kernel
+def channel_sums(dy: np.ndarray, x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in one pass."""
     n, c, length = x.shape
     plan = _plan(n, c, length)
-    n_chunks, n_blocks = plan[6], plan[7]
-    psum = np.empty((n_chunks, c))
-    pdot = np.empty((n_chunks, c))
-    for tt in prange(n_chunks * n_blocks):
+    psum = np.empty((plan[6], c))
+    pdot = np.empty((plan[6], c))
+    for tt in prange(plan[6] * plan[7]):
         t = np.int64(tt)  # the prange index is unsigned
-        if plan[0]:
-            _sums_long(dy, x, mean, t, plan, psum, pdot)
-        else:
-            _sums_short(dy, x, mean, t, plan, psum, pdot)
-    return _merge_sums(psum, pdot)
-
-
-@serial_jit
-def channel_sums_serial(
-    dy: np.ndarray, x: np.ndarray, mean: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Single-threaded :func:`channel_sums_parallel` (same tasks, same result)."""
-    n, c, length = x.shape
-    plan = _plan(n, c, length)
-    n_chunks, n_blocks = plan[6], plan[7]
-    psum = np.empty((n_chunks, c))
-    pdot = np.empty((n_chunks, c))
-    for t in range(n_chunks * n_blocks):
         if plan[0]:
             _sums_long(dy, x, mean, t, plan, psum, pdot)
         else:
