@@ -2,8 +2,9 @@
 
 Each thread takes groups of eight consecutive global elements (two Philox blocks, one
 bitmask byte) of its row: it draws their words, drops, scales, adds the residual,
-stores ``r`` and runs Welford over the stored values; the block merges the
-triples through shared memory (Chan), then writes ``y = (r - mean) * rstd * weight
+stores ``r`` and sums the stored values shifted by the row's first input value
+(no division per element, see :mod:`._reduce`); the block adds the sums through
+shared memory, then writes ``y = (r - mean) * rstd * weight
 + bias`` from ``r``. Element ``i`` of the C-ordered data gets the Philox word every
 other backend gives it, so the masks agree bit for bit.
 
@@ -22,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out
+from ._arrays import alloc_like, kernel_in, kernel_out, vectors_like
 from ._dropout import _key_and_call, _philox_block
 from ._layernorm import _placeholder, _row_threads
-from ._reduce import tree_merge, welford_step
-from ._runtime import THREADS, blocks_for, cuda, stream
+from ._reduce import shifted_moments, tree_sum2
+from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device, stream
 
 __all__ = ["dropout_add_layer_norm_forward"]
 
@@ -43,7 +44,7 @@ def _word(w0, w1, w2, w3, lane):
     return w3
 
 
-@cuda.jit
+@kernel
 def _fused_kernel(
     x, residual, has_residual, weight, bias, has_weight, has_bias, eps,
     drop, threshold, scale, zero, offset, k0, k1, c2, c3, pack,
@@ -51,17 +52,21 @@ def _fused_kernel(
 ):  # fmt: skip
     """``r = dropout(x) + residual``, ``out = layer_norm(r)``; row element ``j`` is global
     element ``offset + row * D + j``."""
-    sn = cuda.shared.array(THREADS, np.float64)
-    smean = cuda.shared.array(THREADS, np.float64)
-    sm2 = cuda.shared.array(THREADS, np.float64)
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
     tid = cuda.threadIdx.x
     features = x.shape[1]
     row = cuda.blockIdx.x
     while row < x.shape[0]:
         g0 = offset + row * features
-        n = 0.0
-        mu = 0.0
-        m2 = 0.0
+        # the shift: any value common to the row's threads; r's first value before dropout
+        k = 0.0
+        if features > 0:
+            k = float(x[row, 0])
+            if has_residual:
+                k += float(residual[row, 0])
+        a = 0.0
+        b = 0.0
         u = g0 // 8 + tid
         while u <= (g0 + features - 1) // 8:
             bits = 0
@@ -82,17 +87,18 @@ def _fused_kernel(
                         if has_residual:
                             v = v + residual[row, j]
                         r[row, j] = v
-                        n, mu, m2 = welford_step(n, mu, m2, float(r[row, j]))
+                        d = float(r[row, j]) - k
+                        a += d
+                        b += d * d
             if pack:
                 bitmask[u] = bits
             u += cuda.blockDim.x
-        sn[tid] = n
-        smean[tid] = mu
-        sm2[tid] = m2
+        sa[tid] = a
+        sb[tid] = b
         cuda.syncthreads()
-        tree_merge(sn, smean, sm2, tid, tid, 1, cuda.blockDim.x)
-        mu = smean[0]
-        rs = 1.0 / math.sqrt(sm2[0] / features + eps)
+        tree_sum2(sa, sb, tid, tid, 1, cuda.blockDim.x)
+        mu, var = shifted_moments(k, sa[0], sb[0], float(features))
+        rs = 1.0 / math.sqrt(var + eps)
         cuda.syncthreads()  # everyone has read slot 0 before the next row overwrites it
         j = tid
         while j < features:
@@ -109,7 +115,7 @@ def _fused_kernel(
         row += cuda.gridDim.x
 
 
-@cuda.jit
+@kernel
 def _pack_kernel(n, threshold, k0, k1, c2, c3, bitmask):
     """Pack the keep-mask of elements ``0 .. n - 1``: one byte (two Philox blocks) per thread."""
     b = cuda.grid(1)
@@ -164,37 +170,49 @@ def dropout_add_layer_norm_forward(
     mean, rstd : float64 device arrays of shape (R,)
     """
     rows, features = x.shape
-    mean = alloc_like(x, (rows,), np.float64)
-    rstd = alloc_like(x, (rows,), np.float64)
+    stats = vectors_like(x, (2, rows), np.float64)
+    mean, rstd = stats[0], stats[1]
     drop = threshold is not None
     keys = _key_and_call(seed if drop else 0, call)
     inline_pack = bitmask is not None and features % 8 == 0
-    s = stream()
-    if rows:
-        _fused_kernel[blocks_for(rows, 1), _row_threads(features), s](
-            kernel_in(x),
-            kernel_in(x if residual is None else residual),
-            residual is not None,
-            kernel_in(_placeholder(x) if weight is None else weight),
-            kernel_in(_placeholder(x) if bias is None else bias),
-            weight is not None,
-            bias is not None,
-            float(eps),
-            drop,
-            np.uint64(threshold if drop else 0),
-            x.dtype.type(scale if drop else 1),
-            x.dtype.type(0),
-            np.int64(offset),
-            *keys,
-            inline_pack,
-            kernel_out(out),
-            kernel_out(r_out),
-            kernel_out(mean),
-            kernel_out(rstd),
-            kernel_out(bitmask if inline_pack else alloc_like(x, (1,), np.uint8)),
-        )
-    if bitmask is not None and not inline_pack and bitmask.shape[0]:
-        _pack_kernel[blocks_for(bitmask.shape[0]), THREADS, s](
-            np.int64(x.size), np.uint64(threshold), *keys, kernel_out(bitmask)
-        )
+    with on_device(x):
+        s = stream()
+        if rows:
+            launch(
+                _fused_kernel,
+                blocks_for(rows, 1),
+                _row_threads(features),
+                s,
+                kernel_in(x),
+                kernel_in(x if residual is None else residual),
+                residual is not None,
+                kernel_in(_placeholder(x, bias) if weight is None else weight),
+                kernel_in(_placeholder(x, weight) if bias is None else bias),
+                weight is not None,
+                bias is not None,
+                float(eps),
+                drop,
+                np.uint64(threshold if drop else 0),
+                x.dtype.type(scale if drop else 1),
+                x.dtype.type(0),
+                np.int64(offset),
+                *keys,
+                inline_pack,
+                kernel_out(out),
+                kernel_out(r_out),
+                kernel_out(mean),
+                kernel_out(rstd),
+                kernel_out(bitmask if inline_pack else alloc_like(x, (1,), np.uint8)),
+            )
+        if bitmask is not None and not inline_pack and bitmask.shape[0]:
+            launch(
+                _pack_kernel,
+                blocks_for(bitmask.shape[0]),
+                THREADS,
+                s,
+                np.int64(x.size),
+                np.uint64(threshold),
+                *keys,
+                kernel_out(bitmask),
+            )
     return out, r_out, mean, rstd

@@ -35,6 +35,7 @@ def _a(dtype: str, ndim: int) -> str:
 def _table() -> list[tuple[Any, tuple[str, ...]]]:
     from . import _batchnorm as bn
     from . import _dropout as dr
+    from . import _dropout_add_norm as fu
     from . import _layernorm as ln
     from . import _reduce as rd
 
@@ -45,6 +46,7 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         (rd.column_sums2_kernel, (p, p, v, v)),
         (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
         (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
+        (fu._pack_kernel, (i64, u64, *key, _a("uint8", 1))),
     ]
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
@@ -67,6 +69,9 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         for w, b in product(_FLOATS, _FLOATS):
             fwd = (x2, _a(w, 1), _a(b, 1), b1, b1, f64, x2, v, v)
             rows.append((ln._forward_kernel, fwd))
+            # dropout + residual add + LayerNorm (the residual has x's dtype)
+            fused = (x2, x2, b1, _a(w, 1), _a(b, 1), b1, b1, f64, b1, u64, x, x, i64, *key)
+            rows.append((fu._fused_kernel, (*fused, b1, x2, x2, v, v, _a("uint8", 1))))
         # gradients may come in another dtype than the data
         for dy in _FLOATS:
             d1, d2, d3 = _a(dy, 1), _a(dy, 2), _a(dy, 3)
