@@ -420,3 +420,65 @@ def test_check_backend_covers_the_fused_kernel(backend):
 
     with pytest.raises(AssertionError, match="dropout_add_layer_norm_forward"):
         _check_fused(IgnoresResidual(), reference)
+
+
+def test_layer_grads_accumulate_in_place_with_a_multi_dim_shape(rng):
+    layer = normdrop.DropoutAddLayerNorm((3, 4), p=P, seed=SEED, dtype="float64")
+    assert list(layer.grads) == [k for k, _ in layer.named_parameters()] == ["weight", "bias"]
+    held = dict(layer.grads)  # an optimiser's references
+    x, res = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    dy = rng.standard_normal((2, 3, 4))
+    layer(x, res)
+    layer.backward(dy)
+    ref = F.layer_norm_backward(dy, layer._saved[0], (3, 4), *_stats(layer), layer.weight)
+    for key, expected in zip(["weight", "bias"], ref[1:], strict=True):
+        assert layer.grads[key] is held[key] and held[key].shape == (3, 4)
+        np.testing.assert_allclose(held[key], expected, rtol=1e-12, atol=1e-12)
+    layer.zero_grad()
+    assert layer.grads["weight"] is held["weight"] and not held["weight"].any()
+    with pytest.raises(ShapeError):  # a bad gradient changes no gradient
+        layer.backward(np.ones((2, 3, 5)))
+    assert not held["weight"].any() and not held["bias"].any()
+    no_affine = normdrop.DropoutAddLayerNorm(4, elementwise_affine=False, seed=0)
+    assert no_affine.grads == {} and no_affine.state_dict() == {}
+
+
+def _stats(layer):
+    _, mean, rstd, *_ = layer._saved
+    return mean.reshape(-1), rstd.reshape(-1)
+
+
+def test_layer_save_load_resumes_the_masks_exactly(backend, rng, tmp_path):
+    shape = _shape(backend, big=(4, 16))
+    x, res, _, _ = _data(rng, shape, np.float32)
+    layer = normdrop.DropoutAddLayerNorm(shape[-1], p=P, seed=SEED, backend=backend.name)
+    layer(backend.asarray(x), backend.asarray(res))
+    assert list(layer.state_dict()) == ["weight", "bias"]  # PyTorch's keys by default
+    extra = layer.state_dict(extra_state=True)["_extra_state"]
+    np.testing.assert_array_equal(extra, np.array([SEED, 1], np.uint64))
+    layer.save(tmp_path / "block")
+    expected = to_numpy(backend, layer(backend.asarray(x), backend.asarray(res))[1])
+    resumed = normdrop.DropoutAddLayerNorm(shape[-1], p=P, seed=1, backend=backend.name)
+    resumed.load(tmp_path / "block")
+    assert (resumed.seed, resumed.call_count) == (SEED, 1)
+    got = to_numpy(backend, resumed(backend.asarray(x), backend.asarray(res))[1])
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bad", [np.array([1, 2, 3]), np.array([1.0, 2.0]), [-1, 2], [[1], [2, 3]]])
+def test_layer_bad_extra_state_is_refused_and_changes_nothing(bad):
+    layer = normdrop.DropoutAddLayerNorm(4, seed=5)
+    layer.call_count = 2
+    with pytest.raises(InvalidParameterError, match=r"DropoutAddLayerNorm extra state"):
+        layer.set_extra_state(bad)
+    assert (layer.seed, layer.call_count) == (5, 2)
+
+
+def test_failed_sequential_forward_puts_the_call_count_back():
+    block = normdrop.DropoutAddLayerNorm(4, p=P, seed=3)
+    model = normdrop.Sequential(block, normdrop.LayerNorm(5))  # the later layer raises
+    block(np.ones((2, 4)))
+    saved = block._saved
+    with pytest.raises(ShapeError):
+        model(np.ones((2, 4)))
+    assert block.call_count == 1 and block._saved is saved

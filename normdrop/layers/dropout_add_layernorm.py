@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from normdrop import _fused, _validation, functional
-from normdrop.errors import BackwardBeforeForwardError
+from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError
+from normdrop.layers import _devices
+from normdrop.layers._state_dict import host_array
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 from normdrop.random import draw_seed
@@ -56,6 +60,15 @@ class DropoutAddLayerNorm(Module):
         Training calls so far: the ``call`` of the next mask.
     weight, bias : array of shape normalized_shape or None
     grads : dict
+        Accumulated gradients, keyed like :meth:`named_parameters`.
+
+    Notes
+    -----
+    ``seed`` and ``call_count`` are the layer's extra state, as in ``Dropout``
+    (:meth:`get_extra_state`): :meth:`save` stores them, so a run resumed from a
+    checkpoint draws the same masks as an uninterrupted one. A call that raises
+    changes no state; in a :class:`~normdrop.layers.Sequential` whose forward
+    raises, ``call_count`` is put back as well.
 
     Examples
     --------
@@ -95,17 +108,27 @@ class DropoutAddLayerNorm(Module):
         self.dtype = dtype
         self.seed = seed
         self.call_count = 0
-        self._parameters = {"weight": None, "bias": None}
-        if elementwise_affine:
-            self._parameters["weight"] = self._new_array(np.ones(normalized_shape, dtype))
-            if use_bias:
-                self._parameters["bias"] = self._new_array(np.zeros(normalized_shape, dtype))
-        self.zero_grad()
+        weight = np.ones(normalized_shape, dtype) if elementwise_affine else None
+        has_bias = elementwise_affine and use_bias
+        self.register_parameter("weight", weight)
+        self.register_parameter("bias", np.zeros(normalized_shape, dtype) if has_bias else None)
+
+    _forward_state_attributes = ("call_count",)
 
     @property
     def p(self) -> float:
         """The drop probability."""
         return self._p
+
+    @property
+    def weight(self) -> Array | None:
+        """Scale per element of ``normalized_shape``, or ``None`` without elementwise affine."""
+        return self._parameters["weight"]
+
+    @property
+    def bias(self) -> Array | None:
+        """Shift per element of ``normalized_shape``, or ``None`` (see ``bias=``)."""
+        return self._parameters["bias"]
 
     def reset_parameters(self) -> None:
         """Reset ``weight`` to ones and ``bias`` to zeros."""
@@ -164,7 +187,7 @@ class DropoutAddLayerNorm(Module):
             None,
             True,
         )
-        self._saved = (r, mean, rstd, bitmask, call if drop else None, residual is not None)
+        self.save_for_backward(r, mean, rstd, bitmask, call if drop else None, residual is not None)
         if self.training:
             self.call_count += 1
         return y, r
@@ -174,7 +197,8 @@ class DropoutAddLayerNorm(Module):
     ) -> tuple[Array, Array | None]:
         """Return ``(grad_x, grad_residual)`` of the last forward pass.
 
-        Parameter gradients are added into :attr:`grads` until :meth:`zero_grad`.
+        Parameter gradients are added into the arrays of :attr:`grads` (in place)
+        until :meth:`zero_grad`.
 
         Parameters
         ----------
@@ -194,15 +218,47 @@ class DropoutAddLayerNorm(Module):
         ------
         BackwardBeforeForwardError
             No forward pass has run since construction (or unpickling, or :meth:`to`).
+        BackendArrayError
+            ``grad_output`` or ``grad_r`` lives on another device than the layer,
+            or is an array no backend takes (e.g. a torch tensor).
         """
-        self._check_device("grad_output", grad_output)
-        if grad_r is not None:
-            self._check_device("grad_r", grad_r)
-        if self._saved is None:
+        for name, grad in (("grad_output", grad_output), ("grad_r", grad_r)):
+            if grad is not None and (
+                type(grad) is not np.ndarray or self._array_backend.device != "cpu"
+            ):
+                self._check_device(name, grad)
+                _devices.check_array_kind(self, name, grad)
+        saved = self._saved
+        if saved is None:
             raise BackwardBeforeForwardError(
                 f"{type(self).__name__}.backward() called before any forward pass"
             )
-        r, mean, rstd, bitmask, call, has_residual = self._saved
+        grad_inputs, param_grads = self.compute_backward(grad_output, *saved, grad_r=grad_r)
+        self._accumulate(param_grads)
+        return grad_inputs
+
+    def compute_backward(
+        self, grad_output: Array, *saved: Any, grad_r: Array | None = None
+    ) -> tuple[tuple[Array, Array | None], dict[str, Array]]:
+        """Input and parameter gradients of the forward pass that saved ``saved``.
+
+        Parameters
+        ----------
+        grad_output : array
+            Gradient of the loss with respect to ``y``.
+        *saved
+            What the last :meth:`forward` saved.
+        grad_r : array, optional
+            Gradient of the loss with respect to ``r`` from elsewhere.
+
+        Returns
+        -------
+        (grad_x, grad_residual) : tuple
+            ``grad_residual`` is ``None`` when the forward had no residual.
+        param_grads : dict
+            ``weight`` and ``bias`` gradients, for the parameters the layer has.
+        """
+        r, mean, rstd, bitmask, call, has_residual = saved
         lead = tuple(r.shape[: r.ndim - len(self.normalized_shape)])
         dx, dres, dweight, dbias = _fused.dropout_add_layer_norm_backward(
             grad_output,
@@ -220,11 +276,46 @@ class DropoutAddLayerNorm(Module):
             has_residual=has_residual,
             backend=self._backend_choice,
         )
+        grads = {}
         if self.weight is not None:
-            self.grads["weight"] = self.grads["weight"] + dweight
+            grads["weight"] = dweight
         if self.bias is not None:
-            self.grads["bias"] = self.grads["bias"] + dbias
-        return dx, dres
+            grads["bias"] = dbias
+        return (dx, dres), grads
+
+    def get_extra_state(self) -> np.ndarray:
+        """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return np.array([self.seed, self.call_count], dtype=np.uint64)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore ``seed`` and ``call_count`` from :meth:`get_extra_state`'s array.
+
+        Parameters
+        ----------
+        state : array of two non-negative integers
+
+        Raises
+        ------
+        InvalidParameterError
+            ``state`` is not two integers in [0, 2**64); nothing is changed.
+        """
+        try:
+            values = host_array(state)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            values = np.empty(0)
+        if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
+            raise InvalidParameterError(
+                f"{type(self).__name__} extra state must be [seed, call_count], two integers "
+                f"in [0, 2**64), got {state!r}",
+                parameter_name="state",
+                value=state,
+            )
+        self.seed, self.call_count = (int(v) for v in values)
 
     def __repr__(self) -> str:
         return (
