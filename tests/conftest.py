@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 
 # Before anything imports numba: the cuda backend runs on the GPU when there is one and CuPy is
 # installed (the cuda extra), and on the CUDA simulator otherwise.
@@ -18,6 +19,14 @@ _GPU = shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidia0")
 _CUPY = importlib.util.find_spec("cupy") is not None
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (_GPU and _CUPY):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+# Every test run compiles into a kernel cache of its own, so that a cache entry broken by an
+# earlier run (or by a Numba bug such as numba/numba#8578) can never fail a whole run.
+# NORMDROP_TEST_CACHE_DIR names a folder to reuse across runs instead (faster, at that risk).
+_OWN_CACHE = not os.environ.get("NORMDROP_TEST_CACHE_DIR")
+TEST_CACHE_DIR = os.environ.get("NORMDROP_TEST_CACHE_DIR") or tempfile.mkdtemp(
+    prefix="normdrop-test-cache-"
+)
+os.environ["NUMBA_CACHE_DIR"] = TEST_CACHE_DIR
 # Every cuda kernel launch checks its argument types against the table CI compiles.
 os.environ.setdefault("NORMDROP_CUDA_CHECK_SIGNATURES", "1")
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
@@ -32,8 +41,20 @@ import normdrop  # noqa: E402
 from normdrop.errors import BackendError  # noqa: E402
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this run's private kernel cache."""
+    if _OWN_CACHE:
+        shutil.rmtree(TEST_CACHE_DIR, ignore_errors=True)
+
+
 def pytest_report_header(config):
-    """Say whether the cuda backend's tests run on a GPU or on the CUDA simulator."""
+    """Say where this run caches kernels, and whether the cuda backend's tests run on a GPU
+    or on the CUDA simulator."""
+    return [f"kernel cache: {TEST_CACHE_DIR} ({'private to this run' if _OWN_CACHE else 'reused'})",
+            _cuda_header()]  # fmt: skip
+
+
+def _cuda_header() -> str:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         why = "a GPU is here but CuPy is not: pip install -e '.[test,cuda]'" if _GPU else "no GPU"
         return f"cuda backend: CUDA simulator (NUMBA_ENABLE_CUDASIM=1; {why})"

@@ -207,3 +207,19 @@ def test_no_compiled_function_calls_a_kernel_and_every_one_releases_the_gil():
             if isinstance(ref, numba.core.registry.CPUDispatcher):
                 assert not ref.targetoptions.get("parallel"), f"{name} calls parallel {ref_name}"
         assert is_kernel_clone or not parallel
+
+
+def test_the_suite_compiles_into_a_private_cache():
+    """Each test run has its own kernel cache (tests/conftest.py), so a cache entry broken by
+    an earlier run can never fail a whole run: the numba backend caches into that folder."""
+    from conftest import TEST_CACHE_DIR
+
+    from normdrop.backends.numba_backend.disk_cache import kernel_cache_folder
+
+    assert os.environ["NUMBA_CACHE_DIR"] == TEST_CACHE_DIR
+    folder = os.path.realpath(kernel_cache_folder())
+    assert os.path.commonpath([folder, os.path.realpath(TEST_CACHE_DIR)]) == os.path.realpath(
+        TEST_CACHE_DIR
+    )
+    if not os.environ.get("NORMDROP_TEST_CACHE_DIR"):
+        assert os.path.basename(TEST_CACHE_DIR).startswith("normdrop-test-cache-")
