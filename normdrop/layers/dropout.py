@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation, functional
-from normdrop.errors import InvalidParameterError, ShapeError
-from normdrop.layers._state_dict import host_array
+from normdrop.errors import ShapeError
+from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 from normdrop.random import draw_seed
@@ -16,7 +16,7 @@ from normdrop.random import draw_seed
 __all__ = ["Dropout"]
 
 
-class Dropout(Module):
+class Dropout(SeededCalls, Module):
     """Inverted dropout, as ``torch.nn.Dropout``, with a counter-based mask.
 
     In training each element is zeroed with probability ``p`` and survivors
@@ -146,40 +146,6 @@ class Dropout(Module):
             # the input's dtype, as BatchNorm, LayerNorm and PyTorch
             dx = dx.astype(dtype) if hasattr(dx, "astype") else np.asarray(dx, dtype=dtype)
         return dx, {}
-
-    def get_extra_state(self) -> np.ndarray:
-        """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).
-
-        Returns
-        -------
-        numpy.ndarray
-        """
-        return np.array([self.seed, self.call_count], dtype=np.uint64)
-
-    def set_extra_state(self, state: Any) -> None:
-        """Restore ``seed`` and ``call_count`` from :meth:`get_extra_state`'s array.
-
-        Parameters
-        ----------
-        state : array of two non-negative integers
-
-        Raises
-        ------
-        InvalidParameterError
-            ``state`` is not two integers in [0, 2**64); nothing is changed.
-        """
-        try:
-            values = host_array(state)
-        except (TypeError, ValueError):  # e.g. a ragged list
-            values = np.empty(0)
-        if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
-            raise InvalidParameterError(
-                "Dropout extra state must be [seed, call_count], two integers in [0, 2**64), "
-                f"got {state!r}",
-                parameter_name="state",
-                value=state,
-            )
-        self.seed, self.call_count = (int(v) for v in values)
 
     def __repr__(self) -> str:
         return f"Dropout(p={self._p})"

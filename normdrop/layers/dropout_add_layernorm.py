@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from normdrop import _fused, _validation, functional
-from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError
+from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
-from normdrop.layers._state_dict import host_array
+from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 from normdrop.random import draw_seed
@@ -17,7 +17,7 @@ from normdrop.random import draw_seed
 __all__ = ["DropoutAddLayerNorm"]
 
 
-class DropoutAddLayerNorm(Module):
+class DropoutAddLayerNorm(SeededCalls, Module):
     """``r = dropout(x) + residual``, ``y = layer_norm(r)``: a transformer block's epilogue.
 
     One call does what ``Dropout``, an add and ``LayerNorm`` do, in one pass over
@@ -282,40 +282,6 @@ class DropoutAddLayerNorm(Module):
         if self.bias is not None:
             grads["bias"] = dbias
         return (dx, dres), grads
-
-    def get_extra_state(self) -> np.ndarray:
-        """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).
-
-        Returns
-        -------
-        numpy.ndarray
-        """
-        return np.array([self.seed, self.call_count], dtype=np.uint64)
-
-    def set_extra_state(self, state: Any) -> None:
-        """Restore ``seed`` and ``call_count`` from :meth:`get_extra_state`'s array.
-
-        Parameters
-        ----------
-        state : array of two non-negative integers
-
-        Raises
-        ------
-        InvalidParameterError
-            ``state`` is not two integers in [0, 2**64); nothing is changed.
-        """
-        try:
-            values = host_array(state)
-        except (TypeError, ValueError):  # e.g. a ragged list
-            values = np.empty(0)
-        if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
-            raise InvalidParameterError(
-                f"{type(self).__name__} extra state must be [seed, call_count], two integers "
-                f"in [0, 2**64), got {state!r}",
-                parameter_name="state",
-                value=state,
-            )
-        self.seed, self.call_count = (int(v) for v in values)
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,58 @@
+"""The dropout seed and call counter of a layer, kept as PyTorch-style extra state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from normdrop.errors import InvalidParameterError
+from normdrop.layers._state_dict import host_array
+
+__all__ = ["SeededCalls"]
+
+
+class SeededCalls:
+    """Mixin for layers whose masks come from ``(seed, call_count)``.
+
+    The pair is the layer's extra state (PyTorch's ``get_extra_state`` /
+    ``set_extra_state``, stored under ``"_extra_state"``), so that ``save``/``load``
+    resume its masks exactly. The layer sets ``seed`` and ``call_count``.
+    """
+
+    seed: int
+    call_count: int
+
+    def get_extra_state(self) -> np.ndarray:
+        """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return np.array([self.seed, self.call_count], dtype=np.uint64)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore ``seed`` and ``call_count`` from :meth:`get_extra_state`'s array.
+
+        Parameters
+        ----------
+        state : array of two non-negative integers
+
+        Raises
+        ------
+        InvalidParameterError
+            ``state`` is not two integers in [0, 2**64); nothing is changed.
+        """
+        try:
+            values = host_array(state)
+        except (TypeError, ValueError):  # e.g. a ragged list
+            values = np.empty(0)
+        if values.shape != (2,) or values.dtype.kind not in "iu" or (values < 0).any():
+            raise InvalidParameterError(
+                f"{type(self).__name__} extra state must be [seed, call_count], two integers "
+                f"in [0, 2**64), got {state!r}",
+                parameter_name="state",
+                value=state,
+            )
+        self.seed, self.call_count = (int(v) for v in values)
