@@ -2,11 +2,15 @@
 
 Selection, first match wins: the ``backend=`` argument, then
 :func:`use_backend` (a context variable), then :func:`set_backend` or the
-``NORMDROP_BACKEND`` environment variable, then the array's type. Built-in
-backends are found through a table here (so start-up never scans entry points);
-third-party backends register in the ``normdrop.backends`` entry-point group,
-which is read the first time an unknown name is asked for or the list of
-backends is needed.
+``NORMDROP_BACKEND`` environment variable (read through ``os.environ`` at each call
+that reaches it), then the array's type. Built-in backends are found through a
+table here (so start-up never scans entry points); third-party backends register in
+the ``normdrop.backends`` entry-point group, which is read the first time an unknown
+name is asked for or the list of backends is needed.
+
+Resolution is cheap on every path: a backend object is checked against
+:class:`~normdrop.protocol.Backend` once (when it is loaded, set, or first passed),
+and the backend of an array type is worked out once per type.
 """
 
 from __future__ import annotations
@@ -16,11 +20,10 @@ import importlib
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
-
-import numpy as np
 
 from normdrop.errors import (
     BackendArrayError,
@@ -51,11 +54,21 @@ _BUILTINS: dict[str, tuple[str, str | None]] = {
     "dask": ("normdrop.backends.dask_backend", "dask"),
 }
 
+#: The backend of NumPy arrays (and of calls without data) when nothing else is chosen.
+_CPU_DEFAULT = "numba"
+
 _loaded: dict[str, Backend] = {}
 _plugins: dict[str, Any] | None = None  # name -> EntryPoint, read lazily
 _lock = threading.Lock()
-_context_backend: ContextVar[str | Backend | None] = ContextVar("normdrop_backend", default=None)
-_global_backend: str | Backend | None = None
+# What use_backend and set_backend chose, as backend objects already checked.
+_context_backend: ContextVar[Backend | None] = ContextVar("normdrop_backend", default=None)
+_global_backend: Backend | None = None
+# Backend objects that passed the protocol check, by id: a weak reference whose callback
+# drops the entry when the object dies (so an id is never reused while it is here), or the
+# object itself when it cannot be weakly referenced (kept alive, so its id stays its own).
+_checked: dict[int, Any] = {}
+# Array type -> name of the backend that computes on it when nothing else is chosen.
+_backend_name_by_type: dict[type, str] = {}
 
 
 def _plugin_entry_points() -> dict[str, Any]:
@@ -84,10 +97,11 @@ def registered_backends() -> list[str]:
 
 def _missing_package(exc: BaseException) -> bool:
     """Whether an import failure comes from a package that is not installed."""
-    while exc is not None:
-        if isinstance(exc, ModuleNotFoundError):
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ModuleNotFoundError):
             return True
-        exc = exc.__cause__
+        cause = cause.__cause__
     return False
 
 
@@ -131,8 +145,18 @@ def _load(name: str) -> Backend:
                 ) from exc
         if not isinstance(backend, Backend):
             raise BackendError(f"backend {name!r} does not implement normdrop.protocol.Backend")
+        _remember_checked(backend)
         _loaded[name] = backend
         return backend
+
+
+def _remember_checked(backend: Backend) -> None:
+    """Record that ``backend`` implements the protocol, so it is never checked again."""
+    key = id(backend)
+    try:
+        _checked[key] = weakref.ref(backend, lambda _ref: _checked.pop(key, None))
+    except TypeError:  # no weak references to it (e.g. __slots__ without __weakref__)
+        _checked[key] = backend
 
 
 def get_backend(name: str | Backend) -> Backend:
@@ -155,8 +179,12 @@ def get_backend(name: str | Backend) -> Backend:
         The backend's dependencies are missing; the message names the extra to install.
     """
     if isinstance(name, str):
-        return _load(name)
+        loaded = _loaded.get(name)
+        return loaded if loaded is not None else _load(name)
+    if id(name) in _checked:
+        return name
     if isinstance(name, Backend):
+        _remember_checked(name)
         return name
     raise UnknownBackendError(
         f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}"
@@ -202,9 +230,8 @@ def set_backend(name: str | Backend | None) -> None:
     name : str, Backend or None
     """
     global _global_backend
-    if name is not None:
-        get_backend(name)  # fail now on a bad name, not at the next call
-    _global_backend = name
+    # fail now on a bad name, not at the next call
+    _global_backend = None if name is None else get_backend(name)
 
 
 @contextlib.contextmanager
@@ -229,47 +256,37 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
 
 
 def _default_name_for(x: Any) -> str:
-    if type(x).__module__ == "numpy":
-        return _cpu_default()
+    """The backend name for arrays of ``x``'s type when nothing else is chosen."""
     module = type(x).__module__.split(".", 1)[0]
-    if module == "cupy" or (module != "numpy" and hasattr(x, "__cuda_array_interface__")):
+    if module == "numpy":
+        return _CPU_DEFAULT
+    if module == "cupy" or hasattr(x, "__cuda_array_interface__"):
         return "cuda"
     if getattr(type(x), "__cuda_ndarray__", False):  # numba device arrays, simulated ones too
         return "cuda"
     if module == "dask":
         return "dask"
-    return _cpu_default()
+    return _CPU_DEFAULT
 
 
-# os.environ.get costs about 1 us per call when the variable is unset (it encodes the
-# key and raises KeyError); the mapping behind os.environ answers in tens of ns and
-# sees every change made through os.environ. Other interpreters fall back.
-_ENVIRON_DATA: dict | None = getattr(os.environ, "_data", None)
-_ENV_KEY: Any = os.environ.encodekey(ENV_VAR) if _ENVIRON_DATA is not None else ENV_VAR
-
-
-def _environment_choice() -> str | None:
-    """The value of ``NORMDROP_BACKEND`` at this moment, or ``None`` when unset or empty."""
-    if _ENVIRON_DATA is None:
-        return os.environ.get(ENV_VAR) or None
-    raw = _ENVIRON_DATA.get(_ENV_KEY)
-    return os.environ.decodevalue(raw) or None if raw else None
+def _backend_for_type(x: Any) -> Backend:
+    """The backend for ``x`` chosen by its type, worked out once per type (as einops does)."""
+    name = _backend_name_by_type.get(type(x))
+    if name is None:
+        name = _backend_name_by_type[type(x)] = _default_name_for(x)
+    loaded = _loaded.get(name)
+    return loaded if loaded is not None else get_backend(name)
 
 
 def _environment_backend(name: str) -> Backend:
     """Load the backend that ``NORMDROP_BACKEND`` names; a failure names the variable."""
+    loaded = _loaded.get(name)
+    if loaded is not None:
+        return loaded
     try:
         return get_backend(name)
     except BackendError as exc:
         raise type(exc)(f"{ENV_VAR} (environment variable): {exc}") from exc
-
-
-#: The backend of NumPy arrays when nothing else is chosen.
-_CPU_DEFAULT = "numba"
-
-
-def _cpu_default() -> str:
-    return _CPU_DEFAULT
 
 
 def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
@@ -292,22 +309,13 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
     BackendArrayError
         The chosen backend does not accept ``x``.
     """
-    choice = backend
-    if choice is None:
-        choice = _context_backend.get()
-    if choice is None:
-        choice = _global_backend
-    if choice is None:
-        choice = _environment_choice()
-        if choice is not None and choice not in _loaded:
-            choice = _environment_backend(choice)
-    if choice is None:
-        if type(x) is np.ndarray and _CPU_DEFAULT in _loaded:
-            return _loaded[_CPU_DEFAULT]  # the common case: no choice made, a NumPy array
-        choice = _cpu_default() if x is None else _default_name_for(x)
-    chosen = _loaded.get(choice) if isinstance(choice, str) else None
+    chosen = get_backend(backend) if backend is not None else _context_backend.get()
     if chosen is None:
-        chosen = get_backend(choice)
+        chosen = _global_backend
+    if chosen is None:
+        # read at every call, so a change made through os.environ takes effect at once
+        name = os.environ.get(ENV_VAR)
+        chosen = _environment_backend(name) if name else _backend_for_type(x)
     if x is not None and not chosen.accepts(x):
         raise BackendArrayError(
             f"backend {chosen.name!r} does not accept arrays of type "

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -300,6 +303,115 @@ def test_third_party_backend_object_directly():
     bn = normdrop.BatchNorm1d(2, backend=spy)
     bn(X)
     assert spy.calls == 3
+
+
+# ----------------------------------------------------------------------------- resolution cost
+@pytest.fixture
+def protocol_checks(monkeypatch):
+    """Count the registry's ``isinstance(obj, Backend)`` checks (a list of checked objects)."""
+    checked = []
+
+    class Counting(type):
+        def __instancecheck__(cls, obj):
+            checked.append(obj)
+            return isinstance(obj, Backend)
+
+    monkeypatch.setattr(registry, "Backend", Counting("CountingBackend", (), {}))
+    return checked
+
+
+def test_backend_object_is_checked_once(protocol_checks):
+    spy = SpyBackend()
+    with normdrop.use_backend(spy):
+        for _ in range(3):
+            F.layer_norm(X, 2)
+    for _ in range(3):
+        F.layer_norm(X, 2, backend=spy)
+    normdrop.set_backend(spy)
+    for _ in range(3):
+        F.layer_norm(X, 2)
+        registry.resolve_backend(X)
+    assert spy.calls == 9
+    assert [obj for obj in protocol_checks if obj is spy] == [spy]
+
+
+def test_loaded_backends_are_not_checked_per_call(protocol_checks):
+    numpy_backend = normdrop.get_backend("numpy")
+    with normdrop.use_backend("numpy"):
+        F.layer_norm(X, 2)
+    F.layer_norm(X, 2, backend=numpy_backend)
+    normdrop.set_backend(numpy_backend)
+    F.layer_norm(X, 2)
+    assert protocol_checks == []
+
+
+def test_objects_that_are_not_backends_are_refused_every_time():
+    class NotABackend:
+        name = "fake"
+
+    fake = NotABackend()
+    for _ in range(2):
+        with pytest.raises(UnknownBackendError, match="NotABackend"):
+            normdrop.get_backend(fake)
+        with pytest.raises(UnknownBackendError):
+            F.layer_norm(X, 2, backend=fake)
+        with pytest.raises(UnknownBackendError):
+            normdrop.set_backend(fake)
+    assert registry.resolve_backend(X).name == _cpu_default()
+
+
+def test_a_dead_backend_leaves_no_trace():
+    spy = SpyBackend()
+    normdrop.get_backend(spy)
+    key = id(spy)
+    assert key in registry._checked
+    del spy
+    gc.collect()
+    assert key not in registry._checked  # its id may now belong to any other object
+
+
+def test_backend_without_weak_references_is_checked_once(protocol_checks):
+    # NumpyBackend's kernels on a class whose instances take no weak references
+    methods = {k: v for k, v in vars(NumpyBackend).items() if not k.startswith("__")}
+    slotted = type("Slotted", (), {**methods, "__slots__": (), "name": "slotted"})()
+    with pytest.raises(TypeError):
+        weakref.ref(slotted)
+    for _ in range(3):
+        assert registry.resolve_backend(X, slotted) is slotted
+    assert [obj for obj in protocol_checks if obj is slotted] == [slotted]
+
+
+def test_backend_by_array_type_is_worked_out_once_per_type(monkeypatch):
+    class Sub(np.ndarray):
+        pass
+
+    class CudaLike:
+        __cuda_array_interface__ = {"shape": (1,), "typestr": "<f8", "version": 3}
+
+    asked = []
+    work_out = registry._default_name_for
+    monkeypatch.setattr(
+        registry, "_default_name_for", lambda x: asked.append(type(x)) or work_out(x)
+    )
+    sub = X.view(Sub)
+    for _ in range(3):
+        assert registry.resolve_backend(sub).name == _cpu_default()
+    for _ in range(2):
+        with pytest.raises(BackendError):  # not accepted by the CPU, or cuda not installed
+            registry.resolve_backend(CudaLike())
+    assert asked == [Sub, CudaLike]
+    assert registry._backend_name_by_type[CudaLike] == "cuda"
+
+
+def test_environment_variable_read_through_the_public_mapping(monkeypatch):
+    """The variable is read through ``os.environ`` itself (no private attribute), at each call."""
+    monkeypatch.setattr(os, "environ", {registry.ENV_VAR: "numpy"})
+    assert registry.resolve_backend(X).name == "numpy"
+    os.environ[registry.ENV_VAR] = ""
+    assert registry.resolve_backend(X).name == _cpu_default()
+    os.environ[registry.ENV_VAR] = "nope"
+    with pytest.raises(UnknownBackendError, match="NORMDROP_BACKEND"):
+        registry.resolve_backend(X)
 
 
 # ----------------------------------------------------------------------------- plugins
