@@ -626,7 +626,7 @@ def test_launches_follow_the_array_to_its_gpu_and_its_stream(monkeypatch):
 def test_pytest_header_names_the_simulator_or_the_gpu():
     import conftest
 
-    header = conftest.pytest_report_header(None)
+    header = "\n".join(conftest.pytest_report_header(None))
     assert ("CUDA simulator" in header) == cb.simulator
     assert "real GPU" in header or cb.simulator
 
