@@ -139,7 +139,7 @@ def _numba_copy(src: np.ndarray, dst: np.ndarray) -> Thunk | None:
     except ImportError:
         return None
     kernel = _copy_kernel(numba)
-    threads = min(COPY_THREADS, numba.config.NUMBA_NUM_THREADS)
+    threads = min(COPY_THREADS, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
     def copy() -> None:
         previous = numba.get_num_threads()

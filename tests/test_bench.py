@@ -413,3 +413,20 @@ def test_asv_torch_peer_runs_or_skips(asv_suite):
         peer.time_backward("float32", "small")
     finally:  # asv's setup turns autograd off process-wide; give it back to other tests
         asv_suite._TORCH.set_grad_enabled(True)
+
+
+def test_asv_headline_shapes_in_both_dtypes(asv_suite):
+    assert asv_suite.HeadlineSuite.params[1] == ["float32", "float64"]
+    assert asv_suite.TorchHeadline.params == [["float32", "float64"]]
+    assert asv_suite.HEADLINE_BN == bench.BN_SHAPE and asv_suite.HEADLINE_ROWS == bench.ROWS_SHAPE
+
+
+def test_asv_jax_peer_runs_or_skips(asv_suite):
+    peer = asv_suite.JaxLayerNorm()
+    try:
+        peer.setup("float64", "small")
+    except NotImplementedError:
+        assert _bench_peers.import_jax() is None
+        return
+    peer.time_forward("float64", "small")
+    peer.time_backward("float64", "small")
