@@ -151,6 +151,7 @@ def draw(points: list[dict], path: str, title: str, memory_gbps: float | None) -
         if memory_gbps is not None:
             ax.axhline(memory_gbps, color="grey", linestyle="--", linewidth=1, label="memory speed")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")  # small sizes' GB/s stay readable next to large ones
         sizes = sorted({p["bytes"] for p in points if p["layer"] == layer})
         ax.set_xticks(sizes, [_size_label(s) for s in sizes], rotation=45, fontsize=7)
         ax.minorticks_off()
