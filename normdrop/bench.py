@@ -1057,8 +1057,8 @@ def _footer(rows: Sequence[dict]) -> str:
     notes.append(textwrap.fill(noise, width=100))
     for r in rows:
         if r["noisy"]:
-            notes.append(f"noisy: {r['case']}: {'; '.join(r['noisy'].values())}")
-    notes += [f"error: {e}" for r in rows for e in r["errors"]]
+            notes.append(f"noisy: {r['case']} ({r['dtype']}): {'; '.join(r['noisy'].values())}")
+    notes += [f"error: {r['case']} ({r['dtype']}): {e}" for r in rows for e in r["errors"]]
     return "\n".join(notes)
 
 

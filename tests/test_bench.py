@@ -222,7 +222,8 @@ def test_noisy_and_outlying_measurements_get_extra_rounds(monkeypatch):
     assert "300x slower than the NumPy reference" in row["noisy"]["torch"]
     table = bench.format_table([row])
     assert table.splitlines()[-1].endswith("!")
-    assert "noisy: LayerNorm forward whole layer call: torch 300x slower" in bench._footer([row])
+    footer = bench._footer([row])
+    assert "noisy: LayerNorm forward whole layer call (float32): torch 300x slower" in footer
 
 
 def test_importing_bench_stays_light():
