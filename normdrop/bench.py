@@ -793,9 +793,9 @@ def _row(
     errors = [v for v in timings.values() if isinstance(v, str)]
     spread = {k: (v.spread if isinstance(v, Timing) else None) for k, v in timings.items()}
     reasons = {
-        k: _suspect(k, timings[k], timings.get("reference"))
+        k: _suspect(k, timing, timings.get("reference"))
         for k in ("normdrop", "reference", *PEERS)
-        if isinstance(timings.get(k), Timing)
+        if isinstance(timing := timings.get(k), Timing)
     }
     noisy = {k: why for k, why in reasons.items() if why is not None}
     return {
