@@ -306,7 +306,7 @@ def run(args: Any, cases: list[Any]) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        Parsed ``bench`` arguments (``dtype``, ``json``, ``no_torch``, ``quick``).
+        Parsed ``bench`` arguments (``json``, ``no_torch``, ``quick``).
     cases : list of normdrop.bench.Case
 
     Returns
@@ -325,15 +325,20 @@ def run(args: Any, cases: list[Any]) -> int:
         except ImportError:
             torch = None
     stream = cupy.cuda.get_current_stream()
-    rows = time_cases(
-        cases,
-        np.dtype(args.dtype),
-        cuda_event_timer,
-        cupy,
-        reps=5 if args.quick else 20,
-        sync=stream.synchronize,
-        torch=torch,
-    )
+    dtypes = list(dict.fromkeys(case.dtype for case in cases))  # each case has its dtype
+    rows = [
+        row
+        for dtype in dtypes
+        for row in time_cases(
+            [case for case in cases if case.dtype == dtype],
+            np.dtype(dtype),
+            cuda_event_timer,
+            cupy,
+            reps=5 if args.quick else 20,
+            sync=stream.synchronize,
+            torch=torch,
+        )
+    ]
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     if args.json:

@@ -1,14 +1,17 @@
-"""``normdrop bench``: time every layer against the NumPy reference and PyTorch on the CPU.
+"""``normdrop bench``: time every layer against the NumPy reference, PyTorch and JAX on the CPU.
 
-Each case is timed three ways in the same run: with normdrop's default backend
-(or ``--backend``), with the ``numpy`` reference backend, and with PyTorch on the
-CPU when it is installed. Every row also carries the effective bandwidth of the
-normdrop call and the share it reaches of a plain NumPy copy (``np.copyto``) of
-the same number of bytes, measured next to it. Absolute times on shared machines
-are noisy; the ratios are what to read.
+Each case (in float32 and in float64) is timed in the same run: with normdrop's
+default backend (or ``--backend``), with the ``numpy`` reference backend, with
+PyTorch on the CPU and with ``jax.jit`` of the same math on JAX's CPU device, each
+peer when it is installed. Every row also carries the effective bandwidth of the
+normdrop call, the share it reaches of a plain NumPy copy (``np.copyto``) of the
+same number of bytes, and its share of this run's memory speed
+(:mod:`normdrop._bench_memory`). Absolute times on shared machines are noisy; the
+ratios are what to read. ``--plot`` sweeps the sizes instead
+(:mod:`normdrop._bench_plot`).
 
-This module imports nothing heavy at import time: PyTorch, Numba and tqdm are
-imported only when a benchmark runs.
+This module imports nothing heavy at import time: PyTorch, JAX, Numba, tqdm and
+matplotlib are imported only when a benchmark runs.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 import normdrop
-from normdrop import functional
+from normdrop import _bench_memory, _bench_peers, functional
+from normdrop._bench_memory import MemorySpeed, memory_share
 from normdrop.protocol import Backend
 
 __all__ = [
     "CASES",
+    "DTYPES",
     "NOISE_THRESHOLD",
     "Case",
     "Timing",
@@ -506,6 +511,10 @@ class Case:
         ``build(x, target)`` returns the normdrop thunk to time.
     build_torch : callable
         ``build_torch(xt)`` returns the PyTorch thunk to time.
+    build_jax : callable
+        ``build_jax(x)`` returns the JAX thunk to time (see :mod:`normdrop._bench_peers`).
+    dtype : str
+        The data's dtype: each case runs once per entry of :data:`DTYPES`.
     """
 
     name: str
@@ -513,78 +522,82 @@ class Case:
     passes: float
     build: Callable[[np.ndarray, Target], Thunk] = field(repr=False)
     build_torch: Callable[[Any], Thunk] = field(repr=False)
+    build_jax: _bench_peers.JaxBuilder = field(repr=False)
+    dtype: str = "float32"
+
+    def moved_bytes(self) -> float:
+        """Bytes the case must read plus bytes it must write."""
+        return self.passes * int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
 BN_SHAPE = (64, 256, 512)
 ROWS_SHAPE = (8192, 1024)
+#: The dtypes every case runs in, in the order of the table.
+DTYPES = ("float32", "float64")
+_JAX = _bench_peers.jax_builders(eps=EPS, momentum=MOMENTUM, p=DROPOUT_P, fused_p=FUSED_P)
 
-#: Every case, in the order of the table.
-CASES: tuple[Case, ...] = (
-    Case("BatchNorm1d train forward", BN_SHAPE, 2, _bn_forward(True), _torch_bn_forward(True)),
-    Case("BatchNorm1d eval forward", BN_SHAPE, 2, _bn_forward(False), _torch_bn_forward(False)),
-    Case(
-        "BatchNorm1d train forward channels-last",
-        (65536, 64),
-        2,
-        _bn_forward(True),
-        _torch_bn_forward(True),
-    ),
-    Case("LayerNorm forward", ROWS_SHAPE, 2, _ln_forward, _torch_ln_forward),
-    Case(f"Dropout p={DROPOUT_P} forward", ROWS_SHAPE, 2, _dropout_forward, _torch_dropout_forward),
-    Case("BatchNorm1d backward", BN_SHAPE, 3, _bn_backward, _torch_bn_backward),
-    Case("LayerNorm backward", ROWS_SHAPE, 3, _ln_backward, _torch_ln_backward),
+#: Every case in float32, in the order of the table (:data:`CASES` adds the dtypes).
+_FLOAT32_CASES: tuple[Case, ...] = (
+    Case("BatchNorm1d train forward", BN_SHAPE, 2, _bn_forward(True), _torch_bn_forward(True),
+         _JAX["bn_train"]),
+    Case("BatchNorm1d eval forward", BN_SHAPE, 2, _bn_forward(False), _torch_bn_forward(False),
+         _JAX["bn_eval"]),
+    Case("BatchNorm1d train forward channels-last", (65536, 64), 2, _bn_forward(True),
+         _torch_bn_forward(True), _JAX["bn_train"]),
+    Case("LayerNorm forward", ROWS_SHAPE, 2, _ln_forward, _torch_ln_forward, _JAX["ln_forward"]),
+    Case(f"Dropout p={DROPOUT_P} forward", ROWS_SHAPE, 2, _dropout_forward, _torch_dropout_forward,
+         _JAX["dropout_forward"]),
+    Case("BatchNorm1d backward", BN_SHAPE, 3, _bn_backward, _torch_bn_backward,
+         _JAX["bn_backward"]),
+    Case("LayerNorm backward", ROWS_SHAPE, 3, _ln_backward, _torch_ln_backward,
+         _JAX["ln_backward"]),
     # Dropout backward reads dy (and a 1-bit mask) and writes dx: two passes, not three.
-    Case("Dropout backward", ROWS_SHAPE, 2, _dropout_backward, _torch_dropout_backward),
-    Case(
-        "BatchNorm1d train forward whole layer call",
-        (4, 64, 30),
-        2,
-        _bn_layer_call,
-        _torch_bn_layer_call,
-    ),
-    Case("LayerNorm forward whole layer call", (120, 64), 2, _ln_layer_call, _torch_ln_layer_call),
+    Case("Dropout backward", ROWS_SHAPE, 2, _dropout_backward, _torch_dropout_backward,
+         _JAX["dropout_backward"]),
+    Case("BatchNorm1d train forward whole layer call", (4, 64, 30), 2, _bn_layer_call,
+         _torch_bn_layer_call, _JAX["bn_train"]),
+    Case("LayerNorm forward whole layer call", (120, 64), 2, _ln_layer_call, _torch_ln_layer_call,
+         _JAX["ln_forward"]),
     # Read x and the residual, write y and r (4 passes), plus the float32 data's bitmask.
-    Case(
-        f"Dropout+add+LayerNorm p={FUSED_P} fused forward",
-        ROWS_SHAPE,
-        4 + 1 / 32,
-        _fused_forward,
-        _torch_dropout_add_ln_forward,
-    ),
-    Case(
-        f"Dropout+add+LayerNorm p={FUSED_P} three calls forward",
-        ROWS_SHAPE,
-        4 + 1 / 32,
-        _three_calls_forward,
-        _torch_dropout_add_ln_forward,
-    ),
-)
+    Case(f"Dropout+add+LayerNorm p={FUSED_P} fused forward", ROWS_SHAPE, 4 + 1 / 32,
+         _fused_forward, _torch_dropout_add_ln_forward, _JAX["dropout_add_ln"]),
+    Case(f"Dropout+add+LayerNorm p={FUSED_P} three calls forward", ROWS_SHAPE, 4 + 1 / 32,
+         _three_calls_forward, _torch_dropout_add_ln_forward, _JAX["dropout_add_ln"]),
+)  # fmt: skip
+
+#: Every case in every dtype: all float32 cases, then all float64 ones.
+CASES: tuple[Case, ...] = tuple(replace(c, dtype=d) for d in DTYPES for c in _FLOAT32_CASES)
 
 
-def select_cases(patterns: Sequence[str] | None) -> list[Case]:
+def select_cases(patterns: Sequence[str] | None, dtypes: Sequence[str] | None = None) -> list[Case]:
     """Return the cases whose name contains any of ``patterns`` (case-insensitive).
 
     Parameters
     ----------
     patterns : sequence of str or None
         Substrings; ``None`` or empty selects every case.
+    dtypes : sequence of str or None
+        Keep only the cases in these dtypes; ``None`` or empty keeps every dtype.
 
     Returns
     -------
     list of Case
     """
-    if not patterns:
-        return list(CASES)
-    wanted = [p.lower() for p in patterns]
-    return [c for c in CASES if any(p in c.name.lower() for p in wanted)]
+    wanted = [p.lower() for p in patterns or ()]
+    return [
+        c
+        for c in CASES
+        if (not wanted or any(p in c.name.lower() for p in wanted))
+        and (not dtypes or c.dtype in dtypes)
+    ]
 
 
 def _grad_like(x: np.ndarray) -> np.ndarray:
     return np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype)
 
 
-def _input(case: Case, dtype: np.dtype) -> np.ndarray:
-    return np.random.default_rng(0).standard_normal(case.shape).astype(dtype)
+def _input(case: Case) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(case.shape).astype(case.dtype)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -594,7 +607,6 @@ class Settings:
 
     Attributes
     ----------
-    dtype : numpy.dtype
     budget : float
         Seconds of timed repeats per measurement.
     repeat : int
@@ -607,7 +619,6 @@ class Settings:
         Interleaved rounds over which the budget and the repeats are shared.
     """
 
-    dtype: np.dtype
     budget: float
     repeat: int
     min_time: float
@@ -620,7 +631,6 @@ class Settings:
         budget, repeat, min_time = _QUICK if args.quick else _FULL
         rounds = _ROUNDS[1] if args.quick else _ROUNDS[0]
         return cls(
-            dtype=np.dtype(args.dtype),
             budget=budget if args.budget is None else args.budget,
             repeat=repeat if args.repeat is None else args.repeat,
             min_time=min_time,
@@ -759,34 +769,51 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
-def _row(case: Case, settings: Settings, timings: dict[str, Timing | str | None]) -> dict:
-    """Combine the timings of one case into a JSON-ready row."""
+#: The timed peers, in the order of the table's columns.
+PEERS = ("torch", "jax")
+
+
+def _row(
+    case: Case,
+    settings: Settings,
+    timings: dict[str, Timing | str | None],
+    memory: MemorySpeed | None = None,
+) -> dict:
+    """Combine the timings of one case into a JSON-ready row.
+
+    A peer that is not installed (or not asked for) has the timing ``None``; its
+    columns are then ``None`` too, with no error.
+    """
     stat = settings.stat
+    timings = {"torch": None, "jax": None, **timings}
     t = {k: (v.stat(stat) if isinstance(v, Timing) else None) for k, v in timings.items()}
-    nbytes = case.passes * int(np.prod(case.shape)) * settings.dtype.itemsize
+    nbytes = case.moved_bytes()
     gbps = _ratio(nbytes / 1e9, t["normdrop"])
     copy_gbps = _ratio(nbytes / 1e9, t["copy"])
     errors = [v for v in timings.values() if isinstance(v, str)]
     spread = {k: (v.spread if isinstance(v, Timing) else None) for k, v in timings.items()}
     reasons = {
-        k: _suspect(k, timings[k], timings.get("reference"))
-        for k in ("normdrop", "reference", "torch")
-        if isinstance(timings.get(k), Timing)
+        k: _suspect(k, timing, timings.get("reference"))
+        for k in ("normdrop", "reference", *PEERS)
+        if isinstance(timing := timings.get(k), Timing)
     }
     noisy = {k: why for k, why in reasons.items() if why is not None}
     return {
         "case": case.name,
         "shape": list(case.shape),
-        "dtype": settings.dtype.name,
+        "dtype": case.dtype,
         "bytes": nbytes,
         "normdrop_s": t["normdrop"],
         "reference_s": t["reference"],
         "torch_s": t["torch"],
+        "jax_s": t["jax"],
         "speedup_vs_torch": _ratio(t["torch"], t["normdrop"]),
+        "speedup_vs_jax": _ratio(t["jax"], t["normdrop"]),
         "speedup_vs_reference": _ratio(t["reference"], t["normdrop"]),
         "gbps": gbps,
         "copy_gbps": copy_gbps,
         "copy_share": _ratio(gbps, copy_gbps),
+        "memory_share": memory_share(nbytes, t["normdrop"], memory),
         "timings": {k: _timing_dict(v) for k, v in timings.items()},
         "spread": spread,
         "noisy": noisy,
@@ -833,11 +860,17 @@ def _run_case(
     settings: Settings,
     target: Target,
     reference: Target,
-    torch: Any | None,
+    peers: dict[str, Any | None],
+    memory: MemorySpeed | None,
     bar: Any,
 ) -> dict:
-    """Time one case every way and return its row."""
-    x = _input(case, settings.dtype)
+    """Time one case every way and return its row.
+
+    ``peers`` maps ``"torch"`` and ``"jax"`` to the imported module, or to ``None``
+    when that peer is not installed or not asked for.
+    """
+    torch, jax = peers.get("torch"), peers.get("jax")
+    x = _input(case)
     thunks: dict[str, Thunk | str] = {}
     thunks["reference"] = _build("reference", lambda: reference.wrap(case.build(x, reference)))
     same_code = target.backend.name == reference.backend.name and target.choice in (None, "numpy")
@@ -845,21 +878,28 @@ def _run_case(
         thunks["normdrop"] = _build("normdrop", lambda: target.wrap(case.build(x, target)))
     if torch is not None:
         thunks["torch"] = _build("torch", lambda: case.build_torch(torch.from_numpy(x)))
-    thunks["copy"] = _build("copy", lambda: _copy_thunk(case.passes * x.nbytes, settings.dtype))
+    if jax is not None:
+        thunks["jax"] = _build("jax", lambda: case.build_jax(x))
+    thunks["copy"] = _build("copy", lambda: _copy_thunk(case.passes * x.nbytes, x.dtype))
     timings: dict[str, Timing | str | None] = dict(
         _measure_rounds(thunks, settings, bar, case.name)
     )
     if same_code:
         timings["normdrop"] = timings["reference"]  # the same code: do not time it twice
         bar.update()
-    if torch is None:
-        timings["torch"] = None
-    return _row(case, settings, timings)
+    return _row(case, settings, timings, memory)
 
 
 def _machine_info(
-    target: Target, torch: Any | None, threads: int, torch_threads: int, settings: Settings
+    target: Target,
+    peers: dict[str, Any | None],
+    threads: int,
+    torch_threads: int,
+    settings: Settings,
+    cases: Sequence[Case],
+    memory: MemorySpeed | None,
 ) -> dict:
+    torch, jax = peers.get("torch"), peers.get("jax")
     try:
         import numba
 
@@ -880,9 +920,11 @@ def _machine_info(
         "numpy": np.__version__,
         "numba": numba_version,
         "torch": torch.__version__ if torch is not None else None,
+        "jax": jax.__version__ if jax is not None else None,
         "backend": target.backend.name,
         "available_backends": normdrop.available_backends(),
-        "dtype": settings.dtype.name,
+        "dtypes": sorted({c.dtype for c in cases}, key=DTYPES.index),
+        "memory": memory.as_dict() if memory is not None else None,
         "stat": settings.stat,
         "budget_s": settings.budget,
         "repeat": settings.repeat,
@@ -905,6 +947,11 @@ def _fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
+def _fmt_peer(row: dict, peer: str, value: Callable[[dict], str]) -> str:
+    """A peer's cell: ``n/a`` when the peer was not timed (not installed or not asked for)."""
+    return "n/a" if row["timings"].get(peer) is None else value(row)
+
+
 def _fmt_float(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -912,22 +959,25 @@ def _fmt_float(v: float | None, fmt: str) -> str:
 _COLUMNS: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
     # (header, alignment, formatter)
     ("case", "<", lambda r: r["case"]),
+    ("dtype", "<", lambda r: r["dtype"]),
     ("shape", "<", lambda r: "(" + ", ".join(str(d) for d in r["shape"]) + ")"),
     ("normdrop", ">", lambda r: _fmt_time(r["normdrop_s"])),
     ("numpy ref", ">", lambda r: _fmt_time(r["reference_s"])),
-    ("torch", ">", lambda r: _fmt_time(r["torch_s"])),
-    ("vs torch", ">", lambda r: _fmt_ratio(r["speedup_vs_torch"])),
+    ("torch", ">", lambda r: _fmt_peer(r, "torch", lambda r: _fmt_time(r["torch_s"]))),
+    ("jax", ">", lambda r: _fmt_peer(r, "jax", lambda r: _fmt_time(r["jax_s"]))),
+    ("vs torch", ">", lambda r: _fmt_peer(r, "torch", lambda r: _fmt_ratio(r["speedup_vs_torch"]))),
+    ("vs jax", ">", lambda r: _fmt_peer(r, "jax", lambda r: _fmt_ratio(r["speedup_vs_jax"]))),
     ("vs ref", ">", lambda r: _fmt_ratio(r["speedup_vs_reference"])),
     ("GB/s", ">", lambda r: _fmt_float(r["gbps"], ".1f")),
-    ("copy GB/s", ">", lambda r: _fmt_float(r["copy_gbps"], ".1f")),
     ("of copy", ">", lambda r: _fmt_float(r["copy_share"], ".0%")),
+    ("of mem", ">", lambda r: _fmt_float(r["memory_share"], ".0%")),
     ("spread", ">", lambda r: _fmt_spread(r)),
 )
 
 
 def _fmt_spread(row: dict) -> str:
     """The largest spread of the row's timed implementations, ``!`` when the row is noisy."""
-    values = [row["spread"].get(k) for k in ("normdrop", "reference", "torch")]
+    values = [row["spread"].get(k) for k in ("normdrop", "reference", *PEERS)]
     values = [v for v in values if v is not None]
     if not values:
         return "-"
@@ -969,20 +1019,32 @@ def _header(info: dict) -> str:
         if info["torch"]
         else ("torch not timed")
     )
+    jax = f"jax {info['jax']} (CPU, its own threads)" if info["jax"] else "jax not timed"
     stat = "best" if info["stat"] == "min" else "median"
+    line = (
+        f"normdrop {info['normdrop']} bench: backend {info['backend']!r}, "
+        f"{' and '.join(info['dtypes'])}, {stat} of repeats; {info['cpu_count']} CPUs, "
+        f"numba on {_threads(info['numba_threads'])}, {torch}, {jax}"
+    )
+    memory = info["memory"]
+    if memory is None:
+        return line
+    copies = ", ".join(f"{k} {v:.1f}" for k, v in memory["copies_gbps"].items())
     return (
-        f"normdrop {info['normdrop']} bench: backend {info['backend']!r}, {info['dtype']}, "
-        f"{stat} of repeats; {info['cpu_count']} CPUs, numba on {_threads(info['numba_threads'])}, "
-        f"{torch}"
+        f"{line}\nmemory speed {memory['gbps']:.1f} GB/s: best copy of "
+        f"{memory['array_bytes'] / 2**20:.0f} MiB (GB/s: {copies})"
     )
 
 
 def _footer(rows: Sequence[dict]) -> str:
     legend = (
-        "vs torch, vs ref: speed-up of normdrop over PyTorch and over the numpy reference "
-        "(above 1 is faster). GB/s: bytes moved per second by normdrop (forward 2x the "
-        "input, normalisation backward 3x, dropout backward 2x). copy GB/s: np.copyto of "
-        "the same bytes in this run; of copy: normdrop's share of it."
+        "vs torch, vs jax, vs ref: speed-up of normdrop over PyTorch, over jax.jit and over "
+        "the numpy reference (above 1 is faster; n/a: that peer is not installed or was not "
+        "asked for). GB/s: bytes moved (read + written) per second by normdrop (forward 2x "
+        "the input, normalisation backward 3x, dropout backward 2x). of copy: normdrop's "
+        "share of np.copyto's GB/s moving the same bytes in this run. of mem: the time the "
+        "memory speed needs for the bytes normdrop moves, divided by normdrop's time (a "
+        "copy's read and write both count as moved bytes)."
     )
     notes = [textwrap.fill(legend, width=100)]
     noise = (
@@ -995,8 +1057,8 @@ def _footer(rows: Sequence[dict]) -> str:
     notes.append(textwrap.fill(noise, width=100))
     for r in rows:
         if r["noisy"]:
-            notes.append(f"noisy: {r['case']}: {'; '.join(r['noisy'].values())}")
-    notes += [f"error: {e}" for r in rows for e in r["errors"]]
+            notes.append(f"noisy: {r['case']} ({r['dtype']}): {'; '.join(r['noisy'].values())}")
+    notes += [f"error: {r['case']} ({r['dtype']}): {e}" for r in rows for e in r["errors"]]
     return "\n".join(notes)
 
 
@@ -1017,9 +1079,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=("float32", "float64"),
-        default="float32",
-        help="dtype of the data (default: float32)",
+        choices=DTYPES,
+        action="append",
+        default=None,
+        help="run only the cases in this dtype (repeatable; default: float32 and float64)",
     )
     parser.add_argument(
         "--cases",
@@ -1058,6 +1121,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="statistic of the repeats to report (default: min)",
     )
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--no-jax", action="store_true", help="do not time JAX")
+    parser.add_argument(
+        "--memory-mib",
+        type=_positive_int,
+        default=_bench_memory.MEMORY_BYTES // 2**20,
+        metavar="MIB",
+        help="size of the array copied to measure the memory speed "
+        f"(default {_bench_memory.MEMORY_BYTES // 2**20})",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="instead of the table, sweep each layer's forward over sizes and plot GB/s "
+        "against size for normdrop and every peer (needs matplotlib: the bench extra)",
+    )
+    parser.add_argument(
+        "--plot-sizes",
+        type=_plot_sizes,
+        default=None,
+        metavar="LIST",
+        help="input sizes of the --plot sweep, e.g. 4K,1M,256M "
+        "(default: 4 KiB to 256 MiB in steps of 4x)",
+    )
     parser.add_argument(
         "--torch-threads",
         type=_positive_int,
@@ -1075,6 +1162,34 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _plot_sizes(text: str) -> tuple[int, ...]:
+    from normdrop import _bench_plot
+
+    try:
+        return _bench_plot.parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _peers(args: argparse.Namespace) -> dict[str, Any | None]:
+    """The peers to time: each installed and not switched off, else ``None``."""
+    return {
+        "torch": None if args.no_torch else _import_torch(),
+        "jax": None if getattr(args, "no_jax", False) else _bench_peers.import_jax(),
+    }
+
+
+def _memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySpeed | None:
+    """This run's memory speed, timed like the cases; ``None`` when every copy failed."""
+
+    def measure(thunks: dict[str, Thunk]) -> dict[str, float]:
+        timings = _measure_rounds(dict(thunks), settings, bar, "memory speed")
+        return {k: t.best for k, t in timings.items() if isinstance(t, Timing)}
+
+    speed = _bench_memory.memory_speed(measure, array_bytes)
+    return speed if speed.copies else None
 
 
 def _target(choice: str | None) -> Target:
@@ -1103,13 +1218,13 @@ def run(args: argparse.Namespace) -> int:
     -----
     ``--list`` prints the selected cases instead of running them.
     """
-    cases = select_cases(args.cases)
+    cases = select_cases(args.cases, args.dtype)
     if not cases:
         print(f"normdrop: error: no case matches {args.cases}; see --list", file=sys.stderr)
         return 2
     if args.list:
         width = max(len(c.name) for c in cases)
-        print("\n".join(f"{c.name:<{width}}  {c.shape}" for c in cases))
+        print("\n".join(f"{c.name:<{width}}  {c.dtype}  {c.shape}" for c in cases))
         return 0
     if args.backend == "cuda":
         from normdrop import _bench_cuda  # CUDA-event timings on a GPU
@@ -1119,19 +1234,26 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)
     target = _target(args.backend)
     reference = Target(normdrop.get_backend("numpy"), "numpy")
-    torch = None if args.no_torch else _import_torch()
+    peers = _peers(args)
+    torch = peers["torch"]
     threads = _thread_count()
     torch_threads = threads if args.torch_threads is None else args.torch_threads
+    if args.plot is not None:
+        from normdrop import _bench_plot
 
-    steps = len(cases) * (4 if torch is not None else 3)
-    bar = _progress(steps, enabled=not args.no_progress)
-    try:
         with _torch_session(torch, torch_threads):
-            rows = [_run_case(c, settings, target, reference, torch, bar) for c in cases]
+            return _bench_plot.run(args, settings, target, peers)
+
+    timed = 3 + sum(p is not None for p in peers.values())
+    bar = _progress(len(cases) * timed + 2, enabled=not args.no_progress)
+    try:
+        memory = _memory_speed(settings, bar, args.memory_mib * 2**20)
+        with _torch_session(torch, torch_threads):
+            rows = [_run_case(c, settings, target, reference, peers, memory, bar) for c in cases]
     finally:
         bar.close()
 
-    info = _machine_info(target, torch, threads, torch_threads, settings)
+    info = _machine_info(target, peers, threads, torch_threads, settings, cases, memory)
     if args.json:
         print(json.dumps({"machine": info, "rows": rows}, indent=2))
     else:

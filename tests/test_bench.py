@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,14 @@ import numpy as np
 import pytest
 
 import normdrop
-from normdrop import bench
+from normdrop import _bench_memory, _bench_peers, _bench_plot, bench, functional
 from normdrop.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ASV_SUITE = ROOT / "asv_benchmarks" / "benchmarks" / "bench_layers.py"
-TINY = ["bench", "--quick", "--cases", "LayerNorm forward whole", "--no-progress"]
+TINY = [
+    "bench", "--quick", "--cases", "LayerNorm forward whole", "--no-progress", "--memory-mib", "2"
+]  # fmt: skip
 ROW_KEYS = {
     "case",
     "shape",
@@ -26,11 +29,14 @@ ROW_KEYS = {
     "normdrop_s",
     "reference_s",
     "torch_s",
+    "jax_s",
     "speedup_vs_torch",
+    "speedup_vs_jax",
     "speedup_vs_reference",
     "gbps",
     "copy_gbps",
     "copy_share",
+    "memory_share",
     "timings",
     "spread",
     "noisy",
@@ -44,13 +50,16 @@ def _bench_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
 
 
 def test_json_structure(capsys):
-    report = _bench_json(capsys, "--budget", "0.02")
+    report = _bench_json(capsys, "--budget", "0.02", "--dtype", "float32")
     machine, rows = report["machine"], report["rows"]
     assert machine["cpu_count"] >= 1
     assert machine["numba_threads"] >= 1
     assert machine["backend"] in normdrop.available_backends()
-    assert machine["dtype"] == "float32"
-    assert {"python", "numpy", "numba", "torch", "normdrop"} <= set(machine)
+    assert machine["dtypes"] == ["float32"]
+    assert {"python", "numpy", "numba", "torch", "jax", "normdrop"} <= set(machine)
+    memory = machine["memory"]
+    assert memory["array_bytes"] == 2 * 2**20 and memory["moved_bytes"] == 2 * 2 * 2**20
+    assert memory["gbps"] == max(memory["copies_gbps"].values())
 
     assert len(rows) == 1
     row = rows[0]
@@ -63,6 +72,7 @@ def test_json_structure(capsys):
     assert row["speedup_vs_reference"] == pytest.approx(row["reference_s"] / row["normdrop_s"])
     assert row["gbps"] == pytest.approx(row["bytes"] / 1e9 / row["normdrop_s"])
     assert row["copy_share"] == pytest.approx(row["gbps"] / row["copy_gbps"])
+    assert row["memory_share"] == pytest.approx(row["gbps"] / memory["gbps"])
     assert machine["rounds"] == 2 and machine["noise_threshold"] == bench.NOISE_THRESHOLD
     for key in ("normdrop", "reference", "copy"):
         timing = row["timings"][key]
@@ -71,11 +81,13 @@ def test_json_structure(capsys):
         assert 0 < timing["best_s"] <= timing["median_s"]
         assert timing["best_s"] == min(timing["round_best_s"])
         assert row["spread"][key] == pytest.approx(timing["spread"])
-    assert set(row["noisy"]) <= {"normdrop", "reference", "torch"}
-    if machine["torch"] is None:
-        assert row["torch_s"] is None and row["speedup_vs_torch"] is None
-    else:
-        assert row["speedup_vs_torch"] == pytest.approx(row["torch_s"] / row["normdrop_s"])
+    assert set(row["noisy"]) <= {"normdrop", "reference", "torch", "jax"}
+    for peer in ("torch", "jax"):
+        if machine[peer] is None:
+            assert row[f"{peer}_s"] is None and row[f"speedup_vs_{peer}"] is None
+        else:
+            speedup = row[f"{peer}_s"] / row["normdrop_s"]
+            assert row[f"speedup_vs_{peer}"] == pytest.approx(speedup)
 
 
 @pytest.mark.parametrize("name", normdrop.available_backends())
@@ -106,19 +118,41 @@ def test_unknown_case_and_list(capsys):
     assert main(["bench", "--cases", "no such case"]) == 2
     assert "no case matches" in capsys.readouterr().err
     assert main(["bench", "--list", "--cases", "backward"]) == 0
-    listed = capsys.readouterr().out.splitlines()
-    assert [line.split("  ")[0] for line in listed] == [
-        "BatchNorm1d backward",
-        "LayerNorm backward",
-        "Dropout backward",
-    ]
+    listed = [re.split(r"\s{2,}", line)[:2] for line in capsys.readouterr().out.splitlines()]
+    names = ["BatchNorm1d backward", "LayerNorm backward", "Dropout backward"]
+    assert listed == [[name, dtype] for dtype in ("float32", "float64") for name in names]
+    assert main(["bench", "--list", "--cases", "backward", "--dtype", "float64"]) == 0
+    assert [re.split(r"\s{2,}", line)[1] for line in capsys.readouterr().out.splitlines()] == [
+        "float64"
+    ] * 3
 
 
 def test_cases_cover_the_brief():
-    names = [case.name for case in bench.CASES]
+    names = [case.name for case in bench.CASES if case.dtype == "float32"]
     assert len(names) == len(set(names)) == 12
     backward = [case for case in bench.CASES if "backward" in case.name]
     assert {case.passes for case in backward if "Norm" in case.name} == {3}
+
+
+def test_every_case_runs_in_float64_too():
+    """The dtype is a dimension of the case list: every float32 case has a float64 twin."""
+    assert bench.DTYPES == ("float32", "float64")
+    by_dtype = {d: [c for c in bench.CASES if c.dtype == d] for d in bench.DTYPES}
+    assert len(bench.CASES) == 24 and len(by_dtype["float64"]) == 12
+    for single, double in zip(by_dtype["float32"], by_dtype["float64"], strict=True):
+        assert (double.name, double.shape, double.passes) == (
+            single.name,
+            single.shape,
+            single.passes,
+        )
+        assert double.moved_bytes() == 2 * single.moved_bytes()
+    headline = bench.select_cases(["LayerNorm forward"], ["float64"])[0]
+    assert (headline.name, headline.shape, headline.dtype) == (
+        "LayerNorm forward",
+        (8192, 1024),
+        "float64",
+    )
+    assert headline.moved_bytes() == 2 * 8192 * 1024 * 8
 
 
 def test_time_call_loops_fast_functions():
@@ -154,7 +188,7 @@ class _Bar:
 
 
 def _settings(rounds):
-    return bench.Settings(np.dtype("float32"), 0.01, rounds, 1e-4, "min", rounds)
+    return bench.Settings(0.01, rounds, 1e-4, "min", rounds)
 
 
 def test_noisy_and_outlying_measurements_get_extra_rounds(monkeypatch):
@@ -182,25 +216,167 @@ def test_noisy_and_outlying_measurements_get_extra_rounds(monkeypatch):
     assert timings["normdrop"].noisy
 
     slow_peer = {"reference": _timing(3e-5), "torch": _timing(9e-3), "normdrop": _timing(1e-5)}
-    case = next(c for c in bench.CASES if c.name == "LayerNorm forward whole layer call")
+    case = bench.select_cases(["LayerNorm forward whole layer call"], ["float32"])[0]
     row = bench._row(case, _settings(2), {**slow_peer, "copy": _timing(1e-6)})
     assert list(row["noisy"]) == ["torch"]
     assert "300x slower than the NumPy reference" in row["noisy"]["torch"]
     table = bench.format_table([row])
     assert table.splitlines()[-1].endswith("!")
-    assert "noisy: LayerNorm forward whole layer call: torch 300x slower" in bench._footer([row])
+    footer = bench._footer([row])
+    assert "noisy: LayerNorm forward whole layer call (float32): torch 300x slower" in footer
 
 
 def test_importing_bench_stays_light():
     code = (
         "import sys, normdrop; before = set(sys.modules); import normdrop.bench; "
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
-        "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite'}))"
+        "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite', 'jax', 'matplotlib'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- memory speed
+def test_memory_speed_from_scripted_timings():
+    """Memory speed = the fastest copy's read + written bytes per second; a kernel's share =
+    the time that speed needs for the kernel's moved bytes / the kernel's time."""
+    seen = {}
+
+    def scripted(thunks):
+        for name, thunk in thunks.items():
+            thunk()  # each copy runs for real on the small array
+            seen[name] = thunk
+        return {"np.copyto": 4e-6, "numba 2 threads": 2e-6}
+
+    speed = _bench_memory.memory_speed(scripted, array_bytes=1024)
+    assert set(seen) == {"np.copyto", "numba 2 threads"}
+    assert speed.array_bytes == 1024 and speed.moved_bytes == 2048
+    assert speed.best == "numba 2 threads"
+    assert speed.bytes_per_s == pytest.approx(2048 / 2e-6)  # 1.024 GB/s
+    summary = speed.as_dict()
+    assert summary["gbps"] == pytest.approx(1.024)
+    assert summary["copies_gbps"] == pytest.approx({"np.copyto": 0.512, "numba 2 threads": 1.024})
+    # 4096 bytes need 4 us at 1.024 GB/s; a kernel taking 16 us reaches a quarter of it.
+    assert _bench_memory.memory_share(4096, 16e-6, speed) == pytest.approx(0.25)
+    assert _bench_memory.memory_share(4096, None, speed) is None
+    assert _bench_memory.memory_share(4096, 16e-6, None) is None
+
+    case = bench.select_cases(["LayerNorm forward whole layer call"], ["float64"])[0]
+    timings = {"reference": _timing(3e-5), "normdrop": _timing(1e-4), "copy": _timing(1e-5)}
+    row = bench._row(case, _settings(1), timings, speed)
+    expected_bytes = 2 * 120 * 64 * 8  # x read, y written
+    assert row["bytes"] == expected_bytes
+    assert row["memory_share"] == pytest.approx(expected_bytes / 1.024e9 / 1e-4)
+    assert bench.format_table([row]).splitlines()[-1].split()[-2] == "120%"
+
+
+def test_numba_copy_copies():
+    pytest.importorskip("numba")
+    src, dst = np.arange(1001.0), np.zeros(1001)
+    copy = _bench_memory._numba_copy(src, dst)
+    copy()
+    np.testing.assert_array_equal(dst, src)
+
+
+# ----------------------------------------------------------------------------- JAX peer
+def test_jax_absent_shows_na_without_error(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax raises ImportError
+    assert _bench_peers.import_jax() is None
+    report = _bench_json(capsys, "--no-torch", "--repeat", "1", "--dtype", "float32")
+    (row,) = report["rows"]
+    assert report["machine"]["jax"] is None
+    assert row["jax_s"] is None and row["speedup_vs_jax"] is None and row["errors"] == []
+    assert main([*TINY, "--no-torch", "--repeat", "1", "--dtype", "float32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("case"))
+    line = next(line for line in lines if line.startswith("LayerNorm forward whole layer call"))
+    for column in ("jax", "vs jax", "torch", "vs torch"):
+        end = header.index(f" {column} ") + 1 + len(column)  # right-aligned under the header
+        assert line[end - 3 : end] == "n/a"
+    assert "error" not in "\n".join(lines)
+    with pytest.raises(ImportError, match="jax is not installed"):
+        bench.select_cases(["LayerNorm forward whole"])[0].build_jax(np.ones((2, 4)))
+
+
+def test_no_jax_flag_skips_the_peer(capsys):
+    report = _bench_json(capsys, "--no-torch", "--no-jax", "--repeat", "1", "--dtype", "float32")
+    assert report["machine"]["jax"] is None and report["rows"][0]["jax_s"] is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_jax_peer_computes_the_same_math(dtype):
+    jax = pytest.importorskip("jax")
+    _bench_peers.import_jax()
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+
+    def jax_of(name, x):
+        return bench.select_cases([name], [dtype])[0].build_jax(x)()
+
+    x = np.random.default_rng(0).standard_normal((6, 5, 7)).astype(dtype)
+    rows = x.reshape(6, 35)
+    ones5, ones35 = np.ones(5, dtype), np.ones(35, dtype)
+    y, *_ = jax_of("BatchNorm1d train forward", x)
+    want = functional.batch_norm(x, None, None, training=True, eps=bench.EPS, backend="numpy")
+    assert y.dtype == jax.numpy.dtype(dtype)
+    np.testing.assert_allclose(np.asarray(y), want, rtol=rtol, atol=rtol)
+    y, *_ = jax_of("LayerNorm forward", rows)
+    want = functional.layer_norm(rows, 35, eps=bench.EPS, backend="numpy")
+    np.testing.assert_allclose(np.asarray(y), want, rtol=rtol, atol=rtol)
+
+    dx, _, _ = jax_of("LayerNorm backward", rows)
+    _, m, r = functional.layer_norm(rows, 35, eps=bench.EPS, backend="numpy", return_stats=True)
+    want = functional.layer_norm_backward(bench._grad_like(rows), rows, 35, m, r, ones35)
+    np.testing.assert_allclose(np.asarray(dx), want[0], rtol=rtol, atol=rtol)
+    dx, _, _ = jax_of("BatchNorm1d backward", x)
+    _, m, r = functional.batch_norm(
+        x, None, None, training=True, eps=bench.EPS, backend="numpy", return_stats=True
+    )
+    want = functional.batch_norm_backward(bench._grad_like(x), x, m, r, ones5, training=True)
+    np.testing.assert_allclose(np.asarray(dx), want[0], rtol=rtol, atol=rtol)
+
+    y, keep = jax_of(f"Dropout p={bench.DROPOUT_P}", rows)
+    y, kept = np.asarray(y), np.asarray(keep)
+    np.testing.assert_allclose(y[kept], rows[kept] / (1 - bench.DROPOUT_P), rtol=rtol)
+    assert not y[~kept].any() and 0 < kept.mean() < 1
+
+
+# ----------------------------------------------------------------------------- --plot
+PLOT = ["bench", "--quick", "--no-progress", "--no-torch", "--no-jax", "--memory-mib", "1"]
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "sweep.png"
+    args = [*PLOT, "--plot", str(out), "--plot-sizes", "4K,16K", "--repeat", "1", "--json"]
+    assert main(args) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = json.loads(capsys.readouterr().out)["points"]
+    assert {p["layer"] for p in points} == set(_bench_plot.LAYERS)
+    assert sorted({p["bytes"] for p in points}) == [4096, 16384]
+    assert {p["impl"] for p in points} == {"normdrop"}
+    for p in points:
+        assert p["gbps"] == pytest.approx(p["moved_bytes"] / p["seconds"] / 1e9)
+        assert p["moved_bytes"] == 2 * p["bytes"]  # the forwards read x and write y
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "sweep.png"
+    assert main([*PLOT, "--plot", str(out)]) == 2
+    assert "pip install 'normdrop[bench]'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_plot_sizes_and_shapes():
+    assert _bench_plot.parse_sizes("4K, 1M,256MiB,100") == (4096, 2**20, 256 * 2**20, 100)
+    assert _bench_plot.DEFAULT_SIZES[0] == 4 * 2**10 and _bench_plot.DEFAULT_SIZES[-1] == 2**28
+    for bad in ("0K", "4X", ""):
+        with pytest.raises(ValueError, match="expected sizes such as 4K,1M,256M"):
+            _bench_plot.parse_sizes(bad)
+    assert _bench_plot.shape_for("BatchNorm1d train forward", 2**20, 4) == (256, 64, 16)
+    assert _bench_plot.shape_for("LayerNorm forward", 4096, 8) == (1, 1024)  # at least one row
 
 
 # ----------------------------------------------------------------------------- asv suite
@@ -238,3 +414,20 @@ def test_asv_torch_peer_runs_or_skips(asv_suite):
         peer.time_backward("float32", "small")
     finally:  # asv's setup turns autograd off process-wide; give it back to other tests
         asv_suite._TORCH.set_grad_enabled(True)
+
+
+def test_asv_headline_shapes_in_both_dtypes(asv_suite):
+    assert asv_suite.HeadlineSuite.params[1] == ["float32", "float64"]
+    assert asv_suite.TorchHeadline.params == [["float32", "float64"]]
+    assert asv_suite.HEADLINE_BN == bench.BN_SHAPE and asv_suite.HEADLINE_ROWS == bench.ROWS_SHAPE
+
+
+def test_asv_jax_peer_runs_or_skips(asv_suite):
+    peer = asv_suite.JaxLayerNorm()
+    try:
+        peer.setup("float64", "small")
+    except NotImplementedError:
+        assert _bench_peers.import_jax() is None
+        return
+    peer.time_forward("float64", "small")
+    peer.time_backward("float64", "small")

@@ -87,6 +87,11 @@ def test_bench_cli_hands_cuda_to_the_gpu_module_only_on_a_gpu(monkeypatch):
     seen = []
     monkeypatch.setattr(_bench_cuda, "gpu_present", lambda: True)
     monkeypatch.setattr(_bench_cuda, "run", lambda args, cases: seen.append(cases) or 0)
-    args = types.SimpleNamespace(cases=["LayerNorm forward"], list=False, backend="cuda")
+    args = types.SimpleNamespace(
+        cases=["LayerNorm forward"], dtype=None, list=False, backend="cuda"
+    )
     assert bench.run(args) == 0
-    assert [c.name for c in seen[0]] == ["LayerNorm forward", "LayerNorm forward whole layer call"]
+    names = ["LayerNorm forward", "LayerNorm forward whole layer call"]
+    assert [(c.name, c.dtype) for c in seen[0]] == [
+        (name, dtype) for dtype in ("float32", "float64") for name in names
+    ]

@@ -16,6 +16,7 @@ Every ``setup`` calls each timed function once, so compilation is never timed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -556,3 +557,177 @@ class TorchDropoutAddLayerNorm:
     def time_forward(self, dtype: str, size: str) -> None:
         h, _ = self.aten.native_dropout(self.x, P, True)
         self.aten.native_layer_norm(h + self.res, [self.x.shape[-1]], self.w, self.b, EPS)
+
+
+# ----------------------------------------------------------------------------- headline shapes
+#: The headline inputs of ``normdrop bench``: ``(N, C, L)`` BatchNorm and ``(R, D)`` rows.
+HEADLINE_BN = (64, 256, 512)
+HEADLINE_ROWS = (8192, 1024)
+#: CPU backends only: the headline shapes take minutes on the CUDA simulator.
+CPU_BACKENDS = [name for name in BACKENDS if normdrop.get_backend(name).device == "cpu"]
+
+
+class HeadlineSuite(_NormdropSuite):
+    """The headline shapes of ``normdrop bench`` in float32 and float64: every forward."""
+
+    params = [CPU_BACKENDS, DTYPES]
+    param_names = ["backend", "dtype"]
+
+    def setup(self, backend: str, dtype: str) -> None:
+        self._start(backend)
+        bn_x, rows_x = _data(HEADLINE_BN, dtype), _data(HEADLINE_ROWS, dtype)
+        c, d = bn_x.shape[1], rows_x.shape[-1]
+        self.bn_x, self.rows_x = self._array(bn_x), self._array(rows_x)
+        self.bn_w, self.bn_b = self._array(np.ones(c, dtype)), self._array(np.zeros(c, dtype))
+        self.ln_w, self.ln_b = self._array(np.ones(d, dtype)), self._array(np.zeros(d, dtype))
+        self._warm_up(
+            self.time_batchnorm_forward_train, self.time_layernorm_forward,
+            self.time_dropout_forward, args=(backend, dtype),
+        )
+
+    def time_batchnorm_forward_train(self, backend: str, dtype: str) -> None:
+        self.settle(functional.batch_norm(
+            self.bn_x, None, None, self.bn_w, self.bn_b, training=True, eps=EPS, backend=backend
+        ))
+
+    def time_layernorm_forward(self, backend: str, dtype: str) -> None:
+        self.settle(functional.layer_norm(
+            self.rows_x, self.rows_x.shape[-1], self.ln_w, self.ln_b, EPS, backend=backend
+        ))
+
+    def time_dropout_forward(self, backend: str, dtype: str) -> None:
+        self.settle(functional.dropout(
+            self.rows_x, P, seed=SEED, backend=backend, return_bitmask=True
+        ))
+
+
+class TorchHeadline:
+    """PyTorch peer of :class:`HeadlineSuite`, float32 and float64."""
+
+    params = [DTYPES]
+    param_names = ["dtype"]
+
+    def setup(self, dtype: str) -> None:
+        torch, tdtype = _torch(dtype)
+        self.aten = torch.ops.aten
+        self.F = torch.nn.functional
+        self.bn_x = _tensor(torch, HEADLINE_BN, dtype)
+        self.rows_x = _tensor(torch, HEADLINE_ROWS, dtype)
+        c, d = self.bn_x.shape[1], self.rows_x.shape[-1]
+        self.bn_w, self.bn_b = torch.ones(c, dtype=tdtype), torch.zeros(c, dtype=tdtype)
+        self.ln_w, self.ln_b = torch.ones(d, dtype=tdtype), torch.zeros(d, dtype=tdtype)
+        self.time_batchnorm_forward_train(dtype)
+
+    def time_batchnorm_forward_train(self, dtype: str) -> None:
+        self.F.batch_norm(self.bn_x, None, None, self.bn_w, self.bn_b, True, MOMENTUM, EPS)
+
+    def time_layernorm_forward(self, dtype: str) -> None:
+        self.F.layer_norm(self.rows_x, [self.rows_x.shape[-1]], self.ln_w, self.ln_b, EPS)
+
+    def time_dropout_forward(self, dtype: str) -> None:
+        self.aten.native_dropout(self.rows_x, P, True)
+
+
+# ----------------------------------------------------------------------------- JAX peers
+def _jax_thunks(kinds: dict[str, str], shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
+    """``{method: thunk}`` of ``jax.jit`` of the same math (normdrop._bench_peers), warmed up.
+
+    Raises NotImplementedError (asv's skip) when JAX is not installed.
+    """
+    from normdrop import _bench_peers
+
+    if _bench_peers.import_jax() is None:
+        raise NotImplementedError("JAX is not installed")
+    builders = _bench_peers.jax_builders(eps=EPS, momentum=MOMENTUM, p=P, fused_p=P)
+    x = _data(shape, dtype)
+    thunks = {method: builders[kind](x) for method, kind in kinds.items()}
+    for thunk in thunks.values():
+        thunk()  # compile outside the timing
+    return thunks
+
+
+class JaxBatchNorm1d:
+    """JAX peer of :class:`BatchNorm1dSuite` (skipped when JAX is not installed)."""
+
+    params = [DTYPES, SIZES]
+    param_names = ["dtype", "size"]
+
+    def setup(self, dtype: str, size: str) -> None:
+        self.run = _jax_thunks(
+            {"forward_train": "bn_train", "forward_eval": "bn_eval", "backward": "bn_backward"},
+            BN_SHAPES[size], dtype,
+        )
+
+    def time_forward_train(self, dtype: str, size: str) -> None:
+        self.run["forward_train"]()
+
+    def time_forward_eval(self, dtype: str, size: str) -> None:
+        self.run["forward_eval"]()
+
+    def time_backward(self, dtype: str, size: str) -> None:
+        self.run["backward"]()
+
+
+class JaxLayerNorm:
+    """JAX peer of :class:`LayerNormSuite` (skipped when JAX is not installed)."""
+
+    params = [DTYPES, SIZES]
+    param_names = ["dtype", "size"]
+
+    def setup(self, dtype: str, size: str) -> None:
+        self.run = _jax_thunks(
+            {"forward": "ln_forward", "backward": "ln_backward"}, ROW_SHAPES[size], dtype
+        )
+
+    def time_forward(self, dtype: str, size: str) -> None:
+        self.run["forward"]()
+
+    def time_backward(self, dtype: str, size: str) -> None:
+        self.run["backward"]()
+
+
+class JaxDropout:
+    """JAX peer of :class:`DropoutSuite` (skipped when JAX is not installed)."""
+
+    params = [DTYPES, SIZES]
+    param_names = ["dtype", "size"]
+
+    def setup(self, dtype: str, size: str) -> None:
+        self.run = _jax_thunks(
+            {"forward": "dropout_forward", "backward": "dropout_backward"}, ROW_SHAPES[size], dtype
+        )
+
+    def time_forward(self, dtype: str, size: str) -> None:
+        self.run["forward"]()
+
+    def time_backward(self, dtype: str, size: str) -> None:
+        self.run["backward"]()
+
+
+# ----------------------------------------------------------------------------- memory speed
+class MemorySpeed:
+    """This machine's memory speed, as ``normdrop bench`` defines it, tracked in GB/s.
+
+    The best of ``np.copyto`` and a 2-thread Numba copy of a 256 MiB array; a copy's
+    read and write both count as moved bytes. Read the kernels' GB/s against it.
+    """
+
+    unit = "GB/s"
+    timeout = 120
+
+    def track_memory_gbps(self) -> float:
+        from normdrop import _bench_memory
+
+        def best_of_five(thunks: dict[str, Callable[[], Any]]) -> dict[str, float]:
+            best = {}
+            for name, thunk in thunks.items():
+                thunk()  # warm-up (and compilation)
+                times = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    thunk()
+                    times.append(time.perf_counter() - start)
+                best[name] = min(times)
+            return best
+
+        return _bench_memory.memory_speed(best_of_five).bytes_per_s / 1e9
