@@ -50,6 +50,7 @@ BN_SHAPES = [
     (4, 40, 1000),
     (1, 2, 70001),
     (40, 256, 16),
+    (9000, 7, 1),
 ]
 #: (R, D): tiny, one feature, short rows, many rows, rows split into segments.
 LN_SHAPES = [(1, 1), (3, 2), (5, 1), (120, 64), (1000, 3), (300, 513), (64, 1024), (3, 70000)]
@@ -385,7 +386,26 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         dx,
         dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), c2, c3, k0, k1),
         philox.philox_words(parallel, flat.size, np.uint64(3), 1, c2, c3, k0, k1),
+        *_short_row_kernels(x3.reshape(-1, 7, 1), g3.reshape(-1, 7, 1), parallel),
     ]
+
+
+def _short_row_kernels(x, g, parallel):
+    """The channel kernels on ``(N, C, 1)`` data of several tasks (short-row layouts,
+    affine tasks starting inside a coefficient period, run in reverse order)."""
+    c = x.shape[1]
+    mean, _ = stats.channel_moments(parallel, x)
+    affine = np.empty_like(x)
+    elementwise.channel_affine(parallel, x, mean, np.linspace(0.5, 1.5, c), mean, affine)
+    elemt = np.empty_like(x)
+    ones = np.ones(c)
+    elementwise.channel_backward_elemt(parallel, g, x, mean, ones, ones, ones, elemt)
+    bn = np.empty_like(x)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    wc = np.linspace(0.5, 1.5, c).astype(np.float32)
+    bn_stats = fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
+    sums = stats.channel_sums(parallel, g, x, mean)
+    return [mean, affine, elemt, bn, *bn_stats, rm, rv, *sums]
 
 
 def _inputs():

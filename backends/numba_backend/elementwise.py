@@ -6,8 +6,12 @@ runs that share one channel coefficient:
 
 * long rows (``L >= LONG_ROW``): runs along ``L`` with the channel's scalars;
 * short rows: the coefficients are expanded to one period of at least
-  ``MIN_WIDTH`` values (``K = C * L`` values repeated ``P`` times), and runs are
+  ``RUN_WIDTH`` values (``K = C * L`` values repeated ``P`` times), and runs are
   periods, indexed with the column inside the period.
+
+Short-row affine tasks run last to first (:func:`affine_order`): the affine pass
+follows a statistics pass over the same data, and starting from the rows that
+pass read last finds them still in cache.
 
 Every element is read before it is written at the same index, so ``out`` may be
 the input itself.
@@ -19,17 +23,23 @@ import numpy as np
 from numba import prange
 
 from .jit import TASK_SIZE, kernel, serial_jit
-from .stats import LONG_ROW, MIN_WIDTH
+from .stats import LONG_ROW
 
 __all__ = ["channel_affine", "channel_backward_elemt"]
+
+#: Narrowest run of the short-row layout: each run costs a division and a few
+#: slices, so runs of a 64-value row would spend as long on that as on the values;
+#: wider periods also read more coefficient memory, which stops paying off past a
+#: few KiB (measured on the (N, 64) affine: 256, 512 and 1024 values all beat 64).
+RUN_WIDTH = 512
 
 
 @serial_jit
 def _expand(v: np.ndarray, c: int, length: int) -> np.ndarray:
     """Repeat ``v[ch]`` for the ``L`` columns of each channel, then the whole row
-    until at least ``MIN_WIDTH`` values."""
+    until at least ``RUN_WIDTH`` values."""
     width = c * length
-    period = 1 if width >= MIN_WIDTH else (MIN_WIDTH + width - 1) // max(width, 1)
+    period = 1 if width >= RUN_WIDTH else (RUN_WIDTH + width - 1) // max(width, 1)
     out = np.empty(width * period)
     for p in range(period):
         for ch in range(c):
@@ -89,6 +99,18 @@ def affine_tasks(size):
     return (size + TASK_SIZE - 1) // TASK_SIZE
 
 
+@serial_jit
+def affine_order(i, n_tasks, length):
+    """The task that loop iteration ``i`` of an affine pass runs.
+
+    Short rows run their tasks last to first, so that the pass starts where the
+    statistics pass before it ended (its data most likely still in cache) and
+    leaves for last what that pass read first. Only the order changes: each task
+    writes the same elements with the same arithmetic.
+    """
+    return i if length >= LONG_ROW else n_tasks - 1 - i
+
+
 @kernel
 def channel_affine(
     x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray
@@ -98,9 +120,10 @@ def channel_affine(
     mx, sx, tx = affine_coefficients(mean, scale, shift, length)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
-    for tt in prange(affine_tasks(x.size)):
-        # the prange index is unsigned
-        affine_task(xf, mean, scale, shift, of, np.int64(tt), c, length, mx, sx, tx)
+    n_tasks = affine_tasks(x.size)
+    for tt in prange(n_tasks):
+        t = affine_order(np.int64(tt), n_tasks, length)  # the prange index is unsigned
+        affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
 
 
 @serial_jit

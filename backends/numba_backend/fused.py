@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .elementwise import affine_coefficients, affine_task, affine_tasks
+from .elementwise import affine_coefficients, affine_order, affine_task, affine_tasks
 from .jit import kernel, rsqrt_jit, serial_jit
 from .stats import _moments_result, _moments_task, _plan
 
@@ -97,6 +97,8 @@ def batch_norm_forward(
     mx, sx, tx = affine_coefficients(mean, scale, shift, length)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
-    for tt in prange(affine_tasks(x.size)):
-        affine_task(xf, mean, scale, shift, of, np.int64(tt), c, length, mx, sx, tx)
+    n_tasks = affine_tasks(x.size)
+    for tt in prange(n_tasks):
+        t = affine_order(np.int64(tt), n_tasks, length)  # the prange index is unsigned
+        affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
     return mean, rstd
