@@ -18,14 +18,16 @@ built: context such as :func:`normdrop.use_backend` does not reach workers.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
 from normdrop.backends.numpy_backend import philox_words_at
-from normdrop.protocol import Backend
 from normdrop.registry import get_backend
 
 __all__ = ["DaskBackend", "backend"]
@@ -35,12 +37,58 @@ _PARTIAL = np.dtype([("n", "f8"), ("mean", "f8"), ("m2", "f8")])
 _MIN_RUN = 1024
 
 
-def _inner() -> Backend:
-    """The in-memory backend that runs each block (resolved when the graph is built)."""
+class _Kernels:
+    """The in-memory backend that runs the blocks, by name.
+
+    Graphs carry this handle, not the backend object: it pickles as its name (a
+    backend object may hold locks and first-call wrappers that cannot be pickled
+    to a worker), and each process resolves the name to its own loaded backend.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(get_backend(self.name), attr)
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return _Kernels, (self.name,)
+
+    def __dask_tokenize__(self) -> str:
+        return self.name
+
+
+def _inner() -> _Kernels:
+    """The in-memory backend that runs each block (chosen when the graph is built)."""
     try:
-        return get_backend("numba")
+        get_backend("numba")
     except Exception:
-        return get_backend("numpy")
+        return _Kernels("numpy")
+    return _Kernels("numba")
+
+
+@contextmanager
+def _block_threads(inner: _Kernels, blocks: int) -> Iterator[None]:
+    """Give one block's kernel its share of Numba's threads: ``threads // blocks``, at least 1.
+
+    With at least as many blocks as threads each block runs single-threaded and
+    Dask's workers spread the blocks over the cores, so parallel kernels in
+    concurrent blocks do not oversubscribe them. Results do not depend on the
+    thread count (the kernels split work by shape only).
+    """
+    if inner.name != "numba":
+        yield
+        return
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, previous // max(1, blocks)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------- moments
@@ -53,13 +101,17 @@ def _merge(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, axis: tuple[int, ...
     return total, merged_mean, merged_m2
 
 
-def _moments_chunk(x: np.ndarray, inner: Backend, axis: Any = None, keepdims: bool = True):
+def _moments_chunk(
+    x: np.ndarray, axis: Any = None, keepdims: bool = True, *, inner: _Kernels, blocks: int
+) -> np.ndarray:
+    """A block's float64 ``(n, mean, M2)`` per channel, from the in-memory kernel."""
     out = np.empty((1, x.shape[1], 1), _PARTIAL)
     count = x.shape[0] * x.shape[2]
     if count == 0:
         out["n"], out["mean"], out["m2"] = 0.0, 0.0, 0.0
         return out
-    mean, var = inner.channel_moments(np.ascontiguousarray(x))
+    with _block_threads(inner, blocks):
+        mean, var = inner.channel_moments(np.ascontiguousarray(x))
     out["n"] = count
     out["mean"] = np.asarray(mean).reshape(1, -1, 1)
     out["m2"] = (np.asarray(var) * count).reshape(1, -1, 1)
@@ -78,8 +130,12 @@ def _moments_aggregate(parts: np.ndarray, axis: Any = None, keepdims: bool = Fal
 
 
 # ----------------------------------------------------------------------------- blocks
-def _affine_block(x, mean, scale, shift, inner):
-    return inner.channel_affine(np.ascontiguousarray(x), mean, scale, shift, np.empty_like(x))
+def _affine_block(x, vectors, inner, blocks, block_info=None):
+    """``(x - mean) * scale + shift`` of one block; ``vectors`` stacks the three, all channels."""
+    c0, c1 = block_info[0]["array-location"][1]
+    mean, scale, shift = vectors[:, c0:c1]
+    with _block_threads(inner, blocks):
+        return inner.channel_affine(np.ascontiguousarray(x), mean, scale, shift, np.empty_like(x))
 
 
 def _elemt_block(dy, x, mean, a, b, c, inner):
@@ -228,11 +284,14 @@ class DaskBackend:
 
     # ----- statistics -------------------------------------------------------------
     def channel_moments(self, x: da.Array) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and variance by a tree reduction with Chan merges (computed)."""
-        inner = _inner()
+        """Per-channel mean and variance by a tree reduction with Chan merges (computed).
+
+        One task per block computes its float64 ``(n, mean, M2)`` partials with the
+        in-memory kernel; a small tree of Chan merges combines them.
+        """
         stats = da.reduction(
             x,
-            lambda block, axis=None, keepdims=True: _moments_chunk(block, inner),
+            functools.partial(_moments_chunk, inner=_inner(), blocks=x.npartitions),
             _moments_aggregate,
             combine=_moments_combine,
             axis=(0, 2),
@@ -258,10 +317,13 @@ class DaskBackend:
 
     # ----- forward ----------------------------------------------------------------
     def channel_affine(self, x, mean, scale, shift, out):
-        """Lazy blockwise ``(x - mean) * scale + shift`` per channel."""
-        chunks = x.chunks[1]
-        vectors = [v for w in (mean, scale, shift) for v in (_vector_like(w, chunks), "j")]
-        return da.blockwise(_affine_block, "ijk", x, "ijk", *vectors, dtype=x.dtype, inner=_inner())
+        """Lazy blockwise ``(x - mean) * scale + shift`` per channel: one task per block.
+
+        The three vectors are small NumPy arrays on the client; each task slices its
+        block's channels from them.
+        """
+        vectors = np.stack([np.asarray(v, np.float64).reshape(-1) for v in (mean, scale, shift)])
+        return x.map_blocks(_affine_block, vectors, _inner(), x.npartitions, dtype=x.dtype)
 
     def layer_norm_forward(self, x, weight, bias, eps, out):
         """Lazy blockwise fused LayerNorm; lazy per-row ``mean`` and ``rstd``."""

@@ -158,3 +158,39 @@ def test_statistics_of_an_array_larger_than_a_worker(client):
     np.testing.assert_allclose(mean, 0.5, atol=1e-3)
     np.testing.assert_allclose(var, 1 / 12, atol=1e-3)
     assert len(client.scheduler_info()["workers"]) == 2  # no worker was killed for memory
+
+
+def test_cluster_before_any_kernel_ran_in_the_client():
+    """Graphs carry the block backend by name, so a fresh client process whose numba
+    backend has run no kernel yet can ship a BatchNorm graph to worker processes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, dask.array as da, normdrop\n"
+        "from distributed import Client, LocalCluster\n"
+        "if __name__ == '__main__':\n"
+        "    with LocalCluster(n_workers=1, threads_per_worker=1, host='127.0.0.1',\n"
+        "                      dashboard_address=None) as cluster, Client(cluster):\n"
+        "        x = np.arange(120.0).reshape(8, 3, 5)\n"
+        "        y = normdrop.BatchNorm1d(3)(da.from_array(x, chunks=(4, 3, 5))).compute()\n"
+        "        print(abs(y - normdrop.BatchNorm1d(3)(x)).max() < 1e-12)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.parametrize(("blocks", "share"), [(1, 1.0), (64, 0.0)])
+def test_block_kernels_share_numba_threads(blocks, share):
+    """A block gets ``threads // blocks`` (at least 1) of Numba's threads; restored after."""
+    numba = pytest.importorskip("numba")
+    from normdrop.backends.dask_backend import _block_threads, _Kernels
+
+    before = numba.get_num_threads()
+    with _block_threads(_Kernels("numba"), blocks):
+        inside = numba.get_num_threads()
+    assert inside == max(1, int(before * share))
+    assert numba.get_num_threads() == before
