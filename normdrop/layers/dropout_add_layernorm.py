@@ -9,6 +9,7 @@ import numpy as np
 from normdrop import _fused, _validation, functional
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
+from normdrop.layers._row_affine import RowAffine
 from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
@@ -17,7 +18,7 @@ from normdrop.random import draw_seed
 __all__ = ["DropoutAddLayerNorm"]
 
 
-class DropoutAddLayerNorm(SeededCalls, Module):
+class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
     """``r = dropout(x) + residual``, ``y = layer_norm(r)``: a transformer block's epilogue.
 
     One call does what ``Dropout``, an add and ``LayerNorm`` do, in one pass over
@@ -108,10 +109,7 @@ class DropoutAddLayerNorm(SeededCalls, Module):
         self.dtype = dtype
         self.seed = seed
         self.call_count = 0
-        weight = np.ones(normalized_shape, dtype) if elementwise_affine else None
-        has_bias = elementwise_affine and use_bias
-        self.register_parameter("weight", weight)
-        self.register_parameter("bias", np.zeros(normalized_shape, dtype) if has_bias else None)
+        self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
 
     _forward_state_attributes = ("call_count",)
 
@@ -119,23 +117,6 @@ class DropoutAddLayerNorm(SeededCalls, Module):
     def p(self) -> float:
         """The drop probability."""
         return self._p
-
-    @property
-    def weight(self) -> Array | None:
-        """Scale per element of ``normalized_shape``, or ``None`` without elementwise affine."""
-        return self._parameters["weight"]
-
-    @property
-    def bias(self) -> Array | None:
-        """Shift per element of ``normalized_shape``, or ``None`` (see ``bias=``)."""
-        return self._parameters["bias"]
-
-    def reset_parameters(self) -> None:
-        """Reset ``weight`` to ones and ``bias`` to zeros."""
-        if self.weight is not None:
-            self.weight[...] = 1
-        if self.bias is not None:
-            self.bias[...] = 0
 
     def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
         """Same as :meth:`forward`, after checking that both inputs are on the layer's device."""

@@ -7,13 +7,14 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation, functional
+from normdrop.layers._row_affine import RowAffine
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 
 __all__ = ["LayerNorm"]
 
 
-class LayerNorm(Module):
+class LayerNorm(RowAffine, Module):
     """Layer normalisation over the trailing ``normalized_shape`` dims, as ``torch.nn.LayerNorm``.
 
     Identical in training and evaluation.
@@ -69,27 +70,7 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         self.use_bias = use_bias
         self.dtype = dtype
-        weight = np.ones(normalized_shape, dtype) if elementwise_affine else None
-        has_bias = elementwise_affine and use_bias
-        self.register_parameter("weight", weight)
-        self.register_parameter("bias", np.zeros(normalized_shape, dtype) if has_bias else None)
-
-    @property
-    def weight(self) -> Array | None:
-        """Scale per element of ``normalized_shape``, or ``None`` without elementwise affine."""
-        return self._parameters["weight"]
-
-    @property
-    def bias(self) -> Array | None:
-        """Shift per element of ``normalized_shape``, or ``None`` (see ``bias=``)."""
-        return self._parameters["bias"]
-
-    def reset_parameters(self) -> None:
-        """Reset ``weight`` to ones and ``bias`` to zeros."""
-        if self.weight is not None:
-            self.weight[...] = 1
-        if self.bias is not None:
-            self.bias[...] = 0
+        self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
 
     def forward(self, x: Array) -> Array:
         """Normalise each sample of ``x`` over its trailing ``normalized_shape`` dims.
