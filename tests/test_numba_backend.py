@@ -23,9 +23,10 @@ from normdrop.backends.numba_backend import (  # noqa: E402
     jit,
     philox,
     rows,
+    rows_backward,
     stats,
 )
-from normdrop.backends.numba_backend.philox import split64  # noqa: E402
+from normdrop.backends.numba_backend.philox import key_words  # noqa: E402
 
 NB = normdrop.get_backend("numba")
 REF = normdrop.get_backend("numpy")
@@ -316,23 +317,8 @@ def test_functional_dropout_identical(rng, shape, dtype):
 
 
 # ----------------------------------------------------------------------------- determinism
-#: Every kernel (each is compiled as a serial and a parallel clone).
-KERNELS = [
-    stats.channel_moments,
-    stats.channel_sums,
-    rows.row_moments,
-    rows.layer_norm_forward,
-    rows.layer_norm_forward_long,
-    rows.layer_norm_backward,
-    rows.layer_norm_backward_long,
-    elementwise.channel_affine,
-    elementwise.channel_backward_elemt,
-    fused.batch_norm_forward,
-    philox.philox_words,
-    dropout.dropout,
-    dropout.dropout_mask,
-    dropout.apply_bitmask,
-]
+#: The modules that define kernels.
+KERNEL_MODULES = (dropout, elementwise, fused, philox, rows, rows_backward, stats)
 
 
 def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
@@ -343,11 +329,10 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     rstd2 = 1 / np.sqrt(var2 + 1e-5)
     w = np.linspace(0.5, 1.5, x2.shape[1])
     c = x3.shape[1]
-    k0, k1 = split64(7)
-    c2, c3 = split64(2**40)
+    key = key_words(7, 2**40)
     bits = np.empty((flat.size + 7) // 8, np.uint8)
     drop = np.empty_like(flat)
-    args = (np.uint64(2**30), np.float32(1.25), c2, c3, k0, k1, drop, bits, True, np.uint64(0), 0)
+    args = (np.uint64(2**30), np.float32(1.25), key, drop, bits, True, np.uint64(0), 0)
     dropout.dropout(parallel, flat, *args)
     dx = np.empty_like(flat)
     dropout.apply_bitmask(parallel, flat, bits, np.float32(1.25), dx)
@@ -356,12 +341,16 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     elementwise.channel_affine(parallel, x3, *coef, affine)
     elemt = np.empty_like(x3)
     ones = np.ones(c)
-    elementwise.channel_backward_elemt(parallel, g3, x3, mean3, ones, ones, ones, elemt)
+    elementwise.channel_backward_elemt(parallel, g3, x3, (ones, ones, ones, mean3), elemt)
     ln = np.empty_like(x2)
     ln_stats = np.empty((2, x2.shape[0]))
     rows.layer_norm_forward(parallel, x2, w, w, 1e-5, ln, ln_stats)
     lnb = np.empty_like(x2)
-    ln_grads = rows.layer_norm_backward(parallel, g2, x2, mean2, rstd2, w, lnb, True)
+    ln_grads = rows_backward.layer_norm_backward(parallel, g2, x2, mean2, rstd2, w, lnb, True)
+    short = x2.reshape(-1, 140)  # rows of at most rows.SHORT_ROW values
+    ln_short = np.empty_like(short)
+    ln_short_stats = np.empty((2, short.shape[0]))
+    rows.layer_norm_forward(parallel, short, w[:140], w[:140], 1e-5, ln_short, ln_short_stats)
     bn = np.empty_like(x3)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
@@ -375,6 +364,8 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         elemt,
         ln,
         *ln_stats,
+        ln_short,
+        *ln_short_stats,
         lnb,
         *ln_grads,
         bn,
@@ -384,8 +375,8 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         drop,
         bits,
         dx,
-        dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), c2, c3, k0, k1),
-        philox.philox_words(parallel, flat.size, np.uint64(3), 1, c2, c3, k0, k1),
+        dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), key),
+        philox.philox_words(parallel, flat.size, np.uint64(3), 1, key),
         *_short_row_kernels(x3.reshape(-1, 7, 1), g3.reshape(-1, 7, 1), parallel),
     ]
 
@@ -399,7 +390,7 @@ def _short_row_kernels(x, g, parallel):
     elementwise.channel_affine(parallel, x, mean, np.linspace(0.5, 1.5, c), mean, affine)
     elemt = np.empty_like(x)
     ones = np.ones(c)
-    elementwise.channel_backward_elemt(parallel, g, x, mean, ones, ones, ones, elemt)
+    elementwise.channel_backward_elemt(parallel, g, x, (ones, ones, ones, mean), elemt)
     bn = np.empty_like(x)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
@@ -463,32 +454,34 @@ def test_serial_and_parallel_clones_identical():
     assert len(parallel) == len(serial)
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
+    for a, b in zip(_split_row_kernels(False), _split_row_kernels(True), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _split_row_kernels(parallel):
+    """The row kernels on rows long enough to be split into segments."""
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((3, rows.ROW_SPLIT + 1000)) * 3 + 5).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
     w = np.linspace(0.5, 1.5, x.shape[1]).astype(np.float32)
-    results = []
-    for par in (False, True):
-        out, st = np.empty_like(x), np.empty((2, x.shape[0]))
-        rows.layer_norm_forward_long(par, x, w, w, 1e-5, out, st)
-        dx = np.empty_like(x)
-        grads = rows.layer_norm_backward_long(par, g, x, st[0], st[1], w.astype(float), dx, True)
-        results.append([out, *st, *rows.row_moments(par, x), dx, *grads])
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_array_equal(a, b)
+    out, st = np.empty_like(x), np.empty((2, x.shape[0]))
+    rows.layer_norm_forward(parallel, x, w, w, 1e-5, out, st)
+    dx = np.empty_like(x)
+    grads = rows_backward.layer_norm_backward(
+        parallel, g, x, st[0], st[1], w.astype(float), dx, True
+    )
+    return [out, *st, *rows.row_moments(parallel, x), dx, *grads]
 
 
 def test_every_kernel_is_covered():
-    """The clone tests above call every kernel the modules define."""
-    from normdrop.backends.numba_backend.jit import Kernel
-
-    defined = {
-        id(obj)
-        for mod in (dropout, elementwise, fused, philox, rows, stats)
-        for obj in vars(mod).values()
-        if isinstance(obj, Kernel)
-    }
-    assert defined == {id(k) for k in KERNELS}
+    """The clone tests above call both clones of every kernel (and layout variant) the
+    modules define."""
+    for parallel in (False, True):
+        _all_kernels(*_inputs(), parallel=parallel)
+        _split_row_kernels(parallel)
+    for mod in KERNEL_MODULES:
+        for name, k in jit.kernels_in(mod).items():
+            assert k.serial.signatures and k.parallel.signatures, f"{mod.__name__}.{name}"
 
 
 def test_serial_threshold_both_sides(rng):
@@ -586,13 +579,10 @@ def test_constant_rows_and_channels_give_exactly_bias(dtype, value):
 
 # ----------------------------------------------------------------------------- specialisations
 def _signatures():
-    from normdrop.backends.numba_backend.jit import Kernel
-
     return {
         (mod.__name__, name, clone): list(getattr(obj, clone).signatures)
-        for mod in (dropout, elementwise, fused, philox, rows, stats)
-        for name, obj in vars(mod).items()
-        if isinstance(obj, Kernel)
+        for mod in KERNEL_MODULES
+        for name, obj in jit.kernels_in(mod).items()
         for clone in ("serial", "parallel")
     }
 
@@ -665,10 +655,10 @@ def test_parameter_dtypes_share_specialisations(rng):
             F.batch_norm(x, rm, rv, w, w, training=True, backend="numba")
             F.layer_norm(x, 9, None if w is None else np.ones(9, w.dtype), backend="numba")
     sigs = _signatures()
-    bn = sigs[("normdrop.backends.numba_backend.fused", "batch_norm_forward", "serial")]
+    bn = sigs[("normdrop.backends.numba_backend.fused", "batch_norm_forward[short]", "serial")]
     vector_types = {(s[0].dtype, s[3].dtype) for s in bn}
     assert len(bn) == len(vector_types)  # None and present weights share one
-    ln = sigs[("normdrop.backends.numba_backend.rows", "layer_norm_forward", "serial")]
+    ln = sigs[("normdrop.backends.numba_backend.rows", "layer_norm_forward[short]", "serial")]
     assert len(ln) == len({(s[0].dtype, s[1].dtype) for s in ln})
 
 
@@ -680,7 +670,7 @@ def test_kernels_release_the_gil():
     import time
 
     n = 1 << 24  # a serial Philox call of tens of milliseconds
-    words = (np.uint64(0), 0, *split64(1), *split64(2))
+    words = (np.uint64(0), 0, key_words(2, 1))
     philox.philox_words.serial(8, *words)  # compiled (or loaded) beforehand
     ticks = []
     done = threading.Event()

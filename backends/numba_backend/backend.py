@@ -10,7 +10,7 @@ import numpy as np
 from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
-from . import dropout, dropout_add_norm, elementwise, fused, philox, rows, stats
+from . import dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward, stats
 from .jit import PARALLEL_MIN_SIZE, Kernel
 
 __all__ = ["NumbaBackend", "backend"]
@@ -19,14 +19,7 @@ _NO_BITS = np.empty(0, np.uint8)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 #: An empty vector stands for ``None`` in the kernels (one specialisation for both).
-_NONE = {_F32: np.empty(0, _F32), _F64: np.empty(0, _F64)}
-
-
-def _words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
-    """``(c2, c3, k0, k1)``: the call's counter words and the seed's key words."""
-    c2, c3 = philox.split64(call)
-    k0, k1 = philox.split64(seed)
-    return c2, c3, k0, k1
+_NONE: dict[np.dtype, np.ndarray] = {_F32: np.empty(0, _F32), _F64: np.empty(0, _F64)}
 
 
 def _clone(kernel: Kernel, size: int) -> Any:
@@ -113,11 +106,11 @@ class NumbaBackend(NumpyBackend):
     # ----- statistics -----------------------------------------------------------
     def channel_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel float64 mean and biased variance of ``(N, C, L)`` data."""
-        return _clone(stats.channel_moments, x.size)(_readable(x))
+        return _clone(stats.channel_moments.pick(x), x.size)(_readable(x))
 
     def row_moments(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row float64 mean and biased variance of ``(R, D)`` data."""
-        return _clone(rows.row_moments, x.size)(_readable(x))
+        return _clone(rows.row_moments.pick(x), x.size)(_readable(x))
 
     # ----- forward transforms ---------------------------------------------------
     def channel_affine(
@@ -129,7 +122,7 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> np.ndarray:
         """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel into ``out``; return it."""
-        _clone(elementwise.channel_affine, x.size)(
+        _clone(elementwise.channel_affine.pick(x), x.size)(
             _readable(x),
             _read_vector(mean, _F64),
             _read_vector(scale, _F64),
@@ -153,8 +146,7 @@ class NumbaBackend(NumpyBackend):
         r, d = x.shape
         stats = np.empty((2, r))
         dtype = _vector_dtype(x, weight, bias)
-        kernel = rows.layer_norm_forward_long if d > rows.ROW_SPLIT else rows.layer_norm_forward
-        _clone(kernel, r * d)(
+        _clone(rows.layer_norm_forward.pick(x), r * d)(
             _readable(x),
             _read_vector(weight, dtype),
             _read_vector(bias, dtype),
@@ -191,14 +183,15 @@ class NumbaBackend(NumpyBackend):
             ``out``, and the float64 statistics used (``rstd = 1/sqrt(var + eps)``).
         """
         dtype = _vector_dtype(x, running_mean, running_var, weight, bias)
-        update = bool(update) and running_mean is not None
+        update = bool(update) and running_mean is not None and running_var is not None
         if update:
+            assert running_mean is not None and running_var is not None  # for mypy
             rm = _updated_vector(running_mean, dtype)
             rv = _updated_vector(running_var, dtype)
         else:
             rm = _read_vector(running_mean, dtype)
             rv = _read_vector(running_var, dtype)
-        mean, rstd = _clone(fused.batch_norm_forward, x.size)(
+        mean, rstd = _clone(fused.batch_norm_forward.pick(x), x.size)(
             _readable(x),
             rm,
             rv,
@@ -210,9 +203,9 @@ class NumbaBackend(NumpyBackend):
             float(eps),
             out,
         )
-        if update and rm is not running_mean:  # computed in a converted copy
-            running_mean[...] = rm
-        if update and rv is not running_var:
+        if update and rm is not running_mean and running_mean is not None:
+            running_mean[...] = rm  # computed in a converted copy
+        if update and rv is not running_var and running_var is not None:
             running_var[...] = rv
         return out, mean, rstd
 
@@ -247,9 +240,9 @@ class NumbaBackend(NumpyBackend):
             bias,
             float(eps),
             drop,
-            np.uint64(threshold if drop else 0),
+            np.uint64(threshold or 0),
             x.dtype.type(scale if drop else 1),
-            *_words(seed if drop else 0, call),
+            philox.key_words(seed or 0, call),
             out,
             r_out,
             bitmask if pack else _NO_BITS,
@@ -265,7 +258,7 @@ class NumbaBackend(NumpyBackend):
         self, dy: np.ndarray, x: np.ndarray, mean: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)``, one pass."""
-        return _clone(stats.channel_sums, x.size)(
+        return _clone(stats.channel_sums.pick(x), x.size)(
             _readable(dy), _readable(x), _read_vector(mean, _F64)
         )
 
@@ -280,14 +273,9 @@ class NumbaBackend(NumpyBackend):
         out: np.ndarray,
     ) -> np.ndarray:
         """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
-        _clone(elementwise.channel_backward_elemt, x.size)(
-            _readable(dy),
-            _readable(x),
-            _read_vector(mean, _F64),
-            _read_vector(a, _F64),
-            _read_vector(b, _F64),
-            _read_vector(c, _F64),
-            out,
+        coefficients = tuple(_read_vector(v, _F64) for v in (a, b, c, mean))
+        _clone(elementwise.channel_backward_elemt.pick(x), x.size)(
+            _readable(dy), _readable(x), coefficients, out
         )
         return out
 
@@ -303,10 +291,7 @@ class NumbaBackend(NumpyBackend):
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``."""
         grads = bool(param_grads)
-        long = x.shape[1] > rows.ROW_SPLIT
-        dw, db = _clone(
-            rows.layer_norm_backward_long if long else rows.layer_norm_backward, x.size
-        )(
+        dw, db = _clone(rows_backward.layer_norm_backward.pick(x), x.size)(
             _readable(dy),
             _readable(x),
             _read_vector(mean, _F64),
@@ -321,7 +306,7 @@ class NumbaBackend(NumpyBackend):
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
         """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
         return _clone(philox.philox_words, n)(
-            int(n), np.uint64(offset // 4), offset % 4, *_words(seed, call)
+            int(n), np.uint64(offset // 4), offset % 4, philox.key_words(seed, call)
         )
 
     def dropout_forward(
@@ -345,7 +330,7 @@ class NumbaBackend(NumpyBackend):
             _readable(x).reshape(-1),
             np.uint64(threshold),
             x.dtype.type(scale),
-            *_words(seed, call),
+            philox.key_words(seed, call),
             out.reshape(-1),
             bitmask if pack else _NO_BITS,
             pack,
@@ -356,7 +341,9 @@ class NumbaBackend(NumpyBackend):
 
     def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> np.ndarray:
         """The boolean keep-mask of ``n`` elements."""
-        return _clone(dropout.dropout_mask, n)(int(n), np.uint64(threshold), *_words(seed, call))
+        return _clone(dropout.dropout_mask, n)(
+            int(n), np.uint64(threshold), philox.key_words(seed, call)
+        )
 
     def dropout_apply_bitmask(
         self, dy: np.ndarray, bitmask: np.ndarray, scale: Any, out: np.ndarray

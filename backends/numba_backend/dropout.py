@@ -20,55 +20,52 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import kernel, serial_jit
-from .philox import TILE, TILES_PER_TASK, edge_word, head_and_tiles, tile_scratch, tile_words
+from .jit import inline_jit, kernel, task_jit
+from .philox import TILE, TILES_PER_TASK, edge_word, head_and_tiles, tile_scratch, tile_span
 
 #: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s
 #: bit to bit ``56 + k``, with no carries: the top byte is the packed bitmask byte.
 _GATHER_BITS = np.uint64(0x0102040810204080)
 _TOP_BYTE = np.uint64(56)
 
-__all__ = ["apply_bitmask", "dropout", "dropout_mask"]
+__all__ = ["apply_bitmask", "dropout", "dropout_mask", "pack_bits"]
+
+#: The ``key`` argument's type: ``(c2, c3, k0, k1)`` (see :func:`.philox.key_words`).
+Key = tuple[np.uint64, np.uint64, np.uint64, np.uint64]
 
 
-@serial_jit
-def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, c2, c3, k0, k1):
+@inline_jit
+def pack_bits(keep, bits):
+    """Pack the first ``8 * bits.size`` 0/1 bytes of ``keep`` into the bytes ``bits``."""
+    keep8 = keep.view(np.uint64)  # eight keep bytes per uint64 (little-endian)
+    for q in range(bits.size):
+        bits[q] = np.uint8((keep8[q] * _GATHER_BITS) >> _TOP_BYTE)
+
+
+@task_jit
+def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, key):
     """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``)."""
     zero = x.dtype.type(0)
     t32 = np.uint32(thr)
     scratch = tile_scratch()
     keep = np.zeros(TILE, np.uint8)
-    keep8 = keep.view(np.uint64)  # eight keep bytes per uint64 (little-endian)
-    m = x.size - head
     for t in range(t0, t1):
-        s = t * TILE
-        valid = min(TILE, m - s)
-        words = tile_words(
-            block + np.uint64(t * (TILE // 4)), (valid + 3) // 4, c2, c3, k0, k1, scratch
-        )
-        xs = x[head + s : head + s + valid]
-        os = out[head + s : head + s + valid]
+        e, valid, words = tile_span(t, x.size, head, block, key, scratch)
+        xs = x[e : e + valid]
+        os = out[e : e + valid]
         if pack:
             for i in range(valid):
                 k = words[i] >= t32
                 keep[i] = np.uint8(k)
                 os[i] = xs[i] * scale if k else zero
             nbytes = (valid + 7) // 8
-            keep[valid : 8 * nbytes] = 0
-            bs = bits[s // 8 : s // 8 + nbytes]
-            for q in range(nbytes):
-                bs[q] = np.uint8((keep8[q] * _GATHER_BITS) >> _TOP_BYTE)
+            for i in range(valid, 8 * nbytes):
+                keep[i] = 0
+            s = e - head
+            pack_bits(keep, bits[s // 8 : s // 8 + nbytes])
         else:
             for i in range(valid):
                 os[i] = xs[i] * scale if words[i] >= t32 else zero
-
-
-@serial_jit
-def _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1):
-    zero = x.dtype.type(0)
-    for j in range(head):
-        w = edge_word(block0, lane0 + j, c2, c3, k0, k1)
-        out[j] = x[j] * scale if w >= thr else zero
 
 
 @kernel
@@ -76,10 +73,7 @@ def dropout(
     x: np.ndarray,
     thr: np.uint64,
     scale: np.floating,
-    c2: np.uint64,
-    c3: np.uint64,
-    k0: np.uint64,
-    k1: np.uint64,
+    key: Key,
     out: np.ndarray,
     bits: np.ndarray,
     pack: bool,
@@ -89,8 +83,8 @@ def dropout(
     """Inverted dropout of flat data into ``out``; pack the keep-mask when ``pack``.
 
     ``thr`` is the uint64 keep threshold, ``scale`` a scalar of the data dtype,
-    ``(c2, c3)`` and ``(k0, k1)`` the 32-bit words of ``call`` and ``seed``; the
-    first element is word ``lane0`` of counter block ``block0`` (a uint64).
+    ``key`` the words ``(c2, c3, k0, k1)`` of ``call`` and ``seed``; the first
+    element is word ``lane0`` of counter block ``block0`` (a uint64).
     """
     head, tiles = head_and_tiles(x.size, lane0)
     first = block0 + np.uint64(1 if head > 0 else 0)
@@ -98,39 +92,39 @@ def dropout(
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
         t1 = min(tiles, t0 + TILES_PER_TASK)
-        _dropout_tiles(x, out, bits, pack, t0, t1, head, first, thr, scale, c2, c3, k0, k1)
-    _dropout_head(x, out, head, block0, lane0, thr, scale, c2, c3, k0, k1)
+        _dropout_tiles(x, out, bits, pack, t0, t1, head, first, thr, scale, key)
+    zero = x.dtype.type(0)
+    for j in range(head):
+        out[j] = x[j] * scale if edge_word(block0, lane0 + j, key) >= thr else zero
 
 
-@serial_jit
-def _mask_tiles(mask, t0, t1, thr, c2, c3, k0, k1):
+@task_jit
+def _mask_tiles(mask, t0, t1, thr, key):
+    """Tiles ``t0 .. t1 - 1`` of :func:`dropout_mask`."""
     t32 = np.uint32(thr)
     scratch = tile_scratch()
     for t in range(t0, t1):
-        s = t * TILE
-        valid = min(TILE, mask.size - s)
-        words = tile_words(np.uint64(t * (TILE // 4)), (valid + 3) // 4, c2, c3, k0, k1, scratch)
-        ms = mask[s : s + valid]
+        e, valid, words = tile_span(t, mask.size, 0, np.uint64(0), key, scratch)
+        ms = mask[e : e + valid]
         for i in range(valid):
             ms[i] = words[i] >= t32
 
 
 @kernel
-def dropout_mask(
-    n: int, thr: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
-) -> np.ndarray:
+def dropout_mask(n: int, thr: np.uint64, key: Key) -> np.ndarray:
     """Boolean keep-mask of elements ``0 .. n - 1``."""
     mask = np.empty(n, np.bool_)
     tiles = (n + TILE - 1) // TILE
     for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
-        _mask_tiles(mask, t0, min(tiles, t0 + TILES_PER_TASK), thr, c2, c3, k0, k1)
+        _mask_tiles(mask, t0, min(tiles, t0 + TILES_PER_TASK), thr, key)
     return mask
 
 
-@serial_jit
+@task_jit
 def _apply_tiles(dy, bits, scale, out, t0, t1):
+    """Tiles ``t0 .. t1 - 1`` of :func:`apply_bitmask`."""
     zero = dy.dtype.type(0)
     keep = np.empty(TILE, np.uint32)
     for t in range(t0, t1):

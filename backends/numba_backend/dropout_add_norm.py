@@ -23,24 +23,21 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .jit import TASK_SIZE, jit_options, kernel
+from .dropout import Key, pack_bits
+from .jit import TASK_SIZE, jit, kernel
 from .philox import TILE, edge_word, tile_scratch, tile_words
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
 
 #: The library's fast-math flags minus ``contract`` (see the module docstring).
-_FASTMATH = {"reassoc", "arcp", "afn"}
-_helper = njit(parallel=False, **jit_options(_FASTMATH))
-
-#: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s bit to
-#: bit ``56 + k`` with no carries: the top byte is the packed bitmask byte (as in
-#: :mod:`.dropout`).
-_GATHER_BITS = np.uint64(0x0102040810204080)
-_TOP_BYTE = np.uint64(56)
+_FASTMATH = frozenset({"reassoc", "arcp", "afn"})
+#: What the kernel calls is inlined into it (see :mod:`.jit`), except the task function.
+_helper = jit(fastmath=_FASTMATH, inline="always")
+_task_jit = jit(fastmath=_FASTMATH)
 
 #: Bytes per cache line, the stride of the prefetches.
 _LINE = 64
@@ -108,7 +105,7 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 
 @_helper
-def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, out, ahead):
+def _row_words(words, scratch, n, block, lane, key, x, residual, r, out, ahead):
     """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
 
     The words are made :data:`GROUP` blocks at a time; around each group a share of row
@@ -118,7 +115,7 @@ def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, o
     """
     head = min(n, (4 - lane) % 4)
     for j in range(head):
-        words[j] = edge_word(block, lane + j, c2, c3, k0, k1)
+        words[j] = edge_word(block, lane + j, key)
     first = block + np.uint64(1 if head > 0 else 0)
     m = n - head
     total = (m + 3) // 4
@@ -133,7 +130,7 @@ def _row_words(words, scratch, n, block, lane, c2, c3, k0, k1, x, residual, r, o
                 l0 = (s // 4 + g0) * lines // total
                 lm = (s // 4 + (g0 + g1) // 2) * lines // total
                 _prefetch_lines(x, residual, r, out, ahead, l0, lm)
-            tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, c2, c3, k0, k1, scratch)
+            tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, key, scratch)
             if ahead >= 0:
                 _prefetch_lines(x, residual, r, out, ahead, lm, (s // 4 + g1) * lines // total)
             dst = words[head + s + 4 * g0 : head + s + min(valid, 4 * g1)]
@@ -191,9 +188,9 @@ def _normalise(rr, yr, m, rs, w, b):
         yr[j] = (rr[j] - m) * rs * w[j] + b[j]
 
 
-@_helper
+@_task_jit
 def _task(
-    x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+    x, residual, weight, bias, eps, drop, thr, scale, key,
     out, r, bits, pack, mean, rstd, block0, lane0, t, per,
 ):  # fmt: skip
     """Rows ``t * per .. (t + 1) * per - 1``: dropout, add, statistics, output."""
@@ -212,7 +209,7 @@ def _task(
             position = lane0 + ri * d
             ahead = ri + 1 if ri + 1 < r1 else -1
             _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
-                       c2, c3, k0, k1, x, residual, r, out, ahead)  # fmt: skip
+                       key, x, residual, r, out, ahead)  # fmt: skip
         rr = r[ri]
         kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
         if residual is None:
@@ -229,10 +226,8 @@ def _task(
         mean[ri] = m
         rstd[ri] = rs
     if pack:
-        keep8 = keep.view(np.uint64)
         base = r0 * d // 8
-        for q8 in range(keep8.size):
-            bits[base + q8] = np.uint8((keep8[q8] * _GATHER_BITS) >> _TOP_BYTE)
+        pack_bits(keep, bits[base : base + keep.size // 8])
 
 
 @kernel(fastmath=_FASTMATH)
@@ -245,10 +240,7 @@ def dropout_add_layer_norm_rows(
     drop: bool,
     thr: np.uint64,
     scale: np.floating,
-    c2: np.uint64,
-    c3: np.uint64,
-    k0: np.uint64,
-    k1: np.uint64,
+    key: Key,
     out: np.ndarray,
     r: np.ndarray,
     bits: np.ndarray,
@@ -260,8 +252,8 @@ def dropout_add_layer_norm_rows(
     """``r = dropout(x) + residual``, ``out = layer_norm(r)`` for ``(R, D)`` rows.
 
     Dropout only when ``drop`` (keep where the Philox word is ``>= thr``, kept values
-    times ``scale``, a scalar of the data dtype); ``(c2, c3)`` and ``(k0, k1)`` are
-    the 32-bit words of ``call`` and ``seed``; element ``(0, 0)`` is word ``lane0``
+    times ``scale``, a scalar of the data dtype); ``key`` holds the 32-bit words
+    ``(c2, c3, k0, k1)`` of ``call`` and ``seed``; element ``(0, 0)`` is word ``lane0``
     of counter block ``block0`` (a uint64). ``residual``, ``weight`` and ``bias``
     may be None; ``weight``/``bias`` of any float dtype. With ``pack`` (only when
     the first element is global element 0) the keep-mask is packed into ``bits``.
@@ -273,5 +265,5 @@ def dropout_add_layer_norm_rows(
     per, n_tasks = rows_per_task(rows, d)
     for tt in prange(n_tasks):
         t = np.int64(tt)  # the prange index is unsigned
-        _task(x, residual, weight, bias, eps, drop, thr, scale, c2, c3, k0, k1,
+        _task(x, residual, weight, bias, eps, drop, thr, scale, key,
               out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip

@@ -9,7 +9,7 @@ runs that share one channel coefficient:
   ``RUN_WIDTH`` values (``K = C * L`` values repeated ``P`` times), and runs are
   periods, indexed with the column inside the period.
 
-Short-row affine tasks run last to first (:func:`affine_order`): the affine pass
+Short-row affine tasks run last to first (:func:`_affine_task`): the affine pass
 follows a statistics pass over the same data, and starting from the rows that
 pass read last finds them still in cache.
 
@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, kernel, serial_jit
-from .stats import LONG_ROW
+from .jit import TASK_SIZE, inline_jit, task_jit
+from .layouts import LONG_LAYOUT, channel_kernel
 
-__all__ = ["channel_affine", "channel_backward_elemt"]
+__all__ = ["affine", "channel_affine", "channel_backward_elemt"]
 
 #: Narrowest run of the short-row layout: each run costs a division and a few
 #: slices, so runs of a 64-value row would spend as long on that as on the values;
@@ -34,31 +34,60 @@ __all__ = ["channel_affine", "channel_backward_elemt"]
 RUN_WIDTH = 512
 
 
-@serial_jit
-def _expand(v: np.ndarray, c: int, length: int) -> np.ndarray:
+@inline_jit
+def _expand_one(v: np.ndarray, c: int, length: int) -> np.ndarray:
     """Repeat ``v[ch]`` for the ``L`` columns of each channel, then the whole row
     until at least ``RUN_WIDTH`` values."""
     width = c * length
     period = 1 if width >= RUN_WIDTH else (RUN_WIDTH + width - 1) // max(width, 1)
     out = np.empty(width * period)
-    for p in range(period):
-        for ch in range(c):
-            out[p * width + ch * length : p * width + (ch + 1) * length] = v[ch]
+    for j in range(out.size):  # loops: a slice assignment compiles much more code
+        out[j] = v[(j % width) // length]
     return out
 
 
-@serial_jit
-def affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
-    """Task ``t`` of :func:`channel_affine`; ``mx``/``sx``/``tx`` are the
-    expanded coefficients of the short-row layout (unused for long rows)."""
-    size = x.size
-    e = t * TASK_SIZE
-    e1 = min(size, e + TASK_SIZE)
-    if length >= LONG_ROW:
+@inline_jit
+def expand(a, b, m, c, length):
+    """Three per-channel vectors expanded to one period of the short-row layout."""
+    return _expand_one(a, c, length), _expand_one(b, c, length), _expand_one(m, c, length)
+
+
+@inline_jit
+def _channel_run(e, e1, length, c):
+    """End of the run from flat element ``e`` (long rows: the rest of its row, up to
+    ``e1``) and the run's channel."""
+    r = e // length
+    return min(e1, (r + 1) * length), r % c
+
+
+@inline_jit
+def _period_run(e, e1, period):
+    """End of the run from flat element ``e`` (short rows: the rest of its period, up
+    to ``e1``) and ``e``'s column in the period."""
+    q = e // period
+    return min(e1, (q + 1) * period), e - q * period
+
+
+@inline_jit
+def _tasks(size):
+    """Number of tasks of the element-wise kernels for ``size`` elements."""
+    return (size + TASK_SIZE - 1) // TASK_SIZE
+
+
+@task_jit
+def _affine_task(x, mean, scale, shift, out, i, n_tasks, c, length, expanded):
+    """Loop iteration ``i`` of :func:`channel_affine` on flat data.
+
+    ``expanded`` is None for long rows, else ``(scale, shift, mean)`` expanded to
+    one period (:func:`expand`). Short rows run their tasks last to first, so that
+    the pass starts where the statistics pass before it ended (its data most likely
+    still in cache); each task writes the same elements with the same arithmetic.
+    """
+    if expanded is None:
+        e = i * TASK_SIZE
+        e1 = min(x.size, e + TASK_SIZE)
         while e < e1:
-            r = e // length
-            stop = min(e1, (r + 1) * length)
-            ch = r % c
+            stop, ch = _channel_run(e, e1, length, c)
             m = mean[ch]
             a = scale[ch]
             b = shift[ch]
@@ -68,11 +97,11 @@ def affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
                 ov[j] = (xv[j] - m) * a + b
             e = stop
     else:
-        period = sx.size
+        sx, tx, mx = expanded
+        e = (n_tasks - 1 - i) * TASK_SIZE
+        e1 = min(x.size, e + TASK_SIZE)
         while e < e1:
-            q = e // period
-            j0 = e - q * period
-            stop = min(e1, (q + 1) * period)
+            stop, j0 = _period_run(e, e1, sx.size)
             xv = x[e:stop]
             ov = out[e:stop]
             mv = mx[j0:]
@@ -83,109 +112,68 @@ def affine_task(x, mean, scale, shift, out, t, c, length, mx, sx, tx):
             e = stop
 
 
-@serial_jit
-def affine_coefficients(mean, scale, shift, length):
-    """``mean``, ``scale`` and ``shift`` as :func:`affine_task` reads them: expanded
-    to one period for short rows (see :func:`_expand`), as they are for long rows."""
-    if length >= LONG_ROW:
-        return mean, scale, shift
-    c = mean.size
-    return _expand(mean, c, length), _expand(scale, c, length), _expand(shift, c, length)
+@inline_jit
+def affine(x, mean, scale, shift, out, long):
+    """``out = (x - mean[c]) * scale[c] + shift[c]`` per channel of ``(N, C, L)`` data in
+    the long-row layout when ``long`` (a constant of the calling kernel), else the
+    short-row one. Inlined into the kernels that call it: its task loop is theirs."""
+    n, c, length = x.shape
+    expanded = None if long else expand(scale, shift, mean, c, length)
+    n_tasks = _tasks(x.size)
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for tt in prange(n_tasks):  # the prange index is unsigned
+        _affine_task(xf, mean, scale, shift, of, np.int64(tt), n_tasks, c, length, expanded)
 
 
-@serial_jit
-def affine_tasks(size):
-    """Number of tasks of :func:`channel_affine` for ``size`` elements."""
-    return (size + TASK_SIZE - 1) // TASK_SIZE
-
-
-@serial_jit
-def affine_order(i, n_tasks, length):
-    """The task that loop iteration ``i`` of an affine pass runs.
-
-    Short rows run their tasks last to first, so that the pass starts where the
-    statistics pass before it ended (its data most likely still in cache) and
-    leaves for last what that pass read first. Only the order changes: each task
-    writes the same elements with the same arithmetic.
-    """
-    return i if length >= LONG_ROW else n_tasks - 1 - i
-
-
-@kernel
+@channel_kernel
 def channel_affine(
     x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray
 ) -> None:
     """Write ``(x - mean[c]) * scale[c] + shift[c]`` per channel of ``(N, C, L)`` data."""
-    n, c, length = x.shape
-    mx, sx, tx = affine_coefficients(mean, scale, shift, length)
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
-    n_tasks = affine_tasks(x.size)
-    for tt in prange(n_tasks):
-        t = affine_order(np.int64(tt), n_tasks, length)  # the prange index is unsigned
-        affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
+    affine(x, mean, scale, shift, out, LONG_LAYOUT)
 
 
-@serial_jit
-def _elemt_task(dy, x, out, t, c, length, av, bv, mv, cv):
-    """Task ``t`` of :func:`channel_backward_elemt` (coefficients as in
-    :func:`affine_task`)."""
-    size = x.size
+@task_jit
+def _elemt_task(dy, x, out, t, c, length, coefficients, expanded):
+    """Task ``t`` of :func:`channel_backward_elemt` on flat data; ``coefficients`` is
+    ``(a, b, c, mean)`` per channel, ``expanded`` as in :func:`affine_task`."""
+    av, bv, kv, mv = coefficients if expanded is None else expanded
     e = t * TASK_SIZE
-    e1 = min(size, e + TASK_SIZE)
-    if length >= LONG_ROW:
-        while e < e1:
-            r = e // length
-            stop = min(e1, (r + 1) * length)
-            ch = r % c
-            a = av[ch]
-            b = bv[ch]
-            m = mv[ch]
-            k = cv[ch]
-            gv = dy[e:stop]
-            xv = x[e:stop]
-            ov = out[e:stop]
+    e1 = min(x.size, e + TASK_SIZE)
+    while e < e1:
+        if expanded is None:
+            stop, ch = _channel_run(e, e1, length, c)
+            a, b, k, m = av[ch], bv[ch], kv[ch], mv[ch]
+            gv, xv, ov = dy[e:stop], x[e:stop], out[e:stop]
             for j in range(xv.size):
                 ov[j] = a * gv[j] + b * (xv[j] - m) + k
-            e = stop
-    else:
-        period = av.size
-        while e < e1:
-            q = e // period
-            j0 = e - q * period
-            stop = min(e1, (q + 1) * period)
-            gv = dy[e:stop]
-            xv = x[e:stop]
-            ov = out[e:stop]
-            a = av[j0:]
-            b = bv[j0:]
-            m = mv[j0:]
-            k = cv[j0:]
+        else:
+            stop, j0 = _period_run(e, e1, av.size)
+            gv, xv, ov = dy[e:stop], x[e:stop], out[e:stop]
+            ap, bp, kp, mp = av[j0:], bv[j0:], kv[j0:], mv[j0:]
             for j in range(xv.size):
-                ov[j] = a[j] * gv[j] + b[j] * (xv[j] - m[j]) + k[j]
-            e = stop
+                ov[j] = ap[j] * gv[j] + bp[j] * (xv[j] - mp[j]) + kp[j]
+        e = stop
 
 
-@kernel
+@channel_kernel
 def channel_backward_elemt(
     dy: np.ndarray,
     x: np.ndarray,
-    mean: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
+    coefficients: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     out: np.ndarray,
 ) -> None:
-    """Write ``a[ch] * dy + b[ch] * (x - mean[ch]) + c[ch]`` per channel into ``out``."""
+    """Write ``a[ch] * dy + b[ch] * (x - mean[ch]) + c[ch]`` per channel into ``out``,
+    where ``coefficients`` is ``(a, b, c, mean)`` (float64 vectors)."""
     n, nc, length = x.shape
-    if length < LONG_ROW:
-        a = _expand(a, nc, length)
-        b = _expand(b, nc, length)
-        mean = _expand(mean, nc, length)
-        c = _expand(c, nc, length)
+    a, b, c, mean = coefficients
+    if LONG_LAYOUT:
+        expanded = None
+    else:
+        expanded = expand(a, b, c, nc, length) + (_expand_one(mean, nc, length),)
     gf = dy.reshape(dy.size)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
-    for tt in prange((x.size + TASK_SIZE - 1) // TASK_SIZE):
-        t = np.int64(tt)  # the prange index is unsigned
-        _elemt_task(gf, xf, of, t, nc, length, a, b, mean, c)
+    for tt in prange(_tasks(x.size)):  # the prange index is unsigned
+        _elemt_task(gf, xf, of, np.int64(tt), nc, length, coefficients, expanded)

@@ -6,8 +6,9 @@ fold the parameters into per-channel ``scale`` and ``shift``). This kernel does
 all of it in one call: batch or running statistics, the in-place running update,
 the fold, and the affine pass. It runs the task loops of
 :func:`~.stats.channel_moments` and :func:`~.elementwise.channel_affine` itself
-(through the same task helpers, so the results are the same bits): a kernel
-never calls another kernel (see :mod:`.jit`).
+(the same inlined helpers :func:`~.stats.moments` and :func:`~.elementwise.affine`,
+so the results are the same bits): a kernel never calls another kernel (see
+:mod:`.jit`). It is compiled once per row layout (:mod:`.layouts`).
 
 The four vectors have one float dtype (float32 or float64); an empty vector
 stands for ``None`` (no running statistics, no weight, no bias), so that a layer
@@ -17,16 +18,16 @@ with or without them compiles the same specialisation.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from .elementwise import affine_coefficients, affine_order, affine_task, affine_tasks
-from .jit import kernel, rsqrt_jit, serial_jit
-from .stats import _moments_result, _moments_task, _plan
+from .elementwise import affine
+from .jit import inline_jit, rsqrt_jit
+from .layouts import LONG_LAYOUT, channel_kernel
+from .stats import moments
 
 __all__ = ["batch_norm_forward"]
 
 
-@serial_jit
+@inline_jit
 def _running(running_mean, running_var, c):
     """The running statistics as float64 (zeros and ones when there are none)."""
     if running_mean.size == 0:
@@ -43,7 +44,7 @@ def _rstd(var, eps):
     return rstd
 
 
-@serial_jit
+@inline_jit
 def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, eps, count):
     """Update the running statistics in place; return ``rstd, scale, shift`` (float64)."""
     c = mean.size
@@ -63,7 +64,7 @@ def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, 
     return rstd, scale, shift
 
 
-@kernel
+@channel_kernel
 def batch_norm_forward(
     x: np.ndarray,
     running_mean: np.ndarray,
@@ -83,22 +84,11 @@ def batch_norm_forward(
     """
     n, c, length = x.shape
     if use_batch:
-        plan = _plan(n, c, length)
-        pmean = np.empty((plan[6], c))
-        pm2 = np.empty((plan[6], c))
-        for tt in prange(plan[6] * plan[7]):
-            _moments_task(x, np.int64(tt), plan, pmean, pm2)  # the prange index is unsigned
-        mean, var = _moments_result(x, plan, pmean, pm2)
+        mean, var = moments(x, LONG_LAYOUT)
     else:
         mean, var = _running(running_mean, running_var, c)
     rstd, scale, shift = _fold(
         mean, var, running_mean, running_var, weight, bias, update, momentum, eps, n * length
     )
-    mx, sx, tx = affine_coefficients(mean, scale, shift, length)
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
-    n_tasks = affine_tasks(x.size)
-    for tt in prange(n_tasks):
-        t = affine_order(np.int64(tt), n_tasks, length)  # the prange index is unsigned
-        affine_task(xf, mean, scale, shift, of, t, c, length, mx, sx, tx)
+    affine(x, mean, scale, shift, out, LONG_LAYOUT)
     return mean, rstd

@@ -8,8 +8,22 @@ clones (see :func:`kernel`): a single-threaded one for small inputs and a
 depend only on the array's shape, never on the thread count, so results are
 bit-identical on any number of threads and on either clone.
 
+What a kernel calls comes in two kinds, chosen to keep compilation short:
+
+* the *task* function that a ``prange`` loop body calls (:data:`task_jit`), a
+  real call, so that the parallel clone's loop body stays one call;
+* everything else (:data:`inline_jit`), inlined into its caller before typing:
+  no compilation, optimisation, machine code and cache entry of its own, which
+  a separately compiled helper costs on top of the copy LLVM inlines anyway.
+  An inlined helper may hold a kernel's ``prange`` task loop (shared by the
+  kernels that run it), which then is the calling kernel's own loop.
+
+Only kernels are cached on disk; what they call is compiled into them. A kernel
+source that serves several data layouts is compiled once per layout
+(:class:`KernelVariants`), so that a call compiles only its layout's code.
+
 Two rules keep the on-disk cache sound: parallel clones are entry points
-called from Python only, and the helpers they call are single-threaded. A
+called from Python only, and the functions they call are single-threaded. A
 cached single-threaded function that calls a parallel one crashes when it is
 loaded from the cache (numba/numba#8578). Every compiled function releases the
 GIL, so Python threads run kernels side by side.
@@ -18,9 +32,11 @@ GIL, so Python threads run kernels side by side.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
-from numba import njit
+import numba
 from numba.core.cpu import ParallelOptions
 
 from .compile_events import listen
@@ -31,11 +47,13 @@ __all__ = [
     "PARALLEL_MIN_SIZE",
     "TASK_SIZE",
     "Kernel",
+    "KernelVariants",
     "inline_jit",
-    "jit_options",
+    "jit",
     "kernel",
+    "kernels_in",
     "rsqrt_jit",
-    "serial_jit",
+    "task_jit",
 ]
 
 #: ``reassoc`` and ``contract``: what lets LLVM vectorise the float64 reductions
@@ -45,16 +63,9 @@ __all__ = [
 #: summation order LLVM picked was seen to differ between a kernel compiled
 #: in-process and the same kernel loaded from the cache), ``nnan``/``ninf`` (they
 #: would let it assume away the NaN and inf that the reference propagates).
-FASTMATH = {"reassoc", "contract"}
+FASTMATH = frozenset({"reassoc", "contract"})
 
 listen()  # tell the user when kernels compile (not when they load from the cache)
-_OPTIONS = {
-    "fastmath": FASTMATH,
-    "error_model": "numpy",
-    "boundscheck": False,
-    "nogil": True,
-    "cache": kernel_cache_folder() is not None,
-}
 
 #: Only ``prange`` loops run on threads: no array expression or ``np.zeros`` of a
 #: parallel clone becomes a hidden parallel loop. A ``ParallelOptions`` object,
@@ -73,18 +84,62 @@ _PRANGE_ONLY = ParallelOptions(
     }
 )
 
-#: Decorator for single-threaded helpers (and the serial clones of kernels).
-serial_jit = njit(parallel=False, **_OPTIONS)
+
+def jit(
+    *,
+    fastmath: AbstractSet[str] = FASTMATH,
+    parallel: bool | ParallelOptions = False,
+    cache: bool = False,
+    inline: str = "never",
+) -> Callable[[Callable[..., Any]], Any]:
+    """The decorator that compiles one normdrop function with Numba.
+
+    Every function gets the same error model, no bounds checks and a released GIL;
+    the arguments are what differs between kernels and what they call.
+
+    Parameters
+    ----------
+    fastmath : set of str
+        LLVM fast-math flags (default :data:`FASTMATH`).
+    parallel : bool or ParallelOptions
+        Numba's ``parallel`` option (kernels' parallel clones only).
+    cache : bool
+        Cache the compiled function on disk (kernels only; only when a cache folder
+        is writable).
+    inline : {"never", "always"}
+        Numba's ``inline`` option.
+
+    Returns
+    -------
+    callable
+        A decorator returning a Numba dispatcher.
+    """
+    options: dict[str, Any] = {
+        "fastmath": set(fastmath),
+        "parallel": parallel,
+        "cache": cache and kernel_cache_folder() is not None,
+        "inline": inline,
+        "error_model": "numpy",
+        "boundscheck": False,
+        "nogil": True,
+    }
+    njit: Callable[..., Callable[[Callable[..., Any]], Any]] = numba.njit
+    return njit(**options)
+
+
+#: Decorator for the task functions that ``prange`` loop bodies call.
+task_jit = jit()
+
+#: Decorator for everything else a kernel calls: inlined into the caller at Numba IR
+#: level, never compiled on its own.
+inline_jit = jit(inline="always")
 
 #: Decorator for the reciprocal square roots ``1 / sqrt(var + eps)`` only: with
 #: ``arcp`` and ``afn`` LLVM computes them as a vectorised approximate reciprocal
 #: square root refined by a Newton step, several times faster than a square root and
-#: a division per row. No mean is computed under these flags.
-rsqrt_jit = njit(parallel=False, **{**_OPTIONS, "fastmath": FASTMATH | {"arcp", "afn"}})
-
-#: Decorator for tiny helpers inlined into their callers at Numba IR level, so that
-#: the loop around the call can be vectorised.
-inline_jit = njit(parallel=False, inline="always", **_OPTIONS)
+#: a division per row. No mean is computed under these flags. Not inlined: an inlined
+#: function takes its caller's flags.
+rsqrt_jit = jit(fastmath=FASTMATH | {"arcp", "afn"})
 
 
 class Kernel(NamedTuple):
@@ -106,55 +161,126 @@ class Kernel(NamedTuple):
         return (self.parallel if parallel else self.serial)(*args)
 
 
-def jit_options(fastmath: set[str] | None = None) -> dict[str, Any]:
-    """The compile options of every normdrop kernel, with other fast-math flags if given.
-
-    Parameters
-    ----------
-    fastmath : set of str, optional
-        LLVM fast-math flags replacing :data:`FASTMATH` (a kernel whose rounding
-        must follow separate operations leaves out ``contract``, for instance).
-
-    Returns
-    -------
-    dict
-        Keyword arguments for :func:`numba.njit` (cache, GIL, error model, ...).
-    """
-    return _OPTIONS if fastmath is None else {**_OPTIONS, "fastmath": set(fastmath)}
+def _clone(
+    fn: Callable[..., Any], suffix: str, constants: Mapping[str, object]
+) -> types.FunctionType:
+    """A copy of ``fn`` named ``<qualname><suffix>`` whose globals ``constants`` replace."""
+    assert isinstance(fn, types.FunctionType)
+    scope = {**fn.__globals__, **constants} if constants else fn.__globals__
+    clone = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + suffix
+    clone.__doc__ = fn.__doc__
+    clone.__module__ = fn.__module__
+    return clone
 
 
-def kernel(fn: types.FunctionType | None = None, *, fastmath: set[str] | None = None) -> Any:
+def kernel(
+    fn: Callable[..., Any] | None = None,
+    *,
+    fastmath: AbstractSet[str] = FASTMATH,
+    constants: Mapping[str, object] | None = None,
+    suffix: str = "",
+) -> Any:
     """Compile ``fn`` (whose task loops use ``prange``) as a serial and a parallel clone.
 
-    The parallel clone is a copy of the function under the qualified name
-    ``<name>__parallel``, so that the two clones have their own on-disk cache
-    entries. Only the clones that are called get compiled. Used bare
-    (``@kernel``) or with other fast-math flags (``@kernel(fastmath={...})``).
+    The clones are copies of the function under the qualified names
+    ``<name><suffix>`` and ``<name><suffix>__parallel``, so that each has its own
+    on-disk cache entries. Only the clones that are called get compiled. Used bare
+    (``@kernel``) or with options (``@kernel(fastmath={...})``).
 
     Parameters
     ----------
     fn : function
-        The kernel source; it may call :func:`serial_jit`/:func:`inline_jit`
-        helpers but no other kernel.
-    fastmath : set of str, optional
-        See :func:`jit_options`.
+        The kernel source; it may call :data:`task_jit`, :data:`inline_jit` and
+        :data:`rsqrt_jit` functions but no other kernel.
+    fastmath : set of str
+        LLVM fast-math flags (a kernel whose rounding must follow separate
+        operations leaves out ``contract``, for instance).
+    constants : mapping, optional
+        Module globals that take other values in these clones. Numba reads globals
+        as compile-time constants and drops the branches an ``if`` on one of them
+        never takes, so one source can serve several data layouts, each compiling
+        only its own code.
+    suffix : str
+        Added to the clones' qualified names (required with ``constants``).
 
     Returns
     -------
     Kernel
     """
     if fn is None:
-        return lambda f: kernel(f, fastmath=fastmath)
-    options = jit_options(fastmath)
-    clone = types.FunctionType(
-        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
-    )
-    clone.__qualname__ = fn.__qualname__ + "__parallel"
-    clone.__doc__ = fn.__doc__
-    clone.__module__ = fn.__module__
+        return lambda f: kernel(f, fastmath=fastmath, constants=constants, suffix=suffix)
+    constants = constants or {}
+    assert suffix or not constants, "clones with other constants need their own names"
+    compile_serial = jit(fastmath=fastmath, cache=True)
+    compile_parallel = jit(fastmath=fastmath, parallel=_PRANGE_ONLY, cache=True)
     return Kernel(
-        njit(parallel=False, **options)(fn), njit(parallel=_PRANGE_ONLY, **options)(clone)
+        compile_serial(_clone(fn, suffix, constants)),
+        compile_parallel(_clone(fn, suffix + "__parallel", constants)),
     )
+
+
+class KernelVariants:
+    """One kernel source compiled per variant (data layout), each variant a :class:`Kernel`.
+
+    Each variant's clones see other values of some module globals (see
+    :func:`kernel`'s ``constants``), so a call compiles only its variant's code.
+
+    Parameters
+    ----------
+    fn : function
+        The kernel source.
+    choose : callable
+        Maps the kernel's first argument to the name of the variant that serves it.
+    constants : mapping
+        For each variant name, the globals its clones see.
+    fastmath : set of str
+        As for :func:`kernel`.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        choose: Callable[[Any], str],
+        constants: Mapping[str, Mapping[str, object]],
+        fastmath: AbstractSet[str] = FASTMATH,
+    ) -> None:
+        self.choose = choose
+        self.kernels: dict[str, Kernel] = {
+            name: kernel(fn, fastmath=fastmath, constants=values, suffix="__" + name)
+            for name, values in constants.items()
+        }
+
+    def pick(self, first: Any) -> Kernel:
+        """The clones of the variant that serves ``first``, the kernel's first argument."""
+        return self.kernels[self.choose(first)]
+
+    def __call__(self, parallel: bool, *args: Any) -> Any:
+        """Run the parallel or serial clone of the variant that serves ``args``."""
+        return self.pick(args[0])(parallel, *args)
+
+
+def kernels_in(module: types.ModuleType) -> dict[str, Kernel]:
+    """Every kernel that ``module`` defines, by name.
+
+    Parameters
+    ----------
+    module : module
+        A module of this package.
+
+    Returns
+    -------
+    dict
+        ``{name: Kernel}``; each variant of a :class:`KernelVariants` as
+        ``name[variant]``.
+    """
+    found = {}
+    for name, obj in vars(module).items():
+        if isinstance(obj, Kernel):
+            found[name] = obj
+        elif isinstance(obj, KernelVariants):
+            found.update({f"{name}[{v}]": k for v, k in obj.kernels.items()})
+    return found
 
 
 #: Elements per parallel task: big enough that a thread's share of a two-pass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, inline_jit, kernel, serial_jit
+from .jit import TASK_SIZE, inline_jit, kernel, task_jit
 
 __all__ = [
     "TILE",
@@ -26,6 +26,7 @@ __all__ = [
     "head_and_tiles",
     "philox_block",
     "philox_words",
+    "key_words",
     "split64",
     "tile_scratch",
     "tile_words",
@@ -36,12 +37,9 @@ TILE = 1024
 #: Tiles per parallel task.
 TILES_PER_TASK = TASK_SIZE // TILE
 
-_MASK = np.uint64(0xFFFFFFFF)
-_SHIFT = np.uint64(32)
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
+_MASK, _SHIFT = np.uint64(0xFFFFFFFF), np.uint64(32)
+#: The Philox4x32 multipliers and Weyl key increments (Random123).
+_M0, _M1, _W0, _W1 = map(np.uint64, (0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85))
 
 
 def split64(value: int) -> tuple[np.uint64, np.uint64]:
@@ -59,14 +57,32 @@ def split64(value: int) -> tuple[np.uint64, np.uint64]:
     return np.uint64(value & 0xFFFFFFFF), np.uint64(value >> 32)
 
 
+def key_words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
+    """``(c2, c3, k0, k1)``: the 32-bit words of ``call`` (the counter's upper half) and of
+    ``seed`` (the key), the ``key`` argument of the dropout kernels.
+
+    Parameters
+    ----------
+    seed, call : int
+        Integers in ``[0, 2**64)``.
+
+    Returns
+    -------
+    tuple of numpy.uint64
+    """
+    return (*split64(call), *split64(seed))
+
+
 @inline_jit
 def philox_block(
-    block: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
+    block: np.uint64, key: tuple[np.uint64, np.uint64, np.uint64, np.uint64]
 ) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
-    """The four words of Philox4x32-10 for counter ``(lo32(block), hi32(block), c2, c3)``.
+    """The four words of Philox4x32-10 for counter ``(lo32(block), hi32(block), c2, c3)``
+    and key ``(k0, k1)``, where ``key`` is ``(c2, c3, k0, k1)`` (see :func:`key_words`).
 
-    ``block`` is a uint64; every other argument a uint64 below 2**32.
+    ``block`` is a uint64; every other value a uint64 below 2**32.
     """
+    c2, c3, k0, k1 = key
     c0 = block & _MASK
     c1 = block >> _SHIFT
     for _ in range(10):
@@ -78,29 +94,21 @@ def philox_block(
     return c0, c1, c2, c3
 
 
-@serial_jit
-def edge_word(
-    block0: np.uint64, lane: int, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
-) -> np.uint64:
+@inline_jit
+def edge_word(block0: np.uint64, lane: int, key: tuple) -> np.uint64:
     """Word of the element ``lane`` words after word 0 of block ``block0`` (scalar)."""
-    return philox_block(block0 + np.uint64(lane // 4), c2, c3, k0, k1)[lane % 4]
+    return philox_block(block0 + np.uint64(lane // 4), key)[lane % 4]
 
 
-@serial_jit
+@inline_jit
 def tile_scratch() -> tuple[np.ndarray, np.ndarray]:
     """Per-task buffers of :func:`tile_words`: the four word planes, the words."""
     return np.empty((4, TILE // 4), np.uint32), np.empty(TILE, np.uint32)
 
 
-@serial_jit
+@inline_jit
 def tile_words(
-    block: np.uint64,
-    nblocks: int,
-    c2: np.uint64,
-    c3: np.uint64,
-    k0: np.uint64,
-    k1: np.uint64,
-    scratch: tuple[np.ndarray, np.ndarray],
+    block: np.uint64, nblocks: int, key: tuple, scratch: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
     """Words of ``nblocks`` blocks from ``block`` into ``scratch[1]`` in element order.
 
@@ -112,7 +120,7 @@ def tile_words(
     p2 = planes[2]
     p3 = planes[3]
     for i in range(nblocks):
-        w0, w1, w2, w3 = philox_block(block + np.uint64(i), c2, c3, k0, k1)
+        w0, w1, w2, w3 = philox_block(block + np.uint64(i), key)
         p0[i] = w0
         p1[i] = w1
         p2[i] = w2
@@ -125,28 +133,28 @@ def tile_words(
     return words
 
 
-@serial_jit
-def _words_tiles(out, t0, t1, head, block, c2, c3, k0, k1):
+@inline_jit
+def tile_span(t, n, head, block, key, scratch):
+    """Tile ``t`` of a body of ``n - head`` elements whose first counter block is
+    ``block``: its first element (after ``head``), its size, and its words."""
+    s = t * TILE
+    valid = min(TILE, n - head - s)
+    words = tile_words(block + np.uint64(t * (TILE // 4)), (valid + 3) // 4, key, scratch)
+    return head + s, valid, words
+
+
+@task_jit
+def _words_tiles(out, t0, t1, head, block, key):
+    """Tiles ``t0 .. t1 - 1`` of :func:`philox_words`."""
     scratch = tile_scratch()
-    m = out.size - head
     for t in range(t0, t1):
-        s = t * TILE
-        valid = min(TILE, m - s)
-        words = tile_words(
-            block + np.uint64(t * (TILE // 4)),
-            (valid + 3) // 4,
-            c2,
-            c3,
-            k0,
-            k1,
-            scratch,
-        )
-        o = out[head + s : head + s + valid]
+        e, valid, words = tile_span(t, out.size, head, block, key, scratch)
+        o = out[e : e + valid]
         for i in range(valid):
             o[i] = words[i]
 
 
-@serial_jit
+@inline_jit
 def head_and_tiles(n, lane0):
     """Elements before the first whole counter block, and the number of body tiles."""
     head = min(n, (4 - lane0) % 4)
@@ -158,12 +166,11 @@ def philox_words(
     n: int,
     block0: np.uint64,
     lane0: int,
-    c2: np.uint64,
-    c3: np.uint64,
-    k0: np.uint64,
-    k1: np.uint64,
+    key: tuple[np.uint64, np.uint64, np.uint64, np.uint64],
 ) -> np.ndarray:
     """uint32 words of ``n`` elements from word ``lane0`` of counter block ``block0`` on.
+
+    ``key`` is ``(c2, c3, k0, k1)`` (:func:`key_words`).
 
     ``block0`` (uint64) and ``lane0`` are ``offset // 4`` and ``offset % 4`` of the
     first element's global index, which may exceed 64 bits.
@@ -174,7 +181,7 @@ def philox_words(
     for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
         t = np.int64(tt)  # the prange index is unsigned
         t0 = t * TILES_PER_TASK
-        _words_tiles(out, t0, min(tiles, t0 + TILES_PER_TASK), head, first, c2, c3, k0, k1)
+        _words_tiles(out, t0, min(tiles, t0 + TILES_PER_TASK), head, first, key)
     for j in range(head):
-        out[j] = edge_word(block0, lane0 + j, c2, c3, k0, k1)
+        out[j] = edge_word(block0, lane0 + j, key)
     return out

@@ -10,7 +10,7 @@ in cache.
 
 Two task layouts, picked by ``L``:
 
-* long rows (``L >= LONG_ROW``): a unit is one sample ``n`` (or a segment of its
+* long rows (``L >= LONG_ROW``, :mod:`.layouts`): a unit is one sample ``n`` (or a segment of its
   rows when ``L`` exceeds :data:`~.jit.TASK_SIZE`); for each channel the values
   are contiguous runs along ``L``, summed by vectorised scalar accumulators;
 * short rows (``L < LONG_ROW``, e.g. ``(N, C)`` data with ``L == 1``): a unit is a
@@ -25,22 +25,18 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, kernel, serial_jit
+from .jit import TASK_SIZE, inline_jit, task_jit
+from .layouts import LONG_LAYOUT, LONG_ROW, channel_kernel
 
-__all__ = ["channel_moments", "channel_sums"]
-
-#: Rows at least this long are reduced along ``L`` (see the module docstring).
-#: Measured (serial moments, float32, 8M values, per-column vs per-row layout):
-#: L = 16: 2.8 vs 13 ms, L = 32: 2.6 vs 5.5 ms, L = 64: 4.2 vs 3.3 ms.
-LONG_ROW = 64
+__all__ = ["channel_moments", "channel_sums", "moments"]
 #: Narrowest inner loop of the short-row layout.
 MIN_WIDTH = 64
 #: Fewest rows per task of the short-row layout when rows are wide.
 MIN_ROWS = 64
 
 
-@serial_jit
-def _plan(n, c, length):
+@inline_jit
+def plan_tasks(n, c, length):
     """Split the work of ``(n, c, length)`` data into tasks (shape-only arithmetic).
 
     Returns ``(long, seg, nseg, per_chunk, period, ch_per_task, n_chunks, n_blocks)``:
@@ -80,7 +76,7 @@ def _plan(n, c, length):
     return long, seg, nseg, per_chunk, period, ch_per_task, n_chunks, n_blocks
 
 
-@serial_jit
+@inline_jit
 def _chunk_counts(n, length, long, seg, nseg, per_chunk, n_chunks):
     """Values per channel in each unit chunk (float64)."""
     counts = np.empty(n_chunks)
@@ -97,8 +93,9 @@ def _chunk_counts(n, length, long, seg, nseg, per_chunk, n_chunks):
     return counts
 
 
-@serial_jit
+@inline_jit
 def _task_bounds(t, n_blocks, per_chunk, ch_per_task, units, c):
+    """Chunk ``k``, units ``u0:u1`` and channels ``c0:c1`` of task ``t``."""
     k = t // n_blocks
     b = t - k * n_blocks
     u0 = k * per_chunk
@@ -106,9 +103,17 @@ def _task_bounds(t, n_blocks, per_chunk, ch_per_task, units, c):
     return k, u0, min(units, u0 + per_chunk), c0, min(c, c0 + ch_per_task)
 
 
+@inline_jit
+def _unit_row(x, ch, u, nseg, seg):
+    """Channel ``ch``'s values in unit ``u`` of the long-row layout (a segment of a row)."""
+    i = u // nseg
+    l0 = (u - i * nseg) * seg
+    return x[i, ch, l0 : min(x.shape[2], l0 + seg)]
+
+
 # ----------------------------------------------------------------------------- moments
-@serial_jit
-def _moments_long(x, t, plan, pmean, pm2):
+@task_jit
+def _moments_long_task(x, t, plan, pmean, pm2):
     """One task of the long-row layout: mean and M2 per channel of its units."""
     n, c, length = x.shape
     _, seg, nseg, per_chunk, _, ch_per_task, _, n_blocks = plan
@@ -118,17 +123,13 @@ def _moments_long(x, t, plan, pmean, pm2):
     for ch in range(c0, c1):
         s = 0.0
         for u in range(u0, u1):
-            i = u // nseg
-            l0 = (u - i * nseg) * seg
-            row = x[i, ch, l0 : min(length, l0 + seg)]
+            row = _unit_row(x, ch, u, nseg, seg)
             for j in range(row.size):
                 s += row[j]
         m = s / count
         q = 0.0
         for u in range(u0, u1):
-            i = u // nseg
-            l0 = (u - i * nseg) * seg
-            row = x[i, ch, l0 : min(length, l0 + seg)]
+            row = _unit_row(x, ch, u, nseg, seg)
             for j in range(row.size):
                 d = row[j] - m
                 q += d * d
@@ -136,9 +137,9 @@ def _moments_long(x, t, plan, pmean, pm2):
         pm2[k, ch] = q
 
 
-@serial_jit
+@inline_jit
 def _short_geometry(n, c, length, t, plan):
-    """Where short-row task ``t`` reads: see :func:`_moments_short`."""
+    """Where short-row task ``t`` reads: see :func:`_moments_short_task`."""
     _, _, _, per_chunk, period, ch_per_task, _, n_blocks = plan
     k, n0, n1, c0, c1 = _task_bounds(t, n_blocks, per_chunk, ch_per_task, n, c)
     width = c * length
@@ -150,8 +151,44 @@ def _short_geometry(n, c, length, t, plan):
     return k, c0, c1, n0 * width + w0, width * period, cols, rows, full, tail
 
 
-@serial_jit
-def _moments_short(x, t, plan, pmean, pm2):
+@inline_jit
+def _four_rows(flat, off, stride, cols):
+    """The ``cols`` values of the four super-rows from ``flat[off]`` on, ``stride`` apart."""
+    return (
+        flat[off : off + cols],
+        flat[off + stride : off + stride + cols],
+        flat[off + 2 * stride : off + 2 * stride + cols],
+        flat[off + 3 * stride : off + 3 * stride + cols],
+    )
+
+
+@inline_jit
+def _super_row(flat, base, stride, r, full, cols, tail):
+    """Super-row ``r`` of a short-row task: ``cols`` values, or ``tail`` for ``r == full``."""
+    off = base + r * stride
+    return flat[off : off + (cols if r < full else tail)]
+
+
+@inline_jit
+def _first_column(p, ch, c0, width, length):
+    """Column of copy ``p`` of channel ``ch``'s first value in a short-row task."""
+    return p * width + (ch - c0) * length
+
+
+@inline_jit
+def _channel_total(v, ch, c0, copies, width, length):
+    """Sum of the per-column values ``v`` of channel ``ch`` in a short-row task."""
+    s = 0.0
+    for p in range(copies):
+        j0 = _first_column(p, ch, c0, width, length)
+        a = v[j0 : j0 + length]
+        for j in range(length):
+            s += a[j]
+    return s
+
+
+@task_jit
+def _moments_short_task(x, t, plan, pmean, pm2):
     """One task of the short-row layout: per-column two-pass moments, folded per channel.
 
     The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
@@ -164,22 +201,16 @@ def _moments_short(x, t, plan, pmean, pm2):
     acc = np.zeros(cols)
     r = 0
     while r + 4 <= full:
-        off = base + r * stride
-        v0 = flat[off : off + cols]
-        v1 = flat[off + stride : off + stride + cols]
-        v2 = flat[off + 2 * stride : off + 2 * stride + cols]
-        v3 = flat[off + 3 * stride : off + 3 * stride + cols]
+        v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
         for j in range(cols):
             acc[j] += (np.float64(v0[j]) + np.float64(v1[j])) + (
                 np.float64(v2[j]) + np.float64(v3[j])
             )
         r += 4
-    while r <= full:
-        off = base + r * stride
-        v = flat[off : off + (cols if r < full else tail)]
+    for i in range(r, full + 1):
+        v = _super_row(flat, base, stride, i, full, cols, tail)
         for j in range(v.size):
             acc[j] += v[j]
-        r += 1
     mean = np.empty(cols)
     # divisions, not multiplications by a reciprocal: n equal values average exactly
     div = max(full, 1)
@@ -190,11 +221,7 @@ def _moments_short(x, t, plan, pmean, pm2):
     m2 = np.zeros(cols)
     r = 0
     while r + 4 <= full:
-        off = base + r * stride
-        v0 = flat[off : off + cols]
-        v1 = flat[off + stride : off + stride + cols]
-        v2 = flat[off + 2 * stride : off + 2 * stride + cols]
-        v3 = flat[off + 3 * stride : off + 3 * stride + cols]
+        v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
         for j in range(cols):
             m = mean[j]
             d0 = v0[j] - m
@@ -203,28 +230,20 @@ def _moments_short(x, t, plan, pmean, pm2):
             d3 = v3[j] - m
             m2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
         r += 4
-    while r <= full:
-        off = base + r * stride
-        v = flat[off : off + (cols if r < full else tail)]
+    for i in range(r, full + 1):
+        v = _super_row(flat, base, stride, i, full, cols, tail)
         for j in range(v.size):
             d = v[j] - mean[j]
             m2[j] += d * d
-        r += 1
     # fold the columns of each channel with the pooled (Chan) formula for several groups
     width = c * length
     copies = cols // ((c1 - c0) * length)
     total = rows * length
     for ch in range(c0, c1):
-        s = 0.0
-        for p in range(copies):
-            j0 = p * width + (ch - c0) * length
-            a = acc[j0 : j0 + length]
-            for j in range(length):
-                s += a[j]
-        m = s / total
+        m = _channel_total(acc, ch, c0, copies, width, length) / total
         q = 0.0
         for p in range(copies):
-            j0 = p * width + (ch - c0) * length
+            j0 = _first_column(p, ch, c0, width, length)
             mv = mean[j0 : j0 + length]
             qv = m2[j0 : j0 + length]
             for j in range(length):
@@ -237,7 +256,7 @@ def _moments_short(x, t, plan, pmean, pm2):
         pm2[k, ch] = q
 
 
-@serial_jit
+@inline_jit
 def _merge_moments(pmean, pm2, counts):
     """Combine the chunk rows in order: pooled mean, Chan's M2, biased variance."""
     n_chunks, c = pmean.shape
@@ -262,37 +281,42 @@ def _merge_moments(pmean, pm2, counts):
     return mean, m2
 
 
-@serial_jit
-def _moments_task(x, t, plan, pmean, pm2):
-    """Task ``t`` of :func:`channel_moments` in the plan's layout."""
-    if plan[0]:
-        _moments_long(x, t, plan, pmean, pm2)
-    else:
-        _moments_short(x, t, plan, pmean, pm2)
+@inline_jit
+def _tasks_and_partials(x):
+    """The task plan of ``(N, C, L)`` data, its number of tasks and two ``[n_chunks, C]``
+    float64 buffers for the tasks' partial results."""
+    n, c, length = x.shape
+    plan = plan_tasks(n, c, length)
+    return plan, plan[6] * plan[7], np.empty((plan[6], c)), np.empty((plan[6], c))
 
 
-@serial_jit
-def _moments_result(x, plan, pmean, pm2):
-    """Merge the task rows of :func:`channel_moments` into float64 mean and variance."""
+@inline_jit
+def moments(x, long):
+    """Per-channel float64 mean and biased variance of ``(N, C, L)`` data in the long-row
+    layout when ``long`` (a constant of the calling kernel), else the short-row one.
+
+    Inlined into the kernels that call it: its task loop is theirs.
+    """
     n, _, length = x.shape
+    plan, n_tasks, pmean, pm2 = _tasks_and_partials(x)
+    for tt in prange(n_tasks):
+        t = np.int64(tt)  # the prange index is unsigned
+        if long:
+            _moments_long_task(x, t, plan, pmean, pm2)
+        else:
+            _moments_short_task(x, t, plan, pmean, pm2)
     counts = _chunk_counts(n, length, plan[0], plan[1], plan[2], plan[3], plan[6])
     return _merge_moments(pmean, pm2, counts)
 
 
-@kernel
+@channel_kernel
 def channel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel float64 mean and biased variance of C-contiguous ``(N, C, L)`` data."""
-    n, c, length = x.shape
-    plan = _plan(n, c, length)
-    pmean = np.empty((plan[6], c))
-    pm2 = np.empty((plan[6], c))
-    for tt in prange(plan[6] * plan[7]):
-        _moments_task(x, np.int64(tt), plan, pmean, pm2)  # the prange index is unsigned
-    return _moments_result(x, plan, pmean, pm2)
+    return moments(x, LONG_LAYOUT)
 
 
 # ----------------------------------------------------------------------------- backward sums
-@serial_jit
+@task_jit
 def _sums_long(dy, x, mean, t, plan, psum, pdot):
     """One long-row task: ``sum(dy)`` and ``sum((x - mean) * dy)`` per channel."""
     n, c, length = x.shape
@@ -303,11 +327,8 @@ def _sums_long(dy, x, mean, t, plan, psum, pdot):
         s = 0.0
         q = 0.0
         for u in range(u0, u1):
-            i = u // nseg
-            l0 = (u - i * nseg) * seg
-            l1 = min(length, l0 + seg)
-            xrow = x[i, ch, l0:l1]
-            grow = dy[i, ch, l0:l1]
+            xrow = _unit_row(x, ch, u, nseg, seg)
+            grow = _unit_row(dy, ch, u, nseg, seg)
             for j in range(xrow.size):
                 g = np.float64(grow[j])
                 s += g
@@ -316,7 +337,7 @@ def _sums_long(dy, x, mean, t, plan, psum, pdot):
         pdot[k, ch] = q
 
 
-@serial_jit
+@task_jit
 def _sums_short(dy, x, mean, t, plan, psum, pdot):
     """One short-row task of the backward sums: per-column sums, folded per channel."""
     n, c, length = x.shape
@@ -324,11 +345,10 @@ def _sums_short(dy, x, mean, t, plan, psum, pdot):
     gf = dy.reshape(dy.size)
     k, c0, c1, base, stride, cols, rows, full, tail = _short_geometry(n, c, length, t, plan)
     width = c * length
+    copies = cols // ((c1 - c0) * length)
     mcol = np.empty(cols)
-    for p in range(cols // ((c1 - c0) * length)):
-        for ch in range(c0, c1):
-            j0 = p * width + (ch - c0) * length
-            mcol[j0 : j0 + length] = mean[ch]
+    for j in range(cols):  # column j's channel, as the fold below pairs them
+        mcol[j] = mean[c0 + (j % ((c1 - c0) * length)) // length]
     s = np.zeros(cols)
     q = np.zeros(cols)
     r = 0
@@ -345,33 +365,21 @@ def _sums_short(dy, x, mean, t, plan, psum, pdot):
             s[j] += a0 + a1
             q[j] += (x0[j] - m) * a0 + (x1[j] - m) * a1
         r += 2
-    while r <= full:
-        off = base + r * stride
-        stop = off + (cols if r < full else tail)
-        gv = gf[off:stop]
-        xv = xf[off:stop]
+    for i in range(r, full + 1):
+        gv = _super_row(gf, base, stride, i, full, cols, tail)
+        xv = _super_row(xf, base, stride, i, full, cols, tail)
         for j in range(gv.size):
             g = np.float64(gv[j])
             s[j] += g
             q[j] += (xv[j] - mcol[j]) * g
-        r += 1
-    copies = cols // ((c1 - c0) * length)
     for ch in range(c0, c1):
-        a = 0.0
-        b = 0.0
-        for p in range(copies):
-            j0 = p * width + (ch - c0) * length
-            sv = s[j0 : j0 + length]
-            qv = q[j0 : j0 + length]
-            for j in range(length):
-                a += sv[j]
-                b += qv[j]
-        psum[k, ch] = a
-        pdot[k, ch] = b
+        psum[k, ch] = _channel_total(s, ch, c0, copies, width, length)
+        pdot[k, ch] = _channel_total(q, ch, c0, copies, width, length)
 
 
-@serial_jit
+@inline_jit
 def _merge_sums(psum, pdot):
+    """Add the chunk rows of the backward sums in order."""
     n_chunks, c = psum.shape
     s = np.zeros(c)
     q = np.zeros(c)
@@ -382,16 +390,13 @@ def _merge_sums(psum, pdot):
     return s, q
 
 
-@kernel
+@channel_kernel
 def channel_sums(dy: np.ndarray, x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in one pass."""
-    n, c, length = x.shape
-    plan = _plan(n, c, length)
-    psum = np.empty((plan[6], c))
-    pdot = np.empty((plan[6], c))
-    for tt in prange(plan[6] * plan[7]):
+    plan, n_tasks, psum, pdot = _tasks_and_partials(x)
+    for tt in prange(n_tasks):
         t = np.int64(tt)  # the prange index is unsigned
-        if plan[0]:
+        if LONG_LAYOUT:
             _sums_long(dy, x, mean, t, plan, psum, pdot)
         else:
             _sums_short(dy, x, mean, t, plan, psum, pdot)

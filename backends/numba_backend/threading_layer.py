@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import os
 import sys
 import threading
@@ -34,8 +35,11 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from numba.core import config
+from numba.core import config as _numba_config
 from numba.np.ufunc import parallel
+
+#: Numba's settings module; its attributes are set at run time, so typed as Any.
+config: Any = _numba_config
 
 __all__ = ["configure", "launch_lock", "serialise_under_workqueue"]
 
@@ -80,7 +84,7 @@ def _preload_tbb() -> None:
 def _tbb_usable() -> bool:
     try:
         parallel._check_tbb_version_compatible()
-        from numba.np.ufunc import tbbpool  # noqa: F401
+        importlib.import_module("numba.np.ufunc.tbbpool")
     except ImportError:
         return False
     return True
