@@ -5,7 +5,8 @@ running this once, for example while building a container image or before
 starting jobs on a cluster, moves that wait out of the first real call. It runs
 every layer, forward in training and evaluation mode and backward, on float32 and
 float64 inputs of a small size (the single-threaded kernels) and a large one (the
-parallel kernels).
+parallel kernels), each with short and with long rows (the kernels compile each
+row layout on its own).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ __all__ = ["WarmupStep", "add_arguments", "run", "steps"]
 BACKEND = "numba"
 
 #: (label, BatchNorm1d and Dropout input shape, LayerNorm input shape, normalising the last
-#: axis): below and above the size where the backend switches to its parallel kernels.
+#: axis): below and above the size where the backend switches to its parallel kernels, with
+#: rows shorter and longer than where the kernels change layout (BatchNorm L < 64 or >= 64,
+#: LayerNorm D <= 256 or above).
 _SIZES = (
     ("small", (8, 16, 12), (8, 12, 64)),
-    ("large", (64, 32, 32), (128, 512)),
+    ("small, long rows", (4, 8, 64), (4, 512)),
+    ("large", (64, 32, 32), (1024, 64)),
+    ("large, long rows", (64, 16, 64), (128, 512)),
 )
 
 #: (input dtype, parameter dtype) pairs: the default float32 parameters with either
@@ -96,7 +101,7 @@ def steps() -> list[WarmupStep]:
                     x_dtype,
                 ),
             ]
-            if p_dtype == "float32":  # Dropout has no parameters
+            if p_dtype == "float32" and "long rows" not in size:  # no parameters, no layouts
                 found.append(
                     WarmupStep(
                         f"Dropout {suffix}",
