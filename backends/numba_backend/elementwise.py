@@ -35,21 +35,32 @@ RUN_WIDTH = 512
 
 
 @inline_jit
+def _period_size(width):
+    """Values in one period of the short-row layout for rows of ``width = C * L`` values:
+    the whole row repeated until at least ``RUN_WIDTH`` values."""
+    return width * (1 if width >= RUN_WIDTH else (RUN_WIDTH + width - 1) // max(width, 1))
+
+
+@inline_jit
 def _expand_one(v: np.ndarray, c: int, length: int) -> np.ndarray:
-    """Repeat ``v[ch]`` for the ``L`` columns of each channel, then the whole row
-    until at least ``RUN_WIDTH`` values."""
-    width = c * length
-    period = 1 if width >= RUN_WIDTH else (RUN_WIDTH + width - 1) // max(width, 1)
-    out = np.empty(width * period)
+    """``v[ch]`` repeated for the ``L`` columns of each channel, over one period."""
+    out = np.empty(_period_size(c * length))
     for j in range(out.size):  # loops: a slice assignment compiles much more code
-        out[j] = v[(j % width) // length]
+        out[j] = v[(j % (c * length)) // length]
     return out
 
 
 @inline_jit
 def expand(a, b, m, c, length):
-    """Three per-channel vectors expanded to one period of the short-row layout."""
-    return _expand_one(a, c, length), _expand_one(b, c, length), _expand_one(m, c, length)
+    """Three per-channel vectors expanded as :func:`_expand_one` does, in one loop."""
+    n = _period_size(c * length)
+    ea, eb, em = np.empty(n), np.empty(n), np.empty(n)
+    for j in range(n):
+        ch = (j % (c * length)) // length
+        ea[j] = a[ch]
+        eb[j] = b[ch]
+        em[j] = m[ch]
+    return ea, eb, em
 
 
 @inline_jit

@@ -23,6 +23,7 @@ from .elementwise import affine
 from .jit import inline_jit, rsqrt_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 from .stats import moments
+from .vectors import float64_or
 
 __all__ = ["batch_norm_forward"]
 
@@ -30,9 +31,7 @@ __all__ = ["batch_norm_forward"]
 @inline_jit
 def _running(running_mean, running_var, c):
     """The running statistics as float64 (zeros and ones when there are none)."""
-    if running_mean.size == 0:
-        return np.zeros(c), np.ones(c)
-    return running_mean.astype(np.float64), running_var.astype(np.float64)
+    return float64_or(c, running_mean, 0.0), float64_or(c, running_var, 1.0)
 
 
 @rsqrt_jit

@@ -25,9 +25,9 @@ import numpy as np
 from numba import prange
 
 from .jit import TASK_SIZE, KernelVariants, inline_jit, rsqrt_jit, task_jit
+from .vectors import float64_or
 
 __all__ = [
-    "float64_or_ones",
     "layer_norm_forward",
     "row_kernel",
     "row_moments",
@@ -240,23 +240,6 @@ def _combine_segments(pmean, pm2, d, seg, mean, var):
 
 
 @inline_jit
-def float64_or_ones(d: int, v: np.ndarray) -> np.ndarray:
-    """``v`` as float64, or ones when it is empty (``None``)."""
-    if v.size == 0:
-        return np.ones(d)
-    return v.astype(np.float64)
-
-
-@inline_jit
-def float64_or_zeros(d: int, v: np.ndarray) -> np.ndarray:
-    """``v`` as float64, or zeros when it is empty (``None``)."""
-    if v.size == 0:
-        return np.zeros(d)
-    return v.astype(np.float64)
-
-
-# ----------------------------------------------------------------------------- forward
-@inline_jit
 def _long_row_rstd(pmean, pm2, d, seg, eps, mean, rstd):
     """Mean and rstd of split rows from their segments' moments."""
     _combine_segments(pmean, pm2, d, seg, mean, rstd)
@@ -287,8 +270,8 @@ def _layer_norm_forward(
     mean = stats[0]
     rstd = stats[1]
     if SPLIT_ROWS:
-        w = float64_or_ones(d, weight)
-        b = float64_or_zeros(d, bias)
+        w = float64_or(d, weight, 1.0)
+        b = float64_or(d, bias, 0.0)
         nseg, seg, pmean, pm2 = segments(rows, d)
         for tt in prange(rows * nseg):
             _segment_stats(x, np.int64(tt), nseg, seg, pmean, pm2)
@@ -296,7 +279,7 @@ def _layer_norm_forward(
         for tt in prange(rows * nseg):
             _normalise_segment(x, out, mean, rstd, w, b, np.int64(tt), nseg, seg)
     else:
-        params64 = None if SHORT_ROWS else (float64_or_ones(d, weight), float64_or_zeros(d, bias))
+        params64 = None if SHORT_ROWS else (float64_or(d, weight, 1.0), float64_or(d, bias, 0.0))
         per, n_tasks = rows_per_task(rows, d, rows)
         for tt in prange(n_tasks):
             # the prange index is unsigned

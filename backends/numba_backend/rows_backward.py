@@ -13,7 +13,8 @@ import numpy as np
 from numba import prange
 
 from .jit import inline_jit, task_jit
-from .rows import SPLIT_ROWS, float64_or_ones, row_kernel, rows_per_task, segments
+from .rows import SPLIT_ROWS, row_kernel, rows_per_task, segments
+from .vectors import float64_or
 
 __all__ = ["layer_norm_backward"]
 
@@ -144,7 +145,7 @@ def _layer_norm_backward(
     Returns float64 ``(dweight, dbias)`` of length D (zeros unless ``param_grads``).
     """
     rows, d = x.shape
-    w = float64_or_ones(d, weight)
+    w = float64_or(d, weight, 1.0)
     dw = np.zeros(d)
     db = np.zeros(d)
     if SPLIT_ROWS:
