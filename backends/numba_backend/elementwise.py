@@ -45,8 +45,12 @@ def _period_size(width):
 def _expand_one(v: np.ndarray, c: int, length: int) -> np.ndarray:
     """``v[ch]`` repeated for the ``L`` columns of each channel, over one period."""
     out = np.empty(_period_size(c * length))
-    for j in range(out.size):  # loops: a slice assignment compiles much more code
-        out[j] = v[(j % (c * length)) // length]
+    j = 0
+    while j < out.size:  # loops: a slice assignment compiles much more code
+        for ch in range(c):
+            for _ in range(length):
+                out[j] = v[ch]
+                j += 1
     return out
 
 
@@ -55,11 +59,14 @@ def expand(a, b, m, c, length):
     """Three per-channel vectors expanded as :func:`_expand_one` does, in one loop."""
     n = _period_size(c * length)
     ea, eb, em = np.empty(n), np.empty(n), np.empty(n)
-    for j in range(n):
-        ch = (j % (c * length)) // length
-        ea[j] = a[ch]
-        eb[j] = b[ch]
-        em[j] = m[ch]
+    j = 0
+    while j < n:
+        for ch in range(c):
+            for _ in range(length):
+                ea[j] = a[ch]
+                eb[j] = b[ch]
+                em[j] = m[ch]
+                j += 1
     return ea, eb, em
 
 

@@ -10,8 +10,10 @@ bit-identical on any number of threads and on either clone.
 
 What a kernel calls comes in two kinds, chosen to keep compilation short:
 
-* the *task* function that a ``prange`` loop body calls (:data:`task_jit`), a
-  real call, so that the parallel clone's loop body stays one call;
+* functions compiled on their own (:data:`task_jit`): the *task* function that a
+  ``prange`` loop body calls (a real call, so that the parallel clone's loop body
+  stays one call), and the few helpers that were measured to run slower inlined
+  (BatchNorm's parameter fold: twice the time of a whole small forward);
 * everything else (:data:`inline_jit`), inlined into its caller before typing:
   no compilation, optimisation, machine code and cache entry of its own, which
   a separately compiled helper costs on top of the copy LLVM inlines anyway.
@@ -127,7 +129,8 @@ def jit(
     return njit(**options)
 
 
-#: Decorator for the task functions that ``prange`` loop bodies call.
+#: Decorator for the task functions that ``prange`` loop bodies call, and for helpers
+#: that run faster compiled on their own than inlined.
 task_jit = jit()
 
 #: Decorator for everything else a kernel calls: inlined into the caller at Numba IR

@@ -84,7 +84,7 @@ def row_kernel(fn: Callable[..., Any], classes: tuple[str, ...] = tuple(_CLASSES
 
 
 @inline_jit
-def two_pass(v):
+def _two_pass(v):
     """Mean and sum of squared deviations of a 1-D view (float64)."""
     s = 0.0
     for j in range(v.size):
@@ -122,6 +122,7 @@ def segments(rows, d):
 
 @inline_jit
 def _normalise(xv, ov, m, rs, w, b):
+    """``ov = (xv - m) * rs * w + b`` (a segment of a split row)."""
     for j in range(xv.size):
         ov[j] = (xv[j] - m) * rs * w[j] + b[j]
 
@@ -206,7 +207,7 @@ def _forward_rows(x, w, b, eps, out, mean, rstd, t, per, params64):
 def _moments_rows(x, mean, var, t, per):
     rows, d = x.shape
     for r in range(t * per, min(rows, (t + 1) * per)):
-        m, q = two_pass(x[r])
+        m, q = _two_pass(x[r])
         mean[r] = m
         var[r] = q / d
 
@@ -216,7 +217,7 @@ def _segment_stats(x, t, nseg, seg, pmean, pm2):
     """Task ``t`` of a split row: two-pass moments of one segment."""
     r = t // nseg
     s0 = (t - r * nseg) * seg
-    m, q = two_pass(x[r, s0 : min(x.shape[1], s0 + seg)])
+    m, q = _two_pass(x[r, s0 : min(x.shape[1], s0 + seg)])
     pmean[r, t - r * nseg] = m
     pm2[r, t - r * nseg] = q
 

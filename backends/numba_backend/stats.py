@@ -347,8 +347,12 @@ def _sums_short(dy, x, mean, t, plan, psum, pdot):
     width = c * length
     copies = cols // ((c1 - c0) * length)
     mcol = np.empty(cols)
-    for j in range(cols):  # column j's channel, as the fold below pairs them
-        mcol[j] = mean[c0 + (j % ((c1 - c0) * length)) // length]
+    j = 0
+    while j < cols:  # the task's channels' means, for each of their columns
+        for ch in range(c0, c1):
+            for _ in range(length):
+                mcol[j] = mean[ch]
+                j += 1
     s = np.zeros(cols)
     q = np.zeros(cols)
     r = 0
