@@ -22,20 +22,22 @@ from typing import Any
 
 import numpy as np
 
+from normdrop.bench.target import Thunk
+from normdrop.bench.timing import Settings, Timing, measure_rounds
+
 __all__ = [
     "COPY_THREADS",
     "MEMORY_BYTES",
     "MemorySpeed",
     "memory_share",
     "memory_speed",
+    "run_memory_speed",
 ]
 
 #: Size of the copied array: 256 MiB, 8x a 32 MiB L3.
 MEMORY_BYTES = 256 * 2**20
 #: Threads of the Numba copy.
 COPY_THREADS = 2
-
-Thunk = Callable[[], Any]
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,32 @@ def memory_speed(
     if numba_copy is not None:
         thunks[f"numba {COPY_THREADS} threads"] = numba_copy
     return MemorySpeed(src.nbytes, measure(thunks))
+
+
+def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySpeed | None:
+    """This run's memory speed, timed in interleaved rounds like the cases.
+
+    Parameters
+    ----------
+    settings : Settings
+        How to measure.
+    bar : progress bar
+        As :func:`normdrop.bench.timing.progress_bar` returns.
+    array_bytes : int
+        Size of the copied array.
+
+    Returns
+    -------
+    MemorySpeed or None
+        ``None`` when every copy failed.
+    """
+
+    def measure(thunks: dict[str, Thunk]) -> dict[str, float]:
+        timings = measure_rounds(dict(thunks), settings, bar, "memory speed")
+        return {k: t.best for k, t in timings.items() if isinstance(t, Timing)}
+
+    speed = memory_speed(measure, array_bytes)
+    return speed if speed.copies else None
 
 
 def _numba_copy(src: np.ndarray, dst: np.ndarray) -> Thunk | None:
