@@ -232,14 +232,48 @@ def test_noisy_and_outlying_measurements_get_extra_rounds(monkeypatch):
 
 def test_importing_bench_stays_light():
     code = (
-        "import sys, normdrop; before = set(sys.modules); import normdrop.bench; "
+        "import sys, normdrop; print('normdrop.bench' in sys.modules); "
+        "before = set(sys.modules); import normdrop.bench; "
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite', 'jax', 'matplotlib'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split() == ["False", "[]"]  # import normdrop leaves the bench package out
+
+
+def test_operations_prepare_once_and_call_each_time():
+    """An operation's inputs (here a backward's saved statistics, from one forward) are
+    prepared when the thunk is built; each call of the thunk runs only the timed call."""
+    x = inputs.make_input((6, 5, 7), "float64")
+    target = bench.Target.named("numpy")
+    dx, dw, db = ops.BN_BACKWARD.build(x, target)()
+    _, mean, rstd = ops.batch_norm_with_stats(x, None, None, training=True, eps=bench.EPS)
+    want = functional.batch_norm_backward(inputs.grad_like(x), x, mean, rstd, np.ones(5))
+    np.testing.assert_allclose(dx, want[0], rtol=1e-12, atol=1e-12)
+    assert dw.shape == db.shape == (5,)
+
+    seen = []
+    counting = ops.Operation(
+        "count", 2, lambda x, t: seen.append("prepare") or {"x": x}, lambda i, t: seen.append(1)
+    )
+    thunk = counting.build(x, target)
+    thunk()
+    thunk()
+    assert seen == ["prepare", 1, 1]
+
+
+def test_every_case_has_both_peers_and_find_case_is_exact():
+    for case in bench.CASES:
+        assert case.op.torch is not None and case.op.jax is not None, case.name
+    case = bench.find_case("LayerNorm forward", "float64")
+    assert case.op is ops.LN_FORWARD and case.dtype == "float64"
+    with pytest.raises(KeyError, match="no benchmark case 'LayerNorm'"):
+        bench.find_case("LayerNorm")
+    lone = bench.Case("no peers", (2, 3), ops.DROPOUT_BACKWARD_REGENERATE)
+    with pytest.raises(NotImplementedError, match="PyTorch has no peer of 'no peers'"):
+        lone.build_torch(None)
 
 
 # ----------------------------------------------------------------------------- memory speed
@@ -274,6 +308,14 @@ def test_memory_speed_from_scripted_timings():
     assert row["bytes"] == expected_bytes
     assert row["memory_share"] == pytest.approx(expected_bytes / 1.024e9 / 1e-4)
     assert bench.format_table([row]).splitlines()[-1].split()[-2] == "120%"
+
+
+def test_copy_thunks_are_the_memory_speed_copies():
+    pytest.importorskip("numba")
+    thunks = bench_memory.copy_thunks(4096)
+    assert list(thunks) == ["np.copyto", "numba 2 threads"]
+    for thunk in thunks.values():
+        thunk()
 
 
 def test_numba_copy_copies():

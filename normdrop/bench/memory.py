@@ -29,6 +29,7 @@ __all__ = [
     "COPY_THREADS",
     "MEMORY_BYTES",
     "MemorySpeed",
+    "copy_thunks",
     "memory_share",
     "memory_speed",
     "run_memory_speed",
@@ -124,6 +125,23 @@ def memory_speed(
     -------
     MemorySpeed
     """
+    thunks = copy_thunks(array_bytes)
+    return MemorySpeed(max(8, array_bytes // 8 * 8), measure(thunks))
+
+
+def copy_thunks(array_bytes: int = MEMORY_BYTES) -> dict[str, Thunk]:
+    """The copies whose best time defines the memory speed, by name.
+
+    Parameters
+    ----------
+    array_bytes : int
+        Size of the copied array (rounded down to whole float64 values).
+
+    Returns
+    -------
+    dict of str to callable
+        ``"np.copyto"``, and ``"numba 2 threads"`` when Numba is installed.
+    """
     n = max(1, array_bytes // 8)
     src = np.random.default_rng(3).standard_normal(n)
     dst = np.empty_like(src)
@@ -131,7 +149,7 @@ def memory_speed(
     numba_copy = _numba_copy(src, dst)
     if numba_copy is not None:
         thunks[f"numba {COPY_THREADS} threads"] = numba_copy
-    return MemorySpeed(src.nbytes, measure(thunks))
+    return thunks
 
 
 def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySpeed | None:
