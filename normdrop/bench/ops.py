@@ -12,6 +12,7 @@ four ``*_with_stats`` / ``*_with_bitmask`` functions below, and only through the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,8 +96,8 @@ class Operation:
             Runs the call once per invocation (not yet waiting for lazy or GPU results:
             see :meth:`Target.wrap`).
         """
-        inputs = self.prepare(x_host, target)
-        return lambda: self.call(inputs, target)
+        # partial, not a lambda: no Python frame of its own around the timed call
+        return functools.partial(self.call, self.prepare(x_host, target), target)
 
 
 # ----------------------------------------------------------------------------- changing API
