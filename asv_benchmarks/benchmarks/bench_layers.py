@@ -55,8 +55,8 @@ _TORCH = _preload()
 SIZES = ["small", "large"]
 
 #: ``(N, C, L)`` BatchNorm inputs and ``(R, D)`` LayerNorm / Dropout inputs.
-BN_SHAPES = {"small": (4, 64, 30), "large": (32, 128, 256)}
-ROW_SHAPES = {"small": (120, 64), "large": (2048, 512)}
+BN_SHAPES: dict[str, tuple[int, ...]] = {"small": (4, 64, 30), "large": (32, 128, 256)}
+ROW_SHAPES: dict[str, tuple[int, ...]] = {"small": (120, 64), "large": (2048, 512)}
 
 #: What a suite times: ``{method suffix: (operation, shape of each size)}``.
 Timed = dict[str, tuple[Operation, dict[str, tuple[int, ...]]]]
@@ -160,8 +160,8 @@ class DropoutAddLayerNormSuite(_NormdropSuite):
 
 
 #: The small inputs of the whole layer calls, the only size of :class:`LayerCallSuite`.
-_SMALL_BN = {"small": BN_SHAPES["small"]}
-_SMALL_ROWS = {"small": ROW_SHAPES["small"]}
+_SMALL_BN: dict[str, tuple[int, ...]] = {"small": BN_SHAPES["small"]}
+_SMALL_ROWS: dict[str, tuple[int, ...]] = {"small": ROW_SHAPES["small"]}
 
 
 @_timers
