@@ -289,122 +289,89 @@ class PeakMemDropout(_PeakMemory):
 
 
 # ----------------------------------------------------------------------------- peers
-class _TorchSuite:
-    """PyTorch on the CPU, on normdrop's thread count, with autograd off; skipped without it."""
+def _torch_input() -> Callable[[np.ndarray], Any]:
+    """Set PyTorch up (normdrop's thread count, autograd off); return ``torch.from_numpy``."""
+    torch = _TORCH
+    if torch is None:
+        raise NotImplementedError("PyTorch is not installed")
+    try:
+        import numba
+
+        threads = numba.get_num_threads()
+    except ImportError:
+        threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)
+    return torch.from_numpy
+
+
+def _jax_input() -> Callable[[np.ndarray], Any]:
+    """Check that JAX is installed; the JAX builders take the host input as it is."""
+    if peers.import_jax() is None:
+        raise NotImplementedError("JAX is not installed")
+    return lambda x: x
+
+
+class _PeerSuite:
+    """A peer (``"torch"`` or ``"jax"``) timing the operations of a normdrop suite."""
 
     params: list[list[str]] = [list(DTYPES), SIZES]
     param_names = ["dtype", "size"]
     timed: Timed = {}
+    peer = ""
 
-    @staticmethod
-    def runs(op: Operation) -> bool:
-        """Whether this class times ``op``: those with a PyTorch peer."""
-        return op.torch is not None
+    @classmethod
+    def runs(cls, op: Operation) -> bool:
+        """Whether this class times ``op``: those with a builder for its peer."""
+        return getattr(op, cls.peer) is not None
 
     def setup(self, dtype: str, size: str = "small") -> None:
-        torch = _TORCH
-        if torch is None:
-            raise NotImplementedError("PyTorch is not installed")
-        try:
-            import numba
-
-            threads = numba.get_num_threads()
-        except ImportError:
-            threads = os.cpu_count() or 1
-        torch.set_num_threads(threads)
-        torch.set_grad_enabled(False)
+        convert = _torch_input() if self.peer == "torch" else _jax_input()
         self.run = _warmed({
-            name: op.torch(torch.from_numpy(make_input(shapes[size], dtype)))
-            for name, (op, shapes) in self.timed.items() if op.torch is not None
+            name: getattr(op, self.peer)(convert(make_input(shapes[size], dtype)))
+            for name, (op, shapes) in self.timed.items() if self.runs(op)
         })  # fmt: skip
 
 
-class _JaxSuite:
-    """``jax.jit`` of the same math on JAX's CPU device; skipped when JAX is not installed."""
-
-    params: list[list[str]] = [list(DTYPES), SIZES]
-    param_names = ["dtype", "size"]
-    timed: Timed = {}
-
-    @staticmethod
-    def runs(op: Operation) -> bool:
-        """Whether this class times ``op``: those with a JAX peer."""
-        return op.jax is not None
-
-    def setup(self, dtype: str, size: str = "small") -> None:
-        if peers.import_jax() is None:
-            raise NotImplementedError("JAX is not installed")
-        self.run = _warmed({
-            name: op.jax(make_input(shapes[size], dtype))
-            for name, (op, shapes) in self.timed.items() if op.jax is not None
-        })  # fmt: skip
+def _peer_suite(name: str, peer: str, of: type, doc: str, **attrs: Any) -> type:
+    """The class ``name`` timing ``of``'s operations with ``peer``, under the same method names."""
+    timed: Timed = of.timed  # type: ignore[attr-defined]
+    namespace = {"__doc__": doc, "peer": peer, "timed": timed, **attrs}
+    return _timers(type(name, (_PeerSuite,), namespace))
 
 
-@_timers
-class TorchBatchNorm1d(_TorchSuite):
-    """PyTorch peer of :class:`BatchNorm1dSuite`."""
-
-    timed = BatchNorm1dSuite.timed
-
-
-@_timers
-class TorchLayerNorm(_TorchSuite):
-    """PyTorch peer of :class:`LayerNormSuite`."""
-
-    timed = LayerNormSuite.timed
-
-
-@_timers
-class TorchDropout(_TorchSuite):
-    """PyTorch peer of :class:`DropoutSuite` (``native_dropout`` keeps the mask too)."""
-
-    timed = DropoutSuite.timed
-
-
-@_timers
-class TorchDropoutAddLayerNorm(_TorchSuite):
-    """PyTorch peer of :class:`DropoutAddLayerNormSuite`: its three modules' operations."""
-
-    timed = {"forward": DropoutAddLayerNormSuite.timed["forward"]}
-
-
-@_timers
-class TorchLayerCall(_TorchSuite):
-    """PyTorch peer of :class:`LayerCallSuite`: ``torch.nn`` module calls under ``no_grad``."""
-
-    params = [["float32"]]
-    param_names = ["dtype"]
-    timed = LayerCallSuite.timed
-
-
-@_timers
-class TorchHeadline(_TorchSuite):
-    """PyTorch peer of :class:`HeadlineSuite`, float32 and float64."""
-
-    params = [list(DTYPES)]
-    param_names = ["dtype"]
-    timed = HeadlineSuite.timed
-
-
-@_timers
-class JaxBatchNorm1d(_JaxSuite):
-    """JAX peer of :class:`BatchNorm1dSuite`."""
-
-    timed = BatchNorm1dSuite.timed
-
-
-@_timers
-class JaxLayerNorm(_JaxSuite):
-    """JAX peer of :class:`LayerNormSuite`."""
-
-    timed = LayerNormSuite.timed
-
-
-@_timers
-class JaxDropout(_JaxSuite):
-    """JAX peer of :class:`DropoutSuite`."""
-
-    timed = DropoutSuite.timed
+TorchBatchNorm1d = _peer_suite(
+    "TorchBatchNorm1d", "torch", BatchNorm1dSuite, "PyTorch peer of :class:`BatchNorm1dSuite`."
+)
+TorchLayerNorm = _peer_suite(
+    "TorchLayerNorm", "torch", LayerNormSuite, "PyTorch peer of :class:`LayerNormSuite`."
+)
+TorchDropout = _peer_suite(
+    "TorchDropout", "torch", DropoutSuite,
+    "PyTorch peer of :class:`DropoutSuite` (``native_dropout`` keeps the mask too).",
+)  # fmt: skip
+TorchDropoutAddLayerNorm = _peer_suite(
+    "TorchDropoutAddLayerNorm", "torch", DropoutAddLayerNormSuite,
+    "PyTorch peer of :class:`DropoutAddLayerNormSuite`: its three modules' operations.",
+    timed={"forward": DropoutAddLayerNormSuite.timed["forward"]},
+)  # fmt: skip
+TorchLayerCall = _peer_suite(
+    "TorchLayerCall", "torch", LayerCallSuite,
+    "PyTorch peer of :class:`LayerCallSuite`: ``torch.nn`` module calls under ``no_grad``.",
+    params=[["float32"]], param_names=["dtype"],
+)  # fmt: skip
+TorchHeadline = _peer_suite(
+    "TorchHeadline", "torch", HeadlineSuite,
+    "PyTorch peer of :class:`HeadlineSuite`, float32 and float64.",
+    params=[list(DTYPES)], param_names=["dtype"],
+)  # fmt: skip
+JaxBatchNorm1d = _peer_suite(
+    "JaxBatchNorm1d", "jax", BatchNorm1dSuite, "JAX peer of :class:`BatchNorm1dSuite`."
+)
+JaxLayerNorm = _peer_suite(
+    "JaxLayerNorm", "jax", LayerNormSuite, "JAX peer of :class:`LayerNormSuite`."
+)
+JaxDropout = _peer_suite("JaxDropout", "jax", DropoutSuite, "JAX peer of :class:`DropoutSuite`.")
 
 
 # ----------------------------------------------------------------------------- memory speed
