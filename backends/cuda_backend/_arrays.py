@@ -18,13 +18,14 @@ from ._runtime import SIMULATOR, cuda, cupy, stream
 __all__ = [
     "accepts",
     "alloc_like",
-    "vectors_like",
     "asarray",
     "ascontiguous",
     "empty",
     "is_numba_array",
     "kernel_in",
     "kernel_out",
+    "partials",
+    "placeholder",
     "to_numpy",
 ]
 
@@ -64,6 +65,11 @@ def accepts(x: Any) -> bool:
 def empty(shape: tuple[int, ...], dtype: Any) -> Any:
     """An uninitialised array of the backend's own kind (CuPy, or NumPy in the simulator).
 
+    Statistics and parameter gradients are of this kind even when the data are
+    numba device arrays, because the functional layer computes on them, which
+    numba device arrays do not support. Launchers allocate them inside
+    :class:`._runtime.on_device`, which makes the data's GPU current.
+
     Parameters
     ----------
     shape : tuple of int
@@ -78,29 +84,50 @@ def empty(shape: tuple[int, ...], dtype: Any) -> Any:
     return cupy.empty(shape, dtype=dtype)
 
 
-def vectors_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-    """Per-channel or per-row vectors for ``x``: the backend's own kind, on ``x``'s GPU.
-
-    Statistics and parameter gradients are CuPy arrays (NumPy in the simulator)
-    even when ``x`` is a numba device array, because the functional layer computes
-    on them (running statistics, folding), which numba device arrays do not support.
+def partials(x: Any, rows: int, columns: int) -> tuple[Any, Any]:
+    """Two float64 ``[rows, columns]`` partial buffers for ``x``'s kernels, in one allocation.
 
     Parameters
     ----------
     x : array
-        The kernel's input.
-    shape : tuple of int
+        The kernel's input (numba device arrays get numba device arrays).
+    rows, columns : int
+
+    Returns
+    -------
+    p1, p2 : arrays
+    """
+    both = alloc_like(x, (2, rows, columns), np.float64)
+    return both[0], both[1]
+
+
+_placeholders: dict[tuple[Any, str, int], Any] = {}
+
+
+def placeholder(x: Any, dtype: Any, ndim: int = 1) -> Any:
+    """A one-element array standing in for an absent kernel argument (cached).
+
+    Kernels take a flag next to each optional array and never touch the array
+    when the flag says it is absent, so one array per device, dtype and rank
+    serves every launch.
+
+    Parameters
+    ----------
+    x : array
+        The kernel's input (its GPU is current).
     dtype : dtype-like
+    ndim : int, default 1
 
     Returns
     -------
     array
     """
-    device = getattr(x, "device", None) if cupy is not None else None
-    if device is not None and type(x).__module__.split(".", 1)[0] == "cupy":
-        with device:
-            return cupy.empty(shape, dtype=dtype)
-    return empty(shape, dtype)
+    device = cupy.cuda.runtime.getDevice() if cupy is not None else None
+    key = (device, np.dtype(dtype).char, ndim)
+    found = _placeholders.get(key)
+    if found is None:
+        found = _placeholders[key] = empty((1,) * ndim, dtype)
+    return found
 
 
 def alloc_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _batchnorm, _dropout, _dropout_add_norm, _layernorm
+from . import _arrays, _batchnorm, _batchnorm_backward, _dropout, _dropout_add_norm, _layernorm
 from ._runtime import SIMULATOR
 
 __all__ = ["CudaBackend"]
@@ -133,13 +133,31 @@ class CudaBackend:
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
         """Per channel, float64 ``sum(dy)`` and ``sum((x - mean) * dy)``."""
-        return _batchnorm.channel_backward_reduce(dy, x, mean)
+        return _batchnorm_backward.channel_backward_reduce(dy, x, mean)
 
     def channel_backward_elemt(
         self, dy: Any, x: Any, mean: Any, a: Any, b: Any, c: Any, out: Any
     ) -> Any:
         """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
-        return _batchnorm.channel_backward_elemt(dy, x, mean, a, b, c, out)
+        return _batchnorm_backward.channel_backward_elemt(dy, x, mean, a, b, c, out)
+
+    def batch_norm_backward(
+        self,
+        dy: Any,
+        x: Any,
+        mean: Any,
+        rstd: Any,
+        weight: Any | None,
+        training: bool,
+        out: Any,
+    ) -> tuple[Any, Any | None, Any | None]:
+        """Whole BatchNorm backward of ``(N, C, L)`` data in three launches (one without sums).
+
+        The per-channel coefficients and the parameter gradients are computed by a
+        kernel: no vector arithmetic on the host. Return ``(out, dweight, dbias)``,
+        the gradients in ``weight``'s dtype or None without ``weight``.
+        """
+        return _batchnorm_backward.batch_norm_backward(dy, x, mean, rstd, weight, training, out)
 
     def layer_norm_backward(
         self,

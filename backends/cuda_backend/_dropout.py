@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, empty, kernel_in, kernel_out
+from ._arrays import empty, kernel_in, kernel_out, placeholder
 from ._runtime import (
     SIMULATOR,
     THREADS,
@@ -28,7 +28,6 @@ from ._runtime import (
     launch,
     on_device,
     sm_count,
-    stream,
 )
 
 __all__ = [
@@ -239,6 +238,14 @@ def _grid(units: int) -> int:
     return blocks_for(units, THREADS, sm_count() * BLOCKS_PER_SM)
 
 
+def _launch_words(fn: Any, out: Any, blocks: int, seed: int, call: int, *args: Any) -> Any:
+    """Launch ``fn(*args, blocks, key and call..., out)`` over ``blocks`` Philox blocks."""
+    if out.size:
+        with on_device(out) as s:
+            launch(fn, _grid(blocks), THREADS, s, *args, blocks, *_key_and_call(seed, call), out)
+    return out
+
+
 def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
     """The uint32 Philox words of elements ``offset .. offset + n - 1``, on the device.
 
@@ -250,21 +257,8 @@ def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
     -------
     device array of uint32, shape (n,)
     """
-    out = empty((n,), np.uint32)
-    if n:
-        first, start, blocks = _span(n, offset)
-        launch(
-            _words_kernel,
-            _grid(blocks),
-            THREADS,
-            stream(),
-            first,
-            start,
-            blocks,
-            *_key_and_call(seed, call),
-            kernel_out(out),
-        )
-    return out
+    first, start, blocks = _span(n, offset)
+    return _launch_words(_words_kernel, empty((n,), np.uint32), blocks, seed, call, first, start)
 
 
 def dropout_mask(n: int, threshold: int, seed: int, call: int) -> Any:
@@ -279,18 +273,8 @@ def dropout_mask(n: int, threshold: int, seed: int, call: int) -> Any:
     device array of bool, shape (n,)
     """
     out = empty((n,), np.bool_)
-    if n:
-        blocks = -(-n // 4)
-        launch(
-            _mask_kernel,
-            _grid(blocks),
-            THREADS,
-            stream(),
-            np.uint64(threshold),
-            blocks,
-            *_key_and_call(seed, call),
-            kernel_out(out.view(np.uint8)),  # bytes 0/1: the kernel writes no bool
-        )
+    # bytes 0/1: the kernel writes no bool
+    _launch_words(_mask_kernel, out.view(np.uint8), -(-n // 4), seed, call, np.uint64(threshold))
     return out
 
 
@@ -327,12 +311,12 @@ def dropout_forward(
     n = x.size
     if n:
         first, start, blocks = _span(n, offset)
-        with on_device(x):
+        with on_device(x) as s:
             launch(
                 _dropout_kernel,
                 _grid(blocks),
                 THREADS,
-                stream(),
+                s,
                 kernel_in(x.reshape(-1)),
                 np.uint64(threshold),
                 x.dtype.type(scale),
@@ -341,15 +325,10 @@ def dropout_forward(
                 blocks,
                 *_key_and_call(seed, call),
                 kernel_out(out.reshape(-1)),
-                kernel_out(_no_bitmask(x) if bitmask is None else bitmask),
+                kernel_out(placeholder(x, np.uint8) if bitmask is None else bitmask),
                 bitmask is not None,
             )
     return out
-
-
-def _no_bitmask(x: Any) -> Any:
-    """A one-byte array standing in for an absent bitmask."""
-    return alloc_like(x, (1,), np.uint8)
 
 
 def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
@@ -369,12 +348,12 @@ def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
     """
     n = dy.size
     if n:
-        with on_device(dy):
+        with on_device(dy) as s:
             launch(
                 _apply_bitmask_kernel,
                 _grid(-(-n // 4)),
                 THREADS,
-                stream(),
+                s,
                 kernel_in(dy.reshape(-1)),
                 kernel_in(bitmask),
                 dy.dtype.type(scale),

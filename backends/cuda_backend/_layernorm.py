@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out, vectors_like
+from ._arrays import empty, kernel_in, kernel_out, partials, placeholder
 from ._reduce import column_sums2, shifted_moments, tree_sum2
 from ._runtime import (
     SIMULATOR,
@@ -37,10 +37,9 @@ from ._runtime import (
     next_pow2,
     on_device,
     sm_count,
-    stream,
 )
 
-__all__ = ["layer_norm_backward", "layer_norm_forward", "row_moments"]
+__all__ = ["absent", "layer_norm_backward", "layer_norm_forward", "row_moments", "row_threads"]
 
 #: Blocks per multiprocessor of a grid-stride row kernel (2048 threads per SM / THREADS).
 BLOCKS_PER_SM = 2 if SIMULATOR else 8
@@ -254,21 +253,48 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
 
 
 # ----------------------------------------------------------------------------- launches
-def _row_threads(features: int) -> int:
+def row_threads(features: int) -> int:
     """Lanes per row: the row's width rounded up to a power of two, at most THREADS."""
     return min(THREADS, max(2, next_pow2(features)))
 
 
 def _geometry(rows: int, features: int) -> tuple[int, tuple[int, int]]:
     """``(blocks, (lanes, rows per block))`` of a row kernel: enough blocks to fill the GPU."""
-    lanes = _row_threads(features)
+    lanes = row_threads(features)
     per_block = THREADS // lanes
     return blocks_for(rows, per_block, sm_count() * BLOCKS_PER_SM), (lanes, per_block)
 
 
-def _placeholder(x: Any, like: Any) -> Any:
-    """A one-element array (of ``like``'s dtype, else float64) for an absent weight or bias."""
-    return alloc_like(x, (1,), np.float64 if like is None else like.dtype)
+def absent(x: Any, other: Any | None) -> Any:
+    """The placeholder for an absent weight or bias: of ``other``'s dtype when that is given.
+
+    Parameters
+    ----------
+    x : array
+        The kernel's input.
+    other : array or None
+        The other of weight and bias (the kernel reads both in one dtype).
+
+    Returns
+    -------
+    array
+    """
+    return placeholder(x, np.float64 if other is None else other.dtype)
+
+
+def _launch_rows(fn: Any, x: Any, *args: Any) -> tuple[Any, Any]:
+    """Launch row kernel ``fn(x, *args, first, second)``; return the float64 row vectors.
+
+    ``first`` and ``second`` (shape ``(R,)``) are the kernel's last two arguments.
+    """
+    rows, features = x.shape
+    with on_device(x) as s:
+        stats = empty((2, rows), np.float64)
+        if rows:
+            blocks, block = _geometry(rows, features)
+            first, second = kernel_out(stats[0]), kernel_out(stats[1])
+            launch(fn, blocks, block, s, kernel_in(x), *args, first, second)
+    return stats[0], stats[1]
 
 
 def row_moments(x: Any) -> tuple[Any, Any]:
@@ -282,22 +308,7 @@ def row_moments(x: Any) -> tuple[Any, Any]:
     -------
     mean, var : device arrays of shape (R,)
     """
-    rows, features = x.shape
-    stats = vectors_like(x, (2, rows), np.float64)
-    mean, var = stats[0], stats[1]
-    if rows:
-        blocks, block = _geometry(rows, features)
-        with on_device(x):
-            launch(
-                _row_moments_kernel,
-                blocks,
-                block,
-                stream(),
-                kernel_in(x),
-                kernel_out(mean),
-                kernel_out(var),
-            )
-    return mean, var
+    return _launch_rows(_row_moments_kernel, x)
 
 
 def layer_norm_forward(
@@ -317,27 +328,16 @@ def layer_norm_forward(
     out : device array
     mean, rstd : float64 device arrays of shape (R,)
     """
-    rows, features = x.shape
-    stats = vectors_like(x, (2, rows), np.float64)
-    mean, rstd = stats[0], stats[1]
-    if rows:
-        blocks, block = _geometry(rows, features)
-        with on_device(x):
-            launch(
-                _forward_kernel,
-                blocks,
-                block,
-                stream(),
-                kernel_in(x),
-                kernel_in(_placeholder(x, bias) if weight is None else weight),
-                kernel_in(_placeholder(x, weight) if bias is None else bias),
-                weight is not None,
-                bias is not None,
-                float(eps),
-                kernel_out(out),
-                kernel_out(mean),
-                kernel_out(rstd),
-            )
+    mean, rstd = _launch_rows(
+        _forward_kernel,
+        x,
+        kernel_in(absent(x, bias) if weight is None else weight),
+        kernel_in(absent(x, weight) if bias is None else bias),
+        weight is not None,
+        bias is not None,
+        float(eps),
+        kernel_out(out),
+    )
     return out, mean, rstd
 
 
@@ -362,11 +362,11 @@ def layer_norm_backward(
     """
     rows, features = x.shape
     blocks, block = _geometry(rows, features)
-    shape = (blocks * block[1], features) if param_grads else (1, 1)
-    with on_device(x):
-        s = stream()
-        pdw = alloc_like(x, shape, np.float64)
-        pdb = alloc_like(x, shape, np.float64)
+    with on_device(x) as s:
+        if param_grads:
+            pdw, pdb = partials(x, blocks * block[1], features)
+        else:
+            pdw = pdb = placeholder(x, np.float64, 2)
         if rows or param_grads:
             launch(
                 _backward_kernel,
@@ -377,7 +377,7 @@ def layer_norm_backward(
                 kernel_in(x),
                 kernel_in(mean),
                 kernel_in(rstd),
-                kernel_in(_placeholder(x, None) if weight is None else weight),
+                kernel_in(absent(x, None) if weight is None else weight),
                 weight is not None,
                 bool(param_grads),
                 kernel_out(out),
@@ -386,7 +386,7 @@ def layer_norm_backward(
             )
         if not param_grads:
             return out, None, None
-        grads = vectors_like(x, (2, features), np.float64)
+        grads = empty((2, features), np.float64)
         if features:
             column_sums2(pdw, pdb, grads[0], grads[1], s)
     return out, grads[0], grads[1]

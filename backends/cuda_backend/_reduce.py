@@ -23,7 +23,14 @@ import numpy as np
 from ._arrays import kernel_in, kernel_out
 from ._runtime import THREADS, TILE_X, blocks_for, cuda, kernel, launch, next_pow2
 
-__all__ = ["column_sums2", "column_sums2_kernel", "shifted_moments", "tree_sum2"]
+__all__ = [
+    "column_geometry",
+    "column_pair",
+    "column_sums2",
+    "column_sums2_kernel",
+    "shifted_moments",
+    "tree_sum2",
+]
 
 
 @cuda.jit(device=True)
@@ -52,50 +59,76 @@ def tree_sum2(sa, sb, pos, slot, stride, width):
         s //= 2
 
 
-@kernel
-def column_sums2_kernel(pa, pb, a, b):
-    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b``.
+@cuda.jit(device=True)
+def column_pair(pa, pb, k, sa, sb):
+    """Sums of column ``k`` of two ``[rows, K]`` partial buffers, for a 2-D block.
 
-    A 2-D block: ``x`` along up to 32 neighbouring columns, ``y`` along rows, each
-    ``y`` lane summing every ``blockDim.y``-th row; a shared-memory tree then adds
-    the lanes in a fixed order. Grid-stride over column tiles.
+    ``x`` runs along neighbouring columns (this thread's is ``k``; a ``k`` past the
+    end contributes nothing), ``y`` along rows: each ``y`` lane adds every
+    ``blockDim.y``-th row, then a shared-memory tree adds the lanes in a fixed
+    order. Every thread of the block calls it (it synchronises); all threads of
+    a column get its sums.
     """
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
-    bx = cuda.blockDim.x
-    slot = ty * bx + tx
-    base = cuda.blockIdx.x * bx
+    slot = ty * cuda.blockDim.x + tx
+    x = 0.0
+    y = 0.0
+    if k < pa.shape[1]:
+        g = ty
+        while g < pa.shape[0]:
+            x += pa[g, k]
+            y += pb[g, k]
+            g += cuda.blockDim.y
+    sa[slot] = x
+    sb[slot] = y
+    cuda.syncthreads()
+    tree_sum2(sa, sb, ty, slot, cuda.blockDim.x, cuda.blockDim.y)
+    x = sa[tx]
+    y = sb[tx]
+    cuda.syncthreads()  # everyone has read the sums before the next tile overwrites them
+    return x, y
+
+
+@kernel
+def column_sums2_kernel(pa, pb, a, b):
+    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b`` (grid-stride)."""
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
+    base = cuda.blockIdx.x * cuda.blockDim.x
     while base < pa.shape[1]:
-        k = base + tx
-        x = 0.0
-        y = 0.0
-        if k < pa.shape[1]:
-            g = ty
-            while g < pa.shape[0]:
-                x += pa[g, k]
-                y += pb[g, k]
-                g += cuda.blockDim.y
-        sa[slot] = x
-        sb[slot] = y
-        cuda.syncthreads()
-        tree_sum2(sa, sb, ty, slot, bx, cuda.blockDim.y)
-        if ty == 0 and k < pa.shape[1]:
-            a[k] = sa[slot]
-            b[k] = sb[slot]
-        cuda.syncthreads()
-        base += cuda.gridDim.x * bx
+        k = base + cuda.threadIdx.x
+        x, y = column_pair(pa, pb, k, sa, sb)
+        if cuda.threadIdx.y == 0 and k < pa.shape[1]:
+            a[k] = x
+            b[k] = y
+        base += cuda.gridDim.x * cuda.blockDim.x
+
+
+def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
+    """``(blocks, block)`` of a kernel built on :func:`column_pair` over ``columns >= 1``.
+
+    Parameters
+    ----------
+    columns : int
+
+    Returns
+    -------
+    blocks : int
+    block : tuple of int
+        Up to ``TILE_X`` columns by ``THREADS // tile`` row lanes.
+    """
+    tile = min(TILE_X, next_pow2(columns))
+    return blocks_for(columns, tile), (tile, THREADS // tile)
 
 
 def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any) -> None:
     """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns)."""
-    columns = pa.shape[1]
-    tile = min(TILE_X, next_pow2(columns))
+    blocks, block = column_geometry(pa.shape[1])
     launch(
         column_sums2_kernel,
-        blocks_for(columns, tile),
-        (tile, THREADS // tile),
+        blocks,
+        block,
         s,
         kernel_in(pa),
         kernel_in(pb),

@@ -34,6 +34,7 @@ def _a(dtype: str, ndim: int) -> str:
 
 def _table() -> list[tuple[Any, tuple[str, ...]]]:
     from . import _batchnorm as bn
+    from . import _batchnorm_backward as bb
     from . import _dropout as dr
     from . import _dropout_add_norm as fu
     from . import _layernorm as ln
@@ -44,6 +45,9 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     key = (u64, u64, u64, u64)
     rows: list[tuple[Any, tuple[str, ...]]] = [
         (rd.column_sums2_kernel, (p, p, v, v)),
+        # the whole BatchNorm backward's merge: parameter gradients in the weight's dtype
+        # (float64 placeholders without a weight)
+        *[(bb._backward_merge_kernel, (p, p, v, _a(w, 1), i64, f64, p, _a(w, 2))) for w in _FLOATS],
         (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
         (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
         (fu._pack_kernel, (i64, u64, *key, _a("uint8", 1))),
@@ -63,8 +67,7 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         # running statistics (one dtype for both) and weight/bias (one dtype for both)
         for r, w in product(_FLOATS, _FLOATS):
             r1, w1 = _a(r, 1), _a(w, 1)
-            fold = (x3, p, p, b1, r1, r1, b1, b1, w1, w1, b1, b1, f64, f64, p)
-            rows.append((bn._fold_kernel, fold))
+            rows.append((bn._fold_kernel, (x3, p, p, r1, r1, w1, w1, i64, f64, f64, p)))
         # weight and bias each float32 or float64 (an absent one takes the other's dtype)
         for w, b in product(_FLOATS, _FLOATS):
             fwd = (x2, _a(w, 1), _a(b, 1), b1, b1, f64, x2, v, v)
@@ -76,8 +79,8 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         for dy in _FLOATS:
             d1, d2, d3 = _a(dy, 1), _a(dy, 2), _a(dy, 3)
             rows += [
-                (bn._backward_partials, (d3, x3, v, p, p)),
-                (bn._backward_elemt_kernel, (d1, x1, v, v, v, v, i64, x1)),
+                (bb._backward_partials, (d3, x3, v, p, p)),
+                (bb._backward_elemt_kernel, (d1, x1, v, v, v, v, b1, i64, x1)),
                 # the evaluation-mode backward writes dy * a into an output of x's dtype
                 (bn._affine_kernel, (d1, v, v, v, i64, x1)),
             ]
