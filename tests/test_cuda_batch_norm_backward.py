@@ -152,7 +152,7 @@ def test_whole_backward_of_no_positions_gives_zero_gradients():
 def test_whole_backward_launch_count(training, has_weight, launches, rng, monkeypatch):
     """Partial sums, merge (coefficients and gradients), element-wise pass; the evaluation
     backward without a weight needs no sums and is one launch."""
-    from normdrop.backends.cuda_backend import _batchnorm_backward, _reduce
+    from normdrop.backends.cuda_backend import _batchnorm_backward, _channels, _reduce
 
     seen = []
 
@@ -161,8 +161,8 @@ def test_whole_backward_launch_count(training, has_weight, launches, rng, monkey
         real(fn, *args)
 
     real = _batchnorm_backward.launch
-    monkeypatch.setattr(_batchnorm_backward, "launch", counting)
-    monkeypatch.setattr(_reduce, "launch", counting)
+    for module in (_batchnorm_backward, _channels, _reduce):
+        monkeypatch.setattr(module, "launch", counting)
     x, dy, mean, rstd = _inputs(rng, (4, 3, 2), np.float32, np.float32)
     weight = dev(np.ones(3)) if has_weight else None
     cb.batch_norm_backward(

@@ -178,6 +178,6 @@ def test_the_table_covers_the_layer_paths():
     ) in sigs
     assert any(n == "_layernorm._backward_kernel" and s[:2] == (f8, f4) for n, s in sigs)
     assert any(
-        n == "_batchnorm_backward._backward_partials" and s[:2] == ("float64[3d]", "float32[3d]")
+        n == "_channels._partials_kernel" and s[:2] == ("float64[3d]", "float32[3d]")
         for n, s in sigs
     )

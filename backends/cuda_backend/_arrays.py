@@ -31,31 +31,15 @@ __all__ = [
 
 
 def is_numba_array(x: Any) -> bool:
-    """Tell whether ``x`` is a numba device array (real or simulated).
-
-    Parameters
-    ----------
-    x : object
-
-    Returns
-    -------
-    bool
-    """
+    """Tell whether ``x`` is a numba device array (real or simulated)."""
     return bool(getattr(type(x), "__cuda_ndarray__", False))
 
 
 def accepts(x: Any) -> bool:
     """Tell cheaply, without imports, whether the backend computes on ``x``.
 
-    Parameters
-    ----------
-    x : object
-
-    Returns
-    -------
-    bool
-        CuPy and other ``__cuda_array_interface__`` arrays; under the simulator,
-        NumPy arrays and simulated device arrays instead.
+    It does for CuPy and other ``__cuda_array_interface__`` arrays; under the
+    simulator, for NumPy arrays and simulated device arrays instead.
     """
     if SIMULATOR:
         return isinstance(x, np.ndarray) or is_numba_array(x)
@@ -69,15 +53,6 @@ def empty(shape: tuple[int, ...], dtype: Any) -> Any:
     numba device arrays, because the functional layer computes on them, which
     numba device arrays do not support. Launchers allocate them inside
     :class:`._runtime.on_device`, which makes the data's GPU current.
-
-    Parameters
-    ----------
-    shape : tuple of int
-    dtype : dtype-like
-
-    Returns
-    -------
-    array
     """
     if cupy is None:
         return np.empty(shape, dtype=dtype)
@@ -104,17 +79,15 @@ def partials(x: Any, rows: int, columns: int) -> tuple[Any, Any]:
 _placeholders: dict[tuple[Any, str, int], Any] = {}
 
 
-def placeholder(x: Any, dtype: Any, ndim: int = 1) -> Any:
-    """A one-element array standing in for an absent kernel argument (cached).
+def placeholder(dtype: Any, ndim: int = 1) -> Any:
+    """A one-element array on the current GPU standing in for an absent kernel argument (cached).
 
-    Kernels take a flag next to each optional array and never touch the array
+    Kernels take a flag next to each optional array and never use its values
     when the flag says it is absent, so one array per device, dtype and rank
     serves every launch.
 
     Parameters
     ----------
-    x : array
-        The kernel's input (its GPU is current).
     dtype : dtype-like
     ndim : int, default 1
 

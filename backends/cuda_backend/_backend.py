@@ -142,14 +142,7 @@ class CudaBackend:
         return _batchnorm_backward.channel_backward_elemt(dy, x, mean, a, b, c, out)
 
     def batch_norm_backward(
-        self,
-        dy: Any,
-        x: Any,
-        mean: Any,
-        rstd: Any,
-        weight: Any | None,
-        training: bool,
-        out: Any,
+        self, dy: Any, x: Any, mean: Any, rstd: Any, weight: Any | None, training: bool, out: Any
     ) -> tuple[Any, Any | None, Any | None]:
         """Whole BatchNorm backward of ``(N, C, L)`` data in three launches (one without sums).
 

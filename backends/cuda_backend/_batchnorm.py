@@ -18,16 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out, partials, placeholder
-from ._channels import (
-    advance,
-    channel_next,
-    channel_walk,
-    partial_geometry,
-    tile_first,
-    tile_start,
-    tile_store,
-)
+from ._arrays import empty, kernel_in, kernel_out, placeholder
+from ._channels import channel_next, channel_partials, channel_walk
 from ._reduce import column_geometry, column_pair, shifted_moments
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
@@ -52,34 +44,6 @@ FOLD_HAS_BIAS = 16
 
 
 # ----------------------------------------------------------------------------- kernels
-@kernel
-def _moments_partials(x, p1, p2):
-    """Per block, ``sum(v - k)`` and ``sum((v - k)**2)`` of its positions of each channel.
-
-    ``k = x[0, c, 0]``, the same shift for every block of channel ``c``; the sums
-    land in row ``blockIdx.y`` of the partial buffers.
-    """
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
-    channels = x.shape[1]
-    length = x.shape[2]
-    lanes, lane, width, step_rows, step_cols, base = tile_start(length)
-    while base < channels:
-        c = base + cuda.threadIdx.x if length == 1 else base
-        a = 0.0
-        b = 0.0
-        if c < channels:
-            k = float(x[0, c, 0])
-            row, col = tile_first(lanes, lane, length)
-            while row < x.shape[0]:
-                v = float(x[row, c, col]) - k
-                a += v
-                b += v * v
-                row, col = advance(row, col, step_rows, step_cols, length)
-        tile_store(sa, sb, a, b, c, channels, length, p1, p2)
-        base += cuda.gridDim.x * width
-
-
 @cuda.jit(device=True)
 def _channel_stats(x, s1, s2, c):
     """Mean and biased variance of channel ``c`` from its shifted sums (NaN if it is empty)."""
@@ -92,15 +56,9 @@ def _channel_stats(x, s1, s2, c):
 @kernel
 def _moments_merge_kernel(x, p1, p2, mean, var):
     """Per channel: mean and biased variance from the partial sums (see :func:`column_pair`)."""
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
-    base = cuda.blockIdx.x * cuda.blockDim.x
-    while base < mean.shape[0]:
-        c = base + cuda.threadIdx.x
-        s1, s2 = column_pair(p1, p2, c, sa, sb)
-        if cuda.threadIdx.y == 0 and c < mean.shape[0]:
-            mean[c], var[c] = _channel_stats(x, s1, s2, c)
-        base += cuda.gridDim.x * cuda.blockDim.x
+    c, s1, s2 = column_pair(p1, p2)
+    if cuda.threadIdx.y == 0 and c < mean.shape[0]:
+        mean[c], var[c] = _channel_stats(x, s1, s2, c)
 
 
 @kernel
@@ -113,38 +71,27 @@ def _fold_kernel(x, p1, p2, running_mean, running_var, weight, bias, flags, mome
     move by ``momentum`` towards the batch's (unbiased variance). Rows of
     ``stats``: mean, rstd, scale, shift.
     """
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
-    use_batch = (flags & FOLD_USE_BATCH) != 0
-    count = float(x.shape[0] * x.shape[2])
-    channels = stats.shape[1]
-    base = cuda.blockIdx.x * cuda.blockDim.x
-    while base < channels:
-        c = base + cuda.threadIdx.x
-        s1 = 0.0
-        s2 = 0.0
-        if use_batch:  # the same for the whole block: column_pair synchronises
-            s1, s2 = column_pair(p1, p2, c, sa, sb)
-        if cuda.threadIdx.y == 0 and c < channels:
-            if use_batch:
-                mean, var = _channel_stats(x, s1, s2, c)
-                if flags & FOLD_UPDATE:
-                    running_mean[c] = (1.0 - momentum) * float(running_mean[c]) + momentum * mean
-                    running_var[c] = (1.0 - momentum) * float(running_var[c]) + momentum * (
-                        var * (count / (count - 1.0))
-                    )
-            elif flags & FOLD_HAS_RUNNING:
-                mean = float(running_mean[c])
-                var = float(running_var[c])
-            else:
-                mean = 0.0
-                var = 1.0
-            rstd = 1.0 / math.sqrt(var + eps)
-            stats[0, c] = mean
-            stats[1, c] = rstd
-            stats[2, c] = rstd * float(weight[c]) if flags & FOLD_HAS_WEIGHT else rstd
-            stats[3, c] = float(bias[c]) if flags & FOLD_HAS_BIAS else 0.0
-        base += cuda.gridDim.x * cuda.blockDim.x
+    c, s1, s2 = column_pair(p1, p2)  # unused (placeholder partials) without FOLD_USE_BATCH
+    if cuda.threadIdx.y == 0 and c < stats.shape[1]:
+        if flags & FOLD_USE_BATCH:
+            mean, var = _channel_stats(x, s1, s2, c)
+            if flags & FOLD_UPDATE:
+                count = float(x.shape[0] * x.shape[2])
+                running_mean[c] = (1.0 - momentum) * float(running_mean[c]) + momentum * mean
+                running_var[c] = (1.0 - momentum) * float(running_var[c]) + momentum * (
+                    var * (count / (count - 1.0))
+                )
+        elif flags & FOLD_HAS_RUNNING:
+            mean = float(running_mean[c])
+            var = float(running_var[c])
+        else:
+            mean = 0.0
+            var = 1.0
+        rstd = 1.0 / math.sqrt(var + eps)
+        stats[0, c] = mean
+        stats[1, c] = rstd
+        stats[2, c] = rstd * float(weight[c]) if flags & FOLD_HAS_WEIGHT else rstd
+        stats[3, c] = float(bias[c]) if flags & FOLD_HAS_BIAS else 0.0
 
 
 @kernel
@@ -172,29 +119,24 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
     -------
     mean, var : device arrays of shape (C,)
     """
-    n, channels, length = x.shape
+    channels = x.shape[1]
     with on_device(x) as s:
         stats = empty((2, channels), np.float64)
         mean, var = stats[0], stats[1]
-        if channels == 0:
-            return mean, var
-        grid, block = partial_geometry(n, channels, length)
-        p1, p2 = partials(x, grid[1], channels)
-        xin = kernel_in(x)
-        if x.size:
-            launch(_moments_partials, grid, block, s, xin, kernel_out(p1), kernel_out(p2))
-        blocks, merge_block = column_geometry(channels)
-        launch(
-            _moments_merge_kernel,
-            blocks,
-            merge_block,
-            s,
-            xin,
-            kernel_in(p1),
-            kernel_in(p2),
-            kernel_out(mean),
-            kernel_out(var),
-        )
+        if channels:
+            p1, p2 = channel_partials(x, x, placeholder(np.float64), False, s)
+            blocks, block = column_geometry(channels)
+            launch(
+                _moments_merge_kernel,
+                blocks,
+                block,
+                s,
+                kernel_in(x),
+                kernel_in(p1),
+                kernel_in(p2),
+                kernel_out(mean),
+                kernel_out(var),
+            )
     return mean, var
 
 
@@ -233,7 +175,8 @@ def batch_norm_forward(
     them, updates the running statistics and folds weight and bias, the affine
     pass), two in evaluation. Vectors are read in their own dtype (float32 or
     float64; the running statistics share one, weight and bias share one); other
-    combinations (float16 vectors, mixed pairs) take the unfused kernels.
+    combinations (float16 vectors, mixed pairs) run on float64 copies (running
+    statistics copied back).
 
     Parameters
     ----------
@@ -256,20 +199,23 @@ def batch_norm_forward(
     running_dtype = _pair(running_mean, running_var)
     param_dtype = _pair(weight, bias)
     if running_dtype is None or param_dtype is None:
-        return _batch_norm_forward_unfused(
-            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
-        )
-    n, channels, length = x.shape
+        # float16 or mixed vectors: the same kernels on float64 copies
+        vectors = (running_mean, running_var, weight, bias)
+        rm, rv, w, b = (None if v is None else v.astype(np.float64) for v in vectors)
+        result = batch_norm_forward(x, rm, rv, w, b, use_batch, update, momentum, eps, out)
+        if update and running_mean is not None and running_var is not None:
+            running_mean[...] = rm
+            running_var[...] = rv
+        return result
+    channels = x.shape[1]
     with on_device(x) as s:
         stats = empty((4, channels), np.float64)
         if channels == 0:
             return out, stats[0], stats[1]
-        grid, block = partial_geometry(n, channels, length)
         if use_batch:
-            p1, p2 = partials(x, grid[1], channels)
-            launch(_moments_partials, grid, block, s, kernel_in(x), kernel_out(p1), kernel_out(p2))
+            p1, p2 = channel_partials(x, x, placeholder(np.float64), False, s)
         else:
-            p1 = p2 = placeholder(x, np.float64, 2)
+            p1 = p2 = placeholder(np.float64, 2)
         flags = (
             (FOLD_USE_BATCH if use_batch else 0)
             | (FOLD_HAS_RUNNING if running_mean is not None else 0)
@@ -277,13 +223,13 @@ def batch_norm_forward(
             | (FOLD_HAS_WEIGHT if weight is not None else 0)
             | (FOLD_HAS_BIAS if bias is not None else 0)
         )
-        no_running = placeholder(x, running_dtype) if running_mean is None else None
-        no_param = placeholder(x, param_dtype) if weight is None or bias is None else None
-        blocks, merge_block = column_geometry(channels)
+        no_running = placeholder(running_dtype) if running_mean is None else None
+        no_param = placeholder(param_dtype) if weight is None or bias is None else None
+        blocks, block = column_geometry(channels)
         launch(
             _fold_kernel,
             blocks,
-            merge_block,
+            block,
             s,
             kernel_in(x),
             kernel_in(p1),
@@ -299,37 +245,6 @@ def batch_norm_forward(
         )
         affine(x, stats[0], stats[2], stats[3], out, s)
     return out, stats[0], stats[1]
-
-
-def _batch_norm_forward_unfused(
-    x: Any,
-    running_mean: Any | None,
-    running_var: Any | None,
-    weight: Any | None,
-    bias: Any | None,
-    use_batch: bool,
-    update: bool,
-    momentum: float,
-    eps: float,
-    out: Any,
-) -> tuple[Any, Any, Any]:
-    """:func:`batch_norm_forward` for vector dtypes the fused kernel does not read."""
-    if use_batch:
-        mean, var = channel_moments(x)
-        if update and running_mean is not None and running_var is not None:
-            count = x.shape[0] * x.shape[2]
-            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
-            running_var[...] = (1.0 - momentum) * running_var + momentum * (
-                var * (count / (count - 1))
-            )
-    else:
-        assert running_mean is not None and running_var is not None  # use_batch without them
-        mean = running_mean.astype(np.float64)
-        var = running_var.astype(np.float64)
-    rstd = (var + eps) ** -0.5
-    scale = rstd if weight is None else rstd * weight.astype(np.float64)
-    shift = mean * 0.0 if bias is None else bias.astype(np.float64)
-    return channel_affine(x, mean, scale, shift, out), mean, rstd
 
 
 def affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any, s: Any) -> None:

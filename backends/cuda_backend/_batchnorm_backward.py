@@ -3,8 +3,8 @@
 The input gradient is ``a[c] * dy + b[c] * (x - mean[c]) + shift[c]`` with
 per-channel coefficients from two sums, ``sum(dy)`` and ``sum((x - mean) * dy)``.
 :func:`batch_norm_backward` is the whole backward in three launches and no vector
-arithmetic on the host: a partials kernel adds each block's positions into rows
-of ``[blocks, C]`` buffers (see :mod:`._channels`), a merge kernel adds the rows
+arithmetic on the host: the partials kernel of :mod:`._channels` adds each
+block's positions into rows of ``[blocks, C]`` buffers, a merge kernel adds the rows
 (a 2-D block per tile of channels) and computes the coefficients and the
 parameter gradients, and a grid-stride element-wise kernel writes the gradient.
 :func:`channel_backward_reduce` and :func:`channel_backward_elemt` are the two
@@ -18,16 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out, partials, placeholder
-from ._channels import (
-    advance,
-    channel_next,
-    channel_walk,
-    partial_geometry,
-    tile_first,
-    tile_start,
-    tile_store,
-)
+from ._arrays import empty, kernel_in, kernel_out, placeholder
+from ._channels import channel_next, channel_partials, channel_walk
 from ._reduce import column_geometry, column_pair, column_sums2
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
@@ -46,30 +38,6 @@ MERGE_HAS_WEIGHT = 2
 
 # ----------------------------------------------------------------------------- kernels
 @kernel
-def _backward_partials(dy, x, mean, pa, pb):
-    """Per block, ``sum(dy)`` and ``sum((x - mean) * dy)`` of each channel -> rows of partials."""
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
-    channels = x.shape[1]
-    length = x.shape[2]
-    lanes, lane, width, step_rows, step_cols, base = tile_start(length)
-    while base < channels:
-        c = base + cuda.threadIdx.x if length == 1 else base
-        a = 0.0
-        b = 0.0
-        if c < channels:
-            mu = mean[c]
-            row, col = tile_first(lanes, lane, length)
-            while row < x.shape[0]:
-                d = float(dy[row, c, col])
-                a += d
-                b += (float(x[row, c, col]) - mu) * d
-                row, col = advance(row, col, step_rows, step_cols, length)
-        tile_store(sa, sb, a, b, c, channels, length, pa, pb)
-        base += cuda.gridDim.x * width
-
-
-@kernel
 def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, grads):
     """Per channel: the two sums from the partials, then coefficients and parameter gradients.
 
@@ -80,25 +48,18 @@ def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, grads):
     weight, ``grads`` (weight's dtype) gets ``dweight = sdx * rstd`` and
     ``dbias = sdy``.
     """
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
-    channels = rstd.shape[0]
-    base = cuda.blockIdx.x * cuda.blockDim.x
-    while base < channels:
-        c = base + cuda.threadIdx.x
-        sdy, sdx = column_pair(pa, pb, c, sa, sb)
-        if cuda.threadIdx.y == 0 and c < channels:
-            r = rstd[c]
-            a = r
-            if flags & MERGE_HAS_WEIGHT:
-                a = r * float(weight[c])
-                grads[0, c] = sdx * r
-                grads[1, c] = sdy
-            coef[0, c] = a
-            if flags & MERGE_TRAINING and count > 0.0:  # no positions: nothing reads them
-                coef[1, c] = -a * r * r * sdx / count
-                coef[2, c] = -a * sdy / count
-        base += cuda.gridDim.x * cuda.blockDim.x
+    c, sdy, sdx = column_pair(pa, pb)
+    if cuda.threadIdx.y == 0 and c < rstd.shape[0]:
+        r = rstd[c]
+        a = r
+        if flags & MERGE_HAS_WEIGHT:
+            a = r * float(weight[c])
+            grads[0, c] = sdx * r
+            grads[1, c] = sdy
+        coef[0, c] = a
+        if flags & MERGE_TRAINING and count > 0.0:  # no positions: nothing reads them
+            coef[1, c] = -a * r * r * sdx / count
+            coef[2, c] = -a * sdy / count
 
 
 @kernel
@@ -125,25 +86,6 @@ def _backward_elemt_kernel(dy, x, mean, a, b, shift, full, length, out):
 
 
 # ----------------------------------------------------------------------------- launches
-def _partial_sums(dy: Any, x: Any, mean: Any, s: Any) -> tuple[Any, Any]:
-    """Launch :func:`_backward_partials` (inside ``on_device``); return its partial buffers."""
-    n, channels, length = x.shape
-    grid, block = partial_geometry(n, channels, length)
-    pa, pb = partials(x, grid[1], channels)
-    launch(
-        _backward_partials,
-        grid,
-        block,
-        s,
-        kernel_in(dy),
-        kernel_in(x),
-        kernel_in(mean),
-        kernel_out(pa),
-        kernel_out(pb),
-    )
-    return pa, pb
-
-
 def _elemt(
     dy: Any, x: Any, mean: Any, a: Any, b: Any, shift: Any, full: bool, out: Any, s: Any
 ) -> None:
@@ -203,7 +145,7 @@ def batch_norm_backward(
         coef = empty((3, channels), np.float64)
         grads = None if weight is None else empty((2, channels), weight.dtype)
         if channels:
-            pa, pb = _partial_sums(dy, x, mean, s)
+            pa, pb = channel_partials(dy, x, mean, True, s)
             blocks, block = column_geometry(channels)
             flags = MERGE_TRAINING if training else 0
             if weight is not None:
@@ -216,11 +158,11 @@ def batch_norm_backward(
                 kernel_in(pa),
                 kernel_in(pb),
                 kernel_in(rstd),
-                kernel_in(placeholder(x, np.float64) if weight is None else weight),
+                kernel_in(placeholder(np.float64) if weight is None else weight),
                 flags,
                 float(n * length),
                 kernel_out(coef),
-                kernel_out(placeholder(x, np.float64, 2) if grads is None else grads),
+                kernel_out(placeholder(np.float64, 2) if grads is None else grads),
             )
             _elemt(dy, x, mean, coef[0], coef[1], coef[2], bool(training), out, s)
     if grads is None:
@@ -244,7 +186,7 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     with on_device(x) as s:
         sums = empty((2, channels), np.float64)
         if channels:
-            pa, pb = _partial_sums(dy, x, mean, s)
+            pa, pb = channel_partials(dy, x, mean, True, s)
             column_sums2(pa, pb, sums[0], sums[1], s)
     return sums[0], sums[1]
 

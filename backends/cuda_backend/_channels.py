@@ -10,8 +10,8 @@ addresses:
 * ``L > 1``: a 1-D block per channel along the flattened ``(n, l)`` positions;
   the tree merges the whole block.
 
-:func:`tile_start` and :func:`tile_store` are the parts around a partials kernel's
-own loop. A *merge* kernel then adds the partial rows of each channel with a
+One partials kernel, :func:`_partials_kernel`, serves the statistics and the
+backward sums. A *merge* kernel then adds the partial rows of each channel with a
 2-D block of its own (``x`` along channels, ``y`` along rows, see
 :func:`._reduce.column_pair`), and element-wise kernels walk the flat data with
 :func:`channel_walk` and :func:`channel_next` (no division per element).
@@ -19,17 +19,19 @@ own loop. A *merge* kernel then adds the partial rows of each channel with a
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
+from ._arrays import kernel_in, kernel_out, partials
 from ._reduce import tree_sum2
-from ._runtime import REDUCE_BLOCKS, THREADS, TILE_X, blocks_for, cuda, next_pow2
+from ._runtime import REDUCE_BLOCKS, THREADS, TILE_X, blocks_for, cuda, kernel, launch, next_pow2
 
 __all__ = [
-    "advance",
     "channel_next",
+    "channel_partials",
     "channel_walk",
     "partial_geometry",
-    "tile_first",
-    "tile_start",
-    "tile_store",
 ]
 
 
@@ -41,7 +43,7 @@ def _position(p, length):
 
 
 @cuda.jit(device=True)
-def advance(row, col, step_rows, step_cols, length):
+def _advance(row, col, step_rows, step_cols, length):
     """``(row, col)`` moved on by a stride that is ``step_rows`` rows and ``step_cols`` columns."""
     row += step_rows
     col += step_cols
@@ -78,7 +80,7 @@ def channel_next(c, r, c_step, r_step, length, channels):
 
 
 @cuda.jit(device=True)
-def tile_start(length):
+def _tile_start(length):
     """Where a partials block starts: ``(lanes, lane, width, step_rows, step_cols, base)``.
 
     ``lanes`` threads walk the positions of a channel (this one is ``lane``),
@@ -96,13 +98,13 @@ def tile_start(length):
 
 
 @cuda.jit(device=True)
-def tile_first(lanes, lane, length):
+def _tile_first(lanes, lane, length):
     """``(row, col)`` of this thread's first position in its channel."""
     return _position(cuda.blockIdx.y * lanes + lane, length)
 
 
 @cuda.jit(device=True)
-def tile_store(sa, sb, a, b, c, channels, length, p1, p2):
+def _tile_store(sa, sb, a, b, c, channels, length, p1, p2):
     """Add the block's per-thread sums ``a``, ``b`` of channel ``c`` into row ``blockIdx.y``.
 
     Every thread of the block calls it (it synchronises); ``sa``, ``sb`` are the
@@ -122,6 +124,38 @@ def tile_store(sa, sb, a, b, c, channels, length, p1, p2):
         p1[cuda.blockIdx.y, c] = sa[slot]
         p2[cuda.blockIdx.y, c] = sb[slot]
     cuda.syncthreads()
+
+
+@kernel
+def _partials_kernel(dy, x, mean, backward, p1, p2):
+    """Per block and channel, ``sum(d)`` and ``sum(u * d)`` with ``u = x - k`` -> rows of partials.
+
+    Statistics (``backward`` False): ``k = x[0, c, 0]``, the same shift for every
+    block of channel ``c``, and ``d = u``: the shifted sums of :mod:`._reduce`
+    (``dy`` and ``mean`` are not read). Backward: ``k = mean[c]`` and ``d = dy``,
+    so the sums are ``sum(dy)`` and ``sum((x - mean) * dy)``. The sums land in row
+    ``blockIdx.y`` of the partial buffers.
+    """
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
+    channels = x.shape[1]
+    length = x.shape[2]
+    lanes, lane, width, step_rows, step_cols, base = _tile_start(length)
+    while base < channels:
+        c = base + cuda.threadIdx.x if length == 1 else base
+        a = 0.0
+        b = 0.0
+        if c < channels:
+            k = mean[c] if backward else float(x[0, c, 0])
+            row, col = _tile_first(lanes, lane, length)
+            while row < x.shape[0]:
+                u = float(x[row, c, col]) - k
+                d = float(dy[row, c, col]) if backward else u
+                a += d
+                b += u * d
+                row, col = _advance(row, col, step_rows, step_cols, length)
+        _tile_store(sa, sb, a, b, c, channels, length, p1, p2)
+        base += cuda.gridDim.x * width
 
 
 def partial_geometry(n: int, channels: int, length: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -147,3 +181,38 @@ def partial_geometry(n: int, channels: int, length: int) -> tuple[tuple[int, int
     grid_x = blocks_for(channels, block[0] if length == 1 else 1)
     grid_y = max(1, min(-(-REDUCE_BLOCKS // grid_x), -(-(n * length) // lanes), 65535))
     return (grid_x, grid_y), block
+
+
+def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> tuple[Any, Any]:
+    """Launch :func:`_partials_kernel` on stream ``s``; return its ``[blocks, C]`` buffers.
+
+    Parameters
+    ----------
+    dy, x : device arrays of shape (N, C, L), C-contiguous, ``C >= 1``
+        ``dy`` is only read when ``backward`` (pass ``x`` otherwise).
+    mean : float64 device array of shape (C,)
+        Only read when ``backward``.
+    backward : bool
+        The backward sums rather than the statistics' shifted sums.
+    s : stream
+
+    Returns
+    -------
+    p1, p2 : float64 device arrays of shape (blocks, C)
+    """
+    n, channels, length = x.shape
+    grid, block = partial_geometry(n, channels, length)
+    p1, p2 = partials(x, grid[1], channels)
+    launch(
+        _partials_kernel,
+        grid,
+        block,
+        s,
+        kernel_in(dy),
+        kernel_in(x),
+        kernel_in(mean),
+        backward,
+        kernel_out(p1),
+        kernel_out(p2),
+    )
+    return p1, p2

@@ -18,17 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from normdrop.random import PHILOX_MULTIPLIERS, PHILOX_WEYL
+
 from ._arrays import empty, kernel_in, kernel_out, placeholder
-from ._runtime import (
-    SIMULATOR,
-    THREADS,
-    blocks_for,
-    cuda,
-    kernel,
-    launch,
-    on_device,
-    sm_count,
-)
+from ._runtime import THREADS, cuda, device_blocks, kernel, launch, on_device
 
 __all__ = [
     "dropout_apply_bitmask",
@@ -37,18 +30,13 @@ __all__ = [
     "philox_words",
 ]
 
-#: Blocks per multiprocessor of the grid-stride dropout kernels (2048 threads per SM / THREADS).
-BLOCKS_PER_SM = 2 if SIMULATOR else 8
-
 #: Philox words of one block's chunk (a compile-time constant for the shared array).
 _CHUNK = 4 * THREADS
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
+_M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
+_W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -233,16 +221,12 @@ def _span(n: int, offset: int) -> tuple[np.uint64, int, int]:
     return np.uint64(first), start, (start + n + 3) // 4
 
 
-def _grid(units: int) -> int:
-    """Blocks of a grid-stride launch over ``units`` work items of ``THREADS`` each."""
-    return blocks_for(units, THREADS, sm_count() * BLOCKS_PER_SM)
-
-
 def _launch_words(fn: Any, out: Any, blocks: int, seed: int, call: int, *args: Any) -> Any:
     """Launch ``fn(*args, blocks, key and call..., out)`` over ``blocks`` Philox blocks."""
     if out.size:
         with on_device(out) as s:
-            launch(fn, _grid(blocks), THREADS, s, *args, blocks, *_key_and_call(seed, call), out)
+            keys = _key_and_call(seed, call)
+            launch(fn, device_blocks(blocks), THREADS, s, *args, blocks, *keys, out)
     return out
 
 
@@ -314,7 +298,7 @@ def dropout_forward(
         with on_device(x) as s:
             launch(
                 _dropout_kernel,
-                _grid(blocks),
+                device_blocks(blocks),
                 THREADS,
                 s,
                 kernel_in(x.reshape(-1)),
@@ -325,7 +309,7 @@ def dropout_forward(
                 blocks,
                 *_key_and_call(seed, call),
                 kernel_out(out.reshape(-1)),
-                kernel_out(placeholder(x, np.uint8) if bitmask is None else bitmask),
+                kernel_out(placeholder(np.uint8) if bitmask is None else bitmask),
                 bitmask is not None,
             )
     return out
@@ -351,7 +335,7 @@ def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
         with on_device(dy) as s:
             launch(
                 _apply_bitmask_kernel,
-                _grid(-(-n // 4)),
+                device_blocks(-(-n // 4)),
                 THREADS,
                 s,
                 kernel_in(dy.reshape(-1)),

@@ -186,8 +186,8 @@ def dropout_add_layer_norm_forward(
                 kernel_in(x),
                 kernel_in(x if residual is None else residual),
                 residual is not None,
-                kernel_in(absent(x, bias) if weight is None else weight),
-                kernel_in(absent(x, weight) if bias is None else bias),
+                kernel_in(absent(bias) if weight is None else weight),
+                kernel_in(absent(weight) if bias is None else bias),
                 weight is not None,
                 bias is not None,
                 float(eps),
@@ -202,7 +202,7 @@ def dropout_add_layer_norm_forward(
                 kernel_out(r_out),
                 kernel_out(mean),
                 kernel_out(rstd),
-                kernel_out(bitmask if inline_pack else placeholder(x, np.uint8)),
+                kernel_out(bitmask if inline_pack else placeholder(np.uint8)),
             )
         if bitmask is not None and not inline_pack and bitmask.shape[0]:
             launch(

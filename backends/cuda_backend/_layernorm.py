@@ -27,22 +27,9 @@ import numpy as np
 
 from ._arrays import empty, kernel_in, kernel_out, partials, placeholder
 from ._reduce import column_sums2, shifted_moments, tree_sum2
-from ._runtime import (
-    SIMULATOR,
-    THREADS,
-    blocks_for,
-    cuda,
-    kernel,
-    launch,
-    next_pow2,
-    on_device,
-    sm_count,
-)
+from ._runtime import THREADS, cuda, device_blocks, kernel, launch, next_pow2, on_device
 
 __all__ = ["absent", "layer_norm_backward", "layer_norm_forward", "row_moments", "row_threads"]
-
-#: Blocks per multiprocessor of a grid-stride row kernel (2048 threads per SM / THREADS).
-BLOCKS_PER_SM = 2 if SIMULATOR else 8
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -262,16 +249,14 @@ def _geometry(rows: int, features: int) -> tuple[int, tuple[int, int]]:
     """``(blocks, (lanes, rows per block))`` of a row kernel: enough blocks to fill the GPU."""
     lanes = row_threads(features)
     per_block = THREADS // lanes
-    return blocks_for(rows, per_block, sm_count() * BLOCKS_PER_SM), (lanes, per_block)
+    return device_blocks(rows, per_block), (lanes, per_block)
 
 
-def absent(x: Any, other: Any | None) -> Any:
+def absent(other: Any | None) -> Any:
     """The placeholder for an absent weight or bias: of ``other``'s dtype when that is given.
 
     Parameters
     ----------
-    x : array
-        The kernel's input.
     other : array or None
         The other of weight and bias (the kernel reads both in one dtype).
 
@@ -279,21 +264,21 @@ def absent(x: Any, other: Any | None) -> Any:
     -------
     array
     """
-    return placeholder(x, np.float64 if other is None else other.dtype)
+    return placeholder(np.float64 if other is None else other.dtype)
 
 
-def _launch_rows(fn: Any, x: Any, *args: Any) -> tuple[Any, Any]:
-    """Launch row kernel ``fn(x, *args, first, second)``; return the float64 row vectors.
+def _launch_rows(fn: Any, x: Any, s: Any, *args: Any) -> tuple[Any, Any]:
+    """Launch row kernel ``fn(x, *args, first, second)`` (inside ``on_device``) on stream ``s``.
 
-    ``first`` and ``second`` (shape ``(R,)``) are the kernel's last two arguments.
+    ``first`` and ``second``, the kernel's last two arguments, are the float64
+    row vectors (shape ``(R,)``) it fills, which are returned.
     """
     rows, features = x.shape
-    with on_device(x) as s:
-        stats = empty((2, rows), np.float64)
-        if rows:
-            blocks, block = _geometry(rows, features)
-            first, second = kernel_out(stats[0]), kernel_out(stats[1])
-            launch(fn, blocks, block, s, kernel_in(x), *args, first, second)
+    stats = empty((2, rows), np.float64)
+    if rows:
+        blocks, block = _geometry(rows, features)
+        first, second = kernel_out(stats[0]), kernel_out(stats[1])
+        launch(fn, blocks, block, s, kernel_in(x), *args, first, second)
     return stats[0], stats[1]
 
 
@@ -308,7 +293,8 @@ def row_moments(x: Any) -> tuple[Any, Any]:
     -------
     mean, var : device arrays of shape (R,)
     """
-    return _launch_rows(_row_moments_kernel, x)
+    with on_device(x) as s:
+        return _launch_rows(_row_moments_kernel, x, s)
 
 
 def layer_norm_forward(
@@ -328,16 +314,18 @@ def layer_norm_forward(
     out : device array
     mean, rstd : float64 device arrays of shape (R,)
     """
-    mean, rstd = _launch_rows(
-        _forward_kernel,
-        x,
-        kernel_in(absent(x, bias) if weight is None else weight),
-        kernel_in(absent(x, weight) if bias is None else bias),
-        weight is not None,
-        bias is not None,
-        float(eps),
-        kernel_out(out),
-    )
+    with on_device(x) as s:
+        mean, rstd = _launch_rows(
+            _forward_kernel,
+            x,
+            s,
+            kernel_in(absent(bias) if weight is None else weight),
+            kernel_in(absent(weight) if bias is None else bias),
+            weight is not None,
+            bias is not None,
+            float(eps),
+            kernel_out(out),
+        )
     return out, mean, rstd
 
 
@@ -366,7 +354,7 @@ def layer_norm_backward(
         if param_grads:
             pdw, pdb = partials(x, blocks * block[1], features)
         else:
-            pdw = pdb = placeholder(x, np.float64, 2)
+            pdw = pdb = placeholder(np.float64, 2)
         if rows or param_grads:
             launch(
                 _backward_kernel,
@@ -377,7 +365,7 @@ def layer_norm_backward(
                 kernel_in(x),
                 kernel_in(mean),
                 kernel_in(rstd),
-                kernel_in(absent(x, None) if weight is None else weight),
+                kernel_in(absent(None) if weight is None else weight),
                 weight is not None,
                 bool(param_grads),
                 kernel_out(out),

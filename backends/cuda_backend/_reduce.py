@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._arrays import kernel_in, kernel_out
-from ._runtime import THREADS, TILE_X, blocks_for, cuda, kernel, launch, next_pow2
+from ._runtime import THREADS, TILE_X, cuda, kernel, launch, next_pow2
 
 __all__ = [
     "column_geometry",
@@ -60,17 +60,20 @@ def tree_sum2(sa, sb, pos, slot, stride, width):
 
 
 @cuda.jit(device=True)
-def column_pair(pa, pb, k, sa, sb):
-    """Sums of column ``k`` of two ``[rows, K]`` partial buffers, for a 2-D block.
+def column_pair(pa, pb):
+    """``(k, sum(pa[:, k]), sum(pb[:, k]))`` for this thread's column ``k`` of two partial buffers.
 
-    ``x`` runs along neighbouring columns (this thread's is ``k``; a ``k`` past the
-    end contributes nothing), ``y`` along rows: each ``y`` lane adds every
-    ``blockDim.y``-th row, then a shared-memory tree adds the lanes in a fixed
-    order. Every thread of the block calls it (it synchronises); all threads of
-    a column get its sums.
+    A 2-D block per tile of ``blockDim.x`` neighbouring columns of ``[rows, K]``
+    buffers (``k = blockIdx.x * blockDim.x + threadIdx.x``; a ``k`` past the end
+    contributes nothing): each ``y`` lane adds every ``blockDim.y``-th row, then a
+    shared-memory tree adds the lanes in a fixed order. Every thread of the block
+    calls it once (it synchronises); all threads of a column get its sums.
     """
+    sa = cuda.shared.array(THREADS, np.float64)
+    sb = cuda.shared.array(THREADS, np.float64)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
+    k = cuda.blockIdx.x * cuda.blockDim.x + tx
     slot = ty * cuda.blockDim.x + tx
     x = 0.0
     y = 0.0
@@ -84,25 +87,16 @@ def column_pair(pa, pb, k, sa, sb):
     sb[slot] = y
     cuda.syncthreads()
     tree_sum2(sa, sb, ty, slot, cuda.blockDim.x, cuda.blockDim.y)
-    x = sa[tx]
-    y = sb[tx]
-    cuda.syncthreads()  # everyone has read the sums before the next tile overwrites them
-    return x, y
+    return k, sa[tx], sb[tx]
 
 
 @kernel
 def column_sums2_kernel(pa, pb, a, b):
-    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b`` (grid-stride)."""
-    sa = cuda.shared.array(THREADS, np.float64)
-    sb = cuda.shared.array(THREADS, np.float64)
-    base = cuda.blockIdx.x * cuda.blockDim.x
-    while base < pa.shape[1]:
-        k = base + cuda.threadIdx.x
-        x, y = column_pair(pa, pb, k, sa, sb)
-        if cuda.threadIdx.y == 0 and k < pa.shape[1]:
-            a[k] = x
-            b[k] = y
-        base += cuda.gridDim.x * cuda.blockDim.x
+    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b``."""
+    k, x, y = column_pair(pa, pb)
+    if cuda.threadIdx.y == 0 and k < pa.shape[1]:
+        a[k] = x
+        b[k] = y
 
 
 def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
@@ -115,11 +109,12 @@ def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
     Returns
     -------
     blocks : int
+        One block per tile of columns (no grid-stride loop: the merges are small).
     block : tuple of int
         Up to ``TILE_X`` columns by ``THREADS // tile`` row lanes.
     """
     tile = min(TILE_X, next_pow2(columns))
-    return blocks_for(columns, tile), (tile, THREADS // tile)
+    return -(-columns // tile), (tile, THREADS // tile)
 
 
 def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any) -> None:

@@ -32,13 +32,14 @@ from numba.cuda.core import config as _cuda_config
 
 __all__ = [
     "MAX_BLOCKS",
-    "PARTIAL_ROWS",
     "REDUCE_BLOCKS",
     "SIMULATOR",
     "THREADS",
     "TILE_X",
     "CHECK_SIGNATURES",
+    "BLOCKS_PER_SM",
     "blocks_for",
+    "device_blocks",
     "cuda",
     "cupy",
     "kernel",
@@ -75,26 +76,15 @@ if SIMULATOR:
     TILE_X = 4  #: widest channel tile of the 2-D BatchNorm block for (N, C) data
     MAX_BLOCKS = 3  #: cap of grid-stride grids (odd, so loops have ragged tails)
     REDUCE_BLOCKS = 4  #: target number of blocks of a two-stage reduction
-    PARTIAL_ROWS = 3  #: most blocks (rows of [blocks, D] partials) of the LayerNorm backward
 else:
     THREADS = 256
     TILE_X = 32
     MAX_BLOCKS = 8192
     REDUCE_BLOCKS = 1024
-    PARTIAL_ROWS = 256
 
 
 def next_pow2(n: int) -> int:
-    """Return the smallest power of two ``>= n`` (1 for ``n <= 1``).
-
-    Parameters
-    ----------
-    n : int
-
-    Returns
-    -------
-    int
-    """
+    """Return the smallest power of two ``>= n`` (1 for ``n <= 1``)."""
     return 1 << max(0, int(n) - 1).bit_length()
 
 
@@ -140,6 +130,28 @@ def stream() -> Any:
         found = cuda.legacy_default_stream() if ptr == 0 else cuda.external_stream(ptr)
         _streams[device, ptr] = found
     return found
+
+
+#: Blocks per multiprocessor of a grid-stride kernel sized from the device (2048 threads per
+#: SM / THREADS).
+BLOCKS_PER_SM = 2 if SIMULATOR else 8
+
+
+def device_blocks(units: int, per_block: int = THREADS) -> int:
+    """Blocks of a grid-stride launch over ``units`` work items: at most enough to fill the GPU.
+
+    Parameters
+    ----------
+    units : int
+    per_block : int, default THREADS
+        Work items one block covers per loop iteration.
+
+    Returns
+    -------
+    int
+        :func:`blocks_for` capped at ``BLOCKS_PER_SM`` blocks per multiprocessor.
+    """
+    return blocks_for(units, per_block, sm_count() * BLOCKS_PER_SM)
 
 
 def sm_count() -> int:

@@ -35,6 +35,7 @@ def _a(dtype: str, ndim: int) -> str:
 def _table() -> list[tuple[Any, tuple[str, ...]]]:
     from . import _batchnorm as bn
     from . import _batchnorm_backward as bb
+    from . import _channels as ch
     from . import _dropout as dr
     from . import _dropout_add_norm as fu
     from . import _layernorm as ln
@@ -55,7 +56,6 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
         rows += [
-            (bn._moments_partials, (x3, p, p)),
             (bn._moments_merge_kernel, (x3, p, p, v, v)),
             (ln._row_moments_kernel, (x2, v, v)),
             (
@@ -79,7 +79,8 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         for dy in _FLOATS:
             d1, d2, d3 = _a(dy, 1), _a(dy, 2), _a(dy, 3)
             rows += [
-                (bb._backward_partials, (d3, x3, v, p, p)),
+                # the backward sums; the statistics pass x as dy (the dy == x entry)
+                (ch._partials_kernel, (d3, x3, v, b1, p, p)),
                 (bb._backward_elemt_kernel, (d1, x1, v, v, v, v, b1, i64, x1)),
                 # the evaluation-mode backward writes dy * a into an output of x's dtype
                 (bn._affine_kernel, (d1, v, v, v, i64, x1)),
