@@ -120,6 +120,25 @@ def test_whole_backward_in_place_into_dy(training, rng):
     np.testing.assert_allclose(host(d), dx_e, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("wdt", [np.float32, np.float64], ids=str)
+def test_whole_backward_accumulates_into_given_gradient_buffers(wdt, rng):
+    """``accumulate=(dweight, dbias)``: the kernel adds the gradients to a layer's buffers."""
+    x, dy, mean, rstd = _inputs(rng, (6, 4, 3), np.float32, np.float32)
+    weight = (rng.random(4) + 0.5).astype(wdt)
+    _, dw_e, db_e = expected_backward(dy, x, mean, rstd, weight, True)
+    held_w, held_b = rng.standard_normal(4).astype(wdt), rng.standard_normal(4).astype(wdt)
+    buffers = dev(held_w.copy()), dev(held_b.copy())  # the simulator's arrays are NumPy's
+    args = (dev(dy), dev(x), dev(mean), dev(rstd), dev(weight), True, cb.empty(x.shape, np.float32))
+    _, dw, db = cb.batch_norm_backward(*args, accumulate=buffers)
+    assert dw is buffers[0] and db is buffers[1]
+    tol = 1e-12 if wdt == np.float64 else 1e-6
+    np.testing.assert_allclose(host(dw), held_w + dw_e, rtol=tol, atol=tol)
+    np.testing.assert_allclose(host(db), held_b + db_e, rtol=tol, atol=tol)
+    no_weight = (*args[:4], None, *args[5:])
+    assert cb.batch_norm_backward(*no_weight, accumulate=buffers)[1:] == (None, None)
+    np.testing.assert_allclose(host(dw), held_w + dw_e, rtol=tol, atol=tol)  # untouched
+
+
 def test_whole_backward_is_deterministic(rng):
     x, dy, mean, rstd = _inputs(rng, (9, 3, 1), np.float32, np.float32)
     args = (dev(dy), dev(x), dev(mean), dev(rstd), dev(np.ones(3)), True)

@@ -24,6 +24,7 @@ from ._reduce import column_geometry, column_pair, column_sums2
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
 __all__ = [
+    "MERGE_ACCUMULATE",
     "MERGE_HAS_WEIGHT",
     "MERGE_TRAINING",
     "batch_norm_backward",
@@ -34,19 +35,20 @@ __all__ = [
 #: Bits of the merge kernel's ``flags``.
 MERGE_TRAINING = 1
 MERGE_HAS_WEIGHT = 2
+MERGE_ACCUMULATE = 4
 
 
 # ----------------------------------------------------------------------------- kernels
 @kernel
-def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, grads):
+def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, dweight, dbias):
     """Per channel: the two sums from the partials, then coefficients and parameter gradients.
 
     With ``w = weight[c]`` (1 without ``MERGE_HAS_WEIGHT``), ``sdy = sum(dy)`` and
     ``sdx = sum((x - mean) * dy)``, rows of ``coef``: ``a = rstd * w``, and when
     ``MERGE_TRAINING`` (the batch statistics depend on ``x``)
     ``b = -a * rstd**2 * sdx / count`` and ``shift = -a * sdy / count``. With a
-    weight, ``grads`` (weight's dtype) gets ``dweight = sdx * rstd`` and
-    ``dbias = sdy``.
+    weight, ``dweight`` and ``dbias`` (weight's dtype) get ``sdx * rstd`` and
+    ``sdy``, added to what they hold with ``MERGE_ACCUMULATE``.
     """
     c, sdy, sdx = column_pair(pa, pb)
     if cuda.threadIdx.y == 0 and c < rstd.shape[0]:
@@ -54,8 +56,12 @@ def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, grads):
         a = r
         if flags & MERGE_HAS_WEIGHT:
             a = r * float(weight[c])
-            grads[0, c] = sdx * r
-            grads[1, c] = sdy
+            if flags & MERGE_ACCUMULATE:
+                dweight[c] += sdx * r
+                dbias[c] += sdy
+            else:
+                dweight[c] = sdx * r
+                dbias[c] = sdy
         coef[0, c] = a
         if flags & MERGE_TRAINING and count > 0.0:  # no positions: nothing reads them
             coef[1, c] = -a * r * r * sdx / count
@@ -109,7 +115,14 @@ def _elemt(
 
 
 def batch_norm_backward(
-    dy: Any, x: Any, mean: Any, rstd: Any, weight: Any | None, training: bool, out: Any
+    dy: Any,
+    x: Any,
+    mean: Any,
+    rstd: Any,
+    weight: Any | None,
+    training: bool,
+    out: Any,
+    accumulate: tuple[Any, Any] | None = None,
 ) -> tuple[Any, Any | None, Any | None]:
     """Whole BatchNorm backward of ``(N, C, L)`` data: input gradient and parameter gradients.
 
@@ -130,6 +143,10 @@ def batch_norm_backward(
     weight : float32 or float64 device array of shape (C,), or None
     training : bool
     out : device array like ``x`` (may be ``dy``)
+    accumulate : pair of device arrays of shape (C,) in ``weight``'s dtype, optional
+        A layer's gradient buffers ``(dweight, dbias)``, C-contiguous: the merge
+        kernel adds the parameter gradients to them (in place, no separate add)
+        and they are returned. Ignored without ``weight``.
 
     Returns
     -------
@@ -143,13 +160,20 @@ def batch_norm_backward(
             _elemt(dy, x, mean, rstd, rstd, rstd, False, out, s)
             return out, None, None
         coef = empty((3, channels), np.float64)
-        grads = None if weight is None else empty((2, channels), weight.dtype)
+        flags = MERGE_TRAINING if training else 0
+        if weight is None:
+            grads = None
+            dweight = dbias = placeholder(np.float64)
+        elif accumulate is None:
+            flags |= MERGE_HAS_WEIGHT
+            grads = empty((2, channels), weight.dtype)
+            dweight, dbias = grads[0], grads[1]
+        else:
+            flags |= MERGE_HAS_WEIGHT | MERGE_ACCUMULATE
+            grads = dweight, dbias = accumulate
         if channels:
             pa, pb = channel_partials(dy, x, mean, True, s)
             blocks, block = column_geometry(channels)
-            flags = MERGE_TRAINING if training else 0
-            if weight is not None:
-                flags |= MERGE_HAS_WEIGHT
             launch(
                 _backward_merge_kernel,
                 blocks,
@@ -162,12 +186,13 @@ def batch_norm_backward(
                 flags,
                 float(n * length),
                 kernel_out(coef),
-                kernel_out(placeholder(np.float64, 2) if grads is None else grads),
+                kernel_out(dweight),
+                kernel_out(dbias),
             )
             _elemt(dy, x, mean, coef[0], coef[1], coef[2], bool(training), out, s)
     if grads is None:
         return out, None, None
-    return out, grads[0], grads[1]
+    return out, dweight, dbias
 
 
 def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:

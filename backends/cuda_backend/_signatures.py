@@ -46,13 +46,14 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     key = (u64, u64, u64, u64)
     rows: list[tuple[Any, tuple[str, ...]]] = [
         (rd.column_sums2_kernel, (p, p, v, v)),
-        # the whole BatchNorm backward's merge: parameter gradients in the weight's dtype
-        # (float64 placeholders without a weight)
-        *[(bb._backward_merge_kernel, (p, p, v, _a(w, 1), i64, f64, p, _a(w, 2))) for w in _FLOATS],
         (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
         (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
         (fu._pack_kernel, (i64, u64, *key, _a("uint8", 1))),
     ]
+    # the whole BatchNorm backward's merge: parameter gradients in the weight's dtype (float64
+    # placeholders without a weight)
+    for w1 in (_a(w, 1) for w in _FLOATS):
+        rows.append((bb._backward_merge_kernel, (p, p, v, w1, i64, f64, p, w1, w1)))
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
         rows += [
