@@ -268,6 +268,28 @@ def test_row_kernels_match_reference(shape, affine, rng):
                 assert g is None and e is None
 
 
+@pytest.mark.parametrize("shape", [(7, 5), (3, 33)], ids=str)  # registers / memory partials
+@pytest.mark.parametrize("wdt", [np.float32, np.float64], ids=str)
+def test_layer_norm_backward_accumulates_into_given_gradient_buffers(shape, wdt, rng):
+    """``accumulate=(dweight, dbias)``: the column sums are added to a layer's buffers, in
+    their dtype, and those are returned."""
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    w = (rng.standard_normal(shape[1]) + 1).astype(wdt)
+    mean_r, var_r = ref.row_moments(x)
+    rstd_r = 1.0 / np.sqrt(var_r + 1e-5)
+    _, dw_r, db_r = ref.layer_norm_backward(
+        dy, x, mean_r, rstd_r, w.astype(np.float64), np.empty(shape), True
+    )
+    held = [rng.standard_normal(shape[1]).astype(wdt) for _ in range(2)]
+    buffers = tuple(dev(h.copy()) for h in held)  # the simulator's arrays are NumPy's
+    args = (dev(dy), dev(x), dev(mean_r), dev(rstd_r), dev(w), cb.empty(shape, x.dtype), True)
+    _, dw, db = cb.layer_norm_backward(*args, accumulate=buffers)
+    assert dw is buffers[0] and db is buffers[1]
+    tol = 1e-6 if wdt == np.float32 else TOL
+    assert_close(dw, held[0] + dw_r, tol)
+    assert_close(db, held[1] + db_r, tol)
+
+
 def test_layer_norm_in_place(rng):
     x = rng.standard_normal((5, 20))  # rows over twice a simulated block's lanes
     expected = ref.layer_norm_forward(x, None, None, 1e-5, np.empty_like(x))[0]

@@ -172,12 +172,16 @@ class CudaBackend:
         weight: Any | None,
         out: Any,
         param_grads: bool,
+        accumulate: tuple[Any, Any] | None = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``.
 
-        The parameter gradients are ``None`` unless ``param_grads``.
+        The parameter gradients are ``None`` unless ``param_grads``; float64, or
+        added into ``accumulate``'s pair (a layer's gradient buffers) when given.
         """
-        return _layernorm.layer_norm_backward(dy, x, mean, rstd, weight, out, param_grads)
+        return _layernorm.layer_norm_backward(
+            dy, x, mean, rstd, weight, out, param_grads, accumulate
+        )
 
     # ----- dropout --------------------------------------------------------------
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> Any:

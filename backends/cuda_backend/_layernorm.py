@@ -330,7 +330,14 @@ def layer_norm_forward(
 
 
 def layer_norm_backward(
-    dy: Any, x: Any, mean: Any, rstd: Any, weight: Any | None, out: Any, param_grads: bool
+    dy: Any,
+    x: Any,
+    mean: Any,
+    rstd: Any,
+    weight: Any | None,
+    out: Any,
+    param_grads: bool,
+    accumulate: tuple[Any, Any] | None = None,
 ) -> tuple[Any, Any | None, Any | None]:
     """LayerNorm input gradient of ``(R, D)`` rows into ``out``, and optionally dweight, dbias.
 
@@ -342,11 +349,16 @@ def layer_norm_backward(
     out : device array like ``x`` (may be ``dy``)
     param_grads : bool
         Also return ``sum(dy * xhat)`` and ``sum(dy)`` over rows.
+    accumulate : pair of device arrays of shape (D,), float32 or float64, optional
+        A layer's gradient buffers ``(dweight, dbias)`` (one dtype), C-contiguous:
+        with ``param_grads``, the column-sum kernel adds the gradients to them (in
+        place, no separate add or cast) and they are returned.
 
     Returns
     -------
     out : device array
-    dweight, dbias : float64 device arrays of shape (D,), or None
+    dweight, dbias : device arrays of shape (D,), or None
+        float64, or ``accumulate``'s pair; None unless ``param_grads``.
     """
     rows, features = x.shape
     blocks, block = _geometry(rows, features)
@@ -374,7 +386,11 @@ def layer_norm_backward(
             )
         if not param_grads:
             return out, None, None
-        grads = empty((2, features), np.float64)
+        if accumulate is None:
+            grads = empty((2, features), np.float64)
+            dweight, dbias = grads[0], grads[1]
+        else:
+            dweight, dbias = accumulate
         if features:
-            column_sums2(pdw, pdb, grads[0], grads[1], s)
-    return out, grads[0], grads[1]
+            column_sums2(pdw, pdb, dweight, dbias, s, accumulate is not None)
+    return out, dweight, dbias

@@ -91,12 +91,16 @@ def column_pair(pa, pb):
 
 
 @kernel
-def column_sums2_kernel(pa, pb, a, b):
-    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b``."""
+def column_sums2_kernel(pa, pb, a, b, accumulate):
+    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b`` (or added to them)."""
     k, x, y = column_pair(pa, pb)
     if cuda.threadIdx.y == 0 and k < pa.shape[1]:
-        a[k] = x
-        b[k] = y
+        if accumulate:
+            a[k] += x
+            b[k] += y
+        else:
+            a[k] = x
+            b[k] = y
 
 
 def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
@@ -117,8 +121,17 @@ def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
     return -(-columns // tile), (tile, THREADS // tile)
 
 
-def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any) -> None:
-    """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns)."""
+def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any, accumulate: bool = False) -> None:
+    """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns).
+
+    Parameters
+    ----------
+    pa, pb : float64 device arrays of shape (rows, K)
+    a, b : device arrays of shape (K,), float32 or float64
+    s : stream
+    accumulate : bool, default False
+        Add the sums to ``a`` and ``b`` rather than overwrite them.
+    """
     blocks, block = column_geometry(pa.shape[1])
     launch(
         column_sums2_kernel,
@@ -129,4 +142,5 @@ def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any) -> None:
         kernel_in(pb),
         kernel_out(a),
         kernel_out(b),
+        accumulate,
     )

@@ -45,7 +45,6 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     u64, i64, f64, b1 = "uint64", "int64", "float64", "bool"
     key = (u64, u64, u64, u64)
     rows: list[tuple[Any, tuple[str, ...]]] = [
-        (rd.column_sums2_kernel, (p, p, v, v)),
         (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
         (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
         (fu._pack_kernel, (i64, u64, *key, _a("uint8", 1))),
@@ -54,6 +53,8 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     # placeholders without a weight)
     for w1 in (_a(w, 1) for w in _FLOATS):
         rows.append((bb._backward_merge_kernel, (p, p, v, w1, i64, f64, p, w1, w1)))
+        # column sums: float64 sums, or added into a LayerNorm layer's gradient buffers
+        rows.append((rd.column_sums2_kernel, (p, p, w1, w1, b1)))
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
         rows += [
