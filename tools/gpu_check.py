@@ -753,10 +753,10 @@ def bench_bn_kernels():
     n, ch, ln_ = BN
     grid, block = chm.partial_geometry(n, ch, ln_)
     s = rt.stream()
-    parts = [xp.empty((grid[1], ch), np.float64) for _ in range(2)]
-    pk = [ar.kernel_out(q) for q in parts]
+    parts = xp.empty((2, grid[1], ch), np.float64)
+    pk = ar.kernel_out(parts)
     nomean = ar.kernel_in(ar.placeholder(np.float64))
-    a1 = [(ar.kernel_in(X[i]), ar.kernel_in(X[i]), nomean, False, *pk) for i in range(ROT)]
+    a1 = [(ar.kernel_in(X[i]), ar.kernel_in(X[i]), nomean, False, pk) for i in range(ROT)]
     bench(
         "k._partials (stats)",
         f"grid {grid} block {block}",
@@ -764,7 +764,7 @@ def bench_bn_kernels():
         4 * n_el,
     )
     mv = [ar.kernel_out(xp.empty(ch, np.float64)) for _ in range(2)]
-    a2 = (ar.kernel_in(X[0]), *[ar.kernel_in(q) for q in parts], *mv)
+    a2 = (ar.kernel_in(X[0]), ar.kernel_in(parts), *mv)
     g2, b2 = rdm.column_geometry(ch)
     bench(
         "k._moments_merge",
@@ -773,8 +773,7 @@ def bench_bn_kernels():
         8 * (2 * grid[1] + 2) * ch,
     )
     a3 = [
-        (ar.kernel_in(DY[i]), ar.kernel_in(X[i]), ar.kernel_in(mean), True, pk[0], pk[1])
-        for i in range(ROT)
+        (ar.kernel_in(DY[i]), ar.kernel_in(X[i]), ar.kernel_in(mean), True, pk) for i in range(ROT)
     ]
     bench(
         "k._partials (backward)",
@@ -785,12 +784,12 @@ def bench_bn_kernels():
     bench(
         "k.column_sums2 (bn)",
         "_reduce.column_sums2",
-        lambda i: rdm.column_sums2(parts[0], parts[1], mv[0], mv[1], s),
+        lambda i: rdm.column_sums2(parts, mv[0], mv[1], s),
         8 * (2 * grid[1] + 2) * ch,
     )
     coef, grads = xp.empty((3, ch), np.float64), xp.empty((2, ch), np.float32)
-    a4 = (*[ar.kernel_in(q) for q in parts], ar.kernel_in(rstd), ar.kernel_in(w))
-    a4 += (bbm.MERGE_TRAINING | bbm.MERGE_HAS_WEIGHT, float(n * ln_), coef, grads)
+    a4 = (ar.kernel_in(parts), ar.kernel_in(rstd), ar.kernel_in(w))
+    a4 += (bbm.MERGE_TRAINING | bbm.MERGE_HAS_WEIGHT, float(n * ln_), coef, grads[0], grads[1])
     bench(
         "k._backward_merge",
         f"grid {g2} block {b2}",
@@ -901,7 +900,7 @@ def bench_ln_kernels():
     blocks, threads = lnm._geometry(rows, feats)
     prow = blocks * threads[1]
     s = rt.stream()
-    pdw, pdb = xp.empty((prow, feats), np.float64), xp.empty((prow, feats), np.float64)
+    partial = xp.empty((2, prow, feats), np.float64)
     a1 = [
         (
             ar.kernel_in(DYL[i]),
@@ -912,8 +911,7 @@ def bench_ln_kernels():
             True,
             True,
             ar.kernel_out(OUTL[i]),
-            ar.kernel_out(pdw),
-            ar.kernel_out(pdb),
+            ar.kernel_out(partial),
         )
         for i in range(ROT)
     ]
@@ -927,7 +925,7 @@ def bench_ln_kernels():
     bench(
         "k.column_sums2 (ln)",
         "_reduce.column_sums2",
-        lambda i: rdm.column_sums2(pdw, pdb, dw_, db_, s),
+        lambda i: rdm.column_sums2(partial, dw_, db_, s),
         8 * (2 * prow + 2) * feats,
     )
 

@@ -16,6 +16,7 @@ import numpy as np
 from ._runtime import SIMULATOR, cuda, cupy, stream
 
 __all__ = [
+    "NO_PARTIALS",
     "accepts",
     "alloc_like",
     "asarray",
@@ -59,8 +60,11 @@ def empty(shape: tuple[int, ...], dtype: Any) -> Any:
     return cupy.empty(shape, dtype=dtype)
 
 
-def partials(x: Any, rows: int, columns: int) -> tuple[Any, Any]:
-    """Two float64 ``[rows, columns]`` partial buffers for ``x``'s kernels, in one allocation.
+def partials(x: Any, rows: int, columns: int) -> Any:
+    """The float64 ``[2, rows, columns]`` partial sums of a two-stage reduction over ``x``.
+
+    Two sums per column and partial row, in one array: one allocation and one
+    kernel argument.
 
     Parameters
     ----------
@@ -70,36 +74,39 @@ def partials(x: Any, rows: int, columns: int) -> tuple[Any, Any]:
 
     Returns
     -------
-    p1, p2 : arrays
+    array
     """
-    both = alloc_like(x, (2, rows, columns), np.float64)
-    return both[0], both[1]
+    return alloc_like(x, (2, rows, columns), np.float64)
 
 
-_placeholders: dict[tuple[Any, str, int], Any] = {}
+_placeholders: dict[tuple[Any, str, tuple[int, ...]], Any] = {}
+
+#: The shape of the placeholder for absent ``[2, rows, K]`` partial sums: no rows to read.
+NO_PARTIALS = (2, 0, 1)
 
 
-def placeholder(dtype: Any, ndim: int = 1) -> Any:
-    """A one-element array on the current GPU standing in for an absent kernel argument (cached).
+def placeholder(dtype: Any, shape: tuple[int, ...] = (1,)) -> Any:
+    """A small array on the current GPU standing in for an absent kernel argument (cached).
 
     Kernels take a flag next to each optional array and never use its values
-    when the flag says it is absent, so one array per device, dtype and rank
+    when the flag says it is absent, so one array per device, dtype and shape
     serves every launch.
 
     Parameters
     ----------
     dtype : dtype-like
-    ndim : int, default 1
+    shape : tuple of int, default (1,)
+        The rank the kernel expects; ``NO_PARTIALS`` for partial sums.
 
     Returns
     -------
     array
     """
     device = cupy.cuda.runtime.getDevice() if cupy is not None else None
-    key = (device, np.dtype(dtype).char, ndim)
+    key = (device, np.dtype(dtype).char, shape)
     found = _placeholders.get(key)
     if found is None:
-        found = _placeholders[key] = empty((1,) * ndim, dtype)
+        found = _placeholders[key] = empty(shape, dtype)
     return found
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out, placeholder
+from ._arrays import NO_PARTIALS, empty, kernel_in, kernel_out, placeholder
 from ._channels import channel_next, channel_partials, channel_walk
 from ._reduce import column_geometry, column_pair, shifted_moments
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
@@ -54,15 +54,15 @@ def _channel_stats(x, s1, s2, c):
 
 
 @kernel
-def _moments_merge_kernel(x, p1, p2, mean, var):
+def _moments_merge_kernel(x, p, mean, var):
     """Per channel: mean and biased variance from the partial sums (see :func:`column_pair`)."""
-    c, s1, s2 = column_pair(p1, p2)
+    c, s1, s2 = column_pair(p)
     if cuda.threadIdx.y == 0 and c < mean.shape[0]:
         mean[c], var[c] = _channel_stats(x, s1, s2, c)
 
 
 @kernel
-def _fold_kernel(x, p1, p2, running_mean, running_var, weight, bias, flags, momentum, eps, stats):
+def _fold_kernel(x, p, running_mean, running_var, weight, bias, flags, momentum, eps, stats):
     """Per channel: statistics, running update, and the fold of weight and bias.
 
     Batch statistics from the partial sums when ``flags & FOLD_USE_BATCH`` (the
@@ -71,7 +71,7 @@ def _fold_kernel(x, p1, p2, running_mean, running_var, weight, bias, flags, mome
     move by ``momentum`` towards the batch's (unbiased variance). Rows of
     ``stats``: mean, rstd, scale, shift.
     """
-    c, s1, s2 = column_pair(p1, p2)  # unused (placeholder partials) without FOLD_USE_BATCH
+    c, s1, s2 = column_pair(p)  # unused (placeholder partials) without FOLD_USE_BATCH
     if cuda.threadIdx.y == 0 and c < stats.shape[1]:
         if flags & FOLD_USE_BATCH:
             mean, var = _channel_stats(x, s1, s2, c)
@@ -124,7 +124,7 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
         stats = empty((2, channels), np.float64)
         mean, var = stats[0], stats[1]
         if channels:
-            p1, p2 = channel_partials(x, x, placeholder(np.float64), False, s)
+            p = channel_partials(x, x, placeholder(np.float64), False, s)
             blocks, block = column_geometry(channels)
             launch(
                 _moments_merge_kernel,
@@ -132,8 +132,7 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
                 block,
                 s,
                 kernel_in(x),
-                kernel_in(p1),
-                kernel_in(p2),
+                kernel_in(p),
                 kernel_out(mean),
                 kernel_out(var),
             )
@@ -213,9 +212,9 @@ def batch_norm_forward(
         if channels == 0:
             return out, stats[0], stats[1]
         if use_batch:
-            p1, p2 = channel_partials(x, x, placeholder(np.float64), False, s)
+            p = channel_partials(x, x, placeholder(np.float64), False, s)
         else:
-            p1 = p2 = placeholder(np.float64, 2)
+            p = placeholder(np.float64, NO_PARTIALS)
         flags = (
             (FOLD_USE_BATCH if use_batch else 0)
             | (FOLD_HAS_RUNNING if running_mean is not None else 0)
@@ -232,8 +231,7 @@ def batch_norm_forward(
             block,
             s,
             kernel_in(x),
-            kernel_in(p1),
-            kernel_in(p2),
+            kernel_in(p),
             kernel_out(no_running if running_mean is None else running_mean),
             kernel_out(no_running if running_var is None else running_var),
             kernel_in(no_param if weight is None else weight),

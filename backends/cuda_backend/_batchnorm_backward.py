@@ -40,7 +40,7 @@ MERGE_ACCUMULATE = 4
 
 # ----------------------------------------------------------------------------- kernels
 @kernel
-def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, dweight, dbias):
+def _backward_merge_kernel(p, rstd, weight, flags, count, coef, dweight, dbias):
     """Per channel: the two sums from the partials, then coefficients and parameter gradients.
 
     With ``w = weight[c]`` (1 without ``MERGE_HAS_WEIGHT``), ``sdy = sum(dy)`` and
@@ -50,7 +50,7 @@ def _backward_merge_kernel(pa, pb, rstd, weight, flags, count, coef, dweight, db
     weight, ``dweight`` and ``dbias`` (weight's dtype) get ``sdx * rstd`` and
     ``sdy``, added to what they hold with ``MERGE_ACCUMULATE``.
     """
-    c, sdy, sdx = column_pair(pa, pb)
+    c, sdy, sdx = column_pair(p)
     if cuda.threadIdx.y == 0 and c < rstd.shape[0]:
         r = rstd[c]
         a = r
@@ -172,15 +172,14 @@ def batch_norm_backward(
             flags |= MERGE_HAS_WEIGHT | MERGE_ACCUMULATE
             grads = dweight, dbias = accumulate
         if channels:
-            pa, pb = channel_partials(dy, x, mean, True, s)
+            p = channel_partials(dy, x, mean, True, s)
             blocks, block = column_geometry(channels)
             launch(
                 _backward_merge_kernel,
                 blocks,
                 block,
                 s,
-                kernel_in(pa),
-                kernel_in(pb),
+                kernel_in(p),
                 kernel_in(rstd),
                 kernel_in(placeholder(np.float64) if weight is None else weight),
                 flags,
@@ -211,8 +210,7 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     with on_device(x) as s:
         sums = empty((2, channels), np.float64)
         if channels:
-            pa, pb = channel_partials(dy, x, mean, True, s)
-            column_sums2(pa, pb, sums[0], sums[1], s)
+            column_sums2(channel_partials(dy, x, mean, True, s), sums[0], sums[1], s)
     return sums[0], sums[1]
 
 

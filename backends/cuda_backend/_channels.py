@@ -104,7 +104,7 @@ def _tile_first(lanes, lane, length):
 
 
 @cuda.jit(device=True)
-def _tile_store(sa, sb, a, b, c, channels, length, p1, p2):
+def _tile_store(sa, sb, a, b, c, channels, length, p):
     """Add the block's per-thread sums ``a``, ``b`` of channel ``c`` into row ``blockIdx.y``.
 
     Every thread of the block calls it (it synchronises); ``sa``, ``sb`` are the
@@ -121,20 +121,20 @@ def _tile_store(sa, sb, a, b, c, channels, length, p1, p2):
     if length > 1:
         tree_sum2(sa, sb, tx if ty == 0 else bx, slot, 1, bx)
     if ty == 0 and c < channels and (length == 1 or tx == 0):
-        p1[cuda.blockIdx.y, c] = sa[slot]
-        p2[cuda.blockIdx.y, c] = sb[slot]
+        p[0, cuda.blockIdx.y, c] = sa[slot]
+        p[1, cuda.blockIdx.y, c] = sb[slot]
     cuda.syncthreads()
 
 
 @kernel
-def _partials_kernel(dy, x, mean, backward, p1, p2):
+def _partials_kernel(dy, x, mean, backward, p):
     """Per block and channel, ``sum(d)`` and ``sum(u * d)`` with ``u = x - k`` -> rows of partials.
 
     Statistics (``backward`` False): ``k = x[0, c, 0]``, the same shift for every
     block of channel ``c``, and ``d = u``: the shifted sums of :mod:`._reduce`
     (``dy`` and ``mean`` are not read). Backward: ``k = mean[c]`` and ``d = dy``,
-    so the sums are ``sum(dy)`` and ``sum((x - mean) * dy)``. The sums land in row
-    ``blockIdx.y`` of the partial buffers.
+    so the sums are ``sum(dy)`` and ``sum((x - mean) * dy)``. They land in
+    ``p[0, blockIdx.y, c]`` and ``p[1, blockIdx.y, c]``.
     """
     sa = cuda.shared.array(THREADS, np.float64)
     sb = cuda.shared.array(THREADS, np.float64)
@@ -154,7 +154,7 @@ def _partials_kernel(dy, x, mean, backward, p1, p2):
                 a += d
                 b += u * d
                 row, col = _advance(row, col, step_rows, step_cols, length)
-        _tile_store(sa, sb, a, b, c, channels, length, p1, p2)
+        _tile_store(sa, sb, a, b, c, channels, length, p)
         base += cuda.gridDim.x * width
 
 
@@ -183,8 +183,8 @@ def partial_geometry(n: int, channels: int, length: int) -> tuple[tuple[int, int
     return (grid_x, grid_y), block
 
 
-def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> tuple[Any, Any]:
-    """Launch :func:`_partials_kernel` on stream ``s``; return its ``[blocks, C]`` buffers.
+def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> Any:
+    """Launch :func:`_partials_kernel` on stream ``s``; return its ``[2, blocks, C]`` sums.
 
     Parameters
     ----------
@@ -198,11 +198,11 @@ def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> tupl
 
     Returns
     -------
-    p1, p2 : float64 device arrays of shape (blocks, C)
+    float64 device array of shape (2, blocks, C)
     """
     n, channels, length = x.shape
     grid, block = partial_geometry(n, channels, length)
-    p1, p2 = partials(x, grid[1], channels)
+    p = partials(x, grid[1], channels)
     launch(
         _partials_kernel,
         grid,
@@ -212,7 +212,6 @@ def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> tupl
         kernel_in(x),
         kernel_in(mean),
         backward,
-        kernel_out(p1),
-        kernel_out(p2),
+        kernel_out(p),
     )
-    return p1, p2
+    return p

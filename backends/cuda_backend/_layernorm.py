@@ -11,8 +11,8 @@ bias``. Grids are grid-stride, sized from the device's multiprocessor count.
 
 The backward pass reduces ``sum(g)`` and ``sum(g * xhat)`` per row the same way
 and writes ``dx``; with parameter gradients every block row (``y`` lane of a
-block) accumulates its rows' ``dy * xhat`` and ``dy`` into its own row of
-``[partial rows, D]`` buffers (in registers for rows up to four times its lanes,
+block) accumulates its rows' ``dy * xhat`` and ``dy`` into its own rows of
+a ``[2, partial rows, D]`` buffer (in registers for rows up to four times its lanes,
 written once; wider rows add into memory), which :func:`._reduce.column_sums2`
 adds in row order. Every block row writes its whole partial row, so no rows
 still gives zeros.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out, partials, placeholder
+from ._arrays import NO_PARTIALS, empty, kernel_in, kernel_out, partials, placeholder
 from ._reduce import column_sums2, shifted_moments, tree_sum2
 from ._runtime import THREADS, cuda, device_blocks, kernel, launch, next_pow2, on_device
 
@@ -155,19 +155,19 @@ def _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw, db):
 
 
 @cuda.jit(device=True)
-def _put_column(pdw, pdb, p, j, dw, db):
+def _put_column(partial, p, j, dw, db):
     """Store one thread's column sums in its partial row (if ``j`` is in the row)."""
-    if j < pdw.shape[1]:
-        pdw[p, j] = dw
-        pdb[p, j] = db
+    if j < partial.shape[2]:
+        partial[0, p, j] = dw
+        partial[1, p, j] = db
 
 
 @kernel
-def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pdw, pdb):
+def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, partial):
     """``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`` per row, ``g = dy * weight``.
 
     With ``param_grads``, block row ``p = blockIdx.x * blockDim.y + threadIdx.y``
-    also sums its rows' ``dy * xhat`` and ``dy`` into ``pdw[p]`` and ``pdb[p]``
+    also sums its rows' ``dy * xhat`` and ``dy`` into ``partial[0, p]`` and ``partial[1, p]``
     (each element owned by one thread: no races). When a thread owns at most four
     columns of a row (rows up to ``4 * blockDim.x`` wide) it keeps those sums in
     registers over all its rows and stores them once; wider rows add into the
@@ -187,8 +187,8 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
     if param_grads and not in_registers:
         j = tx
         while j < features:
-            pdw[p, j] = 0.0
-            pdb[p, j] = 0.0
+            partial[0, p, j] = 0.0
+            partial[1, p, j] = 0.0
             j += bx
     first = cuda.blockIdx.x * cuda.blockDim.y
     while first < x.shape[0]:
@@ -215,8 +215,8 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
                     a += g
                     b += g * xhat
                     if param_grads:
-                        pdw[p, j] += d * xhat
-                        pdb[p, j] += d
+                        partial[0, p, j] += d * xhat
+                        partial[1, p, j] += d
                     j += bx
         sa[slot] = a
         sb[slot] = b
@@ -233,10 +233,10 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
                 j += bx
         first += cuda.gridDim.x * cuda.blockDim.y
     if param_grads and in_registers:
-        _put_column(pdw, pdb, p, tx, dw0, db0)
-        _put_column(pdw, pdb, p, tx + bx, dw1, db1)
-        _put_column(pdw, pdb, p, tx + 2 * bx, dw2, db2)
-        _put_column(pdw, pdb, p, tx + 3 * bx, dw3, db3)
+        _put_column(partial, p, tx, dw0, db0)
+        _put_column(partial, p, tx + bx, dw1, db1)
+        _put_column(partial, p, tx + 2 * bx, dw2, db2)
+        _put_column(partial, p, tx + 3 * bx, dw3, db3)
 
 
 # ----------------------------------------------------------------------------- launches
@@ -364,9 +364,9 @@ def layer_norm_backward(
     blocks, block = _geometry(rows, features)
     with on_device(x) as s:
         if param_grads:
-            pdw, pdb = partials(x, blocks * block[1], features)
+            partial = partials(x, blocks * block[1], features)
         else:
-            pdw = pdb = placeholder(np.float64, 2)
+            partial = placeholder(np.float64, NO_PARTIALS)
         if rows or param_grads:
             launch(
                 _backward_kernel,
@@ -381,8 +381,7 @@ def layer_norm_backward(
                 weight is not None,
                 bool(param_grads),
                 kernel_out(out),
-                kernel_out(pdw),
-                kernel_out(pdb),
+                kernel_out(partial),
             )
         if not param_grads:
             return out, None, None
@@ -392,5 +391,5 @@ def layer_norm_backward(
         else:
             dweight, dbias = accumulate
         if features:
-            column_sums2(pdw, pdb, dweight, dbias, s, accumulate is not None)
+            column_sums2(partial, dweight, dbias, s, accumulate is not None)
     return out, dweight, dbias

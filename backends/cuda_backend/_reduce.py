@@ -1,8 +1,9 @@
 """Deterministic reductions: shared-memory trees and the column sums of partial buffers.
 
 No atomics and no warp shuffles (the simulator has neither): a block reduces
-through shared memory in a fixed tree, blocks write partial results into
-``[rows, K]`` buffers, and a second kernel sums those in row order. The same
+through shared memory in a fixed tree, blocks write partial results into rows
+of ``[2, rows, K]`` buffers (two sums each), and a second kernel sums those in
+row order. The same
 input therefore always gives the same bits.
 
 Statistics are shifted sums: every thread of a channel (or row) subtracts the
@@ -60,11 +61,11 @@ def tree_sum2(sa, sb, pos, slot, stride, width):
 
 
 @cuda.jit(device=True)
-def column_pair(pa, pb):
-    """``(k, sum(pa[:, k]), sum(pb[:, k]))`` for this thread's column ``k`` of two partial buffers.
+def column_pair(p):
+    """``(k, sum(p[0, :, k]), sum(p[1, :, k]))`` for this thread's column ``k`` of partial sums.
 
-    A 2-D block per tile of ``blockDim.x`` neighbouring columns of ``[rows, K]``
-    buffers (``k = blockIdx.x * blockDim.x + threadIdx.x``; a ``k`` past the end
+    A 2-D block per tile of ``blockDim.x`` neighbouring columns of ``[2, rows, K]``
+    partials (``k = blockIdx.x * blockDim.x + threadIdx.x``; a ``k`` past the end
     contributes nothing): each ``y`` lane adds every ``blockDim.y``-th row, then a
     shared-memory tree adds the lanes in a fixed order. Every thread of the block
     calls it once (it synchronises); all threads of a column get its sums.
@@ -77,11 +78,11 @@ def column_pair(pa, pb):
     slot = ty * cuda.blockDim.x + tx
     x = 0.0
     y = 0.0
-    if k < pa.shape[1]:
+    if k < p.shape[2]:
         g = ty
-        while g < pa.shape[0]:
-            x += pa[g, k]
-            y += pb[g, k]
+        while g < p.shape[1]:
+            x += p[0, g, k]
+            y += p[1, g, k]
             g += cuda.blockDim.y
     sa[slot] = x
     sb[slot] = y
@@ -91,10 +92,10 @@ def column_pair(pa, pb):
 
 
 @kernel
-def column_sums2_kernel(pa, pb, a, b, accumulate):
-    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b`` (or added to them)."""
-    k, x, y = column_pair(pa, pb)
-    if cuda.threadIdx.y == 0 and k < pa.shape[1]:
+def column_sums2_kernel(p, a, b, accumulate):
+    """Column sums of ``[2, rows, K]`` partials into ``a`` and ``b`` (or added to them)."""
+    k, x, y = column_pair(p)
+    if cuda.threadIdx.y == 0 and k < p.shape[2]:
         if accumulate:
             a[k] += x
             b[k] += y
@@ -121,25 +122,24 @@ def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
     return -(-columns // tile), (tile, THREADS // tile)
 
 
-def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any, accumulate: bool = False) -> None:
+def column_sums2(p: Any, a: Any, b: Any, s: Any, accumulate: bool = False) -> None:
     """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns).
 
     Parameters
     ----------
-    pa, pb : float64 device arrays of shape (rows, K)
+    p : float64 device array of shape (2, rows, K)
     a, b : device arrays of shape (K,), float32 or float64
     s : stream
     accumulate : bool, default False
         Add the sums to ``a`` and ``b`` rather than overwrite them.
     """
-    blocks, block = column_geometry(pa.shape[1])
+    blocks, block = column_geometry(p.shape[2])
     launch(
         column_sums2_kernel,
         blocks,
         block,
         s,
-        kernel_in(pa),
-        kernel_in(pb),
+        kernel_in(p),
         kernel_out(a),
         kernel_out(b),
         accumulate,

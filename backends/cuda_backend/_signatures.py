@@ -41,7 +41,8 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     from . import _layernorm as ln
     from . import _reduce as rd
 
-    v, p = _a("float64", 1), _a("float64", 2)
+    # float64 vectors, 2-D statistics and coefficients, [2, rows, K] partial sums
+    v, p, p3 = _a("float64", 1), _a("float64", 2), _a("float64", 3)
     u64, i64, f64, b1 = "uint64", "int64", "float64", "bool"
     key = (u64, u64, u64, u64)
     rows: list[tuple[Any, tuple[str, ...]]] = [
@@ -52,13 +53,13 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     # the whole BatchNorm backward's merge: parameter gradients in the weight's dtype (float64
     # placeholders without a weight)
     for w1 in (_a(w, 1) for w in _FLOATS):
-        rows.append((bb._backward_merge_kernel, (p, p, v, w1, i64, f64, p, w1, w1)))
+        rows.append((bb._backward_merge_kernel, (p3, v, w1, i64, f64, p, w1, w1)))
         # column sums: float64 sums, or added into a LayerNorm layer's gradient buffers
-        rows.append((rd.column_sums2_kernel, (p, p, w1, w1, b1)))
+        rows.append((rd.column_sums2_kernel, (p3, w1, w1, b1)))
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
         rows += [
-            (bn._moments_merge_kernel, (x3, p, p, v, v)),
+            (bn._moments_merge_kernel, (x3, p3, v, v)),
             (ln._row_moments_kernel, (x2, v, v)),
             (
                 dr._dropout_kernel,
@@ -69,7 +70,7 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         # running statistics (one dtype for both) and weight/bias (one dtype for both)
         for r, w in product(_FLOATS, _FLOATS):
             r1, w1 = _a(r, 1), _a(w, 1)
-            rows.append((bn._fold_kernel, (x3, p, p, r1, r1, w1, w1, i64, f64, f64, p)))
+            rows.append((bn._fold_kernel, (x3, p3, r1, r1, w1, w1, i64, f64, f64, p)))
         # weight and bias each float32 or float64 (an absent one takes the other's dtype)
         for w, b in product(_FLOATS, _FLOATS):
             fwd = (x2, _a(w, 1), _a(b, 1), b1, b1, f64, x2, v, v)
@@ -82,13 +83,13 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
             d1, d2, d3 = _a(dy, 1), _a(dy, 2), _a(dy, 3)
             rows += [
                 # the backward sums; the statistics pass x as dy (the dy == x entry)
-                (ch._partials_kernel, (d3, x3, v, b1, p, p)),
+                (ch._partials_kernel, (d3, x3, v, b1, p3)),
                 (bb._backward_elemt_kernel, (d1, x1, v, v, v, v, b1, i64, x1)),
                 # the evaluation-mode backward writes dy * a into an output of x's dtype
                 (bn._affine_kernel, (d1, v, v, v, i64, x1)),
             ]
             for w in _FLOATS:
-                bwd = (d2, x2, v, v, _a(w, 1), b1, b1, x2, p, p)
+                bwd = (d2, x2, v, v, _a(w, 1), b1, b1, x2, p3)
                 rows.append((ln._backward_kernel, bwd))
     return rows
 
