@@ -754,7 +754,7 @@ def bench_bn_kernels():
     grid, block = chm.partial_geometry(n, ch, ln_)
     s = rt.stream()
     parts = xp.empty((2, grid[1], ch), np.float64)
-    pk = ar.kernel_out(parts)
+    pk = parts
     nomean = ar.kernel_in(ar.placeholder(np.float64))
     a1 = [(ar.kernel_in(X[i]), ar.kernel_in(X[i]), nomean, False, pk) for i in range(ROT)]
     bench(
@@ -763,8 +763,8 @@ def bench_bn_kernels():
         lambda i: chm._partials_kernel[grid, block, s](*a1[i]),
         4 * n_el,
     )
-    mv = [ar.kernel_out(xp.empty(ch, np.float64)) for _ in range(2)]
-    a2 = (ar.kernel_in(X[0]), ar.kernel_in(parts), *mv)
+    mv = xp.empty((2, ch), np.float64)
+    a2 = (ar.kernel_in(X[0]), ar.kernel_in(parts), mv)
     g2, b2 = rdm.column_geometry(ch)
     bench(
         "k._moments_merge",
@@ -910,8 +910,8 @@ def bench_ln_kernels():
             ar.kernel_in(wl64),
             True,
             True,
-            ar.kernel_out(OUTL[i]),
-            ar.kernel_out(partial),
+            OUTL[i],
+            partial,
         )
         for i in range(ROT)
     ]

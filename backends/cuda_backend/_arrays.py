@@ -24,7 +24,6 @@ __all__ = [
     "empty",
     "is_numba_array",
     "kernel_in",
-    "kernel_out",
     "partials",
     "placeholder",
     "to_numpy",
@@ -190,7 +189,7 @@ def ascontiguous(x: Any) -> Any:
 
 
 def kernel_in(x: Any) -> Any:
-    """``x`` as a kernel argument the kernel only reads.
+    """``x`` as a kernel argument the kernel only reads (arrays it writes go as they are).
 
     On a GPU, arrays go to the kernel as they are: numba-cuda (0.30) types a CuPy
     array from its DLPack export (``cuda.core``'s ``StridedMemoryView``, a C-level
@@ -211,18 +210,4 @@ def kernel_in(x: Any) -> Any:
     """
     if SIMULATOR and isinstance(x, np.ndarray):
         return cuda.In(x)
-    return x
-
-
-def kernel_out(x: Any) -> Any:
-    """``x`` as a kernel argument the kernel writes (see :func:`kernel_in`).
-
-    Parameters
-    ----------
-    x : array
-
-    Returns
-    -------
-    array
-    """
     return x

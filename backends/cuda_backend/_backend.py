@@ -141,27 +141,9 @@ class CudaBackend:
         """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
         return _batchnorm_backward.channel_backward_elemt(dy, x, mean, a, b, c, out)
 
-    def batch_norm_backward(
-        self,
-        dy: Any,
-        x: Any,
-        mean: Any,
-        rstd: Any,
-        weight: Any | None,
-        training: bool,
-        out: Any,
-        accumulate: tuple[Any, Any] | None = None,
-    ) -> tuple[Any, Any | None, Any | None]:
-        """Whole BatchNorm backward of ``(N, C, L)`` data in three launches (one without sums).
-
-        The per-channel coefficients and the parameter gradients are computed by a
-        kernel: no vector arithmetic on the host. Return ``(out, dweight, dbias)``,
-        the gradients in ``weight``'s dtype (added into ``accumulate``'s pair when
-        given) or None without ``weight``.
-        """
-        return _batchnorm_backward.batch_norm_backward(
-            dy, x, mean, rstd, weight, training, out, accumulate
-        )
+    #: Whole BatchNorm backward in three launches, no vector arithmetic on the host:
+    #: ``(dy, x, mean, rstd, weight, training, out, accumulate=None) -> (out, dweight, dbias)``.
+    batch_norm_backward = staticmethod(_batchnorm_backward.batch_norm_backward)
 
     def layer_norm_backward(
         self,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import NO_PARTIALS, empty, kernel_in, kernel_out, placeholder
+from ._arrays import NO_PARTIALS, empty, kernel_in, placeholder
 from ._channels import channel_next, channel_partials, channel_walk
 from ._reduce import column_geometry, column_pair, shifted_moments
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
@@ -54,11 +54,11 @@ def _channel_stats(x, s1, s2, c):
 
 
 @kernel
-def _moments_merge_kernel(x, p, mean, var):
-    """Per channel: mean and biased variance from the partial sums (see :func:`column_pair`)."""
+def _moments_merge_kernel(x, p, stats):
+    """Per channel: mean and biased variance (rows of ``stats``) from the partial sums."""
     c, s1, s2 = column_pair(p)
-    if cuda.threadIdx.y == 0 and c < mean.shape[0]:
-        mean[c], var[c] = _channel_stats(x, s1, s2, c)
+    if cuda.threadIdx.y == 0 and c < stats.shape[1]:
+        stats[0, c], stats[1, c] = _channel_stats(x, s1, s2, c)
 
 
 @kernel
@@ -122,21 +122,11 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
     channels = x.shape[1]
     with on_device(x) as s:
         stats = empty((2, channels), np.float64)
-        mean, var = stats[0], stats[1]
         if channels:
             p = channel_partials(x, x, placeholder(np.float64), False, s)
             blocks, block = column_geometry(channels)
-            launch(
-                _moments_merge_kernel,
-                blocks,
-                block,
-                s,
-                kernel_in(x),
-                kernel_in(p),
-                kernel_out(mean),
-                kernel_out(var),
-            )
-    return mean, var
+            launch(_moments_merge_kernel, blocks, block, s, kernel_in(x), kernel_in(p), stats)
+    return stats[0], stats[1]
 
 
 _FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -232,14 +222,14 @@ def batch_norm_forward(
             s,
             kernel_in(x),
             kernel_in(p),
-            kernel_out(no_running if running_mean is None else running_mean),
-            kernel_out(no_running if running_var is None else running_var),
+            no_running if running_mean is None else running_mean,
+            no_running if running_var is None else running_var,
             kernel_in(no_param if weight is None else weight),
             kernel_in(no_param if bias is None else bias),
             flags,
             float(momentum),
             float(eps),
-            kernel_out(stats),
+            stats,
         )
         affine(x, stats[0], stats[2], stats[3], out, s)
     return out, stats[0], stats[1]
@@ -266,7 +256,7 @@ def affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any, s: Any) -> None:
             kernel_in(scale),
             kernel_in(shift),
             x.shape[2],
-            kernel_out(out.reshape(-1)),
+            out.reshape(-1),
         )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out, placeholder
+from ._arrays import empty, kernel_in, placeholder
 from ._channels import channel_next, channel_partials, channel_walk
 from ._reduce import column_geometry, column_pair, column_sums2
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
@@ -110,7 +110,7 @@ def _elemt(
             kernel_in(shift),
             full,
             x.shape[2],
-            kernel_out(out.reshape(-1)),
+            out.reshape(-1),
         )
 
 
@@ -184,9 +184,9 @@ def batch_norm_backward(
                 kernel_in(placeholder(np.float64) if weight is None else weight),
                 flags,
                 float(n * length),
-                kernel_out(coef),
-                kernel_out(dweight),
-                kernel_out(dbias),
+                coef,
+                dweight,
+                dbias,
             )
             _elemt(dy, x, mean, coef[0], coef[1], coef[2], bool(training), out, s)
     if grads is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import kernel_in, kernel_out, partials
+from ._arrays import kernel_in, partials
 from ._reduce import tree_sum2
 from ._runtime import REDUCE_BLOCKS, THREADS, TILE_X, blocks_for, cuda, kernel, launch, next_pow2
 
@@ -212,6 +212,6 @@ def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> Any:
         kernel_in(x),
         kernel_in(mean),
         backward,
-        kernel_out(p),
+        p,
     )
     return p

@@ -20,7 +20,7 @@ import numpy as np
 
 from normdrop.random import PHILOX_MULTIPLIERS, PHILOX_WEYL
 
-from ._arrays import empty, kernel_in, kernel_out, placeholder
+from ._arrays import empty, kernel_in, placeholder
 from ._runtime import THREADS, cuda, device_blocks, kernel, launch, on_device
 
 __all__ = [
@@ -231,31 +231,13 @@ def _launch_words(fn: Any, out: Any, blocks: int, seed: int, call: int, *args: A
 
 
 def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
-    """The uint32 Philox words of elements ``offset .. offset + n - 1``, on the device.
-
-    Parameters
-    ----------
-    n, seed, call, offset : int
-
-    Returns
-    -------
-    device array of uint32, shape (n,)
-    """
+    """The uint32 Philox words of elements ``offset .. offset + n - 1``: a device array ``(n,)``."""
     first, start, blocks = _span(n, offset)
     return _launch_words(_words_kernel, empty((n,), np.uint32), blocks, seed, call, first, start)
 
 
 def dropout_mask(n: int, threshold: int, seed: int, call: int) -> Any:
-    """The boolean keep-mask (word >= threshold) of ``n`` elements, on the device.
-
-    Parameters
-    ----------
-    n, threshold, seed, call : int
-
-    Returns
-    -------
-    device array of bool, shape (n,)
-    """
+    """The boolean keep-mask (word >= threshold) of ``n`` elements: a device array ``(n,)``."""
     out = empty((n,), np.bool_)
     # bytes 0/1: the kernel writes no bool
     _launch_words(_mask_kernel, out.view(np.uint8), -(-n // 4), seed, call, np.uint64(threshold))
@@ -308,8 +290,8 @@ def dropout_forward(
                 start,
                 blocks,
                 *_key_and_call(seed, call),
-                kernel_out(out.reshape(-1)),
-                kernel_out(placeholder(np.uint8) if bitmask is None else bitmask),
+                out.reshape(-1),
+                placeholder(np.uint8) if bitmask is None else bitmask,
                 bitmask is not None,
             )
     return out
@@ -341,6 +323,6 @@ def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
                 kernel_in(dy.reshape(-1)),
                 kernel_in(bitmask),
                 dy.dtype.type(scale),
-                kernel_out(out.reshape(-1)),
+                out.reshape(-1),
             )
     return out

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import empty, kernel_in, kernel_out, placeholder
+from ._arrays import empty, kernel_in, placeholder
 from ._dropout import _key_and_call, _philox_block
 from ._layernorm import absent, row_threads
 from ._reduce import shifted_moments, tree_sum2
@@ -198,11 +198,11 @@ def dropout_add_layer_norm_forward(
                 np.int64(offset),
                 *keys,
                 inline_pack,
-                kernel_out(out),
-                kernel_out(r_out),
-                kernel_out(mean),
-                kernel_out(rstd),
-                kernel_out(bitmask if inline_pack else placeholder(np.uint8)),
+                out,
+                r_out,
+                mean,
+                rstd,
+                bitmask if inline_pack else placeholder(np.uint8),
             )
         if bitmask is not None and not inline_pack and bitmask.shape[0]:
             launch(
@@ -213,6 +213,6 @@ def dropout_add_layer_norm_forward(
                 np.int64(x.size),
                 limit,
                 *keys,
-                kernel_out(bitmask),
+                bitmask,
             )
     return out, r_out, mean, rstd

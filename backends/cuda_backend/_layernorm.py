@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import NO_PARTIALS, empty, kernel_in, kernel_out, partials, placeholder
+from ._arrays import NO_PARTIALS, empty, kernel_in, partials, placeholder
 from ._reduce import column_sums2, shifted_moments, tree_sum2
 from ._runtime import THREADS, cuda, device_blocks, kernel, launch, next_pow2, on_device
 
@@ -34,12 +34,16 @@ __all__ = ["absent", "layer_norm_backward", "layer_norm_forward", "row_moments",
 
 # ----------------------------------------------------------------------------- kernels
 @cuda.jit(device=True)
-def _row_mean_var(x, row, sa, sb):
-    """Mean and biased variance of ``x[row]`` over the block's ``x`` lanes.
+def _row_mean_var(x, first, sa, sb):
+    """``(row, mean, biased variance)`` of this thread's row over the block's ``x`` lanes.
 
-    Every thread of the block calls it (it synchronises); threads whose ``row``
-    is past the end pass ``row = -1`` and contribute nothing.
+    The block's rows start at ``first``; this thread's is ``first + threadIdx.y``,
+    or -1 past the end (it then contributes nothing). Every thread of the block
+    calls it (it synchronises).
     """
+    row = first + cuda.threadIdx.y
+    if row >= x.shape[0]:
+        row = -1
     tx = cuda.threadIdx.x
     bx = cuda.blockDim.x
     slot = cuda.threadIdx.y * bx + tx
@@ -72,7 +76,7 @@ def _row_mean_var(x, row, sa, sb):
     if row >= 0:
         mean, var = shifted_moments(float(x[row, 0]), sa[head], sb[head], float(features))
     cuda.syncthreads()  # everyone has read the row's slot before the next rows overwrite it
-    return mean, var
+    return row, mean, var
 
 
 @kernel
@@ -82,10 +86,7 @@ def _row_moments_kernel(x, mean, var):
     sb = cuda.shared.array(THREADS, np.float64)
     first = cuda.blockIdx.x * cuda.blockDim.y
     while first < x.shape[0]:
-        row = first + cuda.threadIdx.y
-        if row >= x.shape[0]:
-            row = -1
-        mu, v = _row_mean_var(x, row, sa, sb)
+        row, mu, v = _row_mean_var(x, first, sa, sb)
         if row >= 0 and cuda.threadIdx.x == 0:
             mean[row] = mu
             var[row] = v
@@ -111,10 +112,7 @@ def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd)
     features = x.shape[1]
     first = cuda.blockIdx.x * cuda.blockDim.y
     while first < x.shape[0]:
-        row = first + cuda.threadIdx.y
-        if row >= x.shape[0]:
-            row = -1
-        mu, v = _row_mean_var(x, row, sa, sb)
+        row, mu, v = _row_mean_var(x, first, sa, sb)
         if row >= 0:
             rs = 1.0 / math.sqrt(v + eps)
             bx = cuda.blockDim.x
@@ -277,7 +275,7 @@ def _launch_rows(fn: Any, x: Any, s: Any, *args: Any) -> tuple[Any, Any]:
     stats = empty((2, rows), np.float64)
     if rows:
         blocks, block = _geometry(rows, features)
-        first, second = kernel_out(stats[0]), kernel_out(stats[1])
+        first, second = stats[0], stats[1]
         launch(fn, blocks, block, s, kernel_in(x), *args, first, second)
     return stats[0], stats[1]
 
@@ -324,7 +322,7 @@ def layer_norm_forward(
             weight is not None,
             bias is not None,
             float(eps),
-            kernel_out(out),
+            out,
         )
     return out, mean, rstd
 
@@ -380,8 +378,8 @@ def layer_norm_backward(
                 kernel_in(absent(None) if weight is None else weight),
                 weight is not None,
                 bool(param_grads),
-                kernel_out(out),
-                kernel_out(partial),
+                out,
+                partial,
             )
         if not param_grads:
             return out, None, None

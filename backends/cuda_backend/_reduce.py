@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import kernel_in, kernel_out
+from ._arrays import kernel_in
 from ._runtime import THREADS, TILE_X, cuda, kernel, launch, next_pow2
 
 __all__ = [
@@ -140,7 +140,7 @@ def column_sums2(p: Any, a: Any, b: Any, s: Any, accumulate: bool = False) -> No
         block,
         s,
         kernel_in(p),
-        kernel_out(a),
-        kernel_out(b),
+        a,
+        b,
         accumulate,
     )

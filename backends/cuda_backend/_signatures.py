@@ -59,7 +59,7 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
         rows += [
-            (bn._moments_merge_kernel, (x3, p3, v, v)),
+            (bn._moments_merge_kernel, (x3, p3, p)),
             (ln._row_moments_kernel, (x2, v, v)),
             (
                 dr._dropout_kernel,
