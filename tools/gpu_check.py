@@ -969,7 +969,7 @@ bench(
     ),
     "cupy unpackbits+where",
 )
-bench("do.mask", "_mask_kernel", lambda i: be.dropout_mask(n_el, thr, 1, i), n_el)
+bench("do.mask", "_words_kernel (mask)", lambda i: be.dropout_mask(n_el, thr, 1, i), n_el)
 bench("do.philox_words", "_words_kernel", lambda i: be.philox_words(n_el, 1, i), 4 * n_el)
 bench(
     "do.fwd",

@@ -168,8 +168,11 @@ def _apply_bitmask_kernel(dy, bitmask, scale, out):
 
 
 @kernel
-def _words_kernel(first, start, blocks, k0, k1, c2, c3, out):
-    """Philox words from global element ``4 * first + start``, chunked like the dropout."""
+def _words_kernel(first, start, blocks, k0, k1, c2, c3, as_mask, threshold, out):
+    """Philox words from global element ``4 * first + start``, chunked like the dropout.
+
+    With ``as_mask``, the keep-mask instead: 1 where ``word >= threshold``, else 0.
+    """
     words = cuda.shared.array(_CHUNK, np.uint32)
     t = cuda.threadIdx.x
     width = cuda.blockDim.x
@@ -180,25 +183,11 @@ def _words_kernel(first, start, blocks, k0, k1, c2, c3, out):
         for k in range(4):
             j = _chunk_index(base, start, k)
             if 0 <= j < out.shape[0]:
-                out[j] = words[t + k * width]
-        cuda.syncthreads()
-        base += cuda.gridDim.x * width
-
-
-@kernel
-def _mask_kernel(threshold, blocks, k0, k1, c2, c3, out):
-    """Keep-mask (1 where ``word >= threshold``) as uint8, chunked like the dropout."""
-    words = cuda.shared.array(_CHUNK, np.uint32)
-    t = cuda.threadIdx.x
-    width = cuda.blockDim.x
-    base = cuda.blockIdx.x * width
-    while base < blocks:
-        _fill_words(words, base, blocks, np.uint64(0), k0, k1, c2, c3)
-        cuda.syncthreads()
-        for k in range(4):
-            j = _chunk_index(base, 0, k)
-            if j < out.shape[0]:
-                out[j] = 1 if words[t + k * width] >= threshold else 0
+                w = words[t + k * width]
+                if as_mask:
+                    out[j] = 1 if w >= threshold else 0
+                else:
+                    out[j] = w
         cuda.syncthreads()
         base += cuda.gridDim.x * width
 
@@ -221,26 +210,36 @@ def _span(n: int, offset: int) -> tuple[np.uint64, int, int]:
     return np.uint64(first), start, (start + n + 3) // 4
 
 
-def _launch_words(fn: Any, out: Any, blocks: int, seed: int, call: int, *args: Any) -> Any:
-    """Launch ``fn(*args, blocks, key and call..., out)`` over ``blocks`` Philox blocks."""
-    if out.size:
+def _launch_words(out: Any, n: int, seed: int, call: int, offset: int, threshold: Any) -> Any:
+    """Fill ``out`` with the words of elements ``offset ..`` (or, with a threshold, the mask)."""
+    if n:
+        first, start, blocks = _span(n, offset)
         with on_device(out) as s:
-            keys = _key_and_call(seed, call)
-            launch(fn, device_blocks(blocks), THREADS, s, *args, blocks, *keys, out)
+            launch(
+                _words_kernel,
+                device_blocks(blocks),
+                THREADS,
+                s,
+                first,
+                start,
+                blocks,
+                *_key_and_call(seed, call),
+                threshold is not None,
+                np.uint64(0 if threshold is None else threshold),
+                out,
+            )
     return out
 
 
 def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
     """The uint32 Philox words of elements ``offset .. offset + n - 1``: a device array ``(n,)``."""
-    first, start, blocks = _span(n, offset)
-    return _launch_words(_words_kernel, empty((n,), np.uint32), blocks, seed, call, first, start)
+    return _launch_words(empty((n,), np.uint32), n, seed, call, offset, None)
 
 
 def dropout_mask(n: int, threshold: int, seed: int, call: int) -> Any:
     """The boolean keep-mask (word >= threshold) of ``n`` elements: a device array ``(n,)``."""
     out = empty((n,), np.bool_)
-    # bytes 0/1: the kernel writes no bool
-    _launch_words(_mask_kernel, out.view(np.uint8), -(-n // 4), seed, call, np.uint64(threshold))
+    _launch_words(out.view(np.uint8), n, seed, call, 0, threshold)  # 0/1 bytes: no bool stores
     return out
 
 

@@ -46,8 +46,9 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
     u64, i64, f64, b1 = "uint64", "int64", "float64", "bool"
     key = (u64, u64, u64, u64)
     rows: list[tuple[Any, tuple[str, ...]]] = [
-        (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
-        (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
+        # Philox words, or the keep-mask as 0/1 bytes
+        (dr._words_kernel, (u64, i64, i64, *key, b1, u64, _a("uint32", 1))),
+        (dr._words_kernel, (u64, i64, i64, *key, b1, u64, _a("uint8", 1))),
         (fu._pack_kernel, (i64, u64, *key, _a("uint8", 1))),
     ]
     # the whole BatchNorm backward's merge: parameter gradients in the weight's dtype (float64
