@@ -204,26 +204,29 @@ def _key_and_call(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64
     )
 
 
-def _span(n: int, offset: int) -> tuple[np.uint64, int, int]:
-    """``(first, start, blocks)``: the Philox blocks of elements ``offset .. offset + n - 1``."""
+def _counters(n: int, offset: int, seed: int, call: int) -> tuple[int, tuple[Any, ...]]:
+    """``(grid, (first, start, blocks, k0, k1, c2, c3))`` for elements ``offset .. offset + n - 1``.
+
+    The Philox blocks from ``first`` (``blocks`` of them; element ``offset`` is word
+    ``start`` of block ``first``) and the key and call halves, as the kernels take
+    them, and the grid of a launch over those blocks.
+    """
     first, start = divmod(offset, 4)
-    return np.uint64(first), start, (start + n + 3) // 4
+    blocks = (start + n + 3) // 4
+    return device_blocks(blocks), (np.uint64(first), start, blocks, *_key_and_call(seed, call))
 
 
 def _launch_words(out: Any, n: int, seed: int, call: int, offset: int, threshold: Any) -> Any:
     """Fill ``out`` with the words of elements ``offset ..`` (or, with a threshold, the mask)."""
     if n:
-        first, start, blocks = _span(n, offset)
         with on_device(out) as s:
+            grid, counters = _counters(n, offset, seed, call)  # sized for this GPU
             launch(
                 _words_kernel,
-                device_blocks(blocks),
+                grid,
                 THREADS,
                 s,
-                first,
-                start,
-                blocks,
-                *_key_and_call(seed, call),
+                *counters,
                 threshold is not None,
                 np.uint64(0 if threshold is None else threshold),
                 out,
@@ -275,20 +278,17 @@ def dropout_forward(
     """
     n = x.size
     if n:
-        first, start, blocks = _span(n, offset)
         with on_device(x) as s:
+            grid, counters = _counters(n, offset, seed, call)  # sized for this GPU
             launch(
                 _dropout_kernel,
-                device_blocks(blocks),
+                grid,
                 THREADS,
                 s,
                 kernel_in(x.reshape(-1)),
                 np.uint64(threshold),
                 x.dtype.type(scale),
-                first,
-                start,
-                blocks,
-                *_key_and_call(seed, call),
+                *counters,
                 out.reshape(-1),
                 placeholder(np.uint8) if bitmask is None else bitmask,
                 bitmask is not None,
