@@ -204,33 +204,28 @@ def _key_and_call(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64
     )
 
 
-def _counters(n: int, offset: int, seed: int, call: int) -> tuple[int, tuple[Any, ...]]:
-    """``(grid, (first, start, blocks, k0, k1, c2, c3))`` for elements ``offset .. offset + n - 1``.
+def _launch_philox(
+    fn: Any, s: Any, n: int, offset: int, seed: int, call: int, head: tuple, tail: tuple
+) -> None:
+    """Launch ``fn(*head, first, start, blocks, k0, k1, c2, c3, *tail)`` on stream ``s``.
 
-    The Philox blocks from ``first`` (``blocks`` of them; element ``offset`` is word
-    ``start`` of block ``first``) and the key and call halves, as the kernels take
-    them, and the grid of a launch over those blocks.
+    Over the Philox blocks of elements ``offset .. offset + n - 1`` (``n >= 1``):
+    ``blocks`` of them from ``first``, element ``offset`` being word ``start`` of
+    block ``first``; ``k0 .. c3`` the halves of seed and call.
     """
     first, start = divmod(offset, 4)
     blocks = (start + n + 3) // 4
-    return device_blocks(blocks), (np.uint64(first), start, blocks, *_key_and_call(seed, call))
+    counters = (np.uint64(first), start, blocks, *_key_and_call(seed, call))
+    launch(fn, device_blocks(blocks), THREADS, s, *head, *counters, *tail)
 
 
 def _launch_words(out: Any, n: int, seed: int, call: int, offset: int, threshold: Any) -> Any:
     """Fill ``out`` with the words of elements ``offset ..`` (or, with a threshold, the mask)."""
     if n:
+        limit = np.uint64(0 if threshold is None else threshold)
         with on_device(out) as s:
-            grid, counters = _counters(n, offset, seed, call)  # sized for this GPU
-            launch(
-                _words_kernel,
-                grid,
-                THREADS,
-                s,
-                *counters,
-                threshold is not None,
-                np.uint64(0 if threshold is None else threshold),
-                out,
-            )
+            tail = (threshold is not None, limit, out)
+            _launch_philox(_words_kernel, s, n, offset, seed, call, (), tail)
     return out
 
 
@@ -278,21 +273,11 @@ def dropout_forward(
     """
     n = x.size
     if n:
+        head = (kernel_in(x.reshape(-1)), np.uint64(threshold), x.dtype.type(scale))
         with on_device(x) as s:
-            grid, counters = _counters(n, offset, seed, call)  # sized for this GPU
-            launch(
-                _dropout_kernel,
-                grid,
-                THREADS,
-                s,
-                kernel_in(x.reshape(-1)),
-                np.uint64(threshold),
-                x.dtype.type(scale),
-                *counters,
-                out.reshape(-1),
-                placeholder(np.uint8) if bitmask is None else bitmask,
-                bitmask is not None,
-            )
+            bits = placeholder(np.uint8) if bitmask is None else bitmask
+            tail = (out.reshape(-1), bits, bitmask is not None)
+            _launch_philox(_dropout_kernel, s, n, offset, seed, call, head, tail)
     return out
 
 
