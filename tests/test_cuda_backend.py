@@ -210,6 +210,21 @@ def test_batch_norm_forward_fused_matches_reference(running, mode, wdt, bdt, rng
         assert update or np.array_equal(host(d["rm"]), vec["rm"])
 
 
+@pytest.mark.parametrize("mode", ["train", "batch-only", "eval"])
+def test_batch_norm_forward_counts_batches_in_the_kernel(mode, rng):
+    """``counter`` (a layer's 0-d num_batches_tracked) goes up by one only when the running
+    statistics are updated, and the fallback for float16 vectors passes it on."""
+    x = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    for dtype in (np.float32, np.float16):
+        rm, rv = dev(np.zeros(3, dtype)), dev(np.ones(3, dtype))
+        counter = dev(np.array(5, np.int64).copy())
+        use_batch, update = mode != "eval", mode == "train"
+        out = cb.empty(x.shape, np.float32)
+        args = (rm, rv, None, None, use_batch, update, 0.1, 1e-5, out)
+        cb.batch_norm_forward(dev(x), *args, counter)
+        assert host(counter).shape == () and int(host(counter)) == (6 if update else 5)
+
+
 def test_batch_norm_layer_path_runs_no_host_vector_math(rng, monkeypatch):
     """A BatchNorm1d training forward on the backend is the fused kernels on the layer's own
     float32 state: no float64 copies of its vectors (the fallback for float16 or mixed

@@ -93,17 +93,20 @@ class CudaBackend:
         momentum: float,
         eps: float,
         out: Any,
+        counter: Any | None = None,
     ) -> tuple[Any, Any, Any]:
         """Whole BatchNorm forward of ``(N, C, L)`` data in two or three launches.
 
         Batch statistics when ``use_batch`` (else the running ones), the running
-        statistics updated in place on the device when ``update``, weight and bias
-        folded in by a kernel: no per-channel vector arithmetic on the host.
+        statistics updated in place on the device when ``update`` (and the layer's
+        ``counter``, ``num_batches_tracked``, incremented when given), weight and
+        bias folded in by a kernel: no per-channel vector arithmetic on the host.
         Return ``(out, mean, rstd)`` with float64 statistics.
         """
         return _batchnorm.batch_norm_forward(
-            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
-        )
+            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out,
+            counter,
+        )  # fmt: skip
 
     def dropout_add_layer_norm_forward(
         self,

@@ -24,6 +24,7 @@ from ._reduce import column_geometry, column_pair, shifted_moments
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
 __all__ = [
+    "FOLD_COUNT",
     "FOLD_HAS_BIAS",
     "FOLD_HAS_RUNNING",
     "FOLD_HAS_WEIGHT",
@@ -41,6 +42,7 @@ FOLD_HAS_RUNNING = 2
 FOLD_UPDATE = 4
 FOLD_HAS_WEIGHT = 8
 FOLD_HAS_BIAS = 16
+FOLD_COUNT = 32
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -62,7 +64,9 @@ def _moments_merge_kernel(x, p, stats):
 
 
 @kernel
-def _fold_kernel(x, p, running_mean, running_var, weight, bias, flags, momentum, eps, stats):
+def _fold_kernel(
+    x, p, running_mean, running_var, weight, bias, flags, momentum, eps, stats, counter
+):
     """Per channel: statistics, running update, and the fold of weight and bias.
 
     Batch statistics from the partial sums when ``flags & FOLD_USE_BATCH`` (the
@@ -92,6 +96,8 @@ def _fold_kernel(x, p, running_mean, running_var, weight, bias, flags, momentum,
         stats[1, c] = rstd
         stats[2, c] = rstd * float(weight[c]) if flags & FOLD_HAS_WEIGHT else rstd
         stats[3, c] = float(bias[c]) if flags & FOLD_HAS_BIAS else 0.0
+        if c == 0 and flags & FOLD_COUNT:
+            counter[0] += 1
 
 
 @kernel
@@ -157,6 +163,7 @@ def batch_norm_forward(
     momentum: float,
     eps: float,
     out: Any,
+    counter: Any | None = None,
 ) -> tuple[Any, Any, Any]:
     """Whole BatchNorm forward of ``(N, C, L)`` data: statistics, running update, output.
 
@@ -179,6 +186,9 @@ def batch_norm_forward(
         Update the running statistics (only with ``use_batch``).
     momentum, eps : float
     out : device array like ``x`` (may be ``x``)
+    counter : int64 device array of one element (0-d or (1,)), optional
+        A layer's ``num_batches_tracked``: the merge kernel adds 1 to it when the
+        running statistics are updated (no separate CuPy add per step).
 
     Returns
     -------
@@ -191,7 +201,7 @@ def batch_norm_forward(
         # float16 or mixed vectors: the same kernels on float64 copies
         vectors = (running_mean, running_var, weight, bias)
         rm, rv, w, b = (None if v is None else v.astype(np.float64) for v in vectors)
-        result = batch_norm_forward(x, rm, rv, w, b, use_batch, update, momentum, eps, out)
+        result = batch_norm_forward(x, rm, rv, w, b, use_batch, update, momentum, eps, out, counter)
         if update and running_mean is not None and running_var is not None:
             running_mean[...] = rm
             running_var[...] = rv
@@ -211,6 +221,7 @@ def batch_norm_forward(
             | (FOLD_UPDATE if update and running_mean is not None else 0)
             | (FOLD_HAS_WEIGHT if weight is not None else 0)
             | (FOLD_HAS_BIAS if bias is not None else 0)
+            | (FOLD_COUNT if update and counter is not None else 0)
         )
         no_running = placeholder(running_dtype) if running_mean is None else None
         no_param = placeholder(param_dtype) if weight is None or bias is None else None
@@ -230,6 +241,7 @@ def batch_norm_forward(
             float(momentum),
             float(eps),
             stats,
+            placeholder(np.int64) if counter is None else counter.reshape(1),
         )
         affine(x, stats[0], stats[2], stats[3], out, s)
     return out, stats[0], stats[1]

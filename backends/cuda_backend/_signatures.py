@@ -71,7 +71,8 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         # running statistics (one dtype for both) and weight/bias (one dtype for both)
         for r, w in product(_FLOATS, _FLOATS):
             r1, w1 = _a(r, 1), _a(w, 1)
-            rows.append((bn._fold_kernel, (x3, p3, r1, r1, w1, w1, i64, f64, f64, p)))
+            fold = (x3, p3, r1, r1, w1, w1, i64, f64, f64, p, _a("int64", 1))
+            rows.append((bn._fold_kernel, fold))
         # weight and bias each float32 or float64 (an absent one takes the other's dtype)
         for w, b in product(_FLOATS, _FLOATS):
             fwd = (x2, _a(w, 1), _a(b, 1), b1, b1, f64, x2, v, v)
