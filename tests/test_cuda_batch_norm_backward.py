@@ -148,8 +148,10 @@ def test_whole_backward_is_deterministic(rng):
         assert host(a).tobytes() == host(b).tobytes()
 
 
-def test_whole_backward_of_no_positions_gives_zero_gradients():
-    shape = (0, 3, 2)
+@pytest.mark.parametrize("shape", [(0, 3, 2), (2, 3, 0)], ids=str)
+def test_no_positions_give_zero_gradients_and_nan_statistics(shape):
+    """No sample or no position per sample: nothing is launched over the data, the sums are
+    zero (gradients) and the statistics NaN, as in the reference."""
     empty = np.zeros(shape, np.float32)
     got, dw, db = cb.batch_norm_backward(
         dev(empty), dev(empty), dev(np.zeros(3)), dev(np.ones(3)), dev(np.ones(3)), True,
@@ -157,11 +159,17 @@ def test_whole_backward_of_no_positions_gives_zero_gradients():
     )  # fmt: skip
     assert host(got).shape == shape
     assert host(dw).tolist() == [0.0] * 3 and host(db).tolist() == [0.0] * 3
+    sums = cb.channel_backward_reduce(dev(empty), dev(empty), dev(np.zeros(3)))
+    assert [host(v).tolist() for v in sums] == [[0.0] * 3] * 2
+    assert all(np.isnan(host(v)).all() for v in cb.channel_moments(dev(empty)))
+
+
+def test_whole_backward_of_no_channels():
     got, dw, db = cb.batch_norm_backward(
         *(dev(np.zeros((2, 0, 1))) for _ in range(2)), dev(np.zeros(0)), dev(np.zeros(0)),
         dev(np.zeros(0)), True, cb.empty((2, 0, 1), np.float64),
     )  # fmt: skip
-    assert host(dw).shape == (0,) and host(db).shape == (0,)
+    assert host(got).shape == (2, 0, 1) and host(dw).shape == (0,) and host(db).shape == (0,)
 
 
 @pytest.mark.parametrize(

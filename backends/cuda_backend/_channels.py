@@ -199,19 +199,13 @@ def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> Any:
     Returns
     -------
     float64 device array of shape (2, blocks, C)
+        No rows (nothing launched) when there are no positions: the sums are 0.
     """
     n, channels, length = x.shape
+    if n * length == 0:
+        return partials(x, 0, channels)
     grid, block = partial_geometry(n, channels, length)
     p = partials(x, grid[1], channels)
-    launch(
-        _partials_kernel,
-        grid,
-        block,
-        s,
-        kernel_in(dy),
-        kernel_in(x),
-        kernel_in(mean),
-        backward,
-        p,
-    )
+    args = (kernel_in(dy), kernel_in(x), kernel_in(mean), backward, p)
+    launch(_partials_kernel, grid, block, s, *args)
     return p
