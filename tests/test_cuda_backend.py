@@ -210,15 +210,35 @@ def test_batch_norm_forward_fused_matches_reference(running, mode, wdt, bdt, rng
         assert update or np.array_equal(host(d["rm"]), vec["rm"])
 
 
+@pytest.mark.parametrize("mode", ["train", "batch-only", "eval"])
+def test_batch_norm_forward_counts_batches_in_the_kernel(mode, rng):
+    """``counter`` (a layer's 0-d num_batches_tracked) goes up by one only when the running
+    statistics are updated, and the fallback for float16 vectors passes it on."""
+    x = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    for dtype in (np.float32, np.float16):
+        rm, rv = dev(np.zeros(3, dtype)), dev(np.ones(3, dtype))
+        counter = dev(np.array(5, np.int64).copy())
+        use_batch, update = mode != "eval", mode == "train"
+        out = cb.empty(x.shape, np.float32)
+        args = (rm, rv, None, None, use_batch, update, 0.1, 1e-5, out)
+        cb.batch_norm_forward(dev(x), *args, counter)
+        assert host(counter).shape == () and int(host(counter)) == (6 if update else 5)
+
+
 def test_batch_norm_layer_path_runs_no_host_vector_math(rng, monkeypatch):
-    """A BatchNorm1d training forward on the backend is the fused kernel: the unfused
-    fallback (host-side vector arithmetic) never runs for the layer's own float32 state."""
+    """A BatchNorm1d training forward on the backend is the fused kernels on the layer's own
+    float32 state: no float64 copies of its vectors (the fallback for float16 or mixed
+    vectors calls the whole-layer function again on copies)."""
     from normdrop.backends.cuda_backend import _batchnorm
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the unfused fallback ran")
+    calls = []
+    real = _batchnorm.batch_norm_forward
 
-    monkeypatch.setattr(_batchnorm, "_batch_norm_forward_unfused", forbidden)
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(_batchnorm, "batch_norm_forward", counting)
     layer = normdrop.BatchNorm1d(3).to("cuda")
     cpu = normdrop.BatchNorm1d(3, backend="numpy")
     x = rng.standard_normal((6, 3)).astype(np.float32)
@@ -229,6 +249,7 @@ def test_batch_norm_layer_path_runs_no_host_vector_math(rng, monkeypatch):
     layer.eval()
     cpu.eval()
     np.testing.assert_allclose(host(layer(dev(x))), cpu(x), rtol=1e-5, atol=1e-6)
+    assert len(calls) == 2
 
 
 # ----------------------------------------------------------------------------- layer norm
@@ -260,6 +281,28 @@ def test_row_kernels_match_reference(shape, affine, rng):
                 assert_close(g, e)
             else:
                 assert g is None and e is None
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3, 33)], ids=str)  # registers / memory partials
+@pytest.mark.parametrize("wdt", [np.float32, np.float64], ids=str)
+def test_layer_norm_backward_accumulates_into_given_gradient_buffers(shape, wdt, rng):
+    """``accumulate=(dweight, dbias)``: the column sums are added to a layer's buffers, in
+    their dtype, and those are returned."""
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    w = (rng.standard_normal(shape[1]) + 1).astype(wdt)
+    mean_r, var_r = ref.row_moments(x)
+    rstd_r = 1.0 / np.sqrt(var_r + 1e-5)
+    _, dw_r, db_r = ref.layer_norm_backward(
+        dy, x, mean_r, rstd_r, w.astype(np.float64), np.empty(shape), True
+    )
+    held = [rng.standard_normal(shape[1]).astype(wdt) for _ in range(2)]
+    buffers = tuple(dev(h.copy()) for h in held)  # the simulator's arrays are NumPy's
+    args = (dev(dy), dev(x), dev(mean_r), dev(rstd_r), dev(w), cb.empty(shape, x.dtype), True)
+    _, dw, db = cb.layer_norm_backward(*args, accumulate=buffers)
+    assert dw is buffers[0] and db is buffers[1]
+    tol = 1e-6 if wdt == np.float32 else TOL
+    assert_close(dw, held[0] + dw_r, tol)
+    assert_close(db, held[1] + db_r, tol)
 
 
 def test_layer_norm_in_place(rng):
