@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SLOW_BACKENDS, host, param_ok, vec
+from conftest import SLOW_BACKENDS, host, param_ok, tol, vec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,11 +13,6 @@ from normdrop import functional as F
 
 GOLDEN_X = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 0.0]])
 GOLDEN_Y = np.array([[-1.0690415315, -0.2672603829, 1.3363019143], [0.0, 0.0, 0.0]])
-
-
-def _tol(dtype):
-    return {"rtol": 1e-9, "atol": 1e-10} if np.dtype(dtype) == np.float64 else {
-        "rtol": 2e-5, "atol": 2e-5}
 
 
 def ln_formula(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -74,7 +69,7 @@ def test_multi_dim_vs_formula(backend, rng, normalized_shape, dtype):
     assert backend.accepts(y)
     assert y.shape == x.shape and np.dtype(y.dtype) == dtype
     expected = ln_formula(x, normalized_shape, w.astype(dtype), b.astype(dtype))
-    np.testing.assert_allclose(backend.to_numpy(y), expected, **_tol(dtype))
+    np.testing.assert_allclose(backend.to_numpy(y), expected, **tol(dtype))
 
 
 def test_bias_false(backend, rng):
@@ -86,7 +81,7 @@ def test_bias_false(backend, rng):
     ln.load_state_dict({"weight": w})
     x = rng.standard_normal((4, 3))
     y = backend.to_numpy(ln(backend.asarray(x)))
-    np.testing.assert_allclose(y, ln_formula(x, (3,), w), **_tol(np.float64))
+    np.testing.assert_allclose(y, ln_formula(x, (3,), w), **tol(np.float64))
     ln.backward(backend.asarray(rng.standard_normal((4, 3))))
     assert list(ln.grads) == ["weight"]
 
@@ -98,7 +93,7 @@ def test_elementwise_affine_false(backend, rng):
     assert list(ln.parameters()) == []
     x = rng.standard_normal((4, 2, 3))
     y = backend.to_numpy(ln(backend.asarray(x)))
-    np.testing.assert_allclose(y, ln_formula(x, (2, 3)), **_tol(np.float64))
+    np.testing.assert_allclose(y, ln_formula(x, (2, 3)), **tol(np.float64))
     ln.backward(backend.asarray(rng.standard_normal((4, 2, 3))))
     assert ln.grads == {}
     # bias=True is irrelevant without elementwise affine
@@ -123,7 +118,7 @@ def test_any_leading_rank(backend, rng, normalized_shape, shape):
     y = ln(backend.asarray(x))
     assert y.shape == shape
     np.testing.assert_allclose(backend.to_numpy(y), ln_formula(x, normalized_shape),
-                               **_tol(np.float64))
+                               **tol(np.float64))
     y, mean, rstd = F.layer_norm(backend.asarray(x), normalized_shape, backend=backend,
                                  return_stats=True)
     lead = shape[: len(shape) - len(normalized_shape)]
@@ -185,17 +180,17 @@ def test_out_argument(backend, rng):
     out = backend.asarray(np.empty_like(x))
     y = F.layer_norm(backend.asarray(x), (2, 3), out=out, backend=backend)
     assert y is out
-    np.testing.assert_allclose(backend.to_numpy(out), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(out), expected, **tol(np.float64))
     xb = backend.asarray(x.copy())
     y = F.layer_norm(xb, (2, 3), out=xb, backend=backend)
     assert y is xb
-    np.testing.assert_allclose(backend.to_numpy(xb), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(xb), expected, **tol(np.float64))
     # non-contiguous input and output
     xt = np.asfortranarray(x)
     out = backend.asarray(np.zeros((3, 2, 4)).T)
     y = F.layer_norm(backend.asarray(xt), (2, 3), out=out, backend=backend)
     assert y is out
-    np.testing.assert_allclose(backend.to_numpy(out), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(out), expected, **tol(np.float64))
 
 
 def test_hypothesis_vs_reference(backend, reference):
@@ -239,12 +234,12 @@ def test_hypothesis_vs_reference(backend, reference):
                                           backend=be, return_stats=True)
             results[-1] += [be.to_numpy(yf), host(be, mean), host(be, rstd)]
         ours, ref = results
-        tol = _tol(dtype)
+        tols = tol(dtype)
         rel = 1e-7 if dtype == np.float64 else 1e-4
         for a, r in zip(ours, ref, strict=True):
             assert a.shape == r.shape and a.dtype == r.dtype
             bound = max(1.0, float(np.abs(r).max()))
-            np.testing.assert_allclose(a, r, rtol=max(rel, tol["rtol"]), atol=tol["atol"] * bound)
+            np.testing.assert_allclose(a, r, rtol=max(rel, tols["rtol"]), atol=tols["atol"] * bound)
 
     check()
 
@@ -267,10 +262,10 @@ def test_large_vs_reference(backend, reference, shape, dtype):
         y = be.to_numpy(ln(be.asarray(x)))
         dx = be.to_numpy(ln.backward(be.asarray(g)))
         results.append([y, dx, *(host(be, v) for v in ln.grads.values())])
-    tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    tols = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
     for a, r in zip(*results, strict=True):
         bound = max(1.0, float(np.abs(r).max()))
-        np.testing.assert_allclose(a, r, rtol=tol["rtol"], atol=tol["atol"] * bound)
+        np.testing.assert_allclose(a, r, rtol=tols["rtol"], atol=tols["atol"] * bound)
 
 
 def test_float64_huge_mean_needs_stable_statistics(backend):

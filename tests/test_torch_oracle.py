@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import host
+from conftest import host, tol
 
 import normdrop
 from normdrop import functional as F
@@ -13,10 +13,6 @@ torch = pytest.importorskip("torch")
 
 DTYPES = [np.float32, np.float64]
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
-
-
-def _tol(dtype):
-    return {"rtol": 1e-10, "atol": 1e-10} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-5}
 
 
 def _t(a):
@@ -55,17 +51,17 @@ def test_batchnorm_matches_torch(backend, rng, dtype, shape, momentum, affine, t
         ty.backward(_t(g))
         y = bn(backend.asarray(x))
         dx = bn.backward(backend.asarray(g))
-        np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **_tol(dtype))
-        np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **_tol(dtype))
+        np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **tol(dtype, "torch"))
+        np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **tol(dtype, "torch"))
         for k, v in tbn.state_dict().items():
             ours = bn.state_dict()[k]
             assert ours.dtype == v.numpy().dtype, k
-            np.testing.assert_allclose(ours, v.numpy(), **_tol(dtype), err_msg=k)
+            np.testing.assert_allclose(ours, v.numpy(), **tol(dtype, "torch"), err_msg=k)
         if affine:  # gradients accumulate in both
             np.testing.assert_allclose(host(backend, bn.grads["weight"]), tbn.weight.grad.numpy(),
-                                       **_tol(dtype))
+                                       **tol(dtype, "torch"))
             np.testing.assert_allclose(host(backend, bn.grads["bias"]), tbn.bias.grad.numpy(),
-                                       **_tol(dtype))
+                                       **tol(dtype, "torch"))
     tbn.eval()
     bn.eval()
     x = rng.standard_normal(shape).astype(dtype)
@@ -74,12 +70,12 @@ def test_batchnorm_matches_torch(backend, rng, dtype, shape, momentum, affine, t
     ty = tbn(tx)
     ty.backward(_t(g))
     np.testing.assert_allclose(backend.to_numpy(bn(backend.asarray(x))), ty.detach().numpy(),
-                               **_tol(dtype))
+                               **tol(dtype, "torch"))
     np.testing.assert_allclose(backend.to_numpy(bn.backward(backend.asarray(g))),
-                               tx.grad.numpy(), **_tol(dtype))
+                               tx.grad.numpy(), **tol(dtype, "torch"))
     if affine:
         np.testing.assert_allclose(host(backend, bn.grads["weight"]), tbn.weight.grad.numpy(),
-                                   **_tol(dtype))
+                                   **tol(dtype, "torch"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -92,12 +88,12 @@ def test_functional_batch_norm_matches_torch(rng, dtype):
                                               momentum=0.3, eps=1e-3)
     ours_rm, ours_rv = rm.copy(), rv.copy()
     y = F.batch_norm(x, ours_rm, ours_rv, w, b, training=True, momentum=0.3, eps=1e-3)
-    np.testing.assert_allclose(y, expected.numpy(), **_tol(dtype))
-    np.testing.assert_allclose(ours_rm, trm.numpy(), **_tol(dtype))
-    np.testing.assert_allclose(ours_rv, trv.numpy(), **_tol(dtype))
+    np.testing.assert_allclose(y, expected.numpy(), **tol(dtype, "torch"))
+    np.testing.assert_allclose(ours_rm, trm.numpy(), **tol(dtype, "torch"))
+    np.testing.assert_allclose(ours_rv, trv.numpy(), **tol(dtype, "torch"))
     expected = torch.nn.functional.batch_norm(_t(x), trm, trv, _t(w), _t(b), training=False)
     y = F.batch_norm(x, ours_rm, ours_rv, w, b, training=False)
-    np.testing.assert_allclose(y, expected.numpy(), **_tol(dtype))
+    np.testing.assert_allclose(y, expected.numpy(), **tol(dtype, "torch"))
 
 
 # ----------------------------------------------------------------------------- LayerNorm
@@ -120,11 +116,11 @@ def test_layernorm_matches_torch(backend, rng, dtype, normalized_shape, shape, a
     ty.backward(_t(g))
     y = ln(backend.asarray(x))
     dx = ln.backward(backend.asarray(g))
-    np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **_tol(dtype))
-    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **_tol(dtype))
+    np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **tol(dtype, "torch"))
+    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **tol(dtype, "torch"))
     for name, param in tln.named_parameters():
         np.testing.assert_allclose(host(backend, ln.grads[name]), param.grad.numpy(),
-                                   **_tol(dtype), err_msg=name)
+                                   **tol(dtype, "torch"), err_msg=name)
 
 
 # ----------------------------------------------------------------------------- state dicts
