@@ -230,23 +230,28 @@ def be_empty(be, like):
 )
 @pytest.mark.parametrize("mode", ["train", "train-untracked", "eval"])
 @pytest.mark.parametrize(
-    ("wdt", "rdt"),
+    ("wdt", "bdt", "rdt"),
     [
-        (None, np.float64),
-        (np.float32, np.float32),
-        (np.float64, np.float32),
-        (np.float16, np.float16),
+        (None, None, np.float64),
+        (np.float32, np.float32, np.float32),
+        (np.float64, None, np.float32),
+        (None, np.float32, np.float64),
+        (np.float32, np.float64, np.float32),
+        (np.float16, np.float16, np.float32),
+        (np.float16, np.float16, np.float16),
     ],
+    ids=lambda t: "none" if t is None else np.dtype(t).name,
 )
-def test_batch_norm_forward(name, shape, dtype, mode, wdt, rdt):
+def test_batch_norm_forward(name, shape, dtype, mode, wdt, bdt, rdt):
     """The optional whole-layer kernel, on the backends that have it: output, statistics
-    and the in-place running update (in the running statistics' own dtype)."""
+    (float64) and the in-place running update (in the running statistics' own dtype), for
+    weight, bias and running statistics of any float dtype, each possibly None."""
     be = normdrop.get_backend(name)
     c = shape[1]
     rng = np.random.default_rng(3)
     x = data(shape, dtype)
     w = None if wdt is None else (rng.random(c) + 0.5).astype(wdt)
-    b = None if wdt is None else rng.standard_normal(c).astype(wdt)
+    b = None if bdt is None else rng.standard_normal(c).astype(bdt)
     tracked = mode != "train-untracked"
     rm = rng.standard_normal(c).astype(rdt) if tracked else None
     rv = (rng.random(c) + 0.5).astype(rdt) if tracked else None
@@ -281,7 +286,8 @@ def test_batch_norm_forward(name, shape, dtype, mode, wdt, rdt):
         1e-5,
         be.empty(shape, x.dtype),
     )
-    low = np.float16 in (wdt, rdt)
+    assert be.to_numpy(mean).dtype == np.float64 == be.to_numpy(rstd).dtype
+    low = np.float16 in (wdt, bdt, rdt)
     close(be, out, expected[0], **tol(np.float16 if low else dtype, "formula"))
     close(be, mean, expected[1], **tol(np.float64, "formula"))
     close(be, rstd, expected[2], **tol(np.float64, "formula"))
