@@ -129,8 +129,8 @@ def _forward_rows(x, w, b, eps, out, mean, rstd, t, per):
     r0 = t * per
     r1 = min(rows, r0 + per)
     if d > SHORT_ROW:
-        # float64 parameters once per task: converting them per element would cost
-        # the long rows' output pass 10%
+        # float64 parameters once per task: converting them per element would slow
+        # the long rows' output pass
         w64 = _ones(d, w)
         b64 = _zeros(d, b)
         for r in range(r0, r1):

@@ -29,9 +29,9 @@ from .jit import TASK_SIZE, kernel, serial_jit
 
 __all__ = ["channel_moments", "channel_sums"]
 
-#: Rows at least this long are reduced along ``L`` (see the module docstring).
-#: Measured (serial moments, float32, 8M values, per-column vs per-row layout):
-#: L = 16: 2.8 vs 13 ms, L = 32: 2.6 vs 5.5 ms, L = 64: 4.2 vs 3.3 ms.
+#: Rows at least this long are reduced along ``L`` (see the module docstring): the
+#: per-row layout overtakes the per-column one between L = 32 and L = 64 (the
+#: measurements are in docs/benchmarks.md, "Kernel tuning").
 LONG_ROW = 64
 #: Narrowest inner loop of the short-row layout.
 MIN_WIDTH = 64
