@@ -226,8 +226,9 @@ def test_num_batches_tracked_counts_training_calls_only(backend, rng):
 
 def test_reset_running_stats_and_parameters(backend, rng):
     bn = normdrop.BatchNorm1d(3, backend=backend.name)
-    bn.load_state_dict({"weight": rng.standard_normal(3), "bias": rng.standard_normal(3)},
-                       strict=False)
+    bn.load_state_dict(
+        {"weight": rng.standard_normal(3), "bias": rng.standard_normal(3)}, strict=False
+    )
     bn(backend.asarray(rng.standard_normal((4, 3)).astype(np.float32) + 3))
     w_before = host(backend, bn.weight).copy()
     bn.reset_running_stats()
@@ -327,17 +328,31 @@ def test_hypothesis_vs_reference(backend, reference, kind):
             rv0 = gen.random(c) + 0.5 if track else None
             results = []
             for be in (backend, reference):
+
                 def put(a, be=be):
                     return vec(be, a)
+
                 rm, rv = put(rm0), put(rv0)
                 y, mean, rstd = F.batch_norm(
-                    be.asarray(x), rm, rv, put(w), put(b), training=training,
-                    momentum=0.1 if momentum is None else momentum, backend=be, return_stats=True,
+                    be.asarray(x),
+                    rm,
+                    rv,
+                    put(w),
+                    put(b),
+                    training=training,
+                    momentum=0.1 if momentum is None else momentum,
+                    backend=be,
+                    return_stats=True,
                 )
                 assert be.accepts(y)
                 dx, dw, db = F.batch_norm_backward(
-                    be.asarray(g), be.asarray(x), mean, rstd, put(w),
-                    training=training or not track, backend=be,
+                    be.asarray(g),
+                    be.asarray(x),
+                    mean,
+                    rstd,
+                    put(w),
+                    training=training or not track,
+                    backend=be,
                 )
                 assert be.accepts(dx)
                 results.append([host(be, a) for a in (y, rm, rv, mean, rstd, dx, dw, db)])
@@ -345,7 +360,11 @@ def test_hypothesis_vs_reference(backend, reference, kind):
             results = []
             for be in (backend, reference):
                 bn = normdrop.BatchNorm1d(
-                    c, momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype,
+                    c,
+                    momentum=momentum,
+                    affine=affine,
+                    track_running_stats=track,
+                    dtype=dtype,
                     backend=be.name,
                 )
                 if affine:
@@ -377,8 +396,9 @@ def test_hypothesis_vs_reference(backend, reference, kind):
                 np.testing.assert_array_equal(a, r)
             else:
                 bound = max(1.0, float(np.abs(r).max()) if r.size else 1.0)
-                np.testing.assert_allclose(a, r, rtol=max(tols["rtol"], rel),
-                                           atol=tols["atol"] * bound)
+                np.testing.assert_allclose(
+                    a, r, rtol=max(tols["rtol"], rel), atol=tols["atol"] * bound
+                )
 
     check()
 
@@ -435,8 +455,9 @@ def test_non_contiguous_inputs(backend, rng):
 
 def test_return_stats(backend, rng):
     x = rng.standard_normal((4, 3, 2))
-    y, mean, rstd = F.batch_norm(backend.asarray(x), training=True, backend=backend,
-                                 return_stats=True)
+    y, mean, rstd = F.batch_norm(
+        backend.asarray(x), training=True, backend=backend, return_stats=True
+    )
     m, v, _ = batch_stats(x)
     assert mean.shape == (3,) and rstd.shape == (3,)
     np.testing.assert_allclose(backend.to_numpy(mean), m, rtol=1e-12)
@@ -463,8 +484,9 @@ def test_large_vs_reference(backend, reference, shape, dtype):
         dx = be.to_numpy(bn.backward(be.asarray(g)))
         bn.eval()
         y_eval = be.to_numpy(bn(be.asarray(x)))
-        results.append([y, dx, y_eval, *bn.state_dict().values(),
-                        *(host(be, v) for v in bn.grads.values())])
+        results.append(
+            [y, dx, y_eval, *bn.state_dict().values(), *(host(be, v) for v in bn.grads.values())]
+        )
     tols = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
     for a, r in zip(*results, strict=True):
         bound = max(1.0, float(np.abs(r).max()))

@@ -134,9 +134,7 @@ def test_layer_masks_equal_reference(backend, reference, rng):
     ours = normdrop.Dropout(0.4, seed=77, backend=backend.name)
     ref = normdrop.Dropout(0.4, seed=77, backend=reference.name)
     for _ in range(3):
-        np.testing.assert_array_equal(
-            backend.to_numpy(ours(backend.asarray(x))), ref(x)
-        )
+        np.testing.assert_array_equal(backend.to_numpy(ours(backend.asarray(x))), ref(x))
 
 
 # ----------------------------------------------------------------------------- the keep rule
@@ -172,8 +170,9 @@ def test_scale_in_input_dtype(backend, rng, p, dtype):
     scale = torch_like_scale(p, dtype)
     np.testing.assert_array_equal(y[keep], x[keep] * scale)
     assert np.all(y[~keep] == 0)
-    ones = backend.to_numpy(F.dropout(backend.asarray(np.ones(64, dtype)), p, seed=1,
-                                      backend=backend))
+    ones = backend.to_numpy(
+        F.dropout(backend.asarray(np.ones(64, dtype)), p, seed=1, backend=backend)
+    )
     assert set(np.unique(ones).tolist()) <= {0.0, float(scale)}
 
 
@@ -330,8 +329,9 @@ def test_dropout_mask_api(backend):
     assert backend.to_numpy(F.dropout_mask((0,), 0.5, seed=0, backend=backend)).shape == (0,)
     assert backend.to_numpy(F.dropout_mask(np.int64(6), 0.5, seed=0, backend=backend)).shape == (6,)
     assert backend.to_numpy(F.dropout_mask((4,), 0.0, seed=0, backend=backend)).all()
-    y = backend.to_numpy(F.dropout(backend.asarray(np.ones((3, 4))), 0.5, seed=0, call=2,
-                                   backend=backend))
+    y = backend.to_numpy(
+        F.dropout(backend.asarray(np.ones((3, 4))), 0.5, seed=0, call=2, backend=backend)
+    )
     np.testing.assert_array_equal(
         y != 0, backend.to_numpy(F.dropout_mask((3, 4), 0.5, seed=0, call=2, backend=backend))
     )
@@ -364,8 +364,9 @@ def test_backward_bitmask_equals_regenerated(backend, rng, shape, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     p, seed, call = 0.35, 1234, 6
-    y, bitmask = F.dropout(backend.asarray(x), p, seed=seed, call=call, backend=backend,
-                           return_bitmask=True)
+    y, bitmask = F.dropout(
+        backend.asarray(x), p, seed=seed, call=call, backend=backend, return_bitmask=True
+    )
     keep = expected_mask(shape, p, seed, call)
     expected = np.where(keep, g * torch_like_scale(p, dtype), 0).astype(dtype)
     regen = F.dropout_backward(backend.asarray(g), p, seed=seed, call=call, backend=backend)
@@ -483,10 +484,12 @@ def test_large_vs_reference(backend, reference, shape):
     x = gen.standard_normal(shape).astype(np.float32)
     g = gen.standard_normal(shape).astype(np.float32)
     seed, call = 0xC0FFEE_1234_5678, 2**32 + 3
-    y, bitmask = F.dropout(backend.asarray(x), 0.3, seed=seed, call=call, backend=backend,
-                           return_bitmask=True)
-    ref_y, ref_bits = F.dropout(x, 0.3, seed=seed, call=call, backend=reference,
-                                return_bitmask=True)
+    y, bitmask = F.dropout(
+        backend.asarray(x), 0.3, seed=seed, call=call, backend=backend, return_bitmask=True
+    )
+    ref_y, ref_bits = F.dropout(
+        x, 0.3, seed=seed, call=call, backend=reference, return_bitmask=True
+    )
     np.testing.assert_array_equal(backend.to_numpy(y), ref_y)
     if bitmask is not None:
         np.testing.assert_array_equal(backend.to_numpy(bitmask), ref_bits)

@@ -117,16 +117,19 @@ def test_any_leading_rank(backend, rng, normalized_shape, shape):
     ln = normdrop.LayerNorm(normalized_shape, dtype="float64", backend=backend.name)
     y = ln(backend.asarray(x))
     assert y.shape == shape
-    np.testing.assert_allclose(backend.to_numpy(y), ln_formula(x, normalized_shape),
-                               **tol(np.float64))
-    y, mean, rstd = F.layer_norm(backend.asarray(x), normalized_shape, backend=backend,
-                                 return_stats=True)
+    np.testing.assert_allclose(
+        backend.to_numpy(y), ln_formula(x, normalized_shape), **tol(np.float64)
+    )
+    y, mean, rstd = F.layer_norm(
+        backend.asarray(x), normalized_shape, backend=backend, return_stats=True
+    )
     lead = shape[: len(shape) - len(normalized_shape)]
     assert mean.shape == lead and rstd.shape == lead
     axes = tuple(range(len(lead), len(shape)))
     np.testing.assert_allclose(host(backend, mean), x.mean(axis=axes), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(host(backend, rstd), 1 / np.sqrt(x.var(axis=axes) + 1e-5),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        host(backend, rstd), 1 / np.sqrt(x.var(axis=axes) + 1e-5), rtol=1e-12
+    )
     # backward works on every rank too
     dx = ln.backward(backend.asarray(np.ones(shape)))
     assert dx.shape == shape
@@ -218,20 +221,32 @@ def test_hypothesis_vs_reference(backend, reference):
         b = gen.standard_normal(normalized_shape)
         results = []
         for be in (backend, reference):
-            ln = normdrop.LayerNorm(normalized_shape, eps=eps, elementwise_affine=affine,
-                                    bias=bias, dtype=dtype, backend=be.name)
+            ln = normdrop.LayerNorm(
+                normalized_shape,
+                eps=eps,
+                elementwise_affine=affine,
+                bias=bias,
+                dtype=dtype,
+                backend=be.name,
+            )
             state = {"weight": w, "bias": b}
             ln.load_state_dict({k: v for k, v in state.items() if k in ln.state_dict()})
             y = ln(be.asarray(x))
             dx = ln.backward(be.asarray(g))
             assert be.accepts(y) and be.accepts(dx)
             assert y.shape == shape and np.dtype(y.dtype) == dtype
-            results.append([be.to_numpy(y), be.to_numpy(dx)]
-                           + [host(be, v) for v in ln.grads.values()])
-            yf, mean, rstd = F.layer_norm(be.asarray(x), normalized_shape,
-                                          vec(be, w) if affine else None,
-                                          vec(be, b) if affine and bias else None, eps,
-                                          backend=be, return_stats=True)
+            results.append(
+                [be.to_numpy(y), be.to_numpy(dx)] + [host(be, v) for v in ln.grads.values()]
+            )
+            yf, mean, rstd = F.layer_norm(
+                be.asarray(x),
+                normalized_shape,
+                vec(be, w) if affine else None,
+                vec(be, b) if affine and bias else None,
+                eps,
+                backend=be,
+                return_stats=True,
+            )
             results[-1] += [be.to_numpy(yf), host(be, mean), host(be, rstd)]
         ours, ref = results
         tols = tol(dtype)

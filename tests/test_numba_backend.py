@@ -157,6 +157,7 @@ def test_empty_inputs():
 
 # ----------------------------------------------------------------------------- dropout
 
+
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (8192, 24)], ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_functional_dropout_identical(rng, shape, dtype):
