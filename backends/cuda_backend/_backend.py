@@ -19,6 +19,10 @@ class CudaBackend:
     current stream and keep statistics on the device. Under the CUDA simulator
     (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run on NumPy arrays.
 
+    Besides the required members it offers the optional ``batch_norm_forward``,
+    ``dropout_add_layer_norm_forward`` and ``alloc_like``; ``row_moments`` and
+    ``philox_words`` are helpers beyond the protocol (the tests use them).
+
     Attributes
     ----------
     name : str
