@@ -166,7 +166,13 @@ def copy_into(out: np.ndarray, x: np.ndarray) -> None:
 
 
 class NumpyBackend:
-    """Reference implementation of :class:`normdrop.protocol.Backend` on NumPy arrays."""
+    """Reference implementation of :class:`normdrop.protocol.Backend` on NumPy arrays.
+
+    Besides the required members it offers the optional
+    ``dropout_add_layer_norm_forward``; ``row_moments`` and ``philox_words`` are helpers
+    beyond the protocol (its own kernels, the ``dask`` backend's blocks and the tests
+    use them).
+    """
 
     name = "numpy"
     device = "cpu"

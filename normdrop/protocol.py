@@ -1,8 +1,15 @@
 """The backend protocol: the one place that lists what a backend provides.
 
-A backend is any object with these attributes. Kernels are pure array-in,
-array-out functions: no validation and no state (the functional layer has done
-both). Shapes are already canonical when a kernel is called:
+A backend is any object with the members of :class:`Backend` (listed in
+:data:`REQUIRED_MEMBERS`); it may also offer the optional capabilities of
+:data:`OPTIONAL_MEMBERS` (the fused kernels of :class:`FusedKernels`,
+:class:`OutputAllocation`, and the :class:`BitmaskSupport` flag), which normdrop
+uses when present. :func:`normdrop.testing.check_backend` checks both against the
+``numpy`` reference backend.
+
+Kernels are pure array-in, array-out functions: no validation and no state (the
+functional layer has done both). Shapes are already canonical when a kernel is
+called:
 
 * BatchNorm data is a C-contiguous ``(N, C, L)`` array (``(N, C)`` arrives as
   ``(N, C, 1)``), per-channel vectors have length ``C``;
@@ -11,31 +18,75 @@ both). Shapes are already canonical when a kernel is called:
 
 Every kernel returns its output array(s): in-memory backends fill ``out`` and
 return it, backends of immutable arrays (Dask) ignore ``out`` and return a new
-array. Backends that cannot keep a packed bitmask set ``supports_bitmask = False``.
+array.
 
 Statistics, weights, biases, the BatchNorm affine coefficients and every other
 per-channel, per-feature or per-row vector are float64 (as are the gradients a
 kernel returns); element-wise arithmetic may run in float64 and rounds once to the
 data dtype. Data arrays are float32 or float64, and ``out`` has the data's dtype
-and shape (it may be the input itself). Dropout keeps element ``i`` when its Philox4x32-10 word is
-``>= threshold``; see :mod:`normdrop.random` for the counter layout. A packed
-bitmask holds element ``i`` in bit ``i % 8`` of byte ``i // 8``.
+and shape (it may be the input itself). Dropout keeps element ``i`` when its
+Philox4x32-10 word is ``>= threshold``; see :mod:`normdrop.random` for the counter
+layout. A packed bitmask holds element ``i`` in bit ``i % 8`` of byte ``i // 8``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
-Array = Any  # an array of the backend's kind (NumPy, CuPy, Dask, ...)
+__all__ = [
+    "OPTIONAL_MEMBERS",
+    "REQUIRED_MEMBERS",
+    "Array",
+    "ArrayLike",
+    "Backend",
+    "BitmaskSupport",
+    "FusedKernels",
+    "OutputAllocation",
+]
 
-__all__ = ["Array", "Backend"]
+
+@runtime_checkable
+class ArrayLike(Protocol):
+    """What normdrop needs of every array a backend computes on.
+
+    NumPy, CuPy and Dask arrays, numba device arrays and the like all have these
+    attributes; :func:`normdrop.testing.check_backend` checks that a backend's
+    kernels return such arrays.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+    ndim : int
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+
+    @property
+    def dtype(self) -> Any:
+        """The array's NumPy dtype."""
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+
+
+Array: TypeAlias = Any
+"""An array of a backend's kind: NumPy, CuPy, Dask, a numba device array, ...
+
+Every such array is an :class:`ArrayLike`. For the type checker it is ``Any``:
+the array libraries' operators and methods differ in their signatures, so no
+narrower static type admits all of them.
+"""
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """What every normdrop backend provides.
+    """What every normdrop backend provides: the required members.
 
     Attributes
     ----------
@@ -51,28 +102,90 @@ class Backend(Protocol):
 
     # ----- arrays ---------------------------------------------------------------
     def accepts(self, x: Any) -> bool:
-        """Cheaply tell whether ``x`` is an array this backend computes on (no imports)."""
+        """Tell cheaply whether ``x`` is an array this backend computes on.
+
+        Parameters
+        ----------
+        x : object
+            Anything a user passed as data.
+
+        Returns
+        -------
+        bool
+            Decided without importing anything (look at ``type(x).__module__``,
+            ``sys.modules`` or ``__cuda_array_interface__``).
+        """
 
     def asarray(self, x: Any, dtype: Any = None) -> Array:
-        """Return ``x`` as an array of this backend (host data is copied to its device)."""
+        """Return ``x`` as an array of this backend.
+
+        Parameters
+        ----------
+        x : array_like
+            Host data is copied to the backend's device.
+        dtype : numpy.dtype, optional
+            The dtype of the result; ``x``'s own by default.
+
+        Returns
+        -------
+        Array
+        """
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Array:
-        """Return an uninitialised array of this backend."""
+        """Return an uninitialised array of this backend.
+
+        Parameters
+        ----------
+        shape : tuple of int
+        dtype : numpy.dtype
+
+        Returns
+        -------
+        Array
+        """
 
     def to_numpy(self, x: Array) -> np.ndarray:
-        """Return ``x`` as a host NumPy array."""
+        """Return ``x`` as a host NumPy array (computed, for lazy arrays).
+
+        Parameters
+        ----------
+        x : Array
+
+        Returns
+        -------
+        numpy.ndarray
+        """
 
     def ascontiguous(self, x: Array) -> Array:
-        """Return ``x`` C-contiguous (the same object when it already is)."""
+        """Return ``x`` C-contiguous.
 
-    # ----- statistics -----------------------------------------------------------
+        Parameters
+        ----------
+        x : Array
+
+        Returns
+        -------
+        Array
+            ``x`` itself when it already is (or when the backend's blocks are made
+            contiguous later, as Dask's are).
+        """
+
+    # ----- BatchNorm ------------------------------------------------------------
     def channel_moments(self, x: Array) -> tuple[Array, Array]:
-        """Per-channel mean and biased variance (float64, length C) of ``(N, C, L)`` data."""
+        """Per-channel mean and biased variance of ``(N, C, L)`` data.
 
-    def row_moments(self, x: Array) -> tuple[Array, Array]:
-        """Per-row mean and biased variance (float64, length R) of ``(R, D)`` data."""
+        Parameters
+        ----------
+        x : Array
+            ``(N, C, L)`` data with ``N * L >= 1``.
 
-    # ----- forward transforms ---------------------------------------------------
+        Returns
+        -------
+        mean, var : Array
+            float64 vectors of length C, accumulated in float64 and never as
+            ``E[x^2] - E[x]^2`` (two passes, or Welford with Chan's merges).
+        """
+
     def channel_affine(
         self, x: Array, mean: Array, scale: Array, shift: Array, out: Array
     ) -> Array:
@@ -80,46 +193,81 @@ class Backend(Protocol):
 
         Subtracting the mean first (rather than folding it into ``shift``) keeps
         large-mean data accurate and makes a constant channel give ``shift`` exactly.
+
+        Parameters
+        ----------
+        x : Array
+            ``(N, C, L)`` data.
+        mean, scale, shift : Array
+            float64 vectors of length C.
+        out : Array
+            ``x``'s shape and dtype; may be ``x``.
+
+        Returns
+        -------
+        Array
+            ``out``, filled (or a new array, for backends of immutable arrays).
         """
 
-    def layer_norm_forward(
-        self, x: Array, weight: Array | None, bias: Array | None, eps: float, out: Array
-    ) -> tuple[Array, Array, Array]:
-        """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``.
-
-        ``weight`` and ``bias`` are vectors of length D of any float dtype (a layer
-        passes its own, float32 or float64), or ``None``; ``mean`` and ``rstd`` are
-        float64 of length R.
-        """
-
-    # Optional: a backend may also define a whole-layer kernel that the functional
-    # op uses when present, to save passes or per-call overhead:
-    #
-    #   batch_norm_forward(x, running_mean, running_var, weight, bias, use_batch,
-    #                      update, momentum, eps, out) -> (out, mean, rstd)
-    #
-    # (batch statistics when ``use_batch``, else the running ones; running
-    # statistics updated in place when ``update``; vectors of any float dtype or None).
-    #
-    #   dropout_add_layer_norm_forward(x, residual, weight, bias, eps, threshold, scale,
-    #                                  seed, call, out, r_out, bitmask, offset=0)
-    #       -> (out, r, mean, rstd)
-    #
-    # (``r = dropout(x) + residual`` into ``r_out`` and ``out = layer_norm(r)`` for
-    # ``(R, D)`` rows in one pass; ``residual`` may be None; ``threshold`` None means
-    # no dropout; the mask and ``offset`` as in ``dropout_forward``; ``r`` rounded to
-    # the data dtype after the dropout and after the add, as separate calls round it.
-    # Without it, :mod:`normdrop._fused` composes ``dropout_forward``, an add and
-    # ``layer_norm_forward``.)
-
-    # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Array, x: Array, mean: Array) -> tuple[Array, Array]:
-        """Per channel, float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in one pass."""
+        """Per channel, ``sum(dy)`` and ``sum((x - mean[c]) * dy)`` in one pass.
+
+        Parameters
+        ----------
+        dy, x : Array
+            ``(N, C, L)`` gradient and data.
+        mean : Array
+            float64 vector of length C.
+
+        Returns
+        -------
+        sum_dy, sum_dy_xmu : Array
+            float64 vectors of length C.
+        """
 
     def channel_backward_elemt(
         self, dy: Array, x: Array, mean: Array, a: Array, b: Array, c: Array, out: Array
     ) -> Array:
-        """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
+        """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``.
+
+        Parameters
+        ----------
+        dy, x : Array
+            ``(N, C, L)`` gradient and data.
+        mean, a, b, c : Array
+            float64 vectors of length C.
+        out : Array
+            ``x``'s shape and dtype; may be ``dy``.
+
+        Returns
+        -------
+        Array
+            ``out``, filled (or a new array).
+        """
+
+    # ----- LayerNorm ------------------------------------------------------------
+    def layer_norm_forward(
+        self, x: Array, weight: Array | None, bias: Array | None, eps: float, out: Array
+    ) -> tuple[Array, Array, Array]:
+        """Fused LayerNorm of ``(R, D)`` rows: ``(x - mean) * rstd * weight + bias``.
+
+        Parameters
+        ----------
+        x : Array
+            ``(R, D)`` rows.
+        weight, bias : Array or None
+            Vectors of length D of any float dtype (a layer passes its own, float32
+            or float64), or ``None`` for none.
+        eps : float
+            Added to the variance: ``rstd = 1 / sqrt(var + eps)``.
+        out : Array
+            ``x``'s shape and dtype; may be ``x``.
+
+        Returns
+        -------
+        out, mean, rstd : Array
+            ``out`` filled, and the float64 row statistics of length R.
+        """
 
     def layer_norm_backward(
         self,
@@ -131,16 +279,29 @@ class Backend(Protocol):
         out: Array,
         param_grads: bool,
     ) -> tuple[Array, Array | None, Array | None]:
-        """Write the input gradient of ``(R, D)`` rows into ``out``.
+        """The input gradient of LayerNorm over ``(R, D)`` rows, into ``out``.
 
-        Return ``(out, dweight, dbias)``: float64 gradients of length D when
-        ``param_grads``, else ``None``.
+        Parameters
+        ----------
+        dy, x : Array
+            ``(R, D)`` gradient and data.
+        mean, rstd : Array
+            float64 row statistics of length R, from :meth:`layer_norm_forward`.
+        weight : Array or None
+            Vector of length D, or ``None``.
+        out : Array
+            ``x``'s shape and dtype; may be ``dy``.
+        param_grads : bool
+            Whether to also return the weight and bias gradients.
+
+        Returns
+        -------
+        out, dweight, dbias : Array
+            ``out`` filled; ``dweight`` (``sum(dy * xhat)``) and ``dbias``
+            (``sum(dy)``), float64 of length D, when ``param_grads``, else ``None``.
         """
 
     # ----- dropout --------------------------------------------------------------
-    def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> Array:
-        """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
-
     def dropout_forward(
         self,
         x: Array,
@@ -152,15 +313,224 @@ class Backend(Protocol):
         bitmask: Array | None,
         offset: int = 0,
     ) -> Array:
-        """Write ``x * scale`` where kept and 0 elsewhere into ``out``; return ``out``.
+        """Inverted dropout: ``x * scale`` where kept, 0 elsewhere, into ``out``.
 
-        Element ``j`` of ``x`` (C order) is element ``offset + j`` of the whole array (a chunk
-        of a larger one). When ``bitmask`` (uint8, ``ceil(n / 8)`` bytes; only with
-        ``offset == 0``) is given, also pack the keep-mask into it.
+        Parameters
+        ----------
+        x : Array
+            Data of any shape, taken in C order.
+        threshold : int
+            Element ``j`` is kept when its Philox word is ``>= threshold``.
+        scale : numpy.floating
+            In ``x``'s dtype.
+        seed, call : int
+            The Philox key and the call counter (unsigned 64-bit).
+        out : Array
+            ``x``'s shape and dtype; may be ``x``.
+        bitmask : Array or None
+            uint8, ``ceil(x.size / 8)`` bytes: also pack the keep-mask into it
+            (only with ``offset == 0``, and only when :class:`BitmaskSupport`).
+        offset : int, optional
+            Element ``j`` of ``x`` is element ``offset + j`` of the whole array (a
+            chunk of a larger one).
+
+        Returns
+        -------
+        Array
+            ``out``, filled (or a new array).
         """
 
     def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> Array:
-        """The boolean keep-mask of ``n`` elements."""
+        """The boolean keep-mask of ``n`` elements: word ``>= threshold``.
+
+        Parameters
+        ----------
+        n : int
+        threshold, seed, call : int
+            As in :meth:`dropout_forward`.
+
+        Returns
+        -------
+        Array
+            bool, length ``n``.
+        """
 
     def dropout_apply_bitmask(self, dy: Array, bitmask: Array, scale: Any, out: Array) -> Array:
-        """Write ``dy * scale`` where the packed bitmask is set and 0 elsewhere into ``out``."""
+        """Write ``dy * scale`` where the packed bitmask is set and 0 elsewhere into ``out``.
+
+        Only called on backends whose ``supports_bitmask`` is not False.
+
+        Parameters
+        ----------
+        dy : Array
+            Gradient of any shape, taken in C order.
+        bitmask : Array
+            uint8 keep-mask packed by :meth:`dropout_forward`.
+        scale : numpy.floating
+            In ``dy``'s dtype.
+        out : Array
+            ``dy``'s shape and dtype; may be ``dy``.
+
+        Returns
+        -------
+        Array
+            ``out``, filled (or a new array).
+        """
+
+
+#: The members every backend must have (those of :class:`Backend`).
+REQUIRED_MEMBERS: tuple[str, ...] = (
+    "name",
+    "device",
+    "accepts",
+    "asarray",
+    "empty",
+    "to_numpy",
+    "ascontiguous",
+    "channel_moments",
+    "channel_affine",
+    "channel_backward_reduce",
+    "channel_backward_elemt",
+    "layer_norm_forward",
+    "layer_norm_backward",
+    "dropout_forward",
+    "dropout_mask",
+    "dropout_apply_bitmask",
+)
+
+
+class FusedKernels(Protocol):
+    """Optional whole-layer kernels, each used by the functional op when present.
+
+    A backend may define either or both where one call saves passes over memory
+    or per-call overhead; without them normdrop composes the op from the kernels
+    of :class:`Backend` (:mod:`normdrop._fused` for the dropout-add-LayerNorm).
+    """
+
+    def batch_norm_forward(
+        self,
+        x: Array,
+        running_mean: Array | None,
+        running_var: Array | None,
+        weight: Array | None,
+        bias: Array | None,
+        use_batch: bool,
+        update: bool,
+        momentum: float,
+        eps: float,
+        out: Array,
+    ) -> tuple[Array, Array, Array]:
+        """The whole BatchNorm forward of ``(N, C, L)`` data.
+
+        Parameters
+        ----------
+        x : Array
+            ``(N, C, L)`` data with ``N * L >= 2`` when ``use_batch``.
+        running_mean, running_var : Array or None
+            Vectors of length C of any float dtype, or ``None`` (not tracked).
+        weight, bias : Array or None
+            Vectors of length C of any float dtype, or ``None``.
+        use_batch : bool
+            Normalise with the batch statistics, else with the running ones.
+        update : bool
+            Update the running statistics in place: ``(1 - momentum) * running +
+            momentum * batch``, with the unbiased batch variance.
+        momentum, eps : float
+        out : Array
+            ``x``'s shape and dtype; may be ``x``.
+
+        Returns
+        -------
+        out, mean, rstd : Array
+            ``out`` filled, and the float64 statistics used (``rstd = 1 / sqrt(var + eps)``).
+        """
+
+    def dropout_add_layer_norm_forward(
+        self,
+        x: Array,
+        residual: Array | None,
+        weight: Array | None,
+        bias: Array | None,
+        eps: float,
+        threshold: int | None,
+        scale: Any,
+        seed: int | None,
+        call: int,
+        out: Array,
+        r_out: Array,
+        bitmask: Array | None,
+        offset: int = 0,
+    ) -> tuple[Array, Array, Array, Array]:
+        """``r = dropout(x) + residual`` and ``out = layer_norm(r)`` of ``(R, D)`` rows.
+
+        ``r`` is rounded to the data dtype after the dropout and after the add, as
+        separate calls round it.
+
+        Parameters
+        ----------
+        x : Array
+            ``(R, D)`` rows.
+        residual : Array or None
+            ``x``'s shape and dtype, or ``None`` for none.
+        weight, bias, eps
+            As in :meth:`Backend.layer_norm_forward`.
+        threshold : int or None
+            ``None``: no dropout.
+        scale, seed, call, bitmask, offset
+            As in :meth:`Backend.dropout_forward`.
+        out, r_out : Array
+            ``x``'s shape and dtype: receive ``y`` and ``r``.
+
+        Returns
+        -------
+        out, r_out, mean, rstd : Array
+            ``y``, ``r``, and the float64 statistics of ``r``'s rows.
+        """
+
+
+class OutputAllocation(Protocol):
+    """Optional: allocate outputs of the input's own array type.
+
+    For a backend that accepts several array types (the ``cuda`` backend takes
+    CuPy arrays and numba device arrays): outputs of a non-NumPy input are
+    allocated with it, so a numba device array in gives one out.
+    """
+
+    def alloc_like(self, x: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+        """An uninitialised array of ``x``'s type, on ``x``'s device.
+
+        Parameters
+        ----------
+        x : Array
+            An array this backend accepts.
+        shape : tuple of int
+        dtype : numpy.dtype
+
+        Returns
+        -------
+        Array
+        """
+
+
+class BitmaskSupport(Protocol):
+    """Optional flag: whether dropout keeps a packed bitmask for the backward pass.
+
+    Attributes
+    ----------
+    supports_bitmask : bool
+        True when absent. A backend that cannot keep one (Dask: lazy arrays) sets it
+        False; normdrop then regenerates the mask from ``(seed, call)`` for the
+        backward pass, and never passes a ``bitmask`` or calls
+        :meth:`Backend.dropout_apply_bitmask`.
+    """
+
+    supports_bitmask: bool
+
+
+#: The optional members, each with the protocol that declares it.
+OPTIONAL_MEMBERS: dict[str, type] = {
+    "batch_norm_forward": FusedKernels,
+    "dropout_add_layer_norm_forward": FusedKernels,
+    "alloc_like": OutputAllocation,
+    "supports_bitmask": BitmaskSupport,
+}

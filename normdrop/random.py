@@ -30,7 +30,11 @@ import numpy as np
 
 from normdrop import _validation
 
-__all__ = ["draw_seed", "dropout_threshold", "manual_seed"]
+__all__ = ["PHILOX_MULTIPLIERS", "PHILOX_WEYL", "draw_seed", "dropout_threshold", "manual_seed"]
+
+#: Philox4x32's round multipliers ``(M0, M1)`` and key increments (Weyl constants ``(W0, W1)``).
+PHILOX_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
 
 _lock = threading.Lock()
 _seed_sequence = np.random.SeedSequence()

@@ -71,7 +71,8 @@ def _cuda_header() -> str:
 SLOW_BACKENDS = {"cuda"}
 
 
-def _backend_params():
+def backend_params():
+    """One ``pytest.param`` per registered backend name; unavailable ones skip with the reason."""
     params = []
     for name in normdrop.registered_backends():
         try:
@@ -83,10 +84,29 @@ def _backend_params():
     return params
 
 
-@pytest.fixture(params=_backend_params())
+@pytest.fixture(params=backend_params())
 def backend(request):
     """Every registered backend; unavailable ones skip with the reason."""
     return normdrop.get_backend(request.param)
+
+
+#: ``(rtol, atol)`` by oracle, for float64 and float32 results.
+_TOLERANCES = {
+    # the numpy reference backend: the same float64 arithmetic, in another order
+    "reference": {np.float64: (1e-12, 1e-12), np.float32: (2e-6, 2e-6), np.float16: (1e-3, 1e-3)},
+    # a float64 formula written out in the test
+    "formula": {np.float64: (1e-9, 1e-10), np.float32: (2e-5, 2e-5), np.float16: (1e-3, 1e-3)},
+    # PyTorch's own kernels
+    "torch": {np.float64: (1e-10, 1e-10), np.float32: (1e-5, 1e-5), np.float16: (1e-3, 1e-3)},
+}
+
+
+def tol(dtype, oracle="formula", factor=1.0):
+    """``assert_allclose`` keywords for results of ``dtype`` compared with ``oracle``
+    (``"reference"``, ``"formula"`` or ``"torch"``), loosened by ``factor`` for results
+    that go through more rounding steps (gradients)."""
+    rtol, atol = _TOLERANCES[oracle][np.dtype(dtype).type]
+    return {"rtol": rtol * factor, "atol": atol * factor}
 
 
 @pytest.fixture

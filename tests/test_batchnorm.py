@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SLOW_BACKENDS, host, param_ok, to_numpy, vec
+from conftest import SLOW_BACKENDS, host, param_ok, to_numpy, tol, vec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,11 +18,6 @@ Y_TRAIN = np.array(
 Y_EVAL = np.array(
     [[0.6139382522, 1.1858504168], [2.3680475443, 4.3481181949], [4.1221568363, 5.1386851394]]
 )
-
-
-def _tol(dtype):
-    return {"rtol": 1e-9, "atol": 1e-10} if np.dtype(dtype) == np.float64 else {
-        "rtol": 2e-5, "atol": 2e-5}
 
 
 def bn_formula(x, mean, var, weight=None, bias=None, eps=1e-5):
@@ -156,12 +151,12 @@ def test_train_vs_eval(backend, rng):
     bn = normdrop.BatchNorm1d(3, dtype="float64", backend=backend.name)
     y_train = backend.to_numpy(bn(backend.asarray(x)))
     mean, var, _ = batch_stats(x)
-    np.testing.assert_allclose(y_train, bn_formula(x, mean, var), **_tol(np.float64))
+    np.testing.assert_allclose(y_train, bn_formula(x, mean, var), **tol(np.float64))
     state = bn.state_dict()
     bn.eval()
     y_eval = backend.to_numpy(bn(backend.asarray(x)))
     np.testing.assert_allclose(
-        y_eval, bn_formula(x, state["running_mean"], state["running_var"]), **_tol(np.float64)
+        y_eval, bn_formula(x, state["running_mean"], state["running_var"]), **tol(np.float64)
     )
     for k, v in bn.state_dict().items():
         np.testing.assert_array_equal(v, state[k])
@@ -175,7 +170,7 @@ def test_not_tracking_uses_batch_stats(backend, rng, training):
     bn.train(training)
     y = backend.to_numpy(bn(backend.asarray(x)))
     mean, var, _ = batch_stats(x)
-    np.testing.assert_allclose(y, bn_formula(x, mean, var), **_tol(np.float64))
+    np.testing.assert_allclose(y, bn_formula(x, mean, var), **tol(np.float64))
     assert list(bn.state_dict()) == ["weight", "bias"]
 
 
@@ -184,7 +179,7 @@ def test_affine_false(backend, rng):
     bn = normdrop.BatchNorm1d(3, affine=False, dtype="float64", backend=backend.name)
     y = backend.to_numpy(bn(backend.asarray(x)))
     mean, var, _ = batch_stats(x)
-    np.testing.assert_allclose(y, bn_formula(x, mean, var), **_tol(np.float64))
+    np.testing.assert_allclose(y, bn_formula(x, mean, var), **tol(np.float64))
     assert list(bn.state_dict()) == ["running_mean", "running_var", "num_batches_tracked"]
 
 
@@ -201,7 +196,7 @@ def test_affine_shapes_vs_formula(backend, rng, shape, dtype):
     assert y.shape == shape and np.dtype(y.dtype) == dtype
     mean, var, _ = batch_stats(x)
     expected = bn_formula(x, mean, var, w.astype(dtype), b.astype(dtype))
-    np.testing.assert_allclose(backend.to_numpy(y), expected, **_tol(dtype))
+    np.testing.assert_allclose(backend.to_numpy(y), expected, **tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -231,8 +226,9 @@ def test_num_batches_tracked_counts_training_calls_only(backend, rng):
 
 def test_reset_running_stats_and_parameters(backend, rng):
     bn = normdrop.BatchNorm1d(3, backend=backend.name)
-    bn.load_state_dict({"weight": rng.standard_normal(3), "bias": rng.standard_normal(3)},
-                       strict=False)
+    bn.load_state_dict(
+        {"weight": rng.standard_normal(3), "bias": rng.standard_normal(3)}, strict=False
+    )
     bn(backend.asarray(rng.standard_normal((4, 3)).astype(np.float32) + 3))
     w_before = host(backend, bn.weight).copy()
     bn.reset_running_stats()
@@ -332,17 +328,31 @@ def test_hypothesis_vs_reference(backend, reference, kind):
             rv0 = gen.random(c) + 0.5 if track else None
             results = []
             for be in (backend, reference):
+
                 def put(a, be=be):
                     return vec(be, a)
+
                 rm, rv = put(rm0), put(rv0)
                 y, mean, rstd = F.batch_norm(
-                    be.asarray(x), rm, rv, put(w), put(b), training=training,
-                    momentum=0.1 if momentum is None else momentum, backend=be, return_stats=True,
+                    be.asarray(x),
+                    rm,
+                    rv,
+                    put(w),
+                    put(b),
+                    training=training,
+                    momentum=0.1 if momentum is None else momentum,
+                    backend=be,
+                    return_stats=True,
                 )
                 assert be.accepts(y)
                 dx, dw, db = F.batch_norm_backward(
-                    be.asarray(g), be.asarray(x), mean, rstd, put(w),
-                    training=training or not track, backend=be,
+                    be.asarray(g),
+                    be.asarray(x),
+                    mean,
+                    rstd,
+                    put(w),
+                    training=training or not track,
+                    backend=be,
                 )
                 assert be.accepts(dx)
                 results.append([host(be, a) for a in (y, rm, rv, mean, rstd, dx, dw, db)])
@@ -350,7 +360,11 @@ def test_hypothesis_vs_reference(backend, reference, kind):
             results = []
             for be in (backend, reference):
                 bn = normdrop.BatchNorm1d(
-                    c, momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype,
+                    c,
+                    momentum=momentum,
+                    affine=affine,
+                    track_running_stats=track,
+                    dtype=dtype,
                     backend=be.name,
                 )
                 if affine:
@@ -371,7 +385,7 @@ def test_hypothesis_vs_reference(backend, reference, kind):
         ours, ref = results
         assert len(ours) == len(ref)
         # statistics-derived values of float32 data may differ by a few ulp after x * scale
-        tol = _tol(dtype)
+        tols = tol(dtype)
         rel = 1e-7 if dtype == np.float64 else 1e-4
         for a, r in zip(ours, ref, strict=True):
             if r is None:
@@ -382,8 +396,9 @@ def test_hypothesis_vs_reference(backend, reference, kind):
                 np.testing.assert_array_equal(a, r)
             else:
                 bound = max(1.0, float(np.abs(r).max()) if r.size else 1.0)
-                np.testing.assert_allclose(a, r, rtol=max(tol["rtol"], rel),
-                                           atol=tol["atol"] * bound)
+                np.testing.assert_allclose(
+                    a, r, rtol=max(tols["rtol"], rel), atol=tols["atol"] * bound
+                )
 
     check()
 
@@ -398,13 +413,13 @@ def test_out_argument(backend, rng, training):
     out = backend.asarray(np.empty_like(x))
     y = F.batch_norm(backend.asarray(x), *args, training=training, out=out, backend=backend)
     assert y is out
-    np.testing.assert_allclose(backend.to_numpy(out), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(out), expected, **tol(np.float64))
     # out may be the input itself
     xb = backend.asarray(x.copy())
     args = (vec(backend, rm), vec(backend, rv))
     y = F.batch_norm(xb, *args, training=training, out=xb, backend=backend)
     assert y is xb
-    np.testing.assert_allclose(backend.to_numpy(xb), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(xb), expected, **tol(np.float64))
 
 
 def test_out_non_contiguous_and_fortran(backend, rng):
@@ -413,15 +428,15 @@ def test_out_non_contiguous_and_fortran(backend, rng):
     out = backend.asarray(np.zeros((3, 5)).T)  # a Fortran-ordered (5, 3) buffer
     y = F.batch_norm(backend.asarray(x), training=True, out=out, backend=backend)
     assert y is out
-    np.testing.assert_allclose(backend.to_numpy(out), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(out), expected, **tol(np.float64))
     xf = backend.asarray(np.asfortranarray(x))
     y = F.batch_norm(xf, training=True, backend=backend)
-    np.testing.assert_allclose(backend.to_numpy(y), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(y), expected, **tol(np.float64))
     assert y.shape == (5, 3)
     # in place on a Fortran-ordered input
     y = F.batch_norm(xf, training=True, out=xf, backend=backend)
     assert y is xf
-    np.testing.assert_allclose(backend.to_numpy(xf), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(xf), expected, **tol(np.float64))
 
 
 def test_non_contiguous_inputs(backend, rng):
@@ -429,10 +444,10 @@ def test_non_contiguous_inputs(backend, rng):
     for x in (big[::2, ::2, ::3], big.transpose(2, 1, 0)[:, :4, :], big[:, 1, :].T.copy().T):
         expected = bn_formula(x, *batch_stats(x)[:2])
         y = F.batch_norm(backend.asarray(x), training=True, backend=backend)
-        np.testing.assert_allclose(backend.to_numpy(y), expected, **_tol(np.float64))
+        np.testing.assert_allclose(backend.to_numpy(y), expected, **tol(np.float64))
         bn = normdrop.BatchNorm1d(x.shape[1], dtype="float64", backend=backend.name)
         y = bn(backend.asarray(x))
-        np.testing.assert_allclose(backend.to_numpy(y), expected, **_tol(np.float64))
+        np.testing.assert_allclose(backend.to_numpy(y), expected, **tol(np.float64))
         np.testing.assert_allclose(
             host(backend, bn.running_mean), 0.1 * batch_stats(x)[0], rtol=1e-12, atol=1e-15
         )
@@ -440,8 +455,9 @@ def test_non_contiguous_inputs(backend, rng):
 
 def test_return_stats(backend, rng):
     x = rng.standard_normal((4, 3, 2))
-    y, mean, rstd = F.batch_norm(backend.asarray(x), training=True, backend=backend,
-                                 return_stats=True)
+    y, mean, rstd = F.batch_norm(
+        backend.asarray(x), training=True, backend=backend, return_stats=True
+    )
     m, v, _ = batch_stats(x)
     assert mean.shape == (3,) and rstd.shape == (3,)
     np.testing.assert_allclose(backend.to_numpy(mean), m, rtol=1e-12)
@@ -468,12 +484,13 @@ def test_large_vs_reference(backend, reference, shape, dtype):
         dx = be.to_numpy(bn.backward(be.asarray(g)))
         bn.eval()
         y_eval = be.to_numpy(bn(be.asarray(x)))
-        results.append([y, dx, y_eval, *bn.state_dict().values(),
-                        *(host(be, v) for v in bn.grads.values())])
-    tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
+        results.append(
+            [y, dx, y_eval, *bn.state_dict().values(), *(host(be, v) for v in bn.grads.values())]
+        )
+    tols = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
     for a, r in zip(*results, strict=True):
         bound = max(1.0, float(np.abs(r).max()))
-        np.testing.assert_allclose(a, r, rtol=tol["rtol"], atol=tol["atol"] * bound)
+        np.testing.assert_allclose(a, r, rtol=tols["rtol"], atol=tols["atol"] * bound)
 
 
 def test_float64_huge_mean_needs_stable_statistics(backend):

@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 import normdrop
-from normdrop import _bench_memory, _bench_peers, _bench_plot, bench, functional
+from normdrop import bench, functional
+from normdrop.bench import inputs, ops, report, timing
+from normdrop.bench import memory as bench_memory
+from normdrop.bench import peers as bench_peers
+from normdrop.bench import plot as bench_plot
 from normdrop.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,34 +212,68 @@ def test_noisy_and_outlying_measurements_get_extra_rounds(monkeypatch):
         calls[key] += 1
         return _timing(next(script[key]))
 
-    monkeypatch.setattr(bench, "time_call", fake_time_call)
+    monkeypatch.setattr(timing, "time_call", fake_time_call)
     thunks = {key: (lambda key=key: key) for key in ("reference", "normdrop", "torch", "copy")}
-    timings = bench._measure_rounds(thunks, _settings(2), _Bar(), "case")
+    timings = timing.measure_rounds(thunks, _settings(2), _Bar(), "case")
     assert calls == {"reference": 2, "normdrop": 4, "torch": 3, "copy": 2}
     assert not timings["torch"].noisy and timings["torch"].best == 2e-5
     assert timings["normdrop"].noisy
 
     slow_peer = {"reference": _timing(3e-5), "torch": _timing(9e-3), "normdrop": _timing(1e-5)}
     case = bench.select_cases(["LayerNorm forward whole layer call"], ["float32"])[0]
-    row = bench._row(case, _settings(2), {**slow_peer, "copy": _timing(1e-6)})
+    row = report.make_row(case, _settings(2), {**slow_peer, "copy": _timing(1e-6)})
     assert list(row["noisy"]) == ["torch"]
     assert "300x slower than the NumPy reference" in row["noisy"]["torch"]
     table = bench.format_table([row])
     assert table.splitlines()[-1].endswith("!")
-    footer = bench._footer([row])
+    footer = report.footer([row])
     assert "noisy: LayerNorm forward whole layer call (float32): torch 300x slower" in footer
 
 
 def test_importing_bench_stays_light():
     code = (
-        "import sys, normdrop; before = set(sys.modules); import normdrop.bench; "
+        "import sys, normdrop; print('normdrop.bench' in sys.modules); "
+        "before = set(sys.modules); import normdrop.bench; "
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "print(sorted(new & {'torch', 'tqdm', 'numba', 'dask', 'llvmlite', 'jax', 'matplotlib'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split() == ["False", "[]"]  # import normdrop leaves the bench package out
+
+
+def test_operations_prepare_once_and_call_each_time():
+    """An operation's inputs (here a backward's saved statistics, from one forward) are
+    prepared when the thunk is built; each call of the thunk runs only the timed call."""
+    x = inputs.make_input((6, 5, 7), "float64")
+    target = bench.Target.named("numpy")
+    dx, dw, db = ops.BN_BACKWARD.build(x, target)()
+    _, mean, rstd = ops.batch_norm_with_stats(x, None, None, training=True, eps=bench.EPS)
+    want = functional.batch_norm_backward(inputs.grad_like(x), x, mean, rstd, np.ones(5))
+    np.testing.assert_allclose(dx, want[0], rtol=1e-12, atol=1e-12)
+    assert dw.shape == db.shape == (5,)
+
+    seen = []
+    counting = ops.Operation(
+        "count", 2, lambda x, t: seen.append("prepare") or {"x": x}, lambda i, t: seen.append(1)
+    )
+    thunk = counting.build(x, target)
+    thunk()
+    thunk()
+    assert seen == ["prepare", 1, 1]
+
+
+def test_every_case_has_both_peers_and_find_case_is_exact():
+    for case in bench.CASES:
+        assert case.op.torch is not None and case.op.jax is not None, case.name
+    case = bench.find_case("LayerNorm forward", "float64")
+    assert case.op is ops.LN_FORWARD and case.dtype == "float64"
+    with pytest.raises(KeyError, match="no benchmark case 'LayerNorm'"):
+        bench.find_case("LayerNorm")
+    lone = bench.Case("no peers", (2, 3), ops.DROPOUT_BACKWARD_REGENERATE)
+    with pytest.raises(NotImplementedError, match="PyTorch has no peer of 'no peers'"):
+        lone.build_torch(None)
 
 
 # ----------------------------------------------------------------------------- memory speed
@@ -250,7 +288,7 @@ def test_memory_speed_from_scripted_timings():
             seen[name] = thunk
         return {"np.copyto": 4e-6, "numba 2 threads": 2e-6}
 
-    speed = _bench_memory.memory_speed(scripted, array_bytes=1024)
+    speed = bench_memory.memory_speed(scripted, array_bytes=1024)
     assert set(seen) == {"np.copyto", "numba 2 threads"}
     assert speed.array_bytes == 1024 and speed.moved_bytes == 2048
     assert speed.best == "numba 2 threads"
@@ -259,23 +297,31 @@ def test_memory_speed_from_scripted_timings():
     assert summary["gbps"] == pytest.approx(1.024)
     assert summary["copies_gbps"] == pytest.approx({"np.copyto": 0.512, "numba 2 threads": 1.024})
     # 4096 bytes need 4 us at 1.024 GB/s; a kernel taking 16 us reaches a quarter of it.
-    assert _bench_memory.memory_share(4096, 16e-6, speed) == pytest.approx(0.25)
-    assert _bench_memory.memory_share(4096, None, speed) is None
-    assert _bench_memory.memory_share(4096, 16e-6, None) is None
+    assert bench_memory.memory_share(4096, 16e-6, speed) == pytest.approx(0.25)
+    assert bench_memory.memory_share(4096, None, speed) is None
+    assert bench_memory.memory_share(4096, 16e-6, None) is None
 
     case = bench.select_cases(["LayerNorm forward whole layer call"], ["float64"])[0]
     timings = {"reference": _timing(3e-5), "normdrop": _timing(1e-4), "copy": _timing(1e-5)}
-    row = bench._row(case, _settings(1), timings, speed)
+    row = report.make_row(case, _settings(1), timings, speed)
     expected_bytes = 2 * 120 * 64 * 8  # x read, y written
     assert row["bytes"] == expected_bytes
     assert row["memory_share"] == pytest.approx(expected_bytes / 1.024e9 / 1e-4)
     assert bench.format_table([row]).splitlines()[-1].split()[-2] == "120%"
 
 
+def test_copy_thunks_are_the_memory_speed_copies():
+    pytest.importorskip("numba")
+    thunks = bench_memory.copy_thunks(4096)
+    assert list(thunks) == ["np.copyto", "numba 2 threads"]
+    for thunk in thunks.values():
+        thunk()
+
+
 def test_numba_copy_copies():
     pytest.importorskip("numba")
     src, dst = np.arange(1001.0), np.zeros(1001)
-    copy = _bench_memory._numba_copy(src, dst)
+    copy = bench_memory._numba_copy(src, dst)
     copy()
     np.testing.assert_array_equal(dst, src)
 
@@ -283,7 +329,7 @@ def test_numba_copy_copies():
 # ----------------------------------------------------------------------------- JAX peer
 def test_jax_absent_shows_na_without_error(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)  # import jax raises ImportError
-    assert _bench_peers.import_jax() is None
+    assert bench_peers.import_jax() is None
     report = _bench_json(capsys, "--no-torch", "--repeat", "1", "--dtype", "float32")
     (row,) = report["rows"]
     assert report["machine"]["jax"] is None
@@ -308,7 +354,7 @@ def test_no_jax_flag_skips_the_peer(capsys):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_jax_peer_computes_the_same_math(dtype):
     jax = pytest.importorskip("jax")
-    _bench_peers.import_jax()
+    bench_peers.import_jax()
     rtol = 1e-4 if dtype == "float32" else 1e-10
 
     def jax_of(name, x):
@@ -326,14 +372,14 @@ def test_jax_peer_computes_the_same_math(dtype):
     np.testing.assert_allclose(np.asarray(y), want, rtol=rtol, atol=rtol)
 
     dx, _, _ = jax_of("LayerNorm backward", rows)
-    _, m, r = functional.layer_norm(rows, 35, eps=bench.EPS, backend="numpy", return_stats=True)
-    want = functional.layer_norm_backward(bench._grad_like(rows), rows, 35, m, r, ones35)
+    _, m, r = ops.layer_norm_with_stats(rows, 35, eps=bench.EPS, backend="numpy")
+    want = functional.layer_norm_backward(inputs.grad_like(rows), rows, 35, m, r, ones35)
     np.testing.assert_allclose(np.asarray(dx), want[0], rtol=rtol, atol=rtol)
     dx, _, _ = jax_of("BatchNorm1d backward", x)
-    _, m, r = functional.batch_norm(
-        x, None, None, training=True, eps=bench.EPS, backend="numpy", return_stats=True
+    _, m, r = ops.batch_norm_with_stats(
+        x, None, None, training=True, eps=bench.EPS, backend="numpy"
     )
-    want = functional.batch_norm_backward(bench._grad_like(x), x, m, r, ones5, training=True)
+    want = functional.batch_norm_backward(inputs.grad_like(x), x, m, r, ones5, training=True)
     np.testing.assert_allclose(np.asarray(dx), want[0], rtol=rtol, atol=rtol)
 
     y, keep = jax_of(f"Dropout p={bench.DROPOUT_P}", rows)
@@ -353,7 +399,7 @@ def test_plot_writes_a_png(tmp_path, capsys):
     assert main(args) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     points = json.loads(capsys.readouterr().out)["points"]
-    assert {p["layer"] for p in points} == set(_bench_plot.LAYERS)
+    assert {p["layer"] for p in points} == set(bench_plot.LAYERS)
     assert sorted({p["bytes"] for p in points}) == [4096, 16384]
     assert {p["impl"] for p in points} == {"normdrop"}
     for p in points:
@@ -370,13 +416,13 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path, capsys, monkeypatch):
 
 
 def test_plot_sizes_and_shapes():
-    assert _bench_plot.parse_sizes("4K, 1M,256MiB,100") == (4096, 2**20, 256 * 2**20, 100)
-    assert _bench_plot.DEFAULT_SIZES[0] == 4 * 2**10 and _bench_plot.DEFAULT_SIZES[-1] == 2**28
+    assert bench_plot.parse_sizes("4K, 1M,256MiB,100") == (4096, 2**20, 256 * 2**20, 100)
+    assert bench_plot.DEFAULT_SIZES[0] == 4 * 2**10 and bench_plot.DEFAULT_SIZES[-1] == 2**28
     for bad in ("0K", "4X", ""):
         with pytest.raises(ValueError, match="expected sizes such as 4K,1M,256M"):
-            _bench_plot.parse_sizes(bad)
-    assert _bench_plot.shape_for("BatchNorm1d train forward", 2**20, 4) == (256, 64, 16)
-    assert _bench_plot.shape_for("LayerNorm forward", 4096, 8) == (1, 1024)  # at least one row
+            bench_plot.parse_sizes(bad)
+    assert bench_plot.shape_for("BatchNorm1d train forward", 2**20, 4) == (256, 64, 16)
+    assert bench_plot.shape_for("LayerNorm forward", 4096, 8) == (1, 1024)  # at least one row
 
 
 # ----------------------------------------------------------------------------- asv suite
@@ -400,6 +446,11 @@ def test_asv_suite_runs_a_tiny_benchmark(asv_suite):
     drop = asv_suite.DropoutSuite()
     drop.setup("numpy", "float64", "small")
     drop.time_backward("numpy", "float64", "small")
+    drop.time_backward_regenerate("numpy", "float64", "small")
+    calls = asv_suite.LayerCallSuite()
+    calls.setup("numpy", "float32")
+    calls.time_batchnorm_backward("numpy", "float32")
+    calls.time_dropout_forward("numpy", "float32")
 
 
 def test_asv_torch_peer_runs_or_skips(asv_suite):
@@ -419,7 +470,35 @@ def test_asv_torch_peer_runs_or_skips(asv_suite):
 def test_asv_headline_shapes_in_both_dtypes(asv_suite):
     assert asv_suite.HeadlineSuite.params[1] == ["float32", "float64"]
     assert asv_suite.TorchHeadline.params == [["float32", "float64"]]
-    assert asv_suite.HEADLINE_BN == bench.BN_SHAPE and asv_suite.HEADLINE_ROWS == bench.ROWS_SHAPE
+    timed = asv_suite.HeadlineSuite.timed
+    case = bench.find_case("BatchNorm1d train forward")
+    assert timed["batchnorm_forward_train"] == (case.op, {"small": bench.BN_SHAPE})
+    assert timed["layernorm_forward"][1] == {"small": bench.ROWS_SHAPE}
+
+
+def test_asv_suite_times_the_bench_operations(asv_suite):
+    """The asv suite defines no operation of its own: every one it times is in
+    normdrop.bench.ops, and each of its time_ methods has an operation (and a peer)."""
+    shared = {id(v) for v in vars(ops).values() if isinstance(v, ops.Operation)}
+    classes = [c for c in vars(asv_suite).values() if isinstance(c, type) and hasattr(c, "timed")]
+    assert {c.__name__ for c in classes} >= {"BatchNorm1dSuite", "TorchLayerCall", "JaxDropout"}
+    for cls in classes:
+        methods = {m[len("time_") :] for m in dir(cls) if m.startswith("time_")}
+        assert methods == {n for n, (op, _) in cls.timed.items() if cls.runs(op)}, cls
+        assert all(id(op) in shared for op, _ in cls.timed.values())
+    for cls in (asv_suite.PeakMemBatchNorm1d, asv_suite.PeakMemDropout):
+        assert id(cls.forward) in shared and id(cls.backward) in shared
+    assert set(dir(asv_suite.TorchDropout)) >= {"time_forward", "time_backward"}
+    assert "time_backward_regenerate" not in dir(asv_suite.TorchDropout)  # no PyTorch peer
+
+
+def test_asv_peak_memory_runs_on_made_up_statistics(asv_suite):
+    for cls in (asv_suite.PeakMemBatchNorm1d, asv_suite.PeakMemLayerNorm, asv_suite.PeakMemDropout):
+        suite = cls()
+        suite.shape = suite.tiny  # the measured size is tens of MB: keep the test small
+        suite.setup("numpy", "float32")
+        suite.peakmem_forward("numpy", "float32")
+        suite.peakmem_backward("numpy", "float32")
 
 
 def test_asv_jax_peer_runs_or_skips(asv_suite):
@@ -427,7 +506,7 @@ def test_asv_jax_peer_runs_or_skips(asv_suite):
     try:
         peer.setup("float64", "small")
     except NotImplementedError:
-        assert _bench_peers.import_jax() is None
+        assert bench_peers.import_jax() is None
         return
     peer.time_forward("float64", "small")
     peer.time_backward("float64", "small")

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 import normdrop
-from normdrop import _bench_cuda, bench
+from normdrop import bench
 from normdrop import functional as F
+from normdrop.bench import cuda as bench_cuda
+from normdrop.bench import ops
 from normdrop.errors import BackendError
 
 try:
@@ -30,7 +32,7 @@ def _tiny(case):
 
 
 def test_gpu_present_only_on_a_real_gpu():
-    assert _bench_cuda.gpu_present() == (not CUDA.simulator)
+    assert bench_cuda.gpu_present() == (not CUDA.simulator)
 
 
 @pytest.mark.skipif(not CUDA.simulator, reason="the fake-clock run uses NumPy arrays")
@@ -43,7 +45,7 @@ def test_every_case_gets_a_row_with_its_peers():
         return 1e-3
 
     cases = [_tiny(c) for c in bench.CASES]
-    rows = _bench_cuda.time_cases(cases, np.dtype(np.float32), timer, np, reps=2)
+    rows = bench_cuda.time_cases(cases, np.dtype(np.float32), timer, np, reps=2)
     assert [r["case"] for r in rows] == [c.name for c in bench.CASES]
     for row, case in zip(rows, cases, strict=True):
         assert row["dev_us"] == pytest.approx(1e3) and row["copy_share"] == pytest.approx(1)
@@ -51,42 +53,42 @@ def test_every_case_gets_a_row_with_its_peers():
         assert row["mb"] == pytest.approx(nbytes / 1e6)
         assert row["cupy_us"] == pytest.approx(1e3) and row["torch_us"] is None
         assert row["host_us"] > 0
-    table = _bench_cuda.format_rows(rows)
+    table = bench_cuda.format_rows(rows)
     assert "LayerNorm backward" in table and "%copy" in table
 
 
 def test_the_peers_compute_the_cases_math(rng):
     x = rng.standard_normal((6, 3, 4))
     p, eps = bench.DROPOUT_P, bench.EPS
-    fwd = _bench_cuda.peers("BatchNorm1d train forward", x, np, p, eps)["cupy"]()
+    fwd = bench_cuda.peers("BatchNorm1d train forward", x, np, p, eps)["cupy"]()
     np.testing.assert_allclose(fwd, F.batch_norm(x, training=True, eps=eps), atol=1e-12)
-    ev = _bench_cuda.peers("BatchNorm1d eval forward", x, np, p, eps)["cupy"]()
+    ev = bench_cuda.peers("BatchNorm1d eval forward", x, np, p, eps)["cupy"]()
     np.testing.assert_allclose(ev, x / np.sqrt(1 + eps), atol=1e-12)
-    bwd = _bench_cuda.peers("BatchNorm1d backward", x, np, p, eps)["cupy"]()
+    bwd = bench_cuda.peers("BatchNorm1d backward", x, np, p, eps)["cupy"]()
     dy = np.random.default_rng(1).standard_normal(x.shape)
-    _, mean, rstd = F.batch_norm(x, training=True, eps=eps, return_stats=True)
+    _, mean, rstd = ops.batch_norm_with_stats(x, training=True, eps=eps)
     expected = F.batch_norm_backward(dy, x, mean, rstd, np.ones(3))[0]
     np.testing.assert_allclose(bwd, expected, atol=1e-12)
     z = x.reshape(6, 12)
-    ln = _bench_cuda.peers("LayerNorm forward", z, np, p, eps)["cupy"]()
+    ln = bench_cuda.peers("LayerNorm forward", z, np, p, eps)["cupy"]()
     np.testing.assert_allclose(ln, F.layer_norm(z, 12, eps=eps), atol=1e-12)
-    dx, dw, db = _bench_cuda.peers("LayerNorm backward", z, np, p, eps)["cupy"]()
+    dx, dw, db = bench_cuda.peers("LayerNorm backward", z, np, p, eps)["cupy"]()
     dz = np.random.default_rng(1).standard_normal(z.shape)
-    _, mean, rstd = F.layer_norm(z, 12, eps=eps, return_stats=True)
+    _, mean, rstd = ops.layer_norm_with_stats(z, 12, eps=eps)
     e_dx, e_dw, e_db = F.layer_norm_backward(dz, z, 12, mean, rstd, np.ones(12))
     np.testing.assert_allclose(dx, e_dx, atol=1e-12)
     np.testing.assert_allclose(dw, e_dw, atol=1e-12)
     np.testing.assert_allclose(db, e_db, atol=1e-12)
-    y = _bench_cuda.peers("Dropout p=0.15 forward", z, np, p, eps)["cupy"]()
+    y = bench_cuda.peers("Dropout p=0.15 forward", z, np, p, eps)["cupy"]()
     kept = y != 0
     np.testing.assert_allclose(y[kept], z[kept] / (1 - p))
-    assert _bench_cuda.peers("something else", z, np, p, eps) == {}
+    assert bench_cuda.peers("something else", z, np, p, eps) == {}
 
 
 def test_bench_cli_hands_cuda_to_the_gpu_module_only_on_a_gpu(monkeypatch):
     seen = []
-    monkeypatch.setattr(_bench_cuda, "gpu_present", lambda: True)
-    monkeypatch.setattr(_bench_cuda, "run", lambda args, cases: seen.append(cases) or 0)
+    monkeypatch.setattr(bench_cuda, "gpu_present", lambda: True)
+    monkeypatch.setattr(bench_cuda, "run", lambda args, cases: seen.append(cases) or 0)
     args = types.SimpleNamespace(
         cases=["LayerNorm forward"], dtype=None, list=False, backend="cuda"
     )

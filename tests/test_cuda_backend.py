@@ -1,9 +1,10 @@
-"""The cuda backend: every kernel against the numpy reference, device arrays, layers on the GPU.
+"""What is specific to the cuda backend: device arrays (CuPy's, numba's), layers on the GPU,
+launches (signature table, devices, streams), installation. Its kernels against the numpy
+reference are in tests/test_kernels.py, with shapes that exercise every path of the
+launches.
 
 Without a GPU these run on the CUDA simulator (``tests/conftest.py`` turns it on),
-which executes every CUDA thread in Python: shapes stay small but are chosen to
-exercise every path of the launches (grid-stride tails, several channel tiles,
-multi-block partial buffers, rows shorter and longer than a block).
+which executes every CUDA thread in Python: shapes stay small.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import pytest
 import normdrop
 from normdrop import functional as F
 from normdrop.errors import BackendArrayError, BackendError, InvalidParameterError
-from normdrop.random import dropout_threshold
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")
 try:
@@ -32,15 +32,6 @@ from numba import cuda  # noqa: E402  (after the skip: numba-cuda is there)
 
 ref = normdrop.get_backend("numpy")
 TOL = 1e-9
-
-# (N, C, L): channel tiles > grid cap, L > 1 with channels > grid cap, one channel over
-# several partial blocks, fewer positions than a block has lanes.
-BN_SHAPES = [(7, 13, 1), (4, 5, 3), (9, 1, 5), (2, 3, 1)]
-# (R, D): more rows than blocks, rows wider than a block, a single value, no rows, several
-# rows per block with a ragged last block (the simulator's blocks have 8 threads).
-# Rows over four times a block's lanes (33 > 4 * 8) keep the weight/bias gradient partials
-# in memory rather than registers.
-LN_SHAPES = [(7, 5), (4, 19), (1, 1), (0, 4), (9, 3), (11, 2), (3, 33)]
 
 
 def dev(a):
@@ -64,161 +55,36 @@ def rng():
     return np.random.default_rng(2024)
 
 
-def test_conformance():
-    from normdrop.testing import check_backend
-
-    check_backend(cb)
-    assert cb.name == "cuda" and cb.device == "cuda" and cb.supports_bitmask
-
-
 # ----------------------------------------------------------------------------- batch norm
-@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
-def test_channel_kernels_match_reference(shape, rng):
-    x = rng.standard_normal(shape) * 3 + 1.5
-    dy = rng.standard_normal(shape)
-    c = shape[1]
-    mean, var = cb.channel_moments(dev(x))
-    mean_r, var_r = ref.channel_moments(x)
-    assert_close(mean, mean_r)
-    assert_close(var, var_r)
-    s_dy, s_dyx = cb.channel_backward_reduce(dev(dy), dev(x), dev(mean_r))
-    s_dy_r, s_dyx_r = ref.channel_backward_reduce(dy, x, mean_r)
-    assert_close(s_dy, s_dy_r)
-    assert_close(s_dyx, s_dyx_r)
-    scale, shift, extra = (rng.standard_normal(c) for _ in range(3))
-    mean = scale / 3
-    y = cb.channel_affine(dev(x), dev(mean), dev(scale), dev(shift), cb.empty(shape, x.dtype))
-    assert_close(y, ref.channel_affine(x, mean, scale, shift, np.empty(shape)))
-    y = cb.channel_backward_elemt(
-        dev(dy), dev(x), dev(mean_r), dev(scale), dev(shift), dev(extra), cb.empty(shape, x.dtype)
-    )
-    assert_close(y, ref.channel_backward_elemt(dy, x, mean_r, scale, shift, extra, np.empty(shape)))
-
-
-def test_channel_moments_are_stable_and_deterministic(rng):
-    x = (1e4 + 1e-2 * rng.standard_normal((6, 2, 5))).astype(np.float32)
-    mean_r, var_r = ref.channel_moments(x)
-    first = cb.channel_moments(dev(x))
-    assert_close(first[0], mean_r)
-    np.testing.assert_allclose(host(first[1]), var_r, rtol=1e-9)
-    again = cb.channel_moments(dev(x))
-    for a, b in zip(first, again, strict=True):
-        assert host(a).tobytes() == host(b).tobytes()
-
-
-def test_channel_affine_in_place_float32(rng):
-    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
-    scale, shift = rng.standard_normal(4), rng.standard_normal(4)
-    expected = ref.channel_affine(x, scale, scale, shift, np.empty_like(x))
-    d = dev(x)
-    out = cb.channel_affine(d, dev(scale), dev(scale), dev(shift), d)
-    assert host(out).dtype == np.float32
-    np.testing.assert_allclose(host(d), expected, rtol=1e-6)  # float64 math, one rounding
-
-
-def test_statistics_survive_an_outlier_first_value(rng):
-    """The shifted sums subtract each channel's (row's) first value: an outlier there of
-    1e4 standard deviations still leaves the variance accurate to 1e-7."""
-    x = rng.standard_normal((40, 2, 1))
-    x[0, :, 0] = 1e4
-    mean_r, var_r = ref.channel_moments(x)
-    mean, var = cb.channel_moments(dev(x))
-    np.testing.assert_allclose(host(mean), mean_r, rtol=1e-12)
-    np.testing.assert_allclose(host(var), var_r, rtol=1e-7)
-    rows = x.reshape(2, 40)
-    rows[:, 0] = -1e4
-    mean, var = cb.row_moments(dev(rows))
-    np.testing.assert_allclose(host(var), ref.row_moments(rows)[1], rtol=1e-7)
-
-
-VECTOR_DTYPES = [None, np.float32, np.float64]
-
-
-@pytest.mark.parametrize(
-    ("running", "mode"),
-    [
-        (r, m)
-        for r in VECTOR_DTYPES
-        for m in ("train", "batch-no-update", "eval")
-        if r is not None or m != "eval"
-    ],  # evaluation needs running statistics
-    ids=str,
-)
-@pytest.mark.parametrize(
-    ("wdt", "bdt"),
-    [
-        (None, None),
-        (np.float32, np.float32),
-        (np.float64, None),
-        (None, np.float32),
-        (np.float32, np.float64),
-        (np.float16, np.float16),
-    ],
-    ids=str,
-)
-def test_batch_norm_forward_fused_matches_reference(running, mode, wdt, bdt, rng):
-    """The whole-layer kernel (and its unfused fallback for float16 or mixed weight/bias)
-    against the reference: output, statistics and the in-place running update."""
-    shape = (5, 3, 2)
-    c = shape[1]
-    x = rng.standard_normal(shape).astype(np.float32) * 2 + 1
-    vec = {
-        "rm": None if running is None else rng.standard_normal(c).astype(running),
-        "rv": None if running is None else (rng.random(c) + 0.5).astype(running),
-        "w": None if wdt is None else (rng.random(c) + 0.5).astype(wdt),
-        "b": None if bdt is None else rng.standard_normal(c).astype(bdt),
-    }
-    use_batch = mode != "eval"
-    update = mode == "train" and running is not None
-    ref_vec = {k: None if v is None else v.astype(np.float64) for k, v in vec.items()}
-    # the reference sees the running statistics only where it must use or update them (it
-    # then updates its float64 copies in place when training)
-    given = (ref_vec["rm"], ref_vec["rv"]) if update or not use_batch else (None, None)
-    out_r, mean_r, rstd_r = F.batch_norm(
-        x.astype(np.float64),
-        *given,
-        ref_vec["w"],
-        ref_vec["b"],
-        training=use_batch,
-        momentum=0.3,
-        eps=1e-5,
-        backend="numpy",
-        return_stats=True,
-    )
-    d = {k: dev(v) for k, v in vec.items()}
-    out, mean, rstd = cb.batch_norm_forward(
-        dev(x),
-        d["rm"],
-        d["rv"],
-        d["w"],
-        d["b"],
-        use_batch,
-        update,
-        0.3,
-        1e-5,
-        cb.empty(shape, np.float32),
-    )
-    tol = 1e-3 if np.float16 in (wdt, bdt) else 1e-6
-    np.testing.assert_allclose(host(out), out_r, rtol=tol, atol=tol)
-    np.testing.assert_allclose(host(mean), mean_r, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(host(rstd), rstd_r, rtol=1e-9)
-    assert host(mean).dtype == np.float64 and host(rstd).dtype == np.float64
-    if running is not None:  # updated like the reference's, or untouched, in their dtype
-        np.testing.assert_allclose(host(d["rm"]), ref_vec["rm"], rtol=1e-6)
-        np.testing.assert_allclose(host(d["rv"]), ref_vec["rv"], rtol=1e-6)
-        assert host(d["rm"]).dtype == running
-        assert update or np.array_equal(host(d["rm"]), vec["rm"])
+@pytest.mark.parametrize("mode", ["train", "batch-only", "eval"])
+def test_batch_norm_forward_counts_batches_in_the_kernel(mode, rng):
+    """``counter`` (a layer's 0-d num_batches_tracked) goes up by one only when the running
+    statistics are updated, and the fallback for float16 vectors passes it on."""
+    x = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    for dtype in (np.float32, np.float16):
+        rm, rv = dev(np.zeros(3, dtype)), dev(np.ones(3, dtype))
+        counter = dev(np.array(5, np.int64).copy())
+        use_batch, update = mode != "eval", mode == "train"
+        out = cb.empty(x.shape, np.float32)
+        args = (rm, rv, None, None, use_batch, update, 0.1, 1e-5, out)
+        cb.batch_norm_forward(dev(x), *args, counter)
+        assert host(counter).shape == () and int(host(counter)) == (6 if update else 5)
 
 
 def test_batch_norm_layer_path_runs_no_host_vector_math(rng, monkeypatch):
-    """A BatchNorm1d training forward on the backend is the fused kernel: the unfused
-    fallback (host-side vector arithmetic) never runs for the layer's own float32 state."""
+    """A BatchNorm1d training forward on the backend is the fused kernels on the layer's own
+    float32 state: no float64 copies of its vectors (the fallback for float16 or mixed
+    vectors calls the whole-layer function again on copies)."""
     from normdrop.backends.cuda_backend import _batchnorm
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the unfused fallback ran")
+    calls = []
+    real = _batchnorm.batch_norm_forward
 
-    monkeypatch.setattr(_batchnorm, "_batch_norm_forward_unfused", forbidden)
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(_batchnorm, "batch_norm_forward", counting)
     layer = normdrop.BatchNorm1d(3).to("cuda")
     cpu = normdrop.BatchNorm1d(3, backend="numpy")
     x = rng.standard_normal((6, 3)).astype(np.float32)
@@ -229,129 +95,29 @@ def test_batch_norm_layer_path_runs_no_host_vector_math(rng, monkeypatch):
     layer.eval()
     cpu.eval()
     np.testing.assert_allclose(host(layer(dev(x))), cpu(x), rtol=1e-5, atol=1e-6)
+    assert len(calls) == 2
 
 
-# ----------------------------------------------------------------------------- layer norm
-@pytest.mark.parametrize("shape", LN_SHAPES, ids=str)
-@pytest.mark.parametrize("affine", ["both", "weight", "none"])
-def test_row_kernels_match_reference(shape, affine, rng):
-    x = rng.standard_normal(shape) * 2 - 0.5
-    dy = rng.standard_normal(shape)
-    d = shape[1]
-    w = rng.standard_normal(d) + 1 if affine != "none" else None
-    b = rng.standard_normal(d) if affine == "both" else None
-    mean, var = cb.row_moments(dev(x))
+@pytest.mark.parametrize("shape", [(7, 5), (3, 33)], ids=str)  # registers / memory partials
+@pytest.mark.parametrize("wdt", [np.float32, np.float64], ids=str)
+def test_layer_norm_backward_accumulates_into_given_gradient_buffers(shape, wdt, rng):
+    """``accumulate=(dweight, dbias)``: the column sums are added to a layer's buffers, in
+    their dtype, and those are returned."""
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    w = (rng.standard_normal(shape[1]) + 1).astype(wdt)
     mean_r, var_r = ref.row_moments(x)
-    assert_close(mean, mean_r)
-    assert_close(var, var_r)
-    y, mean, rstd = cb.layer_norm_forward(dev(x), dev(w), dev(b), 1e-5, cb.empty(shape, x.dtype))
-    y_r, mean_r, rstd_r = ref.layer_norm_forward(x, w, b, 1e-5, np.empty(shape))
-    assert_close(y, y_r)
-    assert_close(mean, mean_r)
-    assert_close(rstd, rstd_r)
-    for grads in (True, False):
-        got = cb.layer_norm_backward(
-            dev(dy), dev(x), dev(mean_r), dev(rstd_r), dev(w), cb.empty(shape, x.dtype), grads
-        )
-        expected = ref.layer_norm_backward(dy, x, mean_r, rstd_r, w, np.empty(shape), grads)
-        assert_close(got[0], expected[0])
-        for g, e in zip(got[1:], expected[1:], strict=True):
-            if grads:
-                assert_close(g, e)
-            else:
-                assert g is None and e is None
-
-
-def test_layer_norm_in_place(rng):
-    x = rng.standard_normal((5, 20))  # rows over twice a simulated block's lanes
-    expected = ref.layer_norm_forward(x, None, None, 1e-5, np.empty_like(x))[0]
-    d = dev(x)
-    cb.layer_norm_forward(d, None, None, 1e-5, d)
-    assert_close(d, expected)
-
-
-# ----------------------------------------------------------------------------- dropout
-@pytest.mark.parametrize("n", [1, 5, 8, 13, 37])
-@pytest.mark.parametrize(("seed", "call"), [(0, 0), (2**64 - 1, 2**64 - 1), (123456789012, 7)])
-def test_philox_words_are_bit_identical(n, seed, call):
-    for offset in (0, 3, 2**40 + 1):
-        got = host(cb.philox_words(n, seed, call, offset))
-        assert got.dtype == np.uint32
-        np.testing.assert_array_equal(got, ref.philox_words(n, seed, call, offset))
-
-
-@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (8,), (3, 7), (2, 3, 4)], ids=str)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dropout_is_bit_identical(shape, dtype, rng):
-    p, seed, call = 0.3, 99, 4
-    threshold, scale = dropout_threshold(p), dtype(1 / (1 - p))
-    x = rng.standard_normal(shape).astype(dtype)
-    n = x.size
-    bits_r = np.empty((n + 7) // 8, np.uint8)
-    y_r = ref.dropout_forward(x, threshold, scale, seed, call, np.empty_like(x), bits_r)
-    bits = cb.empty(((n + 7) // 8,), np.uint8)
-    y = cb.dropout_forward(dev(x), threshold, scale, seed, call, cb.empty(shape, dtype), bits)
-    np.testing.assert_array_equal(host(y), y_r)
-    np.testing.assert_array_equal(host(bits), bits_r)
-    y = cb.dropout_forward(dev(x), threshold, scale, seed, call, cb.empty(shape, dtype), None)
-    np.testing.assert_array_equal(host(y), y_r)
-    dx = cb.dropout_apply_bitmask(dev(x), dev(bits_r), scale, cb.empty(shape, dtype))
-    np.testing.assert_array_equal(host(dx), ref.dropout_apply_bitmask(x, bits_r, scale, x.copy()))
-    mask = cb.dropout_mask(n, threshold, seed, call)
-    assert host(mask).dtype == np.bool_
-    np.testing.assert_array_equal(host(mask), ref.dropout_mask(n, threshold, seed, call))
-
-
-@pytest.mark.parametrize("n", [31, 32, 33, 129, 300])
-def test_dropout_over_many_chunks_is_bit_identical(n, rng):
-    """Sizes around the simulator's chunk (4 * 8 elements) and past one sweep of its grid."""
-    threshold, scale = dropout_threshold(0.4), np.float32(1 / 0.6)
-    x = rng.standard_normal(n).astype(np.float32)
-    bits_r = np.empty((n + 7) // 8, np.uint8)
-    y_r = ref.dropout_forward(x, threshold, scale, 7, 3, np.empty_like(x), bits_r)
-    bits = cb.empty(((n + 7) // 8,), np.uint8)
-    d = dev(x)
-    y = cb.dropout_forward(d, threshold, scale, 7, 3, d, bits)  # in place
-    np.testing.assert_array_equal(host(y), y_r)
-    np.testing.assert_array_equal(host(bits), bits_r)
-    dx = cb.dropout_apply_bitmask(dev(x), bits, scale, cb.empty((n,), np.float32))
-    np.testing.assert_array_equal(host(dx), ref.dropout_apply_bitmask(x, bits_r, scale, x.copy()))
-    np.testing.assert_array_equal(host(cb.philox_words(n, 7, 3, 5)), ref.philox_words(n, 7, 3, 5))
-    np.testing.assert_array_equal(
-        host(cb.dropout_mask(n, threshold, 7, 3)), ref.dropout_mask(n, threshold, 7, 3)
+    rstd_r = 1.0 / np.sqrt(var_r + 1e-5)
+    _, dw_r, db_r = ref.layer_norm_backward(
+        dy, x, mean_r, rstd_r, w.astype(np.float64), np.empty(shape), True
     )
-
-
-def test_dropout_drops_nan_and_inf_to_zero():
-    x = np.array([np.nan, np.inf, -np.inf, 1.0] * 4)
-    threshold, scale = dropout_threshold(0.5), np.float64(2.0)
-    expected = ref.dropout_forward(x, threshold, scale, 1, 0, np.empty_like(x), None)
-    got = host(cb.dropout_forward(dev(x), threshold, scale, 1, 0, cb.empty((16,), x.dtype), None))
-    np.testing.assert_array_equal(got, expected)
-    assert (expected == 0).any()
-
-
-def test_dropout_chunks_with_offsets_rebuild_the_whole(rng):
-    x = rng.standard_normal(23)
-    threshold, scale = dropout_threshold(0.5), np.float64(2.0)
-    whole = ref.dropout_forward(x, threshold, scale, 5, 1, np.empty_like(x), None)
-    parts = [
-        host(
-            cb.dropout_forward(
-                dev(x[a:b]), threshold, scale, 5, 1, cb.empty((b - a,), x.dtype), None, a
-            )
-        )
-        for a, b in ((0, 6), (6, 7), (7, 18), (18, 23))
-    ]
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
-
-
-def test_dropout_in_place(rng):
-    x = rng.standard_normal(11).astype(np.float32)
-    expected = ref.dropout_forward(x, 2**31, np.float32(2), 3, 0, np.empty_like(x), None)
-    d = dev(x)
-    cb.dropout_forward(d, 2**31, np.float32(2), 3, 0, d, None)
-    np.testing.assert_array_equal(host(d), expected)
+    held = [rng.standard_normal(shape[1]).astype(wdt) for _ in range(2)]
+    buffers = tuple(dev(h.copy()) for h in held)  # the simulator's arrays are NumPy's
+    args = (dev(dy), dev(x), dev(mean_r), dev(rstd_r), dev(w), cb.empty(shape, x.dtype), True)
+    _, dw, db = cb.layer_norm_backward(*args, accumulate=buffers)
+    assert dw is buffers[0] and db is buffers[1]
+    tol = 1e-6 if wdt == np.float32 else TOL
+    assert_close(dw, held[0] + dw_r, tol)
+    assert_close(db, held[1] + db_r, tol)
 
 
 # ----------------------------------------------------------------------------- arrays

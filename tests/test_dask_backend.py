@@ -187,10 +187,10 @@ def test_cluster_before_any_kernel_ran_in_the_client():
 def test_block_kernels_share_numba_threads(blocks, share):
     """A block gets ``threads // blocks`` (at least 1) of Numba's threads; restored after."""
     numba = pytest.importorskip("numba")
-    from normdrop.backends.dask_backend import _block_threads, _Kernels
+    from normdrop.backends.dask_backend._blocks import Kernels, block_threads
 
     before = numba.get_num_threads()
-    with _block_threads(_Kernels("numba"), blocks):
+    with block_threads(Kernels("numba"), blocks):
         inside = numba.get_num_threads()
     assert inside == max(1, int(before * share))
     assert numba.get_num_threads() == before

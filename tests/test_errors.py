@@ -200,8 +200,12 @@ def test_bn_dtype_rejected(bad):
 
 @pytest.mark.parametrize(
     ("good", "expected"),
-    [("float32", np.float32), ("float64", np.float64), (np.float32, np.float32),
-     (np.dtype("float64"), np.float64)],
+    [
+        ("float32", np.float32),
+        ("float64", np.float64),
+        (np.float32, np.float32),
+        (np.dtype("float64"), np.float64),
+    ],
 )
 def test_bn_dtype_accepted(good, expected):
     bn = normdrop.BatchNorm1d(3, dtype=good)
@@ -236,8 +240,14 @@ def test_ln_normalized_shape_rejected(bad):
 
 @pytest.mark.parametrize(
     ("good", "expected"),
-    [(3, (3,)), ((3,), (3,)), ([2, 3], (2, 3)), (np.int64(4), (4,)),
-     ((np.int32(2), 3), (2, 3)), ((1, 1, 2), (1, 1, 2))],
+    [
+        (3, (3,)),
+        ((3,), (3,)),
+        ([2, 3], (2, 3)),
+        (np.int64(4), (4,)),
+        ((np.int32(2), 3), (2, 3)),
+        ((1, 1, 2), (1, 1, 2)),
+    ],
 )
 def test_ln_normalized_shape_forms(good, expected):
     ln = normdrop.LayerNorm(good)
@@ -270,8 +280,23 @@ def test_ln_dtype_rejected(bad):
 
 # ----------------------------------------------------------------------------- Dropout args
 @pytest.mark.parametrize(
-    "bad", [1.0, 1, -0.1, -1e-300, math.nan, math.inf, -math.inf, True, False, "0.5", None, 1.5,
-            np.float64(1.0), [0.5]],
+    "bad",
+    [
+        1.0,
+        1,
+        -0.1,
+        -1e-300,
+        math.nan,
+        math.inf,
+        -math.inf,
+        True,
+        False,
+        "0.5",
+        None,
+        1.5,
+        np.float64(1.0),
+        [0.5],
+    ],
 )
 def test_dropout_p_rejected(bad):
     with pytest.raises(InvalidParameterError) as info:

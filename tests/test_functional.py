@@ -24,21 +24,41 @@ def _params(fn):
 @pytest.mark.parametrize(
     ("fn", "positional", "keyword"),
     [
-        (F.batch_norm,
-         [("x", inspect.Parameter.empty), ("running_mean", None), ("running_var", None),
-          ("weight", None), ("bias", None), ("training", False), ("momentum", 0.1),
-          ("eps", 1e-5)],
-         [("out", None), ("backend", None)]),
-        (F.layer_norm,
-         [("x", inspect.Parameter.empty), ("normalized_shape", inspect.Parameter.empty),
-          ("weight", None), ("bias", None), ("eps", 1e-5)],
-         [("out", None), ("backend", None)]),
-        (F.dropout,
-         [("x", inspect.Parameter.empty), ("p", 0.5), ("training", True)],
-         [("seed", None), ("call", 0), ("out", None), ("backend", None)]),
-        (F.dropout_mask,
-         [("shape", inspect.Parameter.empty), ("p", inspect.Parameter.empty)],
-         [("seed", inspect.Parameter.empty), ("call", 0), ("backend", None)]),
+        (
+            F.batch_norm,
+            [
+                ("x", inspect.Parameter.empty),
+                ("running_mean", None),
+                ("running_var", None),
+                ("weight", None),
+                ("bias", None),
+                ("training", False),
+                ("momentum", 0.1),
+                ("eps", 1e-5),
+            ],
+            [("out", None), ("backend", None)],
+        ),
+        (
+            F.layer_norm,
+            [
+                ("x", inspect.Parameter.empty),
+                ("normalized_shape", inspect.Parameter.empty),
+                ("weight", None),
+                ("bias", None),
+                ("eps", 1e-5),
+            ],
+            [("out", None), ("backend", None)],
+        ),
+        (
+            F.dropout,
+            [("x", inspect.Parameter.empty), ("p", 0.5), ("training", True)],
+            [("seed", None), ("call", 0), ("out", None), ("backend", None)],
+        ),
+        (
+            F.dropout_mask,
+            [("shape", inspect.Parameter.empty), ("p", inspect.Parameter.empty)],
+            [("seed", inspect.Parameter.empty), ("call", 0), ("backend", None)],
+        ),
     ],
     ids=lambda v: getattr(v, "__name__", ""),
 )
@@ -95,16 +115,26 @@ def _calls(backend, x, g, p=0.3):
     _, bm, br = F.batch_norm(xb, training=True, backend=backend, return_stats=True)
     _, lm, lr = F.layer_norm(xb, 3, backend=backend, return_stats=True)
     return [
-        ("batch_norm", lambda out, x=xb: F.batch_norm(x, weight=w, training=True, out=out,
-                                                      backend=backend)),
+        (
+            "batch_norm",
+            lambda out, x=xb: F.batch_norm(x, weight=w, training=True, out=out, backend=backend),
+        ),
         ("layer_norm", lambda out, x=xb: F.layer_norm(x, 3, w, out=out, backend=backend)),
         ("dropout", lambda out, x=xb: F.dropout(x, p, seed=1, out=out, backend=backend)),
-        ("batch_norm_backward", lambda out, g=gb: F.batch_norm_backward(
-            g, xb, bm, br, w, out=out, backend=backend)[0]),
-        ("layer_norm_backward", lambda out, g=gb: F.layer_norm_backward(
-            g, xb, 3, lm, lr, w, out=out, backend=backend)[0]),
-        ("dropout_backward", lambda out, g=gb: F.dropout_backward(
-            g, p, seed=1, out=out, backend=backend)),
+        (
+            "batch_norm_backward",
+            lambda out, g=gb: F.batch_norm_backward(g, xb, bm, br, w, out=out, backend=backend)[0],
+        ),
+        (
+            "layer_norm_backward",
+            lambda out, g=gb: F.layer_norm_backward(g, xb, 3, lm, lr, w, out=out, backend=backend)[
+                0
+            ],
+        ),
+        (
+            "dropout_backward",
+            lambda out, g=gb: F.dropout_backward(g, p, seed=1, out=out, backend=backend),
+        ),
     ]
 
 
@@ -124,8 +154,12 @@ def test_out_semantics(backend, rng, dtype):
         for bad, error in (
             (backend.asarray(np.empty((3, 4), dtype)), ShapeError),
             (backend.asarray(np.empty((4, 3, 1), dtype)), ShapeError),
-            (backend.asarray(np.empty((4, 3), np.float16 if dtype == np.float32 else np.float32)),
-             DTypeError),
+            (
+                backend.asarray(
+                    np.empty((4, 3), np.float16 if dtype == np.float32 else np.float32)
+                ),
+                DTypeError,
+            ),
             (backend.asarray(np.empty((4, 3), np.int64)), DTypeError),
             ([[0.0] * 3] * 4, InvalidParameterError),
         ):
@@ -163,8 +197,9 @@ def test_out_may_be_the_input(backend, rng, dtype):
             target = gb
         assert y is target, name
         tol = 1e-12 if dtype == np.float64 else 1e-6
-        np.testing.assert_allclose(backend.to_numpy(target), expected[name], rtol=tol, atol=tol,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            backend.to_numpy(target), expected[name], rtol=tol, atol=tol, err_msg=name
+        )
 
 
 def test_running_stats_updated_in_place(backend, rng):
@@ -196,8 +231,11 @@ def test_return_stats_shapes(backend, rng):
     _, mean, rstd = F.batch_norm(x, rm, rv, backend=backend, return_stats=True)
     np.testing.assert_allclose(host(backend, mean), np.zeros(3))
     np.testing.assert_allclose(host(backend, rstd), np.full(3, 1 / np.sqrt(4 + 1e-5)))
-    for shape, ns, lead in [((4, 3, 5), 5, (4, 3)), ((4, 3, 5), (3, 5), (4,)),
-                            ((3, 5), (3, 5), ())]:
+    for shape, ns, lead in [
+        ((4, 3, 5), 5, (4, 3)),
+        ((4, 3, 5), (3, 5), (4,)),
+        ((3, 5), (3, 5), ()),
+    ]:
         x = backend.asarray(rng.standard_normal(shape).astype(np.float32))
         y, mean, rstd = F.layer_norm(x, ns, backend=backend, return_stats=True)
         assert y.shape == shape and mean.shape == lead and rstd.shape == lead
@@ -237,16 +275,20 @@ def test_lists_accepted(rng):
     np.testing.assert_array_equal(F.batch_norm(xl, training=True), F.batch_norm(x, training=True))
     np.testing.assert_array_equal(F.layer_norm(xl, 3), F.layer_norm(x, 3))
     np.testing.assert_array_equal(F.dropout(xl, 0.5, seed=1), F.dropout(x, 0.5, seed=1))
-    np.testing.assert_array_equal(F.dropout([1.0, 2.0], 0.5, seed=1),
-                                  F.dropout(np.array([1.0, 2.0]), 0.5, seed=1))
+    np.testing.assert_array_equal(
+        F.dropout([1.0, 2.0], 0.5, seed=1), F.dropout(np.array([1.0, 2.0]), 0.5, seed=1)
+    )
     w, b = [1.0, 2.0, 3.0], [0.0, 1.0, 2.0]
-    np.testing.assert_array_equal(F.batch_norm(xl, weight=w, bias=b, training=True),
-                                  F.batch_norm(x, weight=np.array(w), bias=np.array(b),
-                                               training=True))
-    np.testing.assert_array_equal(F.layer_norm(xl, [3], w, b),
-                                  F.layer_norm(x, 3, np.array(w), np.array(b)))
-    np.testing.assert_array_equal(F.dropout_backward(xl, 0.5, seed=1),
-                                  F.dropout_backward(x, 0.5, seed=1))
+    np.testing.assert_array_equal(
+        F.batch_norm(xl, weight=w, bias=b, training=True),
+        F.batch_norm(x, weight=np.array(w), bias=np.array(b), training=True),
+    )
+    np.testing.assert_array_equal(
+        F.layer_norm(xl, [3], w, b), F.layer_norm(x, 3, np.array(w), np.array(b))
+    )
+    np.testing.assert_array_equal(
+        F.dropout_backward(xl, 0.5, seed=1), F.dropout_backward(x, 0.5, seed=1)
+    )
 
 
 def test_lists_accepted_in_backward(rng):
@@ -322,12 +364,14 @@ def test_empty_dropout(backend):
         assert backend.to_numpy(y).size == 0
         assert F.dropout_backward(x, 0.5, seed=1, backend=backend).shape == shape
         assert backend.to_numpy(F.dropout_mask(shape, 0.5, seed=1, backend=backend)).shape == shape
-    y, bitmask = F.dropout(backend.asarray(np.zeros(0)), 0.5, seed=1, backend=backend,
-                           return_bitmask=True)
+    y, bitmask = F.dropout(
+        backend.asarray(np.zeros(0)), 0.5, seed=1, backend=backend, return_bitmask=True
+    )
     if bitmask is not None:
         assert backend.to_numpy(bitmask).shape == (0,)
-        assert F.dropout_backward(backend.asarray(np.zeros(0)), 0.5, bitmask=bitmask,
-                                  backend=backend).shape == (0,)
+        assert F.dropout_backward(
+            backend.asarray(np.zeros(0)), 0.5, bitmask=bitmask, backend=backend
+        ).shape == (0,)
 
 
 def test_scalar_and_0d_inputs_rejected_for_norms():

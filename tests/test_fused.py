@@ -408,20 +408,6 @@ def test_layer_repr_pickle_deepcopy_and_sequential():
     assert not layer.training
 
 
-def test_check_backend_covers_the_fused_kernel(backend):
-    from normdrop.testing import _check_fused, check_backend
-
-    check_backend(backend)
-    reference = normdrop.get_backend("numpy")
-
-    class IgnoresResidual(_ThirdParty):
-        def dropout_add_layer_norm_forward(self, x, residual, *args):
-            return reference.dropout_add_layer_norm_forward(x, None, *args)
-
-    with pytest.raises(AssertionError, match="dropout_add_layer_norm_forward"):
-        _check_fused(IgnoresResidual(), reference)
-
-
 def test_layer_grads_accumulate_in_place_with_a_multi_dim_shape(rng):
     layer = normdrop.DropoutAddLayerNorm((3, 4), p=P, seed=SEED, dtype="float64")
     assert list(layer.grads) == [k for k, _ in layer.named_parameters()] == ["weight", "bias"]

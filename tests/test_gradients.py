@@ -44,15 +44,29 @@ def test_batch_norm_backward(backend, rng, shape, training, affine):
 
     def forward(x_, w_=w, b_=b, stats=False):
         running = (None, None) if training else (vec(backend, rm), vec(backend, rv))
-        return F.batch_norm(backend.asarray(x_), *running, vec(backend, w_), vec(backend, b_),
-                            training=training, backend=backend, return_stats=stats)
+        return F.batch_norm(
+            backend.asarray(x_),
+            *running,
+            vec(backend, w_),
+            vec(backend, b_),
+            training=training,
+            backend=backend,
+            return_stats=stats,
+        )
 
     def loss_x(x_):
         return float(np.sum(backend.to_numpy(forward(x_)) * g))
 
     y, mean, rstd = forward(x, stats=True)
-    dx, dw, db = F.batch_norm_backward(backend.asarray(g), backend.asarray(x), mean, rstd,
-                                       vec(backend, w), training=training, backend=backend)
+    dx, dw, db = F.batch_norm_backward(
+        backend.asarray(g),
+        backend.asarray(x),
+        mean,
+        rstd,
+        vec(backend, w),
+        training=training,
+        backend=backend,
+    )
     assert backend.accepts(dx)
     assert dx.shape == shape and np.dtype(dx.dtype) == np.float64
     np.testing.assert_allclose(backend.to_numpy(dx), numeric_grad(loss_x, x), **TOL)
@@ -70,8 +84,9 @@ def test_batch_norm_backward(backend, rng, shape, training, affine):
 @pytest.mark.parametrize("mode", ["train", "eval", "untracked-eval"])
 def test_batchnorm_layer_gradients(backend, rng, shape, mode):
     c = shape[1]
-    bn = normdrop.BatchNorm1d(c, dtype="float64", track_running_stats=mode != "untracked-eval",
-                              backend=backend.name)
+    bn = normdrop.BatchNorm1d(
+        c, dtype="float64", track_running_stats=mode != "untracked-eval", backend=backend.name
+    )
     w = rng.standard_normal(c) + 1.5
     b = rng.standard_normal(c)
     state = {"weight": w, "bias": b}
@@ -87,11 +102,16 @@ def test_batchnorm_layer_gradients(backend, rng, shape, mode):
 
     def loss_param(name):
         def loss(v):
-            probe = normdrop.BatchNorm1d(c, dtype="float64", backend=backend.name,
-                                         track_running_stats=mode != "untracked-eval")
+            probe = normdrop.BatchNorm1d(
+                c,
+                dtype="float64",
+                backend=backend.name,
+                track_running_stats=mode != "untracked-eval",
+            )
             probe.load_state_dict({**bn.state_dict(), name: v})
             probe.train(mode == "train")
             return float(np.sum(backend.to_numpy(probe(backend.asarray(x))) * g))
+
         return loss
 
     num_x = numeric_grad(loss_x, x)
@@ -105,8 +125,9 @@ def test_batchnorm_layer_gradients(backend, rng, shape, mode):
 
 
 # ----------------------------------------------------------------------------- layer norm
-@pytest.mark.parametrize(("normalized_shape", "shape"), [((3,), (2, 3)), ((2, 3), (2, 2, 3)),
-                                                         ((4,), (4,))])
+@pytest.mark.parametrize(
+    ("normalized_shape", "shape"), [((3,), (2, 3)), ((2, 3), (2, 2, 3)), ((4,), (4,))]
+)
 @pytest.mark.parametrize("affine", ["none", "weight", "weight+bias"])
 def test_layer_norm_backward(backend, rng, normalized_shape, shape, affine):
     x = rng.standard_normal(shape)
@@ -115,12 +136,25 @@ def test_layer_norm_backward(backend, rng, normalized_shape, shape, affine):
     b = rng.standard_normal(normalized_shape) if affine == "weight+bias" else None
 
     def forward(x_, w_=w, b_=b, stats=False):
-        return F.layer_norm(backend.asarray(x_), normalized_shape, vec(backend, w_),
-                            vec(backend, b_), backend=backend, return_stats=stats)
+        return F.layer_norm(
+            backend.asarray(x_),
+            normalized_shape,
+            vec(backend, w_),
+            vec(backend, b_),
+            backend=backend,
+            return_stats=stats,
+        )
 
     y, mean, rstd = forward(x, stats=True)
-    dx, dw, db = F.layer_norm_backward(backend.asarray(g), backend.asarray(x), normalized_shape,
-                                       mean, rstd, vec(backend, w), backend=backend)
+    dx, dw, db = F.layer_norm_backward(
+        backend.asarray(g),
+        backend.asarray(x),
+        normalized_shape,
+        mean,
+        rstd,
+        vec(backend, w),
+        backend=backend,
+    )
     assert backend.accepts(dx)
     assert dx.shape == shape and np.dtype(dx.dtype) == np.float64
     num_x = numeric_grad(lambda x_: float(np.sum(backend.to_numpy(forward(x_)) * g)), x)
@@ -135,8 +169,7 @@ def test_layer_norm_backward(backend, rng, normalized_shape, shape, affine):
     lead_axes = tuple(range(len(shape) - len(normalized_shape)))
     np.testing.assert_allclose(host(backend, db), g.sum(axis=lead_axes), **TOL)
     if b is not None:
-        num_b = numeric_grad(lambda b_: float(np.sum(backend.to_numpy(forward(x, b_=b_)) * g)),
-                             b)
+        num_b = numeric_grad(lambda b_: float(np.sum(backend.to_numpy(forward(x, b_=b_)) * g)), b)
         np.testing.assert_allclose(host(backend, db), num_b, **TOL)
 
 
@@ -155,16 +188,17 @@ def test_layernorm_layer_gradients(backend, rng, bias):
             probe = normdrop.LayerNorm((2, 2), bias=bias, dtype="float64", backend=backend.name)
             probe.load_state_dict({**ln.state_dict(), name: v})
             return float(np.sum(backend.to_numpy(probe(backend.asarray(x))) * g))
+
         return loss
 
-    num_x = numeric_grad(lambda x_: float(np.sum(backend.to_numpy(ln(backend.asarray(x_))) * g)),
-                         x)
+    num_x = numeric_grad(lambda x_: float(np.sum(backend.to_numpy(ln(backend.asarray(x_))) * g)), x)
     ln(backend.asarray(x))
     dx = backend.to_numpy(ln.backward(backend.asarray(g)))
     np.testing.assert_allclose(dx, num_x, **TOL)
     for name in state:
-        np.testing.assert_allclose(host(backend, ln.grads[name]),
-                                   numeric_grad(loss_param(name), state[name]), **TOL)
+        np.testing.assert_allclose(
+            host(backend, ln.grads[name]), numeric_grad(loss_param(name), state[name]), **TOL
+        )
 
 
 # ----------------------------------------------------------------------------- dropout

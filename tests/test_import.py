@@ -28,8 +28,14 @@ _PROBE = textwrap.dedent(
 
 def _run(code):
     env = {k: v for k, v in os.environ.items() if k != "NORMDROP_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SLOW_BACKENDS, host, param_ok, vec
+from conftest import SLOW_BACKENDS, host, param_ok, tol, vec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,11 +13,6 @@ from normdrop import functional as F
 
 GOLDEN_X = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 0.0]])
 GOLDEN_Y = np.array([[-1.0690415315, -0.2672603829, 1.3363019143], [0.0, 0.0, 0.0]])
-
-
-def _tol(dtype):
-    return {"rtol": 1e-9, "atol": 1e-10} if np.dtype(dtype) == np.float64 else {
-        "rtol": 2e-5, "atol": 2e-5}
 
 
 def ln_formula(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -74,7 +69,7 @@ def test_multi_dim_vs_formula(backend, rng, normalized_shape, dtype):
     assert backend.accepts(y)
     assert y.shape == x.shape and np.dtype(y.dtype) == dtype
     expected = ln_formula(x, normalized_shape, w.astype(dtype), b.astype(dtype))
-    np.testing.assert_allclose(backend.to_numpy(y), expected, **_tol(dtype))
+    np.testing.assert_allclose(backend.to_numpy(y), expected, **tol(dtype))
 
 
 def test_bias_false(backend, rng):
@@ -86,7 +81,7 @@ def test_bias_false(backend, rng):
     ln.load_state_dict({"weight": w})
     x = rng.standard_normal((4, 3))
     y = backend.to_numpy(ln(backend.asarray(x)))
-    np.testing.assert_allclose(y, ln_formula(x, (3,), w), **_tol(np.float64))
+    np.testing.assert_allclose(y, ln_formula(x, (3,), w), **tol(np.float64))
     ln.backward(backend.asarray(rng.standard_normal((4, 3))))
     assert list(ln.grads) == ["weight"]
 
@@ -98,7 +93,7 @@ def test_elementwise_affine_false(backend, rng):
     assert list(ln.parameters()) == []
     x = rng.standard_normal((4, 2, 3))
     y = backend.to_numpy(ln(backend.asarray(x)))
-    np.testing.assert_allclose(y, ln_formula(x, (2, 3)), **_tol(np.float64))
+    np.testing.assert_allclose(y, ln_formula(x, (2, 3)), **tol(np.float64))
     ln.backward(backend.asarray(rng.standard_normal((4, 2, 3))))
     assert ln.grads == {}
     # bias=True is irrelevant without elementwise affine
@@ -122,16 +117,19 @@ def test_any_leading_rank(backend, rng, normalized_shape, shape):
     ln = normdrop.LayerNorm(normalized_shape, dtype="float64", backend=backend.name)
     y = ln(backend.asarray(x))
     assert y.shape == shape
-    np.testing.assert_allclose(backend.to_numpy(y), ln_formula(x, normalized_shape),
-                               **_tol(np.float64))
-    y, mean, rstd = F.layer_norm(backend.asarray(x), normalized_shape, backend=backend,
-                                 return_stats=True)
+    np.testing.assert_allclose(
+        backend.to_numpy(y), ln_formula(x, normalized_shape), **tol(np.float64)
+    )
+    y, mean, rstd = F.layer_norm(
+        backend.asarray(x), normalized_shape, backend=backend, return_stats=True
+    )
     lead = shape[: len(shape) - len(normalized_shape)]
     assert mean.shape == lead and rstd.shape == lead
     axes = tuple(range(len(lead), len(shape)))
     np.testing.assert_allclose(host(backend, mean), x.mean(axis=axes), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(host(backend, rstd), 1 / np.sqrt(x.var(axis=axes) + 1e-5),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        host(backend, rstd), 1 / np.sqrt(x.var(axis=axes) + 1e-5), rtol=1e-12
+    )
     # backward works on every rank too
     dx = ln.backward(backend.asarray(np.ones(shape)))
     assert dx.shape == shape
@@ -185,17 +183,17 @@ def test_out_argument(backend, rng):
     out = backend.asarray(np.empty_like(x))
     y = F.layer_norm(backend.asarray(x), (2, 3), out=out, backend=backend)
     assert y is out
-    np.testing.assert_allclose(backend.to_numpy(out), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(out), expected, **tol(np.float64))
     xb = backend.asarray(x.copy())
     y = F.layer_norm(xb, (2, 3), out=xb, backend=backend)
     assert y is xb
-    np.testing.assert_allclose(backend.to_numpy(xb), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(xb), expected, **tol(np.float64))
     # non-contiguous input and output
     xt = np.asfortranarray(x)
     out = backend.asarray(np.zeros((3, 2, 4)).T)
     y = F.layer_norm(backend.asarray(xt), (2, 3), out=out, backend=backend)
     assert y is out
-    np.testing.assert_allclose(backend.to_numpy(out), expected, **_tol(np.float64))
+    np.testing.assert_allclose(backend.to_numpy(out), expected, **tol(np.float64))
 
 
 def test_hypothesis_vs_reference(backend, reference):
@@ -223,28 +221,40 @@ def test_hypothesis_vs_reference(backend, reference):
         b = gen.standard_normal(normalized_shape)
         results = []
         for be in (backend, reference):
-            ln = normdrop.LayerNorm(normalized_shape, eps=eps, elementwise_affine=affine,
-                                    bias=bias, dtype=dtype, backend=be.name)
+            ln = normdrop.LayerNorm(
+                normalized_shape,
+                eps=eps,
+                elementwise_affine=affine,
+                bias=bias,
+                dtype=dtype,
+                backend=be.name,
+            )
             state = {"weight": w, "bias": b}
             ln.load_state_dict({k: v for k, v in state.items() if k in ln.state_dict()})
             y = ln(be.asarray(x))
             dx = ln.backward(be.asarray(g))
             assert be.accepts(y) and be.accepts(dx)
             assert y.shape == shape and np.dtype(y.dtype) == dtype
-            results.append([be.to_numpy(y), be.to_numpy(dx)]
-                           + [host(be, v) for v in ln.grads.values()])
-            yf, mean, rstd = F.layer_norm(be.asarray(x), normalized_shape,
-                                          vec(be, w) if affine else None,
-                                          vec(be, b) if affine and bias else None, eps,
-                                          backend=be, return_stats=True)
+            results.append(
+                [be.to_numpy(y), be.to_numpy(dx)] + [host(be, v) for v in ln.grads.values()]
+            )
+            yf, mean, rstd = F.layer_norm(
+                be.asarray(x),
+                normalized_shape,
+                vec(be, w) if affine else None,
+                vec(be, b) if affine and bias else None,
+                eps,
+                backend=be,
+                return_stats=True,
+            )
             results[-1] += [be.to_numpy(yf), host(be, mean), host(be, rstd)]
         ours, ref = results
-        tol = _tol(dtype)
+        tols = tol(dtype)
         rel = 1e-7 if dtype == np.float64 else 1e-4
         for a, r in zip(ours, ref, strict=True):
             assert a.shape == r.shape and a.dtype == r.dtype
             bound = max(1.0, float(np.abs(r).max()))
-            np.testing.assert_allclose(a, r, rtol=max(rel, tol["rtol"]), atol=tol["atol"] * bound)
+            np.testing.assert_allclose(a, r, rtol=max(rel, tols["rtol"]), atol=tols["atol"] * bound)
 
     check()
 
@@ -267,10 +277,10 @@ def test_large_vs_reference(backend, reference, shape, dtype):
         y = be.to_numpy(ln(be.asarray(x)))
         dx = be.to_numpy(ln.backward(be.asarray(g)))
         results.append([y, dx, *(host(be, v) for v in ln.grads.values())])
-    tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    tols = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-4}
     for a, r in zip(*results, strict=True):
         bound = max(1.0, float(np.abs(r).max()))
-        np.testing.assert_allclose(a, r, rtol=tol["rtol"], atol=tol["atol"] * bound)
+        np.testing.assert_allclose(a, r, rtol=tols["rtol"], atol=tols["atol"] * bound)
 
 
 def test_float64_huge_mean_needs_stable_statistics(backend):

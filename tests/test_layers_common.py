@@ -59,8 +59,9 @@ def test_call_is_forward(backend, rng):
             a = backend.to_numpy(layer(x))
             b = backend.to_numpy(twin.forward(x))
             np.testing.assert_array_equal(a, b)
-            for (k, v), (k2, v2) in zip(layer.state_dict().items(), twin.state_dict().items(),
-                                        strict=True):
+            for (k, v), (k2, v2) in zip(
+                layer.state_dict().items(), twin.state_dict().items(), strict=True
+            ):
                 assert k == k2
                 np.testing.assert_array_equal(v, v2)
 
@@ -120,8 +121,11 @@ def test_parameters_and_buffers(backend):
     assert [k for k, _ in buffers] == ["running_mean", "running_var", "num_batches_tracked"]
     assert buffers[0][1] is bn.running_mean
     assert buffers[2][1] is bn.num_batches_tracked
-    assert [id(b) for b in bn.buffers()] == [id(bn.running_mean), id(bn.running_var),
-                                             id(bn.num_batches_tracked)]
+    assert [id(b) for b in bn.buffers()] == [
+        id(bn.running_mean),
+        id(bn.running_var),
+        id(bn.num_batches_tracked),
+    ]
     for _, a in named + buffers:
         assert param_ok(backend, a)
 
@@ -300,8 +304,9 @@ def test_npz_round_trip(backend, rng, tmp_path):
     x = rng.standard_normal((4, 3)).astype(np.float32)
     bn.eval()
     fresh.eval()
-    np.testing.assert_array_equal(backend.to_numpy(bn(backend.asarray(x))),
-                                  backend.to_numpy(fresh(backend.asarray(x))))
+    np.testing.assert_array_equal(
+        backend.to_numpy(bn(backend.asarray(x))), backend.to_numpy(fresh(backend.asarray(x)))
+    )
     ln = normdrop.LayerNorm((2, 3), backend=backend.name)
     ln.load_state_dict({"weight": rng.standard_normal((2, 3)), "bias": rng.standard_normal((2, 3))})
     ln.save(tmp_path / "ln.npz")
@@ -321,10 +326,9 @@ def test_repr_exact():
         "LayerNorm((10,), eps=1e-05, elementwise_affine=True, bias=True)"
     )
     assert repr(normdrop.Dropout(0.15, seed=0)) == "Dropout(p=0.15)"
-    assert repr(normdrop.BatchNorm1d(3, eps=1e-3, momentum=None, affine=False,
-                                     track_running_stats=False)) == (
-        "BatchNorm1d(3, eps=0.001, momentum=None, affine=False, track_running_stats=False)"
-    )
+    assert repr(
+        normdrop.BatchNorm1d(3, eps=1e-3, momentum=None, affine=False, track_running_stats=False)
+    ) == ("BatchNorm1d(3, eps=0.001, momentum=None, affine=False, track_running_stats=False)")
     assert repr(normdrop.LayerNorm([2, 3], eps=0.5, elementwise_affine=False, bias=False)) == (
         "LayerNorm((2, 3), eps=0.5, elementwise_affine=False, bias=False)"
     )
@@ -377,8 +381,9 @@ def test_pickle_and_deepcopy(backend, rng, how):
         for a, b in zip(twin.parameters(), layer.parameters(), strict=True):
             assert a is not b
         # both continue identically
-        np.testing.assert_array_equal(backend.to_numpy(twin(backend.asarray(x))),
-                                      backend.to_numpy(layer(backend.asarray(x))))
+        np.testing.assert_array_equal(
+            backend.to_numpy(twin(backend.asarray(x))), backend.to_numpy(layer(backend.asarray(x)))
+        )
         _assert_state(twin, layer.state_dict())
     twin_d = clone(d)
     assert twin_d.seed == d.seed == 2**63 + 5
@@ -392,8 +397,9 @@ def test_pickle_with_backend_object(backend, rng):
     bn(backend.asarray(x))
     twin = pickle.loads(pickle.dumps(bn))
     _assert_state(twin, bn.state_dict())
-    np.testing.assert_array_equal(backend.to_numpy(twin(backend.asarray(x))),
-                                  backend.to_numpy(bn(backend.asarray(x))))
+    np.testing.assert_array_equal(
+        backend.to_numpy(twin(backend.asarray(x))), backend.to_numpy(bn(backend.asarray(x)))
+    )
 
 
 def test_unpickled_layer_needs_a_new_forward(rng):
@@ -432,8 +438,9 @@ def test_sequential_forward_backward(backend, rng):
     np.testing.assert_array_equal(backend.to_numpy(dx), backend.to_numpy(h))
     assert list(model.grads) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert [k for k, _ in model.named_parameters()] == list(model.grads)
-    np.testing.assert_array_equal(host(backend, model.grads["2.weight"]),
-                                  host(backend, twins[2].grads["weight"]))
+    np.testing.assert_array_equal(
+        host(backend, model.grads["2.weight"]), host(backend, twins[2].grads["weight"])
+    )
     model.zero_grad()
     assert not any(host(backend, v).any() for v in model.grads.values())
 

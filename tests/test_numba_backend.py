@@ -1,6 +1,7 @@
-"""What is specific to the ``numba`` backend: its kernels against the reference on the
-shapes that exercise each work-splitting layout, bit-identical dropout, determinism
-across thread counts and between the serial and parallel kernels, lazy import."""
+"""What is specific to the ``numba`` backend: the functional API on shapes that exercise
+its work-splitting layouts, determinism across thread counts and between the serial and
+parallel kernels, exactness, compiled specialisations, the GIL, lazy import. Its kernels
+against the reference are in tests/test_kernels.py."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tol
 
 import normdrop
 from normdrop import functional as F
-from normdrop.random import dropout_threshold
 
 numba = pytest.importorskip("numba")
 
@@ -29,36 +30,6 @@ from normdrop.backends.numba_backend import (  # noqa: E402
 from normdrop.backends.numba_backend.philox import key_words  # noqa: E402
 
 NB = normdrop.get_backend("numba")
-REF = normdrop.get_backend("numpy")
-
-#: (N, C, L): tiny, one value per channel row, (N, C) data (L = 1), few/many
-#: channels, rows shorter/longer than the long-row threshold, super-rows with a
-#: partial tail, channel blocks, L split into segments, several chunks.
-BN_SHAPES = [
-    (2, 1, 1),
-    (3, 2, 1),
-    (7, 5, 3),
-    (1000, 7, 1),
-    (4, 64, 30),
-    (5, 3, 63),
-    (2, 3, 64),
-    (3, 2, 100),
-    (700, 4, 8),
-    (70, 2000, 1),
-    (3, 900, 20),
-    (2, 5000, 2),
-    (65, 3, 1),
-    (4, 40, 1000),
-    (1, 2, 70001),
-    (40, 256, 16),
-    (9000, 7, 1),
-]
-#: (R, D): tiny, one feature, short rows, many rows, rows split into segments.
-LN_SHAPES = [(1, 1), (3, 2), (5, 1), (120, 64), (1000, 3), (300, 513), (64, 1024), (3, 70000)]
-
-
-def _tol(dtype):
-    return {"rtol": 1e-12, "atol": 1e-12} if dtype == np.float64 else {"rtol": 2e-6, "atol": 2e-6}
 
 
 def _data(rng, shape, dtype, loc=2.0, scale=3.0):
@@ -71,12 +42,6 @@ def test_default_for_numpy_arrays():
     assert NB.name == "numba" and NB.device == "cpu" and NB.supports_bitmask
 
 
-def test_conformance():
-    from normdrop.testing import check_backend
-
-    check_backend("numba")
-
-
 def test_import_normdrop_does_not_import_numba():
     code = (
         "import sys, numpy as np, normdrop, normdrop.functional\n"
@@ -85,71 +50,6 @@ def test_import_normdrop_does_not_import_numba():
         "assert 'numba' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-# ----------------------------------------------------------------------------- kernels vs reference
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
-def test_channel_kernels_match_reference(rng, shape, dtype):
-    x = _data(rng, shape, dtype)
-    dy = _data(rng, shape, dtype, 0.0, 1.0)
-    c = shape[1]
-    a, b, k = rng.standard_normal(c), rng.standard_normal(c), rng.standard_normal(c)
-    tol = _tol(dtype)
-    mean, var = NB.channel_moments(x)
-    rmean, rvar = REF.channel_moments(x)
-    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(var, rvar, rtol=1e-12, atol=1e-12)
-    sums = NB.channel_backward_reduce(dy, x, rmean)
-    for got, expected in zip(sums, REF.channel_backward_reduce(dy, x, rmean), strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
-    out = NB.channel_affine(x, b, a, b, np.empty_like(x))
-    np.testing.assert_allclose(out, REF.channel_affine(x, b, a, b, np.empty_like(x)), **tol)
-    out = NB.channel_backward_elemt(dy, x, rmean, a, b, k, np.empty_like(x))
-    expected = REF.channel_backward_elemt(dy, x, rmean, a, b, k, np.empty_like(x))
-    np.testing.assert_allclose(out, expected, **tol)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", LN_SHAPES, ids=str)
-@pytest.mark.parametrize("affine", [True, False])
-def test_row_kernels_match_reference(rng, shape, dtype, affine):
-    x = _data(rng, shape, dtype)
-    dy = _data(rng, shape, dtype, 0.0, 1.0)
-    d = shape[1]
-    w = rng.standard_normal(d) if affine else None
-    b = rng.standard_normal(d) if affine else None
-    tol = _tol(dtype)
-    for got, expected in zip(NB.row_moments(x), REF.row_moments(x), strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-    y, mean, rstd = NB.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
-    ry, rmean, rrstd = REF.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
-    np.testing.assert_allclose(y, ry, **tol)
-    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(rstd, rrstd, rtol=1e-12)
-    got = NB.layer_norm_backward(dy, x, rmean, rrstd, w, np.empty_like(x), affine)
-    expected = REF.layer_norm_backward(dy, x, rmean, rrstd, w, np.empty_like(x), affine)
-    np.testing.assert_allclose(got[0], expected[0], rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
-    for g, e in zip(got[1:], expected[1:], strict=True):
-        if e is None:
-            assert g is None
-        else:
-            np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-9)
-
-
-def test_float32_statistics_stable_at_large_mean(rng):
-    """SPEC: mean 1e4, std 1e-2 in float32 normalises as accurately as in float64."""
-    x = (1e4 + 1e-2 * rng.standard_normal((256, 3, 40))).astype(np.float32)
-    mean, var = NB.channel_moments(x)
-    rmean, rvar = REF.channel_moments(x)
-    np.testing.assert_allclose(var, rvar, rtol=1e-9)
-    np.testing.assert_allclose(mean, rmean, rtol=1e-15)
-    y = F.batch_norm(x, training=True, backend="numba")
-    x64 = x.astype(np.float64)
-    expected = (x64 - x64.mean((0, 2), keepdims=True)) / np.sqrt(
-        x64.var((0, 2), keepdims=True) + 1e-5
-    )
-    np.testing.assert_allclose(y, expected, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- functional API
@@ -167,7 +67,7 @@ def test_functional_batch_norm(rng, shape, dtype, contiguous):
     c = shape[1]
     w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
     xin = x if contiguous else _noncontiguous(x)
-    tol = _tol(dtype)
+    tols = tol(dtype, "reference")
     if shape[0] > 0:
         states = []
         for be in ("numba", "numpy"):
@@ -178,12 +78,12 @@ def test_functional_batch_norm(rng, shape, dtype, contiguous):
             grads = F.batch_norm_backward(g, xin, mean, rstd, w, training=True, backend=be)
             states.append((y, mean, rstd, rm, rv, *grads))
         for got, expected in zip(*states, strict=True):
-            np.testing.assert_allclose(got, expected, **tol)
+            np.testing.assert_allclose(got, expected, **tols)
     rm, rv = rng.random(c).astype(dtype), rng.random(c).astype(dtype) + 0.5
     y = F.batch_norm(xin, rm, rv, w, b, training=False, backend="numba")
     ry = F.batch_norm(x, rm, rv, w, b, training=False, backend="numpy")
     assert y.dtype == dtype and y.shape == shape
-    np.testing.assert_allclose(y, ry, **tol)
+    np.testing.assert_allclose(y, ry, **tols)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -203,9 +103,8 @@ def test_functional_layer_norm(rng, shape, normalized, dtype, contiguous):
         y, mean, rstd = F.layer_norm(xin, normalized, w, b, backend=be, return_stats=True)
         grads = F.layer_norm_backward(g, xin, normalized, mean, rstd, w, backend=be)
         results.append((y, mean, rstd, *grads))
-    tol = _tol(dtype)
     for got, expected in zip(*results, strict=True):
-        np.testing.assert_allclose(got, expected, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+        np.testing.assert_allclose(got, expected, **tol(dtype, "reference", factor=10))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -215,12 +114,12 @@ def test_out_may_be_the_input(rng, dtype):
     expected = F.batch_norm(x, training=True, weight=w, backend="numpy")
     y = x.copy()
     assert F.batch_norm(y, training=True, weight=w, out=y, backend="numba") is y
-    np.testing.assert_allclose(y, expected, **_tol(dtype))
+    np.testing.assert_allclose(y, expected, **tol(dtype, "reference"))
     x2 = x.reshape(-1, 80)
     expected = F.layer_norm(x2, 80, backend="numpy")
     y = x2.copy()
     F.layer_norm(y, 80, out=y, backend="numba")
-    np.testing.assert_allclose(y, expected, **_tol(dtype))
+    np.testing.assert_allclose(y, expected, **tol(dtype, "reference"))
     expected = F.dropout(x, 0.3, seed=5, call=2, backend="numpy")
     y = x.copy()
     F.dropout(y, 0.3, seed=5, call=2, out=y, backend="numba")
@@ -257,46 +156,7 @@ def test_empty_inputs():
     assert NB.channel_moments(np.ones((2, 0, 3)))[0].shape == (0,)
 
 
-# ----------------------------------------------------------------------------- dropout bits
-SEEDS = [0, 1, 2**32 - 1, 2**32, 2**64 - 1, 0x243F6A8885A308D3]
-CALLS = [0, 1, 2**32 - 1, 2**32 + 5, 2**64 - 1]
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("call", CALLS)
-@pytest.mark.parametrize(
-    "n, offset", [(1, 0), (3, 1), (9, 6), (1023, 2), (5000, 4), (70001, 3), (4, 4 * (2**64 - 1))]
-)
-def test_philox_words_bit_identical(seed, call, n, offset):
-    np.testing.assert_array_equal(
-        NB.philox_words(n, seed, call, offset), REF.philox_words(n, seed, call, offset)
-    )
-
-
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1023, 1024, 1025, 4097, 100_003])
-@pytest.mark.parametrize("p", [0.0001, 0.15, 0.5, 0.999])
-@pytest.mark.parametrize("seed, call", [(0, 0), (2**64 - 1, 2**33 + 7), (12345, 3)])
-def test_dropout_bits_identical(rng, n, p, seed, call):
-    x = rng.standard_normal(n).astype(np.float32)
-    threshold, scale = dropout_threshold(p), np.float32(1 / (1 - p))
-    mask = REF.dropout_mask(n, threshold, seed, call)
-    np.testing.assert_array_equal(NB.dropout_mask(n, threshold, seed, call), mask)
-    bits = np.full((n + 7) // 8, 0xA5, np.uint8)
-    y = NB.dropout_forward(x, threshold, scale, seed, call, np.empty_like(x), bits)
-    np.testing.assert_array_equal(y, np.where(mask, x * scale, np.float32(0)))
-    np.testing.assert_array_equal(bits, np.packbits(mask, bitorder="little"))
-    dx = NB.dropout_apply_bitmask(x, bits, scale, np.empty_like(x))
-    np.testing.assert_array_equal(dx, y)
-
-
-@pytest.mark.parametrize("offset", [1, 2, 3, 5, 8, 4093, 2**40 + 3, 4 * (2**64 - 1) - 8])
-@pytest.mark.parametrize("n", [1, 2, 6, 1500, 70001])
-def test_dropout_with_offset(rng, n, offset):
-    x = rng.standard_normal(n)
-    threshold, scale = dropout_threshold(0.3), np.float64(1 / 0.7)
-    words = REF.philox_words(n, 99, 7, offset)
-    y = NB.dropout_forward(x, threshold, scale, 99, 7, np.empty_like(x), None, offset)
-    np.testing.assert_array_equal(y, np.where(words >= threshold, x * scale, 0.0))
+# ----------------------------------------------------------------------------- dropout
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (8192, 24)], ids=str)
@@ -500,54 +360,6 @@ def test_serial_threshold_both_sides(rng):
             rtol=1e-12,
             atol=1e-12,
         )
-
-
-# ----------------------------------------------------------------------------- fused forward
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(4, 64, 30), (6, 5, 1), (64, 32, 64)], ids=str)
-@pytest.mark.parametrize("affine", [True, False])
-@pytest.mark.parametrize("mode", ["train", "train-untracked", "eval"])
-def test_fused_batch_norm_forward_equals_functional(rng, shape, dtype, affine, mode):
-    x = _data(rng, shape, dtype)
-    c = shape[1]
-    w = rng.standard_normal(c).astype(dtype) if affine else None
-    b = rng.standard_normal(c).astype(dtype) if affine else None
-    tracked = mode != "train-untracked"
-    rm = rng.standard_normal(c).astype(dtype) if tracked else None
-    rv = rng.random(c).astype(dtype) + 0.5 if tracked else None
-    rm2 = None if rm is None else rm.copy()
-    rv2 = None if rv is None else rv.copy()
-    training = mode != "eval"
-    y, mean, rstd = F.batch_norm(
-        x, rm2, rv2, w, b, training=training, momentum=0.3, backend="numpy", return_stats=True
-    )
-    out, fmean, frstd = NB.batch_norm_forward(
-        x, rm, rv, w, b, training or not tracked, training and tracked, 0.3, 1e-5, np.empty_like(x)
-    )
-    tol = _tol(dtype)
-    np.testing.assert_allclose(out, y, **tol)
-    np.testing.assert_allclose(fmean, mean, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(frstd, rstd, rtol=1e-12)
-    if tracked:
-        np.testing.assert_allclose(rm, rm2, **tol)
-        np.testing.assert_allclose(rv, rv2, **tol)
-
-
-@pytest.mark.parametrize("d", [64, 300], ids=["short rows", "long rows"])
-@pytest.mark.parametrize("param_dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(
-    "with_weight, with_bias", [(False, False), (True, False), (False, True), (True, True)]
-)
-def test_layer_norm_forward_parameter_combinations(rng, d, param_dtype, with_weight, with_bias):
-    # the kernel reads weight/bias in their own dtype, each possibly None
-    x = rng.standard_normal((37, d))
-    w = rng.standard_normal(d).astype(param_dtype) if with_weight else None
-    b = rng.standard_normal(d).astype(param_dtype) if with_bias else None
-    y, mean, rstd = NB.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
-    ry, rmean, rrstd = REF.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
-    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(rstd, rrstd, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- exactness

@@ -264,6 +264,18 @@ def check_batchnorm(shape, label):
     close(f"bn{label} backward dx", dx, dx_r, 1e-6, np.float32)
     close(f"bn{label} backward dweight", dw, dw_r, 1e-6)
     close(f"bn{label} backward dbias", db, db_r, 1e-6)
+    # the backend's whole backward (float32 weight: gradients in float32), training and eval
+    k3 = (shape[0], c, -1)
+    for training in (True, False):
+        e_r = F.batch_norm_backward(g, x, mean_r, rstd_r, w, training=training, backend="numpy")
+        got = be.batch_norm_backward(
+            dev(g).reshape(k3), xd.reshape(k3), mean, rstd, wd, training,
+            poisoned(shape, np.float32).reshape(k3),
+        )  # fmt: skip
+        name = f"bn{label} whole backward ({'train' if training else 'eval'})"
+        close(f"{name} dx", got[0].reshape(shape), e_r[0], 1e-6, np.float32)
+        close(f"{name} dweight", got[1], e_r[1], 1e-6, np.float32)
+        close(f"{name} dbias", got[2], e_r[2], 1e-6, np.float32)
     ye_r = F.batch_norm(x, rm_r, rv_r, w, b, training=False, eps=EPS, backend="numpy")
     ye = F.batch_norm(
         xd,
@@ -645,9 +657,7 @@ def cupy_bn_bwd(i):
     )
 
 
-bench(
-    "bn.moments", "_moments_partials+_moments_merge", lambda i: be.channel_moments(X[i]), 4 * n_el
-)
+bench("bn.moments", "_partials+_moments_merge", lambda i: be.channel_moments(X[i]), 4 * n_el)
 bench(
     "bn.affine",
     "_affine_kernel",
@@ -670,7 +680,7 @@ bench(
 )
 bench(
     "bn.bwd.reduce",
-    "_backward_partials+column_sums2",
+    "_partials+column_sums2",
     lambda i: be.channel_backward_reduce(DY[i], X[i], mean),
     8 * n_el,
 )
@@ -687,6 +697,20 @@ bench(
     20 * n_el,
     cupy_bn_bwd,
     "cupy",
+)
+bench(
+    "bn.bwd.whole",
+    "be.batch_norm_backward",
+    lambda i: be.batch_norm_backward(DY[i], X[i], mean, rstd, w, True, OUT[i]),
+    20 * n_el,
+    cupy_bn_bwd,
+    "cupy",
+)
+bench(
+    "bn.bwd.whole.eval",
+    "be.batch_norm_backward",
+    lambda i: be.batch_norm_backward(DY[i], X[i], mean, rstd, w, False, OUT[i]),
+    16 * n_el,
 )
 if torch is not None:
     XT, wt_, bt_ = [tt(a) for a in X], tt(w), tt(b)
@@ -707,12 +731,14 @@ def _private():
         from normdrop.backends.cuda_backend import (
             _arrays,
             _batchnorm,
+            _batchnorm_backward,
+            _channels,
             _layernorm,
             _reduce,
             _runtime,
         )
 
-        return _arrays, _batchnorm, _layernorm, _reduce, _runtime
+        return _arrays, _batchnorm, _batchnorm_backward, _channels, _layernorm, _reduce, _runtime
     except ImportError as exc:
         log(f"  (single-kernel timings skipped: {exc})")
         return None
@@ -723,43 +749,52 @@ def bench_bn_kernels():
     mods = _private()
     if mods is None:
         return
-    ar, bnm, _, rdm, rt = mods
+    ar, bnm, bbm, chm, _, rdm, rt = mods
     n, ch, ln_ = BN
-    grid, block = bnm._partial_geometry(n, ch, ln_)
+    grid, block = chm.partial_geometry(n, ch, ln_)
     s = rt.stream()
-    parts = [xp.empty((grid[1], ch), np.float64) for _ in range(2)]
-    pk = [ar.kernel_out(q) for q in parts]
-    a1 = [(ar.kernel_in(X[i]), *pk) for i in range(ROT)]
+    parts = xp.empty((2, grid[1], ch), np.float64)
+    pk = parts
+    nomean = ar.kernel_in(ar.placeholder(np.float64))
+    a1 = [(ar.kernel_in(X[i]), ar.kernel_in(X[i]), nomean, False, pk) for i in range(ROT)]
     bench(
-        "k._moments_partials",
+        "k._partials (stats)",
         f"grid {grid} block {block}",
-        lambda i: bnm._moments_partials[grid, block, s](*a1[i]),
+        lambda i: chm._partials_kernel[grid, block, s](*a1[i]),
         4 * n_el,
     )
-    mv = [ar.kernel_out(xp.empty(ch, np.float64)) for _ in range(2)]
-    a2 = (ar.kernel_in(X[0]), *[ar.kernel_in(q) for q in parts], *mv)
-    g2 = rt.blocks_for(ch)
+    mv = xp.empty((2, ch), np.float64)
+    a2 = (ar.kernel_in(X[0]), ar.kernel_in(parts), mv)
+    g2, b2 = rdm.column_geometry(ch)
     bench(
         "k._moments_merge",
-        f"grid {g2} block {rt.THREADS}",
-        lambda i: bnm._moments_merge_kernel[g2, rt.THREADS, s](*a2),
+        f"grid {g2} block {b2}",
+        lambda i: bnm._moments_merge_kernel[g2, b2, s](*a2),
         8 * (2 * grid[1] + 2) * ch,
     )
     a3 = [
-        (ar.kernel_in(DY[i]), ar.kernel_in(X[i]), ar.kernel_in(mean), pk[0], pk[1])
-        for i in range(ROT)
+        (ar.kernel_in(DY[i]), ar.kernel_in(X[i]), ar.kernel_in(mean), True, pk) for i in range(ROT)
     ]
     bench(
-        "k._backward_partials",
+        "k._partials (backward)",
         f"grid {grid} block {block}",
-        lambda i: bnm._backward_partials[grid, block, s](*a3[i]),
+        lambda i: chm._partials_kernel[grid, block, s](*a3[i]),
         8 * n_el,
     )
     bench(
         "k.column_sums2 (bn)",
         "_reduce.column_sums2",
-        lambda i: rdm.column_sums2(parts[0], parts[1], mv[0], mv[1], s),
+        lambda i: rdm.column_sums2(parts, mv[0], mv[1], s),
         8 * (2 * grid[1] + 2) * ch,
+    )
+    coef, grads = xp.empty((3, ch), np.float64), xp.empty((2, ch), np.float32)
+    a4 = (ar.kernel_in(parts), ar.kernel_in(rstd), ar.kernel_in(w))
+    a4 += (bbm.MERGE_TRAINING | bbm.MERGE_HAS_WEIGHT, float(n * ln_), coef, grads[0], grads[1])
+    bench(
+        "k._backward_merge",
+        f"grid {g2} block {b2}",
+        lambda i: bbm._backward_merge_kernel[g2, b2, s](*a4),
+        8 * (2 * grid[1] + 5) * ch,
     )
 
 
@@ -860,12 +895,12 @@ def bench_ln_kernels():
     mods = _private()
     if mods is None:
         return
-    ar, _, lnm, rdm, rt = mods
+    ar, _, _, _, lnm, rdm, rt = mods
     rows, feats = LN
     blocks, threads = lnm._geometry(rows, feats)
     prow = blocks * threads[1]
     s = rt.stream()
-    pdw, pdb = xp.empty((prow, feats), np.float64), xp.empty((prow, feats), np.float64)
+    partial = xp.empty((2, prow, feats), np.float64)
     a1 = [
         (
             ar.kernel_in(DYL[i]),
@@ -875,9 +910,8 @@ def bench_ln_kernels():
             ar.kernel_in(wl64),
             True,
             True,
-            ar.kernel_out(OUTL[i]),
-            ar.kernel_out(pdw),
-            ar.kernel_out(pdb),
+            OUTL[i],
+            partial,
         )
         for i in range(ROT)
     ]
@@ -891,7 +925,7 @@ def bench_ln_kernels():
     bench(
         "k.column_sums2 (ln)",
         "_reduce.column_sums2",
-        lambda i: rdm.column_sums2(pdw, pdb, dw_, db_, s),
+        lambda i: rdm.column_sums2(partial, dw_, db_, s),
         8 * (2 * prow + 2) * feats,
     )
 
@@ -935,7 +969,7 @@ bench(
     ),
     "cupy unpackbits+where",
 )
-bench("do.mask", "_mask_kernel", lambda i: be.dropout_mask(n_el, thr, 1, i), n_el)
+bench("do.mask", "_words_kernel (mask)", lambda i: be.dropout_mask(n_el, thr, 1, i), n_el)
 bench("do.philox_words", "_words_kernel", lambda i: be.philox_words(n_el, 1, i), 4 * n_el)
 bench(
     "do.fwd",
@@ -950,7 +984,15 @@ XD = OUTD = BITS = KEEP = XDT = None
 
 # --- specialisations compiled in this process (re-typing / recompiles)
 spec = {}
-for modname in ("_batchnorm", "_layernorm", "_dropout", "_reduce"):
+for modname in (
+    "_batchnorm",
+    "_batchnorm_backward",
+    "_channels",
+    "_layernorm",
+    "_dropout",
+    "_dropout_add_norm",
+    "_reduce",
+):
     mod = sys.modules.get(f"normdrop.backends.cuda_backend.{modname}")
     for k, v in vars(mod or {}).items():
         if (

@@ -3,7 +3,7 @@
 Each case of ``normdrop bench`` (the same shapes) is tracked as the device time
 per call measured with CUDA events on CuPy's current stream, next to a same-run
 CuPy copy of the same bytes and a plain-CuPy implementation of the same math
-(see :mod:`normdrop._bench_cuda`). Skipped where the cuda backend has no GPU (the
+(see :mod:`normdrop.bench.cuda`). Skipped where the cuda backend has no GPU (the
 CUDA simulator is not timed). Nothing touches CUDA at import time: asv forks each
 benchmark from a server process, and a CUDA context does not survive a fork.
 """
@@ -14,40 +14,39 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import bench
+from normdrop.bench.cases import CASES, find_case
+from normdrop.bench.inputs import DROPOUT_P, EPS
+from normdrop.bench.target import Target
 
-CASES = [c.name for c in bench.CASES]
+NAMES = [c.name for c in CASES if c.dtype == "float32"]
 
 
 class CudaEvents:
     """The cuda backend's device time per call (s), float32, CUDA events."""
 
-    params = [CASES]
+    params = [NAMES]
     param_names = ["case"]
     timeout = 300
     number = 1
     repeat = 1
 
     def setup(self, case: str) -> None:
-        from normdrop import _bench_cuda
+        from normdrop.bench import cuda
 
-        if not _bench_cuda.gpu_present():
+        if not cuda.gpu_present():
             raise NotImplementedError("the cuda backend has no GPU here")
         import cupy
 
-        import normdrop
-
-        spec = next(c for c in bench.CASES if c.name == case)
-        x_host = np.random.default_rng(0).standard_normal(spec.shape).astype(np.float32)
-        target = bench.Target(normdrop.get_backend("cuda"), "cuda")
-        self.fn = spec.build(x_host, target)
+        spec = find_case(case, "float32")
+        x_host = spec.make_input()
+        self.fn = spec.build(x_host, Target.named("cuda"))
         nbytes = spec.passes * x_host.nbytes
         half = int(nbytes // 8)
         src, dst = cupy.ones(half, np.float32), cupy.empty(half, np.float32)
         self.copy = lambda: cupy.copyto(dst, src)
         x = cupy.asarray(x_host)
-        self.peer = _bench_cuda.peers(case, x, cupy, bench.DROPOUT_P, bench.EPS).get("cupy")
-        self.timer = _bench_cuda.cuda_event_timer
+        self.peer = cuda.peers(case, x, cupy, DROPOUT_P, EPS).get("cupy")
+        self.timer = cuda.cuda_event_timer
 
     def track_device_time(self, case: str) -> float:
         return self.timer(self.fn, 20)

@@ -11,6 +11,9 @@ reports the best of each:
 * the memory speed: the best of ``np.copyto`` and a 2-thread Numba copy of a 256 MiB
   array.
 
+The contenders are ``normdrop bench``'s operations (:mod:`normdrop.bench.ops`) and
+memory copies (:mod:`normdrop.bench.memory`), at p = 0.1 (``FUSED_P``).
+
 The fused op must move the bytes of reading ``x`` and ``residual`` and writing ``y``
 and ``r``, plus the bitmask; its share of the memory speed is printed next to the
 speed-ups. Run as ``python asv_benchmarks/scripts/fused_targets.py [--rounds N]``.
@@ -24,62 +27,22 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
-import numpy as np
-from numba import njit, prange
 
-from normdrop import functional as F
+from normdrop.bench import memory, ops, peers
+from normdrop.bench.inputs import FUSED_P, make_input
+from normdrop.bench.target import Target
 
-COPY_BYTES = 256 * 2**20
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def _copy_two_threads(src: np.ndarray, dst: np.ndarray) -> None:
-    half = (src.size + 1) // 2
-    for t in prange(2):
-        lo = t * half
-        hi = min(src.size, lo + half)
-        dst[lo:hi] = src[lo:hi]
+COPY_BYTES = memory.MEMORY_BYTES
+#: The contenders: ``normdrop bench``'s fused and three-calls operations.
+FUSED, THREE_CALLS = ops.DROPOUT_ADD_LN, ops.DROPOUT_ADD_LN_THREE_CALLS
 
 
-def _contenders(rows: int, features: int, p: float, torch: Any) -> dict[str, Callable[[], Any]]:
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((rows, features)).astype(np.float32)
-    res = rng.standard_normal((rows, features)).astype(np.float32)
-    w, b = np.ones(features, np.float32), np.zeros(features, np.float32)
-
-    def fused() -> Any:
-        return F.dropout_add_layer_norm(x, res, features, w, b, p, seed=1, return_stats=True)
-
-    def three() -> Any:
-        h, bitmask = F.dropout(x, p, seed=1, return_bitmask=True)
-        return F.layer_norm(h + res, features, w, b, return_stats=True), bitmask
-
-    src = np.ones(COPY_BYTES // 4, np.float32)
-    dst = np.empty_like(src)
-
-    def numba_copy() -> None:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        try:
-            _copy_two_threads(src, dst)
-        finally:
-            numba.set_num_threads(previous)
-
-    found: dict[str, Callable[[], Any]] = {
-        "fused": fused,
-        "three calls": three,
-        "np.copyto": lambda: np.copyto(dst, src),
-        "numba copy": numba_copy,
-    }
-    if torch is not None:
-        xt, rt, wt, bt = (torch.from_numpy(a) for a in (x, res, w, b))
-        aten = torch.ops.aten
-
-        def torch_three() -> Any:
-            h, mask = aten.native_dropout(xt, p, True)
-            return aten.native_layer_norm(h + rt, [features], wt, bt, 1e-5), mask
-
-        found["torch"] = torch_three
+def _contenders(rows: int, features: int, torch: Any) -> dict[str, Callable[[], Any]]:
+    x = make_input((rows, features), "float32")
+    target = Target.named(None)
+    found = {"fused": FUSED.build(x, target), "three calls": THREE_CALLS.build(x, target)}
+    if torch is not None and FUSED.torch is not None:
+        found["torch"] = FUSED.torch(torch.from_numpy(x))
     return found
 
 
@@ -89,16 +52,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--rows", type=int, default=8192)
     parser.add_argument("--features", type=int, default=1024)
-    parser.add_argument("--p", type=float, default=0.1)
     args = parser.parse_args()
-    try:
-        import torch
-
+    torch = peers.import_torch()
+    if torch is not None:
         torch.set_num_threads(numba.get_num_threads())
         torch.set_grad_enabled(False)
-    except ImportError:
-        torch = None
-    contenders = _contenders(args.rows, args.features, args.p, torch)
+    copies = memory.copy_thunks(COPY_BYTES)
+    contenders = {**_contenders(args.rows, args.features, torch), **copies}
     for fn in contenders.values():
         fn()  # compile and warm up
     best = dict.fromkeys(contenders, float("inf"))
@@ -107,9 +67,9 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
-    memory = 2 * COPY_BYTES / min(best["np.copyto"], best["numba copy"])
-    moved = args.rows * args.features * (4 * 4 + 1 / 8)
-    print(f"float32 ({args.rows}, {args.features}), p={args.p}, numba threads "
+    speed = memory.MemorySpeed(COPY_BYTES, {name: best[name] for name in copies}).bytes_per_s
+    moved = FUSED.passes * args.rows * args.features * 4
+    print(f"float32 ({args.rows}, {args.features}), p={FUSED_P}, numba threads "
           f"{numba.get_num_threads()}, best of {args.rounds} interleaved rounds")  # fmt: skip
     for name, t in best.items():
         print(f"  {name:12s} {t * 1e3:8.2f} ms")
@@ -117,7 +77,7 @@ def main() -> None:
     if "torch" in best:
         print(f"  fused vs torch:       {best['torch'] / best['fused']:.2f}x")
     print(f"  fused moves {moved / best['fused'] / 1e9:.1f} GB/s; memory speed "
-          f"{memory / 1e9:.1f} GB/s: {moved / best['fused'] / memory:.0%}")  # fmt: skip
+          f"{speed / 1e9:.1f} GB/s: {moved / best['fused'] / speed:.0%}")  # fmt: skip
 
 
 if __name__ == "__main__":

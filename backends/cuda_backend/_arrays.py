@@ -16,45 +16,30 @@ import numpy as np
 from ._runtime import SIMULATOR, cuda, cupy, stream
 
 __all__ = [
+    "NO_PARTIALS",
     "accepts",
     "alloc_like",
-    "vectors_like",
     "asarray",
     "ascontiguous",
     "empty",
     "is_numba_array",
     "kernel_in",
-    "kernel_out",
+    "partials",
+    "placeholder",
     "to_numpy",
 ]
 
 
 def is_numba_array(x: Any) -> bool:
-    """Tell whether ``x`` is a numba device array (real or simulated).
-
-    Parameters
-    ----------
-    x : object
-
-    Returns
-    -------
-    bool
-    """
+    """Tell whether ``x`` is a numba device array (real or simulated)."""
     return bool(getattr(type(x), "__cuda_ndarray__", False))
 
 
 def accepts(x: Any) -> bool:
     """Tell cheaply, without imports, whether the backend computes on ``x``.
 
-    Parameters
-    ----------
-    x : object
-
-    Returns
-    -------
-    bool
-        CuPy and other ``__cuda_array_interface__`` arrays; under the simulator,
-        NumPy arrays and simulated device arrays instead.
+    It does for CuPy and other ``__cuda_array_interface__`` arrays; under the
+    simulator, for NumPy arrays and simulated device arrays instead.
     """
     if SIMULATOR:
         return isinstance(x, np.ndarray) or is_numba_array(x)
@@ -64,43 +49,64 @@ def accepts(x: Any) -> bool:
 def empty(shape: tuple[int, ...], dtype: Any) -> Any:
     """An uninitialised array of the backend's own kind (CuPy, or NumPy in the simulator).
 
-    Parameters
-    ----------
-    shape : tuple of int
-    dtype : dtype-like
-
-    Returns
-    -------
-    array
+    Statistics and parameter gradients are of this kind even when the data are
+    numba device arrays, because the functional layer computes on them, which
+    numba device arrays do not support. Launchers allocate them inside
+    :class:`._runtime.on_device`, which makes the data's GPU current.
     """
     if cupy is None:
         return np.empty(shape, dtype=dtype)
     return cupy.empty(shape, dtype=dtype)
 
 
-def vectors_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-    """Per-channel or per-row vectors for ``x``: the backend's own kind, on ``x``'s GPU.
+def partials(x: Any, rows: int, columns: int) -> Any:
+    """The float64 ``[2, rows, columns]`` partial sums of a two-stage reduction over ``x``.
 
-    Statistics and parameter gradients are CuPy arrays (NumPy in the simulator)
-    even when ``x`` is a numba device array, because the functional layer computes
-    on them (running statistics, folding), which numba device arrays do not support.
+    Two sums per column and partial row, in one array: one allocation and one
+    kernel argument.
 
     Parameters
     ----------
     x : array
-        The kernel's input.
-    shape : tuple of int
-    dtype : dtype-like
+        The kernel's input (numba device arrays get numba device arrays).
+    rows, columns : int
 
     Returns
     -------
     array
     """
-    device = getattr(x, "device", None) if cupy is not None else None
-    if device is not None and type(x).__module__.split(".", 1)[0] == "cupy":
-        with device:
-            return cupy.empty(shape, dtype=dtype)
-    return empty(shape, dtype)
+    return alloc_like(x, (2, rows, columns), np.float64)
+
+
+_placeholders: dict[tuple[Any, str, tuple[int, ...]], Any] = {}
+
+#: The shape of the placeholder for absent ``[2, rows, K]`` partial sums: no rows to read.
+NO_PARTIALS = (2, 0, 1)
+
+
+def placeholder(dtype: Any, shape: tuple[int, ...] = (1,)) -> Any:
+    """A small array on the current GPU standing in for an absent kernel argument (cached).
+
+    Kernels take a flag next to each optional array and never use its values
+    when the flag says it is absent, so one array per device, dtype and shape
+    serves every launch.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+    shape : tuple of int, default (1,)
+        The rank the kernel expects; ``NO_PARTIALS`` for partial sums.
+
+    Returns
+    -------
+    array
+    """
+    device = cupy.cuda.runtime.getDevice() if cupy is not None else None
+    key = (device, np.dtype(dtype).char, shape)
+    found = _placeholders.get(key)
+    if found is None:
+        found = _placeholders[key] = empty(shape, dtype)
+    return found
 
 
 def alloc_like(x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -183,7 +189,7 @@ def ascontiguous(x: Any) -> Any:
 
 
 def kernel_in(x: Any) -> Any:
-    """``x`` as a kernel argument the kernel only reads.
+    """``x`` as a kernel argument the kernel only reads (arrays it writes go as they are).
 
     On a GPU, arrays go to the kernel as they are: numba-cuda (0.30) types a CuPy
     array from its DLPack export (``cuda.core``'s ``StridedMemoryView``, a C-level
@@ -204,18 +210,4 @@ def kernel_in(x: Any) -> Any:
     """
     if SIMULATOR and isinstance(x, np.ndarray):
         return cuda.In(x)
-    return x
-
-
-def kernel_out(x: Any) -> Any:
-    """``x`` as a kernel argument the kernel writes (see :func:`kernel_in`).
-
-    Parameters
-    ----------
-    x : array
-
-    Returns
-    -------
-    array
-    """
     return x

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _batchnorm, _dropout, _dropout_add_norm, _layernorm
+from . import _arrays, _batchnorm, _batchnorm_backward, _dropout, _dropout_add_norm, _layernorm
 from ._runtime import SIMULATOR
 
 __all__ = ["CudaBackend"]
@@ -18,6 +18,10 @@ class CudaBackend:
     Any ``__cuda_array_interface__`` array is accepted; kernels launch on CuPy's
     current stream and keep statistics on the device. Under the CUDA simulator
     (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run on NumPy arrays.
+
+    Besides the required members it offers the optional ``batch_norm_forward``,
+    ``dropout_add_layer_norm_forward`` and ``alloc_like``; ``row_moments`` and
+    ``philox_words`` are helpers beyond the protocol (the tests use them).
 
     Attributes
     ----------
@@ -93,17 +97,20 @@ class CudaBackend:
         momentum: float,
         eps: float,
         out: Any,
+        counter: Any | None = None,
     ) -> tuple[Any, Any, Any]:
         """Whole BatchNorm forward of ``(N, C, L)`` data in two or three launches.
 
         Batch statistics when ``use_batch`` (else the running ones), the running
-        statistics updated in place on the device when ``update``, weight and bias
-        folded in by a kernel: no per-channel vector arithmetic on the host.
+        statistics updated in place on the device when ``update`` (and the layer's
+        ``counter``, ``num_batches_tracked``, incremented when given), weight and
+        bias folded in by a kernel: no per-channel vector arithmetic on the host.
         Return ``(out, mean, rstd)`` with float64 statistics.
         """
         return _batchnorm.batch_norm_forward(
-            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out
-        )
+            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out,
+            counter,
+        )  # fmt: skip
 
     def dropout_add_layer_norm_forward(
         self,
@@ -133,13 +140,17 @@ class CudaBackend:
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(self, dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
         """Per channel, float64 ``sum(dy)`` and ``sum((x - mean) * dy)``."""
-        return _batchnorm.channel_backward_reduce(dy, x, mean)
+        return _batchnorm_backward.channel_backward_reduce(dy, x, mean)
 
     def channel_backward_elemt(
         self, dy: Any, x: Any, mean: Any, a: Any, b: Any, c: Any, out: Any
     ) -> Any:
         """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
-        return _batchnorm.channel_backward_elemt(dy, x, mean, a, b, c, out)
+        return _batchnorm_backward.channel_backward_elemt(dy, x, mean, a, b, c, out)
+
+    #: Whole BatchNorm backward in three launches, no vector arithmetic on the host:
+    #: ``(dy, x, mean, rstd, weight, training, out, accumulate=None) -> (out, dweight, dbias)``.
+    batch_norm_backward = staticmethod(_batchnorm_backward.batch_norm_backward)
 
     def layer_norm_backward(
         self,
@@ -150,12 +161,16 @@ class CudaBackend:
         weight: Any | None,
         out: Any,
         param_grads: bool,
+        accumulate: tuple[Any, Any] | None = None,
     ) -> tuple[Any, Any | None, Any | None]:
         """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``.
 
-        The parameter gradients are ``None`` unless ``param_grads``.
+        The parameter gradients are ``None`` unless ``param_grads``; float64, or
+        added into ``accumulate``'s pair (a layer's gradient buffers) when given.
         """
-        return _layernorm.layer_norm_backward(dy, x, mean, rstd, weight, out, param_grads)
+        return _layernorm.layer_norm_backward(
+            dy, x, mean, rstd, weight, out, param_grads, accumulate
+        )
 
     # ----- dropout --------------------------------------------------------------
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> Any:

@@ -18,18 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, empty, kernel_in, kernel_out
-from ._runtime import (
-    SIMULATOR,
-    THREADS,
-    blocks_for,
-    cuda,
-    kernel,
-    launch,
-    on_device,
-    sm_count,
-    stream,
-)
+from normdrop.random import PHILOX_MULTIPLIERS, PHILOX_WEYL
+
+from ._arrays import empty, kernel_in, placeholder
+from ._runtime import THREADS, cuda, device_blocks, kernel, launch, on_device
 
 __all__ = [
     "dropout_apply_bitmask",
@@ -38,18 +30,13 @@ __all__ = [
     "philox_words",
 ]
 
-#: Blocks per multiprocessor of the grid-stride dropout kernels (2048 threads per SM / THREADS).
-BLOCKS_PER_SM = 2 if SIMULATOR else 8
-
 #: Philox words of one block's chunk (a compile-time constant for the shared array).
 _CHUNK = 4 * THREADS
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
+_M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
+_W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -181,8 +168,11 @@ def _apply_bitmask_kernel(dy, bitmask, scale, out):
 
 
 @kernel
-def _words_kernel(first, start, blocks, k0, k1, c2, c3, out):
-    """Philox words from global element ``4 * first + start``, chunked like the dropout."""
+def _words_kernel(first, start, blocks, k0, k1, c2, c3, as_mask, threshold, out):
+    """Philox words from global element ``4 * first + start``, chunked like the dropout.
+
+    With ``as_mask``, the keep-mask instead: 1 where ``word >= threshold``, else 0.
+    """
     words = cuda.shared.array(_CHUNK, np.uint32)
     t = cuda.threadIdx.x
     width = cuda.blockDim.x
@@ -193,25 +183,11 @@ def _words_kernel(first, start, blocks, k0, k1, c2, c3, out):
         for k in range(4):
             j = _chunk_index(base, start, k)
             if 0 <= j < out.shape[0]:
-                out[j] = words[t + k * width]
-        cuda.syncthreads()
-        base += cuda.gridDim.x * width
-
-
-@kernel
-def _mask_kernel(threshold, blocks, k0, k1, c2, c3, out):
-    """Keep-mask (1 where ``word >= threshold``) as uint8, chunked like the dropout."""
-    words = cuda.shared.array(_CHUNK, np.uint32)
-    t = cuda.threadIdx.x
-    width = cuda.blockDim.x
-    base = cuda.blockIdx.x * width
-    while base < blocks:
-        _fill_words(words, base, blocks, np.uint64(0), k0, k1, c2, c3)
-        cuda.syncthreads()
-        for k in range(4):
-            j = _chunk_index(base, 0, k)
-            if j < out.shape[0]:
-                out[j] = 1 if words[t + k * width] >= threshold else 0
+                w = words[t + k * width]
+                if as_mask:
+                    out[j] = 1 if w >= threshold else 0
+                else:
+                    out[j] = w
         cuda.syncthreads()
         base += cuda.gridDim.x * width
 
@@ -228,69 +204,40 @@ def _key_and_call(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64
     )
 
 
-def _span(n: int, offset: int) -> tuple[np.uint64, int, int]:
-    """``(first, start, blocks)``: the Philox blocks of elements ``offset .. offset + n - 1``."""
-    first, start = divmod(offset, 4)
-    return np.uint64(first), start, (start + n + 3) // 4
+def _launch_philox(
+    fn: Any, s: Any, n: int, offset: int, seed: int, call: int, head: tuple, tail: tuple
+) -> None:
+    """Launch ``fn(*head, first, start, blocks, k0, k1, c2, c3, *tail)`` on stream ``s``.
 
-
-def _grid(units: int) -> int:
-    """Blocks of a grid-stride launch over ``units`` work items of ``THREADS`` each."""
-    return blocks_for(units, THREADS, sm_count() * BLOCKS_PER_SM)
-
-
-def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
-    """The uint32 Philox words of elements ``offset .. offset + n - 1``, on the device.
-
-    Parameters
-    ----------
-    n, seed, call, offset : int
-
-    Returns
-    -------
-    device array of uint32, shape (n,)
+    Over the Philox blocks of elements ``offset .. offset + n - 1`` (``n >= 1``):
+    ``blocks`` of them from ``first``, element ``offset`` being word ``start`` of
+    block ``first``; ``k0 .. c3`` the halves of seed and call.
     """
-    out = empty((n,), np.uint32)
+    first, start = divmod(offset, 4)
+    blocks = (start + n + 3) // 4
+    counters = (np.uint64(first), start, blocks, *_key_and_call(seed, call))
+    launch(fn, device_blocks(blocks), THREADS, s, *head, *counters, *tail)
+
+
+def _launch_words(out: Any, n: int, seed: int, call: int, offset: int, threshold: Any) -> Any:
+    """Fill ``out`` with the words of elements ``offset ..`` (or, with a threshold, the mask)."""
     if n:
-        first, start, blocks = _span(n, offset)
-        launch(
-            _words_kernel,
-            _grid(blocks),
-            THREADS,
-            stream(),
-            first,
-            start,
-            blocks,
-            *_key_and_call(seed, call),
-            kernel_out(out),
-        )
+        limit = np.uint64(0 if threshold is None else threshold)
+        with on_device(out) as s:
+            tail = (threshold is not None, limit, out)
+            _launch_philox(_words_kernel, s, n, offset, seed, call, (), tail)
     return out
 
 
+def philox_words(n: int, seed: int, call: int, offset: int = 0) -> Any:
+    """The uint32 Philox words of elements ``offset .. offset + n - 1``: a device array ``(n,)``."""
+    return _launch_words(empty((n,), np.uint32), n, seed, call, offset, None)
+
+
 def dropout_mask(n: int, threshold: int, seed: int, call: int) -> Any:
-    """The boolean keep-mask (word >= threshold) of ``n`` elements, on the device.
-
-    Parameters
-    ----------
-    n, threshold, seed, call : int
-
-    Returns
-    -------
-    device array of bool, shape (n,)
-    """
+    """The boolean keep-mask (word >= threshold) of ``n`` elements: a device array ``(n,)``."""
     out = empty((n,), np.bool_)
-    if n:
-        blocks = -(-n // 4)
-        launch(
-            _mask_kernel,
-            _grid(blocks),
-            THREADS,
-            stream(),
-            np.uint64(threshold),
-            blocks,
-            *_key_and_call(seed, call),
-            kernel_out(out.view(np.uint8)),  # bytes 0/1: the kernel writes no bool
-        )
+    _launch_words(out.view(np.uint8), n, seed, call, 0, threshold)  # 0/1 bytes: no bool stores
     return out
 
 
@@ -326,30 +273,12 @@ def dropout_forward(
     """
     n = x.size
     if n:
-        first, start, blocks = _span(n, offset)
-        with on_device(x):
-            launch(
-                _dropout_kernel,
-                _grid(blocks),
-                THREADS,
-                stream(),
-                kernel_in(x.reshape(-1)),
-                np.uint64(threshold),
-                x.dtype.type(scale),
-                first,
-                start,
-                blocks,
-                *_key_and_call(seed, call),
-                kernel_out(out.reshape(-1)),
-                kernel_out(_no_bitmask(x) if bitmask is None else bitmask),
-                bitmask is not None,
-            )
+        head = (kernel_in(x.reshape(-1)), np.uint64(threshold), x.dtype.type(scale))
+        with on_device(x) as s:
+            bits = placeholder(np.uint8) if bitmask is None else bitmask
+            tail = (out.reshape(-1), bits, bitmask is not None)
+            _launch_philox(_dropout_kernel, s, n, offset, seed, call, head, tail)
     return out
-
-
-def _no_bitmask(x: Any) -> Any:
-    """A one-byte array standing in for an absent bitmask."""
-    return alloc_like(x, (1,), np.uint8)
 
 
 def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
@@ -369,15 +298,15 @@ def dropout_apply_bitmask(dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
     """
     n = dy.size
     if n:
-        with on_device(dy):
+        with on_device(dy) as s:
             launch(
                 _apply_bitmask_kernel,
-                _grid(-(-n // 4)),
+                device_blocks(-(-n // 4)),
                 THREADS,
-                stream(),
+                s,
                 kernel_in(dy.reshape(-1)),
                 kernel_in(bitmask),
                 dy.dtype.type(scale),
-                kernel_out(out.reshape(-1)),
+                out.reshape(-1),
             )
     return out

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out, vectors_like
+from ._arrays import empty, kernel_in, placeholder
 from ._dropout import _key_and_call, _philox_block
-from ._layernorm import _placeholder, _row_threads
+from ._layernorm import absent, row_threads
 from ._reduce import shifted_moments, tree_sum2
-from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device, stream
+from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
 __all__ = ["dropout_add_layer_norm_forward"]
 
@@ -170,39 +170,39 @@ def dropout_add_layer_norm_forward(
     mean, rstd : float64 device arrays of shape (R,)
     """
     rows, features = x.shape
-    stats = vectors_like(x, (2, rows), np.float64)
-    mean, rstd = stats[0], stats[1]
     drop = threshold is not None
-    keys = _key_and_call(seed if drop else 0, call)
+    keys = _key_and_call(seed if drop and seed is not None else 0, call)
+    limit = np.uint64(0 if threshold is None else threshold)
     inline_pack = bitmask is not None and features % 8 == 0
-    with on_device(x):
-        s = stream()
+    with on_device(x) as s:
+        stats = empty((2, rows), np.float64)
+        mean, rstd = stats[0], stats[1]
         if rows:
             launch(
                 _fused_kernel,
                 blocks_for(rows, 1),
-                _row_threads(features),
+                row_threads(features),
                 s,
                 kernel_in(x),
                 kernel_in(x if residual is None else residual),
                 residual is not None,
-                kernel_in(_placeholder(x, bias) if weight is None else weight),
-                kernel_in(_placeholder(x, weight) if bias is None else bias),
+                kernel_in(absent(bias) if weight is None else weight),
+                kernel_in(absent(weight) if bias is None else bias),
                 weight is not None,
                 bias is not None,
                 float(eps),
                 drop,
-                np.uint64(threshold if drop else 0),
+                limit,
                 x.dtype.type(scale if drop else 1),
                 x.dtype.type(0),
                 np.int64(offset),
                 *keys,
                 inline_pack,
-                kernel_out(out),
-                kernel_out(r_out),
-                kernel_out(mean),
-                kernel_out(rstd),
-                kernel_out(bitmask if inline_pack else alloc_like(x, (1,), np.uint8)),
+                out,
+                r_out,
+                mean,
+                rstd,
+                bitmask if inline_pack else placeholder(np.uint8),
             )
         if bitmask is not None and not inline_pack and bitmask.shape[0]:
             launch(
@@ -211,8 +211,8 @@ def dropout_add_layer_norm_forward(
                 THREADS,
                 s,
                 np.int64(x.size),
-                np.uint64(threshold),
+                limit,
                 *keys,
-                kernel_out(bitmask),
+                bitmask,
             )
     return out, r_out, mean, rstd

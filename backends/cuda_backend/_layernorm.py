@@ -11,8 +11,8 @@ bias``. Grids are grid-stride, sized from the device's multiprocessor count.
 
 The backward pass reduces ``sum(g)`` and ``sum(g * xhat)`` per row the same way
 and writes ``dx``; with parameter gradients every block row (``y`` lane of a
-block) accumulates its rows' ``dy * xhat`` and ``dy`` into its own row of
-``[partial rows, D]`` buffers (in registers for rows up to four times its lanes,
+block) accumulates its rows' ``dy * xhat`` and ``dy`` into its own rows of
+a ``[2, partial rows, D]`` buffer (in registers for rows up to four times its lanes,
 written once; wider rows add into memory), which :func:`._reduce.column_sums2`
 adds in row order. Every block row writes its whole partial row, so no rows
 still gives zeros.
@@ -25,35 +25,25 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import alloc_like, kernel_in, kernel_out, vectors_like
+from ._arrays import NO_PARTIALS, empty, kernel_in, partials, placeholder
 from ._reduce import column_sums2, shifted_moments, tree_sum2
-from ._runtime import (
-    SIMULATOR,
-    THREADS,
-    blocks_for,
-    cuda,
-    kernel,
-    launch,
-    next_pow2,
-    on_device,
-    sm_count,
-    stream,
-)
+from ._runtime import THREADS, cuda, device_blocks, kernel, launch, next_pow2, on_device
 
-__all__ = ["layer_norm_backward", "layer_norm_forward", "row_moments"]
-
-#: Blocks per multiprocessor of a grid-stride row kernel (2048 threads per SM / THREADS).
-BLOCKS_PER_SM = 2 if SIMULATOR else 8
+__all__ = ["absent", "layer_norm_backward", "layer_norm_forward", "row_moments", "row_threads"]
 
 
 # ----------------------------------------------------------------------------- kernels
 @cuda.jit(device=True)
-def _row_mean_var(x, row, sa, sb):
-    """Mean and biased variance of ``x[row]`` over the block's ``x`` lanes.
+def _row_mean_var(x, first, sa, sb):
+    """``(row, mean, biased variance)`` of this thread's row over the block's ``x`` lanes.
 
-    Every thread of the block calls it (it synchronises); threads whose ``row``
-    is past the end pass ``row = -1`` and contribute nothing.
+    The block's rows start at ``first``; this thread's is ``first + threadIdx.y``,
+    or -1 past the end (it then contributes nothing). Every thread of the block
+    calls it (it synchronises).
     """
+    row = first + cuda.threadIdx.y
+    if row >= x.shape[0]:
+        row = -1
     tx = cuda.threadIdx.x
     bx = cuda.blockDim.x
     slot = cuda.threadIdx.y * bx + tx
@@ -86,7 +76,7 @@ def _row_mean_var(x, row, sa, sb):
     if row >= 0:
         mean, var = shifted_moments(float(x[row, 0]), sa[head], sb[head], float(features))
     cuda.syncthreads()  # everyone has read the row's slot before the next rows overwrite it
-    return mean, var
+    return row, mean, var
 
 
 @kernel
@@ -96,10 +86,7 @@ def _row_moments_kernel(x, mean, var):
     sb = cuda.shared.array(THREADS, np.float64)
     first = cuda.blockIdx.x * cuda.blockDim.y
     while first < x.shape[0]:
-        row = first + cuda.threadIdx.y
-        if row >= x.shape[0]:
-            row = -1
-        mu, v = _row_mean_var(x, row, sa, sb)
+        row, mu, v = _row_mean_var(x, first, sa, sb)
         if row >= 0 and cuda.threadIdx.x == 0:
             mean[row] = mu
             var[row] = v
@@ -125,10 +112,7 @@ def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd)
     features = x.shape[1]
     first = cuda.blockIdx.x * cuda.blockDim.y
     while first < x.shape[0]:
-        row = first + cuda.threadIdx.y
-        if row >= x.shape[0]:
-            row = -1
-        mu, v = _row_mean_var(x, row, sa, sb)
+        row, mu, v = _row_mean_var(x, first, sa, sb)
         if row >= 0:
             rs = 1.0 / math.sqrt(v + eps)
             bx = cuda.blockDim.x
@@ -169,19 +153,19 @@ def _column(dy, x, weight, has_weight, row, j, mu, rs, a, b, dw, db):
 
 
 @cuda.jit(device=True)
-def _put_column(pdw, pdb, p, j, dw, db):
+def _put_column(partial, p, j, dw, db):
     """Store one thread's column sums in its partial row (if ``j`` is in the row)."""
-    if j < pdw.shape[1]:
-        pdw[p, j] = dw
-        pdb[p, j] = db
+    if j < partial.shape[2]:
+        partial[0, p, j] = dw
+        partial[1, p, j] = db
 
 
 @kernel
-def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pdw, pdb):
+def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, partial):
     """``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`` per row, ``g = dy * weight``.
 
     With ``param_grads``, block row ``p = blockIdx.x * blockDim.y + threadIdx.y``
-    also sums its rows' ``dy * xhat`` and ``dy`` into ``pdw[p]`` and ``pdb[p]``
+    also sums its rows' ``dy * xhat`` and ``dy`` into ``partial[0, p]`` and ``partial[1, p]``
     (each element owned by one thread: no races). When a thread owns at most four
     columns of a row (rows up to ``4 * blockDim.x`` wide) it keeps those sums in
     registers over all its rows and stores them once; wider rows add into the
@@ -201,8 +185,8 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
     if param_grads and not in_registers:
         j = tx
         while j < features:
-            pdw[p, j] = 0.0
-            pdb[p, j] = 0.0
+            partial[0, p, j] = 0.0
+            partial[1, p, j] = 0.0
             j += bx
     first = cuda.blockIdx.x * cuda.blockDim.y
     while first < x.shape[0]:
@@ -229,8 +213,8 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
                     a += g
                     b += g * xhat
                     if param_grads:
-                        pdw[p, j] += d * xhat
-                        pdb[p, j] += d
+                        partial[0, p, j] += d * xhat
+                        partial[1, p, j] += d
                     j += bx
         sa[slot] = a
         sb[slot] = b
@@ -247,28 +231,53 @@ def _backward_kernel(dy, x, mean, rstd, weight, has_weight, param_grads, out, pd
                 j += bx
         first += cuda.gridDim.x * cuda.blockDim.y
     if param_grads and in_registers:
-        _put_column(pdw, pdb, p, tx, dw0, db0)
-        _put_column(pdw, pdb, p, tx + bx, dw1, db1)
-        _put_column(pdw, pdb, p, tx + 2 * bx, dw2, db2)
-        _put_column(pdw, pdb, p, tx + 3 * bx, dw3, db3)
+        _put_column(partial, p, tx, dw0, db0)
+        _put_column(partial, p, tx + bx, dw1, db1)
+        _put_column(partial, p, tx + 2 * bx, dw2, db2)
+        _put_column(partial, p, tx + 3 * bx, dw3, db3)
 
 
 # ----------------------------------------------------------------------------- launches
-def _row_threads(features: int) -> int:
+def row_threads(features: int) -> int:
     """Lanes per row: the row's width rounded up to a power of two, at most THREADS."""
     return min(THREADS, max(2, next_pow2(features)))
 
 
 def _geometry(rows: int, features: int) -> tuple[int, tuple[int, int]]:
     """``(blocks, (lanes, rows per block))`` of a row kernel: enough blocks to fill the GPU."""
-    lanes = _row_threads(features)
+    lanes = row_threads(features)
     per_block = THREADS // lanes
-    return blocks_for(rows, per_block, sm_count() * BLOCKS_PER_SM), (lanes, per_block)
+    return device_blocks(rows, per_block), (lanes, per_block)
 
 
-def _placeholder(x: Any, like: Any) -> Any:
-    """A one-element array (of ``like``'s dtype, else float64) for an absent weight or bias."""
-    return alloc_like(x, (1,), np.float64 if like is None else like.dtype)
+def absent(other: Any | None) -> Any:
+    """The placeholder for an absent weight or bias: of ``other``'s dtype when that is given.
+
+    Parameters
+    ----------
+    other : array or None
+        The other of weight and bias (the kernel reads both in one dtype).
+
+    Returns
+    -------
+    array
+    """
+    return placeholder(np.float64 if other is None else other.dtype)
+
+
+def _launch_rows(fn: Any, x: Any, s: Any, *args: Any) -> tuple[Any, Any]:
+    """Launch row kernel ``fn(x, *args, first, second)`` (inside ``on_device``) on stream ``s``.
+
+    ``first`` and ``second``, the kernel's last two arguments, are the float64
+    row vectors (shape ``(R,)``) it fills, which are returned.
+    """
+    rows, features = x.shape
+    stats = empty((2, rows), np.float64)
+    if rows:
+        blocks, block = _geometry(rows, features)
+        first, second = stats[0], stats[1]
+        launch(fn, blocks, block, s, kernel_in(x), *args, first, second)
+    return stats[0], stats[1]
 
 
 def row_moments(x: Any) -> tuple[Any, Any]:
@@ -282,22 +291,8 @@ def row_moments(x: Any) -> tuple[Any, Any]:
     -------
     mean, var : device arrays of shape (R,)
     """
-    rows, features = x.shape
-    stats = vectors_like(x, (2, rows), np.float64)
-    mean, var = stats[0], stats[1]
-    if rows:
-        blocks, block = _geometry(rows, features)
-        with on_device(x):
-            launch(
-                _row_moments_kernel,
-                blocks,
-                block,
-                stream(),
-                kernel_in(x),
-                kernel_out(mean),
-                kernel_out(var),
-            )
-    return mean, var
+    with on_device(x) as s:
+        return _launch_rows(_row_moments_kernel, x, s)
 
 
 def layer_norm_forward(
@@ -317,32 +312,30 @@ def layer_norm_forward(
     out : device array
     mean, rstd : float64 device arrays of shape (R,)
     """
-    rows, features = x.shape
-    stats = vectors_like(x, (2, rows), np.float64)
-    mean, rstd = stats[0], stats[1]
-    if rows:
-        blocks, block = _geometry(rows, features)
-        with on_device(x):
-            launch(
-                _forward_kernel,
-                blocks,
-                block,
-                stream(),
-                kernel_in(x),
-                kernel_in(_placeholder(x, bias) if weight is None else weight),
-                kernel_in(_placeholder(x, weight) if bias is None else bias),
-                weight is not None,
-                bias is not None,
-                float(eps),
-                kernel_out(out),
-                kernel_out(mean),
-                kernel_out(rstd),
-            )
+    with on_device(x) as s:
+        mean, rstd = _launch_rows(
+            _forward_kernel,
+            x,
+            s,
+            kernel_in(absent(bias) if weight is None else weight),
+            kernel_in(absent(weight) if bias is None else bias),
+            weight is not None,
+            bias is not None,
+            float(eps),
+            out,
+        )
     return out, mean, rstd
 
 
 def layer_norm_backward(
-    dy: Any, x: Any, mean: Any, rstd: Any, weight: Any | None, out: Any, param_grads: bool
+    dy: Any,
+    x: Any,
+    mean: Any,
+    rstd: Any,
+    weight: Any | None,
+    out: Any,
+    param_grads: bool,
+    accumulate: tuple[Any, Any] | None = None,
 ) -> tuple[Any, Any | None, Any | None]:
     """LayerNorm input gradient of ``(R, D)`` rows into ``out``, and optionally dweight, dbias.
 
@@ -354,19 +347,24 @@ def layer_norm_backward(
     out : device array like ``x`` (may be ``dy``)
     param_grads : bool
         Also return ``sum(dy * xhat)`` and ``sum(dy)`` over rows.
+    accumulate : pair of device arrays of shape (D,), float32 or float64, optional
+        A layer's gradient buffers ``(dweight, dbias)`` (one dtype), C-contiguous:
+        with ``param_grads``, the column-sum kernel adds the gradients to them (in
+        place, no separate add or cast) and they are returned.
 
     Returns
     -------
     out : device array
-    dweight, dbias : float64 device arrays of shape (D,), or None
+    dweight, dbias : device arrays of shape (D,), or None
+        float64, or ``accumulate``'s pair; None unless ``param_grads``.
     """
     rows, features = x.shape
     blocks, block = _geometry(rows, features)
-    shape = (blocks * block[1], features) if param_grads else (1, 1)
-    with on_device(x):
-        s = stream()
-        pdw = alloc_like(x, shape, np.float64)
-        pdb = alloc_like(x, shape, np.float64)
+    with on_device(x) as s:
+        if param_grads:
+            partial = partials(x, blocks * block[1], features)
+        else:
+            partial = placeholder(np.float64, NO_PARTIALS)
         if rows or param_grads:
             launch(
                 _backward_kernel,
@@ -377,16 +375,19 @@ def layer_norm_backward(
                 kernel_in(x),
                 kernel_in(mean),
                 kernel_in(rstd),
-                kernel_in(_placeholder(x, None) if weight is None else weight),
+                kernel_in(absent(None) if weight is None else weight),
                 weight is not None,
                 bool(param_grads),
-                kernel_out(out),
-                kernel_out(pdw),
-                kernel_out(pdb),
+                out,
+                partial,
             )
         if not param_grads:
             return out, None, None
-        grads = vectors_like(x, (2, features), np.float64)
+        if accumulate is None:
+            grads = empty((2, features), np.float64)
+            dweight, dbias = grads[0], grads[1]
+        else:
+            dweight, dbias = accumulate
         if features:
-            column_sums2(pdw, pdb, grads[0], grads[1], s)
-    return out, grads[0], grads[1]
+            column_sums2(partial, dweight, dbias, s, accumulate is not None)
+    return out, dweight, dbias

@@ -1,8 +1,9 @@
 """Deterministic reductions: shared-memory trees and the column sums of partial buffers.
 
 No atomics and no warp shuffles (the simulator has neither): a block reduces
-through shared memory in a fixed tree, blocks write partial results into
-``[rows, K]`` buffers, and a second kernel sums those in row order. The same
+through shared memory in a fixed tree, blocks write partial results into rows
+of ``[2, rows, K]`` buffers (two sums each), and a second kernel sums those in
+row order. The same
 input therefore always gives the same bits.
 
 Statistics are shifted sums: every thread of a channel (or row) subtracts the
@@ -20,10 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import kernel_in, kernel_out
-from ._runtime import THREADS, TILE_X, blocks_for, cuda, kernel, launch, next_pow2
+from ._arrays import kernel_in
+from ._runtime import THREADS, TILE_X, cuda, kernel, launch, next_pow2
 
-__all__ = ["column_sums2", "column_sums2_kernel", "shifted_moments", "tree_sum2"]
+__all__ = [
+    "column_geometry",
+    "column_pair",
+    "column_sums2",
+    "column_sums2_kernel",
+    "shifted_moments",
+    "tree_sum2",
+]
 
 
 @cuda.jit(device=True)
@@ -52,53 +60,87 @@ def tree_sum2(sa, sb, pos, slot, stride, width):
         s //= 2
 
 
-@kernel
-def column_sums2_kernel(pa, pb, a, b):
-    """Column sums of two ``[rows, K]`` partial buffers into ``a`` and ``b``.
+@cuda.jit(device=True)
+def column_pair(p):
+    """``(k, sum(p[0, :, k]), sum(p[1, :, k]))`` for this thread's column ``k`` of partial sums.
 
-    A 2-D block: ``x`` along up to 32 neighbouring columns, ``y`` along rows, each
-    ``y`` lane summing every ``blockDim.y``-th row; a shared-memory tree then adds
-    the lanes in a fixed order. Grid-stride over column tiles.
+    A 2-D block per tile of ``blockDim.x`` neighbouring columns of ``[2, rows, K]``
+    partials (``k = blockIdx.x * blockDim.x + threadIdx.x``; a ``k`` past the end
+    contributes nothing): each ``y`` lane adds every ``blockDim.y``-th row, then a
+    shared-memory tree adds the lanes in a fixed order. Every thread of the block
+    calls it once (it synchronises); all threads of a column get its sums.
     """
     sa = cuda.shared.array(THREADS, np.float64)
     sb = cuda.shared.array(THREADS, np.float64)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
-    bx = cuda.blockDim.x
-    slot = ty * bx + tx
-    base = cuda.blockIdx.x * bx
-    while base < pa.shape[1]:
-        k = base + tx
-        x = 0.0
-        y = 0.0
-        if k < pa.shape[1]:
-            g = ty
-            while g < pa.shape[0]:
-                x += pa[g, k]
-                y += pb[g, k]
-                g += cuda.blockDim.y
-        sa[slot] = x
-        sb[slot] = y
-        cuda.syncthreads()
-        tree_sum2(sa, sb, ty, slot, bx, cuda.blockDim.y)
-        if ty == 0 and k < pa.shape[1]:
-            a[k] = sa[slot]
-            b[k] = sb[slot]
-        cuda.syncthreads()
-        base += cuda.gridDim.x * bx
+    k = cuda.blockIdx.x * cuda.blockDim.x + tx
+    slot = ty * cuda.blockDim.x + tx
+    x = 0.0
+    y = 0.0
+    if k < p.shape[2]:
+        g = ty
+        while g < p.shape[1]:
+            x += p[0, g, k]
+            y += p[1, g, k]
+            g += cuda.blockDim.y
+    sa[slot] = x
+    sb[slot] = y
+    cuda.syncthreads()
+    tree_sum2(sa, sb, ty, slot, cuda.blockDim.x, cuda.blockDim.y)
+    return k, sa[tx], sb[tx]
 
 
-def column_sums2(pa: Any, pb: Any, a: Any, b: Any, s: Any) -> None:
-    """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns)."""
-    columns = pa.shape[1]
+@kernel
+def column_sums2_kernel(p, a, b, accumulate):
+    """Column sums of ``[2, rows, K]`` partials into ``a`` and ``b`` (or added to them)."""
+    k, x, y = column_pair(p)
+    if cuda.threadIdx.y == 0 and k < p.shape[2]:
+        if accumulate:
+            a[k] += x
+            b[k] += y
+        else:
+            a[k] = x
+            b[k] = y
+
+
+def column_geometry(columns: int) -> tuple[int, tuple[int, int]]:
+    """``(blocks, block)`` of a kernel built on :func:`column_pair` over ``columns >= 1``.
+
+    Parameters
+    ----------
+    columns : int
+
+    Returns
+    -------
+    blocks : int
+        One block per tile of columns (no grid-stride loop: the merges are small).
+    block : tuple of int
+        Up to ``TILE_X`` columns by ``THREADS // tile`` row lanes.
+    """
     tile = min(TILE_X, next_pow2(columns))
+    return -(-columns // tile), (tile, THREADS // tile)
+
+
+def column_sums2(p: Any, a: Any, b: Any, s: Any, accumulate: bool = False) -> None:
+    """Launch :func:`column_sums2_kernel` on stream ``s`` (``K >= 1`` columns).
+
+    Parameters
+    ----------
+    p : float64 device array of shape (2, rows, K)
+    a, b : device arrays of shape (K,), float32 or float64
+    s : stream
+    accumulate : bool, default False
+        Add the sums to ``a`` and ``b`` rather than overwrite them.
+    """
+    blocks, block = column_geometry(p.shape[2])
     launch(
         column_sums2_kernel,
-        blocks_for(columns, tile),
-        (tile, THREADS // tile),
+        blocks,
+        block,
         s,
-        kernel_in(pa),
-        kernel_in(pb),
-        kernel_out(a),
-        kernel_out(b),
+        kernel_in(p),
+        a,
+        b,
+        accumulate,
     )

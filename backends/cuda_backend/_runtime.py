@@ -8,12 +8,13 @@ outside the simulator, no usable GPU or no CuPy. The registry turns that into a
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 from typing import Any
 
-try:
-    import numba_cuda  # noqa: F401  (the NVIDIA-maintained target that `numba.cuda` redirects to)
+try:  # the NVIDIA-maintained target that `numba.cuda` redirects to (untyped: imported by name)
+    importlib.import_module("numba_cuda")
 except ImportError as exc:
     raise ImportError(
         "the cuda backend needs the numba-cuda package (the maintained CUDA target of Numba)"
@@ -31,13 +32,14 @@ from numba.cuda.core import config as _cuda_config
 
 __all__ = [
     "MAX_BLOCKS",
-    "PARTIAL_ROWS",
     "REDUCE_BLOCKS",
     "SIMULATOR",
     "THREADS",
     "TILE_X",
     "CHECK_SIGNATURES",
+    "BLOCKS_PER_SM",
     "blocks_for",
+    "device_blocks",
     "cuda",
     "cupy",
     "kernel",
@@ -59,7 +61,7 @@ if not SIMULATOR:
             "backend on the CPU, use the CUDA simulator: NUMBA_ENABLE_CUDASIM=1"
         )
     try:
-        import cupy
+        cupy = importlib.import_module("cupy")
     except ImportError as exc:
         raise ImportError(
             "the cuda backend needs CuPy on a GPU: cupy-cuda12x (CUDA 12) or cupy-cuda13x (CUDA 13)"
@@ -74,26 +76,15 @@ if SIMULATOR:
     TILE_X = 4  #: widest channel tile of the 2-D BatchNorm block for (N, C) data
     MAX_BLOCKS = 3  #: cap of grid-stride grids (odd, so loops have ragged tails)
     REDUCE_BLOCKS = 4  #: target number of blocks of a two-stage reduction
-    PARTIAL_ROWS = 3  #: most blocks (rows of [blocks, D] partials) of the LayerNorm backward
 else:
     THREADS = 256
     TILE_X = 32
     MAX_BLOCKS = 8192
     REDUCE_BLOCKS = 1024
-    PARTIAL_ROWS = 256
 
 
 def next_pow2(n: int) -> int:
-    """Return the smallest power of two ``>= n`` (1 for ``n <= 1``).
-
-    Parameters
-    ----------
-    n : int
-
-    Returns
-    -------
-    int
-    """
+    """Return the smallest power of two ``>= n`` (1 for ``n <= 1``)."""
     return 1 << max(0, int(n) - 1).bit_length()
 
 
@@ -141,6 +132,28 @@ def stream() -> Any:
     return found
 
 
+#: Blocks per multiprocessor of a grid-stride kernel sized from the device (2048 threads per
+#: SM / THREADS).
+BLOCKS_PER_SM = 2 if SIMULATOR else 8
+
+
+def device_blocks(units: int, per_block: int = THREADS) -> int:
+    """Blocks of a grid-stride launch over ``units`` work items: at most enough to fill the GPU.
+
+    Parameters
+    ----------
+    units : int
+    per_block : int, default THREADS
+        Work items one block covers per loop iteration.
+
+    Returns
+    -------
+    int
+        :func:`blocks_for` capped at ``BLOCKS_PER_SM`` blocks per multiprocessor.
+    """
+    return blocks_for(units, per_block, sm_count() * BLOCKS_PER_SM)
+
+
 def sm_count() -> int:
     """Streaming multiprocessors of the current device (a small number in the simulator)."""
     if cupy is None:
@@ -154,7 +167,7 @@ def sm_count() -> int:
 
 
 class on_device:  # noqa: N801  (used as a ``with`` statement, like CuPy's ``Device``)
-    """Make ``x``'s GPU the current device for the launches inside the ``with`` block.
+    """Make ``x``'s GPU current for the ``with`` block; ``as`` gives its :func:`stream`.
 
     Kernels must run on the device that holds their arrays, on CuPy's current
     stream of that device; numba-cuda launches in the CUDA context current on the
@@ -176,9 +189,10 @@ class on_device:  # noqa: N801  (used as a ``with`` statement, like CuPy's ``Dev
             if isinstance(device, cupy.cuda.Device) and device.id != cupy.cuda.runtime.getDevice():
                 self._switch = device
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Any:
         if self._switch is not None:
             self._switch.__enter__()
+        return stream()
 
     def __exit__(self, *exc: Any) -> None:
         if self._switch is not None:
@@ -201,8 +215,18 @@ def kernel(fn: Any) -> Any:
 CHECK_SIGNATURES: bool = os.environ.get("NORMDROP_CUDA_CHECK_SIGNATURES") == "1"
 
 
+#: Configured launches by ``(kernel, grid, block, stream)``: numba-cuda's own cache of them is
+#: one least-recently-used cache of 128 entries shared by every kernel.
+_configured: dict[tuple[Any, Any, Any, Any], Any] = {}
+_MAX_CONFIGURED = 4096
+
+
 def launch(fn: Any, grid: Any, block: Any, s: Any, *args: Any) -> None:
     """Launch kernel ``fn`` with ``grid`` blocks of ``block`` threads on stream ``s``.
+
+    On a GPU the configured launch (``fn[grid, block, s]``) is kept for the next
+    call with the same geometry and stream; the arguments go to numba-cuda as
+    they are.
 
     Parameters
     ----------
@@ -217,4 +241,13 @@ def launch(fn: Any, grid: Any, block: Any, s: Any, *args: Any) -> None:
         from ._signatures import check_launch
 
         check_launch(fn, args)
-    fn[grid, block, s](*args)
+    if SIMULATOR:  # the simulator's fn[...] reconfigures and returns the kernel itself
+        fn[grid, block, s](*args)
+        return
+    key = (fn, grid, block, s)
+    configured = _configured.get(key)
+    if configured is None:
+        if len(_configured) >= _MAX_CONFIGURED:
+            _configured.clear()
+        configured = _configured[key] = fn[grid, block, s]
+    configured(*args)

@@ -34,25 +34,33 @@ def _a(dtype: str, ndim: int) -> str:
 
 def _table() -> list[tuple[Any, tuple[str, ...]]]:
     from . import _batchnorm as bn
+    from . import _batchnorm_backward as bb
+    from . import _channels as ch
     from . import _dropout as dr
     from . import _dropout_add_norm as fu
     from . import _layernorm as ln
     from . import _reduce as rd
 
-    v, p = _a("float64", 1), _a("float64", 2)
+    # float64 vectors, 2-D statistics and coefficients, [2, rows, K] partial sums
+    v, p, p3 = _a("float64", 1), _a("float64", 2), _a("float64", 3)
     u64, i64, f64, b1 = "uint64", "int64", "float64", "bool"
     key = (u64, u64, u64, u64)
     rows: list[tuple[Any, tuple[str, ...]]] = [
-        (rd.column_sums2_kernel, (p, p, v, v)),
-        (dr._words_kernel, (u64, i64, i64, *key, _a("uint32", 1))),
-        (dr._mask_kernel, (u64, i64, *key, _a("uint8", 1))),
+        # Philox words, or the keep-mask as 0/1 bytes
+        (dr._words_kernel, (u64, i64, i64, *key, b1, u64, _a("uint32", 1))),
+        (dr._words_kernel, (u64, i64, i64, *key, b1, u64, _a("uint8", 1))),
         (fu._pack_kernel, (i64, u64, *key, _a("uint8", 1))),
     ]
+    # the whole BatchNorm backward's merge: parameter gradients in the weight's dtype (float64
+    # placeholders without a weight)
+    for w1 in (_a(w, 1) for w in _FLOATS):
+        rows.append((bb._backward_merge_kernel, (p3, v, w1, i64, f64, p, w1, w1)))
+        # column sums: float64 sums, or added into a LayerNorm layer's gradient buffers
+        rows.append((rd.column_sums2_kernel, (p3, w1, w1, b1)))
     for x in _FLOATS:
         x1, x2, x3 = _a(x, 1), _a(x, 2), _a(x, 3)
         rows += [
-            (bn._moments_partials, (x3, p, p)),
-            (bn._moments_merge_kernel, (x3, p, p, v, v)),
+            (bn._moments_merge_kernel, (x3, p3, p)),
             (ln._row_moments_kernel, (x2, v, v)),
             (
                 dr._dropout_kernel,
@@ -63,7 +71,7 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         # running statistics (one dtype for both) and weight/bias (one dtype for both)
         for r, w in product(_FLOATS, _FLOATS):
             r1, w1 = _a(r, 1), _a(w, 1)
-            fold = (x3, p, p, b1, r1, r1, b1, b1, w1, w1, b1, b1, f64, f64, p)
+            fold = (x3, p3, r1, r1, w1, w1, i64, f64, f64, p, _a("int64", 1))
             rows.append((bn._fold_kernel, fold))
         # weight and bias each float32 or float64 (an absent one takes the other's dtype)
         for w, b in product(_FLOATS, _FLOATS):
@@ -76,13 +84,14 @@ def _table() -> list[tuple[Any, tuple[str, ...]]]:
         for dy in _FLOATS:
             d1, d2, d3 = _a(dy, 1), _a(dy, 2), _a(dy, 3)
             rows += [
-                (bn._backward_partials, (d3, x3, v, p, p)),
-                (bn._backward_elemt_kernel, (d1, x1, v, v, v, v, i64, x1)),
+                # the backward sums; the statistics pass x as dy (the dy == x entry)
+                (ch._partials_kernel, (d3, x3, v, b1, p3)),
+                (bb._backward_elemt_kernel, (d1, x1, v, v, v, v, b1, i64, x1)),
                 # the evaluation-mode backward writes dy * a into an output of x's dtype
                 (bn._affine_kernel, (d1, v, v, v, i64, x1)),
             ]
             for w in _FLOATS:
-                bwd = (d2, x2, v, v, _a(w, 1), b1, b1, x2, p, p)
+                bwd = (d2, x2, v, v, _a(w, 1), b1, b1, x2, p3)
                 rows.append((ln._backward_kernel, bwd))
     return rows
 

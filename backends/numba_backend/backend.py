@@ -18,6 +18,8 @@ __all__ = ["NumbaBackend", "backend"]
 _NO_BITS = np.empty(0, np.uint8)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
+#: The reference backend: this one shares its array helpers (both compute on NumPy arrays).
+_NUMPY = NumpyBackend()
 #: An empty vector stands for ``None`` in the kernels (one specialisation for both).
 _NONE: dict[np.dtype, np.ndarray] = {_F32: np.empty(0, _F32), _F64: np.empty(0, _F64)}
 
@@ -82,7 +84,7 @@ def _read_vector(v: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(v, dtype)
 
 
-class NumbaBackend(NumpyBackend):
+class NumbaBackend:
     """Numba CPU kernels on NumPy arrays: the default backend for NumPy input.
 
     Every kernel is compiled as a parallel (``prange``) and a serial clone of one
@@ -92,14 +94,25 @@ class NumbaBackend(NumpyBackend):
     elements take the serial one, which wakes no threads. Vectors are handed to
     the kernels as float32 or float64 (float16 parameters are converted), an empty
     vector for ``None``, and read-only inputs as writable-typed views, so each
-    kernel compiles few specialisations. The array helpers are those of
-    :class:`~normdrop.backends.numpy_backend.NumpyBackend`.
+    kernel compiles few specialisations.
+
+    Every member of the protocol is defined here: the array helpers are delegated
+    explicitly to :class:`~normdrop.backends.numpy_backend.NumpyBackend` (same
+    arrays), the kernels are this backend's own, so a kernel missing here fails
+    loudly rather than running the slow reference. ``row_moments`` and
+    ``philox_words`` are helpers beyond the protocol (the ``dask`` backend's blocks
+    and the tests use them).
     """
 
     name = "numba"
     device = "cpu"
     supports_bitmask = True
 
+    # ----- arrays: the reference backend's (static: no per-call thread-layer wrapper) --
+    accepts = staticmethod(_NUMPY.accepts)
+    asarray = staticmethod(_NUMPY.asarray)
+    to_numpy = staticmethod(_NUMPY.to_numpy)
+    ascontiguous = staticmethod(_NUMPY.ascontiguous)
     #: An uninitialised array; large ones are recycled (see :mod:`.._host_pool`).
     empty = staticmethod(pooled_empty)
 
@@ -184,8 +197,7 @@ class NumbaBackend(NumpyBackend):
         """
         dtype = _vector_dtype(x, running_mean, running_var, weight, bias)
         update = bool(update) and running_mean is not None and running_var is not None
-        if update:
-            assert running_mean is not None and running_var is not None  # for mypy
+        if update and running_mean is not None and running_var is not None:
             rm = _updated_vector(running_mean, dtype)
             rv = _updated_vector(running_var, dtype)
         else:
@@ -203,9 +215,9 @@ class NumbaBackend(NumpyBackend):
             float(eps),
             out,
         )
-        if update and rm is not running_mean and running_mean is not None:
+        if update and running_mean is not None and rm is not running_mean:
             running_mean[...] = rm  # computed in a converted copy
-        if update and rv is not running_var and running_var is not None:
+        if update and running_var is not None and rv is not running_var:
             running_var[...] = rv
         return out, mean, rstd
 
@@ -240,9 +252,9 @@ class NumbaBackend(NumpyBackend):
             bias,
             float(eps),
             drop,
-            np.uint64(threshold or 0),
+            np.uint64(0 if threshold is None else threshold),
             x.dtype.type(scale if drop else 1),
-            philox.key_words(seed or 0, call),
+            philox.key_words(seed if drop and seed is not None else 0, call),
             out,
             r_out,
             bitmask if pack else _NO_BITS,

@@ -6,13 +6,13 @@ counter block is done one element at a time; the rest is cut into tiles of
 :data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
 With a bitmask the offset is 0, so every tile owns whole bitmask bytes; the
 select loop also stores a 0/1 keep byte per element, and one multiply per eight
-of them gathers their bits into a bitmask byte. Packing then adds 8% to a
-forward instead of the 30% that keep-nibbles made in the Philox loop cost
-(8M float32 on 2 threads, AVX2).
+of them gathers their bits into a bitmask byte. Packing then costs a forward a
+fraction of what keep-nibbles made in the Philox loop cost (docs/benchmarks.md,
+"Kernel tuning").
 
 The backward expands each bitmask byte into eight 0/1 words of a tile buffer
 (one vector shift per byte) and then selects, which vectorises; selecting
-straight from the bits is 4x slower.
+straight from the bits is several times slower.
 """
 
 from __future__ import annotations

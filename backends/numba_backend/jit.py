@@ -292,10 +292,7 @@ def kernels_in(module: types.ModuleType) -> dict[str, Kernel]:
 TASK_SIZE = 32768
 
 #: Below this many elements the backend calls the serial clones, which wake no
-#: threads. Measured on 2 cores (AMD EPYC, float32, BatchNorm moments and affine,
-#: LayerNorm forward and backward, dropout; threads hot from a previous call, and
-#: idle for 5 ms before it): with one task (up to TASK_SIZE elements) the
-#: parallel kernels only add their 2-6 us launch cost; from two tasks on they win
-#: when hot (48K elements: 10.0 vs 11.9 us moments, 18.5 vs 24.8 us LayerNorm,
-#: 32 vs 45 us dropout) and break even when cold; at 64K they win in both cases.
+#: threads: with one task (up to TASK_SIZE elements) the parallel kernels only add
+#: their launch cost; from two tasks on they win when the threads are hot and break
+#: even when they are cold (the measurements are in docs/benchmarks.md, "Kernel tuning").
 PARALLEL_MIN_SIZE = 3 * TASK_SIZE // 2

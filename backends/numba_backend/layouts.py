@@ -18,9 +18,9 @@ from .jit import FASTMATH, KernelVariants
 
 __all__ = ["LONG_LAYOUT", "LONG_ROW", "channel_kernel", "is_long"]
 
-#: Rows at least this long are reduced along ``L``.
-#: Measured (serial moments, float32, 8M values, per-column vs per-row layout):
-#: L = 16: 2.8 vs 13 ms, L = 32: 2.6 vs 5.5 ms, L = 64: 4.2 vs 3.3 ms.
+#: Rows at least this long are reduced along ``L``: the per-row layout overtakes the
+#: per-column one between L = 32 and L = 64 (the measurements are in
+#: docs/benchmarks.md, "Kernel tuning").
 LONG_ROW = 64
 
 #: Which layout a channel kernel's code is for: replaced by True in the long-row

@@ -9,8 +9,8 @@ vectorises the loop around :func:`philox_block`, and every call yields four word
 Words are made a tile of :data:`TILE` elements at a time: a vectorised loop writes
 the four words of each block into four planes (unit-stride stores), a second
 loop interleaves them into element order. Storing the four words interleaved
-straight from the Philox loop is 1.5x slower, applying a mask read across the
-planes 2x slower (measured, AVX2).
+straight from the Philox loop is slower, and so is applying a mask read across
+the planes (measured on AVX2; see docs/benchmarks.md, "Kernel tuning").
 """
 
 from __future__ import annotations

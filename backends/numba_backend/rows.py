@@ -175,7 +175,7 @@ def _forward_rows(x, w, b, eps, out, mean, rstd, t, per, params64):
     row by row, each short row's chain of dependent reductions, division and square
     root leaves the core idle (the task's rows stay in L2). Longer rows are done one
     at a time, with the parameters as float64 (``params64``): converting them per
-    element would cost the long rows' output pass 10%.
+    element would slow the long rows' output pass.
     """
     rows, d = x.shape
     r0 = t * per

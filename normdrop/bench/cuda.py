@@ -1,6 +1,6 @@
 """``normdrop bench --backend cuda`` on a GPU: device times from CUDA events, with peers.
 
-Each case of :data:`normdrop.bench.CASES` runs on the cuda backend and is timed
+Each case of :data:`normdrop.bench.cases.CASES` runs on the cuda backend and is timed
 with CUDA events on CuPy's current stream (calls queued back to back, so host
 launch overhead hides behind the GPU unless it is the larger cost), next to:
 
@@ -232,13 +232,13 @@ def time_cases(
         One row per case: ``case``, ``shape``, ``mb``, ``dev_us``, ``host_us``,
         ``gbps``, ``copy_share``, ``cupy_us``, ``torch_us``.
     """
-    import normdrop
-    from normdrop import bench
+    from normdrop.bench.inputs import DROPOUT_P, EPS, make_input
+    from normdrop.bench.target import Target
 
-    target = bench.Target(normdrop.get_backend("cuda"), "cuda")
+    target = Target.named("cuda")
     rows = []
     for case in cases:
-        x_host = np.random.default_rng(0).standard_normal(case.shape).astype(dtype)
+        x_host = make_input(case.shape, dtype)
         fn = case.build(x_host, target)
         nbytes = case.passes * x_host.nbytes
         dev = timer(fn, reps)
@@ -250,10 +250,10 @@ def time_cases(
 
         copy = timer(copy_same_bytes, reps)
         x = xp.asarray(x_host)
-        peer = peers(case.name, x, xp, bench.DROPOUT_P, bench.EPS).get("cupy")
+        peer = peers(case.name, x, xp, DROPOUT_P, EPS).get("cupy")
         torch_fn = None
         if torch is not None:
-            torch_fn = _torch_peer(case.name, torch.from_dlpack(x), bench.DROPOUT_P, bench.EPS)
+            torch_fn = _torch_peer(case.name, torch.from_dlpack(x), DROPOUT_P, EPS)
         rows.append(
             {
                 "case": case.name,

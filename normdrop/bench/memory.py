@@ -22,20 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from normdrop.bench.target import Thunk
+from normdrop.bench.timing import Settings, Timing, measure_rounds
+
 __all__ = [
     "COPY_THREADS",
     "MEMORY_BYTES",
     "MemorySpeed",
+    "copy_thunks",
     "memory_share",
     "memory_speed",
+    "run_memory_speed",
 ]
 
 #: Size of the copied array: 256 MiB, 8x a 32 MiB L3.
 MEMORY_BYTES = 256 * 2**20
 #: Threads of the Numba copy.
 COPY_THREADS = 2
-
-Thunk = Callable[[], Any]
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,23 @@ def memory_speed(
     -------
     MemorySpeed
     """
+    thunks = copy_thunks(array_bytes)
+    return MemorySpeed(max(8, array_bytes // 8 * 8), measure(thunks))
+
+
+def copy_thunks(array_bytes: int = MEMORY_BYTES) -> dict[str, Thunk]:
+    """The copies whose best time defines the memory speed, by name.
+
+    Parameters
+    ----------
+    array_bytes : int
+        Size of the copied array (rounded down to whole float64 values).
+
+    Returns
+    -------
+    dict of str to callable
+        ``"np.copyto"``, and ``"numba 2 threads"`` when Numba is installed.
+    """
     n = max(1, array_bytes // 8)
     src = np.random.default_rng(3).standard_normal(n)
     dst = np.empty_like(src)
@@ -129,7 +149,33 @@ def memory_speed(
     numba_copy = _numba_copy(src, dst)
     if numba_copy is not None:
         thunks[f"numba {COPY_THREADS} threads"] = numba_copy
-    return MemorySpeed(src.nbytes, measure(thunks))
+    return thunks
+
+
+def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySpeed | None:
+    """This run's memory speed, timed in interleaved rounds like the cases.
+
+    Parameters
+    ----------
+    settings : Settings
+        How to measure.
+    bar : progress bar
+        As :func:`normdrop.bench.timing.progress_bar` returns.
+    array_bytes : int
+        Size of the copied array.
+
+    Returns
+    -------
+    MemorySpeed or None
+        ``None`` when every copy failed.
+    """
+
+    def measure(thunks: dict[str, Thunk]) -> dict[str, float]:
+        timings = measure_rounds(dict(thunks), settings, bar, "memory speed")
+        return {k: t.best for k, t in timings.items() if isinstance(t, Timing)}
+
+    speed = memory_speed(measure, array_bytes)
+    return speed if speed.copies else None
 
 
 def _numba_copy(src: np.ndarray, dst: np.ndarray) -> Thunk | None:

@@ -19,7 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import bench
+from normdrop.bench import memory
+from normdrop.bench.cases import CASES, Case
+from normdrop.bench.inputs import DROPOUT_P, DTYPES
+from normdrop.bench.target import Target, Thunk
+from normdrop.bench.timing import NoProgress, Settings, Timing, build_thunk, measure_rounds
 
 __all__ = ["DEFAULT_SIZES", "LAYERS", "parse_sizes", "run", "shape_for", "sweep"]
 
@@ -29,7 +33,7 @@ DEFAULT_SIZES: tuple[int, ...] = tuple(4 * 2**10 * 4**k for k in range(9))
 LAYERS: tuple[str, ...] = (
     "BatchNorm1d train forward",
     "LayerNorm forward",
-    f"Dropout p={bench.DROPOUT_P} forward",
+    f"Dropout p={DROPOUT_P} forward",
 )
 #: Elements of one sample of the sweep's shapes: BatchNorm ``(n, 64, 16)``, rows ``(n, 1024)``.
 _ROW = 1024
@@ -73,8 +77,8 @@ def shape_for(case_name: str, nbytes: int, itemsize: int) -> tuple[int, ...]:
 
 
 def sweep(
-    settings: bench.Settings,
-    target: bench.Target,
+    settings: Settings,
+    target: Target,
     peers: dict[str, Any | None],
     sizes: tuple[int, ...],
     dtype: str,
@@ -88,16 +92,16 @@ def sweep(
         an implementation that failed at a size has no point there.
     """
     points = []
-    bar = bench._NoProgress()
+    bar = NoProgress()
     for name in LAYERS:
-        base = next(c for c in bench.CASES if c.name == name and c.dtype == dtype)
+        base = next(c for c in CASES if c.name == name and c.dtype == dtype)
         for size in sizes:
             case = replace(base, shape=shape_for(name, size, np.dtype(dtype).itemsize))
-            x = bench._input(case)
+            x = case.make_input()
             thunks = _thunks(case, x, target, peers)
-            timings = bench._measure_rounds(thunks, settings, bar, f"{name} {x.nbytes}")
+            timings = measure_rounds(thunks, settings, bar, f"{name} {x.nbytes}")
             for impl, timing in timings.items():
-                if isinstance(timing, bench.Timing):
+                if isinstance(timing, Timing):
                     seconds = timing.stat(settings.stat)
                     moved = case.moved_bytes()
                     points.append(
@@ -114,15 +118,15 @@ def sweep(
 
 
 def _thunks(
-    case: bench.Case, x: np.ndarray, target: bench.Target, peers: dict[str, Any | None]
-) -> dict[str, Any]:
+    case: Case, x: np.ndarray, target: Target, peers: dict[str, Any | None]
+) -> dict[str, Thunk | str]:
     """The thunks of one point: normdrop's and each installed peer's (or their errors)."""
-    thunks = {"normdrop": bench._build("normdrop", lambda: target.wrap(case.build(x, target)))}
+    thunks = {"normdrop": build_thunk("normdrop", lambda: target.wrap(case.build(x, target)))}
     torch, jax = peers.get("torch"), peers.get("jax")
     if torch is not None:
-        thunks["torch"] = bench._build("torch", lambda: case.build_torch(torch.from_numpy(x)))
+        thunks["torch"] = build_thunk("torch", lambda: case.build_torch(torch.from_numpy(x)))
     if jax is not None:
-        thunks["jax"] = bench._build("jax", lambda: case.build_jax(x))
+        thunks["jax"] = build_thunk("jax", lambda: case.build_jax(x))
     return thunks
 
 
@@ -169,8 +173,8 @@ def draw(points: list[dict], path: str, title: str, memory_gbps: float | None) -
 
 def run(
     args: argparse.Namespace,
-    settings: bench.Settings,
-    target: bench.Target,
+    settings: Settings,
+    target: Target,
     peers: dict[str, Any | None],
 ) -> int:
     """Sweep, plot to ``args.plot`` and print the points (a table, or JSON with ``--json``).
@@ -189,11 +193,11 @@ def run(
             file=sys.stderr,
         )
         return 2
-    dtype = args.dtype[0] if args.dtype else bench.DTYPES[0]
+    dtype = args.dtype[0] if args.dtype else DTYPES[0]
     sizes = args.plot_sizes or DEFAULT_SIZES
-    memory = bench._memory_speed(settings, bench._NoProgress(), args.memory_mib * 2**20)
+    speed = memory.run_memory_speed(settings, NoProgress(), args.memory_mib * 2**20)
     points = sweep(settings, target, peers, sizes, dtype)
-    memory_gbps = memory.bytes_per_s / 1e9 if memory is not None else None
+    memory_gbps = speed.bytes_per_s / 1e9 if speed is not None else None
     title = f"normdrop {target.backend.name} backend and peers, {dtype}, forward"
     draw(points, args.plot, title, memory_gbps)
     if args.json:

@@ -1,0 +1,280 @@
+"""``normdrop bench``'s command line: its options, and the run that times every case.
+
+For each case (in float32 and in float64) the same run times normdrop's default
+backend (or ``--backend``), the ``numpy`` reference backend, PyTorch on the CPU and
+``jax.jit`` of the same math on JAX's CPU device (each peer when it is installed),
+and a NumPy copy of the same number of bytes; see :mod:`normdrop.bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+import normdrop
+from normdrop.bench import memory, peers, report
+from normdrop.bench.cases import Case, select_cases
+from normdrop.bench.inputs import DTYPES
+from normdrop.bench.memory import MemorySpeed
+from normdrop.bench.target import Target, Thunk
+from normdrop.bench.timing import (
+    FULL,
+    QUICK,
+    ROUNDS,
+    Settings,
+    Timing,
+    build_thunk,
+    measure_rounds,
+    progress_bar,
+)
+
+__all__ = ["add_arguments", "run", "run_case"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``bench`` sub-command's parser.
+    """
+    parser.add_argument(
+        "--backend",
+        default=None,
+        metavar="NAME",
+        help="backend timed in the normdrop column (default: the automatic choice)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        action="append",
+        default=None,
+        help="run only the cases in this dtype (repeatable; default: float32 and float64)",
+    )
+    parser.add_argument(
+        "--cases",
+        action="append",
+        metavar="TEXT",
+        help="run only cases whose name contains TEXT (case-insensitive; repeatable)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a fast, rough pass")
+    parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"most timed repeats per measurement (default {FULL[1]}, quick {QUICK[1]})",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds of timed repeats per measurement, after the warm-up "
+        f"(default {FULL[0]}, quick {QUICK[0]})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"interleaved timing rounds per measurement, sharing its budget and repeats "
+        f"(default {ROUNDS[0]}, quick {ROUNDS[1]})",
+    )
+    parser.add_argument(
+        "--stat",
+        choices=("min", "median"),
+        default="min",
+        help="statistic of the repeats to report (default: min)",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--no-jax", action="store_true", help="do not time JAX")
+    parser.add_argument(
+        "--memory-mib",
+        type=_positive_int,
+        default=memory.MEMORY_BYTES // 2**20,
+        metavar="MIB",
+        help="size of the array copied to measure the memory speed "
+        f"(default {memory.MEMORY_BYTES // 2**20})",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="instead of the table, sweep each layer's forward over sizes and plot GB/s "
+        "against size for normdrop and every peer (needs matplotlib: the bench extra)",
+    )
+    parser.add_argument(
+        "--plot-sizes",
+        type=_plot_sizes,
+        default=None,
+        metavar="LIST",
+        help="input sizes of the --plot sweep, e.g. 4K,1M,256M "
+        "(default: 4 KiB to 256 MiB in steps of 4x)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="PyTorch's thread count (default: Numba's, the threads normdrop's kernels use)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--list", action="store_true", help="list the (selected) cases and exit")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _plot_sizes(text: str) -> tuple[int, ...]:
+    from normdrop.bench import plot
+
+    try:
+        return plot.parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _selected_peers(args: argparse.Namespace) -> dict[str, Any | None]:
+    """The peers to time: each installed and not switched off, else ``None``."""
+    return {
+        "torch": None if args.no_torch else peers.import_torch(),
+        "jax": None if getattr(args, "no_jax", False) else peers.import_jax(),
+    }
+
+
+def _thread_count() -> int:
+    """Numba's thread count (what normdrop's kernels use), else the CPU count."""
+    try:
+        import numba
+    except ImportError:
+        return os.cpu_count() or 1
+    return int(numba.get_num_threads())
+
+
+def _copy_thunk(nbytes: float, dtype: np.dtype) -> Thunk:
+    """``np.copyto`` moving ``nbytes`` in all (half read, half written)."""
+    n = max(1, int(nbytes // (2 * dtype.itemsize)))
+    src = np.random.default_rng(2).standard_normal(n).astype(dtype)
+    dst = np.empty_like(src)
+    return lambda: np.copyto(dst, src)
+
+
+def run_case(
+    case: Case,
+    settings: Settings,
+    target: Target,
+    reference: Target,
+    timed_peers: dict[str, Any | None],
+    speed: MemorySpeed | None,
+    bar: Any,
+) -> dict:
+    """Time one case every way and return its row (:func:`normdrop.bench.report.make_row`).
+
+    Parameters
+    ----------
+    case : Case
+    settings : Settings
+    target, reference : Target
+        The backend timed as normdrop, and the ``numpy`` reference.
+    timed_peers : dict of str to module or None
+        ``"torch"`` and ``"jax"``: the imported module, or ``None`` when that peer is
+        not installed or not asked for.
+    speed : MemorySpeed or None
+        This run's memory speed.
+    bar : progress bar
+
+    Returns
+    -------
+    dict
+    """
+    torch, jax = timed_peers.get("torch"), timed_peers.get("jax")
+    x = case.make_input()
+    thunks: dict[str, Thunk | str] = {}
+    thunks["reference"] = build_thunk("reference", lambda: reference.wrap(case.build(x, reference)))
+    same_code = target.backend.name == reference.backend.name and target.choice in (None, "numpy")
+    if not same_code:
+        thunks["normdrop"] = build_thunk("normdrop", lambda: target.wrap(case.build(x, target)))
+    if torch is not None:
+        thunks["torch"] = build_thunk("torch", lambda: case.build_torch(torch.from_numpy(x)))
+    if jax is not None:
+        thunks["jax"] = build_thunk("jax", lambda: case.build_jax(x))
+    thunks["copy"] = build_thunk("copy", lambda: _copy_thunk(case.passes * x.nbytes, x.dtype))
+    timings: dict[str, Timing | str | None] = dict(measure_rounds(thunks, settings, bar, case.name))
+    if same_code:
+        timings["normdrop"] = timings["reference"]  # the same code: do not time it twice
+        bar.update()
+    return report.make_row(case, settings, timings, speed)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmarks and print a table (or JSON) to stdout.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed ``bench`` arguments (see :func:`add_arguments`).
+
+    Returns
+    -------
+    int
+        0 on success, 2 when no case matches ``--cases``.
+
+    Notes
+    -----
+    ``--list`` prints the selected cases instead of running them.
+    """
+    cases = select_cases(args.cases, args.dtype)
+    if not cases:
+        print(f"normdrop: error: no case matches {args.cases}; see --list", file=sys.stderr)
+        return 2
+    if args.list:
+        width = max(len(c.name) for c in cases)
+        print("\n".join(f"{c.name:<{width}}  {c.dtype}  {c.shape}" for c in cases))
+        return 0
+    if args.backend == "cuda":
+        from normdrop.bench import cuda  # CUDA-event timings on a GPU
+
+        if cuda.gpu_present():
+            return cuda.run(args, cases)
+    settings = Settings.from_args(args)
+    target = Target.named(args.backend)
+    reference = Target(normdrop.get_backend("numpy"), "numpy")
+    timed_peers = _selected_peers(args)
+    torch = timed_peers["torch"]
+    threads = _thread_count()
+    torch_threads = threads if args.torch_threads is None else args.torch_threads
+    if args.plot is not None:
+        from normdrop.bench import plot
+
+        with peers.torch_session(torch, torch_threads):
+            return plot.run(args, settings, target, timed_peers)
+
+    timed = 3 + sum(p is not None for p in timed_peers.values())
+    bar = progress_bar(len(cases) * timed + 2, enabled=not args.no_progress)
+    try:
+        speed = memory.run_memory_speed(settings, bar, args.memory_mib * 2**20)
+        with peers.torch_session(torch, torch_threads):
+            rows = [
+                run_case(c, settings, target, reference, timed_peers, speed, bar) for c in cases
+            ]
+    finally:
+        bar.close()
+
+    info = report.machine_info(target, timed_peers, threads, torch_threads, settings, cases, speed)
+    if args.json:
+        print(json.dumps({"machine": info, "rows": rows}, indent=2))
+    else:
+        print(report.header(info), report.format_table(rows), report.footer(rows), sep="\n\n")
+    return 0
