@@ -44,6 +44,15 @@ class RowAffine:
         """Shift per element of ``normalized_shape``, or ``None`` (see ``bias=``)."""
         return self._parameters["bias"]
 
+    def _affine_grads(self, dweight: Array | None, dbias: Array | None) -> dict[str, Array]:
+        """The parameter gradients keyed by name, for the parameters the layer has."""
+        grads = {}
+        if self.weight is not None:
+            grads["weight"] = dweight
+        if self.bias is not None:
+            grads["bias"] = dbias
+        return grads
+
     def reset_parameters(self) -> None:
         """Reset ``weight`` to ones and ``bias`` to zeros."""
         if self.weight is not None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _validation, functional
+from normdrop import _validation
+from normdrop._ops import _inputs, batch_norm
 from normdrop.errors import ShapeError
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
@@ -61,6 +62,7 @@ class BatchNorm1d(Module):
     """
 
     _optional_state_keys = frozenset({"num_batches_tracked"})
+    _plan_attributes = Module._plan_attributes | {"eps", "momentum", "track_running_stats"}
 
     def __init__(
         self,
@@ -144,48 +146,51 @@ class BatchNorm1d(Module):
         array
             Shape and dtype of ``x``.
         """
-        shape = tuple(getattr(x, "shape", np.shape(x)))
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)
         if len(shape) in (2, 3) and shape[1] != self.num_features:
             raise ShapeError(
                 f"BatchNorm1d({self.num_features}) expected input with {self.num_features} "
                 f"channels, (N, {self.num_features}) or (N, {self.num_features}, L), "
-                f"got shape {shape}"
+                f"got shape {tuple(shape)}"
             )
+        be, x = _inputs.prepare("x", x, self._backend_choice)
+        batch_norm.batch_shape(x, layer=True)
+        plan = self._plan
+        if plan is None or plan.backend is not be:
+            plan = self._make_plan(be)
+        momentum = None
+        if plan.update and self.momentum is None:  # cumulative moving average
+            momentum = 1.0 / (int(self.num_batches_tracked) + 1)
+        y, mean, rstd = batch_norm.forward(plan, x, None, momentum)
+        if plan.update:
+            self.num_batches_tracked[...] += 1
+        self.save_for_backward(x, mean, rstd, plan)
+        return y
+
+    def _make_plan(self, be: Backend) -> batch_norm.BatchNormPlan:
+        """The plan of this layer's parameters, mode and options on backend ``be``."""
         use_batch = self.training or not self.track_running_stats
         update = self.training and self.track_running_stats
-        momentum = self.momentum
-        if update and momentum is None:
-            momentum = 1.0 / (int(self.num_batches_tracked) + 1)
-        y, mean, rstd = functional.batch_norm(
-            x,
-            self.running_mean if (update or not use_batch) else None,
-            self.running_var if (update or not use_batch) else None,
+        running = update or not use_batch
+        plan = batch_norm.make_plan(
+            be,
             self.weight,
             self.bias,
-            training=use_batch,
-            momentum=0.0 if momentum is None else momentum,
-            eps=self.eps,
-            backend=self._backend_choice,
-            return_stats=True,
-            _trusted=True,
+            self.running_mean if running else None,
+            self.running_var if running else None,
+            use_batch,
+            update,
+            0.0 if self.momentum is None else self.momentum,
+            self.eps,
         )
-        if update:
-            self.num_batches_tracked[...] += 1
-        self.save_for_backward(x, mean, rstd, use_batch)
-        return y
+        self.__dict__["_plan"] = plan
+        return plan
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """Input and parameter gradients of the forward pass that saved ``saved``."""
-        x, mean, rstd, use_batch = saved
-        dx, dweight, dbias = functional.batch_norm_backward(
-            grad_output,
-            x,
-            mean,
-            rstd,
-            self.weight,
-            training=use_batch,
-            backend=self._backend_choice,
-        )
+        x, mean, rstd, plan = saved
+        grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)
+        dx, dweight, dbias = batch_norm.backward(plan, grad_output, x, mean, rstd, plan.use_batch)
         return dx, ({"weight": dweight, "bias": dbias} if self.affine else {})
 
     def __repr__(self) -> str:

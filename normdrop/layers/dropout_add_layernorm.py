@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _fused, _validation, functional
+from normdrop import _validation
+from normdrop._ops import _inputs, fused, layer_norm
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
 from normdrop.layers._row_affine import RowAffine
@@ -111,7 +112,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         self.call_count = 0
         self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
 
-    _forward_state_attributes = ("call_count",)
+    _plan_attributes = Module._plan_attributes | {"eps", "_p"}
 
     @property
     def p(self) -> float:
@@ -144,31 +145,22 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             Shape and dtype of ``x``. Without dropout (evaluation, ``p == 0``) and
             without ``residual``, ``r`` is ``x`` itself.
         """
-        be, x = functional._prepare("x", x, self._backend_choice)
-        drop = self.training and self._p > 0.0
-        call = self.call_count
-        weight, bias = self.weight, self.bias
-        if len(self.normalized_shape) > 1:  # the kernels take flat vectors
-            weight = None if weight is None else weight.reshape(-1)
-            bias = None if bias is None else bias.reshape(-1)
-        functional._layer_shape(x, self.normalized_shape)
+        be, x = _inputs.prepare("x", x, self._backend_choice)
+        plan = self._plan
+        if plan is None or plan.norm.backend is not be:
+            plan = fused.make_plan(
+                be, self.normalized_shape, self.weight, self.bias, self.eps, self._p, self.training
+            )
+            self.__dict__["_plan"] = plan
+        layer_norm.rows(x, self.normalized_shape)
         if residual is not None:
-            residual = _fused._check_partner(be, "residual", residual, x)
-        y, r, mean, rstd, bitmask = _fused._forward_rows(
-            be,
-            x,
-            residual,
-            self.normalized_shape,
-            weight,
-            bias,
-            self.eps,
-            self._p if drop else None,
-            self.seed,
-            call,
-            None,
-            True,
+            residual = _inputs.check_partner(be, "residual", residual, x)
+        call = self.call_count
+        y, r, mean, rstd, bitmask = fused.forward(plan, x, residual, self.seed, call)
+        drop = plan.dropout.active
+        self.save_for_backward(
+            r, mean, rstd, bitmask, call if drop else None, residual is not None, plan
         )
-        self.save_for_backward(r, mean, rstd, bitmask, call if drop else None, residual is not None)
         if self.training:
             self.call_count += 1
         return y, r
@@ -239,30 +231,15 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         param_grads : dict
             ``weight`` and ``bias`` gradients, for the parameters the layer has.
         """
-        r, mean, rstd, bitmask, call, has_residual = saved
-        lead = tuple(r.shape[: r.ndim - len(self.normalized_shape)])
-        dx, dres, dweight, dbias = _fused.dropout_add_layer_norm_backward(
-            grad_output,
-            r,
-            self.normalized_shape,
-            mean.reshape(lead),
-            rstd.reshape(lead),
-            self.weight,
-            self._p,
-            call is not None,
-            grad_r=grad_r,
-            seed=self.seed,
-            call=0 if call is None else call,
-            bitmask=bitmask,
-            has_residual=has_residual,
-            backend=self._backend_choice,
+        r, mean, rstd, bitmask, call, has_residual, plan = saved
+        be = plan.norm.backend
+        grad_output = _inputs.prepare_grad(be, grad_output, r)
+        if grad_r is not None:
+            grad_r = _inputs.check_partner(be, "grad_r", grad_r, r)
+        dx, dres, dweight, dbias = fused.backward(
+            plan, grad_output, r, mean, rstd, grad_r, self.seed, call or 0, bitmask, has_residual
         )
-        grads = {}
-        if self.weight is not None:
-            grads["weight"] = dweight
-        if self.bias is not None:
-            grads["bias"] = dbias
-        return (dx, dres), grads
+        return (dx, dres), self._affine_grads(dweight, dbias)
 
     def __repr__(self) -> str:
         return (

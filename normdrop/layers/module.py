@@ -56,6 +56,8 @@ class Module(Checkpointing):
     _optional_state_keys: frozenset[str] = frozenset()
     #: Plain attributes a forward pass changes; a failed Sequential forward restores them.
     _forward_state_attributes: tuple[str, ...] = ()
+    #: Plain attributes a layer's plan is made from: assigning one drops the plan.
+    _plan_attributes: frozenset[str] = frozenset({"training"})
 
     _array_backend: Backend
     _backend_choice: str | Backend | None
@@ -64,6 +66,7 @@ class Module(Checkpointing):
     _modules: dict[str, Module]
     _grads: dict[str, Any]
     _saved: tuple[Any, ...] | None
+    _plan: Any
 
     def __init__(self, backend: str | Backend | None = None) -> None:
         state = self.__dict__  # plain writes: __setattr__ needs the stores first
@@ -75,6 +78,7 @@ class Module(Checkpointing):
         state["_modules"] = {}
         state["_grads"] = {}
         state["_saved"] = None
+        state["_plan"] = None
 
     # ----- registration and attribute access --------------------------------------
     def register_parameter(self, name: str, value: Array | None) -> None:
@@ -96,6 +100,7 @@ class Module(Checkpointing):
         """
         value = registered_value(self, name, value, "_parameters", floating=True)
         self._parameters[name] = self.__dict__[name] = value
+        self.__dict__["_plan"] = None
         if value is None:
             self._grads.pop(name, None)
         else:
@@ -120,6 +125,7 @@ class Module(Checkpointing):
         """
         value = registered_value(self, name, value, "_buffers", floating=False)
         self._buffers[name] = self.__dict__[name] = value
+        self.__dict__["_plan"] = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning to a parameter or buffer copies the value into it, after checks.
@@ -139,6 +145,8 @@ class Module(Checkpointing):
                 target[...] = self._array_backend.asarray(host)
         else:
             object.__setattr__(self, name, value)
+            if name in self._plan_attributes:
+                state["_plan"] = None
 
     def _own_state(self, name: str) -> Any:
         return self._parameters[name] if name in self._parameters else self._buffers[name]
@@ -161,6 +169,14 @@ class Module(Checkpointing):
         if type(x) is not np.ndarray or self._array_backend.device != "cpu":
             self._check_device("the input", x)
         return self.forward(x)
+
+    def reset_parameters(self) -> None:
+        """Put parameters and buffers back to their initial values.
+
+        Layers with parameters override it; this default has nothing to reset (so
+        :meth:`Sequential.reset_parameters <normdrop.Sequential.reset_parameters>`
+        can call it on every layer).
+        """
 
     def forward(self, x: Array) -> Array:
         """Apply the layer to ``x``; subclasses implement it.
@@ -324,6 +340,7 @@ class Module(Checkpointing):
                 _devices.move_arrays(module, target)
                 module._backend_choice = target.name if device != "cpu" else None
                 module.__dict__["_saved"] = None
+                module.__dict__["_plan"] = None
         return self
 
     # ----- mode ------------------------------------------------------------------
@@ -392,6 +409,7 @@ class Module(Checkpointing):
         state = self.__dict__.copy()
         state["_array_backend"] = self._array_backend.name
         state["_saved"] = None  # the forward context holds inputs; never persist it
+        state["_plan"] = None  # made again from the parameters at the next call
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
