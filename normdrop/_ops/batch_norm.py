@@ -151,7 +151,8 @@ def plan(
 ) -> BatchNormPlan:
     """Validate :func:`batch_norm`'s arguments other than the data; return the plan."""
     _validation.boolean("training", training)
-    m = _validation.momentum(momentum, allow_none=False) if training else 0.0
+    # (never None without allow_none)
+    m = (_validation.momentum(momentum, allow_none=False) or 0.0) if training else 0.0
     eps = _validation.positive_finite("eps", eps)
     if (running_mean is None) != (running_var is None):
         raise InvalidParameterError(
@@ -237,10 +238,12 @@ def forward(
     if p.use_batch:
         mean, var = be.channel_moments(x3)
         if p.update:
+            assert rm is not None and rv is not None  # a plan that updates has them
             unbiased = var * (count / (count - 1))
             rm[...] = (1.0 - m) * rm + m * mean
             rv[...] = (1.0 - m) * rv + m * unbiased
     else:
+        assert rm is not None and rv is not None  # a plan without batch statistics has them
         mean, var = rm.astype(np.float64), rv.astype(np.float64)
     rstd = (var + p.eps) ** -0.5
     w = _inputs.as_float64(p.weight)
@@ -293,5 +296,5 @@ def backward(
     grad_input = _arrays.finish(x, out, buffer, direct, order)
     if w is None:
         return grad_input, None, None
+    assert sum_dy is not None and sum_dy_xmu is not None  # computed whenever w is given
     return grad_input, (sum_dy_xmu * rstd).astype(p.weight_dtype), sum_dy.astype(p.weight_dtype)
-

@@ -11,22 +11,14 @@ from normdrop.protocol import Array, Backend
 
 __all__ = ["batch_norm", "batch_norm_backward", "batch_norm_with_stats"]
 
+
 def _validated(
-    x: Any,
-    running_mean: Any,
-    running_var: Any,
-    weight: Any,
-    bias: Any,
-    training: Any,
-    momentum: Any,
-    eps: Any,
-    out: Any,
-    backend: str | Backend | None,
+    x: Any, out: Any, backend: str | Backend | None, *args: Any
 ) -> tuple[BatchNormPlan, Array]:
-    """Check every argument of :func:`batch_norm`; return its plan and the data."""
+    """Check every argument of :func:`batch_norm` (``args``: the ones after ``x``, up to
+    ``eps``); return its plan and the data."""
     be, x = _inputs.prepare("x", x, backend)
-    c = batch_shape(x)[1]
-    p = plan(be, c, running_mean, running_var, weight, bias, training, momentum, eps)
+    p = plan(be, batch_shape(x)[1], *args)
     if out is not None:
         _inputs.check_out(be, out, x)
     return p, x
@@ -111,7 +103,7 @@ def batch_norm(
     if return_stats is not None:
         warn_flag("batch_norm", "return_stats", "batch_norm_with_stats")
     args = (running_mean, running_var, weight, bias, training, momentum, eps)
-    p, x = _validated(x, *args, out, backend)
+    p, x = _validated(x, out, backend, *args)
     result = forward(p, x, out)
     return result if return_stats else result[0]
 
@@ -153,7 +145,7 @@ def batch_norm_with_stats(
     (array([2.]), array([1.]))
     """
     args = (running_mean, running_var, weight, bias, training, momentum, eps)
-    p, x = _validated(x, *args, out, backend)
+    p, x = _validated(x, out, backend, *args)
     return forward(p, x, out)
 
 

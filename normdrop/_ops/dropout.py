@@ -131,6 +131,7 @@ def backward(
         dy1 = _arrays.contiguous_input(be, dy, tuple(dy.shape))
         buffer, direct = _arrays.kernel_output(be, dy, out, tuple(dy.shape), reads=(bitmask,))
     if bitmask is None:
+        assert seed is not None  # checked by the caller: the mask is regenerated from it
         buffer = be.dropout_forward(dy1, p.threshold, scale, seed, call, buffer, None)
     else:
         buffer = be.dropout_apply_bitmask(dy1, bitmask, scale, buffer)

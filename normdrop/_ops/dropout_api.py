@@ -19,17 +19,10 @@ from normdrop.registry import resolve_backend
 __all__ = ["dropout", "dropout_backward", "dropout_mask", "dropout_with_bitmask"]
 
 
-def _run(
-    x: Any,
-    p: Any,
-    training: Any,
-    seed: Any,
-    call: Any,
-    out: Any,
-    backend: str | Backend | None,
-    bitmask: bool,
-) -> tuple[Array, Array | None]:
-    """Check every argument of :func:`dropout`, plan and execute."""
+def _run(bitmask: bool, x: Any, p: Any, training: Any, *args: Any) -> tuple[Array, Array | None]:
+    """Check every argument of :func:`dropout` (``args``: ``seed``, ``call``, ``out``,
+    ``backend``), plan and execute; keep a bitmask if ``bitmask``."""
+    seed, call, out, backend = args
     be, x = _inputs.prepare("x", x, backend)
     _validation.boolean("training", training)
     p = _validation.dropout_probability(p, allow_one=not training)
@@ -99,8 +92,8 @@ def dropout(
     if return_bitmask is not None:
         warn_flag("dropout", "return_bitmask", "dropout_with_bitmask")
         if return_bitmask:
-            return _run(x, p, training, seed, call, out, backend, True)
-    return _run(x, p, training, seed, call, out, backend, False)[0]
+            return _run(True, x, p, training, seed, call, out, backend)
+    return _run(False, x, p, training, seed, call, out, backend)[0]
 
 
 def dropout_with_bitmask(
@@ -138,7 +131,7 @@ def dropout_with_bitmask(
     >>> bitmask
     array([94], dtype=uint8)
     """
-    return _run(x, p, training, seed, call, out, backend, True)
+    return _run(True, x, p, training, seed, call, out, backend)
 
 
 def dropout_backward(

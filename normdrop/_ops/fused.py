@@ -92,6 +92,7 @@ def _composed_kernel(be: Backend) -> Callable[..., tuple[Array, Array, Array, Ar
         if threshold is None:
             r = x + residual
         else:
+            assert seed is not None  # a mask is drawn
             r = be.dropout_forward(x, threshold, scale, seed, call, r_out, bitmask)
             if residual is not None:
                 r += residual  # in place on mutable arrays; a new (lazy) array otherwise

@@ -19,22 +19,10 @@ __all__ = [
 ]
 
 
-def _run(
-    x: Any,
-    residual: Any,
-    normalized_shape: Any,
-    weight: Any,
-    bias: Any,
-    p: Any,
-    eps: Any,
-    training: Any,
-    seed: Any,
-    call: Any,
-    out: Any,
-    backend: str | Backend | None,
-    keep_bitmask: bool,
-) -> tuple[Array, Array, Array, Array, Array | None]:
-    """Check every argument, plan and execute; the statistics come back per sample."""
+def _run(keep_bitmask: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
+    """Check every argument of :func:`dropout_add_layer_norm` (``args``: those after
+    ``residual``), plan and execute; the statistics come back per sample."""
+    normalized_shape, weight, bias, p, eps, training, seed, call, out, backend = args
     be, x = _inputs.prepare("x", x, backend)
     shape = _validation.normalized_shape(normalized_shape)
     p = _validation.dropout_probability(p)
@@ -127,8 +115,8 @@ def dropout_add_layer_norm(
         warn_flag("dropout_add_layer_norm", "return_stats", "dropout_add_layer_norm_with_stats")
         stats = _validation.boolean("return_stats", return_stats)
     args = (normalized_shape, weight, bias, p, eps, training, seed, call, out, backend)
-    result = _run(x, residual, *args, stats)
-    return result if stats else result[:2]  # type: ignore[return-value]
+    result = _run(stats, x, residual, *args)
+    return result if stats else result[:2]
 
 
 def dropout_add_layer_norm_with_stats(
@@ -175,7 +163,7 @@ def dropout_add_layer_norm_with_stats(
     array([3.])
     """
     args = (normalized_shape, weight, bias, p, eps, training, seed, call, out, backend)
-    return _run(x, residual, *args, True)
+    return _run(True, x, residual, *args)
 
 
 def dropout_add_layer_norm_backward(
@@ -261,4 +249,5 @@ def dropout_add_layer_norm_backward(
         else:
             dropout.check_bitmask(bitmask, r.size)
     plan = plan_from(norm, drop)
-    return backward(plan, grad_output, r, mean, rstd, grad_r, seed, call, bitmask, has_residual, out)
+    args = (grad_r, seed, call, bitmask, has_residual, out)
+    return backward(plan, grad_output, r, mean, rstd, *args)

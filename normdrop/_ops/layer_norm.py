@@ -105,7 +105,8 @@ def forward(p: LayerNormPlan, x: Array, out: Array | None = None) -> tuple[Array
     if out is None and _inputs.is_kernel_ready(x):  # the common case, in few operations
         flat = x.ndim == 2 and len(p.shape) == 1
         x2 = x if flat else x.reshape(n, features)
-        y, mean, rstd = be.layer_norm_forward(x2, p.weight, p.bias, p.eps, be.empty(x2.shape, x.dtype))
+        y2 = be.empty(x2.shape, x.dtype)
+        y, mean, rstd = be.layer_norm_forward(x2, p.weight, p.bias, p.eps, y2)
         return (y if flat else y.reshape(x.shape)), mean, rstd
     x2 = _arrays.contiguous_input(be, x, (n, features))
     buffer, direct = _arrays.kernel_output(be, x, out, (n, features), reads=(p.weight, p.bias))
@@ -137,6 +138,7 @@ def backward(
     grad_input = _arrays.finish(x, out, buffer, direct)
     if w is None:
         return grad_input, None, None
+    assert dweight is not None and dbias is not None  # asked for with param_grads
     return (
         grad_input,
         dweight.reshape(p.shape).astype(p.weight_dtype),

@@ -13,17 +13,12 @@ __all__ = ["layer_norm", "layer_norm_backward", "layer_norm_with_stats"]
 
 
 def _validated(
-    x: Any,
-    normalized_shape: Any,
-    weight: Any,
-    bias: Any,
-    eps: Any,
-    out: Any,
-    backend: str | Backend | None,
+    x: Any, out: Any, backend: str | Backend | None, *args: Any
 ) -> tuple[LayerNormPlan, Array]:
-    """Check every argument of :func:`layer_norm`; return its plan and the data."""
+    """Check every argument of :func:`layer_norm` (``args``: ``normalized_shape``,
+    ``weight``, ``bias``, ``eps``); return its plan and the data."""
     be, x = _inputs.prepare("x", x, backend)
-    p = plan(be, normalized_shape, weight, bias, eps)
+    p = plan(be, *args)
     rows(x, p.shape)
     if out is not None:
         _inputs.check_out(be, out, x)
@@ -77,7 +72,7 @@ def layer_norm(
             return layer_norm_with_stats(
                 x, normalized_shape, weight, bias, eps, out=out, backend=backend
             )
-    p, x = _validated(x, normalized_shape, weight, bias, eps, out, backend)
+    p, x = _validated(x, out, backend, normalized_shape, weight, bias, eps)
     return forward(p, x, out)[0]
 
 
@@ -114,7 +109,7 @@ def layer_norm_with_stats(
     >>> mean, rstd.round(4)
     (array([2.]), array([1.]))
     """
-    p, x = _validated(x, normalized_shape, weight, bias, eps, out, backend)
+    p, x = _validated(x, out, backend, normalized_shape, weight, bias, eps)
     y, mean, rstd = forward(p, x, out)
     lead = lead_shape(x, p)
     return y, mean.reshape(lead), rstd.reshape(lead)

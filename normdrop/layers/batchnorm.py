@@ -9,6 +9,7 @@ import numpy as np
 from normdrop import _validation
 from normdrop._ops import _inputs, batch_norm
 from normdrop.errors import ShapeError
+from normdrop.layers._properties import buffer_property, parameter_property
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 
@@ -95,44 +96,29 @@ class BatchNorm1d(Module):
         self.register_buffer("running_var", np.ones(c, dtype) if track else None)
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64) if track else None)
 
-    @property
-    def weight(self) -> Array | None:
-        """Scale per channel (gamma), or ``None`` without ``affine``."""
-        return self._parameters["weight"]
-
-    @property
-    def bias(self) -> Array | None:
-        """Shift per channel (beta), or ``None`` without ``affine``."""
-        return self._parameters["bias"]
-
-    @property
-    def running_mean(self) -> Array | None:
-        """Running mean per channel, or ``None`` without tracking."""
-        return self._buffers["running_mean"]
-
-    @property
-    def running_var(self) -> Array | None:
-        """Running unbiased variance per channel, or ``None`` without tracking."""
-        return self._buffers["running_var"]
-
-    @property
-    def num_batches_tracked(self) -> Array | None:
-        """0-d int64 count of tracked training calls, or ``None`` without tracking."""
-        return self._buffers["num_batches_tracked"]
+    weight = parameter_property(
+        "weight", "Scale per channel (gamma), or ``None`` without ``affine``."
+    )
+    bias = parameter_property("bias", "Shift per channel (beta), or ``None`` without ``affine``.")
+    running_mean = buffer_property(
+        "running_mean", "Running mean per channel, or ``None`` without tracking."
+    )
+    running_var = buffer_property(
+        "running_var", "Running unbiased variance per channel, or ``None`` without tracking."
+    )
+    num_batches_tracked = buffer_property(
+        "num_batches_tracked",
+        "0-d int64 count of tracked training calls, or ``None`` without tracking.",
+    )
 
     def reset_running_stats(self) -> None:
         """Set running statistics back to zeros, ones and a count of 0."""
-        if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
+        self._fill(running_mean=0, running_var=1, num_batches_tracked=0)
 
     def reset_parameters(self) -> None:
         """Reset running statistics, ``weight`` to ones and ``bias`` to zeros."""
         self.reset_running_stats()
-        if self.affine:
-            self.weight[...] = 1
-            self.bias[...] = 0
+        self._fill(weight=1, bias=0)
 
     def forward(self, x: Array) -> Array:
         """Normalise ``x`` of shape ``(N, C)`` or ``(N, C, L)``.
@@ -159,11 +145,12 @@ class BatchNorm1d(Module):
         if plan is None or plan.backend is not be:
             plan = self._make_plan(be)
         momentum = None
+        tracked = self._buffers["num_batches_tracked"]
         if plan.update and self.momentum is None:  # cumulative moving average
-            momentum = 1.0 / (int(self.num_batches_tracked) + 1)
+            momentum = 1.0 / (int(tracked) + 1)
         y, mean, rstd = batch_norm.forward(plan, x, None, momentum)
         if plan.update:
-            self.num_batches_tracked[...] += 1
+            tracked[...] += 1
         self.save_for_backward(x, mean, rstd, plan)
         return y
 

@@ -10,7 +10,7 @@ from normdrop import _validation
 from normdrop._ops import _inputs, fused, layer_norm
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
-from normdrop.layers._row_affine import RowAffine
+from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
@@ -94,23 +94,14 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         dtype: str | np.dtype = "float32",
         backend: str | Backend | None = None,
     ) -> None:
-        normalized_shape = _validation.normalized_shape(normalized_shape)
+        options = row_affine_options(normalized_shape, eps, elementwise_affine, bias, dtype)
         p = _validation.dropout_probability(p)
-        eps = _validation.positive_finite("eps", eps)
-        elementwise_affine = _validation.boolean("elementwise_affine", elementwise_affine)
-        use_bias = _validation.boolean("bias", bias)
-        dtype = _validation.param_dtype(dtype)
         seed = draw_seed() if seed is None else _validation.seed(seed)
         super().__init__(backend)
-        self.normalized_shape = normalized_shape
+        self._init_row_affine(options)
         self._p = p
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
-        self.use_bias = use_bias
-        self.dtype = dtype
         self.seed = seed
         self.call_count = 0
-        self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
 
     _plan_attributes = Module._plan_attributes | {"eps", "_p"}
 
@@ -119,7 +110,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         """The drop probability."""
         return self._p
 
-    def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
+    def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:
         """Same as :meth:`forward`, after checking that both inputs are on the layer's device."""
         if type(x) is not np.ndarray or self._array_backend.device != "cpu":
             self._check_device("the input", x)
@@ -129,7 +120,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             self._check_device("the residual", residual)
         return self.forward(x, residual)
 
-    def forward(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
+    def forward(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:
         """Return ``(y, r)``: ``r = dropout(x) + residual`` (training) and ``y = layer_norm(r)``.
 
         Parameters
@@ -165,7 +156,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             self.call_count += 1
         return y, r
 
-    def backward(  # type: ignore[override]
+    def backward(
         self, grad_output: Array, grad_r: Array | None = None
     ) -> tuple[Array, Array | None]:
         """Return ``(grad_x, grad_residual)`` of the last forward pass.

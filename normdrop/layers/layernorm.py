@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _validation
 from normdrop._ops import _inputs, layer_norm
-from normdrop.layers._row_affine import RowAffine
+from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 
@@ -62,18 +61,9 @@ class LayerNorm(RowAffine, Module):
         dtype: str | np.dtype = "float32",
         backend: str | Backend | None = None,
     ) -> None:
-        normalized_shape = _validation.normalized_shape(normalized_shape)
-        eps = _validation.positive_finite("eps", eps)
-        elementwise_affine = _validation.boolean("elementwise_affine", elementwise_affine)
-        use_bias = _validation.boolean("bias", bias)
-        dtype = _validation.param_dtype(dtype)
+        options = row_affine_options(normalized_shape, eps, elementwise_affine, bias, dtype)
         super().__init__(backend)
-        self.normalized_shape = normalized_shape
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
-        self.use_bias = use_bias
-        self.dtype = dtype
-        self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
+        self._init_row_affine(options)
 
     def forward(self, x: Array) -> Array:
         """Normalise each sample of ``x`` over its trailing ``normalized_shape`` dims.

@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError, ShapeError
-from normdrop.layers import _devices
+from normdrop.errors import BackwardBeforeForwardError
+from normdrop.layers import _devices, _grads
 from normdrop.layers._checkpoints import Checkpointing
 from normdrop.layers._state_dict import (
     IncompatibleKeys,
     assignment_value,
-    host_array,
     registered_value,
 )
 from normdrop.protocol import Array, Backend
@@ -178,6 +177,13 @@ class Module(Checkpointing):
         can call it on every layer).
         """
 
+    def _fill(self, **values: float) -> None:
+        """Set every element of each named parameter or buffer that exists to its value."""
+        for name, value in values.items():
+            array = self._own_state(name)
+            if array is not None:
+                array[...] = value
+
     def forward(self, x: Array) -> Array:
         """Apply the layer to ``x``; subclasses implement it.
 
@@ -253,26 +259,7 @@ class Module(Checkpointing):
 
     def _accumulate(self, param_grads: Mapping[str, Array]) -> None:
         """Add each gradient into its :attr:`grads` array in place, after checking them all."""
-        be, pairs = self._array_backend, []
-        for name, grad in param_grads.items():
-            total = self._grads.get(name)
-            if total is None:
-                raise InvalidParameterError(
-                    f"{type(self).__name__}.compute_backward returned a gradient for {name!r}, "
-                    f"which is not a parameter (parameters: {sorted(self._grads)})",
-                    parameter_name="param_grads",
-                    value=name,
-                )
-            if not be.accepts(grad):
-                grad = be.asarray(host_array(grad))
-            if tuple(grad.shape) != tuple(total.shape):
-                raise ShapeError(
-                    f"{type(self).__name__}.compute_backward returned a gradient of shape "
-                    f"{tuple(grad.shape)} for {name!r}, whose shape is {tuple(total.shape)}"
-                )
-            pairs.append((total, grad))
-        for total, grad in pairs:
-            total += grad
+        _grads.accumulate(self, param_grads)
 
     def _check_device(self, name: str, x: Any) -> None:
         _devices.check_device(self, name, x)
@@ -373,14 +360,18 @@ class Module(Checkpointing):
         return self.train(False)
 
     # ----- parameters and buffers -------------------------------------------------
-    def named_parameters(self) -> Iterator[tuple[str, Array]]:
-        """Yield ``(name, array)`` for every learnable parameter."""
+    def _named(self, store: str) -> Iterator[tuple[str, Array]]:
+        """``(key, array)`` of every array in ``store`` (an attribute) of each module inside."""
         return (
             (prefix + k, v)
             for prefix, m in self._walk()
-            for k, v in m._parameters.items()
+            for k, v in getattr(m, store).items()
             if v is not None
         )
+
+    def named_parameters(self) -> Iterator[tuple[str, Array]]:
+        """Yield ``(name, array)`` for every learnable parameter."""
+        return self._named("_parameters")
 
     def parameters(self) -> Iterator[Array]:
         """Yield every learnable parameter."""
@@ -388,12 +379,7 @@ class Module(Checkpointing):
 
     def named_buffers(self) -> Iterator[tuple[str, Array]]:
         """Yield ``(name, array)`` for every buffer (running statistics and counters)."""
-        return (
-            (prefix + k, v)
-            for prefix, m in self._walk()
-            for k, v in m._buffers.items()
-            if v is not None
-        )
+        return self._named("_buffers")
 
     def buffers(self) -> Iterator[Array]:
         """Yield every buffer."""
