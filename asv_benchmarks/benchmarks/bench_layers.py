@@ -131,9 +131,9 @@ class BatchNorm1dSuite(_NormdropSuite):
         self.b = self._array(np.zeros(c, dtype))
         self.rm = self._array(np.zeros(c, dtype))
         self.rv = self._array(np.ones(c, dtype))
-        _, self.mean, self.rstd = functional.batch_norm(
+        _, self.mean, self.rstd = functional.batch_norm_with_stats(
             self.x, None, None, self.w, self.b, training=True, eps=EPS,
-            backend=backend, return_stats=True,
+            backend=backend,
         )
         self.mean, self.rstd = self._ready(self.mean, self.rstd)
         self._warm_up(
@@ -170,9 +170,8 @@ class LayerNormSuite(_NormdropSuite):
         self.dy = self._array(_data(x.shape, dtype, seed=1))
         self.w = self._array(np.ones(d, dtype))
         self.b = self._array(np.zeros(d, dtype))
-        _, self.mean, self.rstd = functional.layer_norm(
-            self.x, self.shape, self.w, self.b, EPS, backend=backend, return_stats=True
-        )
+        _, self.mean, self.rstd = functional.layer_norm_with_stats(
+            self.x, self.shape, self.w, self.b, EPS, backend=backend)
         self.mean, self.rstd = self._ready(self.mean, self.rstd)
         self._warm_up(self.time_forward, self.time_backward, args=(backend, dtype, size))
 
@@ -195,9 +194,8 @@ class DropoutSuite(_NormdropSuite):
         x = _data(ROW_SHAPES[size], dtype)
         self.x = self._array(x)
         self.dy = self._array(_data(x.shape, dtype, seed=1))
-        _, self.bitmask = functional.dropout(
-            self.x, P, seed=SEED, backend=backend, return_bitmask=True
-        )
+        _, self.bitmask = functional.dropout_with_bitmask(
+            self.x, P, seed=SEED, backend=backend)
         (self.bitmask,) = self._ready(self.bitmask)
         self._warm_up(
             self.time_forward, self.time_backward, self.time_backward_regenerate,
@@ -205,9 +203,8 @@ class DropoutSuite(_NormdropSuite):
         )
 
     def time_forward(self, backend: str, dtype: str, size: str) -> None:
-        self.settle(functional.dropout(
-            self.x, P, seed=SEED, backend=backend, return_bitmask=True
-        ))
+        self.settle(functional.dropout_with_bitmask(
+            self.x, P, seed=SEED, backend=backend))
 
     def time_backward(self, backend: str, dtype: str, size: str) -> None:
         # With no bitmask (a backend that keeps none), the mask is regenerated.
@@ -231,9 +228,9 @@ class DropoutAddLayerNormSuite(_NormdropSuite):
         self.res = self._array(_data(x.shape, dtype, seed=2))
         self.dy = self._array(_data(x.shape, dtype, seed=1))
         self.w, self.b = self._array(np.ones(d, dtype)), self._array(np.zeros(d, dtype))
-        _, self.r, self.mean, self.rstd, self.bitmask = functional.dropout_add_layer_norm(
+        forward = functional.dropout_add_layer_norm_with_stats
+        _, self.r, self.mean, self.rstd, self.bitmask = forward(
             self.x, self.res, d, self.w, self.b, P, EPS, seed=SEED, backend=backend,
-            return_stats=True,
         )
         self.r, self.mean, self.rstd = self._ready(self.r, self.mean, self.rstd)
         self._warm_up(
@@ -242,18 +239,16 @@ class DropoutAddLayerNormSuite(_NormdropSuite):
         )
 
     def time_forward(self, backend: str, dtype: str, size: str) -> None:
-        self.settle(functional.dropout_add_layer_norm(
+        self.settle(functional.dropout_add_layer_norm_with_stats(
             self.x, self.res, self.x.shape[-1], self.w, self.b, P, EPS, seed=SEED,
-            backend=backend, return_stats=True,
+            backend=backend,
         ))
 
     def time_three_calls_forward(self, backend: str, dtype: str, size: str) -> None:
-        h, bitmask = functional.dropout(
-            self.x, P, seed=SEED, backend=backend, return_bitmask=True
-        )
-        self.settle(functional.layer_norm(
+        h, bitmask = functional.dropout_with_bitmask(
+            self.x, P, seed=SEED, backend=backend)
+        self.settle(functional.layer_norm_with_stats(
             h + self.res, self.x.shape[-1], self.w, self.b, EPS, backend=backend,
-            return_stats=True,
         ))
 
     def time_backward(self, backend: str, dtype: str, size: str) -> None:
@@ -398,9 +393,8 @@ class PeakMemDropout(_PeakMemory):
         self.bitmask = self._array(bits) if keeps else None
 
     def peakmem_forward(self, backend: str, dtype: str) -> None:
-        self.settle(functional.dropout(
-            self.x, P, seed=SEED, backend=backend, return_bitmask=True
-        ))
+        self.settle(functional.dropout_with_bitmask(
+            self.x, P, seed=SEED, backend=backend))
 
     def peakmem_backward(self, backend: str, dtype: str) -> None:
         self.settle(functional.dropout_backward(
@@ -596,9 +590,8 @@ class HeadlineSuite(_NormdropSuite):
         ))
 
     def time_dropout_forward(self, backend: str, dtype: str) -> None:
-        self.settle(functional.dropout(
-            self.rows_x, P, seed=SEED, backend=backend, return_bitmask=True
-        ))
+        self.settle(functional.dropout_with_bitmask(
+            self.rows_x, P, seed=SEED, backend=backend))
 
 
 class TorchHeadline:

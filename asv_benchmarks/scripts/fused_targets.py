@@ -48,11 +48,11 @@ def _contenders(rows: int, features: int, p: float, torch: Any) -> dict[str, Cal
     w, b = np.ones(features, np.float32), np.zeros(features, np.float32)
 
     def fused() -> Any:
-        return F.dropout_add_layer_norm(x, res, features, w, b, p, seed=1, return_stats=True)
+        return F.dropout_add_layer_norm_with_stats(x, res, features, w, b, p, seed=1)
 
     def three() -> Any:
-        h, bitmask = F.dropout(x, p, seed=1, return_bitmask=True)
-        return F.layer_norm(h + res, features, w, b, return_stats=True), bitmask
+        h, bitmask = F.dropout_with_bitmask(x, p, seed=1)
+        return F.layer_norm_with_stats(h + res, features, w, b), bitmask
 
     src = np.ones(COPY_BYTES // 4, np.float32)
     dst = np.empty_like(src)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,8 +16,7 @@ from normdrop.protocol import Array, Backend
 __all__ = ["BatchNormPlan", "backward", "batch_shape", "forward", "make_plan", "plan"]
 
 
-@dataclass(frozen=True, slots=True)
-class BatchNormPlan:
+class BatchNormPlan(NamedTuple):
     """What a BatchNorm forward or backward needs besides the data.
 
     Attributes
@@ -149,7 +147,10 @@ def plan(
     momentum: Any,
     eps: Any,
 ) -> BatchNormPlan:
-    """Validate :func:`batch_norm`'s arguments other than the data; return the plan."""
+    """Validate :func:`batch_norm`'s arguments other than the data; return the plan.
+
+    The plan is for the forward pass: its ``weight_dtype`` is not set.
+    """
     _validation.boolean("training", training)
     # (never None without allow_none)
     m = (_validation.momentum(momentum, allow_none=False) or 0.0) if training else 0.0
@@ -177,11 +178,10 @@ def plan(
             rm, rv = _kernel_vector(running_mean), _kernel_vector(running_var)
             if training and (rm is not running_mean or rv is not running_var):
                 write_back = (running_mean, running_var)
-    weight_dtype = None if weight is None else _inputs.host_array("weight", weight).dtype
     use_batch = bool(training) or running_mean is None
     update = bool(training) and running_mean is not None
     return BatchNormPlan(
-        be, w, b, weight_dtype, rm, rv, bool(training), use_batch, update, m, eps, fused, write_back
+        be, w, b, None, rm, rv, bool(training), use_batch, update, m, eps, fused, write_back
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,8 +15,7 @@ from normdrop.random import dropout_threshold
 __all__ = ["DropoutPlan", "backward", "check_bitmask", "forward", "make_plan"]
 
 
-@dataclass(frozen=True, slots=True)
-class DropoutPlan:
+class DropoutPlan(NamedTuple):
     """What a dropout forward or backward needs besides the data, seed and call.
 
     Attributes
@@ -48,23 +47,26 @@ class DropoutPlan:
         return self.scale64 if dtype == _inputs.FLOAT64 else self.scale32
 
 
+@functools.lru_cache(maxsize=64)
+def _constants(p: float) -> tuple[int, np.float32, np.float64]:
+    """The threshold and the scales of drop probability ``p`` (few distinct ``p`` occur)."""
+    return (
+        dropout_threshold(p),
+        np.float32(1.0) / np.float32(1.0 - p),
+        np.float64(1.0) / np.float64(1.0 - p),
+    )
+
+
 def make_plan(be: Backend, p: float, active: bool, bitmask: bool) -> DropoutPlan:
     """The plan of checked arguments: ``p`` in [0, 1) when ``active``.
 
     ``bitmask`` asks for a packed keep-mask, which only backends whose
     ``supports_bitmask`` is not False keep.
     """
-    active = active and p > 0.0
-    p_scale = p if active else 0.0
-    return DropoutPlan(
-        be,
-        p,
-        active,
-        dropout_threshold(p_scale),
-        np.float32(1.0) / np.float32(1.0 - p_scale),
-        np.float64(1.0) / np.float64(1.0 - p_scale),
-        active and bitmask and getattr(be, "supports_bitmask", True),
-    )
+    active = bool(active) and p > 0.0
+    threshold, scale32, scale64 = _constants(p if active else 0.0)
+    keep = active and bitmask and getattr(be, "supports_bitmask", True)
+    return DropoutPlan(be, p, active, threshold, scale32, scale64, keep)
 
 
 def _layout(be: Backend, x: Any) -> tuple[Any, Any]:

@@ -15,8 +15,7 @@ float32 and rounded once).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,8 +27,7 @@ from normdrop.protocol import Array, Backend
 __all__ = ["FusedPlan", "backward", "forward", "make_plan", "plan_from"]
 
 
-@dataclass(frozen=True, slots=True)
-class FusedPlan:
+class FusedPlan(NamedTuple):
     """The LayerNorm and dropout plans of the fused op, and the kernel that runs both.
 
     Attributes

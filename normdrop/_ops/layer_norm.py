@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,8 +15,7 @@ from normdrop.protocol import Array, Backend
 __all__ = ["LayerNormPlan", "backward", "forward", "make_plan", "plan", "rows"]
 
 
-@dataclass(frozen=True, slots=True)
-class LayerNormPlan:
+class LayerNormPlan(NamedTuple):
     """What a LayerNorm forward or backward needs besides the data.
 
     Attributes
@@ -63,17 +61,26 @@ def make_plan(
 
 
 def plan(
-    be: Backend, normalized_shape: Any, weight: Any, bias: Any, eps: Any, float64: bool = True
+    be: Backend,
+    normalized_shape: Any,
+    weight: Any,
+    bias: Any,
+    eps: Any,
+    float64: bool = True,
+    for_backward: bool = False,
 ) -> LayerNormPlan:
     """Validate LayerNorm's arguments other than the data; return the plan.
 
-    The vectors are converted to float64 unless ``float64`` is False.
+    The vectors are converted to float64 unless ``float64`` is False; the dtype of
+    the parameter gradients (``weight_dtype``) is set only ``for_backward``.
     """
     shape = _validation.normalized_shape(normalized_shape)
     eps = _validation.positive_finite("eps", eps)
     w = _inputs.vector(be, "weight", weight, shape, float64)
     b = _inputs.vector(be, "bias", bias, shape, float64)
-    weight_dtype = None if weight is None else _inputs.host_array("weight", weight).dtype
+    weight_dtype = None
+    if weight is not None and for_backward:
+        weight_dtype = _inputs.host_array("weight", weight).dtype
     return LayerNormPlan(be, shape, math.prod(shape), w, b, weight_dtype, eps)
 
 

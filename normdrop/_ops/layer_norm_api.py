@@ -163,7 +163,7 @@ def checked_backward(
     be: Backend, x: Array, normalized_shape: Any, mean: Any, rstd: Any, weight: Any
 ) -> tuple[LayerNormPlan, Array, Array]:
     """The backward plan and flat float64 statistics from checked public arguments."""
-    p = plan(be, normalized_shape, weight, None, 1.0)
+    p = plan(be, normalized_shape, weight, None, 1.0, for_backward=True)
     rows(x, p.shape)
     lead = lead_shape(x, p)
     mean = _inputs.vector(be, "mean", mean, lead)
