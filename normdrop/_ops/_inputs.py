@@ -144,6 +144,15 @@ def vector(be: Backend, name: str, v: Any, shape: tuple[int, ...], float64: bool
     """
     if v is None:
         return None
+    if (
+        type(v) is np.ndarray
+        and v.dtype in KERNEL_DTYPES
+        and v.shape == shape
+        and be.device == "cpu"
+        and v.flags.writeable
+    ):  # the common case: a writeable host vector of the right shape
+        v = v if v.ndim == 1 else v.reshape(-1)
+        return v if v.dtype == FLOAT64 or not float64 else v.astype(np.float64)
     v = host_array(name, v)
     host_ok = be.device == "cpu" and type(v) is np.ndarray  # CPU backends share host vectors
     if not (host_ok or be.accepts(v)):

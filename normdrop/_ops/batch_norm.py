@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,6 +11,9 @@ from normdrop import _validation
 from normdrop._ops import _arrays, _inputs
 from normdrop.errors import InvalidParameterError, ShapeError
 from normdrop.protocol import Array, Backend
+
+#: The optional whole-layer kernel of :mod:`normdrop.protocol` (looked up by name: optional).
+FUSED_KERNEL = "batch_norm_forward"
 
 __all__ = ["BatchNormPlan", "backward", "batch_shape", "forward", "make_plan", "plan"]
 
@@ -36,8 +38,11 @@ class BatchNormPlan(NamedTuple):
     use_batch, update : bool
         Normalise with batch statistics; update the running statistics.
     momentum, eps : float
-    fused : callable or None
-        The backend's optional whole-layer ``batch_norm_forward`` kernel.
+    fused : bool
+        The backend has the optional whole-layer ``batch_norm_forward`` kernel
+        (looked up once, here; called as ``backend.batch_norm_forward``, because a
+        backend may replace its methods after its first kernel call, as the numba
+        backend does when it learns its threading layer).
     write_back : tuple of two arrays or None
         The caller's running statistics when ``running_mean``/``running_var`` are
         kernel-ready copies of them: written back after a successful update.
@@ -54,7 +59,7 @@ class BatchNormPlan(NamedTuple):
     update: bool = False
     momentum: float = 0.0
     eps: float = 1e-5
-    fused: Callable[..., tuple[Array, Array, Array]] | None = None
+    fused: bool = False
     write_back: tuple[Array, Array] | None = None
 
 
@@ -86,7 +91,7 @@ def make_plan(
         update,
         momentum,
         eps,
-        getattr(be, "batch_norm_forward", None),
+        hasattr(be, FUSED_KERNEL),
     )
 
 
@@ -168,11 +173,11 @@ def plan(
             _check_running(be, name, v, channels)
             if training and not _inputs.writeable(v):
                 raise _inputs.read_only_error(name, v, "training updates it in place")
-    fused = getattr(be, "batch_norm_forward", None)  # the optional whole-layer kernel
-    w = _inputs.vector(be, "weight", weight, (channels,), float64=fused is None)
-    b = _inputs.vector(be, "bias", bias, (channels,), float64=fused is None)
+    fused = hasattr(be, FUSED_KERNEL)
+    w = _inputs.vector(be, "weight", weight, (channels,), float64=not fused)
+    b = _inputs.vector(be, "bias", bias, (channels,), float64=not fused)
     rm, rv, write_back = running_mean, running_var, None
-    if fused is not None:
+    if fused:
         w, b = _kernel_vector(w), _kernel_vector(b)
         if running_mean is not None:
             rm, rv = _kernel_vector(running_mean), _kernel_vector(running_var)
@@ -223,12 +228,17 @@ def forward(
         )
     m = p.momentum if momentum is None else momentum
     rm, rv = p.running_mean, p.running_var
-    shape, order = _layout(x, n, c, length)
-    x3 = _arrays.contiguous_input(be, x, shape, order)
-    reads = (p.weight, p.bias) if out is None else (p.weight, p.bias, rm, rv)
-    buffer, direct = _arrays.kernel_output(be, x, out, shape, order, reads)
-    if p.fused is not None:
-        buffer, mean, rstd = p.fused(
+    if out is None and _inputs.is_kernel_ready(x):  # the common case, in few operations
+        x3 = x if x.ndim == 3 else x.reshape(n, c, length)
+        order, direct = None, False
+        buffer = be.empty(x3.shape, x.dtype)
+    else:
+        shape, order = _layout(x, n, c, length)
+        x3 = _arrays.contiguous_input(be, x, shape, order)
+        reads = (p.weight, p.bias) if out is None else (p.weight, p.bias, rm, rv)
+        buffer, direct = _arrays.kernel_output(be, x, out, shape, order, reads)
+    if p.fused:
+        buffer, mean, rstd = getattr(be, FUSED_KERNEL)(
             x3, rm, rv, p.weight, p.bias, p.use_batch, p.update, m, p.eps, buffer
         )
         if p.write_back is not None:

@@ -96,7 +96,10 @@ def forward(
     if not p.active:
         return _arrays.identity(be, x, out), None
     bitmask = be.empty(((x.size + 7) // 8,), np.uint8) if p.bitmask else None
-    scale = p.scale(x.dtype)
+    scale = p.scale64 if x.dtype == _inputs.FLOAT64 else p.scale32
+    if out is None and _inputs.is_kernel_ready(x):  # the common case, in few operations
+        y = be.empty(x.shape, x.dtype)
+        return be.dropout_forward(x, p.threshold, scale, seed, call, y, bitmask), bitmask
     x1, result = _layout(be, x) if out is None else (None, None)
     if x1 is not None:
         empty = be.empty(x1.shape, x1.dtype)

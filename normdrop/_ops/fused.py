@@ -14,7 +14,6 @@ float32 and rounded once).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,6 +22,9 @@ from normdrop._ops import _arrays, _inputs, dropout, layer_norm
 from normdrop._ops.dropout import DropoutPlan
 from normdrop._ops.layer_norm import LayerNormPlan
 from normdrop.protocol import Array, Backend
+
+#: The optional one-pass kernel of :mod:`normdrop.protocol` (looked up by name: optional).
+FUSED_KERNEL = "dropout_add_layer_norm_forward"
 
 __all__ = ["FusedPlan", "backward", "forward", "make_plan", "plan_from"]
 
@@ -35,21 +37,21 @@ class FusedPlan(NamedTuple):
     norm : LayerNormPlan
     dropout : DropoutPlan
         Inactive without dropout (evaluation, ``p == 0``).
-    kernel : callable
-        The backend's optional ``dropout_add_layer_norm_forward``, or the same
-        computation composed from its dropout and LayerNorm kernels.
+    fused : bool
+        The backend has the optional ``dropout_add_layer_norm_forward`` kernel
+        (looked up once, here; called on the backend, which may replace its
+        methods after its first kernel call); otherwise the same computation is
+        composed from its dropout and LayerNorm kernels.
     """
 
     norm: LayerNormPlan
     dropout: DropoutPlan
-    kernel: Callable[..., tuple[Array, Array, Array, Array]]
+    fused: bool
 
 
 def plan_from(norm: LayerNormPlan, drop: DropoutPlan) -> FusedPlan:
     """The fused plan of a LayerNorm plan and a dropout plan (of the same backend)."""
-    be = norm.backend
-    kernel = getattr(be, "dropout_add_layer_norm_forward", None) or _composed_kernel(be)
-    return FusedPlan(norm, drop, kernel)
+    return FusedPlan(norm, drop, hasattr(norm.backend, FUSED_KERNEL))
 
 
 def make_plan(
@@ -66,38 +68,35 @@ def make_plan(
     return plan_from(norm, dropout.make_plan(be, p, training, True))
 
 
-def _composed_kernel(be: Backend) -> Callable[..., tuple[Array, Array, Array, Array]]:
+def _composed(
+    be: Backend,
+    x: Any,
+    residual: Any,
+    weight: Any,
+    bias: Any,
+    eps: float,
+    threshold: int | None,
+    scale: Any,
+    seed: int | None,
+    call: int,
+    out: Any,
+    r_out: Any,
+    bitmask: Any,
+) -> tuple[Array, Array, Array, Array]:
     """The fused kernel composed from ``be``'s dropout and LayerNorm kernels.
 
     For backends without ``dropout_add_layer_norm_forward``: three passes over
     memory instead of one, the same values.
     """
-
-    def kernel(
-        x: Any,
-        residual: Any,
-        weight: Any,
-        bias: Any,
-        eps: float,
-        threshold: int | None,
-        scale: Any,
-        seed: int | None,
-        call: int,
-        out: Any,
-        r_out: Any,
-        bitmask: Any,
-    ) -> tuple[Array, Array, Array, Array]:
-        if threshold is None:
-            r = x + residual
-        else:
-            assert seed is not None  # a mask is drawn
-            r = be.dropout_forward(x, threshold, scale, seed, call, r_out, bitmask)
-            if residual is not None:
-                r += residual  # in place on mutable arrays; a new (lazy) array otherwise
-        out, mean, rstd = be.layer_norm_forward(r, weight, bias, eps, out)
-        return out, r, mean, rstd
-
-    return kernel
+    if threshold is None:
+        r = x + residual
+    else:
+        assert seed is not None  # a mask is drawn
+        r = be.dropout_forward(x, threshold, scale, seed, call, r_out, bitmask)
+        if residual is not None:
+            r += residual  # in place on mutable arrays; a new (lazy) array otherwise
+    out, mean, rstd = be.layer_norm_forward(r, weight, bias, eps, out)
+    return out, r, mean, rstd
 
 
 def forward(
@@ -128,10 +127,11 @@ def forward(
         threshold, scale = drop.threshold, drop.scale(x.dtype)
         if drop.bitmask:
             bitmask = be.empty(((x.size + 7) // 8,), np.uint8)
-    buffer, r2, mean, rstd = p.kernel(
-        x2, res2, norm.weight, norm.bias, norm.eps, threshold, scale, seed, call, buffer,
-        r_buffer, bitmask,
-    )  # fmt: skip
+    args = (x2, res2, norm.weight, norm.bias, norm.eps, threshold, scale, seed, call, buffer)
+    if p.fused:
+        buffer, r2, mean, rstd = getattr(be, FUSED_KERNEL)(*args, r_buffer, bitmask)
+    else:
+        buffer, r2, mean, rstd = _composed(be, *args, r_buffer, bitmask)
     y = _arrays.finish(x, out, buffer, direct)
     r = r2 if r2.shape == x.shape else r2.reshape(x.shape)
     if r.dtype != x.dtype:
