@@ -125,12 +125,13 @@ class BatchNorm1d(Module):
 
         Parameters
         ----------
-        x : array
+        x : array of shape (N, C) or (N, C, L)
+            ``C`` is ``num_features``.
 
         Returns
         -------
         array
-            Shape and dtype of ``x``.
+            ``x`` normalised per channel, in its shape and dtype.
         """
         shape = x.shape if type(x) is np.ndarray else np.shape(x)
         if len(shape) in (2, 3) and shape[1] != self.num_features:

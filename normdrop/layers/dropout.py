@@ -88,10 +88,13 @@ class Dropout(SeededCalls, Module):
         Parameters
         ----------
         x : array
+            Any shape; the mask of call ``call_count`` follows its C-order index.
 
         Returns
         -------
         array
+            Shape and dtype of ``x``: the kept elements scaled by ``1 / (1 - p)``,
+            the others 0 (``x`` itself in evaluation or with ``p == 0``).
         """
         be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
