@@ -128,7 +128,15 @@ def backward(
     be, dy = p.backend, grad_output
     if not p.active:
         return _arrays.identity(be, dy, out)
-    scale = p.scale(dy.dtype)
+    scale = p.scale64 if dy.dtype == _inputs.FLOAT64 else p.scale32
+    if bitmask is None:
+        require_seed(seed)
+    words_seed = 0 if seed is None else seed  # used only without a bitmask
+    if out is None and _inputs.is_kernel_ready(dy):  # the common case, in few operations
+        dx = be.empty(dy.shape, dy.dtype)
+        if bitmask is None:
+            return be.dropout_forward(dy, p.threshold, scale, words_seed, call, dx, None)
+        return be.dropout_apply_bitmask(dy, bitmask, scale, dx)
     dy1, result = _layout(be, dy) if out is None else (None, None)
     if dy1 is not None:
         buffer, direct = be.empty(dy1.shape, dy1.dtype), False
@@ -136,8 +144,7 @@ def backward(
         dy1 = _arrays.contiguous_input(be, dy, tuple(dy.shape))
         buffer, direct = _arrays.kernel_output(be, dy, out, tuple(dy.shape), reads=(bitmask,))
     if bitmask is None:
-        assert seed is not None  # checked by the caller: the mask is regenerated from it
-        buffer = be.dropout_forward(dy1, p.threshold, scale, seed, call, buffer, None)
+        buffer = be.dropout_forward(dy1, p.threshold, scale, words_seed, call, buffer, None)
     else:
         buffer = be.dropout_apply_bitmask(dy1, bitmask, scale, buffer)
     if result is not None:
