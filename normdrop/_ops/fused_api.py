@@ -19,27 +19,28 @@ __all__ = [
 ]
 
 
-def _run(keep_bitmask: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
+def _run(stats: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
     """Check every argument of :func:`dropout_add_layer_norm` (``args``: those after
-    ``residual``), plan and execute; the statistics come back per sample."""
+    ``residual``), plan and execute: ``(y, r)``, and with ``stats`` also the per-sample
+    statistics and the bitmask."""
     normalized_shape, weight, bias, p, eps, training, seed, call, out, backend = args
     be, x = _inputs.prepare("x", x, backend)
-    shape = _validation.normalized_shape(normalized_shape)
+    norm = layer_norm.plan(be, normalized_shape, weight, bias, eps)
     p = _validation.dropout_probability(p)
-    eps = _validation.positive_finite("eps", eps)
     _validation.boolean("training", training)
     seed = None if seed is None else _validation.seed(seed)
     call = _validation.call_index(call)
-    layer_norm.rows(x, shape)
+    layer_norm.rows(x, norm.shape)
     if residual is not None:
         residual = _inputs.check_partner(be, "residual", residual, x)
-    norm = layer_norm.plan(be, shape, weight, bias, eps)
-    plan = plan_from(norm, dropout.make_plan(be, p, training, keep_bitmask))
+    plan = plan_from(norm, dropout.make_plan(be, p, training, stats))
     if out is not None:
         _inputs.check_out(be, out, x)
     if plan.dropout.active and seed is None:
         seed = draw_seed()  # drawn only when a mask is needed, after every check
     y, r, mean, rstd, bitmask = forward(plan, x, residual, seed, call, out)
+    if not stats:
+        return y, r
     lead = layer_norm.lead_shape(x, norm)
     return y, r, mean.reshape(lead), rstd.reshape(lead), bitmask
 
@@ -115,8 +116,7 @@ def dropout_add_layer_norm(
         warn_flag("dropout_add_layer_norm", "return_stats", "dropout_add_layer_norm_with_stats")
         stats = _validation.boolean("return_stats", return_stats)
     args = (normalized_shape, weight, bias, p, eps, training, seed, call, out, backend)
-    result = _run(stats, x, residual, *args)
-    return result if stats else result[:2]
+    return _run(stats, x, residual, *args)
 
 
 def dropout_add_layer_norm_with_stats(
