@@ -178,16 +178,10 @@ def usage(path: Path) -> CacheUsage:
 
 
 def version_folders(root: Path) -> list[Path]:
-    """Return the per-version kernel folders under ``root``, oldest name first.
+    """Return the per-version kernel folders under the cache root ``root``, oldest name first.
 
-    Parameters
-    ----------
-    root : pathlib.Path
-        A cache root, as returned by :func:`cache_root`.
-
-    Returns
-    -------
-    list of pathlib.Path
+    ``root`` is a :class:`pathlib.Path` as :func:`cache_root` returns it; a root that
+    does not exist has no folders (an empty list).
     """
     if not root.is_dir():
         return []

@@ -79,7 +79,7 @@ def progress_bar(total: int, desc: str) -> Any:
         Either has ``update``, ``set_postfix_str`` and ``close``.
     """
     try:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+        from tqdm.auto import tqdm
     except ImportError:
         return TextProgress(total, desc)
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)

@@ -41,6 +41,8 @@ def positive_int(name: str, value: Any) -> int:
 
 def positive_finite(name: str, value: Any) -> float:
     """Return ``value`` as a ``float`` if it is a finite real number > 0."""
+    if type(value) is float and 0.0 < value < math.inf:  # the common case, without ABCs
+        return value
     if not _is_real(value) or not math.isfinite(value) or value <= 0:
         raise _fail(name, value, "a finite number > 0")
     return float(value)
@@ -62,6 +64,8 @@ def dropout_probability(value: Any, *, allow_one: bool = False) -> float:
     ``allow_one`` is for calls that drop nothing (``training=False``), where PyTorch
     accepts ``p = 1`` too.
     """
+    if type(value) is float and 0.0 <= value < 1.0:  # the common case, without ABCs
+        return value
     if (
         not _is_real(value)
         or not math.isfinite(value)
@@ -78,6 +82,8 @@ def dropout_probability(value: Any, *, allow_one: bool = False) -> float:
 
 def seed(value: Any, name: str = "seed") -> int:
     """Return a seed if it is an integer in [0, 2**64)."""
+    if type(value) is int and 0 <= value < 2**64:  # the common case, without ABCs
+        return value
     if not _is_integer(value) or not 0 <= value < 2**64:
         raise _fail(name, value, "an integer in [0, 2**64)")
     return int(value)
@@ -110,6 +116,8 @@ def normalized_shape(value: Any) -> tuple[int, ...]:
     """Return ``normalized_shape`` as a tuple of positive ints."""
     if type(value) is tuple and value and all(type(d) is int and d > 0 for d in value):
         return value  # the common, already-normalised case, checked without ABCs
+    if type(value) is int and value > 0:
+        return (value,)
     if _is_integer(value):
         dims: Sequence[Any] = (value,)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0:

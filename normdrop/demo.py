@@ -61,9 +61,11 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     print(_stats("output", y_eval))
     print(f"  zeros: {y_eval.size - np.count_nonzero(y_eval)}")
     print("  After one training batch the running statistics have moved only 10% of the way")
+    running_mean, running_var = bn.running_mean, bn.running_var
+    assert running_mean is not None and running_var is not None  # the layer tracks them
     print(
-        f"  (momentum 0.1): running_mean ~ {float(bn.running_mean.mean()):.2f}, "
-        f"running_var ~ {float(bn.running_var.mean()):.1f},"
+        f"  (momentum 0.1): running_mean ~ {float(running_mean.mean()):.2f}, "
+        f"running_var ~ {float(running_var.mean()):.1f},"
     )
     print("  so eval output is still far from mean 0 / std 1: it needs many batches.")
     print("  (The book chapter's 'eval : 50.05 99.95' is what an untrained layer returns.)\n")
@@ -73,6 +75,6 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
         bn(x)
     model.eval()
     y_settled = model(x)
-    print(f"After 100 training batches ({int(bn.num_batches_tracked)} tracked):")
+    print(f"After 100 training batches ({int(bn.state_dict()['num_batches_tracked'])} tracked):")
     print(_stats("eval output", y_settled))
     print("\nstate_dict keys:", ", ".join(model.state_dict()))

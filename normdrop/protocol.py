@@ -404,7 +404,7 @@ class FusedKernels(Protocol):
 
     A backend may define either or both where one call saves passes over memory
     or per-call overhead; without them normdrop composes the op from the kernels
-    of :class:`Backend` (:mod:`normdrop._fused` for the dropout-add-LayerNorm).
+    of :class:`Backend` (:mod:`normdrop._ops.fused` for the dropout-add-LayerNorm).
     """
 
     def batch_norm_forward(

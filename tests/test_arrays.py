@@ -21,11 +21,11 @@ def _calls(backend, x, g):
     b = vec(backend, np.array([0.25, -0.5, 1.0]))
 
     def bn_back(g, x, out):
-        _, m, r = F.batch_norm(x, training=True, backend=backend, return_stats=True)
+        _, m, r = F.batch_norm_with_stats(x, training=True, backend=backend)
         return F.batch_norm_backward(g, x, m, r, w, out=out, backend=backend)[0]
 
     def ln_back(g, x, out):
-        _, m, r = F.layer_norm(x, 3, w, b, backend=backend, return_stats=True)
+        _, m, r = F.layer_norm_with_stats(x, 3, w, b, backend=backend)
         return F.layer_norm_backward(g, x, 3, m, r, w, out=out, backend=backend)[0]
 
     return {
@@ -256,8 +256,8 @@ def test_ragged_lists_are_a_shape_error():
 def test_torch_tensors_get_a_backend_error_that_says_what_to_do():
     torch = pytest.importorskip("torch")
     x = np.ones((4, 3))
-    _, m, r = F.batch_norm(x, training=True, return_stats=True)
-    _, lm, lr = F.layer_norm(x, 3, return_stats=True)
+    _, m, r = F.batch_norm_with_stats(x, training=True)
+    _, lm, lr = F.layer_norm_with_stats(x, 3)
     t = torch.ones(4, 3)
     for call in (
         lambda: F.batch_norm(t, training=True),
@@ -285,9 +285,9 @@ def test_reference_backend_is_silent_on_nan_and_inf(rng):
     x[0, 0], x[1, 1], x[2, 2] = np.inf, -np.inf, np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, m, r = F.batch_norm(x, training=True, return_stats=True, backend="numpy")
+        _, m, r = F.batch_norm_with_stats(x, training=True, backend="numpy")
         F.batch_norm_backward(x, x, m, r, np.ones(3), backend="numpy")
-        _, m, r = F.layer_norm(x, 3, return_stats=True, backend="numpy")
+        _, m, r = F.layer_norm_with_stats(x, 3, backend="numpy")
         F.layer_norm_backward(x, x, 3, m, r, np.ones(3), backend="numpy")
         F.dropout(x, 0.5, seed=0, backend="numpy")
 
@@ -355,19 +355,18 @@ def test_functional_batch_norm_takes_any_rank_from_two(backend, rng):
     x = rng.standard_normal((3, 2, 2, 3))
     g = rng.standard_normal((3, 2, 2, 3))
     w = np.array([1.5, -0.5])
-    y, m, r = F.batch_norm(
+    y, m, r = F.batch_norm_with_stats(
         backend.asarray(x),
         weight=vec(backend, w),
         training=True,
         backend=backend,
-        return_stats=True,
     )
     ref = F.batch_norm(x.reshape(3, 2, 6), weight=w, training=True, backend="numpy")
     np.testing.assert_allclose(backend.to_numpy(y), ref.reshape(x.shape), rtol=1e-12, atol=1e-12)
     dx, dw, db = F.batch_norm_backward(
         backend.asarray(g), backend.asarray(x), m, r, vec(backend, w), backend=backend
     )
-    _, m6, r6 = F.batch_norm(x.reshape(3, 2, 6), training=True, return_stats=True, backend="numpy")
+    _, m6, r6 = F.batch_norm_with_stats(x.reshape(3, 2, 6), training=True, backend="numpy")
     rdx, rdw, rdb = F.batch_norm_backward(
         g.reshape(3, 2, 6), x.reshape(3, 2, 6), m6, r6, w, backend="numpy"
     )
@@ -401,7 +400,7 @@ def test_batch_norm_reads_other_layouts_in_place_and_keeps_them(backend, rng):
     x = rng.standard_normal((5, 3, 4))
     g = rng.standard_normal((5, 3, 4))
     rm, rv = np.zeros(3), np.ones(3)
-    ref, m, r = F.batch_norm(x, rm, rv, training=True, return_stats=True, backend="numpy")
+    ref, m, r = F.batch_norm_with_stats(x, rm, rv, training=True, backend="numpy")
     ref_dx = F.batch_norm_backward(g, x, m, r, backend="numpy")[0]
     for name, xl in _layouts(x).items():
         rmb, rvb = vec(backend, np.zeros(3)), vec(backend, np.ones(3))
@@ -421,10 +420,10 @@ def test_batch_norm_reads_other_layouts_in_place_and_keeps_them(backend, rng):
 
 def test_dropout_keeps_the_layout_and_the_c_order_mask(backend, rng):
     x = rng.standard_normal((5, 3, 4))
-    ref, bits = F.dropout(x, 0.4, seed=9, call=2, backend="numpy", return_bitmask=True)
+    ref, bits = F.dropout_with_bitmask(x, 0.4, seed=9, call=2, backend="numpy")
     for name, xl in _layouts(x).items():
         xb = backend.asarray(xl)
-        y, b = F.dropout(xb, 0.4, seed=9, call=2, backend=backend, return_bitmask=True)
+        y, b = F.dropout_with_bitmask(xb, 0.4, seed=9, call=2, backend=backend)
         np.testing.assert_array_equal(backend.to_numpy(y), ref, err_msg=name)
         if isinstance(xb, np.ndarray) and name != "strided":
             assert y.strides == xl.strides, name

@@ -333,7 +333,7 @@ def test_hypothesis_vs_reference(backend, reference, kind):
                     return vec(be, a)
 
                 rm, rv = put(rm0), put(rv0)
-                y, mean, rstd = F.batch_norm(
+                y, mean, rstd = F.batch_norm_with_stats(
                     be.asarray(x),
                     rm,
                     rv,
@@ -342,7 +342,6 @@ def test_hypothesis_vs_reference(backend, reference, kind):
                     training=training,
                     momentum=0.1 if momentum is None else momentum,
                     backend=be,
-                    return_stats=True,
                 )
                 assert be.accepts(y)
                 dx, dw, db = F.batch_norm_backward(
@@ -455,9 +454,7 @@ def test_non_contiguous_inputs(backend, rng):
 
 def test_return_stats(backend, rng):
     x = rng.standard_normal((4, 3, 2))
-    y, mean, rstd = F.batch_norm(
-        backend.asarray(x), training=True, backend=backend, return_stats=True
-    )
+    y, mean, rstd = F.batch_norm_with_stats(backend.asarray(x), training=True, backend=backend)
     m, v, _ = batch_stats(x)
     assert mean.shape == (3,) and rstd.shape == (3,)
     np.testing.assert_allclose(backend.to_numpy(mean), m, rtol=1e-12)

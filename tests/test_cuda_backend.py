@@ -157,10 +157,8 @@ def test_functional_api_on_the_backend(rng):
     x = rng.standard_normal((6, 3, 2))
     rm, rv = np.zeros(3), np.ones(3)
     rm_d, rv_d = dev(rm), dev(rv)
-    y, mean, rstd = F.batch_norm(
-        dev(x), rm_d, rv_d, training=True, backend="cuda", return_stats=True
-    )
-    y_r, mean_r, rstd_r = F.batch_norm(x, rm, rv, training=True, backend="numpy", return_stats=True)
+    y, mean, rstd = F.batch_norm_with_stats(dev(x), rm_d, rv_d, training=True, backend="cuda")
+    y_r, mean_r, rstd_r = F.batch_norm_with_stats(x, rm, rv, training=True, backend="numpy")
     assert cb.accepts(y) and cb.accepts(mean)
     assert_close(y, y_r)
     assert_close(rm_d, rm)
@@ -172,7 +170,7 @@ def test_functional_api_on_the_backend(rng):
     )
     z = rng.standard_normal((2, 3, 4))
     assert_close(F.layer_norm(dev(z), (3, 4), backend="cuda"), F.layer_norm(z, (3, 4)))
-    y, bits = F.dropout(dev(z), 0.25, seed=8, call=2, backend="cuda", return_bitmask=True)
+    y, bits = F.dropout_with_bitmask(dev(z), 0.25, seed=8, call=2, backend="cuda")
     np.testing.assert_array_equal(host(y), F.dropout(z, 0.25, seed=8, call=2, backend="numpy"))
     np.testing.assert_array_equal(
         host(F.dropout_mask((2, 3, 4), 0.25, seed=8, call=2, backend="cuda")),

@@ -100,7 +100,7 @@ def test_whole_backward_matches_pytorch_autograd(rng):
     torch.nn.functional.batch_norm(xt, None, None, wt, bt, training=True, eps=1e-5).backward(
         torch.tensor(dy)
     )
-    _, mean, rstd = F.batch_norm(x, training=True, eps=1e-5, backend="numpy", return_stats=True)
+    _, mean, rstd = F.batch_norm_with_stats(x, training=True, eps=1e-5, backend="numpy")
     got, dw, db = cb.batch_norm_backward(
         dev(dy), dev(x), dev(mean), dev(rstd), dev(weight), True, cb.empty(shape, np.float64)
     )
@@ -207,7 +207,7 @@ def test_functional_batch_norm_backward_on_the_backend(training, with_weight, rn
     x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     weight = (rng.random(3) + 0.5).astype(np.float32) if with_weight else None
-    _, mean, rstd = F.batch_norm(x, training=True, backend="numpy", return_stats=True)
+    _, mean, rstd = F.batch_norm_with_stats(x, training=True, backend="numpy")
     expected = F.batch_norm_backward(dy, x, mean, rstd, weight, training=training, backend="numpy")
     got = F.batch_norm_backward(
         dev(dy), dev(x), dev(mean), dev(rstd), dev(weight), training=training, backend="cuda"

@@ -55,12 +55,10 @@ def test_batch_norm_train_equals_in_memory(data, chunks):
     w, b = np.linspace(0.5, 2, 6), np.linspace(-1, 1, 6)
     rm, rv = np.zeros(6), np.ones(6)
     rm0, rv0 = rm.copy(), rv.copy()
-    y, mean, rstd = F.batch_norm(
-        da.from_array(x, chunks=chunks), rm, rv, w, b, training=True, return_stats=True
+    y, mean, rstd = F.batch_norm_with_stats(
+        da.from_array(x, chunks=chunks), rm, rv, w, b, training=True
     )
-    y0, mean0, rstd0 = F.batch_norm(
-        x, rm0, rv0, w, b, training=True, return_stats=True, backend="numpy"
-    )
+    y0, mean0, rstd0 = F.batch_norm_with_stats(x, rm0, rv0, w, b, training=True, backend="numpy")
     np.testing.assert_allclose(_np(y), y0, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rm, rm0, rtol=1e-13)
     np.testing.assert_allclose(rv, rv0, rtol=1e-13)
@@ -87,8 +85,8 @@ def test_layer_norm_equals_in_memory(chunks):
     x, g = rng.standard_normal((5, 4, 3, 8)), rng.standard_normal((5, 4, 3, 8))
     w, b = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
     xd = da.from_array(x, chunks=chunks)
-    y, mean, rstd = F.layer_norm(xd, (3, 8), w, b, return_stats=True)
-    y0, mean0, rstd0 = F.layer_norm(x, (3, 8), w, b, return_stats=True, backend="numpy")
+    y, mean, rstd = F.layer_norm_with_stats(xd, (3, 8), w, b)
+    y0, mean0, rstd0 = F.layer_norm_with_stats(x, (3, 8), w, b, backend="numpy")
     np.testing.assert_allclose(_np(y), y0, rtol=1e-12, atol=1e-12)
     grads = F.layer_norm_backward(da.from_array(g, chunks=chunks), xd, (3, 8), mean, rstd, w)
     grads0 = F.layer_norm_backward(g, x, (3, 8), mean0, rstd0, w, backend="numpy")

@@ -342,7 +342,7 @@ def test_bitmask_format(backend, n):
     if not _supports_bitmask(backend):
         pytest.skip(f"backend {backend.name!r} keeps no bitmask")
     x = backend.asarray(np.ones(n, np.float32))
-    y, bitmask = F.dropout(x, 0.5, seed=21, call=1, backend=backend, return_bitmask=True)
+    y, bitmask = F.dropout_with_bitmask(x, 0.5, seed=21, call=1, backend=backend)
     bits = backend.to_numpy(bitmask)
     assert bits.dtype == np.uint8 and bits.shape == ((n + 7) // 8,)
     keep = expected_mask((n,), 0.5, 21, 1)
@@ -353,8 +353,8 @@ def test_bitmask_format(backend, n):
 
 def test_bitmask_none_for_identity(backend):
     x = backend.asarray(np.ones(5))
-    assert F.dropout(x, 0.0, seed=1, backend=backend, return_bitmask=True) == (x, None)
-    y, bitmask = F.dropout(x, 0.5, training=False, seed=1, backend=backend, return_bitmask=True)
+    assert F.dropout_with_bitmask(x, 0.0, seed=1, backend=backend) == (x, None)
+    y, bitmask = F.dropout_with_bitmask(x, 0.5, training=False, seed=1, backend=backend)
     assert y is x and bitmask is None
 
 
@@ -364,8 +364,8 @@ def test_backward_bitmask_equals_regenerated(backend, rng, shape, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     p, seed, call = 0.35, 1234, 6
-    y, bitmask = F.dropout(
-        backend.asarray(x), p, seed=seed, call=call, backend=backend, return_bitmask=True
+    y, bitmask = F.dropout_with_bitmask(
+        backend.asarray(x), p, seed=seed, call=call, backend=backend
     )
     keep = expected_mask(shape, p, seed, call)
     expected = np.where(keep, g * torch_like_scale(p, dtype), 0).astype(dtype)
@@ -430,7 +430,7 @@ def test_layer_backward_returns_the_input_dtype(backend, rng, training, x_dtype,
 
 def test_bitmask_wrong_shape_rejected():
     x = np.ones(20)
-    _, bitmask = F.dropout(x, 0.5, seed=0, return_bitmask=True)
+    _, bitmask = F.dropout_with_bitmask(x, 0.5, seed=0)
     with pytest.raises(normdrop.ShapeError):
         F.dropout_backward(np.ones(30), 0.5, bitmask=bitmask)
     with pytest.raises(normdrop.ShapeError):
@@ -484,12 +484,10 @@ def test_large_vs_reference(backend, reference, shape):
     x = gen.standard_normal(shape).astype(np.float32)
     g = gen.standard_normal(shape).astype(np.float32)
     seed, call = 0xC0FFEE_1234_5678, 2**32 + 3
-    y, bitmask = F.dropout(
-        backend.asarray(x), 0.3, seed=seed, call=call, backend=backend, return_bitmask=True
+    y, bitmask = F.dropout_with_bitmask(
+        backend.asarray(x), 0.3, seed=seed, call=call, backend=backend
     )
-    ref_y, ref_bits = F.dropout(
-        x, 0.3, seed=seed, call=call, backend=reference, return_bitmask=True
-    )
+    ref_y, ref_bits = F.dropout_with_bitmask(x, 0.3, seed=seed, call=call, backend=reference)
     np.testing.assert_array_equal(backend.to_numpy(y), ref_y)
     if bitmask is not None:
         np.testing.assert_array_equal(backend.to_numpy(bitmask), ref_bits)

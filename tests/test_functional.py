@@ -112,8 +112,8 @@ def _calls(backend, x, g, p=0.3):
     """(name, fn(out)) for every op, on (4, 3) data ``x`` with gradient ``g``."""
     xb, gb = backend.asarray(x), backend.asarray(g)
     w = vec(backend, np.array([1.5, 0.5, -1.0]))
-    _, bm, br = F.batch_norm(xb, training=True, backend=backend, return_stats=True)
-    _, lm, lr = F.layer_norm(xb, 3, backend=backend, return_stats=True)
+    _, bm, br = F.batch_norm_with_stats(xb, training=True, backend=backend)
+    _, lm, lr = F.layer_norm_with_stats(xb, 3, backend=backend)
     return [
         (
             "batch_norm",
@@ -185,11 +185,11 @@ def test_out_may_be_the_input(backend, rng, dtype):
             y = F.dropout(xb, 0.3, seed=1, out=xb, backend=backend)
             target = xb
         elif name == "batch_norm_backward":
-            _, m, r = F.batch_norm(xb, training=True, backend=backend, return_stats=True)
+            _, m, r = F.batch_norm_with_stats(xb, training=True, backend=backend)
             y = F.batch_norm_backward(gb, xb, m, r, w, out=gb, backend=backend)[0]
             target = gb
         elif name == "layer_norm_backward":
-            _, m, r = F.layer_norm(xb, 3, backend=backend, return_stats=True)
+            _, m, r = F.layer_norm_with_stats(xb, 3, backend=backend)
             y = F.layer_norm_backward(gb, xb, 3, m, r, w, out=gb, backend=backend)[0]
             target = gb
         else:
@@ -224,11 +224,11 @@ def test_running_stats_float32_updated(rng):
 # ----------------------------------------------------------------------------- return_stats
 def test_return_stats_shapes(backend, rng):
     x = backend.asarray(rng.standard_normal((4, 3, 5)))
-    y, mean, rstd = F.batch_norm(x, training=True, backend=backend, return_stats=True)
+    y, mean, rstd = F.batch_norm_with_stats(x, training=True, backend=backend)
     assert y.shape == (4, 3, 5) and mean.shape == (3,) and rstd.shape == (3,)
     assert np.dtype(mean.dtype) == np.float64 and np.dtype(rstd.dtype) == np.float64
     rm, rv = vec(backend, np.zeros(3)), vec(backend, np.full(3, 4.0))
-    _, mean, rstd = F.batch_norm(x, rm, rv, backend=backend, return_stats=True)
+    _, mean, rstd = F.batch_norm_with_stats(x, rm, rv, backend=backend)
     np.testing.assert_allclose(host(backend, mean), np.zeros(3))
     np.testing.assert_allclose(host(backend, rstd), np.full(3, 1 / np.sqrt(4 + 1e-5)))
     for shape, ns, lead in [
@@ -237,7 +237,7 @@ def test_return_stats_shapes(backend, rng):
         ((3, 5), (3, 5), ()),
     ]:
         x = backend.asarray(rng.standard_normal(shape).astype(np.float32))
-        y, mean, rstd = F.layer_norm(x, ns, backend=backend, return_stats=True)
+        y, mean, rstd = F.layer_norm_with_stats(x, ns, backend=backend)
         assert y.shape == shape and mean.shape == lead and rstd.shape == lead
         assert np.dtype(mean.dtype) == np.float64
 
@@ -260,7 +260,7 @@ def test_float16_inputs(backend, rng):
     ref = backend.to_numpy(F.dropout(backend.asarray(x32), 0.25, seed=2, backend=backend))
     np.testing.assert_array_equal(backend.to_numpy(y), ref.astype(np.float16))
     # backward too
-    _, m, r = F.layer_norm(xb, 4, backend=backend, return_stats=True)
+    _, m, r = F.layer_norm_with_stats(xb, 4, backend=backend)
     dx, _, _ = F.layer_norm_backward(xb, xb, 4, m, r, backend=backend)
     assert np.dtype(dx.dtype) == np.float16
     # running statistics from float16 data
@@ -295,12 +295,12 @@ def test_lists_accepted_in_backward(rng):
     x = rng.standard_normal((4, 3))
     g = rng.standard_normal((4, 3))
     w = [1.0, 2.0, 3.0]
-    _, m, r = F.batch_norm(x, weight=w, training=True, return_stats=True)
+    _, m, r = F.batch_norm_with_stats(x, weight=w, training=True)
     expected = F.batch_norm_backward(g, x, m, r, np.array(w))
     got = F.batch_norm_backward(g.tolist(), x.tolist(), m, r, w)
     for a, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, e)
-    _, m, r = F.layer_norm(x, 3, w, return_stats=True)
+    _, m, r = F.layer_norm_with_stats(x, 3, w)
     expected = F.layer_norm_backward(g, x, 3, m, r, np.array(w))
     got = F.layer_norm_backward(g.tolist(), x.tolist(), 3, m, r, w)
     for a, e in zip(got, expected, strict=True):
@@ -349,7 +349,7 @@ def test_empty_layer_norm(backend):
     for shape in [(0, 3), (2, 0, 3), (0, 2, 3)]:
         ns = shape[-1] if len(shape) < 3 or shape[1] == 0 else (2, 3)
         x = backend.asarray(np.zeros(shape, np.float32))
-        y, mean, rstd = F.layer_norm(x, ns, backend=backend, return_stats=True)
+        y, mean, rstd = F.layer_norm_with_stats(x, ns, backend=backend)
         assert y.shape == shape and np.dtype(y.dtype) == np.float32
         assert backend.to_numpy(y).size == 0
         dx, _, _ = F.layer_norm_backward(x, x, ns, mean, rstd, backend=backend)
@@ -364,9 +364,7 @@ def test_empty_dropout(backend):
         assert backend.to_numpy(y).size == 0
         assert F.dropout_backward(x, 0.5, seed=1, backend=backend).shape == shape
         assert backend.to_numpy(F.dropout_mask(shape, 0.5, seed=1, backend=backend)).shape == shape
-    y, bitmask = F.dropout(
-        backend.asarray(np.zeros(0)), 0.5, seed=1, backend=backend, return_bitmask=True
-    )
+    y, bitmask = F.dropout_with_bitmask(backend.asarray(np.zeros(0)), 0.5, seed=1, backend=backend)
     if bitmask is not None:
         assert backend.to_numpy(bitmask).shape == (0,)
         assert F.dropout_backward(

@@ -43,9 +43,7 @@ def _exact_r(backend):
 
 def _three_calls(x, res, d, w, b, p, training=True):
     """The three separate normdrop calls on the reference backend."""
-    h, bitmask = F.dropout(
-        x, p, training, seed=SEED, call=CALL, backend="numpy", return_bitmask=True
-    )
+    h, bitmask = F.dropout_with_bitmask(x, p, training, seed=SEED, call=CALL, backend="numpy")
     r = h if res is None else h + res
     y = F.layer_norm(r, d, w, b, backend="numpy")
     return y, r, bitmask
@@ -58,7 +56,7 @@ def test_matches_three_separate_calls(backend, rng, dtype, with_residual):
     x, res, w, b = _data(rng, shape, dtype)
     res = res if with_residual else None
     d = shape[-1]
-    y, r, mean, rstd, bitmask = F.dropout_add_layer_norm(
+    y, r, mean, rstd, bitmask = F.dropout_add_layer_norm_with_stats(
         backend.asarray(x),
         None if res is None else backend.asarray(res),
         d,
@@ -68,7 +66,6 @@ def test_matches_three_separate_calls(backend, rng, dtype, with_residual):
         seed=SEED,
         call=CALL,
         backend=backend.name,
-        return_stats=True,
     )
     y3, r3, bitmask3 = _three_calls(x, res, d, w, b, P)
     r_host = to_numpy(backend, r)
@@ -157,12 +154,9 @@ def test_numba_parallel_tasks_and_unaligned_rows_match_reference(rng):
     pytest.importorskip("numba")
     for shape in [(3000, 37), (64, 1030), (5, 70001)]:
         x, res, w, b = _data(rng, shape, np.float32)
-        got = F.dropout_add_layer_norm(
-            x, res, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numba", return_stats=True
-        )
-        ref = F.dropout_add_layer_norm(
-            x, res, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numpy", return_stats=True
-        )
+        forward = F.dropout_add_layer_norm_with_stats
+        got = forward(x, res, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numba")
+        ref = forward(x, res, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numpy")
         np.testing.assert_array_equal(got[1], ref[1])
         np.testing.assert_array_equal(got[4], ref[4])
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
@@ -199,10 +193,9 @@ def test_backends_without_the_fused_kernel_get_the_composed_op(rng):
     assert not hasattr(be, "dropout_add_layer_norm_forward")
     x, res, w, b = _data(rng, (6, 10), np.float32)
     for residual in (res, None):
-        got = F.dropout_add_layer_norm(x, residual, 10, w, b, P, seed=SEED, backend=be,
-                                       return_stats=True)  # fmt: skip
-        ref = F.dropout_add_layer_norm(x, residual, 10, w, b, P, seed=SEED, backend="numpy",
-                                       return_stats=True)  # fmt: skip
+        forward = F.dropout_add_layer_norm_with_stats
+        got = forward(x, residual, 10, w, b, P, seed=SEED, backend=be)
+        ref = forward(x, residual, 10, w, b, P, seed=SEED, backend="numpy")
         for a, e in zip(got, ref, strict=True):
             np.testing.assert_array_equal(a, e)
 
@@ -244,10 +237,10 @@ def test_forward_and_backward_match_pytorch(backend, rng, with_residual, trainin
     gr = rng.standard_normal(shape)
     keep = F.dropout_mask(shape, P, seed=SEED, call=CALL, backend="numpy") if training else None
     ref = _torch_reference(torch, x, res, w, b, keep, P, dy, gr)
-    y, r, mean, rstd, bitmask = F.dropout_add_layer_norm(
+    y, r, mean, rstd, bitmask = F.dropout_add_layer_norm_with_stats(
         backend.asarray(x), None if res is None else backend.asarray(res), d,
         vec(backend, w), vec(backend, b), P, training=training, seed=SEED, call=CALL,
-        backend=backend.name, return_stats=True,
+        backend=backend.name,
     )  # fmt: skip
     np.testing.assert_allclose(to_numpy(backend, y), ref["y"], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(to_numpy(backend, r), ref["r"], rtol=1e-12, atol=1e-12)
@@ -268,8 +261,8 @@ def test_forward_and_backward_match_pytorch(backend, rng, with_residual, trainin
 def test_backward_regenerates_the_mask_without_bitmask(rng):
     x, res, w, b = _data(rng, (4, 16), np.float64)
     dy = rng.standard_normal((4, 16))
-    y, r, mean, rstd, bitmask = F.dropout_add_layer_norm(
-        x, res, 16, w, b, P, seed=SEED, call=CALL, return_stats=True
+    y, r, mean, rstd, bitmask = F.dropout_add_layer_norm_with_stats(
+        x, res, 16, w, b, P, seed=SEED, call=CALL
     )
     with_bits = F.dropout_add_layer_norm_backward(
         dy, r, 16, mean, rstd, w, P, seed=SEED, call=CALL, bitmask=bitmask
@@ -284,8 +277,7 @@ def test_backward_regenerates_the_mask_without_bitmask(rng):
 
 def test_backward_without_dropout_never_aliases(rng):
     x, res, w, b = _data(rng, (4, 8), np.float64)
-    y, r, mean, rstd, _ = F.dropout_add_layer_norm(x, res, 8, w, b, P, training=False,
-                                                   return_stats=True)  # fmt: skip
+    y, r, mean, rstd, _ = F.dropout_add_layer_norm_with_stats(x, res, 8, w, b, P, training=False)
     dx, dres, _, _ = F.dropout_add_layer_norm_backward(
         np.ones((4, 8)), r, 8, mean, rstd, w, P, training=False
     )

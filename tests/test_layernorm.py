@@ -120,9 +120,7 @@ def test_any_leading_rank(backend, rng, normalized_shape, shape):
     np.testing.assert_allclose(
         backend.to_numpy(y), ln_formula(x, normalized_shape), **tol(np.float64)
     )
-    y, mean, rstd = F.layer_norm(
-        backend.asarray(x), normalized_shape, backend=backend, return_stats=True
-    )
+    y, mean, rstd = F.layer_norm_with_stats(backend.asarray(x), normalized_shape, backend=backend)
     lead = shape[: len(shape) - len(normalized_shape)]
     assert mean.shape == lead and rstd.shape == lead
     axes = tuple(range(len(lead), len(shape)))
@@ -238,14 +236,13 @@ def test_hypothesis_vs_reference(backend, reference):
             results.append(
                 [be.to_numpy(y), be.to_numpy(dx)] + [host(be, v) for v in ln.grads.values()]
             )
-            yf, mean, rstd = F.layer_norm(
+            yf, mean, rstd = F.layer_norm_with_stats(
                 be.asarray(x),
                 normalized_shape,
                 vec(be, w) if affine else None,
                 vec(be, b) if affine and bias else None,
                 eps,
                 backend=be,
-                return_stats=True,
             )
             results[-1] += [be.to_numpy(yf), host(be, mean), host(be, rstd)]
         ours, ref = results

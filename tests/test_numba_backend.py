@@ -72,9 +72,7 @@ def test_functional_batch_norm(rng, shape, dtype, contiguous):
         states = []
         for be in ("numba", "numpy"):
             rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
-            y, mean, rstd = F.batch_norm(
-                xin, rm, rv, w, b, training=True, backend=be, return_stats=True
-            )
+            y, mean, rstd = F.batch_norm_with_stats(xin, rm, rv, w, b, training=True, backend=be)
             grads = F.batch_norm_backward(g, xin, mean, rstd, w, training=True, backend=be)
             states.append((y, mean, rstd, rm, rv, *grads))
         for got, expected in zip(*states, strict=True):
@@ -100,7 +98,7 @@ def test_functional_layer_norm(rng, shape, normalized, dtype, contiguous):
     xin = x if contiguous else _noncontiguous(x)
     results = []
     for be in ("numba", "numpy"):
-        y, mean, rstd = F.layer_norm(xin, normalized, w, b, backend=be, return_stats=True)
+        y, mean, rstd = F.layer_norm_with_stats(xin, normalized, w, b, backend=be)
         grads = F.layer_norm_backward(g, xin, normalized, mean, rstd, w, backend=be)
         results.append((y, mean, rstd, *grads))
     for got, expected in zip(*results, strict=True):
@@ -124,7 +122,7 @@ def test_out_may_be_the_input(rng, dtype):
     y = x.copy()
     F.dropout(y, 0.3, seed=5, call=2, out=y, backend="numba")
     np.testing.assert_array_equal(y, expected)
-    _, mean, rstd = F.layer_norm(x2, 80, return_stats=True, backend="numpy")
+    _, mean, rstd = F.layer_norm_with_stats(x2, 80, backend="numpy")
     g = rng.standard_normal(x2.shape).astype(dtype)
     expected = F.layer_norm_backward(g, x2, 80, mean, rstd, backend="numpy")[0]
     F.layer_norm_backward(g, x2, 80, mean, rstd, out=g, backend="numba")
@@ -149,7 +147,7 @@ def test_read_only_and_float16_input(rng):
 def test_empty_inputs():
     assert F.batch_norm(np.ones((0, 3)), np.zeros(3), np.ones(3), backend="numba").shape == (0, 3)
     assert F.layer_norm(np.ones((0, 4)), 4, backend="numba").shape == (0, 4)
-    y, bits = F.dropout(np.ones((0, 5)), 0.5, seed=1, return_bitmask=True, backend="numba")
+    y, bits = F.dropout_with_bitmask(np.ones((0, 5)), 0.5, seed=1, backend="numba")
     assert y.shape == (0, 5) and bits.shape == (0,)
     assert F.dropout_mask((0,), 0.5, seed=1, backend="numba").shape == (0,)
     assert NB.philox_words(0, 1, 2, 3).shape == (0,)
@@ -164,8 +162,8 @@ def test_empty_inputs():
 def test_functional_dropout_identical(rng, shape, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     for xin in (x, _noncontiguous(x)):
-        y, bits = F.dropout(xin, 0.15, seed=3, call=2**35, return_bitmask=True, backend="numba")
-        ry, rbits = F.dropout(x, 0.15, seed=3, call=2**35, return_bitmask=True, backend="numpy")
+        y, bits = F.dropout_with_bitmask(xin, 0.15, seed=3, call=2**35, backend="numba")
+        ry, rbits = F.dropout_with_bitmask(x, 0.15, seed=3, call=2**35, backend="numpy")
         np.testing.assert_array_equal(y, ry)
         np.testing.assert_array_equal(bits, rbits)
         g = rng.standard_normal(shape).astype(dtype)
@@ -418,7 +416,7 @@ def test_read_only_inputs_compile_no_specialisation_of_their_own(rng, tmp_path):
         ln = normdrop.LayerNorm(40)
         z = ln(x)
         dz = ln.backward(g)
-        d, bits = F.dropout(x, 0.3, seed=1, return_bitmask=True, backend="numba")
+        d, bits = F.dropout_with_bitmask(x, 0.3, seed=1, backend="numba")
         dd = F.dropout_backward(g, 0.3, bitmask=bits)
         return [y, dx, ev, z, dz, d, dd, *NB.channel_moments(x), *NB.row_moments(x[0])]
 

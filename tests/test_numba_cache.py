@@ -109,9 +109,8 @@ for shape in ((4, 64, 30), (64, 32, 48)):  # serial and parallel clones
             for tracked in (True, False):
                 rm = np.zeros(c, vec) if tracked else None
                 rv = np.ones(c, vec) if tracked else None
-                y, mean, rstd = F.batch_norm(
-                    x, rm, rv, w, w, training=True, backend="numba", return_stats=True
-                )
+                y, mean, rstd = F.batch_norm_with_stats(
+                    x, rm, rv, w, w, training=True, backend="numba")
                 out += [y, mean, rstd] + ([rm, rv] if tracked else [])
         if dtype != np.float32 or pdtype is None:
             continue
@@ -122,16 +121,16 @@ for shape in ((4, 64, 30), (64, 32, 48)):  # serial and parallel clones
         out += [dx, dw, db, F.batch_norm_backward(g, x, mean, rstd, w, training=False)[0]]
         x2, d = x.reshape(-1, shape[2]), shape[2]
         wl = np.linspace(0.5, 1.5, d).astype(dtype)
-        y, mean, rstd = F.layer_norm(x2, d, wl, wl, backend="numba", return_stats=True)
+        y, mean, rstd = F.layer_norm_with_stats(x2, d, wl, wl, backend="numba")
         out += list(F.layer_norm_backward(g.reshape(x2.shape), x2, d, mean, rstd, wl))
         out += list(NB.channel_moments(x)) + list(NB.row_moments(x2))
-        y, bits = F.dropout(x, 0.15, seed=3, call=5, return_bitmask=True, backend="numba")
+        y, bits = F.dropout_with_bitmask(x, 0.15, seed=3, call=5, backend="numba")
         out += [y, bits, F.dropout_backward(g, 0.15, bitmask=bits)]
         out.append(F.dropout_mask(shape, 0.15, seed=3, call=5, backend="numba"))
         out.append(NB.philox_words(x.size, 3, 5, 7))
 for par in (False, True):  # LayerNorm rows split in segments
     x = rng.standard_normal((2 if par else 1, 70000)).astype(np.float32)
-    y, mean, rstd = F.layer_norm(x, 70000, return_stats=True, backend="numba")
+    y, mean, rstd = F.layer_norm_with_stats(x, 70000, backend="numba")
     out += [y, mean, rstd, *F.layer_norm_backward(x, x, 70000, mean, rstd)[:1]]
 np.savez(sys.argv[1], *out)
 

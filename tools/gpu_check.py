@@ -192,7 +192,7 @@ log("== cold start: first calls compile every kernel a float32 training step use
 t0 = time.perf_counter()
 try:
     _x = dev(RNG.standard_normal((8, 4, 3)).astype(np.float32))
-    _y, _m, _r = F.batch_norm(_x, training=True, return_stats=True, backend="cuda")
+    _y, _m, _r = F.batch_norm_with_stats(_x, training=True, backend="cuda")
     F.batch_norm_backward(_x, _x, _m, _r, dev(np.ones(4, np.float32)), backend="cuda")
     _l = normdrop.LayerNorm(3).to("cuda")
     _l.backward(_l(_x))
@@ -222,7 +222,7 @@ def check_batchnorm(shape, label):
     b = RNG.standard_normal(c).astype(np.float32)
     rm, rv = RNG.standard_normal(c).astype(np.float32), (RNG.random(c) + 1).astype(np.float32)
     rm_r, rv_r = rm.copy(), rv.copy()
-    y_r, mean_r, rstd_r = F.batch_norm(
+    y_r, mean_r, rstd_r = F.batch_norm_with_stats(
         x,
         rm_r,
         rv_r,
@@ -232,11 +232,10 @@ def check_batchnorm(shape, label):
         momentum=MOM,
         eps=EPS,
         backend="numpy",
-        return_stats=True,
     )
     xd, rm_d, rv_d, wd, bd = dev(x), dev(rm), dev(rv), dev(w), dev(b)
     out = poisoned(shape, np.float32)
-    y, mean, rstd = F.batch_norm(
+    y, mean, rstd = F.batch_norm_with_stats(
         xd,
         rm_d,
         rv_d,
@@ -247,7 +246,6 @@ def check_batchnorm(shape, label):
         eps=EPS,
         out=out,
         backend="cuda",
-        return_stats=True,
     )
     check(f"bn{label} train forward writes into out=", y is out)
     close(f"bn{label} train forward y vs reference", y, y_r, 1e-6, np.float32)
@@ -314,12 +312,10 @@ def check_layernorm(shape):
     g = RNG.standard_normal(shape, dtype=np.float32)
     w = (RNG.random(d) + 0.5).astype(np.float32)
     b = RNG.standard_normal(d).astype(np.float32)
-    y_r, mean_r, rstd_r = F.layer_norm(x, d, w, b, EPS, backend="numpy", return_stats=True)
+    y_r, mean_r, rstd_r = F.layer_norm_with_stats(x, d, w, b, EPS, backend="numpy")
     xd = dev(x)
     out = poisoned(shape, np.float32)
-    y, mean, rstd = F.layer_norm(
-        xd, d, dev(w), dev(b), EPS, out=out, backend="cuda", return_stats=True
-    )
+    y, mean, rstd = F.layer_norm_with_stats(xd, d, dev(w), dev(b), EPS, out=out, backend="cuda")
     check("ln forward writes into out=", y is out)
     close("ln forward y vs reference", y, y_r, 1e-6, np.float32)
     close("ln row mean (float64)", mean, mean_r, 1e-10, np.float64)
@@ -358,10 +354,10 @@ def check_dropout(shape, p, dtype):
     seed, call = 0x9E3779B97F4A7C15, 7
     x = RNG.standard_normal(shape).astype(dtype)
     g = RNG.standard_normal(shape).astype(dtype)
-    y_r, bits_r = F.dropout(x, p, seed=seed, call=call, backend="numpy", return_bitmask=True)
+    y_r, bits_r = F.dropout_with_bitmask(x, p, seed=seed, call=call, backend="numpy")
     xd = dev(x)
     out = poisoned(shape, dtype)
-    y, bits = F.dropout(xd, p, seed=seed, call=call, out=out, backend="cuda", return_bitmask=True)
+    y, bits = F.dropout_with_bitmask(xd, p, seed=seed, call=call, out=out, backend="cuda")
     same(f"dropout p={p} forward output", y, y_r)
     same(f"dropout p={p} packed bitmask", bits, bits_r)
     y3 = F.dropout(xd, p, seed=seed, call=call, backend="cuda")  # the kernel without bitmask
@@ -974,7 +970,7 @@ bench("do.philox_words", "_words_kernel", lambda i: be.philox_words(n_el, 1, i),
 bench(
     "do.fwd",
     "F.dropout",
-    lambda i: F.dropout(XD[i], p, seed=1, call=0, return_bitmask=True, out=OUTD[i], backend="cuda"),
+    lambda i: F.dropout_with_bitmask(XD[i], p, seed=1, call=0, out=OUTD[i], backend="cuda"),
     8 * n_el + n_el // 8,
 )
 if torch is not None:

@@ -100,28 +100,6 @@ class Operation:
         return functools.partial(self.call, self.prepare(x_host, target), target)
 
 
-# ----------------------------------------------------------------------------- changing API
-# Every call that returns a forward's statistics or a dropout's bitmask, in one place.
-def batch_norm_with_stats(*args: Any, **kwargs: Any) -> Any:
-    """``functional.batch_norm`` returning ``(y, mean, rstd)``."""
-    return functional.batch_norm(*args, return_stats=True, **kwargs)
-
-
-def layer_norm_with_stats(*args: Any, **kwargs: Any) -> Any:
-    """``functional.layer_norm`` returning ``(y, mean, rstd)``."""
-    return functional.layer_norm(*args, return_stats=True, **kwargs)
-
-
-def dropout_with_bitmask(*args: Any, **kwargs: Any) -> Any:
-    """``functional.dropout`` returning ``(y, bitmask)``."""
-    return functional.dropout(*args, return_bitmask=True, **kwargs)
-
-
-def dropout_add_layer_norm_with_stats(*args: Any, **kwargs: Any) -> Any:
-    """``functional.dropout_add_layer_norm`` returning ``(y, r, mean, rstd, bitmask)``."""
-    return functional.dropout_add_layer_norm(*args, return_stats=True, **kwargs)
-
-
 # ----------------------------------------------------------------------------- inputs
 def _params(target: Target, n: int, dtype: np.dtype) -> tuple[Any, Any]:
     """Ones and zeros of ``n`` features on ``target``: a weight and a bias."""
@@ -140,7 +118,7 @@ def _bn_backward_inputs(x_host: np.ndarray, target: Target) -> Inputs:
     c, dtype = x_host.shape[1], x_host.dtype
     x, dy = target.array(x_host), target.array(grad_like(x_host))
     w, b = _params(target, c, dtype)
-    _, mean, rstd = batch_norm_with_stats(
+    _, mean, rstd = functional.batch_norm_with_stats(
         x, None, None, w, b, training=True, eps=EPS, backend=target.choice
     )
     mean, rstd = target.ready(mean, rstd)
@@ -158,7 +136,9 @@ def _rows_inputs(x_host: np.ndarray, target: Target) -> Inputs:
 def _ln_backward_inputs(x_host: np.ndarray, target: Target) -> Inputs:
     inputs = _rows_inputs(x_host, target)
     x, w, b = inputs["x"], inputs["w"], inputs["b"]
-    _, mean, rstd = layer_norm_with_stats(x, (x.shape[-1],), w, b, EPS, backend=target.choice)
+    _, mean, rstd = functional.layer_norm_with_stats(
+        x, (x.shape[-1],), w, b, EPS, backend=target.choice
+    )
     inputs["mean"], inputs["rstd"] = target.ready(mean, rstd)
     return inputs
 
@@ -169,7 +149,9 @@ def _x_only(x_host: np.ndarray, target: Target) -> Inputs:
 
 def _dropout_backward_inputs(x_host: np.ndarray, target: Target) -> Inputs:
     x, dy = target.array(x_host), target.array(grad_like(x_host))
-    _, bitmask = dropout_with_bitmask(x, DROPOUT_P, seed=SEED, call=0, backend=target.choice)
+    _, bitmask = functional.dropout_with_bitmask(
+        x, DROPOUT_P, seed=SEED, call=0, backend=target.choice
+    )
     # A backend that keeps no bitmask returns None; the backward then regenerates the mask.
     (bitmask,) = target.ready(bitmask)
     return {"dy": dy, "bitmask": bitmask}
@@ -249,7 +231,9 @@ def _ln_backward(i: Inputs, target: Target) -> Any:
 
 def _dropout_forward(i: Inputs, target: Target) -> Any:
     # As a training layer does: keep the packed bitmask that backward reads.
-    return dropout_with_bitmask(i["x"], DROPOUT_P, seed=SEED, call=0, backend=target.choice)
+    return functional.dropout_with_bitmask(
+        i["x"], DROPOUT_P, seed=SEED, call=0, backend=target.choice
+    )
 
 
 def _dropout_backward(i: Inputs, target: Target) -> Any:
@@ -261,7 +245,7 @@ def _dropout_backward(i: Inputs, target: Target) -> Any:
 def _fused(i: Inputs, target: Target) -> Any:
     # As a training layer does: keep the statistics and the bitmask that backward reads.
     d = i["x"].shape[-1]
-    return dropout_add_layer_norm_with_stats(
+    return functional.dropout_add_layer_norm_with_stats(
         i["x"], i["dy"], (d,), i["w"], i["b"], FUSED_P, EPS, seed=SEED, backend=target.choice
     )
 
@@ -269,8 +253,10 @@ def _fused(i: Inputs, target: Target) -> Any:
 def _three_calls(i: Inputs, target: Target) -> Any:
     # The same work as three separate normdrop calls, each keeping what backward reads.
     d = i["x"].shape[-1]
-    h, bitmask = dropout_with_bitmask(i["x"], FUSED_P, seed=SEED, backend=target.choice)
-    y = layer_norm_with_stats(h + i["dy"], (d,), i["w"], i["b"], EPS, backend=target.choice)
+    h, bitmask = functional.dropout_with_bitmask(i["x"], FUSED_P, seed=SEED, backend=target.choice)
+    y = functional.layer_norm_with_stats(
+        h + i["dy"], (d,), i["w"], i["b"], EPS, backend=target.choice
+    )
     return (*y, bitmask)
 
 

@@ -22,6 +22,8 @@ class SeededCalls:
 
     seed: int
     call_count: int
+    #: A failed Sequential forward puts the call counter back (see Module).
+    _forward_state_attributes: tuple[str, ...] = ("call_count",)
 
     def get_extra_state(self) -> np.ndarray:
         """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).

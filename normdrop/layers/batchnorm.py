@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _validation, functional
+from normdrop import _validation
+from normdrop._ops import _inputs, batch_norm
 from normdrop.errors import ShapeError
+from normdrop.layers._properties import buffer_property, parameter_property
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 
@@ -61,6 +63,7 @@ class BatchNorm1d(Module):
     """
 
     _optional_state_keys = frozenset({"num_batches_tracked"})
+    _plan_attributes = Module._plan_attributes | {"eps", "momentum", "track_running_stats"}
 
     def __init__(
         self,
@@ -93,99 +96,89 @@ class BatchNorm1d(Module):
         self.register_buffer("running_var", np.ones(c, dtype) if track else None)
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64) if track else None)
 
-    @property
-    def weight(self) -> Array | None:
-        """Scale per channel (gamma), or ``None`` without ``affine``."""
-        return self._parameters["weight"]
-
-    @property
-    def bias(self) -> Array | None:
-        """Shift per channel (beta), or ``None`` without ``affine``."""
-        return self._parameters["bias"]
-
-    @property
-    def running_mean(self) -> Array | None:
-        """Running mean per channel, or ``None`` without tracking."""
-        return self._buffers["running_mean"]
-
-    @property
-    def running_var(self) -> Array | None:
-        """Running unbiased variance per channel, or ``None`` without tracking."""
-        return self._buffers["running_var"]
-
-    @property
-    def num_batches_tracked(self) -> Array | None:
-        """0-d int64 count of tracked training calls, or ``None`` without tracking."""
-        return self._buffers["num_batches_tracked"]
+    weight = parameter_property(
+        "weight", "Scale per channel (gamma), or ``None`` without ``affine``."
+    )
+    bias = parameter_property("bias", "Shift per channel (beta), or ``None`` without ``affine``.")
+    running_mean = buffer_property(
+        "running_mean", "Running mean per channel, or ``None`` without tracking."
+    )
+    running_var = buffer_property(
+        "running_var", "Running unbiased variance per channel, or ``None`` without tracking."
+    )
+    num_batches_tracked = buffer_property(
+        "num_batches_tracked",
+        "0-d int64 count of tracked training calls, or ``None`` without tracking.",
+    )
 
     def reset_running_stats(self) -> None:
         """Set running statistics back to zeros, ones and a count of 0."""
-        if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
+        self._fill(running_mean=0, running_var=1, num_batches_tracked=0)
 
     def reset_parameters(self) -> None:
         """Reset running statistics, ``weight`` to ones and ``bias`` to zeros."""
         self.reset_running_stats()
-        if self.affine:
-            self.weight[...] = 1
-            self.bias[...] = 0
+        self._fill(weight=1, bias=0)
 
     def forward(self, x: Array) -> Array:
         """Normalise ``x`` of shape ``(N, C)`` or ``(N, C, L)``.
 
         Parameters
         ----------
-        x : array
+        x : array of shape (N, C) or (N, C, L)
+            ``C`` is ``num_features``.
 
         Returns
         -------
         array
-            Shape and dtype of ``x``.
+            ``x`` normalised per channel, in its shape and dtype.
         """
-        shape = tuple(getattr(x, "shape", np.shape(x)))
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)
         if len(shape) in (2, 3) and shape[1] != self.num_features:
             raise ShapeError(
                 f"BatchNorm1d({self.num_features}) expected input with {self.num_features} "
                 f"channels, (N, {self.num_features}) or (N, {self.num_features}, L), "
-                f"got shape {shape}"
+                f"got shape {tuple(shape)}"
             )
+        be, x = _inputs.prepare("x", x, self._backend_choice)
+        batch_norm.batch_shape(x, layer=True)
+        plan = self._plan
+        if plan is None or plan.backend is not be:
+            plan = self._make_plan(be)
+        momentum = None
+        tracked = self._buffers["num_batches_tracked"]
+        if plan.update and self.momentum is None:  # cumulative moving average
+            momentum = 1.0 / (int(tracked) + 1)
+        y, mean, rstd = batch_norm.forward(plan, x, None, momentum)
+        if plan.update:
+            tracked[...] += 1
+        self.save_for_backward(x, mean, rstd, plan)
+        return y
+
+    def _make_plan(self, be: Backend) -> batch_norm.BatchNormPlan:
+        """The plan of this layer's parameters, mode and options on backend ``be``."""
         use_batch = self.training or not self.track_running_stats
         update = self.training and self.track_running_stats
-        momentum = self.momentum
-        if update and momentum is None:
-            momentum = 1.0 / (int(self.num_batches_tracked) + 1)
-        y, mean, rstd = functional.batch_norm(
-            x,
-            self.running_mean if (update or not use_batch) else None,
-            self.running_var if (update or not use_batch) else None,
+        running = update or not use_batch
+        plan = batch_norm.make_plan(
+            be,
             self.weight,
             self.bias,
-            training=use_batch,
-            momentum=0.0 if momentum is None else momentum,
-            eps=self.eps,
-            backend=self._backend_choice,
-            return_stats=True,
-            _trusted=True,
+            self.running_mean if running else None,
+            self.running_var if running else None,
+            use_batch,
+            update,
+            0.0 if self.momentum is None else self.momentum,
+            self.eps,
         )
-        if update:
-            self.num_batches_tracked[...] += 1
-        self.save_for_backward(x, mean, rstd, use_batch)
-        return y
+        self.__dict__["_plan"] = plan
+        return plan
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """Input and parameter gradients of the forward pass that saved ``saved``."""
-        x, mean, rstd, use_batch = saved
-        dx, dweight, dbias = functional.batch_norm_backward(
-            grad_output,
-            x,
-            mean,
-            rstd,
-            self.weight,
-            training=use_batch,
-            backend=self._backend_choice,
-        )
+        x, mean, rstd, plan = saved
+        grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)
+        dx, dweight, dbias = batch_norm.backward(plan, grad_output, x, mean, rstd, plan.use_batch)
         return dx, ({"weight": dweight, "bias": dbias} if self.affine else {})
 
     def __repr__(self) -> str:

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _validation, functional
+from normdrop import _validation
+from normdrop._ops import _inputs, dropout
 from normdrop.errors import ShapeError
 from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
@@ -69,7 +70,7 @@ class Dropout(SeededCalls, Module):
         self.seed = seed
         self.call_count = 0
 
-    _forward_state_attributes = ("call_count",)
+    _plan_attributes = Module._plan_attributes | {"_p"}
 
     @property
     def p(self) -> float:
@@ -81,39 +82,33 @@ class Dropout(SeededCalls, Module):
         """The drop probability (the Deepbox API's name for :attr:`p`)."""
         return self._p
 
-    def reset_parameters(self) -> None:
-        """Do nothing: dropout has no parameters (kept for a uniform layer API)."""
-
     def forward(self, x: Array) -> Array:
         """Apply dropout in training; return ``x`` itself in evaluation.
 
         Parameters
         ----------
         x : array
+            Any shape; the mask of call ``call_count`` follows its C-order index.
 
         Returns
         -------
         array
+            Shape and dtype of ``x``: the kept elements scaled by ``1 / (1 - p)``,
+            the others 0 (``x`` itself in evaluation or with ``p == 0``).
         """
-        if not self.training or self._p == 0.0:
-            y = functional.dropout(
-                x, self._p, training=False, seed=self.seed, backend=self._backend_choice
-            )
-            self.save_for_backward(None, None, tuple(np.shape(y)), getattr(y, "dtype", None))
+        be, x = _inputs.prepare("x", x, self._backend_choice)
+        plan = self._plan
+        if plan is None or plan.backend is not be:
+            plan = self.__dict__["_plan"] = dropout.make_plan(be, self._p, self.training, True)
+        if not plan.active:  # evaluation, or p == 0: the identity
+            self.save_for_backward(None, None, x.shape, x.dtype, plan)
             if self.training:
                 self.call_count += 1
-            return y
-        y, bitmask = functional.dropout(
-            x,
-            self._p,
-            training=True,
-            seed=self.seed,
-            call=self.call_count,
-            backend=self._backend_choice,
-            return_bitmask=True,
-        )
-        self.save_for_backward(self.call_count, bitmask, tuple(y.shape), y.dtype)
-        self.call_count += 1
+            return x
+        call = self.call_count
+        y, bitmask = dropout.forward(plan, x, self.seed, call)
+        self.save_for_backward(call, bitmask, x.shape, y.dtype, plan)
+        self.call_count = call + 1
         return y
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
@@ -124,7 +119,7 @@ class Dropout(SeededCalls, Module):
         ShapeError
             ``grad_output`` does not have the last input's shape.
         """
-        call, bitmask, shape, dtype = saved
+        call, bitmask, shape, dtype, plan = saved
         got = grad_output.shape if type(grad_output) is np.ndarray else np.shape(grad_output)
         if got != shape:
             raise ShapeError(
@@ -134,15 +129,12 @@ class Dropout(SeededCalls, Module):
         if call is None:  # evaluation, or p == 0: the identity
             dx = grad_output
         else:
-            dx = functional.dropout_backward(
-                grad_output,
-                self._p,
-                seed=self.seed,
-                call=call,
-                bitmask=bitmask,  # None where the backend keeps none: the mask is regenerated
-                backend=self._backend_choice,
-            )
-        if dtype is not None and getattr(dx, "dtype", None) != dtype:
+            be, dy = _inputs.prepare("grad_output", grad_output, self._backend_choice)
+            if be is not plan.backend:  # the mask is regenerated on that backend
+                plan, bitmask = dropout.make_plan(be, self._p, True, False), None
+            # bitmask is None where the backend keeps none: the mask is regenerated
+            dx = dropout.backward(plan, dy, self.seed, call, bitmask)
+        if getattr(dx, "dtype", None) != dtype:
             # the input's dtype, as BatchNorm, LayerNorm and PyTorch
             dx = dx.astype(dtype) if hasattr(dx, "astype") else np.asarray(dx, dtype=dtype)
         return dx, {}

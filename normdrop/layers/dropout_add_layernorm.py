@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _fused, _validation, functional
+from normdrop import _validation
+from normdrop._ops import _inputs, fused, layer_norm
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
-from normdrop.layers._row_affine import RowAffine
+from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
@@ -93,32 +94,23 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         dtype: str | np.dtype = "float32",
         backend: str | Backend | None = None,
     ) -> None:
-        normalized_shape = _validation.normalized_shape(normalized_shape)
+        options = row_affine_options(normalized_shape, eps, elementwise_affine, bias, dtype)
         p = _validation.dropout_probability(p)
-        eps = _validation.positive_finite("eps", eps)
-        elementwise_affine = _validation.boolean("elementwise_affine", elementwise_affine)
-        use_bias = _validation.boolean("bias", bias)
-        dtype = _validation.param_dtype(dtype)
         seed = draw_seed() if seed is None else _validation.seed(seed)
         super().__init__(backend)
-        self.normalized_shape = normalized_shape
+        self._init_row_affine(options)
         self._p = p
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
-        self.use_bias = use_bias
-        self.dtype = dtype
         self.seed = seed
         self.call_count = 0
-        self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
 
-    _forward_state_attributes = ("call_count",)
+    _plan_attributes = Module._plan_attributes | {"eps", "_p"}
 
     @property
     def p(self) -> float:
         """The drop probability."""
         return self._p
 
-    def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
+    def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:
         """Same as :meth:`forward`, after checking that both inputs are on the layer's device."""
         if type(x) is not np.ndarray or self._array_backend.device != "cpu":
             self._check_device("the input", x)
@@ -128,7 +120,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             self._check_device("the residual", residual)
         return self.forward(x, residual)
 
-    def forward(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:  # type: ignore[override]
+    def forward(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:
         """Return ``(y, r)``: ``r = dropout(x) + residual`` (training) and ``y = layer_norm(r)``.
 
         Parameters
@@ -144,36 +136,27 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             Shape and dtype of ``x``. Without dropout (evaluation, ``p == 0``) and
             without ``residual``, ``r`` is ``x`` itself.
         """
-        be, x = functional._prepare("x", x, self._backend_choice)
-        drop = self.training and self._p > 0.0
-        call = self.call_count
-        weight, bias = self.weight, self.bias
-        if len(self.normalized_shape) > 1:  # the kernels take flat vectors
-            weight = None if weight is None else weight.reshape(-1)
-            bias = None if bias is None else bias.reshape(-1)
-        functional._layer_shape(x, self.normalized_shape)
+        be, x = _inputs.prepare("x", x, self._backend_choice)
+        plan = self._plan
+        if plan is None or plan.norm.backend is not be:
+            plan = fused.make_plan(
+                be, self.normalized_shape, self.weight, self.bias, self.eps, self._p, self.training
+            )
+            self.__dict__["_plan"] = plan
+        layer_norm.rows(x, self.normalized_shape)
         if residual is not None:
-            residual = _fused._check_partner(be, "residual", residual, x)
-        y, r, mean, rstd, bitmask = _fused._forward_rows(
-            be,
-            x,
-            residual,
-            self.normalized_shape,
-            weight,
-            bias,
-            self.eps,
-            self._p if drop else None,
-            self.seed,
-            call,
-            None,
-            True,
+            residual = _inputs.check_partner(be, "residual", residual, x)
+        call = self.call_count
+        y, r, mean, rstd, bitmask = fused.forward(plan, x, residual, self.seed, call)
+        drop = plan.dropout.active
+        self.save_for_backward(
+            r, mean, rstd, bitmask, call if drop else None, residual is not None, plan
         )
-        self.save_for_backward(r, mean, rstd, bitmask, call if drop else None, residual is not None)
         if self.training:
             self.call_count += 1
         return y, r
 
-    def backward(  # type: ignore[override]
+    def backward(
         self, grad_output: Array, grad_r: Array | None = None
     ) -> tuple[Array, Array | None]:
         """Return ``(grad_x, grad_residual)`` of the last forward pass.
@@ -239,30 +222,15 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         param_grads : dict
             ``weight`` and ``bias`` gradients, for the parameters the layer has.
         """
-        r, mean, rstd, bitmask, call, has_residual = saved
-        lead = tuple(r.shape[: r.ndim - len(self.normalized_shape)])
-        dx, dres, dweight, dbias = _fused.dropout_add_layer_norm_backward(
-            grad_output,
-            r,
-            self.normalized_shape,
-            mean.reshape(lead),
-            rstd.reshape(lead),
-            self.weight,
-            self._p,
-            call is not None,
-            grad_r=grad_r,
-            seed=self.seed,
-            call=0 if call is None else call,
-            bitmask=bitmask,
-            has_residual=has_residual,
-            backend=self._backend_choice,
+        r, mean, rstd, bitmask, call, has_residual, plan = saved
+        be = plan.norm.backend
+        grad_output = _inputs.prepare_grad(be, grad_output, r)
+        if grad_r is not None:
+            grad_r = _inputs.check_partner(be, "grad_r", grad_r, r)
+        dx, dres, dweight, dbias = fused.backward(
+            plan, grad_output, r, mean, rstd, grad_r, self.seed, call or 0, bitmask, has_residual
         )
-        grads = {}
-        if self.weight is not None:
-            grads["weight"] = dweight
-        if self.bias is not None:
-            grads["bias"] = dbias
-        return (dx, dres), grads
+        return (dx, dres), self._affine_grads(dweight, dbias)
 
     def __repr__(self) -> str:
         return (

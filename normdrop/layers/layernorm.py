@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from normdrop import _validation, functional
-from normdrop.layers._row_affine import RowAffine
+from normdrop._ops import _inputs, layer_norm
+from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, Backend
 
@@ -49,6 +49,8 @@ class LayerNorm(RowAffine, Module):
     array([[-1.069 , -0.2673,  1.3363]])
     """
 
+    _plan_attributes = Module._plan_attributes | {"eps"}
+
     def __init__(
         self,
         normalized_shape: int | tuple[int, ...],
@@ -59,18 +61,9 @@ class LayerNorm(RowAffine, Module):
         dtype: str | np.dtype = "float32",
         backend: str | Backend | None = None,
     ) -> None:
-        normalized_shape = _validation.normalized_shape(normalized_shape)
-        eps = _validation.positive_finite("eps", eps)
-        elementwise_affine = _validation.boolean("elementwise_affine", elementwise_affine)
-        use_bias = _validation.boolean("bias", bias)
-        dtype = _validation.param_dtype(dtype)
+        options = row_affine_options(normalized_shape, eps, elementwise_affine, bias, dtype)
         super().__init__(backend)
-        self.normalized_shape = normalized_shape
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
-        self.use_bias = use_bias
-        self.dtype = dtype
-        self._register_row_affine(normalized_shape, elementwise_affine, use_bias, dtype)
+        self._init_row_affine(options)
 
     def forward(self, x: Array) -> Array:
         """Normalise each sample of ``x`` over its trailing ``normalized_shape`` dims.
@@ -85,36 +78,21 @@ class LayerNorm(RowAffine, Module):
         array
             Shape and dtype of ``x``.
         """
-        be, x = functional._prepare("x", x, self._backend_choice)
-        weight, bias = self.weight, self.bias
-        if len(self.normalized_shape) > 1:  # the kernels take flat vectors
-            weight = None if weight is None else weight.reshape(-1)
-            bias = None if bias is None else bias.reshape(-1)
-        y, mean, rstd = functional._layer_norm_rows(
-            be, x, self.normalized_shape, weight, bias, self.eps
-        )
-        self.save_for_backward(x, mean, rstd)
+        be, x = _inputs.prepare("x", x, self._backend_choice)
+        plan = self._plan
+        if plan is None or plan.backend is not be:
+            plan = layer_norm.make_plan(be, self.normalized_shape, self.weight, self.bias, self.eps)
+            self.__dict__["_plan"] = plan
+        y, mean, rstd = layer_norm.forward(plan, x)
+        self.save_for_backward(x, mean, rstd, plan)
         return y
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """Input and parameter gradients of the forward pass that saved ``saved``."""
-        x, mean, rstd = saved
-        lead = tuple(x.shape[: x.ndim - len(self.normalized_shape)])
-        dx, dweight, dbias = functional.layer_norm_backward(
-            grad_output,
-            x,
-            self.normalized_shape,
-            mean.reshape(lead),
-            rstd.reshape(lead),
-            self.weight,
-            backend=self._backend_choice,
-        )
-        grads = {}
-        if self.weight is not None:
-            grads["weight"] = dweight
-        if self.bias is not None:
-            grads["bias"] = dbias
-        return dx, grads
+        x, mean, rstd, plan = saved
+        grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)
+        dx, dweight, dbias = layer_norm.backward(plan, grad_output, x, mean, rstd)
+        return dx, self._affine_grads(dweight, dbias)
 
     def __repr__(self) -> str:
         return (

@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError, ShapeError
-from normdrop.layers import _devices
+from normdrop.errors import BackwardBeforeForwardError
+from normdrop.layers import _devices, _grads
 from normdrop.layers._checkpoints import Checkpointing
 from normdrop.layers._state_dict import (
     IncompatibleKeys,
     assignment_value,
-    host_array,
     registered_value,
 )
 from normdrop.protocol import Array, Backend
@@ -56,6 +55,8 @@ class Module(Checkpointing):
     _optional_state_keys: frozenset[str] = frozenset()
     #: Plain attributes a forward pass changes; a failed Sequential forward restores them.
     _forward_state_attributes: tuple[str, ...] = ()
+    #: Plain attributes a layer's plan is made from: assigning one drops the plan.
+    _plan_attributes: frozenset[str] = frozenset({"training"})
 
     _array_backend: Backend
     _backend_choice: str | Backend | None
@@ -64,6 +65,7 @@ class Module(Checkpointing):
     _modules: dict[str, Module]
     _grads: dict[str, Any]
     _saved: tuple[Any, ...] | None
+    _plan: Any
 
     def __init__(self, backend: str | Backend | None = None) -> None:
         state = self.__dict__  # plain writes: __setattr__ needs the stores first
@@ -75,6 +77,7 @@ class Module(Checkpointing):
         state["_modules"] = {}
         state["_grads"] = {}
         state["_saved"] = None
+        state["_plan"] = None
 
     # ----- registration and attribute access --------------------------------------
     def register_parameter(self, name: str, value: Array | None) -> None:
@@ -96,6 +99,7 @@ class Module(Checkpointing):
         """
         value = registered_value(self, name, value, "_parameters", floating=True)
         self._parameters[name] = self.__dict__[name] = value
+        self.__dict__["_plan"] = None
         if value is None:
             self._grads.pop(name, None)
         else:
@@ -120,6 +124,7 @@ class Module(Checkpointing):
         """
         value = registered_value(self, name, value, "_buffers", floating=False)
         self._buffers[name] = self.__dict__[name] = value
+        self.__dict__["_plan"] = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning to a parameter or buffer copies the value into it, after checks.
@@ -139,6 +144,8 @@ class Module(Checkpointing):
                 target[...] = self._array_backend.asarray(host)
         else:
             object.__setattr__(self, name, value)
+            if name in self._plan_attributes:
+                state["_plan"] = None
 
     def _own_state(self, name: str) -> Any:
         return self._parameters[name] if name in self._parameters else self._buffers[name]
@@ -161,6 +168,21 @@ class Module(Checkpointing):
         if type(x) is not np.ndarray or self._array_backend.device != "cpu":
             self._check_device("the input", x)
         return self.forward(x)
+
+    def reset_parameters(self) -> None:
+        """Put parameters and buffers back to their initial values.
+
+        Layers with parameters override it; this default has nothing to reset (so
+        :meth:`Sequential.reset_parameters <normdrop.Sequential.reset_parameters>`
+        can call it on every layer).
+        """
+
+    def _fill(self, **values: float) -> None:
+        """Set every element of each named parameter or buffer that exists to its value."""
+        for name, value in values.items():
+            array = self._own_state(name)
+            if array is not None:
+                array[...] = value
 
     def forward(self, x: Array) -> Array:
         """Apply the layer to ``x``; subclasses implement it.
@@ -237,26 +259,7 @@ class Module(Checkpointing):
 
     def _accumulate(self, param_grads: Mapping[str, Array]) -> None:
         """Add each gradient into its :attr:`grads` array in place, after checking them all."""
-        be, pairs = self._array_backend, []
-        for name, grad in param_grads.items():
-            total = self._grads.get(name)
-            if total is None:
-                raise InvalidParameterError(
-                    f"{type(self).__name__}.compute_backward returned a gradient for {name!r}, "
-                    f"which is not a parameter (parameters: {sorted(self._grads)})",
-                    parameter_name="param_grads",
-                    value=name,
-                )
-            if not be.accepts(grad):
-                grad = be.asarray(host_array(grad))
-            if tuple(grad.shape) != tuple(total.shape):
-                raise ShapeError(
-                    f"{type(self).__name__}.compute_backward returned a gradient of shape "
-                    f"{tuple(grad.shape)} for {name!r}, whose shape is {tuple(total.shape)}"
-                )
-            pairs.append((total, grad))
-        for total, grad in pairs:
-            total += grad
+        _grads.accumulate(self, param_grads)
 
     def _check_device(self, name: str, x: Any) -> None:
         _devices.check_device(self, name, x)
@@ -324,6 +327,7 @@ class Module(Checkpointing):
                 _devices.move_arrays(module, target)
                 module._backend_choice = target.name if device != "cpu" else None
                 module.__dict__["_saved"] = None
+                module.__dict__["_plan"] = None
         return self
 
     # ----- mode ------------------------------------------------------------------
@@ -356,14 +360,18 @@ class Module(Checkpointing):
         return self.train(False)
 
     # ----- parameters and buffers -------------------------------------------------
-    def named_parameters(self) -> Iterator[tuple[str, Array]]:
-        """Yield ``(name, array)`` for every learnable parameter."""
+    def _named(self, store: str) -> Iterator[tuple[str, Array]]:
+        """``(key, array)`` of every array in ``store`` (an attribute) of each module inside."""
         return (
             (prefix + k, v)
             for prefix, m in self._walk()
-            for k, v in m._parameters.items()
+            for k, v in getattr(m, store).items()
             if v is not None
         )
+
+    def named_parameters(self) -> Iterator[tuple[str, Array]]:
+        """Yield ``(name, array)`` for every learnable parameter."""
+        return self._named("_parameters")
 
     def parameters(self) -> Iterator[Array]:
         """Yield every learnable parameter."""
@@ -371,12 +379,7 @@ class Module(Checkpointing):
 
     def named_buffers(self) -> Iterator[tuple[str, Array]]:
         """Yield ``(name, array)`` for every buffer (running statistics and counters)."""
-        return (
-            (prefix + k, v)
-            for prefix, m in self._walk()
-            for k, v in m._buffers.items()
-            if v is not None
-        )
+        return self._named("_buffers")
 
     def buffers(self) -> Iterator[Array]:
         """Yield every buffer."""
@@ -392,6 +395,7 @@ class Module(Checkpointing):
         state = self.__dict__.copy()
         state["_array_backend"] = self._array_backend.name
         state["_saved"] = None  # the forward context holds inputs; never persist it
+        state["_plan"] = None  # made again from the parameters at the next call
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
