@@ -422,3 +422,36 @@ def test_missing_numba_cuda_names_the_extra():
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not cb.simulator, reason="a fix of the CUDA simulator")
+def test_simulator_gives_every_thread_of_a_block_the_same_shared_array():
+    """Regression: numba-cuda's simulator allocated a block's shared array with an unlocked
+    check-then-set, so a thread switch in between gave two threads private arrays and a
+    block's tree reduction a wrong sum (a BatchNorm output with channel 0 wrong in a few of
+    hundreds of calls). A shape whose ``__index__`` sleeps holds every thread in that window."""
+    import threading
+    import time
+
+    from numba.cuda.simulator import kernelapi
+
+    class SlowSize:
+        def __index__(self):
+            time.sleep(0.01)  # releases the GIL inside np.empty, between lookup and store
+            return 4
+
+    shared = kernelapi.FakeCUDAShared(0)
+    start = threading.Barrier(8)
+    got = []
+
+    def thread():
+        start.wait()
+        got.append(shared.array(SlowSize(), np.float64))  # one call site for every thread
+
+    threads = [threading.Thread(target=thread) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8
+    assert len({id(a) for a in got}) == 1

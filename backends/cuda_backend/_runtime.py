@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import threading
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 try:  # the NVIDIA-maintained target that `numba.cuda` redirects to (untyped: imported by name)
     importlib.import_module("numba_cuda")
@@ -52,6 +56,49 @@ __all__ = [
 
 #: True when ``NUMBA_ENABLE_CUDASIM=1``: kernels run on the CPU, in Python, on NumPy arrays.
 SIMULATOR: bool = bool(_cuda_config.ENABLE_CUDASIM)
+
+
+def _serialise_simulator_shared_arrays() -> None:
+    """Make the simulator's ``cuda.shared.array`` hand every thread of a block the same array.
+
+    numba-cuda's simulator (0.30) runs each CUDA thread as a Python thread and
+    allocates a block's shared array on first use with an unlocked
+    check-then-set (``FakeCUDAShared.array``: look the call site up, else
+    ``np.empty`` and store). When the interpreter switches threads between the
+    two, two threads of the first block each allocate and keep their own array,
+    so the block's tree reduction adds a private copy: a BatchNorm output with
+    one wrong channel (the first block's) once in a few hundred launches. This
+    replaces the method with the same lookup (call site = file and line) under a
+    lock; dynamic shared memory and alignments go to the original.
+    """
+    from numba.cuda.simulator import kernelapi
+
+    shared = getattr(kernelapi, "FakeCUDAShared", None)
+    if shared is None or getattr(shared.array, "_serialised", False):
+        return
+    original = shared.array
+    lock = threading.Lock()
+
+    def array(self: Any, shape: Any, dtype: Any, alignment: Any = None) -> Any:
+        if alignment is not None or (isinstance(shape, int) and shape == 0):
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            found = self._allocations.get(caller)
+            if found is None:
+                found = self._allocations[caller] = np.empty(shape, dtype)
+        return found
+
+    array._serialised = True  # type: ignore[attr-defined]
+    shared.array = array
+
+
+if SIMULATOR:
+    _serialise_simulator_shared_arrays()
+
 
 cupy: ModuleType | None = None
 if not SIMULATOR:
