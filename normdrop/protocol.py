@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "OPTIONAL_KEYWORDS",
     "OPTIONAL_MEMBERS",
     "REQUIRED_MEMBERS",
     "Array",
@@ -44,6 +45,7 @@ __all__ = [
     "BitmaskSupport",
     "FusedKernels",
     "OutputAllocation",
+    "takes_keyword",
 ]
 
 
@@ -445,6 +447,39 @@ class FusedKernels(Protocol):
             ``out`` filled, and the float64 statistics used (``rstd = 1 / sqrt(var + eps)``).
         """
 
+    def batch_norm_backward(
+        self,
+        dy: Array,
+        x: Array,
+        mean: Array,
+        rstd: Array,
+        weight: Array | None,
+        training: bool,
+        out: Array,
+    ) -> tuple[Array, Array | None, Array | None]:
+        """The whole BatchNorm backward of ``(N, C, L)`` data.
+
+        Parameters
+        ----------
+        dy, x : Array
+            ``(N, C, L)`` gradient and forward input, ``N * L >= 1``.
+        mean, rstd : Array
+            The float64 statistics the forward used.
+        weight : Array or None
+            Vector of length C (float32 or float64), or ``None``.
+        training : bool
+            The forward used batch statistics (their dependence on ``x`` enters
+            the input gradient), as :meth:`Backend.channel_backward_elemt` computes.
+        out : Array
+            ``x``'s shape and dtype; may be ``dy``.
+
+        Returns
+        -------
+        out, dweight, dbias : Array
+            ``out`` filled, and ``sum((x - mean) * dy) * rstd`` and ``sum(dy)`` per
+            channel in ``weight``'s dtype (``None`` without ``weight``).
+        """
+
     def dropout_add_layer_norm_forward(
         self,
         x: Array,
@@ -530,7 +565,52 @@ class BitmaskSupport(Protocol):
 #: The optional members, each with the protocol that declares it.
 OPTIONAL_MEMBERS: dict[str, type] = {
     "batch_norm_forward": FusedKernels,
+    "batch_norm_backward": FusedKernels,
     "dropout_add_layer_norm_forward": FusedKernels,
     "alloc_like": OutputAllocation,
     "supports_bitmask": BitmaskSupport,
 }
+
+#: Optional keyword arguments of kernels, which a backend's kernel may accept (checked
+#: with :func:`takes_keyword` when a plan is made): the ``(C,)``-sized state a layer
+#: keeps is then updated by the kernel itself, in place, with no extra array operation.
+#:
+#: * ``batch_norm_forward(..., counter=None)``: a 0-d int64 array (a layer's
+#:   ``num_batches_tracked``) that gets 1 added when the running statistics are updated;
+#: * ``batch_norm_backward(..., accumulate=None)`` and
+#:   ``layer_norm_backward(..., accumulate=None)``: a pair of a layer's gradient buffers
+#:   ``(dweight, dbias)`` (C-contiguous, in weight's dtype) that get the parameter
+#:   gradients added in place and are returned in their stead.
+OPTIONAL_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "batch_norm_forward": ("counter",),
+    "batch_norm_backward": ("accumulate",),
+    "layer_norm_backward": ("accumulate",),
+}
+
+
+def takes_keyword(backend: Any, member: str, keyword: str) -> bool:
+    """Tell whether ``backend.member`` exists and accepts the optional keyword ``keyword``.
+
+    Parameters
+    ----------
+    backend : Backend
+    member : str
+        A kernel named in :data:`OPTIONAL_KEYWORDS`.
+    keyword : str
+        One of its optional keywords.
+
+    Returns
+    -------
+    bool
+    """
+    import inspect  # only when a plan is made
+
+    method = getattr(backend, member, None)
+    if method is None or keyword not in OPTIONAL_KEYWORDS.get(member, ()):
+        return False
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    found = parameters.get(keyword)
+    return found is not None and found.kind in (found.POSITIONAL_OR_KEYWORD, found.KEYWORD_ONLY)

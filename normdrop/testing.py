@@ -20,6 +20,7 @@ from normdrop.protocol import (
     REQUIRED_MEMBERS,
     ArrayLike,
     Backend,
+    takes_keyword,
 )
 from normdrop.registry import get_backend
 
@@ -279,6 +280,88 @@ def _check_batch_norm_forward(backend: Any, ref: Any) -> None:
             _close(backend, f"batch_norm_forward's running_var{label}", rv_be, rv_ref, 1e-9)
 
 
+def _check_batch_norm_backward(backend: Any, ref: Any) -> None:
+    """The optional whole BatchNorm backward against the reference's two-kernel composition."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((6, 3, 5)) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    mean, var = ref.channel_moments(x)
+    rstd = 1 / np.sqrt(var + 1e-5)
+    w = rng.random(3) + 0.5
+    sum_dy, sum_dy_xmu = ref.channel_backward_reduce(dy, x, mean)
+    on = backend.asarray
+    for weight, training in ((w, True), (None, True), (w, False), (None, False)):
+        a = rstd if weight is None else rstd * weight
+        b, shift = (
+            (-a * rstd**2 * sum_dy_xmu / 30, -a * sum_dy / 30) if training else (0 * a, 0 * a)
+        )
+        expected = ref.channel_backward_elemt(dy, x, mean, a, b, shift, np.empty_like(x))
+        got = backend.batch_norm_backward(
+            on(dy), on(x), on(mean), on(rstd), None if weight is None else on(weight), training,
+            backend.empty(x.shape, x.dtype),
+        )  # fmt: skip
+        label = f" (weight={weight is not None}, training={training})"
+        _close(backend, f"batch_norm_backward's input gradient{label}", got[0], expected, 1e-5)
+        if weight is None:
+            if got[1] is not None or got[2] is not None:
+                raise _fail(backend, f"batch_norm_backward{label} must return None gradients")
+        else:
+            _close(
+                backend, f"batch_norm_backward's dweight{label}", got[1], sum_dy_xmu * rstd, 1e-9
+            )
+            _close(backend, f"batch_norm_backward's dbias{label}", got[2], sum_dy, 1e-9)
+
+
+def _check_optional_keywords(backend: Any, ref: Any) -> None:
+    """Each optional keyword of :data:`~normdrop.protocol.OPTIONAL_KEYWORDS` the backend takes
+    updates the layer state it is given, in place, as the keyword promises."""
+    rng = np.random.default_rng(4)
+    on = backend.asarray
+    if takes_keyword(backend, "batch_norm_forward", "counter"):
+        x = rng.standard_normal((4, 3, 5))
+        for update, step in ((True, 1), (False, 0)):
+            counter = on(np.array(7, np.int64))
+            backend.batch_norm_forward(
+                on(x), on(np.zeros(3)), on(np.ones(3)), None, None, True, update, 0.1, 1e-5,
+                backend.empty(x.shape, x.dtype), counter=counter,
+            )  # fmt: skip
+            if int(backend.to_numpy(counter)) != 7 + step:
+                raise _fail(
+                    backend, f"batch_norm_forward(update={update}) must add {step} to counter"
+                )
+    x = rng.standard_normal((4, 3, 5))
+    dy = rng.standard_normal((4, 3, 5))
+    mean, var = ref.channel_moments(x)
+    rstd = 1 / np.sqrt(var + 1e-5)
+    w = rng.random(3) + 0.5
+    for member in ("batch_norm_backward", "layer_norm_backward"):
+        if not takes_keyword(backend, member, "accumulate"):
+            continue
+        held = (rng.standard_normal(3), rng.standard_normal(3))
+        buffers = (on(held[0].copy()), on(held[1].copy()))
+        if member == "batch_norm_backward":
+            sum_dy, sum_dy_xmu = ref.channel_backward_reduce(dy, x, mean)
+            grads = (sum_dy_xmu * rstd, sum_dy)
+            got = backend.batch_norm_backward(
+                on(dy), on(x), on(mean), on(rstd), on(w), True, backend.empty(x.shape, x.dtype),
+                accumulate=buffers,
+            )  # fmt: skip
+        else:
+            rows, drows = x.reshape(12, 5)[:, :3].copy(), dy.reshape(12, 5)[:, :3].copy()
+            _, rmean, rrstd = ref.layer_norm_forward(rows, w, None, 1e-5, np.empty_like(rows))
+            _, *grads = ref.layer_norm_backward(
+                drows, rows, rmean, rrstd, w, np.empty_like(rows), True
+            )  # fmt: skip
+            got = backend.layer_norm_backward(
+                on(drows), on(rows), on(rmean), on(rrstd), on(w),
+                backend.empty(rows.shape, rows.dtype), True, accumulate=buffers,
+            )  # fmt: skip
+        if got[1] is not buffers[0] or got[2] is not buffers[1]:
+            raise _fail(backend, f"{member}(accumulate=...) must return the buffers it added into")
+        for i, name in enumerate(("dweight", "dbias")):
+            _close(backend, f"{member}'s accumulated {name}", buffers[i], held[i] + grads[i], 1e-9)
+
+
 def _check_dropout_add_layer_norm_forward(backend: Any, ref: Any) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 10)).astype(np.float32)
@@ -324,8 +407,10 @@ def check_backend(backend: Backend | str) -> None:
     with the ``numpy`` reference backend (float64 to 1e-9, float32 to 1e-4), the
     Philox known-answer vectors through ``dropout_forward``, and dropout outputs,
     masks and (unless ``supports_bitmask`` is False) bitmasks bit for bit; and the
-    optional ``batch_norm_forward``, ``dropout_add_layer_norm_forward`` and
-    ``alloc_like`` where the backend has them.
+    optional ``batch_norm_forward``, ``batch_norm_backward``,
+    ``dropout_add_layer_norm_forward`` and ``alloc_like`` where the backend has
+    them, and each optional keyword of :data:`normdrop.protocol.OPTIONAL_KEYWORDS`
+    (``counter``, ``accumulate``) its kernels take.
 
     Parameters
     ----------
@@ -346,6 +431,9 @@ def check_backend(backend: Backend | str) -> None:
     _check_dropout(backend, ref)
     if hasattr(backend, "batch_norm_forward"):
         _check_batch_norm_forward(backend, ref)
+    if hasattr(backend, "batch_norm_backward"):
+        _check_batch_norm_backward(backend, ref)
+    _check_optional_keywords(backend, ref)
     if hasattr(backend, "dropout_add_layer_norm_forward"):
         _check_dropout_add_layer_norm_forward(backend, ref)
     if hasattr(backend, "alloc_like"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from normdrop.backends.numpy_backend import NumpyBackend
-from normdrop.protocol import REQUIRED_MEMBERS
+from normdrop.protocol import REQUIRED_MEMBERS, takes_keyword
 from normdrop.testing import check_backend
 
 REF = NumpyBackend()
@@ -163,3 +163,87 @@ def test_a_wrong_optional_signature_is_named():
 
     with pytest.raises(AssertionError, match=r"batch_norm_forward\(.*protocol's arguments"):
         check_backend(ShortFused())
+
+
+# ----------------------------------------------------------------------------- optional keywords
+class WholeBatchNorm(Plugin):
+    """Conforming ``batch_norm_backward`` and ``counter``/``accumulate`` keywords, composed from
+    the reference kernels."""
+
+    def batch_norm_forward(self, *args, counter=None):
+        result = reference_fused(self, *args)
+        if counter is not None and args[6]:  # update
+            counter[...] += 1
+        return result
+
+    def batch_norm_backward(self, dy, x, mean, rstd, weight, training, out, accumulate=None):
+        sum_dy, sum_dy_xmu = self.channel_backward_reduce(dy, x, mean)
+        a = rstd if weight is None else rstd * weight
+        count = x.shape[0] * x.shape[2]
+        b = -a * rstd**2 * sum_dy_xmu / count if training else 0 * a
+        shift = -a * sum_dy / count if training else 0 * a
+        out = self.channel_backward_elemt(dy, x, mean, a, b, shift, out)
+        if weight is None:
+            return out, None, None
+        dw, db = (sum_dy_xmu * rstd).astype(weight.dtype), sum_dy.astype(weight.dtype)
+        if accumulate is None:
+            return out, dw, db
+        accumulate[0][...] += dw
+        accumulate[1][...] += db
+        return out, accumulate[0], accumulate[1]
+
+
+def reference_fused(be, x, rm, rv, w, b, use_batch, update, momentum, eps, out):
+    """The whole BatchNorm forward from the reference's kernels (float64 vectors)."""
+    mean, var = be.channel_moments(x) if use_batch else (rm, rv)
+    if update:
+        count = x.shape[0] * x.shape[2]
+        rm[...] = (1 - momentum) * rm + momentum * mean
+        rv[...] = (1 - momentum) * rv + momentum * var * count / (count - 1)
+    rstd = 1 / np.sqrt(var + eps)
+    scale = rstd * w if w is not None else rstd
+    shift = b if b is not None else np.zeros_like(mean)
+    return be.channel_affine(x, mean, scale, shift, out), mean, rstd
+
+
+class IgnoresCounter(WholeBatchNorm):
+    def batch_norm_forward(self, *args, counter=None):
+        return reference_fused(self, *args)
+
+
+class WrongDbias(WholeBatchNorm):
+    def batch_norm_backward(self, *args, **kwargs):
+        out, dw, db = super().batch_norm_backward(*args, **kwargs)
+        return out, dw, None if db is None else -db
+
+
+class CopiesInsteadOfAccumulating(WholeBatchNorm):
+    def batch_norm_backward(self, *args, accumulate=None):
+        out, dw, db = super().batch_norm_backward(*args, accumulate=accumulate)
+        return out, None if dw is None else dw.copy(), None if db is None else db.copy()
+
+
+def test_a_backend_with_the_optional_keywords_passes():
+    check_backend(WholeBatchNorm())
+
+
+@pytest.mark.parametrize(
+    ("plugin", "match"),
+    [
+        (IgnoresCounter, r"batch_norm_forward\(update=True\) must add 1 to counter"),
+        (WrongDbias, "batch_norm_backward's dbias"),
+        (CopiesInsteadOfAccumulating, "must return the buffers it added into"),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_a_wrong_optional_keyword_or_backward_is_named(plugin, match):
+    with pytest.raises(AssertionError, match=match):
+        check_backend(plugin())
+
+
+def test_takes_keyword_reads_the_kernel_signature():
+    assert takes_keyword(WholeBatchNorm(), "batch_norm_forward", "counter")
+    assert takes_keyword(WholeBatchNorm(), "batch_norm_backward", "accumulate")
+    assert not takes_keyword(Plugin(), "batch_norm_backward", "accumulate")  # no such member
+    assert not takes_keyword(NoRunningUpdate(), "batch_norm_forward", "counter")
+    assert not takes_keyword(WholeBatchNorm(), "batch_norm_forward", "weight")  # not declared
