@@ -10,10 +10,11 @@ import numpy as np
 from normdrop import _validation
 from normdrop._ops import _arrays, _inputs
 from normdrop.errors import InvalidParameterError, ShapeError
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, Backend, takes_keyword
 
-#: The optional whole-layer kernel of :mod:`normdrop.protocol` (looked up by name: optional).
+#: The optional whole-layer kernels of :mod:`normdrop.protocol` (looked up by name: optional).
 FUSED_KERNEL = "batch_norm_forward"
+FUSED_BACKWARD = "batch_norm_backward"
 
 __all__ = ["BatchNormPlan", "backward", "batch_shape", "forward", "make_plan", "plan"]
 
@@ -46,6 +47,13 @@ class BatchNormPlan(NamedTuple):
     write_back : tuple of two arrays or None
         The caller's running statistics when ``running_mean``/``running_var`` are
         kernel-ready copies of them: written back after a successful update.
+    fused_backward : bool
+        The backend has the optional whole-layer ``batch_norm_backward`` kernel
+        (looked up here, called on the backend, as for ``fused``).
+    counts : bool
+        ``batch_norm_forward`` takes the optional ``counter`` keyword.
+    accumulates : bool
+        ``batch_norm_backward`` takes the optional ``accumulate`` keyword.
     """
 
     backend: Backend
@@ -61,6 +69,9 @@ class BatchNormPlan(NamedTuple):
     eps: float = 1e-5
     fused: bool = False
     write_back: tuple[Array, Array] | None = None
+    fused_backward: bool = False
+    counts: bool = False
+    accumulates: bool = False
 
 
 def make_plan(
@@ -92,6 +103,10 @@ def make_plan(
         momentum,
         eps,
         hasattr(be, FUSED_KERNEL),
+        None,
+        hasattr(be, FUSED_BACKWARD),
+        takes_keyword(be, FUSED_KERNEL, "counter"),
+        takes_keyword(be, FUSED_BACKWARD, "accumulate"),
     )
 
 
@@ -186,8 +201,9 @@ def plan(
     use_batch = bool(training) or running_mean is None
     update = bool(training) and running_mean is not None
     return BatchNormPlan(
-        be, w, b, None, rm, rv, bool(training), use_batch, update, m, eps, fused, write_back
-    )
+        be, w, b, None, rm, rv, bool(training), use_batch, update, m, eps, fused, write_back,
+        hasattr(be, FUSED_BACKWARD),
+    )  # fmt: skip
 
 
 def _check_running(be: Backend, name: str, v: Any, channels: int) -> None:
@@ -208,18 +224,27 @@ def _check_running(be: Backend, name: str, v: Any, channels: int) -> None:
 
 
 def forward(
-    p: BatchNormPlan, x: Array, out: Array | None = None, momentum: float | None = None
+    p: BatchNormPlan,
+    x: Array,
+    out: Array | None = None,
+    momentum: float | None = None,
+    counter: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Run the kernels on checked ``x`` (and ``out``); return ``(y, mean, rstd)``.
 
     ``momentum`` overrides the plan's (a layer's cumulative average changes it
-    per call). ``mean`` and ``rstd`` are float64 of length C.
+    per call). ``mean`` and ``rstd`` are float64 of length C. ``counter`` (a
+    layer's 0-d ``num_batches_tracked``) gets 1 added when the plan updates the
+    running statistics: by the fused kernel, in the launch that updates them,
+    when the plan ``counts``, else here after the kernels succeeded.
     """
     be = p.backend
     n, c, length = batch_shape(x)
     count = n * length
     if count == 0:  # an empty batch, as in PyTorch: nothing to normalise or update
         y = out if out is not None else be.empty(tuple(x.shape), x.dtype)
+        if p.update and counter is not None:
+            counter[...] += 1
         return y, be.asarray(np.zeros(c)), be.asarray(np.full(c, 1.0 / math.sqrt(p.eps)))
     if p.use_batch and count < 2:
         when = "when training" if p.training else "to compute batch statistics"
@@ -238,9 +263,13 @@ def forward(
         reads = (p.weight, p.bias) if out is None else (p.weight, p.bias, rm, rv)
         buffer, direct = _arrays.kernel_output(be, x, out, shape, order, reads)
     if p.fused:
-        buffer, mean, rstd = getattr(be, FUSED_KERNEL)(
-            x3, rm, rv, p.weight, p.bias, p.use_batch, p.update, m, p.eps, buffer
-        )
+        args = (x3, rm, rv, p.weight, p.bias, p.use_batch, p.update, m, p.eps, buffer)
+        if p.counts and counter is not None and p.update:
+            buffer, mean, rstd = getattr(be, FUSED_KERNEL)(*args, counter=counter)
+        else:
+            buffer, mean, rstd = getattr(be, FUSED_KERNEL)(*args)
+            if p.update and counter is not None:
+                counter[...] += 1
         if p.write_back is not None:
             p.write_back[0][...] = rm
             p.write_back[1][...] = rv
@@ -260,6 +289,8 @@ def forward(
     scale = rstd * w if w is not None else rstd
     shift = np.zeros_like(mean) if p.bias is None else _inputs.as_float64(p.bias)
     buffer = be.channel_affine(x3, mean, scale, shift, buffer)
+    if p.update and counter is not None:
+        counter[...] += 1
     return _arrays.finish(x, out, buffer, direct, order), mean, rstd
 
 
@@ -271,24 +302,45 @@ def backward(
     rstd: Array,
     training: bool,
     out: Array | None = None,
+    accumulate: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array | None, Array | None]:
     """Gradients from checked arrays: ``(grad_input, grad_weight, grad_bias)``.
 
     ``mean`` and ``rstd`` are flat float64; the parameter gradients are computed
-    with the plan's weight only (in ``p.weight_dtype``).
+    with the plan's weight only (in ``p.weight_dtype``). ``accumulate``, a layer's
+    gradient buffers ``(dweight, dbias)`` in that dtype (only with a weight), gets
+    the parameter gradients added in place and is returned in their stead: by the
+    fused kernel when the plan ``accumulates``, else here after the kernels.
     """
     be = p.backend
     n, c, length = batch_shape(x)
-    w = _inputs.as_float64(p.weight)
     if x.size == 0:
         grad_input = out if out is not None else be.empty(tuple(x.shape), x.dtype)
-        if w is None:
+        if p.weight is None:
             return grad_input, None, None
+        if accumulate is not None:  # adding zeros
+            return grad_input, accumulate[0], accumulate[1]
         zeros = be.asarray(np.zeros(c, p.weight_dtype))
         return grad_input, zeros, zeros.copy()
     shape, order = _layout(x, n, c, length)
     x3 = _arrays.contiguous_input(be, x, shape, order)
     dy3 = _arrays.contiguous_input(be, grad_output, shape, order)
+    if p.fused_backward:
+        reads = (x, mean, rstd, p.weight)
+        buffer, direct = _arrays.kernel_output(be, x, out, shape, order, reads, grad_output)
+        kernel = getattr(be, FUSED_BACKWARD)
+        args = (dy3, x3, mean, rstd, p.weight, bool(training), buffer)
+        if p.accumulates and accumulate is not None:
+            buffer, dw, db = kernel(*args, accumulate=accumulate)
+        else:
+            buffer, dw, db = kernel(*args)
+        grad_input = _arrays.finish(x, out, buffer, direct, order)
+        if dw is None or db is None:
+            return grad_input, None, None
+        if dw.dtype != p.weight_dtype:
+            dw, db = dw.astype(p.weight_dtype), db.astype(p.weight_dtype)
+        return grad_input, *_added(accumulate, dw, db, p.accumulates)
+    w = _inputs.as_float64(p.weight)
     sum_dy = sum_dy_xmu = None
     if training or w is not None:
         sum_dy, sum_dy_xmu = be.channel_backward_reduce(dy3, x3, mean)
@@ -307,4 +359,17 @@ def backward(
     if w is None:
         return grad_input, None, None
     assert sum_dy is not None and sum_dy_xmu is not None  # computed whenever w is given
-    return grad_input, (sum_dy_xmu * rstd).astype(p.weight_dtype), sum_dy.astype(p.weight_dtype)
+    dw, db = (sum_dy_xmu * rstd).astype(p.weight_dtype), sum_dy.astype(p.weight_dtype)
+    return grad_input, *_added(accumulate, dw, db, False)
+
+
+def _added(
+    accumulate: tuple[Array, Array] | None, dw: Array, db: Array, done: bool
+) -> tuple[Array, Array]:
+    """``(dw, db)``, or ``accumulate`` with them added (``done``: the kernel added them)."""
+    if accumulate is None:
+        return dw, db
+    if not done:
+        accumulate[0][...] += dw
+        accumulate[1][...] += db
+    return accumulate

@@ -6,7 +6,14 @@ from typing import Any
 
 from normdrop._ops import _inputs
 from normdrop._ops._deprecation import warn_flag
-from normdrop._ops.batch_norm import BatchNormPlan, backward, batch_shape, forward, plan
+from normdrop._ops.batch_norm import (
+    FUSED_BACKWARD,
+    BatchNormPlan,
+    backward,
+    batch_shape,
+    forward,
+    plan,
+)
 from normdrop.protocol import Array, Backend
 
 __all__ = ["batch_norm", "batch_norm_backward", "batch_norm_with_stats"]
@@ -197,5 +204,5 @@ def batch_norm_backward(
     weight_dtype = None if weight is None else _inputs.host_array("weight", weight).dtype
     if out is not None:
         _inputs.check_out(be, out, x)
-    p = BatchNormPlan(be, w, weight_dtype=weight_dtype)
+    p = BatchNormPlan(be, w, weight_dtype=weight_dtype, fused_backward=hasattr(be, FUSED_BACKWARD))
     return backward(p, grad_output, x, mean, rstd, training, out)

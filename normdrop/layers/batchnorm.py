@@ -149,9 +149,9 @@ class BatchNorm1d(Module):
         tracked = self._buffers["num_batches_tracked"]
         if plan.update and self.momentum is None:  # cumulative moving average
             momentum = 1.0 / (int(tracked) + 1)
-        y, mean, rstd = batch_norm.forward(plan, x, None, momentum)
-        if plan.update:
-            tracked[...] += 1
+        # the kernel adds 1 to the count in the launch that updates the running statistics
+        # where the backend takes a counter (else forward adds it after the kernels)
+        y, mean, rstd = batch_norm.forward(plan, x, None, momentum, tracked)
         self.save_for_backward(x, mean, rstd, plan)
         return y
 
@@ -171,6 +171,8 @@ class BatchNorm1d(Module):
             0.0 if self.momentum is None else self.momentum,
             self.eps,
         )
+        if be is not self._array_backend:  # buffers elsewhere: no kernel updates them
+            plan = plan._replace(counts=False, accumulates=False)
         self.__dict__["_plan"] = plan
         return plan
 
@@ -178,6 +180,13 @@ class BatchNorm1d(Module):
         """Input and parameter gradients of the forward pass that saved ``saved``."""
         x, mean, rstd, plan = saved
         grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)
+        if plan.accumulates and self.affine:
+            # the backend's kernel adds the parameter gradients into the buffers itself
+            buffers = (self._grads["weight"], self._grads["bias"])
+            dx = batch_norm.backward(
+                plan, grad_output, x, mean, rstd, plan.use_batch, None, buffers
+            )[0]
+            return dx, {}
         dx, dweight, dbias = batch_norm.backward(plan, grad_output, x, mean, rstd, plan.use_batch)
         return dx, ({"weight": dweight, "bias": dbias} if self.affine else {})
 
