@@ -96,3 +96,83 @@ def test_a_layer_follows_the_backend_of_each_input(rng):
     np.testing.assert_allclose(y_default, y_numpy, rtol=1e-12, atol=1e-12)
     ln(x)
     assert ln._plan.backend.name == "numba"
+
+
+# ----------------------------------------------------------------------------- optional keywords
+class _UpdatesLayerState(normdrop.get_backend("numpy").__class__):
+    """The reference backend plus ``batch_norm_backward`` and the ``counter``/``accumulate``
+    keywords (see ``normdrop.protocol.OPTIONAL_KEYWORDS``), recording what it was passed."""
+
+    name = "updates-layer-state"
+
+    def __init__(self):
+        self.passed = []
+
+    def batch_norm_forward(
+        self, x, rm, rv, w, b, use_batch, update, momentum, eps, out, counter=None
+    ):
+        self.passed.append(("counter", counter))
+        mean, var = self.channel_moments(x) if use_batch else (rm, rv)
+        if update:
+            count = x.shape[0] * x.shape[2]
+            rm[...] = (1 - momentum) * rm + momentum * mean
+            rv[...] = (1 - momentum) * rv + momentum * var * count / (count - 1)
+        rstd = 1 / np.sqrt(var + eps)
+        scale = rstd * w if w is not None else rstd
+        shift = b if b is not None else np.zeros_like(mean)
+        if counter is not None and update:
+            counter[...] += 1
+        return self.channel_affine(x, mean, scale, shift, out), mean, rstd
+
+    def batch_norm_backward(self, dy, x, mean, rstd, weight, training, out, accumulate=None):
+        self.passed.append(("bn accumulate", accumulate))
+        dx, dw, db = F.batch_norm_backward(
+            dy, x, mean, rstd, weight, training=training, backend="numpy"
+        )
+        out[...] = dx
+        if weight is None:
+            return out, None, None
+        if accumulate is None:
+            return out, dw, db
+        accumulate[0][...] += dw
+        accumulate[1][...] += db
+        return out, accumulate[0], accumulate[1]
+
+    def layer_norm_backward(self, dy, x, mean, rstd, weight, out, param_grads, accumulate=None):
+        self.passed.append(("ln accumulate", accumulate))
+        out, dw, db = super().layer_norm_backward(dy, x, mean, rstd, weight, out, param_grads)
+        if accumulate is None or dw is None:
+            return out, dw, db
+        accumulate[0][...] += dw
+        accumulate[1][...] += db
+        return out, accumulate[0], accumulate[1]
+
+
+def test_layers_hand_their_counter_and_gradient_buffers_to_kernels_that_take_them(rng):
+    be = _UpdatesLayerState()
+    for make, x in (
+        (lambda b: normdrop.BatchNorm1d(4, momentum=None, dtype="float64", backend=b), _x(rng)),
+        (
+            lambda b: normdrop.LayerNorm((2, 3), dtype="float64", backend=b),
+            rng.standard_normal((5, 2, 3)),
+        ),
+    ):
+        layer, ref = make(be), make("numpy")
+        for _ in range(2):
+            g = rng.standard_normal(x.shape)
+            np.testing.assert_allclose(layer(x), ref(x), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(layer.backward(g), ref.backward(g), rtol=1e-12, atol=1e-12)
+            for name in ("weight", "bias"):
+                np.testing.assert_allclose(
+                    layer.grads[name], ref.grads[name], rtol=1e-12, atol=1e-12
+                )
+        for k, v in ref.state_dict().items():
+            np.testing.assert_allclose(layer.state_dict()[k], v, rtol=1e-12, atol=1e-12)
+        bufs = (layer._grads["weight"], layer._grads["bias"])
+        accumulated = [a for what, a in be.passed if what.endswith("accumulate")]
+        assert accumulated and all(a[0] is bufs[0] or a[0].base is bufs[0] for a in accumulated)
+        be.passed.clear()
+    # the BatchNorm counter was the layer's num_batches_tracked, updated by the kernel only
+    bn = normdrop.BatchNorm1d(4, backend=be)
+    bn(_x(rng))
+    assert be.passed[0][1] is bn.num_batches_tracked and int(bn.num_batches_tracked) == 1

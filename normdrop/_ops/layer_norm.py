@@ -10,7 +10,7 @@ import numpy as np
 from normdrop import _validation
 from normdrop._ops import _arrays, _inputs
 from normdrop.errors import ShapeError
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, Backend, takes_keyword
 
 __all__ = ["LayerNormPlan", "backward", "forward", "make_plan", "plan", "rows"]
 
@@ -40,6 +40,7 @@ class LayerNormPlan(NamedTuple):
     bias: Array | None = None
     weight_dtype: np.dtype | None = None
     eps: float = 1e-5
+    accumulates: bool = False
 
 
 def make_plan(
@@ -57,6 +58,7 @@ def make_plan(
         None if bias is None else bias.reshape(-1),
         None if weight is None else weight.dtype,
         eps,
+        takes_keyword(be, "layer_norm_backward", "accumulate"),
     )
 
 
@@ -128,11 +130,15 @@ def backward(
     mean: Array,
     rstd: Array,
     out: Array | None = None,
+    accumulate: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array | None, Array | None]:
     """Gradients from checked arrays: ``(grad_input, grad_weight, grad_bias)``.
 
     ``mean`` and ``rstd`` are flat float64; the parameter gradients are computed
     with the plan's weight only (in ``p.weight_dtype``, shaped like ``p.shape``).
+    ``accumulate``, a layer's C-contiguous gradient buffers ``(dweight, dbias)``
+    (only with a weight), gets them added in place and is returned in their
+    stead: by the backend's kernel when the plan ``accumulates``, else here.
     """
     be = p.backend
     n, features = rows(x, p.shape)
@@ -141,13 +147,20 @@ def backward(
     dy2 = _arrays.contiguous_input(be, grad_output, (n, features))
     reads = (x, mean, rstd, w)
     buffer, direct = _arrays.kernel_output(be, x, out, (n, features), None, reads, grad_output)
+    if p.accumulates and accumulate is not None and w is not None:
+        flat = (accumulate[0].reshape(-1), accumulate[1].reshape(-1))  # views: contiguous
+        kernel: Any = be.layer_norm_backward  # with the optional keyword (plan checked it)
+        buffer = kernel(dy2, x2, mean, rstd, w, buffer, True, accumulate=flat)[0]
+        return _arrays.finish(x, out, buffer, direct), accumulate[0], accumulate[1]
     buffer, dweight, dbias = be.layer_norm_backward(dy2, x2, mean, rstd, w, buffer, w is not None)
     grad_input = _arrays.finish(x, out, buffer, direct)
     if w is None:
         return grad_input, None, None
     assert dweight is not None and dbias is not None  # asked for with param_grads
-    return (
-        grad_input,
-        dweight.reshape(p.shape).astype(p.weight_dtype),
-        dbias.reshape(p.shape).astype(p.weight_dtype),
-    )
+    dw = dweight.reshape(p.shape).astype(p.weight_dtype)
+    db = dbias.reshape(p.shape).astype(p.weight_dtype)
+    if accumulate is None:
+        return grad_input, dw, db
+    accumulate[0][...] += dw
+    accumulate[1][...] += db
+    return grad_input, accumulate[0], accumulate[1]

@@ -171,7 +171,7 @@ class BatchNorm1d(Module):
             0.0 if self.momentum is None else self.momentum,
             self.eps,
         )
-        if be is not self._array_backend:  # buffers elsewhere: no kernel updates them
+        if be.device != self._array_backend.device:  # buffers elsewhere: no kernel updates them
             plan = plan._replace(counts=False, accumulates=False)
         self.__dict__["_plan"] = plan
         return plan
