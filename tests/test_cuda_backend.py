@@ -9,6 +9,7 @@ which executes every CUDA thread in Python: shapes stay small.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -455,3 +456,48 @@ def test_simulator_gives_every_thread_of_a_block_the_same_shared_array():
         t.join()
     assert len(got) == 8
     assert len({id(a) for a in got}) == 1
+
+
+def test_layers_use_the_whole_backward_and_let_kernels_update_their_state(monkeypatch, rng):
+    """BatchNorm1d's backward is the one batch_norm_backward call (no reduce/elemt kernels and
+    host vector math), its counter and gradient buffers are updated by the kernels, and the
+    results match the numpy layer; LayerNorm hands its buffers to layer_norm_backward."""
+    passed = {}
+
+    def spy(name):
+        kernel = getattr(cb, name)
+
+        @functools.wraps(kernel)  # keeps the signature: the plans read its keywords
+        def call(*args, **kwargs):
+            passed.setdefault(name, []).append(kwargs)
+            return kernel(*args, **kwargs)
+
+        return call
+
+    for name in ("batch_norm_forward", "batch_norm_backward", "layer_norm_backward"):
+        monkeypatch.setattr(cb, name, spy(name))
+    monkeypatch.setattr(cb, "channel_backward_reduce", None)  # must not be called
+    bn = normdrop.BatchNorm1d(3, momentum=None, backend="cuda")
+    ref = normdrop.BatchNorm1d(3, momentum=None, backend="numpy")
+    for _ in range(2):
+        x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+        g = rng.standard_normal((4, 3, 5)).astype(np.float32)
+        np.testing.assert_allclose(cb.to_numpy(bn(dev(x))), ref(x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(cb.to_numpy(bn.backward(dev(g))), ref.backward(g), atol=1e-5)
+    for k, v in ref.state_dict().items():
+        np.testing.assert_allclose(cb.to_numpy(bn.state_dict()[k]), v, rtol=1e-5, atol=1e-5)
+    for name in ("weight", "bias"):
+        np.testing.assert_allclose(cb.to_numpy(bn.grads[name]), ref.grads[name], atol=1e-5)
+    assert all(
+        k["counter"] is bn._buffers["num_batches_tracked"] for k in passed["batch_norm_forward"]
+    )
+    buffers = (bn._grads["weight"], bn._grads["bias"])
+    assert all(k["accumulate"] == buffers for k in passed["batch_norm_backward"])
+    ln = normdrop.LayerNorm(4, backend="cuda")
+    ln(dev(rng.standard_normal((3, 4)).astype(np.float32)))
+    ln.backward(dev(rng.standard_normal((3, 4)).astype(np.float32)))
+    (kwargs,) = passed["layer_norm_backward"]
+    assert (
+        kwargs["accumulate"][0].base is ln._grads["weight"]
+        or kwargs["accumulate"][0] is ln._grads["weight"]
+    )

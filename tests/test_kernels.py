@@ -18,7 +18,13 @@ import pytest
 from conftest import SLOW_BACKENDS, backend_params, tol
 
 import normdrop
-from normdrop.protocol import OPTIONAL_MEMBERS, REQUIRED_MEMBERS, Backend
+from normdrop.protocol import (
+    OPTIONAL_KEYWORDS,
+    OPTIONAL_MEMBERS,
+    REQUIRED_MEMBERS,
+    Backend,
+    takes_keyword,
+)
 from normdrop.random import dropout_threshold
 from normdrop.testing import _reference_batch_norm_forward, check_backend
 
@@ -517,7 +523,15 @@ def test_dropout_add_layer_norm_forward(name, shape, dtype, case):
 BUILT_IN_CAPABILITIES = {
     "numpy": ({"dropout_add_layer_norm_forward"}, True),
     "numba": ({"batch_norm_forward", "dropout_add_layer_norm_forward"}, True),
-    "cuda": ({"batch_norm_forward", "dropout_add_layer_norm_forward", "alloc_like"}, True),
+    "cuda": (
+        {
+            "batch_norm_forward",
+            "batch_norm_backward",
+            "dropout_add_layer_norm_forward",
+            "alloc_like",
+        },
+        True,
+    ),
     "dask": ({"dropout_add_layer_norm_forward"}, False),
 }
 
@@ -533,6 +547,18 @@ def test_built_in_capabilities(name):
     members, bitmask = BUILT_IN_CAPABILITIES[name]
     assert {m for m in OPTIONAL_MEMBERS if m != "supports_bitmask" and hasattr(be, m)} == members
     assert be.supports_bitmask is bitmask
+    # the optional keywords (layer state updated by the kernels): the cuda backend's only
+    keywords = {
+        (m, k) for m, ks in OPTIONAL_KEYWORDS.items() for k in ks if takes_keyword(be, m, k)
+    }
+    assert keywords == (set(OPTIONAL_KEYWORDS_TAKEN) if name == "cuda" else set())
+
+
+OPTIONAL_KEYWORDS_TAKEN = (
+    ("batch_norm_forward", "counter"),
+    ("batch_norm_backward", "accumulate"),
+    ("layer_norm_backward", "accumulate"),
+)
 
 
 def test_alloc_like(backend):
