@@ -4,9 +4,13 @@ The ``N * L`` values of every channel are split into tasks that depend only on
 the shape. A task covers a range of *units* and a block of channels and writes
 float64 partial results into its own row ``k`` of ``[n_chunks, C]`` buffers; the
 rows are then combined in a fixed order (Chan's formula for the variance). There
-is never a ``prange`` over channels and never ``E[x^2] - E[x]^2``: each task
-computes its mean, then the squared deviations from it while its data is still
-in cache.
+is never a ``prange`` over channels and never ``E[x^2] - E[x]^2`` of raw values:
+a long-row task computes its mean, then the squared deviations from it while its
+data is still in cache; a short-row task makes one pass of shifted sums (each
+column's values less one of them, the column's first), which needs no second
+sweep over the data: as the shift is one of the column's values, ``(K - mean)^2``
+is at most ``count`` times the variance, so cancellation costs at most
+``log2(count)`` bits of the float64 M2 (9 for the at most 512 values of a column).
 
 Two task layouts, picked by ``L``:
 
@@ -189,71 +193,71 @@ def _channel_total(v, ch, c0, copies, width, length):
 
 @task_jit
 def _moments_short_task(x, t, plan, pmean, pm2):
-    """One task of the short-row layout: per-column two-pass moments, folded per channel.
+    """One task of the short-row layout: per-column shifted sums, folded per channel.
 
     The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
     then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
-    Four rows are summed per sweep over the column accumulators.
+    One pass: each column's values are shifted by the column's first value ``K``
+    and ``sum(x - K)`` and ``sum((x - K) ** 2)`` accumulate in float64, four rows
+    per sweep (the shifted-data variance: ``K`` is one of the column's values, so
+    the subtraction ``q - s * s / n`` loses at most ``log2(n)`` bits: see the module notes).
     """
     n, c, length = x.shape
     flat = x.reshape(x.size)
     k, c0, c1, base, stride, cols, rows, full, tail = _short_geometry(n, c, length, t, plan)
-    acc = np.zeros(cols)
+    shift = np.zeros(cols)
+    for j in range(cols if full > 0 else tail):
+        shift[j] = flat[base + j]
+    s = np.zeros(cols)
+    q = np.zeros(cols)
     r = 0
     while r + 4 <= full:
         v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
         for j in range(cols):
-            acc[j] += (np.float64(v0[j]) + np.float64(v1[j])) + (
-                np.float64(v2[j]) + np.float64(v3[j])
-            )
-        r += 4
-    for i in range(r, full + 1):
-        v = _super_row(flat, base, stride, i, full, cols, tail)
-        for j in range(v.size):
-            acc[j] += v[j]
-    mean = np.empty(cols)
-    # divisions, not multiplications by a reciprocal: n equal values average exactly
-    div = max(full, 1)
-    for j in range(cols):
-        mean[j] = acc[j] / div
-    for j in range(tail):
-        mean[j] = acc[j] / (full + 1)
-    m2 = np.zeros(cols)
-    r = 0
-    while r + 4 <= full:
-        v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
-        for j in range(cols):
-            m = mean[j]
+            m = shift[j]
             d0 = v0[j] - m
             d1 = v1[j] - m
             d2 = v2[j] - m
             d3 = v3[j] - m
-            m2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            s[j] += (d0 + d1) + (d2 + d3)
+            q[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
         r += 4
     for i in range(r, full + 1):
         v = _super_row(flat, base, stride, i, full, cols, tail)
         for j in range(v.size):
-            d = v[j] - mean[j]
-            m2[j] += d * d
+            d = v[j] - shift[j]
+            s[j] += d
+            q[j] += d * d
+    # per column: count, mean and M2 (divisions, not multiplications by a reciprocal:
+    # n equal values have s == 0 and a mean of exactly K)
+    cnt = np.empty(cols)
+    for j in range(cols):
+        cnt[j] = full + 1 if j < tail else full
+    mean = np.zeros(cols)
+    m2 = np.zeros(cols)
+    for j in range(cols):
+        if cnt[j] > 0:
+            mean[j] = shift[j] + s[j] / cnt[j]
+            m2[j] = max(q[j] - s[j] * (s[j] / cnt[j]), 0.0)
     # fold the columns of each channel with the pooled (Chan) formula for several groups
     width = c * length
     copies = cols // ((c1 - c0) * length)
     total = rows * length
     for ch in range(c0, c1):
-        m = _channel_total(acc, ch, c0, copies, width, length) / total
-        q = 0.0
+        tot = 0.0
         for p in range(copies):
             j0 = _first_column(p, ch, c0, width, length)
-            mv = mean[j0 : j0 + length]
-            qv = m2[j0 : j0 + length]
-            for j in range(length):
-                d = mv[j] - m
-                q += qv[j] + full * d * d
-            for j in range(j0, min(j0 + length, tail)):  # columns with one more value
+            for j in range(j0, j0 + length):
+                tot += cnt[j] * shift[j] + s[j]
+        m = tot / total
+        qq = 0.0
+        for p in range(copies):
+            j0 = _first_column(p, ch, c0, width, length)
+            for j in range(j0, j0 + length):
                 d = mean[j] - m
-                q += d * d
+                qq += m2[j] + cnt[j] * d * d
         pmean[k, ch] = m
-        pm2[k, ch] = q
+        pm2[k, ch] = qq
 
 
 @inline_jit
