@@ -37,6 +37,9 @@ __all__ = ["channel_moments", "channel_sums", "moments"]
 MIN_WIDTH = 64
 #: Fewest rows per task of the short-row layout when rows are wide.
 MIN_ROWS = 64
+#: Fewest super-rows of a short-row task that takes the one-pass moments: below, the
+#: per-column work of the one pass costs more than the second sweep it saves.
+ONE_PASS_MIN_ROWS = 8
 
 
 @inline_jit
@@ -191,9 +194,15 @@ def _channel_total(v, ch, c0, copies, width, length):
     return s
 
 
-@task_jit
-def _moments_short_task(x, t, plan, pmean, pm2):
-    """One task of the short-row layout: per-column shifted sums, folded per channel.
+@inline_jit
+def _column_count(j, full, tail):
+    """Values in column ``j`` of a short-row task (float64)."""
+    return np.float64(full + 1 if j < tail else full)
+
+
+@inline_jit
+def _moments_short_one_pass(x, t, plan, pmean, pm2):
+    """A short-row task of many super-rows: per-column shifted sums, folded per channel.
 
     The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
     then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
@@ -205,8 +214,8 @@ def _moments_short_task(x, t, plan, pmean, pm2):
     n, c, length = x.shape
     flat = x.reshape(x.size)
     k, c0, c1, base, stride, cols, rows, full, tail = _short_geometry(n, c, length, t, plan)
-    shift = np.zeros(cols)
-    for j in range(cols if full > 0 else tail):
+    shift = np.empty(cols)  # full >= ONE_PASS_MIN_ROWS: every column has a first value
+    for j in range(cols):
         shift[j] = flat[base + j]
     s = np.zeros(cols)
     q = np.zeros(cols)
@@ -228,17 +237,15 @@ def _moments_short_task(x, t, plan, pmean, pm2):
             d = v[j] - shift[j]
             s[j] += d
             q[j] += d * d
-    # per column: count, mean and M2 (divisions, not multiplications by a reciprocal:
-    # n equal values have s == 0 and a mean of exactly K)
-    cnt = np.empty(cols)
-    for j in range(cols):
-        cnt[j] = full + 1 if j < tail else full
-    mean = np.zeros(cols)
-    m2 = np.zeros(cols)
-    for j in range(cols):
-        if cnt[j] > 0:
-            mean[j] = shift[j] + s[j] / cnt[j]
-            m2[j] = max(q[j] - s[j] * (s[j] / cnt[j]), 0.0)
+    # per column, in place of its sums: mean and M2 (a division, not a multiplication by
+    # a reciprocal: n equal values have s == 0 and a mean of exactly K)
+    for j in range(cols):  # no branch: the loop vectorises, divisions included
+        ds = s[j] / _column_count(j, full, tail)
+        m2j = q[j] - s[j] * ds
+        s[j] = shift[j] + ds
+        q[j] = max(m2j, 0.0)
+    mean = s
+    m2 = q
     # fold the columns of each channel with the pooled (Chan) formula for several groups
     width = c * length
     copies = cols // ((c1 - c0) * length)
@@ -247,17 +254,103 @@ def _moments_short_task(x, t, plan, pmean, pm2):
         tot = 0.0
         for p in range(copies):
             j0 = _first_column(p, ch, c0, width, length)
-            for j in range(j0, j0 + length):
-                tot += cnt[j] * shift[j] + s[j]
+            mv = mean[j0 : j0 + length]
+            for j in range(length):
+                tot += _column_count(j0 + j, full, tail) * mv[j]
         m = tot / total
         qq = 0.0
         for p in range(copies):
             j0 = _first_column(p, ch, c0, width, length)
-            for j in range(j0, j0 + length):
-                d = mean[j] - m
-                qq += m2[j] + cnt[j] * d * d
+            mv = mean[j0 : j0 + length]
+            qv = m2[j0 : j0 + length]
+            for j in range(length):
+                d = mv[j] - m
+                qq += qv[j] + _column_count(j0 + j, full, tail) * d * d
         pmean[k, ch] = m
         pm2[k, ch] = qq
+
+
+@inline_jit
+def _moments_short_two_pass(x, t, plan, pmean, pm2):
+    """A short-row task of few super-rows: per-column two-pass moments, folded per channel.
+
+    The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
+    then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
+    Four rows are summed per sweep over the column accumulators. With few rows per
+    column, the work per column (not per value) of :func:`_moments_short_one_pass`
+    costs more than a second sweep.
+    """
+    n, c, length = x.shape
+    flat = x.reshape(x.size)
+    k, c0, c1, base, stride, cols, rows, full, tail = _short_geometry(n, c, length, t, plan)
+    acc = np.zeros(cols)
+    r = 0
+    while r + 4 <= full:
+        v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
+        for j in range(cols):
+            acc[j] += (np.float64(v0[j]) + np.float64(v1[j])) + (
+                np.float64(v2[j]) + np.float64(v3[j])
+            )
+        r += 4
+    for i in range(r, full + 1):
+        v = _super_row(flat, base, stride, i, full, cols, tail)
+        for j in range(v.size):
+            acc[j] += v[j]
+    mean = np.empty(cols)
+    # divisions, not multiplications by a reciprocal: n equal values average exactly
+    div = max(full, 1)
+    for j in range(cols):
+        mean[j] = acc[j] / div
+    for j in range(tail):
+        mean[j] = acc[j] / (full + 1)
+    m2 = np.zeros(cols)
+    r = 0
+    while r + 4 <= full:
+        v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
+        for j in range(cols):
+            m = mean[j]
+            d0 = v0[j] - m
+            d1 = v1[j] - m
+            d2 = v2[j] - m
+            d3 = v3[j] - m
+            m2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        r += 4
+    for i in range(r, full + 1):
+        v = _super_row(flat, base, stride, i, full, cols, tail)
+        for j in range(v.size):
+            d = v[j] - mean[j]
+            m2[j] += d * d
+    # fold the columns of each channel with the pooled (Chan) formula for several groups
+    width = c * length
+    copies = cols // ((c1 - c0) * length)
+    total = rows * length
+    for ch in range(c0, c1):
+        m = _channel_total(acc, ch, c0, copies, width, length) / total
+        q = 0.0
+        for p in range(copies):
+            j0 = _first_column(p, ch, c0, width, length)
+            mv = mean[j0 : j0 + length]
+            qv = m2[j0 : j0 + length]
+            for j in range(length):
+                d = mv[j] - m
+                q += qv[j] + full * d * d
+            for j in range(j0, min(j0 + length, tail)):  # columns with one more value
+                d = mean[j] - m
+                q += d * d
+        pmean[k, ch] = m
+        pm2[k, ch] = q
+
+
+@task_jit
+def _moments_short_task(x, t, plan, pmean, pm2):
+    """One task of the short-row layout: one pass of shifted sums from
+    :data:`ONE_PASS_MIN_ROWS` super-rows on, else two passes (same results to rounding)."""
+    n, c, length = x.shape
+    full = _short_geometry(n, c, length, t, plan)[7]
+    if full >= ONE_PASS_MIN_ROWS:
+        _moments_short_one_pass(x, t, plan, pmean, pm2)
+    else:
+        _moments_short_two_pass(x, t, plan, pmean, pm2)
 
 
 @inline_jit
