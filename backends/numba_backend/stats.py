@@ -4,9 +4,13 @@ The ``N * L`` values of every channel are split into tasks that depend only on
 the shape. A task covers a range of *units* and a block of channels and writes
 float64 partial results into its own row ``k`` of ``[n_chunks, C]`` buffers; the
 rows are then combined in a fixed order (Chan's formula for the variance). There
-is never a ``prange`` over channels and never ``E[x^2] - E[x]^2``: each task
-computes its mean, then the squared deviations from it while its data is still
-in cache.
+is never a ``prange`` over channels and never ``E[x^2] - E[x]^2`` of raw values:
+a long-row task computes its mean, then the squared deviations from it while its
+data is still in cache; a short-row task makes one pass of shifted sums (each
+column's values less one of them, the column's first), which needs no second
+sweep over the data: as the shift is one of the column's values, ``(K - mean)^2``
+is at most ``count`` times the variance, so cancellation costs at most
+``log2(count)`` bits of the float64 M2 (9 for the at most 512 values of a column).
 
 Two task layouts, picked by ``L``:
 
@@ -33,6 +37,9 @@ __all__ = ["channel_moments", "channel_sums", "moments"]
 MIN_WIDTH = 64
 #: Fewest rows per task of the short-row layout when rows are wide.
 MIN_ROWS = 64
+#: Fewest super-rows of a short-row task that takes the one-pass moments: below, the
+#: per-column work of the one pass costs more than the second sweep it saves.
+ONE_PASS_MIN_ROWS = 8
 
 
 @inline_jit
@@ -187,13 +194,91 @@ def _channel_total(v, ch, c0, copies, width, length):
     return s
 
 
-@task_jit
-def _moments_short_task(x, t, plan, pmean, pm2):
-    """One task of the short-row layout: per-column two-pass moments, folded per channel.
+@inline_jit
+def _column_count(j, full, tail):
+    """Values in column ``j`` of a short-row task (float64)."""
+    return np.float64(full + 1 if j < tail else full)
+
+
+@inline_jit
+def _moments_short_one_pass(x, t, plan, pmean, pm2):
+    """A short-row task of many super-rows: per-column shifted sums, folded per channel.
 
     The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
     then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
-    Four rows are summed per sweep over the column accumulators.
+    One pass: each column's values are shifted by the column's first value ``K``
+    and ``sum(x - K)`` and ``sum((x - K) ** 2)`` accumulate in float64, four rows
+    per sweep (the shifted-data variance: ``K`` is one of the column's values, so
+    the subtraction ``q - s * s / n`` loses at most ``log2(n)`` bits: see the module notes).
+    """
+    n, c, length = x.shape
+    flat = x.reshape(x.size)
+    k, c0, c1, base, stride, cols, rows, full, tail = _short_geometry(n, c, length, t, plan)
+    shift = np.empty(cols)  # full >= ONE_PASS_MIN_ROWS: every column has a first value
+    for j in range(cols):
+        shift[j] = flat[base + j]
+    s = np.zeros(cols)
+    q = np.zeros(cols)
+    r = 0
+    while r + 4 <= full:
+        v0, v1, v2, v3 = _four_rows(flat, base + r * stride, stride, cols)
+        for j in range(cols):
+            m = shift[j]
+            d0 = v0[j] - m
+            d1 = v1[j] - m
+            d2 = v2[j] - m
+            d3 = v3[j] - m
+            s[j] += (d0 + d1) + (d2 + d3)
+            q[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        r += 4
+    for i in range(r, full + 1):
+        v = _super_row(flat, base, stride, i, full, cols, tail)
+        for j in range(v.size):
+            d = v[j] - shift[j]
+            s[j] += d
+            q[j] += d * d
+    # per column, in place of its sums: mean and M2 (a division, not a multiplication by
+    # a reciprocal: n equal values have s == 0 and a mean of exactly K)
+    for j in range(cols):  # no branch: the loop vectorises, divisions included
+        ds = s[j] / _column_count(j, full, tail)
+        m2j = q[j] - s[j] * ds
+        s[j] = shift[j] + ds
+        q[j] = max(m2j, 0.0)
+    mean = s
+    m2 = q
+    # fold the columns of each channel with the pooled (Chan) formula for several groups
+    width = c * length
+    copies = cols // ((c1 - c0) * length)
+    total = rows * length
+    for ch in range(c0, c1):
+        tot = 0.0
+        for p in range(copies):
+            j0 = _first_column(p, ch, c0, width, length)
+            mv = mean[j0 : j0 + length]
+            for j in range(length):
+                tot += _column_count(j0 + j, full, tail) * mv[j]
+        m = tot / total
+        qq = 0.0
+        for p in range(copies):
+            j0 = _first_column(p, ch, c0, width, length)
+            mv = mean[j0 : j0 + length]
+            qv = m2[j0 : j0 + length]
+            for j in range(length):
+                d = mv[j] - m
+                qq += qv[j] + _column_count(j0 + j, full, tail) * d * d
+        pmean[k, ch] = m
+        pm2[k, ch] = qq
+
+
+@inline_jit
+def _moments_short_two_pass(x, t, plan, pmean, pm2):
+    """A short-row task of few super-rows: per-column two-pass moments, folded per channel.
+
+    The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
+    then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
+    Four rows are summed per sweep over the column accumulators. With few rows per
+    column, the work per column (not per value) of :func:`_moments_short_one_pass`
+    costs more than a second sweep.
     """
     n, c, length = x.shape
     flat = x.reshape(x.size)
@@ -254,6 +339,18 @@ def _moments_short_task(x, t, plan, pmean, pm2):
                 q += d * d
         pmean[k, ch] = m
         pm2[k, ch] = q
+
+
+@task_jit
+def _moments_short_task(x, t, plan, pmean, pm2):
+    """One task of the short-row layout: one pass of shifted sums from
+    :data:`ONE_PASS_MIN_ROWS` super-rows on, else two passes (same results to rounding)."""
+    n, c, length = x.shape
+    full = _short_geometry(n, c, length, t, plan)[7]
+    if full >= ONE_PASS_MIN_ROWS:
+        _moments_short_one_pass(x, t, plan, pmean, pm2)
+    else:
+        _moments_short_two_pass(x, t, plan, pmean, pm2)
 
 
 @inline_jit
