@@ -500,3 +500,18 @@ def test_float64_huge_mean_needs_stable_statistics(backend):
     y = backend.to_numpy(bn(backend.asarray(x)))
     np.testing.assert_allclose(y, bn_formula(x, mean, var), rtol=0, atol=1e-6)
     np.testing.assert_allclose(host(backend, bn.running_var), unbiased, rtol=1e-6)
+
+
+def test_float64_huge_mean_short_rows_with_an_outlier_first(backend):
+    """(N, C) data (the short-row layout of the numba kernels, which sum values less each
+    column's first one): mean 1e8, std 1, and the first sample far out, the worst
+    shift; the variance keeps its digits."""
+    gen = np.random.default_rng(4)
+    shape = (40, 3) if _small(backend) else (4096, 64)
+    x = 1e8 + gen.standard_normal(shape)
+    x[0] += 1e3 * (1.0 + np.arange(shape[1]))
+    mean, var, unbiased = batch_stats(x)
+    bn = normdrop.BatchNorm1d(shape[1], momentum=1.0, dtype="float64", backend=backend.name)
+    y = backend.to_numpy(bn(backend.asarray(x)))
+    np.testing.assert_allclose(y, bn_formula(x, mean, var), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(host(backend, bn.running_var), unbiased, rtol=1e-9)

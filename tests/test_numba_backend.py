@@ -18,6 +18,8 @@ from normdrop import functional as F
 numba = pytest.importorskip("numba")
 
 from normdrop.backends.numba_backend import (  # noqa: E402
+    channel_sums,
+    channel_tasks,
     dropout,
     elementwise,
     fused,
@@ -176,7 +178,17 @@ def test_functional_dropout_identical(rng, shape, dtype):
 
 # ----------------------------------------------------------------------------- determinism
 #: The modules that define kernels.
-KERNEL_MODULES = (dropout, elementwise, fused, philox, rows, rows_backward, stats)
+KERNEL_MODULES = (
+    channel_sums,
+    channel_tasks,
+    dropout,
+    elementwise,
+    fused,
+    philox,
+    rows,
+    rows_backward,
+    stats,
+)
 
 
 def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
@@ -215,7 +227,7 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     bn_stats = fused.batch_norm_forward(parallel, x3, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
     return [
         *stats.channel_moments(parallel, x3),
-        *stats.channel_sums(parallel, g3, x3, mean3),
+        *channel_sums.channel_sums(parallel, g3, x3, mean3),
         mean2,
         var2,
         affine,
@@ -253,7 +265,7 @@ def _short_row_kernels(x, g, parallel):
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
     bn_stats = fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
-    sums = stats.channel_sums(parallel, g, x, mean)
+    sums = channel_sums.channel_sums(parallel, g, x, mean)
     return [mean, affine, elemt, bn, *bn_stats, rm, rv, *sums]
 
 

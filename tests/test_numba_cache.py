@@ -20,6 +20,7 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from normdrop.backends.numba_backend import (  # noqa: E402
+    channel_sums,
     dropout,
     dropout_add_norm,
     elementwise,
@@ -31,7 +32,17 @@ from normdrop.backends.numba_backend import (  # noqa: E402
 )
 from normdrop.backends.numba_backend.jit import Kernel, KernelVariants, kernels_in  # noqa: E402
 
-MODULES = (dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward, stats)
+MODULES = (
+    channel_sums,
+    dropout,
+    dropout_add_norm,
+    elementwise,
+    fused,
+    philox,
+    rows,
+    rows_backward,
+    stats,
+)
 
 
 def _run(code: str, cache: str, *args: str) -> subprocess.CompletedProcess:
@@ -89,7 +100,8 @@ import numpy as np
 import normdrop
 import normdrop.functional as F
 from normdrop.backends.numba_backend import (
-    dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward, stats
+    channel_sums, dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward,
+    stats,
 )
 from normdrop.backends.numba_backend.jit import kernels_in
 
@@ -135,7 +147,10 @@ for par in (False, True):  # LayerNorm rows split in segments
 np.savez(sys.argv[1], *out)
 
 # which kernels this process compiled rather than loaded from the cache
-mods = (dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward, stats)
+mods = (
+    channel_sums, dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward,
+    stats,
+)
 kernels = [k for m in mods for k in kernels_in(m).values()]
 misses = sum(sum(d.stats.cache_misses.values()) for k in kernels for d in k)
 hits = sum(sum(d.stats.cache_hits.values()) for k in kernels for d in k)

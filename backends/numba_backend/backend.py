@@ -10,7 +10,17 @@ import numpy as np
 from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
-from . import dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward, stats
+from . import (
+    channel_sums,
+    dropout,
+    dropout_add_norm,
+    elementwise,
+    fused,
+    philox,
+    rows,
+    rows_backward,
+    stats,
+)
 from .jit import PARALLEL_MIN_SIZE, Kernel
 
 __all__ = ["NumbaBackend", "backend"]
@@ -270,7 +280,7 @@ class NumbaBackend:
         self, dy: np.ndarray, x: np.ndarray, mean: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)``, one pass."""
-        return _clone(stats.channel_sums.pick(x), x.size)(
+        return _clone(channel_sums.channel_sums.pick(x), x.size)(
             _readable(dy), _readable(x), _read_vector(mean, _F64)
         )
 
