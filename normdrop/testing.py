@@ -15,13 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from normdrop.protocol import (
-    OPTIONAL_MEMBERS,
-    REQUIRED_MEMBERS,
-    ArrayLike,
-    Backend,
-    takes_keyword,
-)
+from normdrop.capabilities import OPTIONAL_MEMBERS, takes_keyword
+from normdrop.protocol import REQUIRED_MEMBERS, ArrayLike, Backend
 from normdrop.registry import get_backend
 
 __all__ = ["PHILOX_KNOWN_ANSWERS", "check_backend"]
@@ -240,7 +235,7 @@ def _reference_batch_norm_forward(
     eps: float,
     out: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What :meth:`~normdrop.protocol.FusedKernels.batch_norm_forward` computes, from the
+    """What :meth:`~normdrop.capabilities.FusedKernels.batch_norm_forward` computes, from the
     required kernels of the reference backend ``ref`` (float64 vectors)."""
     if use_batch:
         mean, var = ref.channel_moments(x)
@@ -313,7 +308,7 @@ def _check_batch_norm_backward(backend: Any, ref: Any) -> None:
 
 
 def _check_optional_keywords(backend: Any, ref: Any) -> None:
-    """Each optional keyword of :data:`~normdrop.protocol.OPTIONAL_KEYWORDS` the backend takes
+    """Each optional keyword of :data:`~normdrop.capabilities.OPTIONAL_KEYWORDS` the backend takes
     updates the layer state it is given, in place, as the keyword promises."""
     rng = np.random.default_rng(4)
     on = backend.asarray
@@ -402,14 +397,14 @@ def check_backend(backend: Backend | str) -> None:
 
     First that every required member of :class:`normdrop.protocol.Backend` is there
     (naming all the missing ones) and takes the protocol's arguments, and so does
-    every optional member of :data:`normdrop.protocol.OPTIONAL_MEMBERS` the backend
+    every optional member of :data:`normdrop.capabilities.OPTIONAL_MEMBERS` the backend
     has. Then runs every kernel on small float32 and float64 data and compares it
     with the ``numpy`` reference backend (float64 to 1e-9, float32 to 1e-4), the
     Philox known-answer vectors through ``dropout_forward``, and dropout outputs,
     masks and (unless ``supports_bitmask`` is False) bitmasks bit for bit; and the
     optional ``batch_norm_forward``, ``batch_norm_backward``,
     ``dropout_add_layer_norm_forward`` and ``alloc_like`` where the backend has
-    them, and each optional keyword of :data:`normdrop.protocol.OPTIONAL_KEYWORDS`
+    them, and each optional keyword of :data:`normdrop.capabilities.OPTIONAL_KEYWORDS`
     (``counter``, ``accumulate``) its kernels take.
 
     Parameters

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from normdrop.backends.numpy_backend import NumpyBackend
-from normdrop.protocol import REQUIRED_MEMBERS, takes_keyword
+from normdrop.capabilities import takes_keyword
+from normdrop.protocol import REQUIRED_MEMBERS
 from normdrop.testing import check_backend
 
 REF = NumpyBackend()

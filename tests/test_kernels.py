@@ -8,7 +8,7 @@ backend's serial and parallel tasks, long and short rows, channel blocks) and th
 (one value, no rows); backends in ``SLOW_BACKENDS`` (the CUDA simulator) get the small
 shapes that exercise their launches (grid-stride tails, several channel tiles, multi-block
 partial buffers, rows shorter and longer than a block). The optional capabilities of
-``normdrop.protocol.OPTIONAL_MEMBERS`` are tested on the backends that have them.
+``normdrop.capabilities.OPTIONAL_MEMBERS`` are tested on the backends that have them.
 """
 
 from __future__ import annotations
@@ -18,13 +18,8 @@ import pytest
 from conftest import SLOW_BACKENDS, backend_params, tol
 
 import normdrop
-from normdrop.protocol import (
-    OPTIONAL_KEYWORDS,
-    OPTIONAL_MEMBERS,
-    REQUIRED_MEMBERS,
-    Backend,
-    takes_keyword,
-)
+from normdrop.capabilities import OPTIONAL_KEYWORDS, OPTIONAL_MEMBERS, takes_keyword
+from normdrop.protocol import REQUIRED_MEMBERS, Backend
 from normdrop.random import dropout_threshold
 from normdrop.testing import _reference_batch_norm_forward, check_backend
 

@@ -101,7 +101,7 @@ def test_a_layer_follows_the_backend_of_each_input(rng):
 # ----------------------------------------------------------------------------- optional keywords
 class _UpdatesLayerState(normdrop.get_backend("numpy").__class__):
     """The reference backend plus ``batch_norm_backward`` and the ``counter``/``accumulate``
-    keywords (see ``normdrop.protocol.OPTIONAL_KEYWORDS``), recording what it was passed."""
+    keywords (see ``normdrop.capabilities.OPTIONAL_KEYWORDS``), recording what it was passed."""
 
     name = "updates-layer-state"
 

@@ -16,7 +16,8 @@ import pytest
 from conftest import tol
 
 import normdrop
-from normdrop.protocol import OPTIONAL_MEMBERS, REQUIRED_MEMBERS
+from normdrop.capabilities import OPTIONAL_MEMBERS
+from normdrop.protocol import REQUIRED_MEMBERS
 from normdrop.testing import check_backend
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "examples" / "plugin_backend.py"

@@ -5,7 +5,7 @@ each body with its own library's kernels and keeps the contracts stated in
 normdrop.protocol. normdrop validates every argument and brings the data into the
 canonical shapes before any kernel is called. Kernels only compute.
 
-It offers none of the optional capabilities (normdrop.protocol.OPTIONAL_MEMBERS):
+It offers none of the optional capabilities (normdrop.capabilities.OPTIONAL_MEMBERS):
 normdrop composes the fused ops from these kernels, and keeps a packed bitmask
 (``supports_bitmask`` defaults to True).
 

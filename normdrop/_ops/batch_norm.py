@@ -9,8 +9,9 @@ import numpy as np
 
 from normdrop import _validation
 from normdrop._ops import _arrays, _inputs
+from normdrop.capabilities import takes_keyword
 from normdrop.errors import InvalidParameterError, ShapeError
-from normdrop.protocol import Array, Backend, takes_keyword
+from normdrop.protocol import Array, Backend
 
 #: The optional whole-layer kernels of :mod:`normdrop.protocol` (looked up by name: optional).
 FUSED_KERNEL = "batch_norm_forward"

@@ -9,8 +9,9 @@ import numpy as np
 
 from normdrop import _validation
 from normdrop._ops import _arrays, _inputs
+from normdrop.capabilities import takes_keyword
 from normdrop.errors import ShapeError
-from normdrop.protocol import Array, Backend, takes_keyword
+from normdrop.protocol import Array, Backend
 
 __all__ = ["LayerNormPlan", "backward", "forward", "make_plan", "plan", "rows"]
 
