@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
 from . import _arrays, _batchnorm, _batchnorm_backward, _dropout, _dropout_add_norm, _layernorm
 from ._runtime import SIMULATOR
 
@@ -41,166 +37,51 @@ class CudaBackend:
     simulator = SIMULATOR
 
     # ----- arrays ---------------------------------------------------------------
-    def accepts(self, x: Any) -> bool:
-        """Cheaply tell whether ``x`` is a device array (a NumPy array in the simulator)."""
-        return _arrays.accepts(x)
+    accepts = staticmethod(_arrays.accepts)
 
-    def asarray(self, x: Any, dtype: Any = None) -> Any:
-        """Return ``x`` as a device array; host data is copied to the device."""
-        return _arrays.asarray(x, dtype)
+    asarray = staticmethod(_arrays.asarray)
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Return an uninitialised device array."""
-        return _arrays.empty(shape, dtype)
+    empty = staticmethod(_arrays.empty)
 
-    def alloc_like(self, x: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Return an uninitialised array of ``x``'s kind (numba device arrays stay numba's)."""
-        return _arrays.alloc_like(x, shape, dtype)
+    alloc_like = staticmethod(_arrays.alloc_like)
 
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """Return ``x`` copied to a host NumPy array."""
-        return _arrays.to_numpy(x)
+    to_numpy = staticmethod(_arrays.to_numpy)
 
-    def ascontiguous(self, x: Any) -> Any:
-        """Return ``x`` C-contiguous (the same object when it already is)."""
-        return _arrays.ascontiguous(x)
+    ascontiguous = staticmethod(_arrays.ascontiguous)
 
     # ----- statistics -----------------------------------------------------------
-    def channel_moments(self, x: Any) -> tuple[Any, Any]:
-        """Per-channel float64 mean and biased variance of ``(N, C, L)`` data."""
-        return _batchnorm.channel_moments(x)
+    channel_moments = staticmethod(_batchnorm.channel_moments)
 
-    def row_moments(self, x: Any) -> tuple[Any, Any]:
-        """Per-row float64 mean and biased variance of ``(R, D)`` data."""
-        return _layernorm.row_moments(x)
+    row_moments = staticmethod(_layernorm.row_moments)
 
     # ----- forward transforms ---------------------------------------------------
-    def channel_affine(self, x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:
-        """Write ``x * scale[c] + shift[c]`` per channel into ``out``."""
-        return _batchnorm.channel_affine(x, mean, scale, shift, out)
+    channel_affine = staticmethod(_batchnorm.channel_affine)
 
-    def layer_norm_forward(
-        self, x: Any, weight: Any | None, bias: Any | None, eps: float, out: Any
-    ) -> tuple[Any, Any, Any]:
-        """Fused LayerNorm of ``(R, D)`` rows into ``out``; return ``(out, mean, rstd)``."""
-        return _layernorm.layer_norm_forward(x, weight, bias, eps, out)
+    layer_norm_forward = staticmethod(_layernorm.layer_norm_forward)
 
-    def batch_norm_forward(
-        self,
-        x: Any,
-        running_mean: Any | None,
-        running_var: Any | None,
-        weight: Any | None,
-        bias: Any | None,
-        use_batch: bool,
-        update: bool,
-        momentum: float,
-        eps: float,
-        out: Any,
-        counter: Any | None = None,
-    ) -> tuple[Any, Any, Any]:
-        """Whole BatchNorm forward of ``(N, C, L)`` data in two or three launches.
+    batch_norm_forward = staticmethod(_batchnorm.batch_norm_forward)
 
-        Batch statistics when ``use_batch`` (else the running ones), the running
-        statistics updated in place on the device when ``update`` (and the layer's
-        ``counter``, ``num_batches_tracked``, incremented when given), weight and
-        bias folded in by a kernel: no per-channel vector arithmetic on the host.
-        Return ``(out, mean, rstd)`` with float64 statistics.
-        """
-        return _batchnorm.batch_norm_forward(
-            x, running_mean, running_var, weight, bias, use_batch, update, momentum, eps, out,
-            counter,
-        )  # fmt: skip
-
-    def dropout_add_layer_norm_forward(
-        self,
-        x: Any,
-        residual: Any | None,
-        weight: Any | None,
-        bias: Any | None,
-        eps: float,
-        threshold: int | None,
-        scale: Any,
-        seed: int | None,
-        call: int,
-        out: Any,
-        r_out: Any,
-        bitmask: Any | None,
-        offset: int = 0,
-    ) -> tuple[Any, Any, Any, Any]:
-        """Dropout, residual add and LayerNorm of ``(R, D)`` rows in one kernel.
-
-        Returns ``(out, r_out, mean, rstd)``.
-        """
-        return _dropout_add_norm.dropout_add_layer_norm_forward(
-            x, residual, weight, bias, eps, threshold, scale, seed, call, out, r_out, bitmask,
-            offset,
-        )  # fmt: skip
+    dropout_add_layer_norm_forward = staticmethod(_dropout_add_norm.dropout_add_layer_norm_forward)
 
     # ----- backward -------------------------------------------------------------
-    def channel_backward_reduce(self, dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
-        """Per channel, float64 ``sum(dy)`` and ``sum((x - mean) * dy)``."""
-        return _batchnorm_backward.channel_backward_reduce(dy, x, mean)
+    channel_backward_reduce = staticmethod(_batchnorm_backward.channel_backward_reduce)
 
-    def channel_backward_elemt(
-        self, dy: Any, x: Any, mean: Any, a: Any, b: Any, c: Any, out: Any
-    ) -> Any:
-        """Write ``a[c] * dy + b[c] * (x - mean[c]) + c[c]`` per channel into ``out``."""
-        return _batchnorm_backward.channel_backward_elemt(dy, x, mean, a, b, c, out)
+    channel_backward_elemt = staticmethod(_batchnorm_backward.channel_backward_elemt)
 
     #: Whole BatchNorm backward in three launches, no vector arithmetic on the host:
     #: ``(dy, x, mean, rstd, weight, training, out, accumulate=None) -> (out, dweight, dbias)``.
     batch_norm_backward = staticmethod(_batchnorm_backward.batch_norm_backward)
 
-    def layer_norm_backward(
-        self,
-        dy: Any,
-        x: Any,
-        mean: Any,
-        rstd: Any,
-        weight: Any | None,
-        out: Any,
-        param_grads: bool,
-        accumulate: tuple[Any, Any] | None = None,
-    ) -> tuple[Any, Any | None, Any | None]:
-        """LayerNorm input gradient into ``out``; return ``(out, dweight, dbias)``.
-
-        The parameter gradients are ``None`` unless ``param_grads``; float64, or
-        added into ``accumulate``'s pair (a layer's gradient buffers) when given.
-        """
-        return _layernorm.layer_norm_backward(
-            dy, x, mean, rstd, weight, out, param_grads, accumulate
-        )
+    layer_norm_backward = staticmethod(_layernorm.layer_norm_backward)
 
     # ----- dropout --------------------------------------------------------------
-    def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> Any:
-        """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
-        return _dropout.philox_words(n, seed, call, offset)
+    philox_words = staticmethod(_dropout.philox_words)
 
-    def dropout_forward(
-        self,
-        x: Any,
-        threshold: int,
-        scale: Any,
-        seed: int,
-        call: int,
-        out: Any,
-        bitmask: Any | None,
-        offset: int = 0,
-    ) -> Any:
-        """Write inverted dropout of ``x`` (C order, global element ``offset + j``) into ``out``.
+    dropout_forward = staticmethod(_dropout.dropout_forward)
 
-        Also pack the keep-mask into ``bitmask`` when given (only with ``offset == 0``).
-        """
-        return _dropout.dropout_forward(x, threshold, scale, seed, call, out, bitmask, offset)
+    dropout_mask = staticmethod(_dropout.dropout_mask)
 
-    def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> Any:
-        """The boolean keep-mask of ``n`` elements."""
-        return _dropout.dropout_mask(n, threshold, seed, call)
-
-    def dropout_apply_bitmask(self, dy: Any, bitmask: Any, scale: Any, out: Any) -> Any:
-        """Write ``dy * scale`` where the packed bitmask is set and 0 elsewhere into ``out``."""
-        return _dropout.dropout_apply_bitmask(dy, bitmask, scale, out)
+    dropout_apply_bitmask = staticmethod(_dropout.dropout_apply_bitmask)
 
     def __repr__(self) -> str:
         return f"<normdrop cuda backend{' (CUDA simulator)' if self.simulator else ''}>"
