@@ -31,7 +31,7 @@ layout. A packed bitmask holds element ``i`` in bit ``i % 8`` of byte ``i // 8``
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +39,7 @@ __all__ = [
     "REQUIRED_MEMBERS",
     "Array",
     "ArrayLike",
+    "ArrayT",
     "Backend",
 ]
 
@@ -47,15 +48,18 @@ __all__ = [
 class ArrayLike(Protocol):
     """What normdrop needs of every array a backend computes on.
 
-    NumPy, CuPy and Dask arrays, numba device arrays and the like all have these
-    attributes; :func:`normdrop.testing.check_backend` checks that a backend's
-    kernels return such arrays.
+    A structural type: NumPy, CuPy and Dask arrays, numba device arrays and the
+    like all have these attributes, so each is an ``ArrayLike`` without naming it
+    (for a type checker, and for ``isinstance`` at run time).
+    :func:`normdrop.testing.check_backend` checks that a backend's kernels return
+    such arrays.
 
     Attributes
     ----------
     shape : tuple of int
     dtype : numpy.dtype
     ndim : int
+    size : int
     """
 
     @property
@@ -70,13 +74,26 @@ class ArrayLike(Protocol):
     def ndim(self) -> int:
         """The number of dimensions."""
 
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+
+
+ArrayT = TypeVar("ArrayT", bound=ArrayLike)
+"""The caller's array type, wherever a function returns an array of its input's kind.
+
+``def layer_norm(x: ArrayT, ...) -> ArrayT``: a type checker sees a NumPy array
+come back for a NumPy array (of the same dtype and shape type), a CuPy array for
+a CuPy array, and so on.
+"""
 
 Array: TypeAlias = Any
-"""An array of a backend's kind: NumPy, CuPy, Dask, a numba device array, ...
+"""An array of a backend's kind inside normdrop: kernels' arguments and results.
 
-Every such array is an :class:`ArrayLike`. For the type checker it is ``Any``:
-the array libraries' operators and methods differ in their signatures, so no
-narrower static type admits all of them.
+Every such array is an :class:`ArrayLike`. For the type checker it is ``Any``: each
+backend's kernels take only its own array type, and the code that calls them uses
+operators and methods whose signatures differ between the array libraries. The
+public functions and layers are typed with :data:`ArrayT` and :class:`ArrayLike`.
 """
 
 

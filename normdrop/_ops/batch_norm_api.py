@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs
 from normdrop._ops._deprecation import warn_flag
 from normdrop._ops.batch_norm import (
@@ -14,7 +15,7 @@ from normdrop._ops.batch_norm import (
     forward,
     plan,
 )
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayLike, ArrayT, Backend
 
 __all__ = ["batch_norm", "batch_norm_backward", "batch_norm_with_stats"]
 
@@ -31,20 +32,21 @@ def _validated(
     return p, x
 
 
+@fill_doc
 def batch_norm(
-    x: Array,
-    running_mean: Array | None = None,
-    running_var: Array | None = None,
-    weight: Array | None = None,
-    bias: Array | None = None,
+    x: ArrayT,
+    running_mean: ArrayLike | None = None,
+    running_var: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
     *,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
     return_stats: bool | None = None,
-) -> Array:
+) -> ArrayT:
     """Batch normalisation over the channels (axis 1) of ``(N, C, ...)`` data.
 
     Batch statistics are used when ``training`` or when no running statistics
@@ -71,15 +73,9 @@ def batch_norm(
         ``training`` (PyTorch ignores it in evaluation, and so does normdrop).
     eps : float, default 1e-5
         Added to the variance for numerical stability, > 0.
-    out : array, optional
-        Where to write the result (shape and dtype of ``x``, writeable); may be
-        ``x`` itself. An ``out`` that partly overlaps ``x`` (another view of the
-        same memory) is safe: the result is computed into a temporary first.
-    backend : str or Backend, optional
-        The backend to compute with.
-    return_stats : bool, optional
-        Deprecated: use :func:`batch_norm_with_stats`. ``True`` returns
-        ``(y, mean, rstd)`` as it does; passing it at all warns.
+    %(out)s
+    %(backend)s
+    %(return_stats)s
 
     Returns
     -------
@@ -112,22 +108,24 @@ def batch_norm(
     args = (running_mean, running_var, weight, bias, training, momentum, eps)
     p, x = _validated(x, out, backend, *args)
     result = forward(p, x, out)
-    return result if return_stats else result[0]
+    if return_stats:  # deprecated: the tuple batch_norm_with_stats returns (not annotated)
+        return cast(ArrayT, result)
+    return result[0]
 
 
 def batch_norm_with_stats(
-    x: Array,
-    running_mean: Array | None = None,
-    running_var: Array | None = None,
-    weight: Array | None = None,
-    bias: Array | None = None,
+    x: ArrayT,
+    running_mean: ArrayLike | None = None,
+    running_var: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
     *,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array, Array]:
+) -> tuple[ArrayT, Array, Array]:
     """:func:`batch_norm`, also returning the statistics its backward pass needs.
 
     Parameters
@@ -156,17 +154,18 @@ def batch_norm_with_stats(
     return forward(p, x, out)
 
 
+@fill_doc
 def batch_norm_backward(
-    grad_output: Array,
-    x: Array,
-    mean: Array,
-    rstd: Array,
-    weight: Array | None = None,
+    grad_output: ArrayLike,
+    x: ArrayT,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
     *,
     training: bool = True,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array | None, Array | None]:
+) -> tuple[ArrayT, Array | None, Array | None]:
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 
     Parameters
@@ -178,15 +177,12 @@ def batch_norm_backward(
     mean, rstd : array of shape (C,)
         The statistics the forward used (:func:`batch_norm_with_stats`).
     weight : array of shape (C,), optional
-        The forward's weight; the parameter gradients are computed only with it.
+        %(weight.backward)s
     training : bool, default True
         Whether the forward used batch statistics (their dependence on ``x`` then
         enters the input gradient).
-    out : array, optional
-        Where to write the input gradient (writeable); may be ``grad_output``.
-        An ``out`` that shares memory with an input in any other way is safe: the
-        gradient is computed into a temporary first.
-    backend : str or Backend, optional
+    %(out.backward)s
+    %(backend)s
 
     Returns
     -------

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from normdrop import _validation
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs
 from normdrop._ops._deprecation import warn_flag
 from normdrop._ops.dropout import backward, check_bitmask, forward, make_plan, require_seed
 from normdrop.errors import InvalidParameterError
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayLike, ArrayT, Backend
 from normdrop.random import draw_seed, dropout_threshold
 from normdrop.registry import resolve_backend
 
@@ -37,17 +38,18 @@ def _run(bitmask: bool, x: Any, p: Any, training: Any, *args: Any) -> tuple[Arra
     return forward(plan, x, seed, call, out)
 
 
+@fill_doc
 def dropout(
-    x: Array,
+    x: ArrayT,
     p: float = 0.5,
     training: bool = True,
     *,
     seed: int | None = None,
     call: int = 0,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
     return_bitmask: bool | None = None,
-) -> Array:
+) -> ArrayT:
     """Inverted dropout with a reproducible Philox4x32-10 mask.
 
     Element ``i`` (C order) is kept when its Philox word for ``(seed, call)`` is
@@ -65,15 +67,10 @@ def dropout(
         Drop probability in [0, 1) when training; with ``training=False`` any value
         in [0, 1] is accepted (it is not used), as in PyTorch.
     training : bool, default True
-    seed : int, optional
-        64-bit seed; when ``None`` a fresh one is drawn from the global generator
-        (:func:`normdrop.manual_seed`), only if a mask is needed.
-    call : int, default 0
-        Call counter: a different mask per call with one seed.
-    out : array, optional
-        Where to write the result (writeable); may be ``x`` itself. An ``out`` that
-        partly overlaps ``x`` is safe: the result is computed into a temporary first.
-    backend : str or Backend, optional
+    %(seed)s
+    %(call)s
+    %(out)s
+    %(backend)s
     return_bitmask : bool, optional
         Deprecated: use :func:`dropout_with_bitmask`. ``True`` returns
         ``(y, bitmask)`` as it does; passing it at all warns.
@@ -91,21 +88,21 @@ def dropout(
     """
     if return_bitmask is not None:
         warn_flag("dropout", "return_bitmask", "dropout_with_bitmask")
-        if return_bitmask:
-            return _run(True, x, p, training, seed, call, out, backend)
+        if return_bitmask:  # deprecated: the pair of dropout_with_bitmask (not annotated)
+            return cast(ArrayT, _run(True, x, p, training, seed, call, out, backend))
     return _run(False, x, p, training, seed, call, out, backend)[0]
 
 
 def dropout_with_bitmask(
-    x: Array,
+    x: ArrayT,
     p: float = 0.5,
     training: bool = True,
     *,
     seed: int | None = None,
     call: int = 0,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array | None]:
+) -> tuple[ArrayT, Array | None]:
     """:func:`dropout`, also returning the packed keep-mask its backward pass can read.
 
     Parameters
@@ -134,16 +131,17 @@ def dropout_with_bitmask(
     return _run(True, x, p, training, seed, call, out, backend)
 
 
+@fill_doc
 def dropout_backward(
-    grad_output: Array,
+    grad_output: ArrayT,
     p: float,
     *,
     seed: int | None = None,
     call: int = 0,
-    bitmask: Array | None = None,
-    out: Array | None = None,
+    bitmask: ArrayLike | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> Array:
+) -> ArrayT:
     """Gradient of :func:`dropout` with respect to its input.
 
     The mask comes from ``bitmask`` when given (fastest), otherwise it is
@@ -157,17 +155,12 @@ def dropout_backward(
         layout (see :func:`dropout`).
     p : float
         The forward's drop probability.
-    seed : int, optional
-        The forward's seed; required without ``bitmask``.
-    call : int, default 0
-        The forward's call counter.
+    %(seed.backward)s
+    %(call.backward)s
     bitmask : array, optional
         The packed keep-mask from :func:`dropout_with_bitmask`.
-    out : array, optional
-        Where to write the gradient (writeable); may be ``grad_output``. An ``out``
-        that shares memory with an input in any other way is safe: the gradient is
-        computed into a temporary first.
-    backend : str or Backend, optional
+    %(out.backward)s
+    %(backend)s
 
     Returns
     -------
@@ -188,6 +181,7 @@ def dropout_backward(
     return backward(plan, dy, seed, call, bitmask, out)
 
 
+@fill_doc
 def dropout_mask(
     shape: int | tuple[int, ...],
     p: float,
@@ -204,8 +198,8 @@ def dropout_mask(
     p : float
         Drop probability in [0, 1).
     seed : int
-    call : int, default 0
-    backend : str or Backend, optional
+    %(call)s
+    %(backend)s
 
     Returns
     -------

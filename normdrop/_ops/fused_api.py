@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from normdrop import _validation
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, dropout, layer_norm
 from normdrop._ops._deprecation import warn_flag
 from normdrop._ops.fused import backward, forward, plan_from
 from normdrop._ops.layer_norm_api import checked_backward
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayLike, ArrayT, Backend
 from normdrop.random import draw_seed
 
 __all__ = [
@@ -45,22 +46,23 @@ def _run(stats: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
     return y, r, mean.reshape(lead), rstd.reshape(lead), bitmask
 
 
+@fill_doc
 def dropout_add_layer_norm(
-    x: Array,
-    residual: Array | None,
+    x: ArrayT,
+    residual: ArrayT | None,
     normalized_shape: int | tuple[int, ...],
-    weight: Array | None = None,
-    bias: Array | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     p: float = 0.5,
     eps: float = 1e-5,
     training: bool = True,
     *,
     seed: int | None = None,
     call: int = 0,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
     return_stats: bool | None = None,
-) -> tuple[Array, Array]:
+) -> tuple[ArrayT, ArrayT]:
     """Dropout, residual add and LayerNorm in one call: ``r = dropout(x) + residual``,
     ``y = layer_norm(r)``.
 
@@ -76,22 +78,16 @@ def dropout_add_layer_norm(
         Added after dropout; shape, dtype and backend of ``x``. ``None``: no add.
     normalized_shape : int or sequence of int
     weight, bias : array of shape normalized_shape, optional
-    p : float, default 0.5
-        Drop probability in [0, 1).
+    %(layer.p)s
     eps : float, default 1e-5
     training : bool, default True
         Dropout only in training (and with ``p > 0``).
-    seed : int, optional
-        Dropout seed; drawn from the global generator when ``None`` (only if a mask
-        is needed).
-    call : int, default 0
-        Dropout call counter.
+    %(seed)s
+    %(call)s
     out : array, optional
         Where to write ``y`` (shape and dtype of ``x``); may be ``x`` or ``residual``.
-    backend : str or Backend, optional
-    return_stats : bool, optional
-        Deprecated: use :func:`dropout_add_layer_norm_with_stats`. ``True`` returns
-        ``(y, r, mean, rstd, bitmask)`` as it does; passing it at all warns.
+    %(backend)s
+    %(return_stats)s
 
     Returns
     -------
@@ -120,20 +116,20 @@ def dropout_add_layer_norm(
 
 
 def dropout_add_layer_norm_with_stats(
-    x: Array,
-    residual: Array | None,
+    x: ArrayT,
+    residual: ArrayT | None,
     normalized_shape: int | tuple[int, ...],
-    weight: Array | None = None,
-    bias: Array | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     p: float = 0.5,
     eps: float = 1e-5,
     training: bool = True,
     *,
     seed: int | None = None,
     call: int = 0,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array, Array, Array, Array | None]:
+) -> tuple[ArrayT, ArrayT, Array, Array, Array | None]:
     """:func:`dropout_add_layer_norm`, also returning what its backward pass needs.
 
     Parameters
@@ -166,24 +162,25 @@ def dropout_add_layer_norm_with_stats(
     return _run(True, x, residual, *args)
 
 
+@fill_doc
 def dropout_add_layer_norm_backward(
-    grad_output: Array,
-    r: Array,
+    grad_output: ArrayLike,
+    r: ArrayT,
     normalized_shape: int | tuple[int, ...],
-    mean: Array,
-    rstd: Array,
-    weight: Array | None = None,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
     p: float = 0.5,
     training: bool = True,
     *,
-    grad_r: Array | None = None,
+    grad_r: ArrayLike | None = None,
     seed: int | None = None,
     call: int = 0,
-    bitmask: Array | None = None,
+    bitmask: ArrayLike | None = None,
     has_residual: bool = True,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array | None, Array | None, Array | None]:
+) -> tuple[ArrayT, ArrayT | None, Array | None, Array | None]:
     """Gradients of :func:`dropout_add_layer_norm` from what its forward saved.
 
     :func:`dropout_add_layer_norm_with_stats` returns ``r``, ``mean``, ``rstd`` and
@@ -202,7 +199,7 @@ def dropout_add_layer_norm_backward(
     mean, rstd : array
         The forward's statistics.
     weight : array of shape normalized_shape, optional
-        The forward's weight; the parameter gradients are computed only with it.
+        %(weight.backward)s
     p : float, default 0.5
         The forward's drop probability.
     training : bool, default True
@@ -210,17 +207,15 @@ def dropout_add_layer_norm_backward(
     grad_r : array, optional
         Gradient of the loss with respect to ``r`` from elsewhere (the next block's
         residual path); shape and dtype of ``r``.
-    seed : int, optional
-        The forward's seed; required with dropout when no ``bitmask`` is given.
-    call : int, default 0
-        The forward's call counter.
+    %(seed.backward)s
+    %(call.backward)s
     bitmask : array, optional
         The packed keep-mask from the forward.
     has_residual : bool, default True
         Whether the forward added a residual (else ``grad_residual`` is ``None``).
     out : array, optional
         Where to write ``grad_x``.
-    backend : str or Backend, optional
+    %(backend)s
 
     Returns
     -------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs
 from normdrop._ops._deprecation import warn_flag
 from normdrop._ops.layer_norm import LayerNormPlan, backward, forward, lead_shape, plan, rows
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayLike, ArrayT, Backend
 
 __all__ = ["layer_norm", "layer_norm_backward", "layer_norm_with_stats"]
 
@@ -25,17 +26,18 @@ def _validated(
     return p, x
 
 
+@fill_doc
 def layer_norm(
-    x: Array,
+    x: ArrayT,
     normalized_shape: int | tuple[int, ...],
-    weight: Array | None = None,
-    bias: Array | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     eps: float = 1e-5,
     *,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
     return_stats: bool | None = None,
-) -> Array:
+) -> ArrayT:
     """Layer normalisation over the trailing ``normalized_shape`` dimensions of each sample.
 
     Parameters
@@ -45,14 +47,9 @@ def layer_norm(
     normalized_shape : int or sequence of int
     weight, bias : array of shape normalized_shape, optional
     eps : float, default 1e-5
-    out : array, optional
-        Where to write the result (writeable); may be ``x`` itself. An ``out``
-        that partly overlaps ``x`` (another view of the same memory) is safe: the
-        result is computed into a temporary first.
-    backend : str or Backend, optional
-    return_stats : bool, optional
-        Deprecated: use :func:`layer_norm_with_stats`. ``True`` returns
-        ``(y, mean, rstd)`` as it does; passing it at all warns.
+    %(out)s
+    %(backend)s
+    %(return_stats)s
 
     Returns
     -------
@@ -68,24 +65,25 @@ def layer_norm(
     """
     if return_stats is not None:
         warn_flag("layer_norm", "return_stats", "layer_norm_with_stats")
-        if return_stats:
-            return layer_norm_with_stats(
+        if return_stats:  # deprecated: the tuple of layer_norm_with_stats (not annotated)
+            stats = layer_norm_with_stats(
                 x, normalized_shape, weight, bias, eps, out=out, backend=backend
             )
+            return cast(ArrayT, stats)
     p, x = _validated(x, out, backend, normalized_shape, weight, bias, eps)
     return forward(p, x, out)[0]
 
 
 def layer_norm_with_stats(
-    x: Array,
+    x: ArrayT,
     normalized_shape: int | tuple[int, ...],
-    weight: Array | None = None,
-    bias: Array | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     eps: float = 1e-5,
     *,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array, Array]:
+) -> tuple[ArrayT, Array, Array]:
     """:func:`layer_norm`, also returning the statistics its backward pass needs.
 
     Parameters
@@ -115,17 +113,18 @@ def layer_norm_with_stats(
     return y, mean.reshape(lead), rstd.reshape(lead)
 
 
+@fill_doc
 def layer_norm_backward(
-    grad_output: Array,
-    x: Array,
+    grad_output: ArrayLike,
+    x: ArrayT,
     normalized_shape: int | tuple[int, ...],
-    mean: Array,
-    rstd: Array,
-    weight: Array | None = None,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
     *,
-    out: Array | None = None,
+    out: ArrayT | None = None,
     backend: str | Backend | None = None,
-) -> tuple[Array, Array | None, Array | None]:
+) -> tuple[ArrayT, Array | None, Array | None]:
     """Gradients of :func:`layer_norm` with respect to its input, weight and bias.
 
     Parameters
@@ -138,12 +137,9 @@ def layer_norm_backward(
     mean, rstd : array
         The per-sample statistics from :func:`layer_norm_with_stats`.
     weight : array of shape normalized_shape, optional
-        The forward's weight; the parameter gradients are computed only with it.
-    out : array, optional
-        Where to write the input gradient (writeable); may be ``grad_output``.
-        An ``out`` that shares memory with an input in any other way is safe: the
-        gradient is computed into a temporary first.
-    backend : str or Backend, optional
+        %(weight.backward)s
+    %(out.backward)s
+    %(backend)s
 
     Returns
     -------

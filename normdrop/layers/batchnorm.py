@@ -7,15 +7,17 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, batch_norm
 from normdrop.errors import ShapeError
 from normdrop.layers._properties import buffer_property, parameter_property
 from normdrop.layers.module import Module
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayT, Backend
 
 __all__ = ["BatchNorm1d"]
 
 
+@fill_doc
 class BatchNorm1d(Module):
     """Batch normalisation of ``(N, C)`` or ``(N, C, L)`` data, as ``torch.nn.BatchNorm1d``.
 
@@ -27,8 +29,7 @@ class BatchNorm1d(Module):
     ----------
     num_features : int
         Number of channels C.
-    eps : float, default 1e-5
-        Added to the variance, > 0.
+    %(layer.eps)s
     momentum : float or None, default 0.1
         Weight of each batch in the running statistics, in [0, 1]; ``None`` for a
         cumulative moving average (``1 / num_batches_tracked``).
@@ -38,8 +39,7 @@ class BatchNorm1d(Module):
         Keep running statistics; without them batch statistics are always used.
     dtype : {"float32", "float64"}, default "float32"
         Dtype of parameters and buffers.
-    backend : str or Backend, optional
-        Backend for every call (default: chosen per call from the input).
+    %(layer.backend)s
 
     Attributes
     ----------
@@ -49,8 +49,7 @@ class BatchNorm1d(Module):
         Running statistics (zeros and ones at first); ``None`` without tracking.
     num_batches_tracked : 0-d int64 array or None
         Training calls that updated the running statistics.
-    grads : dict
-        Accumulated gradients, keyed like :meth:`named_parameters`.
+    %(layer.grads)s
 
     Examples
     --------
@@ -120,7 +119,7 @@ class BatchNorm1d(Module):
         self.reset_running_stats()
         self._fill(weight=1, bias=0)
 
-    def forward(self, x: Array) -> Array:
+    def forward(self, x: ArrayT) -> ArrayT:
         """Normalise ``x`` of shape ``(N, C)`` or ``(N, C, L)``.
 
         Parameters

@@ -7,16 +7,18 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, dropout
 from normdrop.errors import ShapeError
 from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.random import draw_seed
 
 __all__ = ["Dropout"]
 
 
+@fill_doc
 class Dropout(SeededCalls, Module):
     """Inverted dropout, as ``torch.nn.Dropout``, with a counter-based mask.
 
@@ -27,20 +29,15 @@ class Dropout(SeededCalls, Module):
 
     Parameters
     ----------
-    p : float, default 0.5
-        Drop probability in [0, 1).
-    seed : int, optional
-        64-bit seed of the masks; drawn from the global generator
-        (:func:`normdrop.manual_seed`) when ``None``.
-    backend : str or Backend, optional
-        Backend for every call (default: chosen per call from the input).
+    %(layer.p)s
+    %(layer.seed)s
+    %(layer.backend)s
 
     Attributes
     ----------
     seed : int
         The seed of every mask.
-    call_count : int
-        Training calls so far: the ``call`` of the next mask.
+    %(layer.call_count)s
 
     Notes
     -----
@@ -82,7 +79,7 @@ class Dropout(SeededCalls, Module):
         """The drop probability (the Deepbox API's name for :attr:`p`)."""
         return self._p
 
-    def forward(self, x: Array) -> Array:
+    def forward(self, x: ArrayT) -> ArrayT:
         """Apply dropout in training; return ``x`` itself in evaluation.
 
         Parameters

@@ -7,18 +7,20 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, fused, layer_norm
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
 from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers._seeded import SeededCalls
 from normdrop.layers.module import Module
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.random import draw_seed
 
 __all__ = ["DropoutAddLayerNorm"]
 
 
+@fill_doc
 class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
     """``r = dropout(x) + residual``, ``y = layer_norm(r)``: a transformer block's epilogue.
 
@@ -38,31 +40,21 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
 
     Parameters
     ----------
-    normalized_shape : int or sequence of int
-        The trailing dimensions normalised together; stored as a tuple.
-    p : float, default 0.5
-        Drop probability in [0, 1).
-    eps : float, default 1e-5
-        Added to the variance, > 0.
-    elementwise_affine : bool, default True
-        Learn a per-element ``weight`` (and ``bias``).
-    bias : bool, default True
-        Learn ``bias`` too (only with ``elementwise_affine``).
-    seed : int, optional
-        64-bit seed of the masks; drawn from the global generator when ``None``.
+    %(layer.normalized_shape)s
+    %(layer.p)s
+    %(layer.eps)s
+    %(layer.elementwise_affine)s
+    %(layer.seed)s
     dtype : {"float32", "float64"}, default "float32"
         Dtype of the parameters.
-    backend : str or Backend, optional
-        Backend for every call (default: chosen per call from the input).
+    %(layer.backend)s
 
     Attributes
     ----------
     seed : int
-    call_count : int
-        Training calls so far: the ``call`` of the next mask.
+    %(layer.call_count)s
     weight, bias : array of shape normalized_shape or None
-    grads : dict
-        Accumulated gradients, keyed like :meth:`named_parameters`.
+    %(layer.grads)s
 
     Notes
     -----
@@ -110,7 +102,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         """The drop probability."""
         return self._p
 
-    def __call__(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:
+    def __call__(self, x: ArrayT, residual: ArrayT | None = None) -> tuple[ArrayT, ArrayT]:
         """Same as :meth:`forward`, after checking that both inputs are on the layer's device."""
         if type(x) is not np.ndarray or self._array_backend.device != "cpu":
             self._check_device("the input", x)
@@ -120,7 +112,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             self._check_device("the residual", residual)
         return self.forward(x, residual)
 
-    def forward(self, x: Array, residual: Array | None = None) -> tuple[Array, Array]:
+    def forward(self, x: ArrayT, residual: ArrayT | None = None) -> tuple[ArrayT, ArrayT]:
         """Return ``(y, r)``: ``r = dropout(x) + residual`` (training) and ``y = layer_norm(r)``.
 
         Parameters

@@ -6,14 +6,16 @@ from typing import Any
 
 import numpy as np
 
+from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, layer_norm
 from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers.module import Module
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayT, Backend
 
 __all__ = ["LayerNorm"]
 
 
+@fill_doc
 class LayerNorm(RowAffine, Module):
     """Layer normalisation over the trailing ``normalized_shape`` dims, as ``torch.nn.LayerNorm``.
 
@@ -21,25 +23,18 @@ class LayerNorm(RowAffine, Module):
 
     Parameters
     ----------
-    normalized_shape : int or sequence of int
-        The trailing dimensions normalised together; stored as a tuple.
-    eps : float, default 1e-5
-        Added to the variance, > 0.
-    elementwise_affine : bool, default True
-        Learn a per-element ``weight`` (and ``bias``).
-    bias : bool, default True
-        Learn ``bias`` too (only with ``elementwise_affine``).
+    %(layer.normalized_shape)s
+    %(layer.eps)s
+    %(layer.elementwise_affine)s
     dtype : {"float32", "float64"}, default "float32"
         Dtype of the parameters.
-    backend : str or Backend, optional
-        Backend for every call (default: chosen per call from the input).
+    %(layer.backend)s
 
     Attributes
     ----------
     weight : array of shape normalized_shape or None
     bias : array of shape normalized_shape or None
-    grads : dict
-        Accumulated gradients, keyed like :meth:`named_parameters`.
+    %(layer.grads)s
 
     Examples
     --------
@@ -65,7 +60,7 @@ class LayerNorm(RowAffine, Module):
         super().__init__(backend)
         self._init_row_affine(options)
 
-    def forward(self, x: Array) -> Array:
+    def forward(self, x: ArrayT) -> ArrayT:
         """Normalise each sample of ``x`` over its trailing ``normalized_shape`` dims.
 
         Parameters
