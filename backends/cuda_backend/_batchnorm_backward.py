@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from ._arrays import empty, kernel_in, placeholder
+from ._batchnorm import channel_pair
 from ._channels import channel_next, channel_partials, channel_walk
-from ._reduce import column_geometry, column_pair, column_sums2
+from ._reduce import column_geometry, column_pair
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
 __all__ = [
@@ -206,12 +207,7 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     -------
     sum_dy, sum_dy_xmu : device arrays of shape (C,)
     """
-    channels = x.shape[1]
-    with on_device(x) as s:
-        sums = empty((2, channels), np.float64)
-        if channels:
-            column_sums2(channel_partials(dy, x, mean, True, s), sums[0], sums[1], s)
-    return sums[0], sums[1]
+    return channel_pair(dy, x, mean)
 
 
 def channel_backward_elemt(dy: Any, x: Any, mean: Any, a: Any, b: Any, c: Any, out: Any) -> Any:
