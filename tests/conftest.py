@@ -7,8 +7,10 @@ and compares them with the ``numpy`` reference backend in float64.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import pkgutil
 import shutil
 import sys
 import tempfile
@@ -82,6 +84,18 @@ def backend_params():
             marks = (pytest.mark.skip(reason=f"backend {name!r} unavailable: {exc}"),)
         params.append(pytest.param(name, id=name, marks=marks))
     return params
+
+
+def numba_modules():
+    """Every module of the numba backend package, imported: found on disk, so that a new
+    kernel module is in each test that goes over them (``jit.kernels_in`` lists its
+    kernels)."""
+    from normdrop.backends import numba_backend
+
+    return [
+        importlib.import_module(f"{numba_backend.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(numba_backend.__path__)
+    ]
 
 
 @pytest.fixture(params=backend_params())
