@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ._arrays import NO_PARTIALS, empty, kernel_in, placeholder
-from ._channels import channel_next, channel_partials, channel_walk
+from ._channels import channel_next, channel_partials, channel_walk, flat_pass
 from ._reduce import column_geometry, column_pair, column_sums2, shifted_moments
-from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
+from ._runtime import cuda, kernel, launch, on_device
 
 __all__ = [
     "FOLD_COUNT",
@@ -279,19 +279,17 @@ def affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any, s: Any) -> None:
     out : device array like ``x`` (may be ``x``)
     s : stream
     """
-    if x.size:
-        launch(
-            _affine_kernel,
-            blocks_for(x.size),
-            THREADS,
-            s,
-            kernel_in(x.reshape(-1)),
-            kernel_in(mean),
-            kernel_in(scale),
-            kernel_in(shift),
-            x.shape[2],
-            out.reshape(-1),
-        )
+    flat_pass(
+        _affine_kernel,
+        x,
+        s,
+        kernel_in(x.reshape(-1)),
+        kernel_in(mean),
+        kernel_in(scale),
+        kernel_in(shift),
+        x.shape[2],
+        out.reshape(-1),
+    )
 
 
 def channel_affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:

@@ -20,9 +20,9 @@ import numpy as np
 
 from ._arrays import empty, kernel_in, placeholder
 from ._batchnorm import channel_pair
-from ._channels import channel_next, channel_partials, channel_walk
+from ._channels import channel_next, channel_partials, channel_walk, flat_pass
 from ._reduce import column_geometry, column_pair
-from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
+from ._runtime import cuda, kernel, launch, on_device
 
 __all__ = [
     "MERGE_ACCUMULATE",
@@ -97,22 +97,20 @@ def _elemt(
     dy: Any, x: Any, mean: Any, a: Any, b: Any, shift: Any, full: bool, out: Any, s: Any
 ) -> None:
     """Launch :func:`_backward_elemt_kernel` over the flat data (inside ``on_device``)."""
-    if x.size:
-        launch(
-            _backward_elemt_kernel,
-            blocks_for(x.size),
-            THREADS,
-            s,
-            kernel_in(dy.reshape(-1)),
-            kernel_in(x.reshape(-1)),
-            kernel_in(mean),
-            kernel_in(a),
-            kernel_in(b),
-            kernel_in(shift),
-            full,
-            x.shape[2],
-            out.reshape(-1),
-        )
+    flat_pass(
+        _backward_elemt_kernel,
+        x,
+        s,
+        kernel_in(dy.reshape(-1)),
+        kernel_in(x.reshape(-1)),
+        kernel_in(mean),
+        kernel_in(a),
+        kernel_in(b),
+        kernel_in(shift),
+        full,
+        x.shape[2],
+        out.reshape(-1),
+    )
 
 
 def batch_norm_backward(

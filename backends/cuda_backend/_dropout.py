@@ -64,7 +64,8 @@ def _fill_words(words, base, blocks, first, k0, k1, c2, c3):
     """Thread ``t`` puts the words of Philox block ``first + base + t`` at ``words[4t:4t+4]``.
 
     Shared index ``i`` then holds the word of the chunk's element ``i`` (global
-    element ``4 * (first + base) + i``). The caller synchronises before reading.
+    element ``4 * (first + base) + i``). Every thread of the block calls it: it
+    synchronises before returning, so the words can be read at once.
     """
     t = cuda.threadIdx.x
     q = base + t
@@ -74,6 +75,7 @@ def _fill_words(words, base, blocks, first, k0, k1, c2, c3):
         words[4 * t + 1] = w1
         words[4 * t + 2] = w2
         words[4 * t + 3] = w3
+    cuda.syncthreads()
 
 
 @cuda.jit(device=True)
@@ -98,31 +100,9 @@ def _load4(x, j0, width, zero):
 
 
 @cuda.jit(device=True)
-def _store4(out, j0, width, v0, v1, v2, v3, keep0, keep1, keep2, keep3, scale):
-    """``out[j0 + k * width] = v_k * scale`` where ``keep_k``, else 0 (in ``out`` only).
-
-    With :func:`_load4` first, all four loads come before any store (``out`` may
-    be the input: no load waits for a store).
-    """
-    n = out.shape[0]
-    zero = scale - scale
-    j1 = j0 + width
-    j2 = j1 + width
-    j3 = j2 + width
-    if 0 <= j0 < n:
-        out[j0] = v0 * scale if keep0 else zero
-    if 0 <= j1 < n:
-        out[j1] = v1 * scale if keep1 else zero
-    if 0 <= j2 < n:
-        out[j2] = v2 * scale if keep2 else zero
-    if 0 <= j3 < n:
-        out[j3] = v3 * scale if keep3 else zero
-
-
-@cuda.jit(device=True)
-def _bit(bitmask, j):
-    """Bit ``j`` of the little-endian packed ``bitmask`` (0 past its end)."""
-    return (bitmask[j >> 3] >> (j & 7)) & 1 if (j >> 3) < bitmask.shape[0] else 0
+def _keep(word, threshold, scale, v):
+    """``v * scale`` when kept (``word >= threshold``), else 0, in ``v``'s dtype."""
+    return v * scale if word >= threshold else scale - scale
 
 
 @kernel
@@ -146,15 +126,19 @@ def _dropout_kernel(
     base = cuda.blockIdx.x * width
     while base < blocks:
         _fill_words(words, base, blocks, first, k0, k1, c2, c3)
-        cuda.syncthreads()
         j0 = _chunk_index(base, start, 0)
+        j1 = j0 + width
+        j2 = j1 + width
+        j3 = j2 + width
         v0, v1, v2, v3 = _load4(x, j0, width, scale - scale)
-        _store4(
-            out, j0, width, v0, v1, v2, v3,
-            words[t] >= threshold, words[t + width] >= threshold,
-            words[t + 2 * width] >= threshold, words[t + 3 * width] >= threshold,
-            scale,
-        )  # fmt: skip
+        if 0 <= j0 < n:
+            out[j0] = _keep(words[t], threshold, scale, v0)
+        if 0 <= j1 < n:
+            out[j1] = _keep(words[t + width], threshold, scale, v1)
+        if 0 <= j2 < n:
+            out[j2] = _keep(words[t + 2 * width], threshold, scale, v2)
+        if 0 <= j3 < n:
+            out[j3] = _keep(words[t + 3 * width], threshold, scale, v3)
         if has_bitmask and 2 * t < width:
             byte = base // 2 + t
             if byte < bitmask.shape[0]:
@@ -178,13 +162,18 @@ def _apply_bitmask_kernel(dy, bitmask, scale, out):
     width = cuda.blockDim.x
     j0 = cuda.blockIdx.x * 4 * width + cuda.threadIdx.x
     while j0 - cuda.threadIdx.x < n:
+        j1 = j0 + width
+        j2 = j1 + width
+        j3 = j2 + width
         v0, v1, v2, v3 = _load4(dy, j0, width, scale - scale)
-        _store4(
-            out, j0, width, v0, v1, v2, v3,
-            _bit(bitmask, j0), _bit(bitmask, j0 + width),
-            _bit(bitmask, j0 + 2 * width), _bit(bitmask, j0 + 3 * width),
-            scale,
-        )  # fmt: skip
+        if j0 < n:
+            out[j0] = v0 * scale if (bitmask[j0 >> 3] >> (j0 & 7)) & 1 else scale - scale
+        if j1 < n:
+            out[j1] = v1 * scale if (bitmask[j1 >> 3] >> (j1 & 7)) & 1 else scale - scale
+        if j2 < n:
+            out[j2] = v2 * scale if (bitmask[j2 >> 3] >> (j2 & 7)) & 1 else scale - scale
+        if j3 < n:
+            out[j3] = v3 * scale if (bitmask[j3 >> 3] >> (j3 & 7)) & 1 else scale - scale
         j0 += cuda.gridDim.x * 4 * width
 
 
@@ -200,7 +189,6 @@ def _words_kernel(first, start, blocks, k0, k1, c2, c3, as_mask, threshold, out)
     base = cuda.blockIdx.x * width
     while base < blocks:
         _fill_words(words, base, blocks, first, k0, k1, c2, c3)
-        cuda.syncthreads()
         for k in range(4):
             j = _chunk_index(base, start, k)
             if 0 <= j < out.shape[0]:
