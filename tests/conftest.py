@@ -12,8 +12,10 @@ import importlib.util
 import os
 import pkgutil
 import shutil
+import subprocess
 import sys
 import tempfile
+import textwrap
 
 # Before anything imports numba: the cuda backend runs on the GPU when there is one and CuPy is
 # installed (the cuda extra), and on the CUDA simulator otherwise.
@@ -84,6 +86,18 @@ def backend_params():
             marks = (pytest.mark.skip(reason=f"backend {name!r} unavailable: {exc}"),)
         params.append(pytest.param(name, id=name, marks=marks))
     return params
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` (dedented) in a fresh interpreter with ``env`` added to the environment;
+    its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def numba_modules():
