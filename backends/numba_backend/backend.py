@@ -40,12 +40,6 @@ def _clone(kernel: Kernel, size: int) -> Any:
     return kernel.serial if size < PARALLEL_MIN_SIZE else kernel.parallel
 
 
-def _philox_start(offset: int) -> tuple[np.uint64, int]:
-    """The kernels' ``(block0, lane0)`` for global element ``offset``: its Philox block
-    (uint64) and its word in that block."""
-    return np.uint64(offset // 4), offset % 4
-
-
 class _Interface:
     """Holds an ``__array_interface__`` and the array whose memory it describes."""
 
@@ -276,7 +270,8 @@ class NumbaBackend:
             bitmask if pack else _NO_BITS,
             pack,
             stats,
-            *_philox_start(offset),
+            np.uint64(offset // 4),
+            offset % 4,
         )
         return out, r_out, stats[0], stats[1]
 
@@ -333,7 +328,7 @@ class NumbaBackend:
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
         """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
         return _clone(philox.philox_words, n)(
-            int(n), *_philox_start(offset), philox.key_words(seed, call)
+            int(n), np.uint64(offset // 4), offset % 4, philox.key_words(seed, call)
         )
 
     def dropout_forward(
@@ -361,7 +356,8 @@ class NumbaBackend:
             out.reshape(-1),
             bitmask if pack else _NO_BITS,
             pack,
-            *_philox_start(offset),
+            np.uint64(offset // 4),
+            offset % 4,
         )
         return out
 
