@@ -7,11 +7,15 @@ and compares them with the ``numpy`` reference backend in float64.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import pkgutil
 import shutil
+import subprocess
 import sys
 import tempfile
+import textwrap
 
 # Before anything imports numba: the cuda backend runs on the GPU when there is one and CuPy is
 # installed (the cuda extra), and on the CUDA simulator otherwise.
@@ -82,6 +86,30 @@ def backend_params():
             marks = (pytest.mark.skip(reason=f"backend {name!r} unavailable: {exc}"),)
         params.append(pytest.param(name, id=name, marks=marks))
     return params
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` (dedented) in a fresh interpreter with ``env`` added to the environment;
+    its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def numba_modules():
+    """Every module of the numba backend package, imported: found on disk, so that a new
+    kernel module is in each test that goes over them (``jit.kernels_in`` lists its
+    kernels)."""
+    from normdrop.backends import numba_backend
+
+    return [
+        importlib.import_module(f"{numba_backend.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(numba_backend.__path__)
+    ]
 
 
 @pytest.fixture(params=backend_params())

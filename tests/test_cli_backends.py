@@ -4,26 +4,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import textwrap
 
 import pytest
+from conftest import run_python
 
 import normdrop
 from normdrop import registry
 from normdrop.cli import main
 from normdrop.errors import BackendNotInstalledError
-
-
-def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_info_lists_every_backend(capsys):
@@ -56,7 +45,7 @@ def test_installed_backend_without_its_device_is_not_called_uninstalled(monkeypa
 
 def test_info_without_gpu_says_cuda_is_installed():
     pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")
-    result = _run(
+    result = run_python(
         """
         import numba.cuda
         if numba.cuda.is_available():
@@ -77,7 +66,7 @@ def test_info_without_gpu_says_cuda_is_installed():
 
 
 def test_info_names_the_extra_when_a_package_is_missing():
-    result = _run(
+    result = run_python(
         """
         import sys
         sys.modules["numba_cuda"] = None  # as if numba-cuda were not installed
@@ -91,7 +80,7 @@ def test_info_names_the_extra_when_a_package_is_missing():
 
 
 def test_unknown_environment_backend_names_the_variable():
-    result = _run(
+    result = run_python(
         "from normdrop.cli import main; raise SystemExit(main(['demo']))",
         NORMDROP_BACKEND="nonesuch",
     )

@@ -10,14 +10,11 @@ which executes every CUDA thread in Python: shapes stay small.
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
-import textwrap
 import types
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import normdrop
 from normdrop import functional as F
@@ -399,18 +396,8 @@ def test_pytest_header_names_the_simulator_or_the_gpu():
 
 
 # ----------------------------------------------------------------------------- installation
-def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_missing_numba_cuda_names_the_extra():
-    result = _run(
+    result = run_python(
         """
         import sys
         import normdrop

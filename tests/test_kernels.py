@@ -18,10 +18,11 @@ import pytest
 from conftest import SLOW_BACKENDS, backend_params, tol
 
 import normdrop
+from normdrop._conformance.optional import reference_batch_norm_forward
 from normdrop.capabilities import OPTIONAL_KEYWORDS, OPTIONAL_MEMBERS, takes_keyword
 from normdrop.protocol import REQUIRED_MEMBERS, Backend
 from normdrop.random import dropout_threshold
-from normdrop.testing import _reference_batch_norm_forward, check_backend
+from normdrop.testing import check_backend
 
 REF = normdrop.get_backend("numpy")
 DTYPES = [np.float64, np.float32]
@@ -261,7 +262,7 @@ def test_batch_norm_forward(name, shape, dtype, mode, wdt, bdt, rdt):
     rv_ref = None if rv is None else rv.astype(np.float64)
     ref_w = None if w is None else w.astype(np.float64)
     ref_b = None if b is None else b.astype(np.float64)
-    expected = _reference_batch_norm_forward(
+    expected = reference_batch_norm_forward(
         REF,
         x,
         rm_ref,

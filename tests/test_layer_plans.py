@@ -10,6 +10,7 @@ import numpy as np
 
 import normdrop
 import normdrop.functional as F
+from normdrop._conformance.optional import reference_batch_norm_forward
 
 
 def _x(rng, shape=(6, 4)):
@@ -112,17 +113,12 @@ class _UpdatesLayerState(normdrop.get_backend("numpy").__class__):
         self, x, rm, rv, w, b, use_batch, update, momentum, eps, out, counter=None
     ):
         self.passed.append(("counter", counter))
-        mean, var = self.channel_moments(x) if use_batch else (rm, rv)
-        if update:
-            count = x.shape[0] * x.shape[2]
-            rm[...] = (1 - momentum) * rm + momentum * mean
-            rv[...] = (1 - momentum) * rv + momentum * var * count / (count - 1)
-        rstd = 1 / np.sqrt(var + eps)
-        scale = rstd * w if w is not None else rstd
-        shift = b if b is not None else np.zeros_like(mean)
+        result = reference_batch_norm_forward(
+            self, x, rm, rv, w, b, use_batch, update, momentum, eps, out
+        )
         if counter is not None and update:
             counter[...] += 1
-        return self.channel_affine(x, mean, scale, shift, out), mean, rstd
+        return result
 
     def batch_norm_backward(self, dy, x, mean, rstd, weight, training, out, accumulate=None):
         self.passed.append(("bn accumulate", accumulate))

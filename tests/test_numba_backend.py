@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tol
+from conftest import numba_modules, tol
 
 import normdrop
 from normdrop import functional as F
@@ -19,8 +19,8 @@ numba = pytest.importorskip("numba")
 
 from normdrop.backends.numba_backend import (  # noqa: E402
     channel_sums,
-    channel_tasks,
     dropout,
+    dropout_add_norm,
     elementwise,
     fused,
     jit,
@@ -177,18 +177,8 @@ def test_functional_dropout_identical(rng, shape, dtype):
 
 
 # ----------------------------------------------------------------------------- determinism
-#: The modules that define kernels.
-KERNEL_MODULES = (
-    channel_sums,
-    channel_tasks,
-    dropout,
-    elementwise,
-    fused,
-    philox,
-    rows,
-    rows_backward,
-    stats,
-)
+#: Every module of the backend (``jit.kernels_in`` finds the kernels of each).
+KERNEL_MODULES = numba_modules()
 
 
 def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
@@ -225,6 +215,12 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
     bn_stats = fused.batch_norm_forward(parallel, x3, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
+    fused_out, fused_r, fused_bits = np.empty_like(x2), np.empty_like(x2), np.empty_like(bits)
+    fused_stats = np.empty((2, x2.shape[0]))
+    dropout_add_norm.dropout_add_layer_norm_rows(
+        parallel, x2, g2, w, None, 1e-5, True, np.uint64(2**31), np.float32(1.25), key,
+        fused_out, fused_r, fused_bits, True, fused_stats, np.uint64(0), 0,
+    )  # fmt: skip
     return [
         *stats.channel_moments(parallel, x3),
         *channel_sums.channel_sums(parallel, g3, x3, mean3),
@@ -242,6 +238,10 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         *bn_stats,
         rm,
         rv,
+        fused_out,
+        fused_r,
+        fused_bits,
+        *fused_stats,
         drop,
         bits,
         dx,

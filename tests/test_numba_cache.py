@@ -19,30 +19,12 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from normdrop.backends.numba_backend import (  # noqa: E402
-    channel_sums,
-    dropout,
-    dropout_add_norm,
-    elementwise,
-    fused,
-    philox,
-    rows,
-    rows_backward,
-    stats,
-)
+from conftest import numba_modules  # noqa: E402
+
 from normdrop.backends.numba_backend.jit import Kernel, KernelVariants, kernels_in  # noqa: E402
 
-MODULES = (
-    channel_sums,
-    dropout,
-    dropout_add_norm,
-    elementwise,
-    fused,
-    philox,
-    rows,
-    rows_backward,
-    stats,
-)
+#: Every module of the backend (``kernels_in`` finds the kernels of each).
+MODULES = numba_modules()
 
 
 def _run(code: str, cache: str, *args: str) -> subprocess.CompletedProcess:
@@ -95,14 +77,11 @@ def test_batch_norm_signatures_in_later_processes_load_from_the_cache(tmp_path):
 
 # ----------------------------------------------------------------------------- every kernel
 _EVERY_KERNEL = """
+import importlib
 import sys
 import numpy as np
 import normdrop
 import normdrop.functional as F
-from normdrop.backends.numba_backend import (
-    channel_sums, dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward,
-    stats,
-)
 from normdrop.backends.numba_backend.jit import kernels_in
 
 NB = normdrop.get_backend("numba")
@@ -146,11 +125,8 @@ for par in (False, True):  # LayerNorm rows split in segments
     out += [y, mean, rstd, *F.layer_norm_backward(x, x, 70000, mean, rstd)[:1]]
 np.savez(sys.argv[1], *out)
 
-# which kernels this process compiled rather than loaded from the cache
-mods = (
-    channel_sums, dropout, dropout_add_norm, elementwise, fused, philox, rows, rows_backward,
-    stats,
-)
+# which kernels this process compiled rather than loaded from the cache (the modules: argv)
+mods = [importlib.import_module(name) for name in sys.argv[2:]]
 kernels = [k for m in mods for k in kernels_in(m).values()]
 misses = sum(sum(d.stats.cache_misses.values()) for k in kernels for d in k)
 hits = sum(sum(d.stats.cache_hits.values()) for k in kernels for d in k)
@@ -168,7 +144,7 @@ def test_every_kernel_from_the_cache_gives_the_fresh_bits(tmp_path):
     runs = []
     for i in range(2):
         path = str(tmp_path / f"{i}.npz")
-        proc = _run(_EVERY_KERNEL, cache, path)
+        proc = _run(_EVERY_KERNEL, cache, path, *(m.__name__ for m in MODULES))
         assert proc.returncode == 0, f"process {i}: rc {proc.returncode}\n{proc.stderr}"
         misses, hits = map(int, proc.stdout.split())
         with np.load(path) as saved:

@@ -31,6 +31,23 @@ def _init_affine(rng, tlayer, layer):
     layer.load_state_dict(tlayer.state_dict(), strict=False)
 
 
+def _step_matches_torch(backend, layer, tlayer, x, g, dtype):
+    """One forward and backward of both layers: the outputs, the input gradients and the
+    accumulated parameter gradients agree with PyTorch's."""
+    tx = _t(x).requires_grad_(True)
+    ty = tlayer(tx)
+    ty.backward(_t(g))
+    close = tol(dtype, "torch")
+    y = layer(backend.asarray(x))
+    dx = layer.backward(backend.asarray(g))
+    np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **close)
+    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **close)
+    for name, param in tlayer.named_parameters():
+        np.testing.assert_allclose(
+            host(backend, layer.grads[name]), param.grad.numpy(), **close, err_msg=name
+        )
+
+
 # ----------------------------------------------------------------------------- BatchNorm1d
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5)])
@@ -52,41 +69,16 @@ def test_batchnorm_matches_torch(backend, rng, dtype, shape, momentum, affine, t
     for step in range(3):
         x = (rng.standard_normal(shape) * (step + 1) + step).astype(dtype)
         g = rng.standard_normal(shape).astype(dtype)
-        tx = _t(x).requires_grad_(True)
-        ty = tbn(tx)
-        ty.backward(_t(g))
-        y = bn(backend.asarray(x))
-        dx = bn.backward(backend.asarray(g))
-        np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **tol(dtype, "torch"))
-        np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **tol(dtype, "torch"))
+        _step_matches_torch(backend, bn, tbn, x, g, dtype)
         for k, v in tbn.state_dict().items():
             ours = bn.state_dict()[k]
             assert ours.dtype == v.numpy().dtype, k
             np.testing.assert_allclose(ours, v.numpy(), **tol(dtype, "torch"), err_msg=k)
-        if affine:  # gradients accumulate in both
-            np.testing.assert_allclose(
-                host(backend, bn.grads["weight"]), tbn.weight.grad.numpy(), **tol(dtype, "torch")
-            )
-            np.testing.assert_allclose(
-                host(backend, bn.grads["bias"]), tbn.bias.grad.numpy(), **tol(dtype, "torch")
-            )
     tbn.eval()
     bn.eval()
     x = rng.standard_normal(shape).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
-    tx = _t(x).requires_grad_(True)
-    ty = tbn(tx)
-    ty.backward(_t(g))
-    np.testing.assert_allclose(
-        backend.to_numpy(bn(backend.asarray(x))), ty.detach().numpy(), **tol(dtype, "torch")
-    )
-    np.testing.assert_allclose(
-        backend.to_numpy(bn.backward(backend.asarray(g))), tx.grad.numpy(), **tol(dtype, "torch")
-    )
-    if affine:
-        np.testing.assert_allclose(
-            host(backend, bn.grads["weight"]), tbn.weight.grad.numpy(), **tol(dtype, "torch")
-        )
+    _step_matches_torch(backend, bn, tbn, x, g, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -127,17 +119,7 @@ def test_layernorm_matches_torch(backend, rng, dtype, normalized_shape, shape, a
     assert list(ln.state_dict()) == list(tln.state_dict())
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
-    tx = _t(x).requires_grad_(True)
-    ty = tln(tx)
-    ty.backward(_t(g))
-    y = ln(backend.asarray(x))
-    dx = ln.backward(backend.asarray(g))
-    np.testing.assert_allclose(backend.to_numpy(y), ty.detach().numpy(), **tol(dtype, "torch"))
-    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **tol(dtype, "torch"))
-    for name, param in tln.named_parameters():
-        np.testing.assert_allclose(
-            host(backend, ln.grads[name]), param.grad.numpy(), **tol(dtype, "torch"), err_msg=name
-        )
+    _step_matches_torch(backend, ln, tln, x, g, dtype)
 
 
 # ----------------------------------------------------------------------------- state dicts

@@ -26,6 +26,30 @@ def _close(ours, theirs, tol, what):
     np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol * 10, err_msg=what)
 
 
+def _same_parameters(rng, ours, theirs, np_dtype):
+    """Random values for every parameter, the same in both layers."""
+    for name, param in theirs.named_parameters():
+        value = rng.standard_normal(tuple(param.shape)).astype(np_dtype)
+        getattr(ours, name)[...] = value
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(value))
+
+
+def _step(ours, theirs, x, g, tol):
+    """One forward and backward of both layers: outputs and input gradients agree."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = theirs(xt)
+    yt.backward(torch.from_numpy(g))
+    _close(ours(x), yt, tol, "forward")
+    _close(ours.backward(g), xt.grad, tol * 10, "grad_input")
+
+
+def _parameter_grads(ours, theirs, tol):
+    """The accumulated gradient of every parameter agrees."""
+    for name, param in theirs.named_parameters():
+        _close(ours.grads[name], param.grad, tol * 10, f"grad_{name}")
+
+
 @_SETTINGS
 @given(
     n=st.integers(2, 6),
@@ -45,23 +69,12 @@ def test_batchnorm1d_matches_torch(n, c, length, affine, track, momentum, eps, d
     shape = (n, c) if length is None else (n, c, length)
     ours = normdrop.BatchNorm1d(c, eps, momentum, affine, track, dtype=dtype, backend="numba")
     theirs = torch.nn.BatchNorm1d(c, eps, momentum, affine, track, dtype=t_dtype)
-    if affine:
-        w, b = rng.standard_normal(c).astype(np_dtype), rng.standard_normal(c).astype(np_dtype)
-        ours.weight[...], ours.bias[...] = w, b
-        with torch.no_grad():
-            theirs.weight.copy_(torch.from_numpy(w))
-            theirs.bias.copy_(torch.from_numpy(b))
+    _same_parameters(rng, ours, theirs, np_dtype)
     for step in range(steps):
         x = (rng.standard_normal(shape) * 3 + step).astype(np_dtype)
         g = rng.standard_normal(shape).astype(np_dtype)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        yt = theirs(xt)
-        yt.backward(torch.from_numpy(g))
-        _close(ours(x), yt, tol, "forward")
-        _close(ours.backward(g), xt.grad, tol * 10, "grad_input")
-    if affine:
-        _close(ours.grads["weight"], theirs.weight.grad, tol * 10, "grad_weight")
-        _close(ours.grads["bias"], theirs.bias.grad, tol * 10, "grad_bias")
+        _step(ours, theirs, x, g, tol)
+    _parameter_grads(ours, theirs, tol)
     if track:
         _close(ours.running_mean, theirs.running_mean, tol, "running_mean")
         _close(ours.running_var, theirs.running_var, tol, "running_var")
@@ -89,27 +102,11 @@ def test_layernorm_matches_torch(lead, normalized, elementwise_affine, bias, eps
     ns = tuple(normalized)
     ours = normdrop.LayerNorm(ns, eps, elementwise_affine, bias, dtype=dtype, backend="numba")
     theirs = torch.nn.LayerNorm(ns, eps, elementwise_affine, bias, dtype=t_dtype)
-    if elementwise_affine:
-        w = rng.standard_normal(ns).astype(np_dtype)
-        ours.weight[...] = w
-        with torch.no_grad():
-            theirs.weight.copy_(torch.from_numpy(w))
-        if bias:
-            b = rng.standard_normal(ns).astype(np_dtype)
-            ours.bias[...] = b
-            with torch.no_grad():
-                theirs.bias.copy_(torch.from_numpy(b))
+    _same_parameters(rng, ours, theirs, np_dtype)
     x = (rng.standard_normal(shape) * 2 + 1).astype(np_dtype)
     g = rng.standard_normal(shape).astype(np_dtype)
-    xt = torch.from_numpy(x).requires_grad_(True)
-    yt = theirs(xt)
-    yt.backward(torch.from_numpy(g))
-    _close(ours(x), yt, tol, "forward")
-    _close(ours.backward(g), xt.grad, tol * 10, "grad_input")
-    if elementwise_affine:
-        _close(ours.grads["weight"], theirs.weight.grad, tol * 10, "grad_weight")
-        if bias:
-            _close(ours.grads["bias"], theirs.bias.grad, tol * 10, "grad_bias")
+    _step(ours, theirs, x, g, tol)
+    _parameter_grads(ours, theirs, tol)
 
 
 @_SETTINGS

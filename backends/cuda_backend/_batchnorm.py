@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ._arrays import NO_PARTIALS, empty, kernel_in, placeholder
-from ._channels import channel_next, channel_partials, channel_walk
-from ._reduce import column_geometry, column_pair, shifted_moments
-from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
+from ._channels import channel_next, channel_partials, channel_walk, flat_pass
+from ._reduce import column_geometry, column_pair, column_sums2, shifted_moments
+from ._runtime import cuda, kernel, launch, on_device
 
 __all__ = [
     "FOLD_COUNT",
@@ -34,6 +34,7 @@ __all__ = [
     "batch_norm_forward",
     "channel_affine",
     "channel_moments",
+    "channel_pair",
 ]
 
 #: Bits of the fold kernel's ``flags`` (one integer argument instead of five booleans).
@@ -114,6 +115,34 @@ def _affine_kernel(x, mean, scale, shift, length, out):
 
 
 # ----------------------------------------------------------------------------- launches
+def channel_pair(dy: Any, x: Any, mean: Any | None) -> tuple[Any, Any]:
+    """Two per-channel float64 reductions of ``(N, C, L)`` data, on the device.
+
+    The partials kernel of :mod:`._channels`, then a merge of its rows: without
+    ``mean``, the mean and biased variance of ``x`` (``dy`` is not read); with it,
+    ``sum(dy)`` and ``sum((x - mean) * dy)``.
+
+    Parameters
+    ----------
+    dy, x : device arrays of shape (N, C, L), C-contiguous
+    mean : float64 device array of shape (C,), or None
+
+    Returns
+    -------
+    pair of device arrays of shape (C,)
+    """
+    channels = x.shape[1]
+    with on_device(x) as s:
+        pair = empty((2, channels), np.float64)
+        if channels and mean is None:
+            p = channel_partials(x, x, placeholder(np.float64), False, s)
+            blocks, block = column_geometry(channels)
+            launch(_moments_merge_kernel, blocks, block, s, kernel_in(x), kernel_in(p), pair)
+        elif channels:  # the backward sums: plain column sums of the partials
+            column_sums2(channel_partials(dy, x, mean, True, s), pair[0], pair[1], s)
+    return pair[0], pair[1]
+
+
 def channel_moments(x: Any) -> tuple[Any, Any]:
     """Per-channel float64 mean and biased variance of ``(N, C, L)`` data, on the device.
 
@@ -125,14 +154,7 @@ def channel_moments(x: Any) -> tuple[Any, Any]:
     -------
     mean, var : device arrays of shape (C,)
     """
-    channels = x.shape[1]
-    with on_device(x) as s:
-        stats = empty((2, channels), np.float64)
-        if channels:
-            p = channel_partials(x, x, placeholder(np.float64), False, s)
-            blocks, block = column_geometry(channels)
-            launch(_moments_merge_kernel, blocks, block, s, kernel_in(x), kernel_in(p), stats)
-    return stats[0], stats[1]
+    return channel_pair(x, x, None)
 
 
 _FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -257,19 +279,17 @@ def affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any, s: Any) -> None:
     out : device array like ``x`` (may be ``x``)
     s : stream
     """
-    if x.size:
-        launch(
-            _affine_kernel,
-            blocks_for(x.size),
-            THREADS,
-            s,
-            kernel_in(x.reshape(-1)),
-            kernel_in(mean),
-            kernel_in(scale),
-            kernel_in(shift),
-            x.shape[2],
-            out.reshape(-1),
-        )
+    flat_pass(
+        _affine_kernel,
+        x,
+        s,
+        kernel_in(x.reshape(-1)),
+        kernel_in(mean),
+        kernel_in(scale),
+        kernel_in(shift),
+        x.shape[2],
+        out.reshape(-1),
+    )
 
 
 def channel_affine(x: Any, mean: Any, scale: Any, shift: Any, out: Any) -> Any:

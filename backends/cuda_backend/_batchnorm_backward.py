@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from ._arrays import empty, kernel_in, placeholder
-from ._channels import channel_next, channel_partials, channel_walk
-from ._reduce import column_geometry, column_pair, column_sums2
-from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
+from ._batchnorm import channel_pair
+from ._channels import channel_next, channel_partials, channel_walk, flat_pass
+from ._reduce import column_geometry, column_pair
+from ._runtime import cuda, kernel, launch, on_device
 
 __all__ = [
     "MERGE_ACCUMULATE",
@@ -96,22 +97,20 @@ def _elemt(
     dy: Any, x: Any, mean: Any, a: Any, b: Any, shift: Any, full: bool, out: Any, s: Any
 ) -> None:
     """Launch :func:`_backward_elemt_kernel` over the flat data (inside ``on_device``)."""
-    if x.size:
-        launch(
-            _backward_elemt_kernel,
-            blocks_for(x.size),
-            THREADS,
-            s,
-            kernel_in(dy.reshape(-1)),
-            kernel_in(x.reshape(-1)),
-            kernel_in(mean),
-            kernel_in(a),
-            kernel_in(b),
-            kernel_in(shift),
-            full,
-            x.shape[2],
-            out.reshape(-1),
-        )
+    flat_pass(
+        _backward_elemt_kernel,
+        x,
+        s,
+        kernel_in(dy.reshape(-1)),
+        kernel_in(x.reshape(-1)),
+        kernel_in(mean),
+        kernel_in(a),
+        kernel_in(b),
+        kernel_in(shift),
+        full,
+        x.shape[2],
+        out.reshape(-1),
+    )
 
 
 def batch_norm_backward(
@@ -206,12 +205,7 @@ def channel_backward_reduce(dy: Any, x: Any, mean: Any) -> tuple[Any, Any]:
     -------
     sum_dy, sum_dy_xmu : device arrays of shape (C,)
     """
-    channels = x.shape[1]
-    with on_device(x) as s:
-        sums = empty((2, channels), np.float64)
-        if channels:
-            column_sums2(channel_partials(dy, x, mean, True, s), sums[0], sums[1], s)
-    return sums[0], sums[1]
+    return channel_pair(dy, x, mean)
 
 
 def channel_backward_elemt(dy: Any, x: Any, mean: Any, a: Any, b: Any, c: Any, out: Any) -> Any:

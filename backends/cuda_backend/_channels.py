@@ -31,6 +31,7 @@ __all__ = [
     "channel_next",
     "channel_partials",
     "channel_walk",
+    "flat_pass",
     "partial_geometry",
 ]
 
@@ -209,3 +210,22 @@ def channel_partials(dy: Any, x: Any, mean: Any, backward: bool, s: Any) -> Any:
     args = (kernel_in(dy), kernel_in(x), kernel_in(mean), backward, p)
     launch(_partials_kernel, grid, block, s, *args)
     return p
+
+
+def flat_pass(fn: Any, x: Any, s: Any, *args: Any) -> None:
+    """Launch element-wise kernel ``fn(*args)`` over the flat data of ``x`` on stream ``s``.
+
+    A grid-stride launch of ``THREADS``-thread blocks over the ``x.size`` elements
+    (the kernel walks the channels with :func:`channel_walk`); nothing when ``x``
+    is empty.
+
+    Parameters
+    ----------
+    fn : numba.cuda dispatcher
+    x : device array of shape (N, C, L)
+    s : stream
+    *args
+        The kernel's arguments.
+    """
+    if x.size:
+        launch(fn, blocks_for(x.size), THREADS, s, *args)

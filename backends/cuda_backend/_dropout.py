@@ -64,7 +64,8 @@ def _fill_words(words, base, blocks, first, k0, k1, c2, c3):
     """Thread ``t`` puts the words of Philox block ``first + base + t`` at ``words[4t:4t+4]``.
 
     Shared index ``i`` then holds the word of the chunk's element ``i`` (global
-    element ``4 * (first + base) + i``). The caller synchronises before reading.
+    element ``4 * (first + base) + i``). Every thread of the block calls it: it
+    synchronises before returning, so the words can be read at once.
     """
     t = cuda.threadIdx.x
     q = base + t
@@ -74,12 +75,28 @@ def _fill_words(words, base, blocks, first, k0, k1, c2, c3):
         words[4 * t + 1] = w1
         words[4 * t + 2] = w2
         words[4 * t + 3] = w3
+    cuda.syncthreads()
 
 
 @cuda.jit(device=True)
 def _chunk_index(base, start, k):
     """Local element of shared slot ``k * blockDim.x + threadIdx.x`` of the chunk at ``base``."""
     return 4 * base + k * cuda.blockDim.x + cuda.threadIdx.x - start
+
+
+@cuda.jit(device=True)
+def _load4(x, j0, width, zero):
+    """Elements ``j0 + k * width`` (``k = 0 .. 3``) of flat ``x``; ``zero`` outside it."""
+    n = x.shape[0]
+    j1 = j0 + width
+    j2 = j1 + width
+    j3 = j2 + width
+    return (
+        x[j0] if 0 <= j0 < n else zero,
+        x[j1] if 0 <= j1 < n else zero,
+        x[j2] if 0 <= j2 < n else zero,
+        x[j3] if 0 <= j3 < n else zero,
+    )
 
 
 @cuda.jit(device=True)
@@ -109,15 +126,11 @@ def _dropout_kernel(
     base = cuda.blockIdx.x * width
     while base < blocks:
         _fill_words(words, base, blocks, first, k0, k1, c2, c3)
-        cuda.syncthreads()
         j0 = _chunk_index(base, start, 0)
         j1 = j0 + width
         j2 = j1 + width
         j3 = j2 + width
-        v0 = x[j0] if 0 <= j0 < n else scale - scale
-        v1 = x[j1] if 0 <= j1 < n else scale - scale
-        v2 = x[j2] if 0 <= j2 < n else scale - scale
-        v3 = x[j3] if 0 <= j3 < n else scale - scale
+        v0, v1, v2, v3 = _load4(x, j0, width, scale - scale)
         if 0 <= j0 < n:
             out[j0] = _keep(words[t], threshold, scale, v0)
         if 0 <= j1 < n:
@@ -152,10 +165,7 @@ def _apply_bitmask_kernel(dy, bitmask, scale, out):
         j1 = j0 + width
         j2 = j1 + width
         j3 = j2 + width
-        v0 = dy[j0] if j0 < n else scale - scale
-        v1 = dy[j1] if j1 < n else scale - scale
-        v2 = dy[j2] if j2 < n else scale - scale
-        v3 = dy[j3] if j3 < n else scale - scale
+        v0, v1, v2, v3 = _load4(dy, j0, width, scale - scale)
         if j0 < n:
             out[j0] = v0 * scale if (bitmask[j0 >> 3] >> (j0 & 7)) & 1 else scale - scale
         if j1 < n:
@@ -179,7 +189,6 @@ def _words_kernel(first, start, blocks, k0, k1, c2, c3, as_mask, threshold, out)
     base = cuda.blockIdx.x * width
     while base < blocks:
         _fill_words(words, base, blocks, first, k0, k1, c2, c3)
-        cuda.syncthreads()
         for k in range(4):
             j = _chunk_index(base, start, k)
             if 0 <= j < out.shape[0]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._arrays import empty, kernel_in, placeholder
 from ._dropout import _key_and_call, _philox_block
-from ._layernorm import absent, row_threads
+from ._layernorm import affine_args, row_threads
 from ._reduce import shifted_moments, tree_sum2
 from ._runtime import THREADS, blocks_for, cuda, kernel, launch, on_device
 
@@ -186,10 +186,7 @@ def dropout_add_layer_norm_forward(
                 kernel_in(x),
                 kernel_in(x if residual is None else residual),
                 residual is not None,
-                kernel_in(absent(bias) if weight is None else weight),
-                kernel_in(absent(weight) if bias is None else bias),
-                weight is not None,
-                bias is not None,
+                *affine_args(weight, bias),
                 float(eps),
                 drop,
                 limit,

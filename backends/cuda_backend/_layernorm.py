@@ -29,7 +29,7 @@ from ._arrays import NO_PARTIALS, empty, kernel_in, partials, placeholder
 from ._reduce import column_sums2, shifted_moments, tree_sum2
 from ._runtime import THREADS, cuda, device_blocks, kernel, launch, next_pow2, on_device
 
-__all__ = ["absent", "layer_norm_backward", "layer_norm_forward", "row_moments", "row_threads"]
+__all__ = ["affine_args", "layer_norm_backward", "layer_norm_forward", "row_moments", "row_threads"]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -250,19 +250,26 @@ def _geometry(rows: int, features: int) -> tuple[int, tuple[int, int]]:
     return device_blocks(rows, per_block), (lanes, per_block)
 
 
-def absent(other: Any | None) -> Any:
-    """The placeholder for an absent weight or bias: of ``other``'s dtype when that is given.
+def affine_args(weight: Any | None, bias: Any | None) -> tuple[Any, Any, bool, bool]:
+    """A row kernel's arguments ``(weight, bias, has_weight, has_bias)`` for an optional affine.
+
+    An absent vector is a placeholder of the other's dtype (the kernels read both
+    in one dtype), float64 when both are absent.
 
     Parameters
     ----------
-    other : array or None
-        The other of weight and bias (the kernel reads both in one dtype).
+    weight, bias : float32 or float64 device arrays of shape (D,), or None
 
     Returns
     -------
-    array
+    tuple
+        The two vectors as read-only kernel arguments, then the two flags.
     """
-    return placeholder(np.float64 if other is None else other.dtype)
+    given = bias if weight is None else weight
+    dtype = np.float64 if given is None else given.dtype
+    w = placeholder(dtype) if weight is None else weight
+    b = placeholder(dtype) if bias is None else bias
+    return kernel_in(w), kernel_in(b), weight is not None, bias is not None
 
 
 def _launch_rows(fn: Any, x: Any, s: Any, *args: Any) -> tuple[Any, Any]:
@@ -317,10 +324,7 @@ def layer_norm_forward(
             _forward_kernel,
             x,
             s,
-            kernel_in(absent(bias) if weight is None else weight),
-            kernel_in(absent(weight) if bias is None else bias),
-            weight is not None,
-            bias is not None,
+            *affine_args(weight, bias),
             float(eps),
             out,
         )
@@ -375,7 +379,7 @@ def layer_norm_backward(
                 kernel_in(x),
                 kernel_in(mean),
                 kernel_in(rstd),
-                kernel_in(absent(None) if weight is None else weight),
+                kernel_in(placeholder(np.float64) if weight is None else weight),
                 weight is not None,
                 bool(param_grads),
                 out,

@@ -15,6 +15,7 @@ from normdrop import _validation
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices, _grads
 from normdrop.layers._checkpoints import Checkpointing
+from normdrop.layers._placement import Placement
 from normdrop.layers._state_dict import (
     IncompatibleKeys,
     assignment_value,
@@ -26,7 +27,7 @@ from normdrop.registry import get_backend
 __all__ = ["IncompatibleKeys", "Module"]
 
 
-class Module(Checkpointing):
+class Module(Checkpointing, Placement):
     """Common behaviour of every normdrop layer, and the base class of your own.
 
     A subclass calls ``super().__init__(backend)``, creates its arrays with
@@ -282,53 +283,6 @@ class Module(Checkpointing):
         for _, module in self._walk():
             for grad in module._grads.values():
                 grad[...] = 0
-
-    # ----- devices ----------------------------------------------------------------
-    @property
-    def device(self) -> str:
-        """Where the parameters, buffers and gradients live: ``"cpu"`` or ``"cuda"``."""
-        return self._array_backend.device
-
-    def to(self, device: str) -> Module:
-        """Move parameters, buffers and gradients to ``device``; compute there from now on.
-
-        ``to("cuda")`` makes the layer use the ``cuda`` backend; ``to("cpu")``
-        brings the arrays back as NumPy arrays and restores automatic backend
-        selection. Moving discards the saved forward context (run forward again
-        before backward) and replaces the arrays of :attr:`grads`. Moving to the
-        current device does nothing.
-
-        Parameters
-        ----------
-        device : {"cpu", "cuda"}
-
-        Returns
-        -------
-        Module
-            ``self``.
-
-        Raises
-        ------
-        InvalidParameterError
-            ``device`` is not ``"cpu"`` or ``"cuda"``.
-        BackendNotInstalledError
-            ``"cuda"`` was asked for and the cuda backend cannot load.
-
-        Examples
-        --------
-        >>> import normdrop
-        >>> normdrop.BatchNorm1d(3).to("cpu").device
-        'cpu'
-        """
-        device = _devices.validate_device(device)
-        target = get_backend(_devices.DEVICE_BACKENDS[device])
-        for _, module in self._walk():
-            if module._array_backend.device != device:
-                _devices.move_arrays(module, target)
-                module._backend_choice = target.name if device != "cpu" else None
-                module.__dict__["_saved"] = None
-                module.__dict__["_plan"] = None
-        return self
 
     # ----- mode ------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
