@@ -21,7 +21,7 @@ from normdrop.layers._state_dict import (
     assignment_value,
     registered_value,
 )
-from normdrop.protocol import Array, Backend
+from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.registry import get_backend
 
 __all__ = ["IncompatibleKeys", "Module"]
@@ -158,7 +158,7 @@ class Module(Checkpointing, Placement):
             yield from child._walk(f"{prefix}{name}.")
 
     # ----- calling ---------------------------------------------------------------
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: ArrayT) -> ArrayT:
         """Same as :meth:`forward`, after checking that ``x`` is on the layer's device.
 
         Raises

@@ -47,6 +47,9 @@ assert_type(F.dropout_backward(x64, 0.5, seed=0), npt.NDArray[np.float64])
 assert_type(normdrop.LayerNorm(3).forward(x32), npt.NDArray[np.float32])
 assert_type(normdrop.BatchNorm1d(3).forward(x64), npt.NDArray[np.float64])
 assert_type(normdrop.Dropout(0.1).forward(x32), npt.NDArray[np.float32])
+assert_type(normdrop.LayerNorm(3)(x32), npt.NDArray[np.float32])
+assert_type(normdrop.BatchNorm1d(3)(x64), npt.NDArray[np.float64])
+assert_type(normdrop.Sequential(normdrop.Dropout(0.1))(x32), npt.NDArray[np.float32])
 assert_type(
     normdrop.DropoutAddLayerNorm(3)(x32, x32),
     tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
