@@ -192,7 +192,7 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     key = key_words(7, 2**40)
     bits = np.empty((flat.size + 7) // 8, np.uint8)
     drop = np.empty_like(flat)
-    args = (np.uint64(2**30), np.float32(1.25), key, drop, bits, True, np.uint64(0), 0)
+    args = (np.uint64(2**30), np.float32(1.25), key, drop, bits, np.uint64(0), 0)
     dropout.dropout(parallel, flat, *args)
     dx = np.empty_like(flat)
     dropout.apply_bitmask(parallel, flat, bits, np.float32(1.25), dx)

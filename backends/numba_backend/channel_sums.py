@@ -17,7 +17,7 @@ from .channel_tasks import (
     tasks_and_partials,
     unit_row,
 )
-from .jit import inline_jit, task_jit
+from .jit import cold, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 
 __all__ = ["channel_sums"]
@@ -88,9 +88,10 @@ def _sums_short(dy, x, mean, t, plan, psum, pdot):
         pdot[k, ch] = channel_total(q, ch, c0, copies, width, length)
 
 
-@inline_jit
+@task_jit
 def _merge_sums(psum, pdot):
-    """Add the chunk rows of the backward sums in order."""
+    """Add the chunk rows of the backward sums in order (cold code: :func:`~.jit.cold`)."""
+    cold()
     n_chunks, c = psum.shape
     s = np.zeros(c)
     q = np.zeros(c)

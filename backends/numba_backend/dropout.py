@@ -2,8 +2,9 @@
 
 Local element ``j`` is global element ``offset + j`` (a chunk of a larger array
 passes its offset). A head of at most three elements up to the next whole
-counter block is done one element at a time; the rest is cut into tiles of
-:data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
+counter block is a short tile of its own in task 0; the rest is cut into tiles of
+:data:`~.philox.TILE` elements (see :func:`.philox.task_tiles`), grouped into
+parallel tasks.
 With a bitmask the offset is 0, so every tile owns whole bitmask bytes; the
 select loop also stores a 0/1 keep byte per element, and one multiply per eight
 of them gathers their bits into a bitmask byte. Packing then costs a forward a
@@ -21,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from .jit import inline_jit, kernel, task_jit
-from .philox import TILE, TILES_PER_TASK, edge_word, head_and_tiles, tile_scratch, tile_span
+from .philox import TILE, TILES_PER_TASK, task_count, task_tiles, tile_scratch, tile_span
 
 #: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s
 #: bit to bit ``56 + k``, with no carries: the top byte is the packed bitmask byte.
@@ -43,29 +44,34 @@ def pack_bits(keep, bits):
 
 
 @task_jit
-def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, key):
-    """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``)."""
+def _dropout_tiles(x, out, bits, t, block0, lane0, thr, scale, key):
+    """Task ``t`` of :func:`dropout` (its tiles: see :func:`~.philox.task_tiles`).
+
+    ``bits`` is None, or the bitmask to pack the keep-mask into (then there is no
+    head: the offset is 0, so every tile owns whole bitmask bytes).
+    """
     zero = x.dtype.type(0)
     t32 = np.uint32(thr)
     scratch = tile_scratch()
-    keep = np.zeros(TILE, np.uint8)
-    for t in range(t0, t1):
-        e, valid, words = tile_span(t, x.size, head, block, key, scratch)
+    if bits is not None:
+        keep = np.empty(TILE, np.uint8)
+    head, i0, i1 = task_tiles(t, x.size, lane0)
+    for i in range(i0, i1):
+        e, valid, words = tile_span(i, x.size, head, block0, lane0, key, scratch)
         xs = x[e : e + valid]
         os = out[e : e + valid]
-        if pack:
-            for i in range(valid):
-                k = words[i] >= t32
-                keep[i] = np.uint8(k)
-                os[i] = xs[i] * scale if k else zero
-            nbytes = (valid + 7) // 8
-            for i in range(valid, 8 * nbytes):
-                keep[i] = 0
-            s = e - head
-            pack_bits(keep, bits[s // 8 : s // 8 + nbytes])
+        if bits is None:
+            for j in range(valid):
+                os[j] = xs[j] * scale if words[j] >= t32 else zero
         else:
-            for i in range(valid):
-                os[i] = xs[i] * scale if words[i] >= t32 else zero
+            for j in range(valid):
+                k = words[j] >= t32
+                keep[j] = np.uint8(k)
+                os[j] = xs[j] * scale if k else zero
+            nbytes = (valid + 7) // 8
+            for j in range(valid, 8 * nbytes):
+                keep[j] = 0
+            pack_bits(keep, bits[e // 8 : e // 8 + nbytes])
 
 
 @kernel
@@ -75,50 +81,41 @@ def dropout(
     scale: np.floating,
     key: Key,
     out: np.ndarray,
-    bits: np.ndarray,
-    pack: bool,
+    bits: np.ndarray | None,
     block0: np.uint64,
     lane0: int,
 ) -> None:
-    """Inverted dropout of flat data into ``out``; pack the keep-mask when ``pack``.
+    """Inverted dropout of flat data into ``out``; pack the keep-mask into ``bits``
+    unless it is None (one specialisation each).
 
     ``thr`` is the uint64 keep threshold, ``scale`` a scalar of the data dtype,
     ``key`` the words ``(c2, c3, k0, k1)`` of ``call`` and ``seed``; the first
     element is word ``lane0`` of counter block ``block0`` (a uint64).
     """
-    head, tiles = head_and_tiles(x.size, lane0)
-    first = block0 + np.uint64(1 if head > 0 else 0)
-    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
-        t = np.int64(tt)  # the prange index is unsigned
-        t0 = t * TILES_PER_TASK
-        t1 = min(tiles, t0 + TILES_PER_TASK)
-        _dropout_tiles(x, out, bits, pack, t0, t1, head, first, thr, scale, key)
-    zero = x.dtype.type(0)
-    for j in range(head):
-        out[j] = x[j] * scale if edge_word(block0, lane0 + j, key) >= thr else zero
+    for tt in prange(task_count(x.size, lane0)):
+        # the prange index is unsigned
+        _dropout_tiles(x, out, bits, np.int64(tt), block0, lane0, thr, scale, key)
 
 
 @task_jit
-def _mask_tiles(mask, t0, t1, thr, key):
-    """Tiles ``t0 .. t1 - 1`` of :func:`dropout_mask`."""
+def _mask_tiles(mask, t, thr, key):
+    """Task ``t`` of :func:`dropout_mask`."""
     t32 = np.uint32(thr)
     scratch = tile_scratch()
-    for t in range(t0, t1):
-        e, valid, words = tile_span(t, mask.size, 0, np.uint64(0), key, scratch)
+    _, i0, i1 = task_tiles(t, mask.size, 0)
+    for i in range(i0, i1):
+        e, valid, words = tile_span(i, mask.size, 0, np.uint64(0), 0, key, scratch)
         ms = mask[e : e + valid]
-        for i in range(valid):
-            ms[i] = words[i] >= t32
+        for j in range(valid):
+            ms[j] = words[j] >= t32
 
 
 @kernel
 def dropout_mask(n: int, thr: np.uint64, key: Key) -> np.ndarray:
     """Boolean keep-mask of elements ``0 .. n - 1``."""
     mask = np.empty(n, np.bool_)
-    tiles = (n + TILE - 1) // TILE
-    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
-        t = np.int64(tt)  # the prange index is unsigned
-        t0 = t * TILES_PER_TASK
-        _mask_tiles(mask, t0, min(tiles, t0 + TILES_PER_TASK), thr, key)
+    for tt in prange(task_count(n, 0)):
+        _mask_tiles(mask, np.int64(tt), thr, key)  # the prange index is unsigned
     return mask
 
 

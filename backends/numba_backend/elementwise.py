@@ -54,9 +54,11 @@ def _expand_one(v: np.ndarray, c: int, length: int) -> np.ndarray:
     return out
 
 
-@inline_jit
+@task_jit
 def expand(a, b, m, c, length):
-    """Three per-channel vectors expanded as :func:`_expand_one` does, in one loop."""
+    """Three per-channel vectors expanded as :func:`_expand_one` does, in one loop.
+
+    Compiled once for every kernel that expands its coefficients."""
     n = _period_size(c * length)
     ea, eb, em = np.empty(n), np.empty(n), np.empty(n)
     j = 0

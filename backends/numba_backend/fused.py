@@ -20,47 +20,45 @@ from __future__ import annotations
 import numpy as np
 
 from .elementwise import affine
-from .jit import inline_jit, rsqrt_jit, task_jit
+from .jit import cold, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 from .stats import moments
-from .vectors import float64_or
 
 __all__ = ["batch_norm_forward"]
 
 
-@inline_jit
-def _running(running_mean, running_var, c):
-    """The running statistics as float64 (zeros and ones when there are none)."""
-    return float64_or(c, running_mean, 0.0), float64_or(c, running_var, 1.0)
-
-
-@rsqrt_jit
-def _rstd(var, eps):
-    """``1 / sqrt(var + eps)`` per channel (float64)."""
-    rstd = np.empty(var.size)
-    for ch in range(var.size):
-        rstd[ch] = 1.0 / np.sqrt(var[ch] + eps)
-    return rstd
-
-
 @task_jit  # inlined, the whole small forward took twice as long
-def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, eps, count):
-    """Update the running statistics in place; return ``rstd, scale, shift`` (float64)."""
-    c = mean.size
-    if update and running_mean.size > 0:
-        unbias = count / (count - 1)
-        for ch in range(c):
-            running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * mean[ch]
-            running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (var[ch] * unbias)
-    rstd = _rstd(var, eps)
+def _fold(mean, var, running_mean, running_var, weight, bias, c, update, momentum, eps, count):
+    """The statistics used, the running statistics updated in place, the parameters
+    folded in: ``mean, rstd, scale, shift`` per channel (float64).
+
+    ``mean``/``var`` are the batch statistics, or empty: then the running statistics
+    are used (zeros and ones when there are none). One loop over the channels.
+    """
+    cold()
+    use_batch = mean.size > 0
+    running = running_mean.size > 0
+    unbias = count / (count - 1)  # inf for one value: then never used
+    mean_used = np.empty(c)
+    rstd = np.empty(c)
     scale = np.empty(c)
-    shift = np.zeros(c)
-    for ch in range(c):  # a loop: an array assignment would compile its error messages
-        scale[ch] = rstd[ch] if weight.size == 0 else rstd[ch] * np.float64(weight[ch])
-    if bias.size > 0:
-        for ch in range(c):
-            shift[ch] = bias[ch]
-    return rstd, scale, shift
+    shift = np.empty(c)
+    for ch in range(c):
+        if use_batch:
+            m = mean[ch]
+            v = var[ch]
+        else:
+            m = np.float64(running_mean[ch]) if running else 0.0
+            v = np.float64(running_var[ch]) if running else 1.0
+        if update and running:
+            running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * m
+            running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (v * unbias)
+        r = 1.0 / np.sqrt(v + eps)
+        mean_used[ch] = m
+        rstd[ch] = r
+        scale[ch] = r if weight.size == 0 else r * np.float64(weight[ch])
+        shift[ch] = bias[ch] if bias.size > 0 else 0.0
+    return mean_used, rstd, scale, shift
 
 
 @channel_kernel
@@ -85,9 +83,9 @@ def batch_norm_forward(
     if use_batch:
         mean, var = moments(x, LONG_LAYOUT)
     else:
-        mean, var = _running(running_mean, running_var, c)
-    rstd, scale, shift = _fold(
-        mean, var, running_mean, running_var, weight, bias, update, momentum, eps, n * length
+        mean = var = np.empty(0)  # the running statistics
+    mean, rstd, scale, shift = _fold(
+        mean, var, running_mean, running_var, weight, bias, c, update, momentum, eps, n * length
     )
     affine(x, mean, scale, shift, out, LONG_LAYOUT)
     return mean, rstd

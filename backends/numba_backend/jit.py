@@ -12,8 +12,11 @@ What a kernel calls comes in two kinds, chosen to keep compilation short:
 
 * functions compiled on their own (:data:`task_jit`): the *task* function that a
   ``prange`` loop body calls (a real call, so that the parallel clone's loop body
-  stays one call), and the few helpers that were measured to run slower inlined
-  (BatchNorm's parameter fold: twice the time of a whole small forward);
+  stays one call), the few helpers that were measured to run slower inlined
+  (BatchNorm's parameter fold: twice the time of a whole small forward), and the
+  *cold* helpers, per-channel or per-row bookkeeping that several kernels share or
+  that LLVM compiles for size (:func:`cold`), compiled once per process instead of
+  once per kernel that inlines them;
 * everything else (:data:`inline_jit`), inlined into its caller before typing:
   no compilation, optimisation, machine code and cache entry of its own, which
   a separately compiled helper costs on top of the copy LLVM inlines anyway.
@@ -36,12 +39,15 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numba
+from numba import types as nbtypes
 from numba.core.cpu import ParallelOptions
+from numba.extending import intrinsic
 
 from .compile_events import listen
+from .compile_gc import pause_while_compiling
 from .disk_cache import kernel_cache_folder
 
 __all__ = [
@@ -50,6 +56,7 @@ __all__ = [
     "TASK_SIZE",
     "Kernel",
     "KernelVariants",
+    "cold",
     "inline_jit",
     "jit",
     "kernel",
@@ -68,6 +75,7 @@ __all__ = [
 FASTMATH = frozenset({"reassoc", "contract"})
 
 listen()  # tell the user when kernels compile (not when they load from the cache)
+pause_while_compiling()  # no garbage collection passes over the compiler's objects
 
 #: Only ``prange`` loops run on threads: no array expression or ``np.zeros`` of a
 #: parallel clone becomes a hidden parallel loop. A ``ParallelOptions`` object,
@@ -93,6 +101,7 @@ def jit(
     parallel: bool | ParallelOptions = False,
     cache: bool = False,
     inline: str = "never",
+    python_callable: bool = False,
 ) -> Callable[[Callable[..., Any]], Any]:
     """The decorator that compiles one normdrop function with Numba.
 
@@ -110,6 +119,10 @@ def jit(
         is writable).
     inline : {"never", "always"}
         Numba's ``inline`` option.
+    python_callable : bool
+        Build the wrapper that lets Python call the function (kernels only): a
+        function that only compiled code calls goes without, which saves lowering
+        and optimising that wrapper.
 
     Returns
     -------
@@ -124,6 +137,8 @@ def jit(
         "error_model": "numpy",
         "boundscheck": False,
         "nogil": True,
+        "no_cpython_wrapper": not python_callable,
+        "no_cfunc_wrapper": True,
     }
     njit: Callable[..., Callable[[Callable[..., Any]], Any]] = numba.njit
     return njit(**options)
@@ -136,6 +151,31 @@ task_jit = jit()
 #: Decorator for everything else a kernel calls: inlined into the caller at Numba IR
 #: level, never compiled on its own.
 inline_jit = jit(inline="always")
+
+
+def _cold(typingctx: Any) -> Any:
+    """Mark the function that calls this as cold code: LLVM optimises it for size and
+    never inlines it.
+
+    For the :data:`task_jit` helpers that do per-channel or per-row bookkeeping
+    (merging partial results, folding parameters), whose loops run over a few hundred
+    values: vectorised, unswitched on every loop-invariant test and unrolled, as hot
+    code is, they take several times as long to compile and run no faster. Called as
+    the first statement; only in functions compiled on their own (an inlined one would
+    mark its caller).
+    """
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        for attribute in ("optsize", "minsize", "noinline"):
+            builder.function.attributes.add(attribute)
+        return context.get_dummy_value()
+
+    return nbtypes.void(), codegen
+
+
+#: Called from compiled code as ``cold()`` (see :func:`_cold`).
+cold = cast("Callable[[], None]", intrinsic(_cold))
+
 
 #: Decorator for the reciprocal square roots ``1 / sqrt(var + eps)`` only: with
 #: ``arcp`` and ``afn`` LLVM computes them as a vectorised approximate reciprocal
@@ -215,8 +255,10 @@ def kernel(
         return lambda f: kernel(f, fastmath=fastmath, constants=constants, suffix=suffix)
     constants = constants or {}
     assert suffix or not constants, "clones with other constants need their own names"
-    compile_serial = jit(fastmath=fastmath, cache=True)
-    compile_parallel = jit(fastmath=fastmath, parallel=_PRANGE_ONLY, cache=True)
+    compile_serial = jit(fastmath=fastmath, cache=True, python_callable=True)
+    compile_parallel = jit(
+        fastmath=fastmath, parallel=_PRANGE_ONLY, cache=True, python_callable=True
+    )
     return Kernel(
         compile_serial(_clone(fn, suffix, constants)),
         compile_parallel(_clone(fn, suffix + "__parallel", constants)),

@@ -23,12 +23,14 @@ from .jit import TASK_SIZE, inline_jit, kernel, task_jit
 __all__ = [
     "TILE",
     "edge_word",
-    "head_and_tiles",
     "philox_block",
     "philox_words",
     "key_words",
     "split64",
+    "task_count",
+    "task_tiles",
     "tile_scratch",
+    "tile_span",
     "tile_words",
 ]
 
@@ -101,24 +103,22 @@ def edge_word(block0: np.uint64, lane: int, key: tuple) -> np.uint64:
 
 
 @inline_jit
-def tile_scratch() -> tuple[np.ndarray, np.ndarray]:
-    """Per-task buffers of :func:`tile_words`: the four word planes, the words."""
-    return np.empty((4, TILE // 4), np.uint32), np.empty(TILE, np.uint32)
+def tile_scratch() -> np.ndarray:
+    """Per-task buffer of :func:`tile_words`: the four word planes, then the words."""
+    return np.empty(2 * TILE, np.uint32)
 
 
 @inline_jit
-def tile_words(
-    block: np.uint64, nblocks: int, key: tuple, scratch: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """Words of ``nblocks`` blocks from ``block`` into ``scratch[1]`` in element order.
+def tile_words(block: np.uint64, nblocks: int, key: tuple, scratch: np.ndarray) -> np.ndarray:
+    """Words of ``nblocks`` blocks from ``block`` into ``scratch`` in element order.
 
     Returns the words array.
     """
-    planes, words = scratch
-    p0 = planes[0]
-    p1 = planes[1]
-    p2 = planes[2]
-    p3 = planes[3]
+    p0 = scratch[: TILE // 4]
+    p1 = scratch[TILE // 4 : TILE // 2]
+    p2 = scratch[TILE // 2 : 3 * TILE // 4]
+    p3 = scratch[3 * TILE // 4 : TILE]
+    words = scratch[TILE:]
     for i in range(nblocks):
         w0, w1, w2, w3 = philox_block(block + np.uint64(i), key)
         p0[i] = w0
@@ -134,31 +134,49 @@ def tile_words(
 
 
 @inline_jit
-def tile_span(t, n, head, block, key, scratch):
-    """Tile ``t`` of a body of ``n - head`` elements whose first counter block is
-    ``block``: its first element (after ``head``), its size, and its words."""
-    s = t * TILE
-    valid = min(TILE, n - head - s)
-    words = tile_words(block + np.uint64(t * (TILE // 4)), (valid + 3) // 4, key, scratch)
-    return head + s, valid, words
+def task_tiles(t, n, lane0):
+    """The tiles of task ``t`` over ``n`` elements from word ``lane0`` of a counter block:
+    ``(head, i0, i1)``, tiles ``i0 .. i1 - 1`` (see :func:`tile_span`).
 
-
-@task_jit
-def _words_tiles(out, t0, t1, head, block, key):
-    """Tiles ``t0 .. t1 - 1`` of :func:`philox_words`."""
-    scratch = tile_scratch()
-    for t in range(t0, t1):
-        e, valid, words = tile_span(t, out.size, head, block, key, scratch)
-        o = out[e : e + valid]
-        for i in range(valid):
-            o[i] = words[i]
+    The ``head`` elements up to the next whole block (at most three) are tile ``-1``,
+    in task 0; the rest is cut into tiles of :data:`TILE` elements, grouped into tasks
+    of :data:`TILES_PER_TASK` tiles.
+    """
+    head = min(n, (4 - lane0) % 4)
+    tiles = (n - head + TILE - 1) // TILE
+    i0 = t * TILES_PER_TASK
+    return head, -1 if i0 == 0 and head > 0 else i0, min(tiles, i0 + TILES_PER_TASK)
 
 
 @inline_jit
-def head_and_tiles(n, lane0):
-    """Elements before the first whole counter block, and the number of body tiles."""
-    head = min(n, (4 - lane0) % 4)
-    return head, (n - head + TILE - 1) // TILE
+def task_count(n, lane0):
+    """Number of tasks of :func:`task_tiles` (at least one: task 0 does the head)."""
+    tiles = (n - min(n, (4 - lane0) % 4) + TILE - 1) // TILE
+    return max(1, (tiles + TILES_PER_TASK - 1) // TILES_PER_TASK)
+
+
+@inline_jit
+def tile_span(i, n, head, block0, lane0, key, scratch):
+    """Tile ``i`` of :func:`task_tiles` (``-1``: the head) of ``n`` elements from word
+    ``lane0`` of counter block ``block0``: its first element, its size, and its words."""
+    e = max(0, head + i * TILE)
+    valid = min(n, head + (i + 1) * TILE) - e
+    word = lane0 + e  # from word 0 of block0; a multiple of 4 except in the head
+    lane = word % 4
+    words = tile_words(block0 + np.uint64(word // 4), (lane + valid + 3) // 4, key, scratch)
+    return e, valid, words[lane : lane + valid]
+
+
+@task_jit
+def _words_tiles(out, t, block0, lane0, key):
+    """Task ``t`` of :func:`philox_words`."""
+    scratch = tile_scratch()
+    head, i0, i1 = task_tiles(t, out.size, lane0)
+    for i in range(i0, i1):
+        e, valid, words = tile_span(i, out.size, head, block0, lane0, key, scratch)
+        o = out[e : e + valid]
+        for j in range(valid):
+            o[j] = words[j]
 
 
 @kernel
@@ -176,12 +194,6 @@ def philox_words(
     first element's global index, which may exceed 64 bits.
     """
     out = np.empty(n, np.uint32)
-    head, tiles = head_and_tiles(n, lane0)
-    first = block0 + np.uint64(1 if head > 0 else 0)
-    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
-        t = np.int64(tt)  # the prange index is unsigned
-        t0 = t * TILES_PER_TASK
-        _words_tiles(out, t0, min(tiles, t0 + TILES_PER_TASK), head, first, key)
-    for j in range(head):
-        out[j] = edge_word(block0, lane0 + j, key)
+    for tt in prange(task_count(n, lane0)):
+        _words_tiles(out, np.int64(tt), block0, lane0, key)  # the prange index is unsigned
     return out

@@ -127,64 +127,18 @@ def _normalise(xv, ov, m, rs, w, b):
         ov[j] = (xv[j] - m) * rs * w[j] + b[j]
 
 
-@inline_jit
-def _affine_rows(x, out, mean, rstd, w, b, r0, r1):
-    """``out[r] = (x[r] - mean[r]) * rstd[r] * w + b`` for rows ``r0 .. r1 - 1``.
-
-    ``w``/``b`` are read in their own dtype (no float64 copies per call); an empty one
-    acts as ones or zeros, which give the same bits as leaving it out. One loop for
-    every combination keeps the compiled code small.
-    """
-    d = x.shape[1]
-    wv = w if w.size > 0 else np.ones(d, w.dtype)
-    bv = b if b.size > 0 else np.zeros(d, b.dtype)
-    for r in range(r0, r1):
-        xv = x[r]
-        ov = out[r]
-        m = mean[r]
-        rs = rstd[r]
-        for j in range(d):
-            ov[j] = (xv[j] - m) * rs * wv[j] + bv[j]
-
-
-@inline_jit
-def _forward_row(x, w, b, eps, out, mean, rstd, r):
-    """Statistics of row ``r`` while it is in cache, then its output."""
-    d = x.shape[1]
-    s = 0.0
-    for j in range(d):
-        s += x[r, j]
-    m = s / d
-    q = 0.0
-    for j in range(d):
-        e = x[r, j] - m
-        q += e * e
-    rs = 1.0 / np.sqrt(q / d + eps)
-    for j in range(d):
-        out[r, j] = (x[r, j] - m) * rs * w[j] + b[j]
-    mean[r] = m
-    rstd[r] = rs
-
-
 @task_jit
-def _forward_rows(x, w, b, eps, out, mean, rstd, t, per, params64):
-    """Task ``t`` of the whole-row forward.
+def _forward_short_rows(x, w, b, eps, out, mean, rstd, t, per):
+    """Task ``t`` of the forward of rows of at most ``SHORT_ROW`` values.
 
-    Rows of at most ``SHORT_ROW`` values (``params64`` None) go pass by pass over
-    the task's rows (all sums, all squared deviations, all ``rstd``, all outputs):
-    row by row, each short row's chain of dependent reductions, division and square
-    root leaves the core idle (the task's rows stay in L2). Longer rows are done one
-    at a time, with the parameters as float64 (``params64``): converting them per
-    element would slow the long rows' output pass.
+    Pass by pass over the task's rows (all sums, all squared deviations, all
+    ``rstd``, all outputs): row by row, each short row's chain of dependent
+    reductions, division and square root leaves the core idle (the task's rows stay
+    in L2). ``w`` and ``b`` are float64.
     """
     rows, d = x.shape
     r0 = t * per
     r1 = min(rows, r0 + per)
-    if params64 is not None:
-        w64, b64 = params64
-        for r in range(r0, r1):
-            _forward_row(x, w64, b64, eps, out, mean, rstd, r)
-        return
     for r in range(r0, r1):
         xr = x[r]
         s = 0.0
@@ -200,7 +154,37 @@ def _forward_rows(x, w, b, eps, out, mean, rstd, t, per, params64):
             q += e * e
         rstd[r] = q
     _rstd(rstd, r0, r1, d, eps)
-    _affine_rows(x, out, mean, rstd, w, b, r0, r1)
+    for r in range(r0, r1):
+        xr = x[r]
+        orow = out[r]
+        m = mean[r]
+        rs = rstd[r]
+        for j in range(d):
+            orow[j] = (xr[j] - m) * rs * w[j] + b[j]
+
+
+@task_jit
+def _forward_whole_rows(x, w, b, eps, out, mean, rstd, t, per):
+    """Task ``t`` of the forward of rows of ``SHORT_ROW`` to ``ROW_SPLIT`` values: one
+    row at a time, its statistics while it is in cache, then its output (``w`` and
+    ``b`` are float64: converting them per element would slow the output pass)."""
+    rows, d = x.shape
+    for r in range(t * per, min(rows, (t + 1) * per)):
+        xr = x[r]
+        orow = out[r]
+        s = 0.0
+        for j in range(d):
+            s += xr[j]
+        m = s / d
+        q = 0.0
+        for j in range(d):
+            e = xr[j] - m
+            q += e * e
+        rs = 1.0 / np.sqrt(q / d + eps)
+        for j in range(d):
+            orow[j] = (xr[j] - m) * rs * w[j] + b[j]
+        mean[r] = m
+        rstd[r] = rs
 
 
 @task_jit
@@ -270,9 +254,9 @@ def _layer_norm_forward(
     rows, d = x.shape
     mean = stats[0]
     rstd = stats[1]
+    w = float64_or(d, weight, 1.0)
+    b = float64_or(d, bias, 0.0)
     if SPLIT_ROWS:
-        w = float64_or(d, weight, 1.0)
-        b = float64_or(d, bias, 0.0)
         nseg, seg, pmean, pm2 = segments(rows, d)
         for tt in prange(rows * nseg):
             _segment_stats(x, np.int64(tt), nseg, seg, pmean, pm2)
@@ -280,11 +264,13 @@ def _layer_norm_forward(
         for tt in prange(rows * nseg):
             _normalise_segment(x, out, mean, rstd, w, b, np.int64(tt), nseg, seg)
     else:
-        params64 = None if SHORT_ROWS else (float64_or(d, weight, 1.0), float64_or(d, bias, 0.0))
         per, n_tasks = rows_per_task(rows, d, rows)
         for tt in prange(n_tasks):
-            # the prange index is unsigned
-            _forward_rows(x, weight, bias, eps, out, mean, rstd, np.int64(tt), per, params64)
+            t = np.int64(tt)  # the prange index is unsigned
+            if SHORT_ROWS:
+                _forward_short_rows(x, w, b, eps, out, mean, rstd, t, per)
+            else:
+                _forward_whole_rows(x, w, b, eps, out, mean, rstd, t, per)
 
 
 #: LayerNorm forward (see :func:`_layer_norm_forward`), one variant per row class.

@@ -16,24 +16,18 @@ import numpy as np
 from numba import prange
 
 from .channel_tasks import (
-    channel_total,
     chunk_counts,
     column_count,
-    first_column,
-    four_rows,
     short_geometry,
     super_row,
     task_bounds,
     tasks_and_partials,
     unit_row,
 )
-from .jit import inline_jit, task_jit
+from .jit import cold, inline_jit, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 
 __all__ = ["channel_moments", "moments"]
-#: Fewest super-rows of a short-row task that takes the one-pass moments: below, the
-#: per-column work of the one pass costs more than the second sweep it saves.
-ONE_PASS_MIN_ROWS = 8
 
 
 @task_jit
@@ -61,28 +55,41 @@ def _moments_long_task(x, t, plan, pmean, pm2):
         pm2[k, ch] = q
 
 
-@inline_jit
-def _moments_short_one_pass(x, t, plan, pmean, pm2):
-    """A short-row task of many super-rows: per-column shifted sums, folded per channel.
+@task_jit
+def _moments_short_task(x, t, plan, pmean, pm2):
+    """One task of the short-row layout: per-column shifted sums, folded per channel.
 
     The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
     then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
     One pass: each column's values are shifted by the column's first value ``K``
     and ``sum(x - K)`` and ``sum((x - K) ** 2)`` accumulate in float64, four rows
     per sweep (the shifted-data variance: ``K`` is one of the column's values, so
-    the subtraction ``q - s * s / n`` loses at most ``log2(n)`` bits: see the module notes).
+    the subtraction ``q - s * s / n`` loses at most ``log2(n)`` bits: see the module
+    notes). The per-column means and M2 are folded per channel with the pooled (Chan)
+    formula for several groups.
     """
     n, c, length = x.shape
     flat = x.reshape(x.size)
     k, c0, c1, base, stride, cols, rows, full, tail = short_geometry(n, c, length, t, plan)
-    shift = np.empty(cols)  # full >= ONE_PASS_MIN_ROWS: every column has a first value
-    for j in range(cols):
-        shift[j] = flat[base + j]
-    s = np.zeros(cols)
-    q = np.zeros(cols)
+    shift = np.empty(cols)
+    s = np.empty(cols)
+    q = np.empty(cols)
+    first = flat[base : base + (cols if full > 0 else tail)]  # a value of each column
+    for j in range(first.size):
+        shift[j] = first[j]
+        s[j] = 0.0
+        q[j] = 0.0
+    for j in range(first.size, cols):  # no value at all (fewer rows than one super-row)
+        shift[j] = 0.0
+        s[j] = 0.0
+        q[j] = 0.0
     r = 0
     while r + 4 <= full:
-        v0, v1, v2, v3 = four_rows(flat, base + r * stride, stride, cols)
+        off = base + r * stride
+        v0 = flat[off : off + cols]
+        v1 = flat[off + stride : off + stride + cols]
+        v2 = flat[off + 2 * stride : off + 2 * stride + cols]
+        v3 = flat[off + 3 * stride : off + 3 * stride + cols]
         for j in range(cols):
             m = shift[j]
             d0 = v0[j] - m
@@ -99,31 +106,29 @@ def _moments_short_one_pass(x, t, plan, pmean, pm2):
             s[j] += d
             q[j] += d * d
     # per column, in place of its sums: mean and M2 (a division, not a multiplication by
-    # a reciprocal: n equal values have s == 0 and a mean of exactly K)
+    # a reciprocal: n equal values have s == 0 and a mean of exactly K); a column
+    # without values (fewer rows than one super-row) has s == q == 0 and weight 0
     for j in range(cols):  # no branch: the loop vectorises, divisions included
-        ds = s[j] / column_count(j, full, tail)
+        ds = s[j] / max(column_count(j, full, tail), 1.0)
         m2j = q[j] - s[j] * ds
         s[j] = shift[j] + ds
         q[j] = max(m2j, 0.0)
-    mean = s
-    m2 = q
-    # fold the columns of each channel with the pooled (Chan) formula for several groups
     width = c * length
     copies = cols // ((c1 - c0) * length)
     total = rows * length
-    for ch in range(c0, c1):
+    for ch in range(c0, c1):  # slices: their indices need no wraparound
         tot = 0.0
         for p in range(copies):
-            j0 = first_column(p, ch, c0, width, length)
-            mv = mean[j0 : j0 + length]
+            j0 = p * width + (ch - c0) * length
+            mv = s[j0 : j0 + length]
             for j in range(length):
                 tot += column_count(j0 + j, full, tail) * mv[j]
         m = tot / total
         qq = 0.0
         for p in range(copies):
-            j0 = first_column(p, ch, c0, width, length)
-            mv = mean[j0 : j0 + length]
-            qv = m2[j0 : j0 + length]
+            j0 = p * width + (ch - c0) * length
+            mv = s[j0 : j0 + length]
+            qv = q[j0 : j0 + length]
             for j in range(length):
                 d = mv[j] - m
                 qq += qv[j] + column_count(j0 + j, full, tail) * d * d
@@ -131,93 +136,13 @@ def _moments_short_one_pass(x, t, plan, pmean, pm2):
         pm2[k, ch] = qq
 
 
-@inline_jit
-def _moments_short_two_pass(x, t, plan, pmean, pm2):
-    """A short-row task of few super-rows: per-column two-pass moments, folded per channel.
-
-    The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
-    then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
-    Four rows are summed per sweep over the column accumulators. With few rows per
-    column, the work per column (not per value) of :func:`_moments_short_one_pass`
-    costs more than a second sweep.
-    """
-    n, c, length = x.shape
-    flat = x.reshape(x.size)
-    k, c0, c1, base, stride, cols, rows, full, tail = short_geometry(n, c, length, t, plan)
-    acc = np.zeros(cols)
-    r = 0
-    while r + 4 <= full:
-        v0, v1, v2, v3 = four_rows(flat, base + r * stride, stride, cols)
-        for j in range(cols):
-            acc[j] += (np.float64(v0[j]) + np.float64(v1[j])) + (
-                np.float64(v2[j]) + np.float64(v3[j])
-            )
-        r += 4
-    for i in range(r, full + 1):
-        v = super_row(flat, base, stride, i, full, cols, tail)
-        for j in range(v.size):
-            acc[j] += v[j]
-    mean = np.empty(cols)
-    # divisions, not multiplications by a reciprocal: n equal values average exactly
-    div = max(full, 1)
-    for j in range(cols):
-        mean[j] = acc[j] / div
-    for j in range(tail):
-        mean[j] = acc[j] / (full + 1)
-    m2 = np.zeros(cols)
-    r = 0
-    while r + 4 <= full:
-        v0, v1, v2, v3 = four_rows(flat, base + r * stride, stride, cols)
-        for j in range(cols):
-            m = mean[j]
-            d0 = v0[j] - m
-            d1 = v1[j] - m
-            d2 = v2[j] - m
-            d3 = v3[j] - m
-            m2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-        r += 4
-    for i in range(r, full + 1):
-        v = super_row(flat, base, stride, i, full, cols, tail)
-        for j in range(v.size):
-            d = v[j] - mean[j]
-            m2[j] += d * d
-    # fold the columns of each channel with the pooled (Chan) formula for several groups
-    width = c * length
-    copies = cols // ((c1 - c0) * length)
-    total = rows * length
-    for ch in range(c0, c1):
-        m = channel_total(acc, ch, c0, copies, width, length) / total
-        q = 0.0
-        for p in range(copies):
-            j0 = first_column(p, ch, c0, width, length)
-            mv = mean[j0 : j0 + length]
-            qv = m2[j0 : j0 + length]
-            for j in range(length):
-                d = mv[j] - m
-                q += qv[j] + full * d * d
-            for j in range(j0, min(j0 + length, tail)):  # columns with one more value
-                d = mean[j] - m
-                q += d * d
-        pmean[k, ch] = m
-        pm2[k, ch] = q
-
-
 @task_jit
-def _moments_short_task(x, t, plan, pmean, pm2):
-    """One task of the short-row layout: one pass of shifted sums from
-    :data:`ONE_PASS_MIN_ROWS` super-rows on, else two passes (same results to rounding)."""
-    n, c, length = x.shape
-    full = short_geometry(n, c, length, t, plan)[7]
-    if full >= ONE_PASS_MIN_ROWS:
-        _moments_short_one_pass(x, t, plan, pmean, pm2)
-    else:
-        _moments_short_two_pass(x, t, plan, pmean, pm2)
-
-
-@inline_jit
-def _merge_moments(pmean, pm2, counts):
-    """Combine the chunk rows in order: pooled mean, Chan's M2, biased variance."""
+def _merged(pmean, pm2, plan, n, length):
+    """Combine the tasks' partial moments chunk by chunk in order: pooled mean, Chan's
+    M2, biased variance. Compiled once for every kernel that computes moments."""
+    cold()
     n_chunks, c = pmean.shape
+    counts = chunk_counts(n, length, plan[0], plan[1], plan[2], plan[3], n_chunks)
     total = 0.0
     for k in range(n_chunks):
         total += counts[k]
@@ -254,8 +179,7 @@ def moments(x, long):
             _moments_long_task(x, t, plan, pmean, pm2)
         else:
             _moments_short_task(x, t, plan, pmean, pm2)
-    counts = chunk_counts(n, length, plan[0], plan[1], plan[2], plan[3], plan[6])
-    return _merge_moments(pmean, pm2, counts)
+    return _merged(pmean, pm2, plan, n, length)
 
 
 @channel_kernel

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .jit import inline_jit
+from .jit import cold, task_jit
 
 __all__ = ["float64_or"]
 
 
-@inline_jit
+@task_jit
 def float64_or(d: int, v: np.ndarray, fill: float) -> np.ndarray:
     """``v`` as float64, or ``fill`` repeated ``d`` times when it is empty (``None``).
 
     A loop into ``np.empty``: ``np.ones``/``astype`` would compile overloads of their own.
+    Cold code (:func:`~.jit.cold`), compiled once per vector dtype.
     """
+    cold()
     out = np.empty(d)
     empty = v.size == 0
     for j in range(d):
