@@ -4,11 +4,11 @@ Local element ``j`` is global element ``offset + j`` (a chunk of a larger array
 passes its offset). A head of at most three elements up to the next whole
 counter block is done one element at a time; the rest is cut into tiles of
 :data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
-With a bitmask the offset is 0, so every tile owns whole bitmask bytes; the
-select loop also stores a 0/1 keep byte per element, and one multiply per eight
-of them gathers their bits into a bitmask byte. Packing then costs a forward a
-fraction of what keep-nibbles made in the Philox loop cost (docs/benchmarks.md,
-"Kernel tuning").
+With a bitmask the offset is 0, so every tile owns whole bitmask bytes, packed
+straight from the tile's words 64 at a time (:func:`.bitmask.pack_at_least`).
+While a tile's words are made, the next tile's cache lines are prefetched (for
+reading ``x``, for writing ``out``), so that the memory traffic flows during the
+arithmetic instead of taking turns with it (docs/benchmarks.md, "Kernel tuning").
 
 The backward expands each bitmask byte into eight 0/1 words of a tile buffer
 (one vector shift per byte) and then selects, which vectorises; selecting
@@ -20,26 +20,41 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .bitmask import pack_at_least
 from .jit import inline_jit, kernel, task_jit
-from .philox import TILE, TILES_PER_TASK, edge_word, head_and_tiles, tile_scratch, tile_span
+from .philox import (
+    TILE,
+    TILES_PER_TASK,
+    edge_word,
+    head_and_tiles,
+    interleave,
+    plane_words,
+    tile_scratch,
+    tile_span,
+)
+from .prefetch import LINE, prefetch_read, prefetch_write
 
-#: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s
-#: bit to bit ``56 + k``, with no carries: the top byte is the packed bitmask byte.
-_GATHER_BITS = np.uint64(0x0102040810204080)
-_TOP_BYTE = np.uint64(56)
+#: Philox blocks made per call of the word generator; around each call a share of the
+#: next tile's lines is prefetched in two rounds (16 lines of float32 data), so that
+#: the loads stream during the arithmetic (see docs/benchmarks.md, "Kernel tuning").
+GROUP = 64
+#: How many tiles ahead the prefetches run.
+AHEAD = 1
 
-__all__ = ["apply_bitmask", "dropout", "dropout_mask", "pack_bits"]
+__all__ = ["apply_bitmask", "dropout", "dropout_mask"]
 
 #: The ``key`` argument's type: ``(c2, c3, k0, k1)`` (see :func:`.philox.key_words`).
 Key = tuple[np.uint64, np.uint64, np.uint64, np.uint64]
 
 
 @inline_jit
-def pack_bits(keep, bits):
-    """Pack the first ``8 * bits.size`` 0/1 bytes of ``keep`` into the bytes ``bits``."""
-    keep8 = keep.view(np.uint64)  # eight keep bytes per uint64 (little-endian)
-    for q in range(bits.size):
-        bits[q] = np.uint8((keep8[q] * _GATHER_BITS) >> _TOP_BYTE)
+def _prefetch_tile(x, out, e, l0, l1):
+    """Start loading lines ``l0 .. l1 - 1`` of ``x`` from element ``e`` on, and claiming
+    those of ``out``."""
+    step = max(1, LINE // x.itemsize)
+    for line in range(l0, l1):
+        prefetch_read(x, e + line * step)
+        prefetch_write(out, e + line * step)
 
 
 @task_jit
@@ -47,25 +62,32 @@ def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, key):
     """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``)."""
     zero = x.dtype.type(0)
     t32 = np.uint32(thr)
-    scratch = tile_scratch()
-    keep = np.zeros(TILE, np.uint8)
+    planes, words = tile_scratch()
+    step = max(1, LINE // x.itemsize)
     for t in range(t0, t1):
-        e, valid, words = tile_span(t, x.size, head, block, key, scratch)
+        e = head + t * TILE
+        valid = min(TILE, x.size - e)
+        nb = (valid + 3) // 4
+        # tile t + AHEAD's lines stream in while this tile's words are made
+        ahead = e + AHEAD * TILE
+        lines = 0
+        if t + AHEAD < t1:
+            lines = (min(TILE, x.size - ahead) + step - 1) // step
+        first = block + np.uint64(t * (TILE // 4))
+        for g0 in range(0, nb, GROUP):
+            g1 = min(nb, g0 + GROUP)
+            # the group's share of the lines, half before and half after its words
+            lm = (g0 + g1) // 2 * lines // nb
+            _prefetch_tile(x, out, ahead, g0 * lines // nb, lm)
+            plane_words(planes, g0, g1, first, key)
+            _prefetch_tile(x, out, ahead, lm, g1 * lines // nb)
+        interleave(planes, nb, words)
         xs = x[e : e + valid]
         os = out[e : e + valid]
+        for i in range(valid):
+            os[i] = xs[i] * scale if words[i] >= t32 else zero
         if pack:
-            for i in range(valid):
-                k = words[i] >= t32
-                keep[i] = np.uint8(k)
-                os[i] = xs[i] * scale if k else zero
-            nbytes = (valid + 7) // 8
-            for i in range(valid, 8 * nbytes):
-                keep[i] = 0
-            s = e - head
-            pack_bits(keep, bits[s // 8 : s // 8 + nbytes])
-        else:
-            for i in range(valid):
-                os[i] = xs[i] * scale if words[i] >= t32 else zero
+            pack_at_least(words, valid, t32, bits[(e - head) // 8 :])
 
 
 @kernel

@@ -2,15 +2,17 @@
 
 Element ``i`` of a mask with ``(seed, call)`` takes word ``i % 4`` of
 ``philox4x32_10((lo32(i // 4), hi32(i // 4), lo32(call), hi32(call)), (lo32(seed),
-hi32(seed)))`` (see :mod:`normdrop.random`). The rounds work on uint64 values below
-2**32, so that each 32x32->64 multiply is one ``vpmuludq`` lane when LLVM
-vectorises the loop around :func:`philox_block`, and every call yields four words.
+hi32(seed)))`` (see :mod:`normdrop.random`). The rounds work on uint64 values whose
+low 32 bits carry the state, and every multiply takes factors masked to 32 bits,
+so that each 32x32->64 product is one ``vpmuludq`` lane (x86) when LLVM vectorises
+the loop around :func:`philox_block`; every call yields four words.
 
 Words are made a tile of :data:`TILE` elements at a time: a vectorised loop writes
-the four words of each block into four planes (unit-stride stores), a second
-loop interleaves them into element order. Storing the four words interleaved
-straight from the Philox loop is slower, and so is applying a mask read across
-the planes (measured on AVX2; see docs/benchmarks.md, "Kernel tuning").
+the four words of each block into four planes (unit-stride stores), making two
+blocks half the range apart per iteration (:func:`plane_words`), and a second loop
+interleaves them into element order. Storing the four words interleaved straight
+from the Philox loop is slower, and so is applying a mask read across the planes
+(see docs/benchmarks.md, "Kernel tuning").
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ __all__ = [
     "TILE",
     "edge_word",
     "head_and_tiles",
+    "interleave",
     "philox_block",
     "philox_words",
     "key_words",
+    "plane_words",
     "split64",
     "tile_scratch",
     "tile_words",
@@ -86,12 +90,16 @@ def philox_block(
     c0 = block & _MASK
     c1 = block >> _SHIFT
     for _ in range(10):
-        p0 = _M0 * c0
-        p1 = _M1 * c2
-        c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1 & _MASK, (p0 >> _SHIFT) ^ c3 ^ k1, p0 & _MASK
+        # c1 and c3 keep the high half of their product, which only ever reaches the
+        # high halves of c0 and c2; masked here, the factors stay visibly below 2**32 to
+        # the code generator, which then makes each product one 32x32->64 lane
+        # (vpmuludq on x86) instead of a full 64-bit multiply
+        p0 = _M0 * (c0 & _MASK)
+        p1 = _M1 * (c2 & _MASK)
+        c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1, (p0 >> _SHIFT) ^ c3 ^ k1, p0
         k0 = (k0 + _W0) & _MASK
         k1 = (k1 + _W1) & _MASK
-    return c0, c1, c2, c3
+    return c0 & _MASK, c1 & _MASK, c2 & _MASK, c3 & _MASK
 
 
 @inline_jit
@@ -102,8 +110,54 @@ def edge_word(block0: np.uint64, lane: int, key: tuple) -> np.uint64:
 
 @inline_jit
 def tile_scratch() -> tuple[np.ndarray, np.ndarray]:
-    """Per-task buffers of :func:`tile_words`: the four word planes, the words."""
-    return np.empty((4, TILE // 4), np.uint32), np.empty(TILE, np.uint32)
+    """Per-task buffers of :func:`tile_words`: the four word planes (one spare block, see
+    :func:`plane_words`), the words."""
+    return np.empty((4, TILE // 4 + 1), np.uint32), np.empty(TILE, np.uint32)
+
+
+@inline_jit
+def plane_words(planes: np.ndarray, i0: int, i1: int, block: np.uint64, key: tuple) -> None:
+    """Words of blocks ``block + i``, ``i0 <= i < i1``, into ``planes[k][i]``.
+
+    Each iteration makes two blocks half the range apart, so that the vectorised loop
+    has twice the independent multiply chains to interleave; with an odd count the
+    block at ``i1`` is made too (the planes have a spare column for ``i1 == TILE // 4``).
+    """
+    # indices from 0 (slices), so that Numba adds no negative-index wraparound to them
+    p0 = planes[0, i0:]
+    p1 = planes[1, i0:]
+    p2 = planes[2, i0:]
+    p3 = planes[3, i0:]
+    first = block + np.uint64(i0)
+    half = (i1 - i0 + 1) // 2
+    for i in range(half):
+        k = i + half
+        a0, a1, a2, a3 = philox_block(first + np.uint64(i), key)
+        b0, b1, b2, b3 = philox_block(first + np.uint64(k), key)
+        p0[i] = a0
+        p1[i] = a1
+        p2[i] = a2
+        p3[i] = a3
+        p0[k] = b0
+        p1[k] = b1
+        p2[k] = b2
+        p3[k] = b3
+
+
+@inline_jit
+def interleave(planes: np.ndarray, nblocks: int, words: np.ndarray) -> np.ndarray:
+    """The words of blocks ``0 .. nblocks - 1`` of ``planes`` into ``words`` in element
+    order; returns ``words``."""
+    p0 = planes[0]
+    p1 = planes[1]
+    p2 = planes[2]
+    p3 = planes[3]
+    for i in range(nblocks):
+        words[4 * i] = p0[i]
+        words[4 * i + 1] = p1[i]
+        words[4 * i + 2] = p2[i]
+        words[4 * i + 3] = p3[i]
+    return words
 
 
 @inline_jit
@@ -115,22 +169,8 @@ def tile_words(
     Returns the words array.
     """
     planes, words = scratch
-    p0 = planes[0]
-    p1 = planes[1]
-    p2 = planes[2]
-    p3 = planes[3]
-    for i in range(nblocks):
-        w0, w1, w2, w3 = philox_block(block + np.uint64(i), key)
-        p0[i] = w0
-        p1[i] = w1
-        p2[i] = w2
-        p3[i] = w3
-    for i in range(nblocks):
-        words[4 * i] = p0[i]
-        words[4 * i + 1] = p1[i]
-        words[4 * i + 2] = p2[i]
-        words[4 * i + 3] = p3[i]
-    return words
+    plane_words(planes, 0, nblocks, block, key)
+    return interleave(planes, nblocks, words)
 
 
 @inline_jit
