@@ -27,7 +27,7 @@ from numba import prange
 from .bitmask import pack_at_least
 from .dropout import Key
 from .jit import TASK_SIZE, jit, kernel
-from .philox import TILE, edge_word, interleave, plane_words, tile_scratch
+from .philox import TILE, edge_word, tile_scratch, tile_words
 from .prefetch import LINE, prefetch_read, prefetch_write
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
@@ -72,7 +72,7 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 
 @_helper
-def _row_words(words, planes, n, block, lane, key, x, residual, r, out, ahead):
+def _row_words(words, scratch, n, block, lane, key, x, residual, r, out, ahead):
     """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
 
     The words are made :data:`GROUP` blocks at a time; around each group a share of row
@@ -97,10 +97,12 @@ def _row_words(words, planes, n, block, lane, key, x, residual, r, out, ahead):
                 l0 = (s // 4 + g0) * lines // total
                 lm = (s // 4 + (g0 + g1) // 2) * lines // total
                 _prefetch_lines(x, residual, r, out, ahead, l0, lm)
-            plane_words(planes, g0, g1, first + np.uint64(s // 4), key)
+            tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, key, scratch)
             if ahead >= 0:
                 _prefetch_lines(x, residual, r, out, ahead, lm, (s // 4 + g1) * lines // total)
-        interleave(planes, nb, words[head + s :])  # up to 3 words past the row: spare room
+            dst = words[head + s + 4 * g0 : head + s + min(valid, 4 * g1)]
+            for i in range(dst.size):
+                dst[i] = tile[i]
         s += TILE
 
 
@@ -163,17 +165,17 @@ def _task(
     r0 = t * per
     r1 = min(rows, r0 + per)
     t32 = np.uint32(thr)
-    planes = tile_scratch()[0]
+    scratch = tile_scratch()
     # float64 parameters once per task: converting them per element costs the output pass
     w64 = _float64(d, weight, 1.0)
     b64 = _float64(d, bias, 0.0)
-    words = np.empty(d + 4, np.uint32)  # room for a last block's words past the row
+    words = np.empty(d, np.uint32)
     keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
     for ri in range(r0, r1):
         if drop:
             position = lane0 + ri * d
             ahead = ri + 1 if ri + 1 < r1 else -1
-            _row_words(words, planes, d, block0 + np.uint64(position // 4), position % 4,
+            _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
                        key, x, residual, r, out, ahead)  # fmt: skip
         rr = r[ri]
         kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
