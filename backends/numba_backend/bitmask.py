@@ -2,10 +2,10 @@
 
 :func:`bits64_at_least` compares 64 unsigned integers with a threshold as one LLVM
 vector ``icmp`` whose ``<64 x i1>`` result is reinterpreted as an ``i64``: with
-AVX-512 that is four compares into mask registers and one move, with no keep byte
-written or read. Bit ``j`` of the result is value ``j``'s, so the little-endian
-``uint64`` is the packed bitmask in NumPy's ``bitorder="little"`` (normdrop's
-bitmask layout).
+AVX-512 that is four (32-bit values) or one (bytes) compares into mask registers and
+one move, instead of a shift, a multiply or a byte store per value. Bit ``j`` of the
+result is value ``j``'s, so the little-endian ``uint64`` is the packed bitmask in
+NumPy's ``bitorder="little"`` (normdrop's bitmask layout).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def bits64_at_least(typingctx, values, start, threshold):
     if not (
         isinstance(values, types.Array)
         and values.ndim == 1
+        and values.layout == "C"
         and isinstance(values.dtype, types.Integer)
         and not values.dtype.signed
     ):
