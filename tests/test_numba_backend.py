@@ -18,6 +18,7 @@ from normdrop import functional as F
 numba = pytest.importorskip("numba")
 
 from normdrop.backends.numba_backend import (  # noqa: E402
+    bitmask,
     channel_sums,
     dropout,
     dropout_add_norm,
@@ -159,7 +160,7 @@ def test_empty_inputs():
 # ----------------------------------------------------------------------------- dropout
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (8192, 24)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (3, 1057), (8192, 24), (70001,)], ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_functional_dropout_identical(rng, shape, dtype):
     x = rng.standard_normal(shape).astype(dtype)
@@ -174,6 +175,20 @@ def test_functional_dropout_identical(rng, shape, dtype):
         np.testing.assert_array_equal(
             F.dropout_backward(g, 0.15, seed=3, call=2**35, backend="numba"), expected
         )
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 63, 64, 65, 200, 1024])
+@pytest.mark.parametrize(("dtype", "threshold"), [(np.uint8, 1), (np.uint32, 2**31 + 5)])
+def test_pack_at_least_is_packbits_little(rng, n, dtype, threshold):
+    """The vector-compare packing gives NumPy's little-endian packbits of ``values >=
+    threshold`` and writes no byte past ``ceil(n / 8)``."""
+    high = 2 if dtype == np.uint8 else 2**32
+    values = rng.integers(0, high, n + 70).astype(dtype)  # values past n must be ignored
+    bits = np.full((n + 7) // 8 + 3, 0xA5, np.uint8)
+    bitmask.pack_at_least(values, n, dtype(threshold), bits)
+    expected = np.packbits(values[:n] >= threshold, bitorder="little")
+    np.testing.assert_array_equal(bits[: (n + 7) // 8], expected)
+    assert (bits[(n + 7) // 8 :] == 0xA5).all()
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -192,7 +207,7 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     key = key_words(7, 2**40)
     bits = np.empty((flat.size + 7) // 8, np.uint8)
     drop = np.empty_like(flat)
-    args = (np.uint64(2**30), np.float32(1.25), key, drop, bits, np.uint64(0), 0)
+    args = (np.uint64(2**30), np.float32(1.25), key, drop, bits, True, np.uint64(0), 0)
     dropout.dropout(parallel, flat, *args)
     dx = np.empty_like(flat)
     dropout.apply_bitmask(parallel, flat, bits, np.float32(1.25), dx)

@@ -347,13 +347,15 @@ class NumbaBackend:
         ``bitmask`` (uint8, ``ceil(n / 8)`` bytes, only with ``offset == 0``) also
         receives the packed keep-mask.
         """
+        pack = bitmask is not None
         _clone(dropout.dropout, x.size)(
             _readable(x).reshape(-1),
             np.uint64(threshold),
             x.dtype.type(scale),
             philox.key_words(seed, call),
             out.reshape(-1),
-            bitmask,
+            bitmask if pack else _NO_BITS,
+            pack,
             np.uint64(offset // 4),
             offset % 4,
         )

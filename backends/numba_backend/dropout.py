@@ -2,14 +2,13 @@
 
 Local element ``j`` is global element ``offset + j`` (a chunk of a larger array
 passes its offset). A head of at most three elements up to the next whole
-counter block is a short tile of its own in task 0; the rest is cut into tiles of
-:data:`~.philox.TILE` elements (see :func:`.philox.task_tiles`), grouped into
-parallel tasks.
-With a bitmask the offset is 0, so every tile owns whole bitmask bytes; the
-select loop also stores a 0/1 keep byte per element, and one multiply per eight
-of them gathers their bits into a bitmask byte. Packing then costs a forward a
-fraction of what keep-nibbles made in the Philox loop cost (docs/benchmarks.md,
-"Kernel tuning").
+counter block is done one element at a time; the rest is cut into tiles of
+:data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
+With a bitmask the offset is 0, so every tile owns whole bitmask bytes, packed
+straight from the tile's words 64 at a time (:func:`.bitmask.pack_at_least`).
+While a tile's words are made, the next tile's cache lines are prefetched (for
+reading ``x``, for writing ``out``), so that the memory traffic flows during the
+arithmetic instead of taking turns with it (docs/benchmarks.md, "Kernel tuning").
 
 The backward expands each bitmask byte into eight 0/1 words of a tile buffer
 (one vector shift per byte) and then selects, which vectorises; selecting
@@ -21,57 +20,74 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .bitmask import pack_at_least
 from .jit import inline_jit, kernel, task_jit
-from .philox import TILE, TILES_PER_TASK, task_count, task_tiles, tile_scratch, tile_span
+from .philox import (
+    TILE,
+    TILES_PER_TASK,
+    edge_word,
+    head_and_tiles,
+    interleave,
+    plane_words,
+    tile_scratch,
+    tile_span,
+)
+from .prefetch import LINE, prefetch_read, prefetch_write
 
-#: Multiplying eight 0/1 bytes (a little-endian uint64) by this moves byte ``k``'s
-#: bit to bit ``56 + k``, with no carries: the top byte is the packed bitmask byte.
-_GATHER_BITS = np.uint64(0x0102040810204080)
-_TOP_BYTE = np.uint64(56)
+#: Philox blocks made per call of the word generator; around each call a share of the
+#: next tile's lines is prefetched in two rounds (16 lines of float32 data), so that
+#: the loads stream during the arithmetic (see docs/benchmarks.md, "Kernel tuning").
+GROUP = 64
+#: How many tiles ahead the prefetches run.
+AHEAD = 1
 
-__all__ = ["apply_bitmask", "dropout", "dropout_mask", "pack_bits"]
+__all__ = ["apply_bitmask", "dropout", "dropout_mask"]
 
 #: The ``key`` argument's type: ``(c2, c3, k0, k1)`` (see :func:`.philox.key_words`).
 Key = tuple[np.uint64, np.uint64, np.uint64, np.uint64]
 
 
 @inline_jit
-def pack_bits(keep, bits):
-    """Pack the first ``8 * bits.size`` 0/1 bytes of ``keep`` into the bytes ``bits``."""
-    keep8 = keep.view(np.uint64)  # eight keep bytes per uint64 (little-endian)
-    for q in range(bits.size):
-        bits[q] = np.uint8((keep8[q] * _GATHER_BITS) >> _TOP_BYTE)
+def _prefetch_tile(x, out, e, l0, l1):
+    """Start loading lines ``l0 .. l1 - 1`` of ``x`` from element ``e`` on, and claiming
+    those of ``out``."""
+    step = max(1, LINE // x.itemsize)
+    for line in range(l0, l1):
+        prefetch_read(x, e + line * step)
+        prefetch_write(out, e + line * step)
 
 
 @task_jit
-def _dropout_tiles(x, out, bits, t, block0, lane0, thr, scale, key):
-    """Task ``t`` of :func:`dropout` (its tiles: see :func:`~.philox.task_tiles`).
-
-    ``bits`` is None, or the bitmask to pack the keep-mask into (then there is no
-    head: the offset is 0, so every tile owns whole bitmask bytes).
-    """
+def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, key):
+    """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``)."""
     zero = x.dtype.type(0)
     t32 = np.uint32(thr)
-    scratch = tile_scratch()
-    if bits is not None:
-        keep = np.empty(TILE, np.uint8)
-    head, i0, i1 = task_tiles(t, x.size, lane0)
-    for i in range(i0, i1):
-        e, valid, words = tile_span(i, x.size, head, block0, lane0, key, scratch)
+    planes, words = tile_scratch()
+    step = max(1, LINE // x.itemsize)
+    for t in range(t0, t1):
+        e = head + t * TILE
+        valid = min(TILE, x.size - e)
+        nb = (valid + 3) // 4
+        # tile t + AHEAD's lines stream in while this tile's words are made
+        ahead = e + AHEAD * TILE
+        lines = 0
+        if t + AHEAD < t1:
+            lines = (min(TILE, x.size - ahead) + step - 1) // step
+        first = block + np.uint64(t * (TILE // 4))
+        for g0 in range(0, nb, GROUP):
+            g1 = min(nb, g0 + GROUP)
+            # the group's share of the lines, half before and half after its words
+            lm = (g0 + g1) // 2 * lines // nb
+            _prefetch_tile(x, out, ahead, g0 * lines // nb, lm)
+            plane_words(planes, g0, g1, first, key)
+            _prefetch_tile(x, out, ahead, lm, g1 * lines // nb)
+        interleave(planes, nb, words)
         xs = x[e : e + valid]
         os = out[e : e + valid]
-        if bits is None:
-            for j in range(valid):
-                os[j] = xs[j] * scale if words[j] >= t32 else zero
-        else:
-            for j in range(valid):
-                k = words[j] >= t32
-                keep[j] = np.uint8(k)
-                os[j] = xs[j] * scale if k else zero
-            nbytes = (valid + 7) // 8
-            for j in range(valid, 8 * nbytes):
-                keep[j] = 0
-            pack_bits(keep, bits[e // 8 : e // 8 + nbytes])
+        for i in range(valid):
+            os[i] = xs[i] * scale if words[i] >= t32 else zero
+        if pack:
+            pack_at_least(words, valid, t32, bits[(e - head) // 8 :])
 
 
 @kernel
@@ -81,41 +97,50 @@ def dropout(
     scale: np.floating,
     key: Key,
     out: np.ndarray,
-    bits: np.ndarray | None,
+    bits: np.ndarray,
+    pack: bool,
     block0: np.uint64,
     lane0: int,
 ) -> None:
-    """Inverted dropout of flat data into ``out``; pack the keep-mask into ``bits``
-    unless it is None (one specialisation each).
+    """Inverted dropout of flat data into ``out``; pack the keep-mask when ``pack``.
 
     ``thr`` is the uint64 keep threshold, ``scale`` a scalar of the data dtype,
     ``key`` the words ``(c2, c3, k0, k1)`` of ``call`` and ``seed``; the first
     element is word ``lane0`` of counter block ``block0`` (a uint64).
     """
-    for tt in prange(task_count(x.size, lane0)):
-        # the prange index is unsigned
-        _dropout_tiles(x, out, bits, np.int64(tt), block0, lane0, thr, scale, key)
+    head, tiles = head_and_tiles(x.size, lane0)
+    first = block0 + np.uint64(1 if head > 0 else 0)
+    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
+        t = np.int64(tt)  # the prange index is unsigned
+        t0 = t * TILES_PER_TASK
+        t1 = min(tiles, t0 + TILES_PER_TASK)
+        _dropout_tiles(x, out, bits, pack, t0, t1, head, first, thr, scale, key)
+    zero = x.dtype.type(0)
+    for j in range(head):
+        out[j] = x[j] * scale if edge_word(block0, lane0 + j, key) >= thr else zero
 
 
 @task_jit
-def _mask_tiles(mask, t, thr, key):
-    """Task ``t`` of :func:`dropout_mask`."""
+def _mask_tiles(mask, t0, t1, thr, key):
+    """Tiles ``t0 .. t1 - 1`` of :func:`dropout_mask`."""
     t32 = np.uint32(thr)
     scratch = tile_scratch()
-    _, i0, i1 = task_tiles(t, mask.size, 0)
-    for i in range(i0, i1):
-        e, valid, words = tile_span(i, mask.size, 0, np.uint64(0), 0, key, scratch)
+    for t in range(t0, t1):
+        e, valid, words = tile_span(t, mask.size, 0, np.uint64(0), key, scratch)
         ms = mask[e : e + valid]
-        for j in range(valid):
-            ms[j] = words[j] >= t32
+        for i in range(valid):
+            ms[i] = words[i] >= t32
 
 
 @kernel
 def dropout_mask(n: int, thr: np.uint64, key: Key) -> np.ndarray:
     """Boolean keep-mask of elements ``0 .. n - 1``."""
     mask = np.empty(n, np.bool_)
-    for tt in prange(task_count(n, 0)):
-        _mask_tiles(mask, np.int64(tt), thr, key)  # the prange index is unsigned
+    tiles = (n + TILE - 1) // TILE
+    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
+        t = np.int64(tt)  # the prange index is unsigned
+        t0 = t * TILES_PER_TASK
+        _mask_tiles(mask, t0, min(tiles, t0 + TILES_PER_TASK), thr, key)
     return mask
 
 

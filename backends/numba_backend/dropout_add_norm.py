@@ -22,14 +22,13 @@ It is only called from Python: a cached serial function must not call a parallel
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
-from .dropout import Key, pack_bits
+from .bitmask import pack_at_least
+from .dropout import Key
 from .jit import TASK_SIZE, jit, kernel
 from .philox import TILE, edge_word, tile_scratch, tile_words
+from .prefetch import LINE, prefetch_read, prefetch_write
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
 
@@ -39,8 +38,6 @@ _FASTMATH = frozenset({"reassoc", "arcp", "afn"})
 _helper = jit(fastmath=_FASTMATH, inline="always")
 _task_jit = jit(fastmath=_FASTMATH)
 
-#: Bytes per cache line, the stride of the prefetches.
-_LINE = 64
 #: Philox blocks made per call of the tile generator; around each call a share of the
 #: next row's lines is prefetched in two rounds of 16 (4 lines of each of the four
 #: arrays for 1024 float32 values), about what a core keeps in flight, so the loads
@@ -49,48 +46,18 @@ _LINE = 64
 GROUP = 32
 
 
-def _prefetch_intrinsic(write: int):
-    """An intrinsic ``(array, index) -> None`` that prefetches the line of ``array[index]``
-    into the L2 cache, for reading (``write=0``) or for writing (``write=1``)."""
-
-    @intrinsic
-    def prefetch(typingctx, array, index):
-        def codegen(context, builder, signature, args):
-            array_type = signature.args[0]
-            view = context.make_array(array_type)(context, builder, args[0])
-            pointer = cgutils.get_item_pointer(
-                context, builder, array_type, view, [args[1]], wraparound=False
-            )
-            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-            function = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch.p0",
-            )  # fmt: skip
-            # (address, read 0 / write 1, locality 2: the L2 cache, data 1)
-            builder.call(function, [builder.bitcast(pointer, i8p), i32(write), i32(2), i32(1)])
-            return context.get_dummy_value()
-
-        return types.void(array, index), codegen
-
-    return prefetch
-
-
-_prefetch_read = _prefetch_intrinsic(0)
-_prefetch_write = _prefetch_intrinsic(1)
-
-
 @_helper
 def _prefetch_lines(x, residual, r, out, ri, l0, l1):
     """Start loading cache lines ``l0 .. l1 - 1`` of row ``ri`` of the inputs, and claiming
     them in the outputs."""
-    step = max(1, _LINE // x.itemsize)
+    step = max(1, LINE // x.itemsize)
     for line in range(l0, l1):
         j = line * step
-        _prefetch_read(x[ri], j)
+        prefetch_read(x[ri], j)
         if residual is not None:
-            _prefetch_read(residual[ri], j)
-        _prefetch_write(r[ri], j)
-        _prefetch_write(out[ri], j)
+            prefetch_read(residual[ri], j)
+        prefetch_write(r[ri], j)
+        prefetch_write(out[ri], j)
 
 
 @_helper
@@ -119,7 +86,7 @@ def _row_words(words, scratch, n, block, lane, key, x, residual, r, out, ahead):
     first = block + np.uint64(1 if head > 0 else 0)
     m = n - head
     total = (m + 3) // 4
-    lines = (n * x.itemsize + _LINE - 1) // _LINE
+    lines = (n * x.itemsize + LINE - 1) // LINE
     s = 0
     while s < m:
         valid = min(TILE, m - s)
@@ -227,7 +194,7 @@ def _task(
         rstd[ri] = rs
     if pack:
         base = r0 * d // 8
-        pack_bits(keep, bits[base : base + keep.size // 8])
+        pack_at_least(keep, keep.size, np.uint8(1), bits[base : base + keep.size // 8])
 
 
 @kernel(fastmath=_FASTMATH)

@@ -2,15 +2,17 @@
 
 Element ``i`` of a mask with ``(seed, call)`` takes word ``i % 4`` of
 ``philox4x32_10((lo32(i // 4), hi32(i // 4), lo32(call), hi32(call)), (lo32(seed),
-hi32(seed)))`` (see :mod:`normdrop.random`). The rounds work on uint64 values below
-2**32, so that each 32x32->64 multiply is one ``vpmuludq`` lane when LLVM
-vectorises the loop around :func:`philox_block`, and every call yields four words.
+hi32(seed)))`` (see :mod:`normdrop.random`). The rounds work on uint64 values whose
+low 32 bits carry the state, and every multiply takes factors masked to 32 bits,
+so that each 32x32->64 product is one ``vpmuludq`` lane (x86) when LLVM vectorises
+the loop around :func:`philox_block`; every call yields four words.
 
 Words are made a tile of :data:`TILE` elements at a time: a vectorised loop writes
-the four words of each block into four planes (unit-stride stores), a second
-loop interleaves them into element order. Storing the four words interleaved
-straight from the Philox loop is slower, and so is applying a mask read across
-the planes (measured on AVX2; see docs/benchmarks.md, "Kernel tuning").
+the four words of each block into four planes (unit-stride stores), making two
+blocks half the range apart per iteration (:func:`plane_words`), and a second loop
+interleaves them into element order. Storing the four words interleaved straight
+from the Philox loop is slower, and so is applying a mask read across the planes
+(see docs/benchmarks.md, "Kernel tuning").
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from .jit import TASK_SIZE, inline_jit, kernel, task_jit
 __all__ = [
     "TILE",
     "edge_word",
+    "head_and_tiles",
+    "interleave",
     "philox_block",
     "philox_words",
     "key_words",
+    "plane_words",
     "split64",
-    "task_count",
-    "task_tiles",
     "tile_scratch",
-    "tile_span",
     "tile_words",
 ]
 
@@ -88,12 +90,16 @@ def philox_block(
     c0 = block & _MASK
     c1 = block >> _SHIFT
     for _ in range(10):
-        p0 = _M0 * c0
-        p1 = _M1 * c2
-        c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1 & _MASK, (p0 >> _SHIFT) ^ c3 ^ k1, p0 & _MASK
+        # c1 and c3 keep the high half of their product, which only ever reaches the
+        # high halves of c0 and c2; masked here, the factors stay visibly below 2**32 to
+        # the code generator, which then makes each product one 32x32->64 lane
+        # (vpmuludq on x86) instead of a full 64-bit multiply
+        p0 = _M0 * (c0 & _MASK)
+        p1 = _M1 * (c2 & _MASK)
+        c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1, (p0 >> _SHIFT) ^ c3 ^ k1, p0
         k0 = (k0 + _W0) & _MASK
         k1 = (k1 + _W1) & _MASK
-    return c0, c1, c2, c3
+    return c0 & _MASK, c1 & _MASK, c2 & _MASK, c3 & _MASK
 
 
 @inline_jit
@@ -103,28 +109,49 @@ def edge_word(block0: np.uint64, lane: int, key: tuple) -> np.uint64:
 
 
 @inline_jit
-def tile_scratch() -> np.ndarray:
-    """Per-task buffer of :func:`tile_words`: the four word planes, then the words."""
-    return np.empty(2 * TILE, np.uint32)
+def tile_scratch() -> tuple[np.ndarray, np.ndarray]:
+    """Per-task buffers of :func:`tile_words`: the four word planes (one spare block, see
+    :func:`plane_words`), the words."""
+    return np.empty((4, TILE // 4 + 1), np.uint32), np.empty(TILE, np.uint32)
 
 
 @inline_jit
-def tile_words(block: np.uint64, nblocks: int, key: tuple, scratch: np.ndarray) -> np.ndarray:
-    """Words of ``nblocks`` blocks from ``block`` into ``scratch`` in element order.
+def plane_words(planes: np.ndarray, i0: int, i1: int, block: np.uint64, key: tuple) -> None:
+    """Words of blocks ``block + i``, ``i0 <= i < i1``, into ``planes[k][i]``.
 
-    Returns the words array.
+    Each iteration makes two blocks half the range apart, so that the vectorised loop
+    has twice the independent multiply chains to interleave; with an odd count the
+    block at ``i1`` is made too (the planes have a spare column for ``i1 == TILE // 4``).
     """
-    p0 = scratch[: TILE // 4]
-    p1 = scratch[TILE // 4 : TILE // 2]
-    p2 = scratch[TILE // 2 : 3 * TILE // 4]
-    p3 = scratch[3 * TILE // 4 : TILE]
-    words = scratch[TILE:]
-    for i in range(nblocks):
-        w0, w1, w2, w3 = philox_block(block + np.uint64(i), key)
-        p0[i] = w0
-        p1[i] = w1
-        p2[i] = w2
-        p3[i] = w3
+    # indices from 0 (slices), so that Numba adds no negative-index wraparound to them
+    p0 = planes[0, i0:]
+    p1 = planes[1, i0:]
+    p2 = planes[2, i0:]
+    p3 = planes[3, i0:]
+    first = block + np.uint64(i0)
+    half = (i1 - i0 + 1) // 2
+    for i in range(half):
+        k = i + half
+        a0, a1, a2, a3 = philox_block(first + np.uint64(i), key)
+        b0, b1, b2, b3 = philox_block(first + np.uint64(k), key)
+        p0[i] = a0
+        p1[i] = a1
+        p2[i] = a2
+        p3[i] = a3
+        p0[k] = b0
+        p1[k] = b1
+        p2[k] = b2
+        p3[k] = b3
+
+
+@inline_jit
+def interleave(planes: np.ndarray, nblocks: int, words: np.ndarray) -> np.ndarray:
+    """The words of blocks ``0 .. nblocks - 1`` of ``planes`` into ``words`` in element
+    order; returns ``words``."""
+    p0 = planes[0]
+    p1 = planes[1]
+    p2 = planes[2]
+    p3 = planes[3]
     for i in range(nblocks):
         words[4 * i] = p0[i]
         words[4 * i + 1] = p1[i]
@@ -134,49 +161,44 @@ def tile_words(block: np.uint64, nblocks: int, key: tuple, scratch: np.ndarray) 
 
 
 @inline_jit
-def task_tiles(t, n, lane0):
-    """The tiles of task ``t`` over ``n`` elements from word ``lane0`` of a counter block:
-    ``(head, i0, i1)``, tiles ``i0 .. i1 - 1`` (see :func:`tile_span`).
+def tile_words(
+    block: np.uint64, nblocks: int, key: tuple, scratch: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Words of ``nblocks`` blocks from ``block`` into ``scratch[1]`` in element order.
 
-    The ``head`` elements up to the next whole block (at most three) are tile ``-1``,
-    in task 0; the rest is cut into tiles of :data:`TILE` elements, grouped into tasks
-    of :data:`TILES_PER_TASK` tiles.
+    Returns the words array.
     """
-    head = min(n, (4 - lane0) % 4)
-    tiles = (n - head + TILE - 1) // TILE
-    i0 = t * TILES_PER_TASK
-    return head, -1 if i0 == 0 and head > 0 else i0, min(tiles, i0 + TILES_PER_TASK)
+    planes, words = scratch
+    plane_words(planes, 0, nblocks, block, key)
+    return interleave(planes, nblocks, words)
 
 
 @inline_jit
-def task_count(n, lane0):
-    """Number of tasks of :func:`task_tiles` (at least one: task 0 does the head)."""
-    tiles = (n - min(n, (4 - lane0) % 4) + TILE - 1) // TILE
-    return max(1, (tiles + TILES_PER_TASK - 1) // TILES_PER_TASK)
-
-
-@inline_jit
-def tile_span(i, n, head, block0, lane0, key, scratch):
-    """Tile ``i`` of :func:`task_tiles` (``-1``: the head) of ``n`` elements from word
-    ``lane0`` of counter block ``block0``: its first element, its size, and its words."""
-    e = max(0, head + i * TILE)
-    valid = min(n, head + (i + 1) * TILE) - e
-    word = lane0 + e  # from word 0 of block0; a multiple of 4 except in the head
-    lane = word % 4
-    words = tile_words(block0 + np.uint64(word // 4), (lane + valid + 3) // 4, key, scratch)
-    return e, valid, words[lane : lane + valid]
+def tile_span(t, n, head, block, key, scratch):
+    """Tile ``t`` of a body of ``n - head`` elements whose first counter block is
+    ``block``: its first element (after ``head``), its size, and its words."""
+    s = t * TILE
+    valid = min(TILE, n - head - s)
+    words = tile_words(block + np.uint64(t * (TILE // 4)), (valid + 3) // 4, key, scratch)
+    return head + s, valid, words
 
 
 @task_jit
-def _words_tiles(out, t, block0, lane0, key):
-    """Task ``t`` of :func:`philox_words`."""
+def _words_tiles(out, t0, t1, head, block, key):
+    """Tiles ``t0 .. t1 - 1`` of :func:`philox_words`."""
     scratch = tile_scratch()
-    head, i0, i1 = task_tiles(t, out.size, lane0)
-    for i in range(i0, i1):
-        e, valid, words = tile_span(i, out.size, head, block0, lane0, key, scratch)
+    for t in range(t0, t1):
+        e, valid, words = tile_span(t, out.size, head, block, key, scratch)
         o = out[e : e + valid]
-        for j in range(valid):
-            o[j] = words[j]
+        for i in range(valid):
+            o[i] = words[i]
+
+
+@inline_jit
+def head_and_tiles(n, lane0):
+    """Elements before the first whole counter block, and the number of body tiles."""
+    head = min(n, (4 - lane0) % 4)
+    return head, (n - head + TILE - 1) // TILE
 
 
 @kernel
@@ -194,6 +216,12 @@ def philox_words(
     first element's global index, which may exceed 64 bits.
     """
     out = np.empty(n, np.uint32)
-    for tt in prange(task_count(n, lane0)):
-        _words_tiles(out, np.int64(tt), block0, lane0, key)  # the prange index is unsigned
+    head, tiles = head_and_tiles(n, lane0)
+    first = block0 + np.uint64(1 if head > 0 else 0)
+    for tt in prange((tiles + TILES_PER_TASK - 1) // TILES_PER_TASK):
+        t = np.int64(tt)  # the prange index is unsigned
+        t0 = t * TILES_PER_TASK
+        _words_tiles(out, t0, min(tiles, t0 + TILES_PER_TASK), head, first, key)
+    for j in range(head):
+        out[j] = edge_word(block0, lane0 + j, key)
     return out
