@@ -177,6 +177,12 @@ def test_functional_dropout_identical(rng, shape, dtype):
         )
 
 
+@numba.njit
+def _pack_at_least(values, n, threshold, bits):
+    """A Python-callable caller: normdrop's inlined helpers have no Python wrapper."""
+    bitmask.pack_at_least(values, n, threshold, bits)
+
+
 @pytest.mark.parametrize("n", [0, 1, 9, 63, 64, 65, 200, 1024])
 @pytest.mark.parametrize(("dtype", "threshold"), [(np.uint8, 1), (np.uint32, 2**31 + 5)])
 def test_pack_at_least_is_packbits_little(rng, n, dtype, threshold):
@@ -185,7 +191,7 @@ def test_pack_at_least_is_packbits_little(rng, n, dtype, threshold):
     high = 2 if dtype == np.uint8 else 2**32
     values = rng.integers(0, high, n + 70).astype(dtype)  # values past n must be ignored
     bits = np.full((n + 7) // 8 + 3, 0xA5, np.uint8)
-    bitmask.pack_at_least(values, n, dtype(threshold), bits)
+    _pack_at_least(values, n, dtype(threshold), bits)
     expected = np.packbits(values[:n] >= threshold, bitorder="little")
     np.testing.assert_array_equal(bits[: (n + 7) // 8], expected)
     assert (bits[(n + 7) // 8 :] == 0xA5).all()
