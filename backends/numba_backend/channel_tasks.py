@@ -19,6 +19,13 @@ Two task layouts, picked by ``L``:
 
 Used by :mod:`.stats` (moments) and :mod:`.channel_sums` (backward sums); every
 helper here is inlined into the task functions that call it.
+
+A third layout serves the whole-layer kernels that reduce and then transform the
+same data (:mod:`.fused`'s training forward, :mod:`.channel_backward`): when each
+channel holds at most :data:`BLOCK_VALUES` values in rows of at least ``LONG_ROW``
+(:func:`channel_blocks`), a task owns whole channels, so it finishes a channel's
+reduction and transforms the channel while its data is still in its core's L2
+cache: the data comes from memory once, not twice.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ from .jit import TASK_SIZE, inline_jit
 from .layouts import LONG_ROW
 
 __all__ = [
+    "BLOCK_VALUES",
+    "channel_blocks",
+    "channel_dot",
+    "channel_moments_of",
     "channel_total",
     "chunk_counts",
     "column_count",
@@ -46,6 +57,9 @@ __all__ = [
 MIN_WIDTH = 64
 #: Fewest rows per task of the short-row layout when rows are wide.
 MIN_ROWS = 64
+#: Most values per channel of the channel-block layout: a channel's input and
+#: gradient (float32) take half of a core's 1 MiB L2 cache, its output a quarter.
+BLOCK_VALUES = 2 * TASK_SIZE
 
 
 @inline_jit
@@ -87,6 +101,73 @@ def plan_tasks(n, c, length):
     n_chunks = (units + per_chunk - 1) // per_chunk
     n_blocks = (c + ch_per_task - 1) // ch_per_task
     return long, seg, nseg, per_chunk, period, ch_per_task, n_chunks, n_blocks
+
+
+@inline_jit
+def channel_blocks(n, c, length):
+    """Channels per task of the channel-block layout (about :data:`~.jit.TASK_SIZE`
+    values each), or 0 when ``(n, c, length)`` data does not take it (shape-only)."""
+    per_channel = n * length
+    if length < LONG_ROW or per_channel > BLOCK_VALUES or c == 0:
+        return 0
+    return max(1, TASK_SIZE // max(per_channel, 1))
+
+
+@inline_jit
+def channel_dot(dy, x, ch, m):
+    """``sum(dy)`` and ``sum((x - m) * dy)`` (float64) over channel ``ch`` of ``(N, C, L)``
+    data, four samples' rows per sweep: the rows of one channel lie ``C * L`` values
+    apart, and reading four at once keeps more requests to memory in flight than one."""
+    n, _, length = x.shape
+    s = 0.0
+    q = 0.0
+    i = 0
+    while i + 4 <= n:
+        x0, x1, x2, x3 = x[i, ch], x[i + 1, ch], x[i + 2, ch], x[i + 3, ch]
+        g0, g1, g2, g3 = dy[i, ch], dy[i + 1, ch], dy[i + 2, ch], dy[i + 3, ch]
+        for j in range(length):
+            a0 = np.float64(g0[j])
+            a1 = np.float64(g1[j])
+            a2 = np.float64(g2[j])
+            a3 = np.float64(g3[j])
+            s += (a0 + a1) + (a2 + a3)
+            q += ((x0[j] - m) * a0 + (x1[j] - m) * a1) + ((x2[j] - m) * a2 + (x3[j] - m) * a3)
+        i += 4
+    for r in range(i, n):
+        xr = x[r, ch]
+        gr = dy[r, ch]
+        for j in range(length):
+            g = np.float64(gr[j])
+            s += g
+            q += (xr[j] - m) * g
+    return s, q
+
+
+@inline_jit
+def channel_moments_of(x, ch):
+    """Mean and M2 (float64, two passes) of channel ``ch`` of ``(N, C, L)`` data, four
+    samples' rows per sweep of the first pass (see :func:`channel_dot`); the second
+    pass reads what the first left in cache."""
+    n, _, length = x.shape
+    s = 0.0
+    i = 0
+    while i + 4 <= n:
+        x0, x1, x2, x3 = x[i, ch], x[i + 1, ch], x[i + 2, ch], x[i + 3, ch]
+        for j in range(length):
+            s += (np.float64(x0[j]) + np.float64(x1[j])) + (np.float64(x2[j]) + np.float64(x3[j]))
+        i += 4
+    for r in range(i, n):
+        xr = x[r, ch]
+        for j in range(length):
+            s += xr[j]
+    m = s / (n * length)
+    q = 0.0
+    for r in range(n):
+        xr = x[r, ch]
+        for j in range(length):
+            d = xr[j] - m
+            q += d * d
+    return m, q
 
 
 @inline_jit

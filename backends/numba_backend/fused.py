@@ -18,7 +18,9 @@ with or without them compiles the same specialisation.
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
+from .channel_tasks import channel_blocks, channel_moments_of
 from .elementwise import affine
 from .jit import inline_jit, rsqrt_jit, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
@@ -63,6 +65,46 @@ def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, 
     return rstd, scale, shift
 
 
+@task_jit
+def _block_task(
+    x, running_mean, running_var, weight, bias, update, momentum, eps, out, mean, rstd, t, per
+):
+    """Task ``t`` of the channel-block layout (:func:`~.channel_tasks.channel_blocks`):
+    channels ``t * per`` on, their batch statistics, running statistics and fold, then
+    their output while their values are still in cache."""
+    n, c, length = x.shape
+    c0 = t * per
+    c1 = min(c, c0 + per)
+    count = n * length
+    var = np.empty(c1 - c0)
+    for ch in range(c0, c1):
+        m, q = channel_moments_of(x, ch)
+        mean[ch] = m
+        var[ch - c0] = q / count
+    r, scale, shift = _fold(
+        mean[c0:c1],
+        var,
+        running_mean[c0:c1],
+        running_var[c0:c1],
+        weight[c0:c1],
+        bias[c0:c1],
+        update,
+        momentum,
+        eps,
+        count,
+    )
+    for ch in range(c0, c1):
+        rstd[ch] = r[ch - c0]
+        m = mean[ch]
+        a = scale[ch - c0]
+        b = shift[ch - c0]
+        for i in range(n):
+            xr = x[i, ch]
+            orow = out[i, ch]
+            for j in range(length):
+                orow[j] = (xr[j] - m) * a + b
+
+
 @channel_kernel
 def batch_norm_forward(
     x: np.ndarray,
@@ -82,6 +124,18 @@ def batch_norm_forward(
     the running statistics in place when ``update``; returns float64 ``(mean, rstd)``.
     """
     n, c, length = x.shape
+    if LONG_LAYOUT:
+        per = channel_blocks(n, c, length) if use_batch else 0
+        if per > 0:
+            mean = np.empty(c)
+            rstd = np.empty(c)
+            for tt in prange((c + per - 1) // per):
+                t = np.int64(tt)  # the prange index is unsigned
+                _block_task(
+                    x, running_mean, running_var, weight, bias, update, momentum, eps, out,
+                    mean, rstd, t, per,
+                )  # fmt: skip
+            return mean, rstd
     if use_batch:
         mean, var = moments(x, LONG_LAYOUT)
     else:
