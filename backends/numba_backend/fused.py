@@ -4,7 +4,10 @@ For small batches the cost of a BatchNorm forward is the Python around the
 kernels (about ten small NumPy operations to update the running statistics and
 fold the parameters into per-channel ``scale`` and ``shift``). This kernel does
 all of it in one call: batch or running statistics, the in-place running update,
-the fold, and the affine pass. It runs the task loops of
+the fold, and the affine pass. With batch statistics of data in the channel-block
+layout (:func:`~.channel_tasks.channel_blocks`), a task computes its channels'
+statistics, fold and output while their values are in its core's cache, so ``x``
+is read from memory once. Otherwise it runs the task loops of
 :func:`~.stats.channel_moments` and :func:`~.elementwise.channel_affine` itself
 (the same inlined helpers :func:`~.stats.moments` and :func:`~.elementwise.affine`,
 so the results are the same bits): a kernel never calls another kernel (see
