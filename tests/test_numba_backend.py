@@ -309,7 +309,7 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
 def _long_channel_kernels(x, g, parallel):
     """The whole-layer BatchNorm kernels on long rows of more values per channel than the
     channel-block layout takes (its task loops of moments, sums and element-wise passes)."""
-    assert x.shape[0] * x.shape[2] > channel_tasks.BLOCK_VALUES
+    assert x.shape[0] * x.shape[2] * x.itemsize > channel_tasks.BLOCK_BYTES
     c = x.shape[1]
     bn = np.empty_like(x)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)

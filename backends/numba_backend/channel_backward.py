@@ -111,7 +111,7 @@ def batch_norm_backward(
     dw = np.zeros(c)
     db = np.zeros(c)
     if LONG_LAYOUT:
-        per = channel_blocks(n, c, length)
+        per = channel_blocks(x)
         if per > 0:
             for tt in prange((c + per - 1) // per):
                 t = np.int64(tt)  # the prange index is unsigned

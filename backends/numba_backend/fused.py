@@ -128,7 +128,7 @@ def batch_norm_forward(
     """
     n, c, length = x.shape
     if LONG_LAYOUT:
-        per = channel_blocks(n, c, length) if use_batch else 0
+        per = channel_blocks(x) if use_batch else 0
         if per > 0:
             mean = np.empty(c)
             rstd = np.empty(c)
