@@ -25,6 +25,7 @@ from normdrop.backends.numba_backend import (  # noqa: E402
     elementwise,
     fused,
     jit,
+    layouts,
     philox,
     rows,
     rows_backward,
@@ -309,7 +310,7 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
 def _long_channel_kernels(x, g, parallel):
     """The whole-layer BatchNorm kernels on long rows of more values per channel than the
     channel-block layout takes (its task loops of moments, sums and element-wise passes)."""
-    assert x.shape[0] * x.shape[2] * x.itemsize > channel_tasks.BLOCK_BYTES
+    assert not layouts.takes_blocks(x)
     c = x.shape[1]
     bn = np.empty_like(x)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)

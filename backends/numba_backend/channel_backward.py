@@ -6,7 +6,7 @@ With ``w`` the weight (1 without one), ``count = N * L``, ``s = sum(dy)`` and
 and ``k = -a * s / count`` when ``training`` (the forward used batch statistics),
 and ``a * dy`` when not; ``dweight = q * rstd`` and ``dbias = s``.
 
-Data in the channel-block layout (:func:`~.channel_tasks.channel_blocks`) is
+Data in the channel-block layout (:func:`~.layouts.takes_blocks`) is
 reduced and transformed channel by channel, each channel's second pass reading
 what its first left in the core's cache, so ``x`` and ``dy`` come from memory
 once. Other data takes the task loops of :func:`~.channel_sums.channel_sums` and
@@ -23,7 +23,7 @@ from .channel_sums import backward_sums
 from .channel_tasks import channel_blocks, channel_dot
 from .elementwise import affine, backward_elemt
 from .jit import inline_jit, task_jit
-from .layouts import LONG_LAYOUT, channel_kernel
+from .layouts import CHANNEL_BLOCKS, LONG_LAYOUT, channel_kernel
 from .vectors import float64_or
 
 __all__ = ["batch_norm_backward"]
@@ -92,7 +92,7 @@ def _two_passes(dy, x, mean, rstd, w, training, grads, out, dw, db):
         affine(dy, zeros, a, zeros, out, LONG_LAYOUT)
 
 
-@channel_kernel
+@channel_kernel(blocks=True)
 def batch_norm_backward(
     dy: np.ndarray,
     x: np.ndarray,
@@ -110,12 +110,11 @@ def batch_norm_backward(
     w = float64_or(c, weight, 1.0)
     dw = np.zeros(c)
     db = np.zeros(c)
-    if LONG_LAYOUT:
-        per = channel_blocks(x)
-        if per > 0:
-            for tt in prange((c + per - 1) // per):
-                t = np.int64(tt)  # the prange index is unsigned
-                _block_task(dy, x, mean, rstd, w, training, grads, out, t, per, dw, db)
-            return dw, db
-    _two_passes(dy, x, mean, rstd, w, training, grads, out, dw, db)
+    if CHANNEL_BLOCKS:
+        per, n_tasks = channel_blocks(x)
+        for tt in prange(n_tasks):
+            t = np.int64(tt)  # the prange index is unsigned
+            _block_task(dy, x, mean, rstd, w, training, grads, out, t, per, dw, db)
+    else:
+        _two_passes(dy, x, mean, rstd, w, training, grads, out, dw, db)
     return dw, db

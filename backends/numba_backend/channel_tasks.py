@@ -22,8 +22,8 @@ helper here is inlined into the task functions that call it.
 
 A third layout serves the whole-layer kernels that reduce and then transform the
 same data (:mod:`.fused`'s training forward, :mod:`.channel_backward`): when each
-channel holds at most :data:`BLOCK_BYTES` in rows of at least ``LONG_ROW``
-(:func:`channel_blocks`), a task owns whole channels, so it finishes a channel's
+channel holds at most :data:`~.layouts.BLOCK_BYTES` in rows of at least ``LONG_ROW``
+(:func:`~.layouts.takes_blocks`), a task owns whole channels, so it finishes a channel's
 reduction and transforms the channel while its data is still in its core's L2
 cache: the data comes from memory once, not twice.
 """
@@ -36,7 +36,6 @@ from .jit import TASK_SIZE, inline_jit
 from .layouts import LONG_ROW
 
 __all__ = [
-    "BLOCK_BYTES",
     "channel_blocks",
     "channel_dot",
     "channel_moments_of",
@@ -57,9 +56,6 @@ __all__ = [
 MIN_WIDTH = 64
 #: Fewest rows per task of the short-row layout when rows are wide.
 MIN_ROWS = 64
-#: Most bytes per channel and array of the channel-block layout: a channel's input
-#: and gradient take half of a core's 1 MiB L2 cache, its output a quarter.
-BLOCK_BYTES = 256 << 10
 
 
 @inline_jit
@@ -106,13 +102,10 @@ def plan_tasks(n, c, length):
 @inline_jit
 def channel_blocks(x):
     """Channels per task of the channel-block layout (about :data:`~.jit.TASK_SIZE`
-    values each) of ``(N, C, L)`` data ``x``, or 0 when it does not take that layout
-    (from the shape and dtype only)."""
+    values each) of ``(N, C, L)`` data ``x`` (shape-only), and the number of tasks."""
     n, c, length = x.shape
-    per_channel = n * length
-    if length < LONG_ROW or per_channel * x.itemsize > BLOCK_BYTES or c == 0:
-        return 0
-    return max(1, TASK_SIZE // max(per_channel, 1))
+    per = max(1, TASK_SIZE // max(n * length, 1))
+    return per, (c + per - 1) // per
 
 
 @inline_jit

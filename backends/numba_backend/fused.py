@@ -5,7 +5,7 @@ kernels (about ten small NumPy operations to update the running statistics and
 fold the parameters into per-channel ``scale`` and ``shift``). This kernel does
 all of it in one call: batch or running statistics, the in-place running update,
 the fold, and the affine pass. With batch statistics of data in the channel-block
-layout (:func:`~.channel_tasks.channel_blocks`), a task computes its channels'
+layout (:func:`~.layouts.takes_blocks`), a task computes its channels'
 statistics, fold and output while their values are in its core's cache, so ``x``
 is read from memory once. Otherwise it runs the task loops of
 :func:`~.stats.channel_moments` and :func:`~.elementwise.channel_affine` itself
@@ -26,7 +26,7 @@ from numba import prange
 from .channel_tasks import channel_blocks, channel_moments_of
 from .elementwise import affine
 from .jit import inline_jit, rsqrt_jit, task_jit
-from .layouts import LONG_LAYOUT, channel_kernel
+from .layouts import CHANNEL_BLOCKS, LONG_LAYOUT, channel_kernel
 from .stats import moments
 from .vectors import float64_or
 
@@ -72,7 +72,7 @@ def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, 
 def _block_task(
     x, running_mean, running_var, weight, bias, update, momentum, eps, out, mean, rstd, t, per
 ):
-    """Task ``t`` of the channel-block layout (:func:`~.channel_tasks.channel_blocks`):
+    """Task ``t`` of the channel-block layout (:func:`~.layouts.takes_blocks`):
     channels ``t * per`` on, their batch statistics, running statistics and fold, then
     their output while their values are still in cache."""
     n, c, length = x.shape
@@ -108,7 +108,7 @@ def _block_task(
                 orow[j] = (xr[j] - m) * a + b
 
 
-@channel_kernel
+@channel_kernel(blocks=True)
 def batch_norm_forward(
     x: np.ndarray,
     running_mean: np.ndarray,
@@ -127,19 +127,20 @@ def batch_norm_forward(
     the running statistics in place when ``update``; returns float64 ``(mean, rstd)``.
     """
     n, c, length = x.shape
-    if LONG_LAYOUT:
-        per = channel_blocks(x) if use_batch else 0
-        if per > 0:
+    if CHANNEL_BLOCKS:
+        if use_batch:
             mean = np.empty(c)
             rstd = np.empty(c)
-            for tt in prange((c + per - 1) // per):
+            per, n_tasks = channel_blocks(x)
+            for tt in prange(n_tasks):
                 t = np.int64(tt)  # the prange index is unsigned
                 _block_task(
                     x, running_mean, running_var, weight, bias, update, momentum, eps, out,
                     mean, rstd, t, per,
                 )  # fmt: skip
             return mean, rstd
-    if use_batch:
+        mean, var = _running(running_mean, running_var, c)
+    elif use_batch:
         mean, var = moments(x, LONG_LAYOUT)
     else:
         mean, var = _running(running_mean, running_var, c)
