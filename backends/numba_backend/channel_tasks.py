@@ -20,8 +20,8 @@ Two task layouts, picked by ``L``:
 Used by :mod:`.stats` (moments) and :mod:`.channel_sums` (backward sums); every
 helper here is inlined into the task functions that call it.
 
-A third layout serves the whole-layer kernels that reduce and then transform the
-same data (:mod:`.fused`'s training forward, :mod:`.channel_backward`): when each
+A third layout serves the whole-layer BatchNorm backward (:mod:`.channel_backward`),
+which reduces and then transforms the same data: when each
 channel holds at most :data:`~.layouts.BLOCK_BYTES` in rows of at least ``LONG_ROW``
 (:func:`~.layouts.takes_blocks`), a task owns whole channels, so it finishes a channel's
 reduction and transforms the channel while its data is still in its core's L2
@@ -38,7 +38,6 @@ from .layouts import LONG_ROW
 __all__ = [
     "channel_blocks",
     "channel_dot",
-    "channel_moments_of",
     "channel_total",
     "chunk_counts",
     "column_count",
@@ -136,33 +135,6 @@ def channel_dot(dy, x, ch, m):
             s += g
             q += (xr[j] - m) * g
     return s, q
-
-
-@inline_jit
-def channel_moments_of(x, ch):
-    """Mean and M2 (float64, two passes) of channel ``ch`` of ``(N, C, L)`` data, four
-    samples' rows per sweep of the first pass (see :func:`channel_dot`); the second
-    pass reads what the first left in cache."""
-    n, _, length = x.shape
-    s = 0.0
-    i = 0
-    while i + 4 <= n:
-        x0, x1, x2, x3 = x[i, ch], x[i + 1, ch], x[i + 2, ch], x[i + 3, ch]
-        for j in range(length):
-            s += (np.float64(x0[j]) + np.float64(x1[j])) + (np.float64(x2[j]) + np.float64(x3[j]))
-        i += 4
-    for r in range(i, n):
-        xr = x[r, ch]
-        for j in range(length):
-            s += xr[j]
-    m = s / (n * length)
-    q = 0.0
-    for r in range(n):
-        xr = x[r, ch]
-        for j in range(length):
-            d = xr[j] - m
-            q += d * d
-    return m, q
 
 
 @inline_jit

@@ -4,10 +4,7 @@ For small batches the cost of a BatchNorm forward is the Python around the
 kernels (about ten small NumPy operations to update the running statistics and
 fold the parameters into per-channel ``scale`` and ``shift``). This kernel does
 all of it in one call: batch or running statistics, the in-place running update,
-the fold, and the affine pass. With batch statistics of data in the channel-block
-layout (:func:`~.layouts.takes_blocks`), a task computes its channels'
-statistics, fold and output while their values are in its core's cache, so ``x``
-is read from memory once. Otherwise it runs the task loops of
+the fold, and the affine pass. It runs the task loops of
 :func:`~.stats.channel_moments` and :func:`~.elementwise.channel_affine` itself
 (the same inlined helpers :func:`~.stats.moments` and :func:`~.elementwise.affine`,
 so the results are the same bits): a kernel never calls another kernel (see
@@ -21,12 +18,10 @@ with or without them compiles the same specialisation.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from .channel_tasks import channel_blocks, channel_moments_of
 from .elementwise import affine
 from .jit import inline_jit, rsqrt_jit, task_jit
-from .layouts import CHANNEL_BLOCKS, LONG_LAYOUT, channel_kernel
+from .layouts import LONG_LAYOUT, channel_kernel
 from .stats import moments
 from .vectors import float64_or
 
@@ -68,47 +63,7 @@ def _fold(mean, var, running_mean, running_var, weight, bias, update, momentum, 
     return rstd, scale, shift
 
 
-@task_jit
-def _block_task(
-    x, running_mean, running_var, weight, bias, update, momentum, eps, out, mean, rstd, t, per
-):
-    """Task ``t`` of the channel-block layout (:func:`~.layouts.takes_blocks`):
-    channels ``t * per`` on, their batch statistics, running statistics and fold, then
-    their output while their values are still in cache."""
-    n, c, length = x.shape
-    c0 = t * per
-    c1 = min(c, c0 + per)
-    count = n * length
-    var = np.empty(c1 - c0)
-    for ch in range(c0, c1):
-        m, q = channel_moments_of(x, ch)
-        mean[ch] = m
-        var[ch - c0] = q / count
-    r, scale, shift = _fold(
-        mean[c0:c1],
-        var,
-        running_mean[c0:c1],
-        running_var[c0:c1],
-        weight[c0:c1],
-        bias[c0:c1],
-        update,
-        momentum,
-        eps,
-        count,
-    )
-    for ch in range(c0, c1):
-        rstd[ch] = r[ch - c0]
-        m = mean[ch]
-        a = scale[ch - c0]
-        b = shift[ch - c0]
-        for i in range(n):
-            xr = x[i, ch]
-            orow = out[i, ch]
-            for j in range(length):
-                orow[j] = (xr[j] - m) * a + b
-
-
-@channel_kernel(blocks=True)
+@channel_kernel
 def batch_norm_forward(
     x: np.ndarray,
     running_mean: np.ndarray,
@@ -127,20 +82,7 @@ def batch_norm_forward(
     the running statistics in place when ``update``; returns float64 ``(mean, rstd)``.
     """
     n, c, length = x.shape
-    if CHANNEL_BLOCKS:
-        if use_batch:
-            mean = np.empty(c)
-            rstd = np.empty(c)
-            per, n_tasks = channel_blocks(x)
-            for tt in prange(n_tasks):
-                t = np.int64(tt)  # the prange index is unsigned
-                _block_task(
-                    x, running_mean, running_var, weight, bias, update, momentum, eps, out,
-                    mean, rstd, t, per,
-                )  # fmt: skip
-            return mean, rstd
-        mean, var = _running(running_mean, running_var, c)
-    elif use_batch:
+    if use_batch:
         mean, var = moments(x, LONG_LAYOUT)
     else:
         mean, var = _running(running_mean, running_var, c)
