@@ -518,7 +518,10 @@ def test_dropout_add_layer_norm_forward(name, shape, dtype, case):
 #: The optional members of each built-in backend (``supports_bitmask``: its value).
 BUILT_IN_CAPABILITIES = {
     "numpy": ({"dropout_add_layer_norm_forward"}, True),
-    "numba": ({"batch_norm_forward", "dropout_add_layer_norm_forward"}, True),
+    "numba": (
+        {"batch_norm_forward", "batch_norm_backward", "dropout_add_layer_norm_forward"},
+        True,
+    ),
     "cuda": (
         {
             "batch_norm_forward",

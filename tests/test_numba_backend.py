@@ -19,12 +19,14 @@ numba = pytest.importorskip("numba")
 
 from normdrop.backends.numba_backend import (  # noqa: E402
     bitmask,
+    channel_backward,
     channel_sums,
     dropout,
     dropout_add_norm,
     elementwise,
     fused,
     jit,
+    layouts,
     philox,
     rows,
     rows_backward,
@@ -197,6 +199,51 @@ def test_pack_at_least_is_packbits_little(rng, n, dtype, threshold):
     assert (bits[(n + 7) // 8 :] == 0xA5).all()
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [(6, 10, 80), (3, 4, 30000), (40, 6, 3)],
+    ids=["channel-blocks", "long-rows", "short-rows"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_layer_batch_norm_in_every_layout(rng, shape, dtype):
+    """The whole-layer BatchNorm forward and backward (channel blocks, the task loops of
+    long and of short rows) against the reference: training and eval, with and without
+    weight, running statistics updated, the input gradient written over ``dy``."""
+    x = _data(rng, shape, dtype)
+    c = shape[1]
+    w = rng.standard_normal(c).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+    rm_ref, rv_ref = rm.astype(float), rv.astype(float)
+    got = F.batch_norm_with_stats(x, rm, rv, w, b, training=True, backend="numba")
+    ref = F.batch_norm_with_stats(
+        x.astype(float), rm_ref, rv_ref, w.astype(float), b.astype(float), training=True,
+        backend="numpy",
+    )  # fmt: skip
+    for a, r in zip((*got, rm, rv), (*ref, rm_ref, rv_ref), strict=True):
+        np.testing.assert_allclose(a, r, **tol(dtype))
+    mean, rstd = ref[1], ref[2]
+    for training in (True, False):
+        for weight in (w, None):
+            g = _data(rng, shape, dtype, 0.0, 1.0)
+            want = F.batch_norm_backward(
+                g.astype(float), x.astype(float), mean, rstd,
+                None if weight is None else weight.astype(float), training=training,
+                backend="numpy",
+            )  # fmt: skip
+            dx, dw, db = F.batch_norm_backward(
+                g, x, mean, rstd, weight, training=training, out=g, backend="numba"
+            )
+            assert dx is g
+            np.testing.assert_allclose(dx, want[0], **tol(dtype))
+            if weight is None:
+                assert dw is None and db is None
+            else:
+                assert dw.dtype == dtype and db.dtype == dtype
+                np.testing.assert_allclose(dw, want[1], **tol(dtype))
+                np.testing.assert_allclose(db, want[2], **tol(dtype))
+
+
 # ----------------------------------------------------------------------------- determinism
 #: Every module of the backend (``jit.kernels_in`` finds the kernels of each).
 KERNEL_MODULES = numba_modules()
@@ -242,7 +289,15 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         parallel, x2, g2, w, None, 1e-5, True, np.uint64(2**31), np.float32(1.25), key,
         fused_out, fused_r, fused_bits, True, fused_stats, np.uint64(0), 0,
     )  # fmt: skip
+    bnb = np.empty_like(x3)
+    rstd3 = 1 / np.sqrt(stats.channel_moments(parallel, x3)[1] + 1e-5)
+    bnb_grads = channel_backward.batch_norm_backward(
+        parallel, g3, x3, mean3, rstd3, wc, True, True, bnb
+    )
     return [
+        bnb,
+        *bnb_grads,
+        *_long_channel_kernels(x3.reshape(2, 3, -1), g3.reshape(2, 3, -1), parallel),
         *stats.channel_moments(parallel, x3),
         *channel_sums.channel_sums(parallel, g3, x3, mean3),
         mean2,
@@ -272,6 +327,20 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     ]
 
 
+def _long_channel_kernels(x, g, parallel):
+    """The whole-layer BatchNorm kernels on long rows of more values per channel than the
+    channel-block layout takes (its task loops of moments, sums and element-wise passes)."""
+    assert not layouts.takes_blocks(x)
+    c = x.shape[1]
+    bn = np.empty_like(x)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    wc = np.linspace(0.5, 1.5, c).astype(np.float32)
+    mean, rstd = fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
+    dx = np.empty_like(x)
+    grads = channel_backward.batch_norm_backward(parallel, g, x, mean, rstd, wc, True, True, dx)
+    return [bn, mean, rstd, rm, rv, dx, *grads]
+
+
 def _short_row_kernels(x, g, parallel):
     """The channel kernels on ``(N, C, 1)`` data of several tasks (short-row layouts,
     affine tasks starting inside a coefficient period, run in reverse order)."""
@@ -287,7 +356,9 @@ def _short_row_kernels(x, g, parallel):
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
     bn_stats = fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
     sums = channel_sums.channel_sums(parallel, g, x, mean)
-    return [mean, affine, elemt, bn, *bn_stats, rm, rv, *sums]
+    dx = np.empty_like(x)
+    grads = channel_backward.batch_norm_backward(parallel, g, x, *bn_stats, wc, True, True, dx)
+    return [mean, affine, elemt, bn, *bn_stats, rm, rv, *sums, dx, *grads]
 
 
 def _inputs():

@@ -11,6 +11,7 @@ from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
 
 from . import (
+    channel_backward,
     channel_sums,
     dropout,
     dropout_add_norm,
@@ -300,6 +301,37 @@ class NumbaBackend:
             _readable(dy), _readable(x), coefficients, out
         )
         return out
+
+    def batch_norm_backward(
+        self,
+        dy: np.ndarray,
+        x: np.ndarray,
+        mean: np.ndarray,
+        rstd: np.ndarray,
+        weight: np.ndarray | None,
+        training: bool,
+        out: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Whole BatchNorm backward of ``(N, C, L)`` data in one compiled call (see
+        :mod:`.channel_backward`); return ``(out, dweight, dbias)``, the parameter
+        gradients in ``weight``'s dtype (``None`` without ``weight``)."""
+        grads = weight is not None
+        dtype = _vector_dtype(x, weight)
+        dw, db = _clone(channel_backward.batch_norm_backward.pick(x), x.size)(
+            _readable(dy),
+            _readable(x),
+            _read_vector(mean, _F64),
+            _read_vector(rstd, _F64),
+            _read_vector(weight, dtype),
+            bool(training),
+            grads,
+            out,
+        )
+        if weight is None:
+            return out, None, None
+        if weight.dtype != _F64:
+            return out, dw.astype(weight.dtype), db.astype(weight.dtype)
+        return out, dw, db
 
     def layer_norm_backward(
         self,

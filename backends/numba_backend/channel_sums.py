@@ -20,7 +20,7 @@ from .channel_tasks import (
 from .jit import cold, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 
-__all__ = ["channel_sums"]
+__all__ = ["backward_sums", "channel_sums"]
 
 
 @task_jit
@@ -102,14 +102,24 @@ def _merge_sums(psum, pdot):
     return s, q
 
 
-@channel_kernel
-def channel_sums(dy: np.ndarray, x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in one pass."""
+@inline_jit
+def backward_sums(dy, x, mean, long):
+    """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in the long-row
+    layout when ``long`` (a constant of the calling kernel), else the short-row one.
+
+    Inlined into the kernels that call it: its task loop is theirs.
+    """
     plan, n_tasks, psum, pdot = tasks_and_partials(x)
     for tt in prange(n_tasks):
         t = np.int64(tt)  # the prange index is unsigned
-        if LONG_LAYOUT:
+        if long:
             _sums_long(dy, x, mean, t, plan, psum, pdot)
         else:
             _sums_short(dy, x, mean, t, plan, psum, pdot)
     return _merge_sums(psum, pdot)
+
+
+@channel_kernel
+def channel_sums(dy: np.ndarray, x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel float64 ``sum(dy)`` and ``sum((x - mean) * dy)`` in one pass."""
+    return backward_sums(dy, x, mean, LONG_LAYOUT)

@@ -19,6 +19,13 @@ Two task layouts, picked by ``L``:
 
 Used by :mod:`.stats` (moments) and :mod:`.channel_sums` (backward sums); every
 helper here is inlined into the task functions that call it.
+
+A third layout serves the whole-layer BatchNorm backward (:mod:`.channel_backward`),
+which reduces and then transforms the same data: when each
+channel holds at most :data:`~.layouts.BLOCK_BYTES` in rows of at least ``LONG_ROW``
+(:func:`~.layouts.takes_blocks`), a task owns whole channels, so it finishes a channel's
+reduction and transforms the channel while its data is still in its core's L2
+cache: the data comes from memory once, not twice.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from .jit import TASK_SIZE, inline_jit
 from .layouts import LONG_ROW
 
 __all__ = [
+    "channel_blocks",
+    "channel_dot",
     "channel_total",
     "chunk_counts",
     "column_count",
@@ -87,6 +96,45 @@ def plan_tasks(n, c, length):
     n_chunks = (units + per_chunk - 1) // per_chunk
     n_blocks = (c + ch_per_task - 1) // ch_per_task
     return long, seg, nseg, per_chunk, period, ch_per_task, n_chunks, n_blocks
+
+
+@inline_jit
+def channel_blocks(x):
+    """Channels per task of the channel-block layout (about :data:`~.jit.TASK_SIZE`
+    values each) of ``(N, C, L)`` data ``x`` (shape-only), and the number of tasks."""
+    n, c, length = x.shape
+    per = max(1, TASK_SIZE // max(n * length, 1))
+    return per, (c + per - 1) // per
+
+
+@inline_jit
+def channel_dot(dy, x, ch, m):
+    """``sum(dy)`` and ``sum((x - m) * dy)`` (float64) over channel ``ch`` of ``(N, C, L)``
+    data, four samples' rows per sweep: the rows of one channel lie ``C * L`` values
+    apart, and reading four at once keeps more requests to memory in flight than one."""
+    n, _, length = x.shape
+    s = 0.0
+    q = 0.0
+    i = 0
+    while i + 4 <= n:
+        x0, x1, x2, x3 = x[i, ch], x[i + 1, ch], x[i + 2, ch], x[i + 3, ch]
+        g0, g1, g2, g3 = dy[i, ch], dy[i + 1, ch], dy[i + 2, ch], dy[i + 3, ch]
+        for j in range(length):
+            a0 = np.float64(g0[j])
+            a1 = np.float64(g1[j])
+            a2 = np.float64(g2[j])
+            a3 = np.float64(g3[j])
+            s += (a0 + a1) + (a2 + a3)
+            q += ((x0[j] - m) * a0 + (x1[j] - m) * a1) + ((x2[j] - m) * a2 + (x3[j] - m) * a3)
+        i += 4
+    for r in range(i, n):
+        xr = x[r, ch]
+        gr = dy[r, ch]
+        for j in range(length):
+            g = np.float64(gr[j])
+            s += g
+            q += (xr[j] - m) * g
+    return s, q
 
 
 @inline_jit

@@ -25,7 +25,7 @@ from numba import prange
 from .jit import TASK_SIZE, inline_jit, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 
-__all__ = ["affine", "channel_affine", "channel_backward_elemt"]
+__all__ = ["affine", "backward_elemt", "channel_affine", "channel_backward_elemt"]
 
 #: Narrowest run of the short-row layout: each run costs a division and a few
 #: slices, so runs of a 64-value row would spend as long on that as on the values;
@@ -177,6 +177,24 @@ def _elemt_task(dy, x, out, t, c, length, coefficients, expanded):
         e = stop
 
 
+@inline_jit
+def backward_elemt(dy, x, coefficients, out, long):
+    """``out = a[ch] * dy + b[ch] * (x - mean[ch]) + c[ch]`` per channel, ``coefficients``
+    being ``(a, b, c, mean)``, in the long-row layout when ``long`` (a constant of the
+    calling kernel), else the short-row one. Inlined: its task loop is the caller's."""
+    n, nc, length = x.shape
+    a, b, c, mean = coefficients
+    if long:
+        expanded = None
+    else:
+        expanded = expand(a, b, c, nc, length) + (_expand_one(mean, nc, length),)
+    gf = dy.reshape(dy.size)
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    for tt in prange(_tasks(x.size)):  # the prange index is unsigned
+        _elemt_task(gf, xf, of, np.int64(tt), nc, length, coefficients, expanded)
+
+
 @channel_kernel
 def channel_backward_elemt(
     dy: np.ndarray,
@@ -186,14 +204,4 @@ def channel_backward_elemt(
 ) -> None:
     """Write ``a[ch] * dy + b[ch] * (x - mean[ch]) + c[ch]`` per channel into ``out``,
     where ``coefficients`` is ``(a, b, c, mean)`` (float64 vectors)."""
-    n, nc, length = x.shape
-    a, b, c, mean = coefficients
-    if LONG_LAYOUT:
-        expanded = None
-    else:
-        expanded = expand(a, b, c, nc, length) + (_expand_one(mean, nc, length),)
-    gf = dy.reshape(dy.size)
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
-    for tt in prange(_tasks(x.size)):  # the prange index is unsigned
-        _elemt_task(gf, xf, of, np.int64(tt), nc, length, coefficients, expanded)
+    backward_elemt(dy, x, coefficients, out, LONG_LAYOUT)

@@ -16,7 +16,15 @@ from typing import Any
 
 from .jit import FASTMATH, KernelVariants
 
-__all__ = ["LONG_LAYOUT", "LONG_ROW", "channel_kernel", "is_long"]
+__all__ = [
+    "BLOCK_BYTES",
+    "CHANNEL_BLOCKS",
+    "LONG_LAYOUT",
+    "LONG_ROW",
+    "channel_kernel",
+    "is_long",
+    "takes_blocks",
+]
 
 #: Rows at least this long are reduced along ``L``: the per-row layout overtakes the
 #: per-column one between L = 32 and L = 64 (the measurements are in
@@ -26,6 +34,14 @@ LONG_ROW = 64
 #: Which layout a channel kernel's code is for: replaced by True in the long-row
 #: clones and by False in the short-row ones (see :func:`channel_kernel`).
 LONG_LAYOUT = False
+
+#: Most bytes per channel and array of the channel-block layout: a channel's input
+#: and gradient take half of a core's 1 MiB L2 cache, its output a quarter.
+BLOCK_BYTES = 256 << 10
+
+#: True in the clones for the channel-block layout (see :func:`channel_kernel`'s
+#: ``blocks``), where a task owns whole channels of long rows (:func:`takes_blocks`).
+CHANNEL_BLOCKS = False
 
 
 def is_long(length: int) -> bool:
@@ -43,29 +59,60 @@ def is_long(length: int) -> bool:
     return length >= LONG_ROW
 
 
+def takes_blocks(x: Any) -> bool:
+    """Whether ``(N, C, L)`` data ``x`` takes the channel-block layout: long rows, and at
+    most :data:`BLOCK_BYTES` per channel (from the shape and dtype only).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+
+    Returns
+    -------
+    bool
+    """
+    n, c, length = x.shape
+    return is_long(length) and c > 0 and n * length * x.dtype.itemsize <= BLOCK_BYTES
+
+
 def _layout(x: Any) -> str:
     """The variant of a channel kernel that serves ``(N, C, L)`` data ``x``."""
     return "long" if is_long(x.shape[2]) else "short"
 
 
+def _layout_or_blocks(x: Any) -> str:
+    """As :func:`_layout`, with ``"blocks"`` for data in the channel-block layout."""
+    return "blocks" if takes_blocks(x) else _layout(x)
+
+
 def channel_kernel(
-    fn: Callable[..., Any] | None = None, *, fastmath: AbstractSet[str] = FASTMATH
+    fn: Callable[..., Any] | None = None,
+    *,
+    fastmath: AbstractSet[str] = FASTMATH,
+    blocks: bool = False,
 ) -> Any:
-    """Compile ``fn`` once per layout: variants ``"short"`` and ``"long"``.
+    """Compile ``fn`` once per layout: variants ``"short"`` and ``"long"`` (and ``"blocks"``).
 
     Parameters
     ----------
     fn : function
         The kernel source; its first argument has shape ``(N, C, L)`` and it
-        branches on :data:`LONG_LAYOUT` (imported into its module).
+        branches on :data:`LONG_LAYOUT` (and :data:`CHANNEL_BLOCKS`), imported
+        into its module.
     fastmath : set of str
         As for :func:`~.jit.kernel`.
+    blocks : bool
+        Also compile a ``"blocks"`` variant (``LONG_LAYOUT`` and ``CHANNEL_BLOCKS``
+        true) for the data that :func:`takes_blocks`, so that a call compiles
+        either the channel-block code or the other long-row code, not both.
 
     Returns
     -------
     KernelVariants
     """
     if fn is None:
-        return lambda f: channel_kernel(f, fastmath=fastmath)
+        return lambda f: channel_kernel(f, fastmath=fastmath, blocks=blocks)
     constants = {"short": {"LONG_LAYOUT": False}, "long": {"LONG_LAYOUT": True}}
-    return KernelVariants(fn, _layout, constants, fastmath)
+    if blocks:
+        constants["blocks"] = {"LONG_LAYOUT": True, "CHANNEL_BLOCKS": True}
+    return KernelVariants(fn, _layout_or_blocks if blocks else _layout, constants, fastmath)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import inline_jit, task_jit
+from .jit import TASK_SIZE, inline_jit, task_jit
 from .rows import SPLIT_ROWS, row_kernel, rows_per_task, segments
 from .vectors import float64_or
 
@@ -23,9 +23,34 @@ __all__ = ["layer_norm_backward"]
 MAX_BACKWARD_TASKS = 64
 
 
+@inline_jit
+def _row_coefficients(xr, gr, w, m, rs, inv_d):
+    """``k0 = rstd * mean(g)`` and ``k1 = rstd**3 * mean(g * (x - mean))`` of one row,
+    ``g = dy * w``: its input gradient is ``rstd * g - k0 - (x - mean) * k1``.
+
+    ``inv_d`` is ``1 / d``, one reciprocal shared by every row: with a quotient
+    ``s / d`` used once, ``reassoc`` lets LLVM rewrite ``v * (s / d)`` as
+    ``(v * s) / d``, which puts a vector division into the element loop.
+    """
+    sg = 0.0
+    sgx = 0.0
+    for j in range(xr.size):
+        g = gr[j] * w[j]
+        sg += g
+        sgx += g * (xr[j] - m)
+    return rs * (sg * inv_d), rs * rs * rs * (sgx * inv_d)
+
+
 @task_jit
 def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
-    """Task ``t``: input gradient row by row, partial dweight/dbias into row ``t``."""
+    """Task ``t``: input gradient row by row, partial dweight/dbias into row ``t``.
+
+    The rows go in blocks of about :data:`~.jit.TASK_SIZE` values: first each row's
+    sums and input gradient (one visit), then the block's dweight/dbias from the
+    rows the first loop left in cache. Accumulating dweight/dbias in the gradient
+    loop costs far more (its loads and stores queue behind the gradient's stores,
+    which miss the cache; see docs/benchmarks.md, "Kernel tuning").
+    """
     rows, d = x.shape
     dw = pdw[t] if param_grads else pdw[0]
     db = pdb[t] if param_grads else pdb[0]
@@ -33,31 +58,31 @@ def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
         for j in range(d):
             dw[j] = 0.0
             db[j] = 0.0
-    for r in range(t * per, min(rows, (t + 1) * per)):
-        xr = x[r]
-        gr = dy[r]
-        orow = out[r]
-        m = mean[r]
-        rs = rstd[r]
-        sg = 0.0
-        sgx = 0.0
-        for j in range(d):
-            g = gr[j] * w[j]
-            sg += g
-            sgx += g * ((xr[j] - m) * rs)
-        a = sg / d
-        c = sgx / d
+    inv_d = 1.0 / d
+    block = max(1, TASK_SIZE // max(d, 1))
+    r1 = min(rows, (t + 1) * per)
+    for b0 in range(t * per, r1, block):
+        b1 = min(r1, b0 + block)
+        for r in range(b0, b1):
+            xr = x[r]
+            gr = dy[r]
+            orow = out[r]
+            m = mean[r]
+            rs = rstd[r]
+            k0, k1 = _row_coefficients(xr, gr, w, m, rs, inv_d)
+            for j in range(d):
+                xm = xr[j] - m
+                orow[j] = (gr[j] * w[j]) * rs - k0 - xm * k1
         if param_grads:
-            for j in range(d):
-                gj = np.float64(gr[j])
-                xh = (xr[j] - m) * rs
-                dw[j] += gj * xh
-                db[j] += gj
-                orow[j] = rs * (gj * w[j] - a - xh * c)
-        else:
-            for j in range(d):
-                xh = (xr[j] - m) * rs
-                orow[j] = rs * (gr[j] * w[j] - a - xh * c)
+            for r in range(b0, b1):
+                xr = x[r]
+                gr = dy[r]
+                m = mean[r]
+                rs = rstd[r]
+                for j in range(d):
+                    gj = np.float64(gr[j])
+                    dw[j] += gj * ((xr[j] - m) * rs)
+                    db[j] += gj
 
 
 @task_jit
