@@ -17,7 +17,7 @@ from .channel_tasks import (
     tasks_and_partials,
     unit_row,
 )
-from .jit import cold, task_jit
+from .jit import cold, inline_jit, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
 
 __all__ = ["backward_sums", "channel_sums"]
