@@ -19,7 +19,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from conftest import numba_modules  # noqa: E402
+from conftest import numba_modules, run_python  # noqa: E402
 
 from normdrop.backends.numba_backend.jit import Kernel, KernelVariants, kernels_in  # noqa: E402
 
@@ -217,3 +217,38 @@ def test_the_suite_compiles_into_a_private_cache():
     )
     if not os.environ.get("NORMDROP_TEST_CACHE_DIR"):
         assert os.path.basename(TEST_CACHE_DIR).startswith("normdrop-test-cache-")
+
+
+def test_garbage_collector_paused_only_while_normdrop_compiles(tmp_path):
+    """The collector is off during a normdrop compile, back on after it, and a process
+    that turned it off itself keeps it off."""
+    result = run_python(
+        """
+        import gc
+        import numpy as np
+        from numba.core import event
+        import normdrop
+        import normdrop.backends.numba_backend.jit  # its listener goes first
+
+        seen = []
+
+        class Probe(event.Listener):
+            def on_start(self, ev):
+                if ev.data["dispatcher"].py_func.__module__.startswith("normdrop."):
+                    seen.append(gc.isenabled())
+
+            def on_end(self, ev):
+                pass
+
+        event.register("numba:compile", Probe())
+        normdrop.functional.layer_norm(np.ones((2, 3), np.float32), 3, backend="numba")
+        print(len(seen) > 0, any(seen), gc.isenabled())
+        gc.disable()
+        normdrop.functional.layer_norm(np.ones((2, 3), np.float64), 3, backend="numba")
+        print(gc.isenabled())
+        """,
+        NUMBA_CACHE_DIR=str(tmp_path),
+        NORMDROP_CACHE_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "True", "False"]
