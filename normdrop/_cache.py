@@ -8,27 +8,39 @@ Inside that root, each combination of normdrop, Python and Numba versions has it
 own folder, so an upgrade never loads machine code built for another version.
 ``NUMBA_CACHE_DIR``, Numba's own setting, takes precedence over all of this.
 
+A wheel can ship kernels compiled when it was built, in the ``numba`` backend's
+``_precompiled`` folder with a JSON manifest (:func:`precompiled_folder`,
+:func:`read_manifest`); :func:`seed` copies them into a cache folder.
+
 This module imports neither Numba nor anything else heavy.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 __all__ = [
     "ENV_VAR",
+    "MANIFEST_NAME",
     "NUMBA_ENV_VAR",
+    "PRECOMPILED_FOLDER",
     "CacheUsage",
     "cache_root",
     "clear_cache",
     "ensure_writable",
     "kernel_cache_dir",
+    "precompiled_folder",
+    "read_manifest",
+    "seed",
     "usage",
     "version_folders",
     "version_key",
@@ -39,6 +51,12 @@ ENV_VAR = "NORMDROP_CACHE_DIR"
 
 #: Numba's own cache folder setting; when set, Numba caches normdrop's kernels there.
 NUMBA_ENV_VAR = "NUMBA_CACHE_DIR"
+
+#: The ``numba`` backend's folder of kernels compiled when the wheel was built.
+PRECOMPILED_FOLDER = "_precompiled"
+
+#: The file in :data:`PRECOMPILED_FOLDER` that says what its kernels were built for.
+MANIFEST_NAME = "manifest.json"
 
 #: Prefix of the per-version folders inside the cache root (what ``clear_cache`` removes).
 _KEY_PREFIX = "normdrop-"
@@ -213,3 +231,109 @@ def clear_cache(root: Path) -> CacheUsage:
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
     return CacheUsage(files, size)
+
+
+def precompiled_folder() -> Path | None:
+    """Return the installed package's folder of precompiled kernels, if it has one.
+
+    Finds the ``numba`` backend's package folder without importing it (so without Numba).
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``.../normdrop/backends/numba_backend/_precompiled`` when it holds a manifest,
+        else None (an editable install, or a wheel built without precompiled kernels).
+    """
+    try:
+        spec = importlib.util.find_spec("normdrop.backends.numba_backend")
+    except ImportError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / PRECOMPILED_FOLDER
+    return folder if (folder / MANIFEST_NAME).is_file() else None
+
+
+def read_manifest(folder: Path) -> dict[str, object] | None:
+    """Return the manifest of a precompiled-kernel folder, or None when it is missing or broken.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        A folder written by a wheel build (see :func:`precompiled_folder`).
+
+    Returns
+    -------
+    dict or None
+        The manifest's fields (``normdrop``, ``numba``, ``python``, ``platform``,
+        ``target``, ``kernels``).
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _copy_new(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` in one step; FileExistsError if ``target`` exists."""
+    partial = target.with_name(f"{target.name}.tmp.{uuid.uuid4().hex[:16]}")
+    shutil.copyfile(source, partial)
+    try:
+        os.link(partial, target)  # fails if target exists: nothing is ever overwritten
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        if target.exists():
+            raise FileExistsError(target) from None
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def seed(source: Path, target: Path) -> int:
+    """Copy the cached functions of ``source`` that ``target`` lacks into ``target``.
+
+    A cached function is Numba's index file (``<name>.nbi``) and its data files
+    (``<name>.<n>.nbc``). One is copied only when neither its index nor any of its
+    data files exists in ``target``, data files first and the index last, each
+    under a temporary name first, so that a process reading ``target`` meanwhile
+    never finds an index without its data; nothing in ``target`` is overwritten.
+
+    Parameters
+    ----------
+    source : pathlib.Path
+        A folder of cached functions (the package's precompiled kernels).
+    target : pathlib.Path
+        The kernel cache folder in use; it must exist.
+
+    Returns
+    -------
+    int
+        The number of functions copied.
+    """
+    data: dict[str, list[str]] = {}
+    for name in os.listdir(source):
+        if name.endswith(".nbc"):
+            data.setdefault(name[: -len(".nbc")].rpartition(".")[0], []).append(name)
+    present = set(os.listdir(target))
+    copied = 0
+    for name in sorted(os.listdir(source)):
+        base = name[: -len(".nbi")]
+        if not name.endswith(".nbi") or name in present:
+            continue
+        files = data.get(base, [])
+        if any(f in present for f in files):
+            continue
+        placed: list[Path] = []
+        try:
+            for file in [*files, name]:
+                _copy_new(source / file, target / file)
+                placed.append(target / file)
+        except FileExistsError:  # another process is writing this function: leave it
+            for path in placed:  # data files only: the index comes last
+                path.unlink(missing_ok=True)
+            continue
+        copied += 1
+    return copied

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from normdrop import _cache
 
-__all__ = ["KernelCacheLocation", "add_arguments", "locate", "run"]
+__all__ = ["KernelCacheLocation", "add_arguments", "describe_precompiled", "locate", "run"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,31 @@ def describe() -> str:
     return f"{where.folder} ({where.source}; {found.files} files, {_size(found.size)}{state})"
 
 
+def describe_precompiled() -> str:
+    """One line for ``normdrop info``: the kernels compiled when the wheel was built, if any.
+
+    Returns
+    -------
+    str
+        How many are shipped and what for, and whether this process can use them.
+    """
+    folder = _cache.precompiled_folder()
+    manifest = None if folder is None else _cache.read_manifest(folder)
+    if manifest is None:
+        return "none shipped with this install (they compile on first use)"
+    target = manifest.get("target")
+    cpu = target[1] if isinstance(target, list) and len(target) > 1 else "?"
+    shipped = f"{manifest.get('kernels', '?')} shipped (numba {manifest.get('numba')}, CPU {cpu})"
+    try:
+        from normdrop.backends.numba_backend.precompiled import mismatch
+    except ImportError as exc:
+        return f"{shipped}, not usable: {exc}"
+    reason = mismatch(manifest)
+    if reason is not None:
+        return f"{shipped}, not used: {reason}"
+    return f"{shipped}, copied into the kernel cache on first use"
+
+
 def _info() -> int:
     where = locate()
     if where.folder is None:
@@ -108,6 +133,7 @@ def _info() -> int:
     print(f"  contents:   {found.files} files, {_size(found.size)}")
     if not _is_writable(where.folder):
         print("  not writable: kernels are compiled in every process and not cached")
+    print(f"  precompiled: {describe_precompiled()}")
     if where.root is not None:
         others = [p for p in _cache.version_folders(where.root) if p != where.folder]
         for other in others:

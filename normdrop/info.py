@@ -29,6 +29,7 @@ def print_info() -> None:
     print("backends:")
     for name, reason in backend_status().items():
         print(f"  {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
-    from normdrop.cache_command import describe
+    from normdrop.cache_command import describe, describe_precompiled
 
     print(f"kernel cache: {describe()}")
+    print(f"precompiled kernels: {describe_precompiled()}")

@@ -1,7 +1,9 @@
 """``normdrop warmup``: compile the ``numba`` backend's kernels for the common cases ahead of time.
 
-Kernels compile on first use and are cached on disk (see :mod:`normdrop._cache`);
-running this once, for example while building a container image or before
+Kernels compile on first use and are cached on disk (see :mod:`normdrop._cache`).
+A wheel build compiles a part of them (:func:`install_steps`, by :func:`precompile`)
+and ships them in the wheel, which the first process on the machine copies into its
+cache. Running ``normdrop warmup`` once, for example while building a container image or before
 starting jobs on a cluster, moves that wait out of the first real call. It runs
 every layer, forward in training and evaluation mode and backward, on float32 and
 float64 inputs of a small size (the single-threaded kernels) and a large one (the
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +26,7 @@ from normdrop import _compile_log
 from normdrop._progress import CompileProgress, progress_bar
 from normdrop.layers import BatchNorm1d, Dropout, LayerNorm, Module
 
-__all__ = ["WarmupStep", "add_arguments", "run", "steps"]
+__all__ = ["WarmupStep", "add_arguments", "install_steps", "precompile", "run", "steps"]
 
 BACKEND = "numba"
 
@@ -41,6 +44,12 @@ _SIZES = (
 #: (input dtype, parameter dtype) pairs: the default float32 parameters with either
 #: input, and float64 parameters with float64 input.
 _DTYPES = (("float32", "float32"), ("float64", "float32"), ("float64", "float64"))
+
+#: What a wheel build compiles (:func:`install_steps`): short rows at both sizes, float32
+#: and float64 inputs with the default float32 parameters; the full set would add a
+#: minute to every ``pip install``.
+_INSTALL_SIZES = ("small", "large")
+_INSTALL_DTYPES = (("float32", "float32"), ("float64", "float32"))
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,29 @@ def steps() -> list[WarmupStep]:
     -------
     list of WarmupStep
     """
+    return _steps([s[0] for s in _SIZES], _DTYPES)
+
+
+def install_steps() -> list[WarmupStep]:
+    """Return the steps a wheel build compiles: a subset of :func:`steps`.
+
+    Every layer on short rows, small and large, float32 and float64 inputs with the
+    default float32 parameters: what a first script most likely runs.
+
+    Returns
+    -------
+    list of WarmupStep
+    """
+    return _steps(_INSTALL_SIZES, _INSTALL_DTYPES)
+
+
+def _steps(sizes: Sequence[str], dtypes: Sequence[tuple[str, str]]) -> list[WarmupStep]:
+    """The steps of every layer for the sizes named ``sizes`` and the dtype pairs ``dtypes``."""
     found = []
     for size, bn_shape, ln_shape in _SIZES:
-        for x_dtype, p_dtype in _DTYPES:
+        if size not in sizes:
+            continue
+        for x_dtype, p_dtype in dtypes:
             suffix = f"{x_dtype} {size}" + (", float64 parameters" if p_dtype != "float32" else "")
             channels, features = bn_shape[1], ln_shape[-1]
             found += [
@@ -159,4 +188,44 @@ def run(args: argparse.Namespace) -> int:
         print("no writable cache folder: the kernels were not saved (see the warning above)")
         return 1
     print(f"cached in {folder}")
+    return 0
+
+
+def precompile(destination: str, labels: Sequence[str] = ()) -> int:
+    """Compile the :func:`install_steps` kernels and export them to ``destination``.
+
+    What a wheel build runs, in a fresh process whose ``NORMDROP_CACHE_DIR`` is an
+    empty temporary folder (see ``_build_backend.py``): the kernels compile into
+    that cache, and its files go to ``destination`` with a manifest saying which
+    Numba, Python and CPU they are for. Prints a line per step on stdout.
+
+    Parameters
+    ----------
+    destination : str
+        The folder to create and fill (the package's ``_precompiled`` folder).
+    labels : sequence of str, optional
+        Run only the install steps with these labels (default: all of them).
+
+    Returns
+    -------
+    int
+        0 when the kernels were exported, 1 when no cache folder was writable.
+    """
+    from normdrop.registry import get_backend
+
+    get_backend(BACKEND)
+    from normdrop.backends.numba_backend import precompiled
+    from normdrop.backends.numba_backend.disk_cache import kernel_cache_folder
+
+    folder = kernel_cache_folder()
+    if folder is None:
+        return 1
+    todo = [s for s in install_steps() if not labels or s.label in labels]
+    start = time.perf_counter()
+    for i, step in enumerate(todo, 1):
+        print(f"normdrop: compiling kernels [{i}/{len(todo)}] {step.label}", flush=True)
+        step.run()
+    exported = precompiled.export(folder, Path(destination))
+    elapsed = time.perf_counter() - start
+    print(f"normdrop: compiled in {elapsed:.0f} s; {exported} kernels shipped in {destination}")
     return 0

@@ -3,16 +3,21 @@
 Numba's default is a ``__pycache__`` folder next to the source, which writes
 into site-packages (files that ``pip uninstall`` does not know about) and fails
 on a read-only install. :func:`kernel_cache_folder` picks the folder instead,
-in this order: ``NUMBA_CACHE_DIR`` (Numba's own setting, which Numba applies
-itself), then normdrop's per-version folder (:mod:`normdrop._cache`). The
-:class:`KernelCacheLocator` that points Numba at the latter answers only for
-the files of this package. When no folder is writable, the kernels are not
-cached on disk (one warning) and every process compiles them again.
+in this order: ``NUMBA_CACHE_DIR`` (Numba's own setting; the same subfolder
+Numba would use there), then normdrop's per-version folder (:mod:`normdrop._cache`).
+The :class:`KernelCacheLocator` that points Numba at it answers only for the files
+of this package, and stamps each source file with a hash of its content, so that
+a cache built from the same source elsewhere (the kernels a wheel build compiled,
+see :mod:`.precompiled`) is loaded; once per process, before any kernel loads,
+those precompiled kernels are copied into the folder. When no folder is writable,
+the kernels are not cached on disk (one warning) and every process compiles them
+again.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -49,6 +54,17 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         """Return the folder the function's index and data files go to."""
         return str(self.folder)
 
+    def get_source_stamp(self) -> tuple[str, str]:
+        """Return the SHA-256 of the function's source file: the same wherever it is installed.
+
+        Numba's own stamp is the file's modification time and size before Numba
+        0.68 (numba/numba#10659), which a reinstalled or copied file never matches;
+        a content hash lets the kernels a wheel build compiled load from the
+        installed package with any Numba that normdrop supports.
+        """
+        st = os.stat(self._py_file)
+        return ("sha256", _content_hash(self._py_file, st.st_mtime_ns, st.st_size))
+
     @classmethod
     def from_function(cls, py_func, py_file):
         """Return a locator for a function of this package, None for any other."""
@@ -57,13 +73,31 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         return super().from_function(py_func, py_file)
 
 
+@functools.cache
+def _content_hash(path: str, mtime_ns: int, size: int) -> str:
+    """SHA-256 of the file ``path``; hashed once per version of it (its time and size)."""
+    with open(path, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()
+
+
 def _register_locator() -> None:
-    """Put :class:`KernelCacheLocator` right after Numba's ``NUMBA_CACHE_DIR`` locator."""
+    """Put :class:`KernelCacheLocator` first, before Numba's ``NUMBA_CACHE_DIR`` locator."""
     locators = _CACHE_IMPL._locator_classes
-    if KernelCacheLocator in locators:
-        return
-    after = caching.UserProvidedCacheLocator
-    locators.insert(locators.index(after) + 1 if after in locators else 0, KernelCacheLocator)
+    if KernelCacheLocator not in locators:
+        locators.insert(0, KernelCacheLocator)
+
+
+def _use(folder: Path) -> Path:
+    """Point :class:`KernelCacheLocator` at ``folder`` and seed it with precompiled kernels."""
+    from . import precompiled
+
+    KernelCacheLocator.folder = folder
+    _register_locator()
+    try:
+        precompiled.seed(folder)
+    except OSError:  # a full disk or a vanished file: the kernels compile instead
+        pass
+    return folder
 
 
 @functools.cache
@@ -71,8 +105,9 @@ def kernel_cache_folder() -> Path | None:
     """Return the folder Numba caches this package's kernels in, or None if nowhere is writable.
 
     The first call decides for the whole process (the kernels' ``cache=`` option
-    depends on it), registers :class:`KernelCacheLocator` when normdrop's own
-    folder is used, and warns once when no folder is writable.
+    depends on it), registers :class:`KernelCacheLocator` for the folder, copies
+    the package's precompiled kernels into it (:func:`.precompiled.seed`), and
+    warns once when no folder is writable.
 
     Returns
     -------
@@ -87,7 +122,7 @@ def kernel_cache_folder() -> Path | None:
         numba_folder = Path(numba_dir) / subfolder
         error = _cache.ensure_writable(numba_folder)
         if error is None:
-            return numba_folder
+            return _use(numba_folder)
         refused.append(f"{_cache.NUMBA_ENV_VAR}: {error}")
     folder = _cache.kernel_cache_dir(numba.__version__)
     if folder is None:
@@ -95,9 +130,7 @@ def kernel_cache_folder() -> Path | None:
     else:
         error = _cache.ensure_writable(folder)
         if error is None:
-            KernelCacheLocator.folder = folder
-            _register_locator()
-            return folder
+            return _use(folder)
         refused.append(str(error))
     message = (
         "normdrop found no writable folder for its compiled Numba kernels ("

@@ -1,0 +1,219 @@
+"""Kernels compiled when the wheel is built: the build hook, the content stamp, the seeding.
+
+The end-to-end test runs the build hook (``_build_backend.py``) on one cheap step in a
+copy of the package laid out as in a wheel, moves that copy elsewhere with new file
+times (as ``pip install`` does), and checks that a fresh process with a fresh cache
+compiles nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+numba = pytest.importorskip("numba")
+
+from normdrop import _cache  # noqa: E402
+from normdrop.backends.numba_backend import precompiled  # noqa: E402
+from normdrop.backends.numba_backend.disk_cache import KernelCacheLocator  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: The cheapest install step: two small kernels.
+_STEP = "Dropout float32 small"
+
+_PROBE = textwrap.dedent(
+    """
+    import json, logging
+    compiled = []
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if record.levelno == logging.DEBUG and record.getMessage().startswith("compiling "):
+                compiled.append(record.getMessage())
+    logger = logging.getLogger("normdrop")
+    logger.addHandler(Collect())
+    logger.setLevel(logging.DEBUG)
+    import numpy as np, normdrop
+    x = np.random.default_rng(0).standard_normal((8, 16, 12)).astype(np.float32)
+    layer = normdrop.Dropout(0.1, seed=0, backend="numba")
+    got = layer(x)
+    want = normdrop.Dropout(0.1, seed=0, backend="numpy")(x)
+    from normdrop.backends.numba_backend.disk_cache import kernel_cache_folder
+    print(json.dumps({"compiled": compiled, "equal": bool((got == want).all()),
+                      "normdrop": normdrop.__file__, "folder": str(kernel_cache_folder())}))
+    """
+)
+
+
+def _build_backend():
+    spec = importlib.util.spec_from_file_location("_build_backend", REPO / "_build_backend.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _package_copy(site: Path) -> Path:
+    """The package as a wheel lays it out (``backends/`` as ``normdrop/backends``) in ``site``."""
+    ignore = shutil.ignore_patterns("__pycache__", _cache.PRECOMPILED_FOLDER)
+    shutil.copytree(REPO / "normdrop", site / "normdrop", ignore=ignore)
+    shutil.copytree(REPO / "backends", site / "normdrop" / "backends", ignore=ignore)
+    return site
+
+
+def _probe(site: Path, **cache_env: str) -> dict:
+    skip = {"NUMBA_CACHE_DIR", "NORMDROP_CACHE_DIR", "NORMDROP_BACKEND", "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    env.update(cache_env, PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env=env,
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_build_hook_ships_kernels_that_a_fresh_install_loads_without_compiling(tmp_path):
+    build_lib = _package_copy(tmp_path / "build")
+    assert _build_backend().precompile(build_lib, (_STEP,))
+    shipped = build_lib / _build_backend().PRECOMPILED
+    manifest = json.loads((shipped / _cache.MANIFEST_NAME).read_text())
+    indexes = sorted(p.name for p in shipped.glob("*.nbi"))
+    assert indexes and all(p.name.startswith("dropout.") for p in shipped.glob("*.nb?"))
+    assert manifest["kernels"] == len(indexes)
+    assert manifest["numba"] == numba.__version__ and manifest["normdrop"] == "0.1.0"
+    assert precompiled.mismatch(manifest) is None
+    assert not list(build_lib.rglob("__pycache__")), "the compiling process wrote .pyc files"
+
+    # Installed elsewhere, every file with a new modification time, as pip does.
+    site = tmp_path / "site"
+    shutil.copytree(build_lib, site)
+    later = time.time() + 3600
+    for path in site.rglob("*.py"):
+        os.utime(path, (later, later))
+
+    fresh = _probe(site, NORMDROP_CACHE_DIR=str(tmp_path / "cache"))
+    assert fresh["normdrop"].startswith(str(site)) and fresh["equal"]
+    assert fresh["compiled"] == [], "the shipped kernels were compiled again"
+    seeded = sorted(p.name for p in Path(fresh["folder"]).glob("*.nbi"))
+    assert seeded == indexes
+    # The same with NUMBA_CACHE_DIR, which names another folder.
+    numba_dir = tmp_path / "numba-cache"
+    fresh = _probe(site, NUMBA_CACHE_DIR=str(numba_dir), NORMDROP_CACHE_DIR=str(tmp_path / "x"))
+    assert Path(fresh["folder"]).parent == numba_dir
+    assert fresh["compiled"] == [] and fresh["equal"]
+
+
+def test_the_build_hook_ships_nothing_when_told_not_to(tmp_path, monkeypatch, capsys):
+    build_lib = _package_copy(tmp_path / "build")
+    backend = _build_backend()
+    stale = build_lib / backend.PRECOMPILED
+    stale.mkdir()
+    (stale / _cache.MANIFEST_NAME).write_text("{}")  # what an earlier build left
+    monkeypatch.setenv(backend.SKIP_ENV_VAR, "1")
+    assert not backend.precompile(build_lib, (_STEP,))
+    assert not stale.exists()
+    assert "kernels not precompiled (NORMDROP_NO_PRECOMPILE is set)" in capsys.readouterr().out
+    assert "numba>=0.59" not in backend.get_requires_for_build_wheel()
+    monkeypatch.delenv(backend.SKIP_ENV_VAR)
+    assert "numba>=0.59" in backend.get_requires_for_build_wheel()
+    assert "numba>=0.59" not in backend.get_requires_for_build_editable()
+
+
+def _locator(path: Path) -> KernelCacheLocator:
+    def kernel():
+        pass
+
+    return KernelCacheLocator(kernel, str(path))
+
+
+def test_the_source_stamp_is_the_content_wherever_and_whenever_the_file_was_written(tmp_path):
+    first, second, other = tmp_path / "a" / "k.py", tmp_path / "b" / "k.py", tmp_path / "k.py"
+    for path, text in ((first, "x = 1\n"), (second, "x = 1\n"), (other, "x = 2\n")):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    os.utime(second, (1e9, 1e9))
+    assert _locator(first).get_source_stamp() == _locator(second).get_source_stamp()
+    assert _locator(first).get_source_stamp() != _locator(other).get_source_stamp()
+    other.write_text("x = 1\n")  # edited in place: hashed again
+    assert _locator(first).get_source_stamp() == _locator(other).get_source_stamp()
+
+
+def _cache_files(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_seeding_copies_whole_functions_that_are_missing_and_overwrites_nothing(tmp_path):
+    source = _cache_files(
+        tmp_path / "shipped",
+        {
+            "m.a-1.py311.nbi": "a index",
+            "m.a-1.py311.1.nbc": "a data",
+            "m.b-9.py311.nbi": "b index",
+            "m.b-9.py311.1.nbc": "b data",
+            "m.c-5.py311.nbi": "c index",
+            "m.c-5.py311.1.nbc": "c data",
+            "m.c-5.py311.2.nbc": "c data 2",
+        },
+    )
+    target = _cache_files(
+        tmp_path / "cache",
+        {"m.b-9.py311.nbi": "user's b index", "m.c-5.py311.2.nbc": "a stray data file"},
+    )
+    assert _cache.seed(source, target) == 1
+    found = {p.name: p.read_text() for p in target.iterdir()}
+    assert found == {
+        "m.a-1.py311.nbi": "a index",
+        "m.a-1.py311.1.nbc": "a data",
+        "m.b-9.py311.nbi": "user's b index",
+        "m.c-5.py311.2.nbc": "a stray data file",
+    }
+    assert _cache.seed(source, target) == 0  # a second process finds them
+
+
+def test_seeding_needs_a_manifest_for_this_numba_python_and_cpu(tmp_path, monkeypatch):
+    shipped = _cache_files(tmp_path / "shipped", {"m.a-1.py311.nbi": "i", "m.a-1.py311.1.nbc": "d"})
+    monkeypatch.setattr(precompiled, "FOLDER", shipped)
+    target = tmp_path / "cache"
+    target.mkdir()
+    assert precompiled.seed(target) == 0  # no manifest
+    here = precompiled.current_manifest()
+    for key, other in (("numba", "0.1.0"), ("python", "cpython-29"), ("target", ["x", "cpu", ""])):
+        (shipped / _cache.MANIFEST_NAME).write_text(json.dumps({**here, key: other}))
+        assert precompiled.seed(target) == 0
+        assert key in (precompiled.mismatch({**here, key: other}) or "")
+    assert not list(target.iterdir())
+    (shipped / _cache.MANIFEST_NAME).write_text(json.dumps(here))
+    assert precompiled.seed(target) == 1
+    assert sorted(p.name for p in target.iterdir()) == ["m.a-1.py311.1.nbc", "m.a-1.py311.nbi"]
+
+
+def test_info_says_whether_precompiled_kernels_are_shipped(tmp_path, monkeypatch):
+    from normdrop import cache_command
+
+    monkeypatch.setattr(_cache, "precompiled_folder", lambda: None)
+    assert cache_command.describe_precompiled().startswith("none shipped")
+    (tmp_path / _cache.MANIFEST_NAME).write_text(
+        json.dumps({**precompiled.current_manifest(), "kernels": 7})
+    )
+    monkeypatch.setattr(_cache, "precompiled_folder", lambda: tmp_path)
+    line = cache_command.describe_precompiled()
+    assert line.startswith(f"7 shipped (numba {numba.__version__}") and "copied into" in line
+    (tmp_path / _cache.MANIFEST_NAME).write_text(json.dumps({"numba": "0.1.0", "kernels": 7}))
+    assert "not used: built for normdrop None" in cache_command.describe_precompiled()
