@@ -149,7 +149,7 @@ def test_uninstall_leaves_nothing_and_a_newer_build_installs(wheel, isolated, en
     source = tmp_path / "newer"
     for part in ("normdrop", "backends"):
         shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "_build_backend.py"):
         shutil.copy(REPO / name, source / name)
     for file, pattern in (
         (source / "pyproject.toml", r'^version = "[^"]+"'),

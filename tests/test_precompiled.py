@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -127,10 +128,22 @@ def test_the_build_hook_ships_nothing_when_told_not_to(tmp_path, monkeypatch, ca
     assert not backend.precompile(build_lib, (_STEP,))
     assert not stale.exists()
     assert "kernels not precompiled (NORMDROP_NO_PRECOMPILE is set)" in capsys.readouterr().out
-    assert "numba>=0.59" not in backend.get_requires_for_build_wheel()
-    monkeypatch.delenv(backend.SKIP_ENV_VAR)
-    assert "numba>=0.59" in backend.get_requires_for_build_wheel()
-    assert "numba>=0.59" not in backend.get_requires_for_build_editable()
+
+
+def test_only_a_wheel_build_requires_numba(monkeypatch):
+    backend = _build_backend()
+    stub = types.SimpleNamespace(get_requires_for_build_wheel=lambda config_settings=None: ["x"])
+    monkeypatch.setattr(backend, "_setuptools", stub)
+    monkeypatch.delenv(backend.SKIP_ENV_VAR, raising=False)
+    assert backend.get_requires_for_build_wheel() == ["x", *backend.KERNEL_REQUIRES]
+    assert any(r.startswith("numba") for r in backend.KERNEL_REQUIRES)
+    monkeypatch.setenv(backend.SKIP_ENV_VAR, "1")
+    assert backend.get_requires_for_build_wheel() == ["x"]
+    # every other hook, the editable install's among them, is setuptools' own
+    from setuptools import build_meta
+
+    assert backend.get_requires_for_build_editable is build_meta.get_requires_for_build_editable
+    assert backend.build_editable is build_meta.build_editable
 
 
 def _locator(path: Path) -> KernelCacheLocator:
@@ -217,3 +230,18 @@ def test_info_says_whether_precompiled_kernels_are_shipped(tmp_path, monkeypatch
     assert line.startswith(f"7 shipped (numba {numba.__version__}") and "copied into" in line
     (tmp_path / _cache.MANIFEST_NAME).write_text(json.dumps({"numba": "0.1.0", "kernels": 7}))
     assert "not used: built for normdrop None" in cache_command.describe_precompiled()
+
+
+def test_build_py_precompiles_for_a_wheel_but_not_for_an_editable_install(monkeypatch, tmp_path):
+    from setuptools.command.build_py import build_py
+    from setuptools.dist import Distribution
+
+    backend = _build_backend()
+    calls = []
+    monkeypatch.setattr(build_py, "run", lambda self: None)  # copying the sources: not tested
+    monkeypatch.setattr(backend, "precompile", calls.append)
+    for editable in (True, False):
+        command = backend.BuildPy(Distribution())
+        command.build_lib, command.editable_mode = str(tmp_path), editable
+        command.run()
+    assert calls == [tmp_path]
