@@ -3,12 +3,12 @@
 Kernels compile on first use and are cached on disk (see :mod:`normdrop._cache`).
 A wheel build compiles a part of them (:func:`install_steps`, by :func:`precompile`)
 and ships them in the wheel, which the first process on the machine copies into its
-cache. Running ``normdrop warmup`` once, for example while building a container image or before
-starting jobs on a cluster, moves that wait out of the first real call. It runs
-every layer, forward in training and evaluation mode and backward, on float32 and
-float64 inputs of a small size (the single-threaded kernels) and a large one (the
-parallel kernels), each with short and with long rows (the kernels compile each
-row layout on its own).
+cache. Running ``normdrop warmup`` once, for example while building a container
+image or before starting jobs on a cluster, moves the rest of that wait out of the
+first real call. It runs every layer, forward in training and evaluation mode and
+backward, on float32 and float64 inputs of a small size (the single-threaded
+kernels) and a large one (the parallel kernels), each with short and with long
+rows (the kernels compile each row layout on its own).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ _SIZES = (
 _DTYPES = (("float32", "float32"), ("float64", "float32"), ("float64", "float64"))
 
 #: What a wheel build compiles (:func:`install_steps`): short rows at both sizes, float32
-#: and float64 inputs with the default float32 parameters; the full set would add a
-#: minute to every ``pip install``.
+#: and float64 inputs with the default float32 parameters. The full set would make
+#: every ``pip install`` much longer for cases a first script rarely needs.
 _INSTALL_SIZES = ("small", "large")
 _INSTALL_DTYPES = (("float32", "float32"), ("float64", "float32"))
 
