@@ -118,7 +118,9 @@ def test_the_build_hook_ships_kernels_that_a_fresh_install_loads_without_compili
     assert fresh["compiled"] == [] and fresh["equal"]
 
 
-def test_the_build_hook_ships_nothing_when_told_not_to(tmp_path, monkeypatch, capsys):
+def test_the_build_hook_ships_nothing_when_told_not_to_or_when_compiling_fails(
+    tmp_path, monkeypatch, capsys
+):
     build_lib = _package_copy(tmp_path / "build")
     backend = _build_backend()
     stale = build_lib / backend.PRECOMPILED
@@ -128,6 +130,14 @@ def test_the_build_hook_ships_nothing_when_told_not_to(tmp_path, monkeypatch, ca
     assert not backend.precompile(build_lib, (_STEP,))
     assert not stale.exists()
     assert "kernels not precompiled (NORMDROP_NO_PRECOMPILE is set)" in capsys.readouterr().out
+    # A compiling process that fails (no Numba, a compile error) leaves no folder either.
+    monkeypatch.delenv(backend.SKIP_ENV_VAR)
+    monkeypatch.setattr(
+        backend, "_COMPILE", "import os, sys; os.makedirs(sys.argv[1]); sys.exit(3)"
+    )
+    assert not backend.precompile(build_lib, (_STEP,))
+    assert not stale.exists()
+    assert "kernels not precompiled (exit status 3)" in capsys.readouterr().out
 
 
 def test_only_a_wheel_build_requires_numba(monkeypatch):
