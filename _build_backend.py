@@ -87,10 +87,15 @@ def precompile(build_lib: Path, labels: tuple[str, ...] = ()) -> bool:
         print("normdrop: compiling the common Numba kernels for this machine", flush=True)
         try:  # cwd: not the source tree, whose normdrop/ would shadow build_lib's
             done = subprocess.run(
-                [sys.executable, "-c", _COMPILE, str(target), *labels], env=env, cwd=cache
+                [sys.executable, "-c", _COMPILE, str(target), *labels],
+                env=env,
+                cwd=cache,
+                stderr=subprocess.PIPE,  # a traceback becomes its last line, below
+                text=True,
             )
             ok = done.returncode == 0 and target.is_dir()
-            reason = f"exit status {done.returncode}"
+            errors = [line for line in done.stderr.splitlines() if line.strip()]
+            reason = errors[-1].strip() if errors else f"exit status {done.returncode}"
         except OSError as exc:
             ok, reason = False, str(exc)
     if not ok:

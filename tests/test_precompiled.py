@@ -138,6 +138,13 @@ def test_the_build_hook_ships_nothing_when_told_not_to_or_when_compiling_fails(
     assert not backend.precompile(build_lib, (_STEP,))
     assert not stale.exists()
     assert "kernels not precompiled (exit status 3)" in capsys.readouterr().out
+    monkeypatch.setattr(backend, "_COMPILE", "import numba_is_not_installed")
+    assert not backend.precompile(build_lib, (_STEP,))
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said == (
+        "normdrop: kernels not precompiled (ModuleNotFoundError: No module named "
+        "'numba_is_not_installed'); they compile on first use"
+    )
 
 
 def test_only_a_wheel_build_requires_numba(monkeypatch):
