@@ -48,9 +48,11 @@ def _expand_one(v: np.ndarray, c: int, length: int) -> np.ndarray:
     j = 0
     while j < out.size:  # loops: a slice assignment compiles much more code
         for ch in range(c):
-            for _ in range(length):
-                out[j] = v[ch]
-                j += 1
+            value = v[ch]  # read once: the stores below might alias v
+            run = out[j : j + length]
+            for i in range(length):
+                run[i] = value
+            j += length
     return out
 
 
@@ -64,11 +66,13 @@ def expand(a, b, m, c, length):
     j = 0
     while j < n:
         for ch in range(c):
-            for _ in range(length):
-                ea[j] = a[ch]
-                eb[j] = b[ch]
-                em[j] = m[ch]
-                j += 1
+            va, vb, vm = a[ch], b[ch], m[ch]  # read once: the stores might alias them
+            ra, rb, rm = ea[j : j + length], eb[j : j + length], em[j : j + length]
+            for i in range(length):
+                ra[i] = va
+                rb[i] = vb
+                rm[i] = vm
+            j += length
     return ea, eb, em
 
 

@@ -3,11 +3,15 @@
 Tasks are laid out by :mod:`.channel_tasks`. A long-row task computes its mean,
 then the squared deviations from it while its data is still in cache; a
 short-row task makes one pass of shifted sums (each column's values less one of
-them, the column's first), which needs no second sweep over the data: as the
-shift is one of the column's values, ``(K - mean)^2`` is at most ``count`` times
-the variance, so cancellation costs at most ``log2(count)`` bits of the float64
-M2 (9 for the at most 512 values of a column). The tasks' partial results are
-combined with Chan's formula in a fixed order.
+them, the column's first), which needs no second sweep over the data. Its
+columns are folded per channel without a per-column mean: the channel's mean is
+``m = sum(count * K + s) / total`` and each column adds its sum of squared
+deviations from ``m``, ``sum(((x - K) + (K - m))^2) = q + (K - m) (2 s + count (K - m))``.
+As the shift ``K`` is one of the column's values, ``(K - m)^2`` is at most that
+sum, and each of the three terms is at most about ``2 * count`` times it, so
+cancellation costs at most about ``log2(count) + 2`` bits of the float64 M2 (11 for
+the at most 512 values of a column). The tasks' partial results are combined with
+Chan's formula in a fixed order.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from numba import prange
 from .channel_tasks import (
     chunk_counts,
     column_count,
+    four_rows,
     short_geometry,
     super_row,
     task_bounds,
@@ -55,6 +60,14 @@ def _moments_long_task(x, t, plan, pmean, pm2):
         pm2[k, ch] = q
 
 
+@inline_jit
+def _full_row_or_first(flat, base, stride, i, full, size):
+    """The first ``size`` values of super-row ``i`` of a short-row task if it is a full
+    one, else of super-row 0 (the shifts themselves: their deviations are 0)."""
+    off = base + (i * stride if i < full else 0)
+    return flat[off : off + size]
+
+
 @task_jit
 def _moments_short_task(x, t, plan, pmean, pm2):
     """One task of the short-row layout: per-column shifted sums, folded per channel.
@@ -62,34 +75,32 @@ def _moments_short_task(x, t, plan, pmean, pm2):
     The task reads ``full`` super-rows of ``cols`` values (``stride`` apart) and
     then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
     One pass: each column's values are shifted by the column's first value ``K``
-    and ``sum(x - K)`` and ``sum((x - K) ** 2)`` accumulate in float64, four rows
-    per sweep (the shifted-data variance: ``K`` is one of the column's values, so
-    the subtraction ``q - s * s / n`` loses at most ``log2(n)`` bits: see the module
-    notes). The per-column means and M2 are folded per channel with the pooled (Chan)
-    formula for several groups.
+    and ``s = sum(x - K)`` and ``q = sum((x - K) ** 2)`` accumulate in float64, four
+    super-rows per sweep; the first sweep (super-rows 0 to 3) sets them, so that no
+    loop zeroes them. The fold needs no per-column mean (see the module notes).
     """
     n, c, length = x.shape
     flat = x.reshape(x.size)
     k, c0, c1, base, stride, cols, rows, full, tail = short_geometry(n, c, length, t, plan)
-    shift = np.empty(cols)
-    s = np.empty(cols)
-    q = np.empty(cols)
-    first = flat[base : base + (cols if full > 0 else tail)]  # a value of each column
+    # the columns with values: all of them, or the first ``tail`` if no super-row is full
+    first = flat[base : base + (cols if full > 0 else tail)]
+    shift = np.empty(first.size)
+    s = np.empty(first.size)
+    q = np.empty(first.size)
+    v1 = _full_row_or_first(flat, base, stride, 1, full, first.size)
+    v2 = _full_row_or_first(flat, base, stride, 2, full, first.size)
+    v3 = _full_row_or_first(flat, base, stride, 3, full, first.size)
     for j in range(first.size):
-        shift[j] = first[j]
-        s[j] = 0.0
-        q[j] = 0.0
-    for j in range(first.size, cols):  # no value at all (fewer rows than one super-row)
-        shift[j] = 0.0
-        s[j] = 0.0
-        q[j] = 0.0
-    r = 0
+        m = np.float64(first[j])
+        d1 = v1[j] - m
+        d2 = v2[j] - m
+        d3 = v3[j] - m
+        shift[j] = m
+        s[j] = d1 + (d2 + d3)
+        q[j] = d1 * d1 + (d2 * d2 + d3 * d3)
+    r = min(full, 4)
     while r + 4 <= full:
-        off = base + r * stride
-        v0 = flat[off : off + cols]
-        v1 = flat[off + stride : off + stride + cols]
-        v2 = flat[off + 2 * stride : off + 2 * stride + cols]
-        v3 = flat[off + 3 * stride : off + 3 * stride + cols]
+        v0, v1, v2, v3 = four_rows(flat, base + r * stride, stride, cols)
         for j in range(cols):
             m = shift[j]
             d0 = v0[j] - m
@@ -105,35 +116,29 @@ def _moments_short_task(x, t, plan, pmean, pm2):
             d = v[j] - shift[j]
             s[j] += d
             q[j] += d * d
-    # per column, in place of its sums: mean and M2 (a division, not a multiplication by
-    # a reciprocal: n equal values have s == 0 and a mean of exactly K); a column
-    # without values (fewer rows than one super-row) has s == q == 0 and weight 0
-    for j in range(cols):  # no branch: the loop vectorises, divisions included
-        ds = s[j] / max(column_count(j, full, tail), 1.0)
-        m2j = q[j] - s[j] * ds
-        s[j] = shift[j] + ds
-        q[j] = max(m2j, 0.0)
     width = c * length
     copies = cols // ((c1 - c0) * length)
     total = rows * length
-    for ch in range(c0, c1):  # slices: their indices need no wraparound
+    for ch in range(c0, c1):  # slices (shorter, or empty, past the columns with values)
         tot = 0.0
         for p in range(copies):
             j0 = p * width + (ch - c0) * length
-            mv = s[j0 : j0 + length]
-            for j in range(length):
-                tot += column_count(j0 + j, full, tail) * mv[j]
+            kv = shift[j0 : j0 + length]
+            sv = s[j0 : j0 + length]
+            for j in range(kv.size):
+                tot += column_count(j0 + j, full, tail) * kv[j] + sv[j]
         m = tot / total
         qq = 0.0
         for p in range(copies):
             j0 = p * width + (ch - c0) * length
-            mv = s[j0 : j0 + length]
+            kv = shift[j0 : j0 + length]
+            sv = s[j0 : j0 + length]
             qv = q[j0 : j0 + length]
-            for j in range(length):
-                d = mv[j] - m
-                qq += qv[j] + column_count(j0 + j, full, tail) * d * d
+            for j in range(kv.size):
+                d = kv[j] - m
+                qq += qv[j] + d * (2.0 * sv[j] + column_count(j0 + j, full, tail) * d)
         pmean[k, ch] = m
-        pm2[k, ch] = qq
+        pm2[k, ch] = max(qq, 0.0)
 
 
 @task_jit
