@@ -6,9 +6,10 @@ on a read-only install. :func:`kernel_cache_folder` picks the folder instead,
 in this order: ``NUMBA_CACHE_DIR`` (Numba's own setting; the same subfolder
 Numba would use there), then normdrop's per-version folder (:mod:`normdrop._cache`).
 The :class:`KernelCacheLocator` that points Numba at it answers only for the files
-of this package, and stamps each source file with a hash of its content, so that
-a cache built from the same source elsewhere (the kernels a wheel build compiled,
-see :mod:`.precompiled`) is loaded; once per process, before any kernel loads,
+of this package, and stamps every kernel with a hash of the whole folder's
+sources: a change to a helper that a kernel inlines recompiles the kernel, and
+a cache built from the same sources elsewhere (the kernels a wheel build
+compiled, see :mod:`.precompiled`) is loaded. Once per process, before any kernel loads,
 those precompiled kernels are copied into the folder. When no folder is writable,
 the kernels are not cached on disk (one warning) and every process compiles them
 again.
@@ -55,15 +56,17 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         return str(self.folder)
 
     def get_source_stamp(self) -> tuple[str, str]:
-        """Return the SHA-256 of the function's source file: the same wherever it is installed.
+        """Return a SHA-256 of every source file of the kernels' folder, wherever it is installed.
 
-        Numba's own stamp is the file's modification time and size before Numba
-        0.68 (numba/numba#10659), which a reinstalled or copied file never matches;
-        a content hash lets the kernels a wheel build compiled load from the
-        installed package with any Numba that normdrop supports.
+        Numba's own stamp covers only the file that defines the function (its
+        modification time and size before Numba 0.68, numba/numba#10659). That
+        misses two cases: a reinstalled or copied file gets a new time (so the
+        kernels a wheel build compiled would never load), and a kernel that
+        inlines helpers from another file of this folder keeps its stale machine
+        code when only that other file changes. Hashing the whole folder's
+        sources covers both: any change to any kernel source recompiles them all.
         """
-        st = os.stat(self._py_file)
-        return ("sha256", _content_hash(self._py_file, st.st_mtime_ns, st.st_size))
+        return ("sha256-kernels", _kernel_sources_hash())
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -74,10 +77,15 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
 
 
 @functools.cache
-def _content_hash(path: str, mtime_ns: int, size: int) -> str:
-    """SHA-256 of the file ``path``; hashed once per version of it (its time and size)."""
-    with open(path, "rb") as file:
-        return hashlib.sha256(file.read()).hexdigest()
+def _kernel_sources_hash() -> str:
+    """SHA-256 over the names and bytes of this folder's ``.py`` files (once per process)."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(_KERNEL_DIR)):
+        if name.endswith(".py"):
+            digest.update(name.encode() + b"\0")
+            with open(os.path.join(_KERNEL_DIR, name), "rb") as file:
+                digest.update(hashlib.sha256(file.read()).digest())
+    return digest.hexdigest()
 
 
 def _register_locator() -> None:
