@@ -1,11 +1,13 @@
-"""Packed keep-mask bits from 64 consecutive values at a time, as one vector compare.
+"""Packed keep-mask bits made from, and applied to, 64 consecutive values at a time.
 
 :func:`bits64_at_least` compares 64 unsigned integers with a threshold as one LLVM
 vector ``icmp`` whose ``<64 x i1>`` result is reinterpreted as an ``i64``: with
 AVX-512 that is four (32-bit values) or one (bytes) compares into mask registers and
 one move, instead of a shift, a multiply or a byte store per value. Bit ``j`` of the
 result is value ``j``'s, so the little-endian ``uint64`` is the packed bitmask in
-NumPy's ``bitorder="little"`` (normdrop's bitmask layout).
+NumPy's ``bitorder="little"`` (normdrop's bitmask layout). :func:`select64_bits` is
+the reverse, for the backward: such a ``uint64`` read as ``<64 x i1>`` selects 64
+scaled values in one vector ``select``.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def select64_bits(typingctx, values, start, bits, scale, out):
         and out.ndim == 1
         and out.layout == "C"
         and out.dtype == values.dtype
+        and out.mutable
         and isinstance(bits, types.Array)
         and bits.ndim == 1
         and bits.layout == "C"
