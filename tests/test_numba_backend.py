@@ -199,6 +199,48 @@ def test_pack_at_least_is_packbits_little(rng, n, dtype, threshold):
     assert (bits[(n + 7) // 8 :] == 0xA5).all()
 
 
+@numba.njit
+def _select64_bits(values, start, bits, scale, out):
+    """A Python-callable caller of the intrinsic."""
+    bitmask.select64_bits(values, start, bits, scale, out)
+
+
+@pytest.mark.parametrize("start", [0, 8, 64, 136])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_select64_bits_selects_exactly_its_64_values(rng, start, dtype):
+    """Bit ``j`` of the little-endian word at byte ``start // 8`` keeps value ``start + j``
+    scaled (NaN, inf and -0.0 included) and a clear bit writes +0.0; nothing outside the
+    64 values is written."""
+    n = start + 64 + 40
+    values = rng.standard_normal(n).astype(dtype)
+    values[start : start + 4] = [np.nan, np.inf, -0.0, -np.inf]
+    keep = rng.random(n) < 0.7
+    keep[start + 4 : start + 8] = False  # dropped NaN-free values become +0.0
+    keep[start : start + 4] = [True, False, True, True]
+    bits = np.packbits(keep, bitorder="little")
+    out = np.full(n, 7.0, dtype)
+    _select64_bits(values, start, bits, dtype(1.25), out)
+    want = np.full(n, 7.0, dtype)
+    span = slice(start, start + 64)
+    want[span] = np.where(keep[span], values[span] * dtype(1.25), dtype(0))
+    np.testing.assert_array_equal(out.view(f"u{out.itemsize}"), want.view(f"u{want.itemsize}"))
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000, 1024, 1025, 2 * jit.TASK_SIZE + 71])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apply_bitmask_tails(rng, n, dtype):
+    """The 64-element selects and the one-at-a-time tail cover every element once, on
+    either clone, for sizes around the word, tile and task boundaries."""
+    dy = rng.standard_normal(n).astype(dtype)
+    keep = rng.random(n) < 0.85
+    bits = np.packbits(keep, bitorder="little")
+    want = np.where(keep, dy * dtype(2.5), dtype(0))
+    for parallel in (False, True):
+        out = np.full(n, np.nan, dtype)
+        dropout.apply_bitmask(parallel, dy, bits, dtype(2.5), out)
+        np.testing.assert_array_equal(out, want)
+
+
 @pytest.mark.parametrize(
     "shape",
     [(6, 10, 80), (3, 4, 30000), (40, 6, 3)],

@@ -10,9 +10,10 @@ While a tile's words are made, the next tile's cache lines are prefetched (for
 reading ``x``, for writing ``out``), so that the memory traffic flows during the
 arithmetic instead of taking turns with it (docs/benchmarks.md, "Kernel tuning").
 
-The backward expands each bitmask byte into eight 0/1 words of a tile buffer
-(one vector shift per byte) and then selects, which vectorises; selecting
-straight from the bits is several times slower.
+The backward selects 64 elements at a time straight from a ``uint64`` of the
+bitmask (:func:`.bitmask.select64_bits`: with AVX-512 a mask move and masked
+multiplies), with read prefetches of ``dy`` :data:`APPLY_AHEAD` bytes on; the
+last ``size % 64`` elements go one at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .bitmask import pack_at_least
+from .bitmask import WIDTH, pack_at_least, select64_bits
 from .jit import inline_jit, kernel, task_jit
 from .philox import (
     TILE,
@@ -40,6 +41,8 @@ from .prefetch import LINE, prefetch_read, prefetch_write
 GROUP = 64
 #: How many tiles ahead the prefetches run.
 AHEAD = 1
+#: How many bytes of ``dy`` ahead the backward's read prefetches run.
+APPLY_AHEAD = 4096
 
 __all__ = ["apply_bitmask", "dropout", "dropout_mask"]
 
@@ -147,26 +150,19 @@ def dropout_mask(n: int, thr: np.uint64, key: Key) -> np.ndarray:
 @task_jit
 def _apply_tiles(dy, bits, scale, out, t0, t1):
     """Tiles ``t0 .. t1 - 1`` of :func:`apply_bitmask`."""
+    s0, s1 = t0 * TILE, min(dy.size, t1 * TILE)
+    full = s0 + (s1 - s0) // WIDTH * WIDTH
+    step = max(1, LINE // dy.itemsize)
+    ahead = APPLY_AHEAD // dy.itemsize
+    for s in range(s0, full, WIDTH):
+        # the lines of dy a few chunks on (past this task's end too) stream in meanwhile
+        if s + ahead + WIDTH <= dy.size:
+            for line in range(0, WIDTH, step):
+                prefetch_read(dy, s + ahead + line)
+        select64_bits(dy, s, bits, scale, out)
     zero = dy.dtype.type(0)
-    keep = np.empty(TILE, np.uint32)
-    for t in range(t0, t1):
-        s = t * TILE
-        valid = min(TILE, dy.size - s)
-        bs = bits[s // 8 : s // 8 + (valid + 7) // 8]
-        for q in range(bs.size):
-            b = np.uint32(bs[q])
-            keep[8 * q] = b & 1
-            keep[8 * q + 1] = (b >> 1) & 1
-            keep[8 * q + 2] = (b >> 2) & 1
-            keep[8 * q + 3] = (b >> 3) & 1
-            keep[8 * q + 4] = (b >> 4) & 1
-            keep[8 * q + 5] = (b >> 5) & 1
-            keep[8 * q + 6] = (b >> 6) & 1
-            keep[8 * q + 7] = (b >> 7) & 1
-        gs = dy[s : s + valid]
-        os = out[s : s + valid]
-        for i in range(valid):
-            os[i] = gs[i] * scale if keep[i] != 0 else zero
+    for i in range(full, s1):
+        out[i] = dy[i] * scale if (bits[i // 8] >> (i % 8)) & 1 else zero
 
 
 @kernel
