@@ -206,7 +206,7 @@ def read_thunk(array_bytes: int = MEMORY_BYTES) -> Thunk | None:
     Parameters
     ----------
     array_bytes : int
-        Size of the read array (rounded down to whole float64 values).
+        Size of the read array (rounded down to whole 8-byte values).
 
     Returns
     -------
