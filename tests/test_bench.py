@@ -41,6 +41,9 @@ ROW_KEYS = {
     "copy_gbps",
     "copy_share",
     "memory_share",
+    "reread_bytes",
+    "bound_s",
+    "bound_share",
     "timings",
     "spread",
     "noisy",
@@ -64,6 +67,8 @@ def test_json_structure(capsys):
     memory = machine["memory"]
     assert memory["array_bytes"] == 2 * 2**20 and memory["moved_bytes"] == 2 * 2 * 2**20
     assert memory["gbps"] == max(memory["copies_gbps"].values())
+    if machine["numba"] is not None:
+        assert memory["read"] == bench_memory.READ_NAME and memory["read_gbps"] > 0
 
     assert len(rows) == 1
     row = rows[0]
@@ -77,6 +82,10 @@ def test_json_structure(capsys):
     assert row["gbps"] == pytest.approx(row["bytes"] / 1e9 / row["normdrop_s"])
     assert row["copy_share"] == pytest.approx(row["gbps"] / row["copy_gbps"])
     assert row["memory_share"] == pytest.approx(row["gbps"] / memory["gbps"])
+    # rows of 64 values fit any cache: nothing to read twice, so the bound is the memory time
+    assert row["reread_bytes"] == 0
+    assert row["bound_s"] == pytest.approx(row["bytes"] / 1e9 / memory["gbps"])
+    assert row["bound_share"] == pytest.approx(row["memory_share"])
     assert machine["rounds"] == 2 and machine["noise_threshold"] == bench.NOISE_THRESHOLD
     for key in ("normdrop", "reference", "copy"):
         timing = row["timings"][key]
@@ -111,8 +120,10 @@ def test_table_output(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("case"))
-    for column in ("normdrop", "numpy ref", "torch", "vs torch", "vs ref", "GB/s", "of copy"):
+    columns = ("normdrop", "numpy ref", "torch", "vs torch", "vs ref", "GB/s", "of copy")
+    for column in (*columns, "of mem", "of bound"):
         assert column in header
+    assert "read speed" in out and "last-level cache" in out
     row = next(line for line in lines if line.startswith("LayerNorm forward whole layer call"))
     assert "(120, 64)" in row
     assert len(row) <= len(header) + 1  # right-aligned under the header
@@ -284,18 +295,22 @@ def test_memory_speed_from_scripted_timings():
 
     def scripted(thunks):
         for name, thunk in thunks.items():
-            thunk()  # each copy runs for real on the small array
+            thunk()  # each copy (and the read pass) runs for real on the small array
             seen[name] = thunk
-        return {"np.copyto": 4e-6, "numba 2 threads": 2e-6}
+        return {"np.copyto": 4e-6, "numba 2 threads": 2e-6, "numba read 2 threads": 5e-7}
 
     speed = bench_memory.memory_speed(scripted, array_bytes=1024)
-    assert set(seen) == {"np.copyto", "numba 2 threads"}
+    assert set(seen) == {"np.copyto", "numba 2 threads", "numba read 2 threads"}
     assert speed.array_bytes == 1024 and speed.moved_bytes == 2048
+    # the read pass is not a copy: it leaves the memory speed alone
+    assert set(speed.copies) == {"np.copyto", "numba 2 threads"}
+    assert speed.read_bytes_per_s == pytest.approx(1024 / 5e-7)  # 2.048 GB/s
     assert speed.best == "numba 2 threads"
     assert speed.bytes_per_s == pytest.approx(2048 / 2e-6)  # 1.024 GB/s
     summary = speed.as_dict()
     assert summary["gbps"] == pytest.approx(1.024)
     assert summary["copies_gbps"] == pytest.approx({"np.copyto": 0.512, "numba 2 threads": 1.024})
+    assert summary["read_gbps"] == pytest.approx(2.048)
     # 4096 bytes need 4 us at 1.024 GB/s; a kernel taking 16 us reaches a quarter of it.
     assert bench_memory.memory_share(4096, 16e-6, speed) == pytest.approx(0.25)
     assert bench_memory.memory_share(4096, None, speed) is None
@@ -307,7 +322,8 @@ def test_memory_speed_from_scripted_timings():
     expected_bytes = 2 * 120 * 64 * 8  # x read, y written
     assert row["bytes"] == expected_bytes
     assert row["memory_share"] == pytest.approx(expected_bytes / 1.024e9 / 1e-4)
-    assert bench.format_table([row]).splitlines()[-1].split()[-2] == "120%"
+    cells = bench.format_table([row]).splitlines()[-1].split()
+    assert cells[-3:-1] == ["120%", "120%"]  # of mem, of bound (nothing to read twice)
 
 
 def test_copy_thunks_are_the_memory_speed_copies():

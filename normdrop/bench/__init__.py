@@ -5,8 +5,9 @@ default backend (or ``--backend``), with the ``numpy`` reference backend, with
 PyTorch on the CPU and with ``jax.jit`` of the same math on JAX's CPU device, each
 peer when it is installed. Every row also carries the effective bandwidth of the
 normdrop call, the share it reaches of a plain NumPy copy (``np.copyto``) of the
-same number of bytes, and its share of this run's memory speed
-(:mod:`normdrop.bench.memory`). Absolute times on shared machines are noisy; the
+same number of bytes, its share of this run's memory speed
+(:mod:`normdrop.bench.memory`) and its share of the same-run bound
+(:mod:`normdrop.bench.bound`). Absolute times on shared machines are noisy; the
 ratios are what to read. ``--plot`` sweeps the sizes instead (:mod:`normdrop.bench.plot`).
 
 The package has one module per job:
@@ -18,7 +19,8 @@ The package has one module per job:
 - :mod:`~normdrop.bench.cases`: :data:`CASES`, the one list of cases (the asv suite uses
   the same operations);
 - :mod:`~normdrop.bench.timing`: warm-up, loops, repeats and interleaved rounds;
-- :mod:`~normdrop.bench.memory`: this run's memory speed;
+- :mod:`~normdrop.bench.memory`: this run's memory speed, read speed and cache size;
+- :mod:`~normdrop.bench.bound`: the same-run bound (what each case must read twice);
 - :mod:`~normdrop.bench.report`: the rows, the table, its header and footer;
 - :mod:`~normdrop.bench.plot`: ``--plot``'s size sweep;
 - :mod:`~normdrop.bench.cuda`: ``--backend cuda`` on a GPU, with CUDA events;

@@ -262,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
             return plot.run(args, settings, target, timed_peers)
 
     timed = 3 + sum(p is not None for p in timed_peers.values())
-    bar = progress_bar(len(cases) * timed + 2, enabled=not args.no_progress)
+    # + 3: the memory speed's two copies and its read-only pass
+    bar = progress_bar(len(cases) * timed + 3, enabled=not args.no_progress)
     try:
         speed = memory.run_memory_speed(settings, bar, args.memory_mib * 2**20)
         with peers.torch_session(torch, torch_threads):

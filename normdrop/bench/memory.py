@@ -12,12 +12,19 @@ moves ``2 n`` bytes (it reads ``n`` and writes ``n``), and a kernel moves the by
 must read plus the bytes it must write. A kernel's *share of memory speed* is the time
 the memory speed needs for the kernel's bytes divided by the kernel's time; 100% means
 the kernel runs as fast as a copy of the same traffic.
+
+Next to the copies, the same rounds time a read-only pass over the same array: a
+:data:`COPY_THREADS`-thread Numba sum, which reads every byte and writes nothing. Its
+*read speed* (bytes read per second) prices the bytes a kernel must read twice
+(:mod:`normdrop.bench.bound`); it does not change the memory speed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +35,13 @@ from normdrop.bench.timing import Settings, Timing, measure_rounds
 __all__ = [
     "COPY_THREADS",
     "MEMORY_BYTES",
+    "READ_NAME",
     "MemorySpeed",
     "copy_thunks",
+    "last_level_cache_bytes",
     "memory_share",
     "memory_speed",
+    "read_thunk",
     "run_memory_speed",
 ]
 
@@ -39,6 +49,10 @@ __all__ = [
 MEMORY_BYTES = 256 * 2**20
 #: Threads of the Numba copy.
 COPY_THREADS = 2
+#: Name of the read-only pass among the timed thunks.
+READ_NAME = f"numba read {COPY_THREADS} threads"
+#: Where Linux describes CPU 0's caches: one ``index*`` folder per cache.
+SYS_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 
 
 @dataclass(frozen=True)
@@ -52,10 +66,18 @@ class MemorySpeed:
     copies : dict of str to float
         Best per-call time of each copy that ran, in seconds (``"np.copyto"``, and
         ``"numba 2 threads"`` when Numba is installed).
+    read_s : float or None
+        Best per-call time of the read-only pass over ``array_bytes`` (:data:`READ_NAME`),
+        or ``None`` when it did not run (no Numba).
+    last_level_cache : int or None
+        Size of the CPU's last-level cache in bytes (:func:`last_level_cache_bytes`), or
+        ``None`` when unknown.
     """
 
     array_bytes: int
     copies: dict[str, float]
+    read_s: float | None = None
+    last_level_cache: int | None = None
 
     @property
     def moved_bytes(self) -> int:
@@ -72,14 +94,26 @@ class MemorySpeed:
         """Memory speed: moved bytes per second of the fastest copy."""
         return self.moved_bytes / self.copies[self.best]
 
+    @property
+    def read_bytes_per_s(self) -> float | None:
+        """Read speed: bytes read per second by the read-only pass, or ``None``."""
+        if self.read_s is None or self.read_s <= 0:
+            return None
+        return self.array_bytes / self.read_s
+
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: sizes, each copy's GB/s and the memory speed."""
+        """A JSON-ready summary: sizes, each copy's GB/s, the memory speed, the read
+        speed and the last-level cache size."""
+        read = self.read_bytes_per_s
         return {
             "array_bytes": self.array_bytes,
             "moved_bytes": self.moved_bytes,
             "copies_gbps": {k: self.moved_bytes / t / 1e9 for k, t in self.copies.items()},
             "best": self.best,
             "gbps": self.bytes_per_s / 1e9,
+            "read": READ_NAME if read is not None else None,
+            "read_gbps": read / 1e9 if read is not None else None,
+            "last_level_cache_bytes": self.last_level_cache,
         }
 
 
@@ -111,22 +145,29 @@ def memory_speed(
     measure: Callable[[dict[str, Thunk]], dict[str, float]],
     array_bytes: int = MEMORY_BYTES,
 ) -> MemorySpeed:
-    """Measure the memory speed.
+    """Measure the memory speed and the read speed, and read the last-level cache size.
 
     Parameters
     ----------
     measure : callable
-        Takes ``{name: thunk}`` and returns each thunk's best per-call time in
-        seconds (the bench's interleaved rounds).
+        Takes ``{name: thunk}`` (the copies and the read-only pass) and returns each
+        thunk's best per-call time in seconds (the bench's interleaved rounds).
     array_bytes : int
-        Size of the copied array.
+        Size of the copied (and read) array.
 
     Returns
     -------
     MemorySpeed
     """
     thunks = copy_thunks(array_bytes)
-    return MemorySpeed(max(8, array_bytes // 8 * 8), measure(thunks))
+    read = read_thunk(array_bytes)
+    if read is not None:
+        thunks[READ_NAME] = read
+    times = measure(thunks)
+    copies = {k: t for k, t in times.items() if k != READ_NAME}
+    return MemorySpeed(
+        max(8, array_bytes // 8 * 8), copies, times.get(READ_NAME), last_level_cache_bytes()
+    )
 
 
 def copy_thunks(array_bytes: int = MEMORY_BYTES) -> dict[str, Thunk]:
@@ -152,6 +193,96 @@ def copy_thunks(array_bytes: int = MEMORY_BYTES) -> dict[str, Thunk]:
     return thunks
 
 
+def read_thunk(array_bytes: int = MEMORY_BYTES) -> Thunk | None:
+    """The read-only pass that defines the read speed, or ``None`` without Numba.
+
+    A sum of an ``array_bytes`` array over :data:`COPY_THREADS` Numba threads, each
+    thread summing its block into a partial sum that the call returns, so that no
+    compiler can drop the reads. The values are summed as 64-bit integers (wrapping
+    around): integer additions may be reordered, so the compiler vectorises the sums
+    into many independent chains and the pass is bound by memory, not by the latency
+    of one chain of additions.
+
+    Parameters
+    ----------
+    array_bytes : int
+        Size of the read array (rounded down to whole 8-byte values).
+
+    Returns
+    -------
+    callable or None
+    """
+    try:
+        import numba
+    except ImportError:
+        return None
+    src = np.random.default_rng(4).integers(0, 2**62, max(1, array_bytes // 8), np.uint64)
+    kernel = _sum_kernel(numba)
+    threads = min(COPY_THREADS, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+    def read() -> int:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            return int(kernel(src, threads))
+        finally:
+            numba.set_num_threads(previous)
+
+    return read
+
+
+def last_level_cache_bytes(
+    sysconf: Callable[[str], int] | None = None, cache_dir: Path | None = None
+) -> int | None:
+    """Size of this CPU's last-level cache in bytes, or ``None`` when it cannot be read.
+
+    Tries ``os.sysconf("SC_LEVEL3_CACHE_SIZE")`` (Linux with glibc), then the
+    highest-level cache under ``/sys/devices/system/cpu/cpu0/cache`` (Linux), where a
+    ``size`` reads like ``32768K``.
+
+    Parameters
+    ----------
+    sysconf : callable, optional
+        Stands in for :func:`os.sysconf` (tests).
+    cache_dir : pathlib.Path, optional
+        Stands in for :data:`SYS_CACHE_DIR` (tests).
+
+    Returns
+    -------
+    int or None
+    """
+    sysconf = sysconf if sysconf is not None else getattr(os, "sysconf", None)
+    if sysconf is not None:
+        try:
+            size = int(sysconf("SC_LEVEL3_CACHE_SIZE"))
+        except (ValueError, OSError, TypeError):
+            size = 0
+        if size > 0:
+            return size
+    return _sys_cache_bytes(SYS_CACHE_DIR if cache_dir is None else cache_dir)
+
+
+def _sys_cache_bytes(cache_dir: Path) -> int | None:
+    """The size of the highest-level data or unified cache under ``cache_dir``, or ``None``."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+    best: tuple[int, int] | None = None
+    try:
+        indexes = sorted(cache_dir.glob("index*"))
+    except OSError:
+        return None
+    for index in indexes:
+        try:
+            level = int((index / "level").read_text().strip())
+            kind = (index / "type").read_text().strip()
+            text = (index / "size").read_text().strip().upper()
+            size = int(text.rstrip("KMG")) * units[text[len(text.rstrip("KMG")) :]]
+        except (OSError, ValueError, KeyError):
+            continue
+        if kind != "Instruction" and size > 0 and (best is None or level > best[0]):
+            best = (level, size)
+    return None if best is None else best[1]
+
+
 def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySpeed | None:
     """This run's memory speed, timed in interleaved rounds like the cases.
 
@@ -167,7 +298,7 @@ def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySp
     Returns
     -------
     MemorySpeed or None
-        ``None`` when every copy failed.
+        ``None`` when every copy failed (the read-only pass alone defines no speed).
     """
 
     def measure(thunks: dict[str, Thunk]) -> dict[str, float]:
@@ -209,3 +340,22 @@ def _copy_kernel(numba: Any) -> Callable[[np.ndarray, np.ndarray, int], None]:
             dst[start:stop] = src[start:stop]
 
     return copy_blocks
+
+
+def _sum_kernel(numba: Any) -> Callable[[np.ndarray, int], int]:
+    @numba.njit(parallel=True, nogil=True, cache=True)
+    def sum_blocks(src: np.ndarray, blocks: int) -> int:  # pragma: no cover
+        n = src.size
+        step = (n + blocks - 1) // blocks
+        partial = np.zeros(blocks, np.uint64)
+        for i in numba.prange(blocks):
+            # a slice indexed from 0: an index Numba cannot prove non-negative gets a
+            # wraparound select that keeps the loop from vectorising
+            block = src[i * step : min(n, (i + 1) * step)]
+            s = np.uint64(0)
+            for j in range(block.size):
+                s += block[j]
+            partial[i] = s
+        return partial.sum()
+
+    return sum_blocks

@@ -22,6 +22,7 @@ import numpy as np
 import normdrop
 from normdrop import functional
 from normdrop.bench import peers
+from normdrop.bench.bound import Reread, channel_reread, no_reread, row_reread
 from normdrop.bench.inputs import DROPOUT_P, EPS, FUSED_P, MOMENTUM, SEED, grad_like
 from normdrop.bench.target import Target, Thunk
 
@@ -71,6 +72,9 @@ class Operation:
         ``torch(xt)`` returns the PyTorch thunk for a CPU tensor (:mod:`normdrop.bench.peers`).
     jax : callable or None
         ``jax(x_host)`` returns the ``jax.jit`` thunk.
+    reread : Reread
+        The bytes any algorithm for the call must read twice, at a shape and cache
+        size (:mod:`normdrop.bench.bound`); none by default.
     """
 
     name: str
@@ -79,6 +83,7 @@ class Operation:
     call: Callable[[Inputs, Target], Any] = field(repr=False)
     torch: peers.TorchBuilder | None = field(default=None, repr=False)
     jax: peers.JaxBuilder | None = field(default=None, repr=False)
+    reread: Reread = field(default=no_reread, repr=False)
 
     def build(self, x_host: np.ndarray, target: Target) -> Thunk:
         """Prepare the inputs from ``x_host`` on ``target``; return the thunk to time.
@@ -279,7 +284,7 @@ def _layer_backward(i: Inputs, target: Target) -> Any:
 # ----------------------------------------------------------------------------- operations
 BN_TRAIN = Operation(
     "batch_norm train", 2, _bn_inputs, _bn_forward(True),
-    peers.torch_bn_forward(True), peers.jax_bn_forward(True),
+    peers.torch_bn_forward(True), peers.jax_bn_forward(True), reread=channel_reread(1),
 )  # fmt: skip
 BN_EVAL = Operation(
     "batch_norm eval", 2, _bn_inputs, _bn_forward(False),
@@ -287,14 +292,20 @@ BN_EVAL = Operation(
 )  # fmt: skip
 BN_BACKWARD = Operation(
     "batch_norm_backward", 3, _bn_backward_inputs, _bn_backward,
-    peers.torch_bn_backward, peers.jax_bn_backward,
+    peers.torch_bn_backward, peers.jax_bn_backward, reread=channel_reread(2),
 )  # fmt: skip
 LN_FORWARD = Operation(
-    "layer_norm", 2, _rows_inputs, _ln_forward, peers.torch_ln_forward, peers.jax_ln_forward
+    "layer_norm",
+    2,
+    _rows_inputs,
+    _ln_forward,
+    peers.torch_ln_forward,
+    peers.jax_ln_forward,
+    reread=row_reread(1),
 )
 LN_BACKWARD = Operation(
     "layer_norm_backward", 3, _ln_backward_inputs, _ln_backward,
-    peers.torch_ln_backward, peers.jax_ln_backward,
+    peers.torch_ln_backward, peers.jax_ln_backward, reread=row_reread(2),
 )  # fmt: skip
 DROPOUT_FORWARD = Operation(
     "dropout", 2, _x_only, _dropout_forward,
@@ -312,32 +323,44 @@ DROPOUT_BACKWARD_REGENERATE = Operation(
 #: Reads x and the residual, writes y and r (4 passes), plus the float32 data's bitmask.
 DROPOUT_ADD_LN = Operation(
     "dropout_add_layer_norm", 4 + 1 / 32, _rows_inputs, _fused,
-    peers.torch_dropout_add_ln, peers.jax_dropout_add_ln,
+    peers.torch_dropout_add_ln, peers.jax_dropout_add_ln, reread=row_reread(1),
 )  # fmt: skip
 DROPOUT_ADD_LN_THREE_CALLS = Operation(
     "dropout, add, layer_norm", 4 + 1 / 32, _rows_inputs, _three_calls,
-    peers.torch_dropout_add_ln, peers.jax_dropout_add_ln,
+    peers.torch_dropout_add_ln, peers.jax_dropout_add_ln, reread=row_reread(1),
 )  # fmt: skip
 #: With a gradient into ``r`` too: reads dy, that gradient and r, writes dx.
 DROPOUT_ADD_LN_BACKWARD = Operation(
-    "dropout_add_layer_norm_backward", 4, _fused_backward_inputs, _fused_backward
+    "dropout_add_layer_norm_backward",
+    4,
+    _fused_backward_inputs,
+    _fused_backward,
+    reread=row_reread(2),
 )
 BN_LAYER_CALL = Operation(
     "BatchNorm1d layer call", 2, _layer(_batch_norm_layer), _layer_call,
-    peers.torch_bn_layer_call, peers.jax_bn_forward(True),
+    peers.torch_bn_layer_call, peers.jax_bn_forward(True), reread=channel_reread(1),
 )  # fmt: skip
 LN_LAYER_CALL = Operation(
     "LayerNorm layer call", 2, _layer(_layer_norm_layer), _layer_call,
-    peers.torch_ln_layer_call, peers.jax_ln_forward,
+    peers.torch_ln_layer_call, peers.jax_ln_forward, reread=row_reread(1),
 )  # fmt: skip
 DROPOUT_LAYER_CALL = Operation(
     "Dropout layer call", 2, _layer(_dropout_layer), _layer_call, peers.torch_dropout_layer_call
 )
 BN_LAYER_BACKWARD = Operation(
-    "BatchNorm1d layer backward", 3, _after_forward(_layer(_batch_norm_layer)), _layer_backward
+    "BatchNorm1d layer backward",
+    3,
+    _after_forward(_layer(_batch_norm_layer)),
+    _layer_backward,
+    reread=channel_reread(2),
 )
 LN_LAYER_BACKWARD = Operation(
-    "LayerNorm layer backward", 3, _after_forward(_layer(_layer_norm_layer)), _layer_backward
+    "LayerNorm layer backward",
+    3,
+    _after_forward(_layer(_layer_norm_layer)),
+    _layer_backward,
+    reread=row_reread(2),
 )
 DROPOUT_LAYER_BACKWARD = Operation(
     "Dropout layer backward", 2, _after_forward(_layer(_dropout_layer)), _layer_backward

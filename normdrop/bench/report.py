@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 import normdrop
+from normdrop.bench.bound import bound_seconds, bound_share
 from normdrop.bench.cases import Case
 from normdrop.bench.inputs import DTYPES
 from normdrop.bench.memory import MemorySpeed, memory_share
@@ -71,7 +72,8 @@ def make_row(
     timings : dict of str to Timing, str or None
         ``"normdrop"``, ``"reference"``, ``"copy"`` and the peers' timings (or errors).
     memory : MemorySpeed, optional
-        This run's memory speed, for ``memory_share``.
+        This run's memory speed, for ``memory_share``, and its read speed and cache size,
+        for the same-run bound (``bound_s``, ``bound_share``; :mod:`normdrop.bench.bound`).
 
     Returns
     -------
@@ -81,6 +83,9 @@ def make_row(
     timings = {"torch": None, "jax": None, **timings}
     t = {k: (v.stat(stat) if isinstance(v, Timing) else None) for k, v in timings.items()}
     nbytes = case.moved_bytes()
+    cache = memory.last_level_cache if memory is not None else None
+    reread = case.op.reread(case.shape, np.dtype(case.dtype).itemsize, cache)
+    bound = bound_seconds(nbytes, reread, memory)
     gbps = _ratio(nbytes / 1e9, t["normdrop"])
     copy_gbps = _ratio(nbytes / 1e9, t["copy"])
     errors = [v for v in timings.values() if isinstance(v, str)]
@@ -107,6 +112,9 @@ def make_row(
         "copy_gbps": copy_gbps,
         "copy_share": _ratio(gbps, copy_gbps),
         "memory_share": memory_share(nbytes, t["normdrop"], memory),
+        "reread_bytes": reread,
+        "bound_s": bound,
+        "bound_share": bound_share(bound, t["normdrop"]),
         "timings": {k: _timing_dict(v) for k, v in timings.items()},
         "spread": spread,
         "noisy": noisy,
@@ -213,6 +221,7 @@ _COLUMNS: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
     ("GB/s", ">", lambda r: _fmt_float(r["gbps"], ".1f")),
     ("of copy", ">", lambda r: _fmt_float(r["copy_share"], ".0%")),
     ("of mem", ">", lambda r: _fmt_float(r["memory_share"], ".0%")),
+    ("of bound", ">", lambda r: _fmt_float(r["bound_share"], ".0%")),
     ("spread", ">", lambda r: _fmt_spread(r)),
 )
 
@@ -283,9 +292,13 @@ def header(info: dict) -> str:
     if memory is None:
         return line
     copies = ", ".join(f"{k} {v:.1f}" for k, v in memory["copies_gbps"].items())
+    read = "not measured" if memory["read_gbps"] is None else f"{memory['read_gbps']:.1f} GB/s"
+    cache = memory["last_level_cache_bytes"]
+    llc = "unknown" if cache is None else f"{cache / 2**20:g} MiB"
     return (
         f"{line}\nmemory speed {memory['gbps']:.1f} GB/s: best copy of "
-        f"{memory['array_bytes'] / 2**20:.0f} MiB (GB/s: {copies})"
+        f"{memory['array_bytes'] / 2**20:.0f} MiB (GB/s: {copies}); read speed {read} "
+        f"({memory['read'] or 'numba read'}, the same array); last-level cache {llc}"
     )
 
 
@@ -308,7 +321,10 @@ def footer(rows: Sequence[dict]) -> str:
         "the input, normalisation backward 3x, dropout backward 2x). of copy: normdrop's "
         "share of np.copyto's GB/s moving the same bytes in this run. of mem: the time the "
         "memory speed needs for the bytes normdrop moves, divided by normdrop's time (a "
-        "copy's read and write both count as moved bytes)."
+        "copy's read and write both count as moved bytes). of bound: the least time this "
+        "run's speeds need for the traffic no algorithm for the case can avoid (the moved "
+        "bytes at the memory speed, plus any bytes it must read twice at the read speed), "
+        "divided by normdrop's time."
     )
     notes = [textwrap.fill(legend, width=100)]
     noise = (
