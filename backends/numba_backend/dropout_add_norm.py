@@ -214,7 +214,9 @@ def _task(
     for ri in range(r0, r1):
         if drop:
             position = lane0 + ri * d
-            ahead = ri + 1 if ri + 1 < r1 else -1
+            # the next row, also the first of the next task (that this thread
+            # usually runs), but never past the array
+            ahead = ri + 1 if ri + 1 < rows else -1
             _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
                        key, x, residual, r, out, ahead)  # fmt: skip
             if row_bits:
