@@ -152,10 +152,12 @@ def _row_stats(xr, resr, rr, words, drop, t32, scale, eps):
     eps)``.
 
     For values of at most 32 bits the sums are taken in the one pass, shifted by a
-    value of the row (``resr[0]``, or ``xr[0]``): each difference and square is exact in
-    float64, and cancellation costs only when the shift lies very far from the mean
-    (thousands of standard deviations for float32 output accuracy). Float64 rows keep a
-    second pass over ``rr`` (in the L1 cache) for the centred squares.
+    value of the row (``resr[0]``, or ``xr[0]``): the differences of such values are
+    exact in float64 but for extreme exponent gaps, and ``q / d - c * c`` loses about
+    1e-16 times the squared distance of the shift from the mean in standard deviations,
+    so the variance keeps float32 accuracy unless the shift lies tens of thousands of
+    deviations away. Float64 rows, which need more, keep a second pass over ``rr`` (in
+    the L1 cache) for the centred squares.
     """
     d = xr.size
     if xr.itemsize <= 4:
