@@ -162,6 +162,38 @@ def test_numba_parallel_tasks_and_unaligned_rows_match_reference(rng):
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
 
 
+def test_numba_rows_of_whole_bitmask_bytes_match_reference(rng):
+    """Rows of a multiple of 8 values pack their bits straight from their words (whole
+    64-bit words and a byte-wise tail), serial and parallel, with and without residual."""
+    pytest.importorskip("numba")
+    for shape in [(96, 1024), (600, 136), (3, 8)]:
+        x, res, w, b = _data(rng, shape, np.float32)
+        for residual in (res, None):
+            forward = F.dropout_add_layer_norm_with_stats
+            got = forward(x, residual, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numba")
+            ref = forward(x, residual, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numpy")
+            np.testing.assert_array_equal(got[1], ref[1])
+            np.testing.assert_array_equal(got[4], ref[4])
+            np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_statistics_of_rows_far_from_zero(rng, dtype):
+    """Rows whose mean is millions of standard deviations from zero, and whose first value
+    (the shift of the one-pass float32 sums) lies a thousand deviations from the mean:
+    mean and rstd as accurate as float64 sums of the stored ``r`` give them."""
+    pytest.importorskip("numba")
+    shape = (64, 520)
+    x = (1e-3 * rng.standard_normal(shape)).astype(dtype)
+    res = (3000 + 1e-3 * rng.standard_normal(shape)).astype(dtype)
+    res[:, 0] += 1.0
+    forward = F.dropout_add_layer_norm_with_stats
+    _, r, mean, rstd, _ = forward(x, res, shape[-1], p=P, seed=SEED, backend="numba")
+    r64 = r.astype(np.float64)
+    np.testing.assert_allclose(mean.reshape(-1), r64.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(rstd.reshape(-1), 1 / np.sqrt(r64.var(axis=1) + 1e-5), rtol=1e-9)
+
+
 def test_dask_masks_do_not_depend_on_chunking(rng):
     da = pytest.importorskip("dask.array")
     x, res, w, b = _data(rng, (11, 3, 7), np.float32)

@@ -2,10 +2,12 @@
 
 Each task owns whole rows (about :data:`~.jit.TASK_SIZE` values, a multiple of eight
 values in all so that its bitmask bytes are its own). Per row: the row's Philox words
-(tile by tile, as :mod:`.philox` makes them), then one loop that drops, scales, adds
-the residual, stores ``r`` and sums it; the squared deviations and the output pass
-read ``r`` back from the L1 cache. With dropout, the next row's lines are prefetched
-a few at a time while a row's words are made, so that memory and arithmetic overlap.
+(made as :mod:`.philox` makes them, interleaved straight into the row's word buffer),
+its bitmask bytes packed from the words 64 at a time (:func:`.bitmask.pack_at_least`),
+then one loop that drops, scales, adds the residual, stores ``r`` and takes its sum
+and sum of squares (shifted, see :func:`_row_stats`); the output pass reads ``r`` back
+from the L1 cache. With dropout, the next row's lines are prefetched a few at a time
+while a row's words are made, so that memory and arithmetic overlap.
 Memory sees one read of ``x`` and ``residual`` and one write of ``r``, ``y`` and the
 bitmask.
 
@@ -27,7 +29,7 @@ from numba import prange
 from .bitmask import pack_at_least
 from .dropout import Key
 from .jit import TASK_SIZE, jit, kernel
-from .philox import TILE, edge_word, tile_scratch, tile_words
+from .philox import TILE, edge_word, interleave, plane_words, tile_scratch
 from .prefetch import LINE, prefetch_read, prefetch_write
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
@@ -97,47 +99,82 @@ def _row_words(words, scratch, n, block, lane, key, x, residual, r, out, ahead):
                 l0 = (s // 4 + g0) * lines // total
                 lm = (s // 4 + (g0 + g1) // 2) * lines // total
                 _prefetch_lines(x, residual, r, out, ahead, l0, lm)
-            tile = tile_words(first + np.uint64(s // 4 + g0), g1 - g0, key, scratch)
+            plane_words(scratch[0], 0, g1 - g0, first + np.uint64(s // 4 + g0), key)
             if ahead >= 0:
                 _prefetch_lines(x, residual, r, out, ahead, lm, (s // 4 + g1) * lines // total)
-            dst = words[head + s + 4 * g0 : head + s + min(valid, 4 * g1)]
-            for i in range(dst.size):
-                dst[i] = tile[i]
+            interleave(scratch[0], g1 - g0, words[head + s + 4 * g0 :])
         s += TILE
 
 
 @_helper
-def _sum_row(xr, resr, rr, words, keep, drop, t32, scale):
-    """``rr = dropout(xr) + resr`` (keep bytes into ``keep``); return ``sum(rr)`` in float64."""
+def _sum_row(xr, resr, rr, words, drop, t32, scale, shift):
+    """``rr = dropout(xr) + resr``; return ``sum(rr - shift)`` and ``sum((rr - shift) ** 2)``
+    in float64."""
     zero = xr.dtype.type(0)
     s = 0.0
+    q = 0.0
     if resr is None:
         if drop:
             for j in range(xr.size):
-                k = words[j] >= t32
-                keep[j] = np.uint8(k)
-                v = xr[j] * scale if k else zero
+                v = xr[j] * scale if words[j] >= t32 else zero
                 rr[j] = v
-                s += v
+                e = v - shift
+                s += e
+                q += e * e
         else:
             for j in range(xr.size):
                 v = xr[j]
                 rr[j] = v
-                s += v
+                e = v - shift
+                s += e
+                q += e * e
     elif drop:
         for j in range(xr.size):
-            k = words[j] >= t32
-            keep[j] = np.uint8(k)
-            h = xr[j] * scale if k else zero
+            h = xr[j] * scale if words[j] >= t32 else zero
             v = h + resr[j]
             rr[j] = v
-            s += v
+            e = v - shift
+            s += e
+            q += e * e
     else:
         for j in range(xr.size):
             v = xr[j] + resr[j]
             rr[j] = v
-            s += v
-    return s
+            e = v - shift
+            s += e
+            q += e * e
+    return s, q
+
+
+@_helper
+def _row_stats(xr, resr, rr, words, drop, t32, scale, eps):
+    """Write ``rr = dropout(xr) + resr`` and return its float64 mean and ``1 / sqrt(var +
+    eps)``.
+
+    For values of at most 32 bits the sums are taken in the one pass, shifted by a
+    value of the row (``resr[0]``, or ``xr[0]``): the differences of such values are
+    exact in float64 but for extreme exponent gaps, and ``q / d - c * c`` loses about
+    1e-16 times the squared distance of the shift from the mean in standard deviations,
+    so the variance keeps float32 accuracy unless the shift lies tens of thousands of
+    deviations away. Float64 rows, which need more, keep a second pass over ``rr`` (in
+    the L1 cache) for the centred squares.
+    """
+    d = xr.size
+    if xr.itemsize <= 4:
+        shift = np.float64(resr[0] if resr is not None else xr[0])
+        s, q = _sum_row(xr, resr, rr, words, drop, t32, scale, shift)
+        c = s / d
+        m = shift + c
+        var = max(q / d - c * c, 0.0)
+    else:
+        s, _ = _sum_row(xr, resr, rr, words, drop, t32, scale, 0.0)
+        m = s / d
+        q = 0.0
+        for j in range(d):
+            e = rr[j] - m
+            q += e * e
+        var = q / d
+    return m, 1.0 / np.sqrt(var + eps)
 
 
 @_helper
@@ -169,30 +206,36 @@ def _task(
     # float64 parameters once per task: converting them per element costs the output pass
     w64 = _float64(d, weight, 1.0)
     b64 = _float64(d, bias, 0.0)
-    words = np.empty(d, np.uint32)
-    keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if drop else 0, np.uint8)
+    # room for the last block's words past the row
+    words = np.empty(d + 3, np.uint32)
+    # with whole bitmask bytes per row each row's bits are packed from its words;
+    # otherwise the task's keep bytes are gathered and packed at its end
+    row_bits = pack and drop and d % 8 == 0
+    gather = pack and drop and not row_bits
+    keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if gather else 0, np.uint8)
     for ri in range(r0, r1):
         if drop:
             position = lane0 + ri * d
-            ahead = ri + 1 if ri + 1 < r1 else -1
+            # the next row, also the first of the next task (that this thread
+            # usually runs), but never past the array
+            ahead = ri + 1 if ri + 1 < rows else -1
             _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
                        key, x, residual, r, out, ahead)  # fmt: skip
+            if row_bits:
+                pack_at_least(words, d, t32, bits[ri * d // 8 : (ri + 1) * d // 8])
+            elif gather:
+                kr = keep[(ri - r0) * d :]
+                for j in range(d):
+                    kr[j] = np.uint8(words[j] >= t32)
         rr = r[ri]
-        kr = keep[(ri - r0) * d : (ri - r0 + 1) * d]
         if residual is None:
-            s = _sum_row(x[ri], None, rr, words, kr, drop, t32, scale)
+            m, rs = _row_stats(x[ri], None, rr, words, drop, t32, scale, eps)
         else:
-            s = _sum_row(x[ri], residual[ri], rr, words, kr, drop, t32, scale)
-        m = s / d
-        q = 0.0
-        for j in range(d):
-            e = rr[j] - m
-            q += e * e
-        rs = 1.0 / np.sqrt(q / d + eps)
+            m, rs = _row_stats(x[ri], residual[ri], rr, words, drop, t32, scale, eps)
         _normalise(rr, out[ri], m, rs, w64, b64)
         mean[ri] = m
         rstd[ri] = rs
-    if pack:
+    if gather:
         base = r0 * d // 8
         pack_at_least(keep, keep.size, np.uint8(1), bits[base : base + keep.size // 8])
 
