@@ -149,32 +149,25 @@ def test_out_receives_y_and_may_be_x(rng):
     np.testing.assert_array_equal(r, r_ref)
 
 
-def test_numba_parallel_tasks_and_unaligned_rows_match_reference(rng):
-    """Inputs above the parallel threshold, rows of a length that is no multiple of 4 or 8."""
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize(
+    "shape",
+    # above the parallel threshold, rows of no multiple of 4 or 8 values
+    [(3000, 37), (64, 1030), (5, 70001)]
+    # rows of a multiple of 8 values pack their bits straight from their words (whole
+    # 64-bit words and a byte-wise tail), serial and parallel
+    + [(96, 1024), (600, 136), (3, 8)],
+)
+def test_numba_rows_match_reference(rng, shape, with_residual):
     pytest.importorskip("numba")
-    for shape in [(3000, 37), (64, 1030), (5, 70001)]:
-        x, res, w, b = _data(rng, shape, np.float32)
-        forward = F.dropout_add_layer_norm_with_stats
-        got = forward(x, res, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numba")
-        ref = forward(x, res, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numpy")
-        np.testing.assert_array_equal(got[1], ref[1])
-        np.testing.assert_array_equal(got[4], ref[4])
-        np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
-
-
-def test_numba_rows_of_whole_bitmask_bytes_match_reference(rng):
-    """Rows of a multiple of 8 values pack their bits straight from their words (whole
-    64-bit words and a byte-wise tail), serial and parallel, with and without residual."""
-    pytest.importorskip("numba")
-    for shape in [(96, 1024), (600, 136), (3, 8)]:
-        x, res, w, b = _data(rng, shape, np.float32)
-        for residual in (res, None):
-            forward = F.dropout_add_layer_norm_with_stats
-            got = forward(x, residual, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numba")
-            ref = forward(x, residual, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numpy")
-            np.testing.assert_array_equal(got[1], ref[1])
-            np.testing.assert_array_equal(got[4], ref[4])
-            np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+    x, res, w, b = _data(rng, shape, np.float32)
+    residual = res if with_residual else None
+    forward = F.dropout_add_layer_norm_with_stats
+    got = forward(x, residual, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numba")
+    ref = forward(x, residual, shape[-1], w, b, P, seed=SEED, call=CALL, backend="numpy")
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[4], ref[4])
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -218,17 +218,7 @@ def read_thunk(array_bytes: int = MEMORY_BYTES) -> Thunk | None:
         return None
     src = np.random.default_rng(4).integers(0, 2**62, max(1, array_bytes // 8), np.uint64)
     kernel = _sum_kernel(numba)
-    threads = min(COPY_THREADS, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-
-    def read() -> int:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            return int(kernel(src, threads))
-        finally:
-            numba.set_num_threads(previous)
-
-    return read
+    return _on_copy_threads(numba, lambda threads: int(kernel(src, threads)))
 
 
 def last_level_cache_bytes(
@@ -316,17 +306,23 @@ def _numba_copy(src: np.ndarray, dst: np.ndarray) -> Thunk | None:
     except ImportError:
         return None
     kernel = _copy_kernel(numba)
-    threads = min(COPY_THREADS, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    return _on_copy_threads(numba, lambda threads: kernel(src, dst, threads))
 
-    def copy() -> None:
+
+def _on_copy_threads(numba: Any, call: Callable[[int], Any]) -> Thunk:
+    """A thunk running ``call(threads)`` on :data:`COPY_THREADS` Numba threads (fewer when
+    Numba has fewer), restoring the previous thread count after."""
+    threads = min(COPY_THREADS, numba.config.NUMBA_NUM_THREADS)
+
+    def run() -> Any:
         previous = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            kernel(src, dst, threads)
+            return call(threads)
         finally:
             numba.set_num_threads(previous)
 
-    return copy
+    return run
 
 
 def _copy_kernel(numba: Any) -> Callable[[np.ndarray, np.ndarray, int], None]:
