@@ -673,29 +673,43 @@ def _speedup(work, args, rounds=7):
     return min(sequential) / min(threaded)
 
 
-def test_two_threads_calling_small_layers_overlap(rng):
-    """Two Python threads calling separate small layers (serial kernels) finish well
-    before the same calls made one after the other (best of several rounds). Skipped
-    when the machine cannot run two threads at once right now (NumPy's own GIL-free
-    loops do not speed up either)."""
-    big = [np.ones(2_000_000), np.ones(2_000_000)]
+def test_two_threads_calling_separate_layers_on_the_serial_path_overlap(rng, monkeypatch):
+    """Two Python threads calling separate layers whose kernels run serially finish
+    well before the same calls made one after the other (best of several rounds).
 
-    def numpy_work(a):
-        for _ in range(10):
-            np.multiply(a, 2.0, out=a)
-
-    numpy_work(big[0])
-    if _speedup(numpy_work, big) < 1.5:
-        pytest.skip("two threads do not run at once on this machine now")
-    x = _data(rng, (45, 1024), np.float32)  # below the parallel threshold
-    assert x.size < jit.PARALLEL_MIN_SIZE
-    # dropout: the longest serial kernel (Philox), so that handing the GIL over between
-    # the threads costs little next to it
+    Each call is made long (a 2 MiB input held on the serial path) so that what the
+    test sees is whether the kernels run at once, not how fast this machine hands the
+    GIL between threads: on a virtual machine waking the other thread after a short
+    call can take as long as the call, and small calls then do not overlap for a
+    while even though their kernels release the GIL (that rate is a benchmark, in
+    ``normdrop bench``). Skipped when the machine cannot run two threads at once right
+    now: NumPy's own GIL-free loops of the same length do not speed up either.
+    """
+    # every call serial (the package's ``backend`` is the backend instance, not its module)
+    backend_module = sys.modules["normdrop.backends.numba_backend.backend"]
+    monkeypatch.setattr(backend_module, "PARALLEL_MIN_SIZE", 1 << 40)
+    x = _data(rng, (512, 1024), np.float32)
     layers = [normdrop.Dropout(0.5), normdrop.Dropout(0.5)]
+    arrays = [np.ones(50_000), np.ones(50_000)]
 
     def work(layer):
-        for _ in range(100):
+        for _ in range(40):
             layer(x)
 
+    def numpy_work(a):
+        for _ in range(40):
+            np.sin(a, out=a)
+
     work(layers[0])
-    assert _speedup(work, layers) > 1.25
+    numpy_work(arrays[0])
+    calibrations, speedups = [], []
+    for _ in range(5):  # the machine's other core may be busy for a while
+        calibrations.append(_speedup(numpy_work, arrays))
+        if calibrations[-1] < 1.5:
+            continue
+        speedups.append(_speedup(work, layers))
+        if speedups[-1] > 1.4:
+            return
+    if not speedups:
+        pytest.skip(f"two threads do not run at once on this machine now: {calibrations}")
+    pytest.fail(f"layers: {speedups} (NumPy's loops: {calibrations})")
