@@ -490,3 +490,26 @@ def test_layers_use_the_whole_backward_and_let_kernels_update_their_state(monkey
         kwargs["accumulate"][0].base is ln._grads["weight"]
         or kwargs["accumulate"][0] is ln._grads["weight"]
     )
+
+
+def test_kernels_compile_on_numpy_without_row_stack():
+    """NumPy 2.5 removed ``numpy.row_stack``, whose overload numba-cuda (0.30.4) registers
+    when its GPU target loads: loading the backend's runtime imports those overloads with
+    the alias put back for the moment, so the target loads, and leaves NumPy without it.
+    (No GPU here: the runtime then refuses to load, after the overloads are in.)"""
+    out = run_python(
+        """
+        import numpy as np
+        if hasattr(np, "row_stack"):
+            del np.row_stack  # as in NumPy 2.5
+        try:
+            import normdrop.backends.cuda_backend._runtime
+        except ImportError as exc:
+            assert "GPU" in str(exc), exc
+        from numba.cuda.descriptor import cuda_target
+        cuda_target.target_context.refresh()  # what a kernel's first compile does
+        print("loaded", hasattr(np, "row_stack"))
+        """,
+        NUMBA_ENABLE_CUDASIM="0",
+    )
+    assert out.stdout.split() == ["loaded", "False"], out.stderr[-2000:]

