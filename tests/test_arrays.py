@@ -411,7 +411,11 @@ def test_batch_norm_reads_other_layouts_in_place_and_keeps_them(backend, rng):
         if isinstance(xb, np.ndarray) and isinstance(y, np.ndarray):
             assert y.strides == xl.strides or name == "strided", name
         dx = F.batch_norm_backward(
-            backend.asarray(np.array(g, order="K")), xb, m, r, backend=backend
+            backend.asarray(np.array(g, order="K")),
+            xb,
+            vec(backend, m),
+            vec(backend, r),
+            backend=backend,
         )[0]
         np.testing.assert_allclose(
             backend.to_numpy(dx), ref_dx, rtol=1e-10, atol=1e-12, err_msg=name

@@ -52,6 +52,9 @@ def test_every_case_gets_a_row_with_its_peers():
         assert row["mb"] == pytest.approx(nbytes / 1e6)
         assert row["cupy_us"] == pytest.approx(1e3) and row["torch_us"] is None
         assert row["host_us"] > 0
+        # the keys the CPU report's rows have too
+        assert row["dtype"] == "float32" and row["bytes"] == nbytes and row["errors"] == []
+        assert row["normdrop_s"] == pytest.approx(1e-3) and row["torch_s"] is None
     table = bench_cuda.format_rows(rows)
     assert "LayerNorm backward" in table and "%copy" in table
 

@@ -513,3 +513,35 @@ def test_kernels_compile_on_numpy_without_row_stack():
         NUMBA_ENABLE_CUDASIM="0",
     )
     assert out.stdout.split() == ["loaded", "False"], out.stderr[-2000:]
+
+
+def test_device_code_widens_elements_with_float64_not_float():
+    """On the GPU ``float(v)`` of a float32 ``v`` stays float32 (numba-cuda types
+    ``float()`` of a real as that real), while the simulator's Python ``float`` widens:
+    statistics of float32 data were then summed from float32 differences on a real GPU
+    only (caught there: LayerNorm row means off by 1e-7). Kernels and device functions
+    widen array elements with ``np.float64()``."""
+    import ast
+    import inspect
+    import pkgutil
+
+    from normdrop.backends import cuda_backend
+
+    def gpu_code(fn: ast.FunctionDef) -> bool:
+        return any("jit" in ast.unparse(d) or ast.unparse(d) == "kernel" for d in fn.decorator_list)
+
+    found = []
+    for info in pkgutil.iter_modules(cuda_backend.__path__):
+        module = __import__(f"{cuda_backend.__name__}.{info.name}", fromlist=["_"])
+        tree = ast.parse(inspect.getsource(module))
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef) and gpu_code(fn):
+                found += [
+                    f"{info.name}.{fn.name}: {ast.unparse(call)}"
+                    for call in ast.walk(fn)
+                    if isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Name)
+                    and call.func.id == "float"
+                    and any(isinstance(a, ast.Subscript) for a in call.args)
+                ]
+    assert not found, found

@@ -33,6 +33,23 @@ _COMPILE = textwrap.dedent(
     from numba import cuda
     from numba.cuda import types as T
 
+    # Import the backend as on a GPU machine (compiling to PTX needs no driver), before the
+    # probe: its runtime makes numba-cuda's target load on NumPy 2.5 too.
+    import numba.cuda.dispatcher
+    cuda.is_available = lambda: True
+    numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(
+        compute_capability=(9, 0)
+    )
+    sys.modules["cupy"] = types.ModuleType("cupy")
+    import importlib, pkgutil
+    from normdrop.backends import cuda_backend
+    from normdrop.backends.cuda_backend import _signatures
+
+    modules = [
+        importlib.import_module(f"{cuda_backend.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(cuda_backend.__path__)
+    ]
+
     def probe(a):
         a[0] = 1.0
 
@@ -52,21 +69,6 @@ _COMPILE = textwrap.dedent(
         print(json.dumps({"missing": "ptxas (nvidia-cuda-nvcc-cu12 wheel or a CUDA toolkit)"}))
         sys.exit(0)
 
-    # Import the backend as on a GPU machine: compiling to PTX needs no driver.
-    import numba.cuda.dispatcher
-    cuda.is_available = lambda: True
-    numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(
-        compute_capability=(9, 0)
-    )
-    sys.modules["cupy"] = types.ModuleType("cupy")
-    import importlib, pkgutil
-    from normdrop.backends import cuda_backend
-    from normdrop.backends.cuda_backend import _signatures
-
-    modules = [
-        importlib.import_module(f"{cuda_backend.__name__}.{info.name}")
-        for info in pkgutil.iter_modules(cuda_backend.__path__)
-    ]
 
     def numba_type(spec):
         if spec.endswith("d]"):

@@ -116,12 +116,13 @@ def test_custom_layer_joins_everything(guide, tmp_path):
 def test_custom_layer_needs_no_zero_grad_and_accumulates(backend):
     layer = Scale(3, backend=backend.name if backend.device != "cpu" else None)
     assert list(layer.grads) == ["weight"] and not host(backend, layer.grads["weight"]).any()
+    g = np.ones((2, 3))
+    g = backend.asarray(g) if backend.device != "cpu" else g
     with pytest.raises(BackwardBeforeForwardError):
-        layer.backward(np.ones((2, 3)))
+        layer.backward(g)
     x = np.arange(6.0).reshape(2, 3)
     layer(backend.asarray(x) if backend.device != "cpu" else x)
-    g = np.ones((2, 3))
-    layer.backward(backend.asarray(g) if backend.device != "cpu" else g)
+    layer.backward(g)
     np.testing.assert_array_equal(host(backend, layer.grads["weight"]), [3.0, 5.0, 7.0])
     assert int(host(backend, layer.calls)) == 1
     assert [k for k, _ in layer.named_buffers()] == ["calls"]

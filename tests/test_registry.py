@@ -161,8 +161,10 @@ def test_cuda_like_arrays_are_never_taken_by_the_cpu():
         shape = (3, 2)
         dtype = np.dtype(np.float64)
 
-    with pytest.raises(BackendError):
-        registry.resolve_backend(CudaLike())
+    try:  # a GPU's backend may take it (its pointer is never read here)
+        assert registry.resolve_backend(CudaLike()).device != "cpu"
+    except BackendError:  # no GPU backend loads here
+        pass
     with pytest.raises(BackendArrayError):
         registry.resolve_backend(CudaLike(), "numpy")
 

@@ -53,7 +53,7 @@ def _channel_stats(x, s1, s2, c):
     count = x.shape[0] * x.shape[2]
     if count == 0:
         return math.nan, math.nan
-    return shifted_moments(float(x[0, c, 0]), s1, s2, float(count))
+    return shifted_moments(np.float64(x[0, c, 0]), s1, s2, float(count))
 
 
 @kernel
@@ -82,21 +82,21 @@ def _fold_kernel(
             mean, var = _channel_stats(x, s1, s2, c)
             if flags & FOLD_UPDATE:
                 count = float(x.shape[0] * x.shape[2])
-                running_mean[c] = (1.0 - momentum) * float(running_mean[c]) + momentum * mean
-                running_var[c] = (1.0 - momentum) * float(running_var[c]) + momentum * (
+                running_mean[c] = (1.0 - momentum) * np.float64(running_mean[c]) + momentum * mean
+                running_var[c] = (1.0 - momentum) * np.float64(running_var[c]) + momentum * (
                     var * (count / (count - 1.0))
                 )
         elif flags & FOLD_HAS_RUNNING:
-            mean = float(running_mean[c])
-            var = float(running_var[c])
+            mean = np.float64(running_mean[c])
+            var = np.float64(running_var[c])
         else:
             mean = 0.0
             var = 1.0
         rstd = 1.0 / math.sqrt(var + eps)
         stats[0, c] = mean
         stats[1, c] = rstd
-        stats[2, c] = rstd * float(weight[c]) if flags & FOLD_HAS_WEIGHT else rstd
-        stats[3, c] = float(bias[c]) if flags & FOLD_HAS_BIAS else 0.0
+        stats[2, c] = rstd * np.float64(weight[c]) if flags & FOLD_HAS_WEIGHT else rstd
+        stats[3, c] = np.float64(bias[c]) if flags & FOLD_HAS_BIAS else 0.0
         if c == 0 and flags & FOLD_COUNT:
             counter[0] += 1
 
@@ -109,7 +109,7 @@ def _affine_kernel(x, mean, scale, shift, length, out):
     step = cuda.gridsize(1)
     c, r, c_step, r_step = channel_walk(i, step, length, channels)
     while i < x.shape[0]:
-        out[i] = (float(x[i]) - mean[c]) * scale[c] + shift[c]
+        out[i] = (np.float64(x[i]) - mean[c]) * scale[c] + shift[c]
         i += step
         c, r = channel_next(c, r, c_step, r_step, length, channels)
 

@@ -56,7 +56,7 @@ def _backward_merge_kernel(p, rstd, weight, flags, count, coef, dweight, dbias):
         r = rstd[c]
         a = r
         if flags & MERGE_HAS_WEIGHT:
-            a = r * float(weight[c])
+            a = r * np.float64(weight[c])
             if flags & MERGE_ACCUMULATE:
                 dweight[c] += sdx * r
                 dbias[c] += sdy
@@ -82,12 +82,12 @@ def _backward_elemt_kernel(dy, x, mean, a, b, shift, full, length, out):
     c, r, c_step, r_step = channel_walk(i, step, length, channels)
     if full:
         while i < dy.shape[0]:
-            out[i] = a[c] * float(dy[i]) + b[c] * (float(x[i]) - mean[c]) + shift[c]
+            out[i] = a[c] * np.float64(dy[i]) + b[c] * (np.float64(x[i]) - mean[c]) + shift[c]
             i += step
             c, r = channel_next(c, r, c_step, r_step, length, channels)
     else:
         while i < dy.shape[0]:
-            out[i] = a[c] * float(dy[i])
+            out[i] = a[c] * np.float64(dy[i])
             i += step
             c, r = channel_next(c, r, c_step, r_step, length, channels)
 

@@ -147,11 +147,11 @@ def _partials_kernel(dy, x, mean, backward, p):
         a = 0.0
         b = 0.0
         if c < channels:
-            k = mean[c] if backward else float(x[0, c, 0])
+            k = mean[c] if backward else np.float64(x[0, c, 0])
             row, col = _tile_first(lanes, lane, length)
             while row < x.shape[0]:
-                u = float(x[row, c, col]) - k
-                d = float(dy[row, c, col]) if backward else u
+                u = np.float64(x[row, c, col]) - k
+                d = np.float64(dy[row, c, col]) if backward else u
                 a += d
                 b += u * d
                 row, col = _advance(row, col, step_rows, step_cols, length)

@@ -62,9 +62,9 @@ def _fused_kernel(
         # the shift: any value common to the row's threads; r's first value before dropout
         k = 0.0
         if features > 0:
-            k = float(x[row, 0])
+            k = np.float64(x[row, 0])
             if has_residual:
-                k += float(residual[row, 0])
+                k += np.float64(residual[row, 0])
         a = 0.0
         b = 0.0
         u = g0 // 8 + tid
@@ -87,7 +87,7 @@ def _fused_kernel(
                         if has_residual:
                             v = v + residual[row, j]
                         r[row, j] = v
-                        d = float(r[row, j]) - k
+                        d = np.float64(r[row, j]) - k
                         a += d
                         b += d * d
             if pack:
@@ -102,7 +102,7 @@ def _fused_kernel(
         cuda.syncthreads()  # everyone has read slot 0 before the next row overwrites it
         j = tid
         while j < features:
-            y = (float(r[row, j]) - mu) * rs
+            y = (np.float64(r[row, j]) - mu) * rs
             if has_weight:
                 y = y * weight[j]
             if has_bias:

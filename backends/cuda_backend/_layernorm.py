@@ -51,18 +51,18 @@ def _row_mean_var(x, first, sa, sb):
     a = 0.0
     b = 0.0
     if row >= 0:
-        k = float(x[row, 0])
+        k = np.float64(x[row, 0])
         j = tx
         while j + 3 * bx < features:  # four loads in flight, then the sums
-            v0 = float(x[row, j]) - k
-            v1 = float(x[row, j + bx]) - k
-            v2 = float(x[row, j + 2 * bx]) - k
-            v3 = float(x[row, j + 3 * bx]) - k
+            v0 = np.float64(x[row, j]) - k
+            v1 = np.float64(x[row, j + bx]) - k
+            v2 = np.float64(x[row, j + 2 * bx]) - k
+            v3 = np.float64(x[row, j + 3 * bx]) - k
             a += (v0 + v1) + (v2 + v3)
             b += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
             j += 4 * bx
         while j < features:
-            v = float(x[row, j]) - k
+            v = np.float64(x[row, j]) - k
             a += v
             b += v * v
             j += bx
@@ -74,7 +74,7 @@ def _row_mean_var(x, first, sa, sb):
     mean = 0.0
     var = 0.0
     if row >= 0:
-        mean, var = shifted_moments(float(x[row, 0]), sa[head], sb[head], float(features))
+        mean, var = shifted_moments(np.float64(x[row, 0]), sa[head], sb[head], float(features))
     cuda.syncthreads()  # everyone has read the row's slot before the next rows overwrite it
     return row, mean, var
 
@@ -98,9 +98,9 @@ def _affine(v, mu, rs, weight, bias, has_weight, has_bias, j):
     """``(v - mu) * rs * weight[j] + bias[j]`` in float64 (factors present or not)."""
     y = (v - mu) * rs
     if has_weight:
-        y = y * float(weight[j])
+        y = y * np.float64(weight[j])
     if has_bias:
-        y = y + float(bias[j])
+        y = y + np.float64(bias[j])
     return y
 
 
@@ -118,13 +118,13 @@ def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd)
             bx = cuda.blockDim.x
             j = cuda.threadIdx.x
             while j + bx < features:  # two loads before two stores (out may be x)
-                y0 = float(x[row, j])
-                y1 = float(x[row, j + bx])
+                y0 = np.float64(x[row, j])
+                y1 = np.float64(x[row, j + bx])
                 out[row, j] = _affine(y0, mu, rs, weight, bias, has_weight, has_bias, j)
                 out[row, j + bx] = _affine(y1, mu, rs, weight, bias, has_weight, has_bias, j + bx)
                 j += 2 * bx
             if j < features:
-                y0 = float(x[row, j])
+                y0 = np.float64(x[row, j])
                 out[row, j] = _affine(y0, mu, rs, weight, bias, has_weight, has_bias, j)
             if cuda.threadIdx.x == 0:
                 mean[row] = mu
@@ -135,9 +135,9 @@ def _forward_kernel(x, weight, bias, has_weight, has_bias, eps, out, mean, rstd)
 @cuda.jit(device=True)
 def _terms(dy, x, weight, has_weight, row, j, mu, rs):
     """``(dy, xhat, g = dy * weight)`` of element ``(row, j)`` in float64."""
-    d = float(dy[row, j])
-    xhat = (float(x[row, j]) - mu) * rs
-    return d, xhat, d * float(weight[j]) if has_weight else d
+    d = np.float64(dy[row, j])
+    xhat = (np.float64(x[row, j]) - mu) * rs
+    return d, xhat, d * np.float64(weight[j]) if has_weight else d
 
 
 @cuda.jit(device=True)

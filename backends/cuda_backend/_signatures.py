@@ -133,8 +133,9 @@ def describe(arg: Any) -> str:
         return "float64"
     if isinstance(arg, np.generic):
         return arg.dtype.name
-    flags = getattr(arg, "flags", None)  # NumPy, CuPy and numba arrays all have it
-    contiguous = arg.is_c_contiguous() if flags is None else bool(flags.c_contiguous)
+    is_c_contiguous = getattr(arg, "is_c_contiguous", None)  # numba's device arrays
+    # (their ``flags`` is a dict); NumPy and CuPy arrays have ``flags.c_contiguous``
+    contiguous = is_c_contiguous() if callable(is_c_contiguous) else bool(arg.flags.c_contiguous)
     spec = _a(np.dtype(arg.dtype).name, arg.ndim)
     return spec if contiguous else spec + " (not C-contiguous)"
 

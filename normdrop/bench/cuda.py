@@ -229,8 +229,9 @@ def time_cases(
     Returns
     -------
     list of dict
-        One row per case: ``case``, ``shape``, ``mb``, ``dev_us``, ``host_us``,
-        ``gbps``, ``copy_share``, ``cupy_us``, ``torch_us``.
+        One row per case: ``case``, ``dtype``, ``shape``, ``bytes``, ``normdrop_s`` and
+        ``torch_s`` (seconds per call, as in the CPU report), ``errors``, then ``mb``,
+        ``dev_us``, ``host_us``, ``gbps``, ``copy_share``, ``cupy_us``, ``torch_us``.
     """
     from normdrop.bench.inputs import DROPOUT_P, EPS, make_input
     from normdrop.bench.target import Target
@@ -254,17 +255,23 @@ def time_cases(
         torch_fn = None
         if torch is not None:
             torch_fn = _torch_peer(case.name, torch.from_dlpack(x), DROPOUT_P, EPS)
+        torch_s = None if torch_fn is None else timer(torch_fn, reps)
         rows.append(
             {
                 "case": case.name,
+                "dtype": dtype.name,
                 "shape": list(case.shape),
+                "bytes": nbytes,
+                "normdrop_s": dev,
+                "torch_s": torch_s,
+                "errors": [],
                 "mb": nbytes / 1e6,
                 "dev_us": dev * 1e6,
                 "host_us": _host_time(fn, reps, sync) * 1e6,
                 "gbps": nbytes / dev / 1e9 if dev > 0 else float("inf"),
                 "copy_share": copy / dev if dev > 0 else float("inf"),
                 "cupy_us": None if peer is None else timer(peer, reps) * 1e6,
-                "torch_us": None if torch_fn is None else timer(torch_fn, reps) * 1e6,
+                "torch_us": None if torch_s is None else torch_s * 1e6,
             }
         )
     return rows
@@ -342,7 +349,8 @@ def run(args: Any, cases: list[Any]) -> int:
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     if args.json:
-        print(json.dumps({"machine": {"gpu": gpu, "timer": "cuda events"}, "rows": rows}))
+        machine = {"backend": "cuda", "gpu": gpu, "timer": "cuda events", "dtypes": dtypes}
+        print(json.dumps({"machine": machine, "rows": rows}))
     else:
         print(
             f"cuda backend on {gpu}: device time per call from CUDA events (calls queued back "
