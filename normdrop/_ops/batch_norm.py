@@ -269,8 +269,10 @@ def forward_ready(
     if p.calls is not None and momentum is None:  # bound with the plan's momentum
         run = p.calls.get((x3.shape, x3.dtype))
         if run is None:
-            args = (rm, rv, p.weight, p.bias, p.use_batch, p.update, p.momentum, p.eps)
-            run = _arrays.bound_call(p.calls, be, FUSED_KERNEL, x3, *args)
+            options = (p.use_batch, p.update, p.momentum, p.eps)
+            run = _arrays.bound_call(
+                p.calls, be, FUSED_KERNEL, x3, rm, rv, p.weight, p.bias, *options
+            )
     if run is not None:
         buffer, mean, rstd = run(x3)
     else:
@@ -282,8 +284,8 @@ def forward_ready(
             update = False
         else:
             buffer, mean, rstd = getattr(be, FUSED_KERNEL)(*args)
-    if update:
-        add_one(counter)  # type: ignore[arg-type]
+    if update and counter is not None:
+        add_one(counter)
     if p.write_back is not None:
         p.write_back[0][...] = rm
         p.write_back[1][...] = rv

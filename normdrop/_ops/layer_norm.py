@@ -122,7 +122,7 @@ def forward(p: LayerNormPlan, x: Array, out: Array | None = None) -> tuple[Array
     if calls is not None and out is None and type(x) is np.ndarray and x.flags.c_contiguous:
         run = calls.get((x.shape, x.dtype))  # bound below for a valid shape and dtype only
         if run is not None:
-            return run(x)  # type: ignore[no-any-return]
+            return run(x)
     be = p.backend
     if (  # the common case, in few operations: C-contiguous float rows of the plan's length
         out is None
@@ -136,7 +136,7 @@ def forward(p: LayerNormPlan, x: Array, out: Array | None = None) -> tuple[Array
         if calls is not None:
             run = _arrays.bound_call(calls, be, "layer_norm_forward", x, p.weight, p.bias, p.eps)
             if run is not None:
-                return run(x)  # type: ignore[no-any-return]
+                return run(x)
         return be.layer_norm_forward(x, p.weight, p.bias, p.eps, be.empty(x.shape, x.dtype))
     n, features = rows(x, p.shape)
     if out is None and _inputs.is_kernel_ready(x):  # any rank, in few operations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class BatchNorm1d(Module):
         if (  # the common case first, in few operations: C-contiguous float32/float64 data
             type(x) is np.ndarray
             and x.dtype in _inputs.KERNEL_DTYPES
-            and x.flags.c_contiguous
+            and x.flags.c_contiguous  # type: ignore[attr-defined]
             and 2 <= x.ndim <= 3
             and x.shape[1] == self.num_features
         ):
@@ -154,7 +154,7 @@ class BatchNorm1d(Module):
         if plan.update and self.momentum is None:  # cumulative moving average
             momentum = 1.0 / (int(tracked) + 1)
         if count >= 2 and plan.fused:
-            y, mean, rstd = batch_norm.forward_ready(plan, x, momentum, tracked)
+            y, mean, rstd = batch_norm.forward_ready(plan, cast(np.ndarray, x), momentum, tracked)
         else:
             # the kernel adds 1 to the count in the launch that updates the running
             # statistics where the backend takes a counter (else forward adds it after)
