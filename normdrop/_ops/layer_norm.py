@@ -119,10 +119,6 @@ def forward(p: LayerNormPlan, x: Array, out: Array | None = None) -> tuple[Array
     Raises :class:`ShapeError` when the trailing dims of ``x`` are not ``p.shape``.
     """
     calls = p.calls
-    if calls is not None and out is None and type(x) is np.ndarray and x.flags.c_contiguous:
-        run = calls.get((x.shape, x.dtype))  # bound below for a valid shape and dtype only
-        if run is not None:
-            return run(x)
     be = p.backend
     if (  # the common case, in few operations: C-contiguous float rows of the plan's length
         out is None

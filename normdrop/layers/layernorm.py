@@ -74,11 +74,20 @@ class LayerNorm(RowAffine, Module):
         array
             Shape and dtype of ``x``.
         """
+        plan = self._plan
         if type(x) is np.ndarray and x.dtype in _inputs.FLOAT_DTYPES:  # prepare's fast path
             be = resolve_backend(x, self._backend_choice)
+            ready = x.flags.c_contiguous  # type: ignore[attr-defined]
+            if plan is not None and plan.backend is be and plan.calls and ready:
+                # the backend's call bound for this shape and dtype by an earlier forward
+                # (layer_norm.forward binds only valid ones): the fewest operations per call
+                run = plan.calls.get((x.shape, x.dtype))
+                if run is not None:
+                    y, mean, rstd = run(x)
+                    self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward
+                    return y
         else:
             be, x = _inputs.prepare("x", x, self._backend_choice)
-        plan = self._plan
         if plan is None or plan.backend is not be:
             plan = layer_norm.make_plan(be, self.normalized_shape, self.weight, self.bias, self.eps)
             self.__dict__["_plan"] = plan
