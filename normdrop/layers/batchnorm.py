@@ -133,7 +133,23 @@ class BatchNorm1d(Module):
         array
             ``x`` normalised per channel, in its shape and dtype.
         """
-        if (  # the common case first, in few operations: C-contiguous float32/float64 data
+        plan = self._plan
+        if type(x) is np.ndarray and plan is not None and plan.calls:
+            # the call the backend bound for this shape and dtype in an earlier forward
+            # (forward_ready binds for valid inputs only, with the plan's own momentum): a
+            # key that matches proves the shape and dtype, so this takes the fewest checks
+            run = plan.calls.get((x.shape, x.dtype))
+            if (
+                run is not None
+                and x.flags.c_contiguous  # type: ignore[attr-defined]
+                and resolve_backend(x, self._backend_choice) is plan.backend
+            ):
+                y, mean, rstd = run(x)
+                if plan.update:
+                    batch_norm.add_one(self._buffers["num_batches_tracked"])
+                self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward
+                return y
+        if (  # the common case, in few operations: C-contiguous float32/float64 data
             type(x) is np.ndarray
             and x.dtype in _inputs.KERNEL_DTYPES
             and x.flags.c_contiguous  # type: ignore[attr-defined]
@@ -143,21 +159,9 @@ class BatchNorm1d(Module):
             be = resolve_backend(x, self._backend_choice)
             shape = x.shape
             count = shape[0] if len(shape) == 2 else shape[0] * shape[2]
-            plan = self._plan
-            if plan is not None and plan.backend is be and plan.calls and len(shape) == 3:
-                # the backend's call bound for this shape and dtype by an earlier forward
-                # (forward_ready binds only valid ones, with the plan's own momentum)
-                run = plan.calls.get((shape, x.dtype))
-                if run is not None:
-                    y, mean, rstd = run(x)
-                    if plan.update:
-                        batch_norm.add_one(self._buffers["num_batches_tracked"])
-                    self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward
-                    return y
         else:
             be, x = self._checked_input(x)
             count = 0  # the general path below
-        plan = self._plan
         if plan is None or plan.backend is not be:
             plan = self._make_plan(be)
         momentum = None
