@@ -9,6 +9,7 @@ backend claims against the ``numpy`` reference backend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from normdrop.protocol import Array
@@ -17,6 +18,7 @@ __all__ = [
     "OPTIONAL_KEYWORDS",
     "OPTIONAL_MEMBERS",
     "BitmaskSupport",
+    "BoundKernels",
     "FusedKernels",
     "OutputAllocation",
     "takes_keyword",
@@ -147,6 +149,45 @@ class FusedKernels(Protocol):
         """
 
 
+class BoundKernels(Protocol):
+    """Optional: a kernel call bound once to everything but its data, for small calls.
+
+    A small layer call spends much of its time in Python, holding the GIL, on what
+    does not change from call to call: converting the parameters, picking the
+    compiled kernel, checking arguments. A layer binds its forward kernel once per
+    input shape and dtype and calls what :meth:`bind` returns from then on, so two
+    Python threads calling layers overlap for longer. Without ``bind`` (or when it
+    returns ``None``) normdrop calls the kernel itself.
+    """
+
+    def bind(
+        self, kernel: str, x: Array, *args: Any
+    ) -> Callable[[Array], tuple[Array, ...]] | None:
+        """``getattr(self, kernel)(x, *args, self.empty(x.shape, x.dtype))``, bound to ``args``.
+
+        Parameters
+        ----------
+        kernel : {"batch_norm_forward", "layer_norm_forward"}
+            The kernel, a member of :class:`~normdrop.protocol.Backend` or
+            :class:`FusedKernels` whose first argument is the data and last the output.
+        x : Array
+            An example of the data: the returned call takes arrays of its type,
+            shape and dtype, C-contiguous.
+        *args
+            The kernel's arguments between ``x`` and ``out``. Its arrays are bound
+            as they are, not copied: in-place changes to them (an optimiser's step,
+            an updated running statistic) reach every later call.
+
+        Returns
+        -------
+        callable or None
+            ``run(x)``, which allocates the output and returns what the kernel
+            returns; or ``None`` when the backend binds no such call (e.g. one that
+            would need converted copies of the arrays, which in-place changes would
+            not reach).
+        """
+
+
 class OutputAllocation(Protocol):
     """Optional: allocate outputs of the input's own array type.
 
@@ -191,6 +232,7 @@ OPTIONAL_MEMBERS: dict[str, type] = {
     "batch_norm_forward": FusedKernels,
     "batch_norm_backward": FusedKernels,
     "dropout_add_layer_norm_forward": FusedKernels,
+    "bind": BoundKernels,
     "alloc_like": OutputAllocation,
     "supports_bitmask": BitmaskSupport,
 }

@@ -30,9 +30,10 @@ def check_backend(backend: Backend | str) -> None:
     Philox known-answer vectors through ``dropout_forward``, and dropout outputs,
     masks and (unless ``supports_bitmask`` is False) bitmasks bit for bit; and the
     optional ``batch_norm_forward``, ``batch_norm_backward``,
-    ``dropout_add_layer_norm_forward`` and ``alloc_like`` where the backend has
-    them, and each optional keyword of :data:`normdrop.capabilities.OPTIONAL_KEYWORDS`
-    (``counter``, ``accumulate``) its kernels take.
+    ``dropout_add_layer_norm_forward``, ``alloc_like`` and ``bind`` (bound calls
+    equal to the kernels' bit for bit) where the backend has them, and each
+    optional keyword of :data:`normdrop.capabilities.OPTIONAL_KEYWORDS` (``counter``,
+    ``accumulate``) its kernels take.
 
     Parameters
     ----------
@@ -60,3 +61,5 @@ def check_backend(backend: Backend | str) -> None:
         optional.check_dropout_add_layer_norm_forward(backend, ref)
     if hasattr(backend, "alloc_like"):
         optional.check_alloc_like(backend)
+    if hasattr(backend, "bind"):
+        optional.check_bind(backend)

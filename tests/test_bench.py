@@ -18,6 +18,7 @@ from normdrop.bench import inputs, ops, report, timing
 from normdrop.bench import memory as bench_memory
 from normdrop.bench import peers as bench_peers
 from normdrop.bench import plot as bench_plot
+from normdrop.bench import threads as bench_threads
 from normdrop.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,47 @@ def test_unknown_case_and_list(capsys):
     assert [re.split(r"\s{2,}", line)[1] for line in capsys.readouterr().out.splitlines()] == [
         "float64"
     ] * 3
+
+
+THREADS = ["bench", "--quick", "--cases", "two threads", "--dtype", "float32", "--no-progress"]
+
+
+def test_two_thread_case_is_reported(capsys):
+    """``--cases "two threads"`` times each small layer call and its np.sin calibration on
+    one and on two threads (no timing is asserted: only that the numbers are produced)."""
+    assert main([*THREADS, "--json", "--budget", "0.02"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == []  # no single-thread case matches
+    rows = report["threads"]
+    names = [f"{bench_threads.NAME}: {name}" for name in bench_threads.LAYER_CALLS]
+    assert [r["case"] for r in rows] == names
+    assert [r["shape"] for r in rows] == [[4, 64, 30], [120, 64]]
+    for r in (*rows, *(r["calibration"] for r in rows)):
+        assert r["per_call_s"] > 0 and r["one_thread"] > 0 and r["two_threads"] > 0
+        assert r["ratio"] == pytest.approx(r["two_threads"] / r["one_thread"])
+    assert all(r["calibration"]["elements"] >= bench_threads.MIN_SIN_ELEMENTS for r in rows)
+    assert main([*THREADS, "--budget", "0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "np.sin calibration" in out and "its ratio" in out
+    assert sum(line.startswith(bench_threads.NAME) for line in out.splitlines()) == 2
+
+
+def test_two_thread_case_is_selected_by_its_own_name():
+    """The thread rows run by default and for a pattern naming the thread part, not for a
+    pattern that names a single-thread case too."""
+    assert len(bench_threads.select_thread_cases(None)) == 4
+    assert len(bench_threads.select_thread_cases(["Two Threads"], ["float64"])) == 2
+    assert bench_threads.select_thread_cases(["LayerNorm forward whole"]) == []
+    picked = bench_threads.select_thread_cases(["small layers: LayerNorm"])
+    assert [t.case.shape for t in picked] == [(120, 64), (120, 64)]
+
+
+def test_calls_per_second_on_one_and_two_threads():
+    calls = []
+    assert bench_threads.calls_per_second([lambda: calls.append(1)], 10) > 0
+    assert len(calls) == 10
+    assert bench_threads.calls_per_second([lambda: calls.append(2), lambda: calls.append(3)], 7)
+    assert calls.count(2) == calls.count(3) == 7
 
 
 def test_cases_cover_the_brief():
@@ -526,3 +568,12 @@ def test_asv_jax_peer_runs_or_skips(asv_suite):
         return
     peer.time_forward("float64", "small")
     peer.time_backward("float64", "small")
+
+
+def test_asv_two_thread_ratio_is_tracked(asv_suite):
+    suite = asv_suite.TwoThreads()
+    suite.settings = timing.Settings(budget=0.01, repeat=1, min_time=0.001, stat="min", rounds=1)
+    case = bench_threads.LAYER_CALLS[1]
+    suite.setup(case, "float32")
+    assert suite.track_two_thread_ratio(case, "float32") > 0
+    assert suite.track_calibration_ratio(case, "float32") > 0

@@ -519,7 +519,7 @@ def test_dropout_add_layer_norm_forward(name, shape, dtype, case):
 BUILT_IN_CAPABILITIES = {
     "numpy": ({"dropout_add_layer_norm_forward"}, True),
     "numba": (
-        {"batch_norm_forward", "batch_norm_backward", "dropout_add_layer_norm_forward"},
+        {"batch_norm_forward", "batch_norm_backward", "dropout_add_layer_norm_forward", "bind"},
         True,
     ),
     "cuda": (

@@ -7,10 +7,12 @@ import copy
 import pickle
 
 import numpy as np
+import pytest
 
 import normdrop
 import normdrop.functional as F
 from normdrop._conformance.optional import reference_batch_norm_forward
+from normdrop._ops import _arrays
 
 
 def _x(rng, shape=(6, 4)):
@@ -172,3 +174,66 @@ def test_layers_hand_their_counter_and_gradient_buffers_to_kernels_that_take_the
     bn = normdrop.BatchNorm1d(4, backend=be)
     bn(_x(rng))
     assert be.passed[0][1] is bn.num_batches_tracked and int(bn.num_batches_tracked) == 1
+
+
+def _bound_calls(layer):
+    """The calls the layer's plan holds bound, after a call on the numba backend."""
+    calls = layer._plan.calls
+    assert calls is not None  # the numba backend binds
+    return {key: run for key, run in calls.items() if run is not None}
+
+
+def test_small_layer_calls_use_bound_kernels_that_see_every_change(rng):
+    """A small layer call on the numba backend goes through a bound kernel call
+    (:class:`~normdrop.capabilities.BoundKernels`): bit for bit what the unbound
+    functional path gives, for (N, C) and (N, C, L) and read-only data, and it sees
+    in-place changes to the parameters and running statistics it was bound to."""
+    pytest.importorskip("numba")
+    for dtype in (np.float32, np.float64):
+        x3 = rng.standard_normal((4, 5, 6)).astype(dtype)
+        x2 = rng.standard_normal((7, 5)).astype(dtype)
+        frozen = x3.copy()
+        frozen.flags.writeable = False
+        bn = normdrop.BatchNorm1d(5, dtype=dtype, backend="numba")
+        rm, rv = bn.running_mean.copy(), bn.running_var.copy()
+        for step, x in enumerate((x3, x2, frozen, x3)):
+            if step == 3:
+                bn.weight[...] = 2.0  # an optimiser step, in place
+                bn.running_mean += 1.0
+                rm += 1.0
+            want = F.batch_norm(x, rm, rv, bn.weight.copy(), bn.bias.copy(), training=True,
+                                backend="numba")  # fmt: skip
+            np.testing.assert_array_equal(bn(x), want)
+            np.testing.assert_array_equal(bn.running_mean, rm)
+            np.testing.assert_array_equal(bn.running_var, rv)
+        assert int(bn.num_batches_tracked) == 4
+        assert set(_bound_calls(bn)) == {(x3.shape, x3.dtype), ((7, 5, 1), x2.dtype)}
+        rows = rng.standard_normal((9, 5)).astype(dtype)
+        ln = normdrop.LayerNorm(5, dtype=dtype, backend="numba")
+        ln(rows)
+        ln.bias[...] = 3.0
+        want = F.layer_norm(rows, 5, ln.weight.copy(), ln.bias.copy(), backend="numba")
+        np.testing.assert_array_equal(ln(rows), want)
+        assert set(_bound_calls(ln)) == {(rows.shape, rows.dtype)}
+
+
+def test_a_plan_keeps_a_bounded_number_of_bound_calls(rng):
+    pytest.importorskip("numba")
+    ln = normdrop.LayerNorm(3, dtype="float64", backend="numba")
+    for n in range(1, 3 * _arrays.MAX_BOUND_CALLS):
+        x = rng.standard_normal((n, 3))
+        np.testing.assert_allclose(ln(x), F.layer_norm(x, 3, backend="numpy"), atol=1e-12)
+        assert 1 <= len(ln._plan.calls) <= _arrays.MAX_BOUND_CALLS
+
+
+def test_parameters_that_need_converting_are_not_bound(rng):
+    """float32 parameters on float64 data reach the kernel as converted copies, which in-place
+    updates would not reach: such calls are not bound, and see every update."""
+    pytest.importorskip("numba")
+    x = rng.standard_normal((6, 4))
+    bn = normdrop.BatchNorm1d(4, dtype="float32", backend="numba")
+    bn(x)
+    assert _bound_calls(bn) == {}
+    bn.weight[...] = 3.0
+    want = 3.0 * F.batch_norm(x, training=True, backend="numpy")
+    np.testing.assert_allclose(bn(x), want, rtol=1e-5, atol=1e-5)

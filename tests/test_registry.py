@@ -198,6 +198,9 @@ def test_environment_variable(monkeypatch):
     spy = SpyBackend()
     normdrop.set_backend(spy)  # set_backend wins over the environment
     assert registry.resolve_backend(X) is spy
+    normdrop.set_backend(None)
+    monkeypatch.delenv(registry.ENV_VAR)  # unset again: by array type from the next call
+    assert registry.resolve_backend(X).name == _cpu_default()
 
 
 def test_use_backend_context():
@@ -406,7 +409,7 @@ def test_backend_by_array_type_is_worked_out_once_per_type(monkeypatch):
 
 
 def test_environment_variable_read_through_the_public_mapping(monkeypatch):
-    """The variable is read through ``os.environ`` itself (no private attribute), at each call."""
+    """A replaced ``os.environ`` is read through its public mapping, at each call."""
     monkeypatch.setattr(os, "environ", {registry.ENV_VAR: "numpy"})
     assert registry.resolve_backend(X).name == "numpy"
     os.environ[registry.ENV_VAR] = ""

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 
 import normdrop
-from normdrop.bench import memory, ops, peers
+from normdrop.bench import memory, ops, peers, threads
 from normdrop.bench.cases import find_case
 from normdrop.bench.inputs import DROPOUT_P, DTYPES, make_input
 from normdrop.bench.ops import Operation
 from normdrop.bench.target import Target
+from normdrop.bench.timing import Settings
 
 BACKENDS: list[str] = normdrop.available_backends()
 
@@ -399,3 +400,30 @@ class MemorySpeed:
             return best
 
         return memory.memory_speed(best_of_five).bytes_per_s / 1e9
+
+
+# ----------------------------------------------------------------------------- two threads
+class TwoThreads:
+    """Two Python threads calling separate small layers, as ``normdrop bench``'s thread case.
+
+    Tracks the ratio of calls per second on two threads to calls per second on one
+    (2 at most) for each whole layer call of :data:`normdrop.bench.threads.LAYER_CALLS`,
+    on the default backend, and the same ratio of the ``np.sin`` calibration of the same
+    per-call time in the same rounds: read the first against the second.
+    """
+
+    params = [list(threads.LAYER_CALLS), list(DTYPES)]
+    param_names = ["case", "dtype"]
+    unit = "ratio"
+    timeout = 120
+    settings = Settings(budget=1.0, repeat=25, min_time=0.005, stat="min", rounds=5)
+
+    def setup(self, case: str, dtype: str) -> None:
+        thread_case = threads.ThreadCase(find_case(case, dtype))
+        self.row = threads.run_thread_case(thread_case, self.settings, Target.named(None))
+
+    def track_two_thread_ratio(self, case: str, dtype: str) -> float:
+        return float(self.row["ratio"])
+
+    def track_calibration_ratio(self, case: str, dtype: str) -> float:
+        return float(self.row["calibration"]["ratio"])

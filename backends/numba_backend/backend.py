@@ -3,6 +3,7 @@ hands every kernel arguments of few types, so that each compiles few specialisat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -276,6 +277,25 @@ class NumbaBackend:
         )
         return out, r_out, stats[0], stats[1]
 
+    # ----- bound calls (optional: normdrop.capabilities.BoundKernels) -------------
+    def bind(self, kernel: str, x: np.ndarray, *args: Any) -> Callable[..., Any] | None:
+        """``layer_norm_forward`` or ``batch_norm_forward`` bound to its vectors and options.
+
+        Only calls that take the serial clone are bound (the small ones, where the
+        per-call work counts), and only when every vector reaches the kernel as it
+        is (no converted copy); otherwise ``None``. The call picks nothing and
+        converts nothing: the clone and the vectors were chosen here, once. A
+        serial clone starts no threads, so the bound call needs no launch lock under
+        the workqueue threading layer.
+        """
+        if type(x) is not np.ndarray or x.size >= PARALLEL_MIN_SIZE:
+            return None
+        if kernel == "layer_norm_forward":
+            return _bind_layer_norm(x, *args)
+        if kernel == "batch_norm_forward":
+            return _bind_batch_norm(x, *args)
+        return None
+
     # ----- backward -------------------------------------------------------------
     def channel_backward_reduce(
         self, dy: np.ndarray, x: np.ndarray, mean: np.ndarray
@@ -410,6 +430,66 @@ class NumbaBackend:
             out.reshape(-1),
         )
         return out
+
+
+def _same_vectors(given: tuple[Any, ...], passed: tuple[np.ndarray, ...]) -> bool:
+    """Whether each given vector reaches the kernel as itself (``None`` as the empty one)."""
+    return all(g is None or g is p for g, p in zip(given, passed, strict=True))
+
+
+def _bind_layer_norm(
+    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """:meth:`NumbaBackend.layer_norm_forward` bound to ``weight``, ``bias`` and ``eps``."""
+    shape, dtype, rows_ = x.shape, x.dtype, x.shape[0]
+    vector_dtype = _vector_dtype(x, weight, bias)
+    w, b = _read_vector(weight, vector_dtype), _read_vector(bias, vector_dtype)
+    if not _same_vectors((weight, bias), (w, b)):
+        return None
+    kernel, e = rows.layer_norm_forward.pick(x).serial, float(eps)
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out, stats = np.empty(shape, dtype), np.empty((2, rows_))
+        kernel(x if x.flags.writeable else _readable(x), w, b, e, out, stats)
+        return out, stats[0], stats[1]
+
+    return run
+
+
+def _bind_batch_norm(
+    x: np.ndarray,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    use_batch: bool,
+    update: bool,
+    momentum: float,
+    eps: float,
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """:meth:`NumbaBackend.batch_norm_forward` bound to its vectors and options."""
+    shape, dtype = x.shape, x.dtype
+    vector_dtype = _vector_dtype(x, running_mean, running_var, weight, bias)
+    update = bool(update) and running_mean is not None and running_var is not None
+    if update and running_mean is not None and running_var is not None:
+        rm = _updated_vector(running_mean, vector_dtype)
+        rv = _updated_vector(running_var, vector_dtype)
+    else:
+        rm = _read_vector(running_mean, vector_dtype)
+        rv = _read_vector(running_var, vector_dtype)
+    w, b = _read_vector(weight, vector_dtype), _read_vector(bias, vector_dtype)
+    if not _same_vectors((running_mean, running_var, weight, bias), (rm, rv, w, b)):
+        return None
+    kernel = fused.batch_norm_forward.pick(x).serial
+    batch, m, e = bool(use_batch), float(momentum), float(eps)
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = np.empty(shape, dtype)
+        x = x if x.flags.writeable else _readable(x)
+        mean, rstd = kernel(x, rm, rv, w, b, batch, update, m, e, out)
+        return out, mean, rstd
+
+    return run
 
 
 backend = NumbaBackend()

@@ -15,6 +15,7 @@ from .kernels import keeps_bitmask
 __all__ = [
     "check_alloc_like",
     "check_batch_norm_backward",
+    "check_bind",
     "check_batch_norm_forward",
     "check_dropout_add_layer_norm_forward",
     "check_optional_keywords",
@@ -154,6 +155,46 @@ def check_optional_keywords(backend: Any, ref: Any) -> None:
             raise fail(backend, f"{member}(accumulate=...) must return the buffers it added into")
         for i, name in enumerate(("dweight", "dbias")):
             close(backend, f"{member}'s accumulated {name}", buffers[i], held[i] + grads[i], 1e-9)
+
+
+def _same_results(backend: Any, what: str, got: tuple, expected: tuple) -> None:
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        equal(backend, f"{what} result {i}", g, backend.to_numpy(e))
+
+
+def check_bind(backend: Any) -> None:
+    """A bound call (:class:`~normdrop.capabilities.BoundKernels`) returns what the kernel
+    returns bit for bit, updates the same state, and sees in-place changes to the arrays
+    it was bound to."""
+    rng = np.random.default_rng(6)
+    on = backend.asarray
+    x = on(rng.standard_normal((5, 8)).astype(np.float32))
+    w = on((rng.random(8) + 0.5).astype(np.float32))
+    b = on(rng.standard_normal(8).astype(np.float32))
+    run = backend.bind("layer_norm_forward", x, w, b, 1e-5)
+    for step in range(2 if run is not None else 0):
+        expected = backend.layer_norm_forward(x, w, b, 1e-5, backend.empty(x.shape, x.dtype))
+        _same_results(backend, f"bound layer_norm_forward (step {step})", run(x), expected)
+        w[...] = w * 2  # in place: the next call must see it
+    if not hasattr(backend, "batch_norm_forward"):
+        return
+    x3 = on(rng.standard_normal((4, 3, 5)).astype(np.float32))
+    w3, b3 = on(np.full(3, 1.5, np.float32)), on(np.full(3, -0.5, np.float32))
+    for update in (True, False):
+        bound = [on(np.zeros(3, np.float32)), on(np.ones(3, np.float32))]
+        unbound = [on(np.zeros(3, np.float32)), on(np.ones(3, np.float32))]
+        args = (w3, b3, True, update, 0.1, 1e-5)
+        run = backend.bind("batch_norm_forward", x3, *bound, *args)
+        if run is None:
+            continue
+        for step in range(2):
+            label = f"bound batch_norm_forward (update={update}, step {step})"
+            out = backend.empty(x3.shape, x3.dtype)
+            expected = backend.batch_norm_forward(x3, *unbound, *args, out)
+            _same_results(backend, label, run(x3), expected)
+            for name, i in (("running_mean", 0), ("running_var", 1)):
+                equal(backend, f"{label}'s {name}", bound[i], backend.to_numpy(unbound[i]))
+            w3[...] = w3 * 2  # in place: the next call must see it
 
 
 def check_dropout_add_layer_norm_forward(backend: Any, ref: Any) -> None:

@@ -49,6 +49,28 @@ def contiguous_input(
     return be.ascontiguous(x).reshape(shape)
 
 
+#: The most bound calls a plan keeps (one per input shape and dtype); past it they are
+#: dropped and bound again as needed.
+MAX_BOUND_CALLS = 8
+
+
+def bound_call(calls: dict, be: Backend, kernel: str, x: Any, *args: Any) -> Any:
+    """The backend's call of ``kernel`` bound for data like ``x``, or ``None``.
+
+    See :class:`~normdrop.capabilities.BoundKernels`: ``be.bind(kernel, x, *args)``,
+    asked once per shape and dtype of ``x`` and kept in ``calls`` (a plan's), the
+    backend's ``None`` included. The caller checked that ``be`` has ``bind`` and
+    that ``x`` is C-contiguous.
+    """
+    key = (x.shape, x.dtype)
+    run = calls.get(key, calls)  # ``calls`` itself: not asked yet
+    if run is calls:
+        if len(calls) >= MAX_BOUND_CALLS:
+            calls.clear()
+        run = calls[key] = be.bind(kernel, x, *args)  # type: ignore[attr-defined]
+    return run
+
+
 def _interface(a: Any) -> dict | None:
     """The array interface of a NumPy array or a CUDA array; ``None`` for other kinds."""
     if isinstance(a, np.ndarray):

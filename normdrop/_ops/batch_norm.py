@@ -17,7 +17,16 @@ from normdrop.protocol import Array, Backend
 FUSED_KERNEL = "batch_norm_forward"
 FUSED_BACKWARD = "batch_norm_backward"
 
-__all__ = ["BatchNormPlan", "backward", "batch_shape", "forward", "make_plan", "plan"]
+__all__ = [
+    "BatchNormPlan",
+    "add_one",
+    "backward",
+    "batch_shape",
+    "forward",
+    "forward_ready",
+    "make_plan",
+    "plan",
+]
 
 
 class BatchNormPlan(NamedTuple):
@@ -55,6 +64,10 @@ class BatchNormPlan(NamedTuple):
         ``batch_norm_forward`` takes the optional ``counter`` keyword.
     accumulates : bool
         ``batch_norm_backward`` takes the optional ``accumulate`` keyword.
+    calls : dict or None
+        A layer's forward calls bound by the backend, per input shape and dtype
+        (:func:`normdrop._ops._arrays.bound_call`); ``None`` when the backend binds
+        none (no ``bind``) or the plan is not a layer's.
     """
 
     backend: Backend
@@ -73,6 +86,7 @@ class BatchNormPlan(NamedTuple):
     fused_backward: bool = False
     counts: bool = False
     accumulates: bool = False
+    calls: dict | None = None
 
 
 def make_plan(
@@ -108,6 +122,7 @@ def make_plan(
         hasattr(be, FUSED_BACKWARD),
         takes_keyword(be, FUSED_KERNEL, "counter"),
         takes_keyword(be, FUSED_BACKWARD, "accumulate"),
+        {} if hasattr(be, "bind") else None,
     )
 
 
@@ -224,6 +239,59 @@ def _check_running(be: Backend, name: str, v: Any, channels: int) -> None:
     _inputs.vector(be, name, v, (channels,))
 
 
+def add_one(counter: Array) -> None:
+    """Add 1 to a 0-d counter (a layer's ``num_batches_tracked``) in place.
+
+    A NumPy counter is added to through its scalar (``counter[()]``), far cheaper than
+    an in-place array operation (``counter[...] += 1``), which a layer call pays
+    holding the GIL.
+    """
+    if type(counter) is np.ndarray:
+        counter[()] += 1
+    else:
+        counter[...] += 1
+
+
+def forward_ready(
+    p: BatchNormPlan, x: np.ndarray, momentum: float | None = None, counter: Array | None = None
+) -> tuple[Array, Array, Array]:
+    """:func:`forward` without ``out`` for the common case of a layer call, in few operations.
+
+    ``x`` is a C-contiguous NumPy float32/float64 array of shape ``(N, C, L)`` or
+    ``(N, C)`` with ``N * L >= 2`` (the caller checked), and the plan has the fused
+    kernel; the results are those of :func:`forward`.
+    """
+    be = p.backend
+    x3 = x if x.ndim == 3 else x.reshape(x.shape[0], x.shape[1], 1)
+    update = p.update and counter is not None
+    rm, rv = p.running_mean, p.running_var
+    run = None
+    if p.calls is not None and momentum is None:  # bound with the plan's momentum
+        run = p.calls.get((x3.shape, x3.dtype))
+        if run is None:
+            options = (p.use_batch, p.update, p.momentum, p.eps)
+            run = _arrays.bound_call(
+                p.calls, be, FUSED_KERNEL, x3, rm, rv, p.weight, p.bias, *options
+            )
+    if run is not None:
+        buffer, mean, rstd = run(x3)
+    else:
+        buffer = be.empty(x3.shape, x.dtype)
+        m = p.momentum if momentum is None else momentum
+        args = (x3, rm, rv, p.weight, p.bias, p.use_batch, p.update, m, p.eps, buffer)
+        if update and p.counts:  # the kernel adds 1 in the launch that updates the statistics
+            buffer, mean, rstd = getattr(be, FUSED_KERNEL)(*args, counter=counter)
+            update = False
+        else:
+            buffer, mean, rstd = getattr(be, FUSED_KERNEL)(*args)
+    if update and counter is not None:
+        add_one(counter)
+    if p.write_back is not None:
+        p.write_back[0][...] = rm
+        p.write_back[1][...] = rv
+    return (buffer if x3 is x else buffer.reshape(x.shape)), mean, rstd
+
+
 def forward(
     p: BatchNormPlan,
     x: Array,
@@ -245,7 +313,7 @@ def forward(
     if count == 0:  # an empty batch, as in PyTorch: nothing to normalise or update
         y = out if out is not None else be.empty(tuple(x.shape), x.dtype)
         if p.update and counter is not None:
-            counter[...] += 1
+            add_one(counter)
         return y, be.asarray(np.zeros(c)), be.asarray(np.full(c, 1.0 / math.sqrt(p.eps)))
     if p.use_batch and count < 2:
         when = "when training" if p.training else "to compute batch statistics"
@@ -270,7 +338,7 @@ def forward(
         else:
             buffer, mean, rstd = getattr(be, FUSED_KERNEL)(*args)
             if p.update and counter is not None:
-                counter[...] += 1
+                add_one(counter)
         if p.write_back is not None:
             p.write_back[0][...] = rm
             p.write_back[1][...] = rv
@@ -291,7 +359,7 @@ def forward(
     shift = np.zeros_like(mean) if p.bias is None else _inputs.as_float64(p.bias)
     buffer = be.channel_affine(x3, mean, scale, shift, buffer)
     if p.update and counter is not None:
-        counter[...] += 1
+        add_one(counter)
     return _arrays.finish(x, out, buffer, direct, order), mean, rstd
 
 

@@ -32,6 +32,12 @@ class LayerNormPlan(NamedTuple):
     weight_dtype : numpy.dtype or None
         The dtype the caller's weight had: the parameter gradients come back in it.
     eps : float
+    accumulates : bool
+        ``layer_norm_backward`` takes the optional ``accumulate`` keyword.
+    calls : dict or None
+        A layer's forward calls bound by the backend, per input shape and dtype
+        (:func:`normdrop._ops._arrays.bound_call`); ``None`` when the backend binds
+        none (no ``bind``) or the plan is not a layer's.
     """
 
     backend: Backend
@@ -42,6 +48,7 @@ class LayerNormPlan(NamedTuple):
     weight_dtype: np.dtype | None = None
     eps: float = 1e-5
     accumulates: bool = False
+    calls: dict | None = None
 
 
 def make_plan(
@@ -60,6 +67,7 @@ def make_plan(
         None if weight is None else weight.dtype,
         eps,
         takes_keyword(be, "layer_norm_backward", "accumulate"),
+        {} if hasattr(be, "bind") else None,
     )
 
 
@@ -110,14 +118,28 @@ def forward(p: LayerNormPlan, x: Array, out: Array | None = None) -> tuple[Array
     Returns ``(y, mean, rstd)``; the float64 statistics are flat (one per row).
     Raises :class:`ShapeError` when the trailing dims of ``x`` are not ``p.shape``.
     """
+    calls = p.calls
     be = p.backend
+    if (  # the common case, in few operations: C-contiguous float rows of the plan's length
+        out is None
+        and type(x) is np.ndarray
+        and x.ndim == 2
+        and len(p.shape) == 1
+        and x.shape[1] == p.features
+        and x.dtype in _inputs.KERNEL_DTYPES
+        and x.flags.c_contiguous
+    ):
+        if calls is not None:
+            run = _arrays.bound_call(calls, be, "layer_norm_forward", x, p.weight, p.bias, p.eps)
+            if run is not None:
+                return run(x)
+        return be.layer_norm_forward(x, p.weight, p.bias, p.eps, be.empty(x.shape, x.dtype))
     n, features = rows(x, p.shape)
-    if out is None and _inputs.is_kernel_ready(x):  # the common case, in few operations
-        flat = x.ndim == 2 and len(p.shape) == 1
-        x2 = x if flat else x.reshape(n, features)
+    if out is None and _inputs.is_kernel_ready(x):  # any rank, in few operations
+        x2 = x.reshape(n, features)
         y2 = be.empty(x2.shape, x.dtype)
         y, mean, rstd = be.layer_norm_forward(x2, p.weight, p.bias, p.eps, y2)
-        return (y if flat else y.reshape(x.shape)), mean, rstd
+        return y.reshape(x.shape), mean, rstd
     x2 = _arrays.contiguous_input(be, x, (n, features))
     buffer, direct = _arrays.kernel_output(be, x, out, (n, features), reads=(p.weight, p.bias))
     buffer, mean, rstd = be.layer_norm_forward(x2, p.weight, p.bias, p.eps, buffer)

@@ -22,6 +22,8 @@ The package has one module per job:
 - :mod:`~normdrop.bench.memory`: this run's memory speed, read speed and cache size;
 - :mod:`~normdrop.bench.bound`: the same-run bound (what each case must read twice);
 - :mod:`~normdrop.bench.report`: the rows, the table, its header and footer;
+- :mod:`~normdrop.bench.threads`: the two-thread case (small layer calls on one and two
+  Python threads, with an ``np.sin`` calibration);
 - :mod:`~normdrop.bench.plot`: ``--plot``'s size sweep;
 - :mod:`~normdrop.bench.cuda`: ``--backend cuda`` on a GPU, with CUDA events;
 - :mod:`~normdrop.bench.cli`: the options and the run.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import normdrop
-from normdrop.bench import memory, peers, report
+from normdrop.bench import memory, peers, report, threads
 from normdrop.bench.cases import Case, select_cases
 from normdrop.bench.inputs import DTYPES
 from normdrop.bench.memory import MemorySpeed
@@ -236,12 +236,15 @@ def run(args: argparse.Namespace) -> int:
     ``--list`` prints the selected cases instead of running them.
     """
     cases = select_cases(args.cases, args.dtype)
-    if not cases:
+    thread_cases = threads.select_thread_cases(args.cases, args.dtype)
+    if not cases and not thread_cases:
         print(f"normdrop: error: no case matches {args.cases}; see --list", file=sys.stderr)
         return 2
     if args.list:
-        width = max(len(c.name) for c in cases)
-        print("\n".join(f"{c.name:<{width}}  {c.dtype}  {c.shape}" for c in cases))
+        listed = [(c.name, c.dtype, c.shape) for c in cases]
+        listed += [(t.name, t.case.dtype, t.case.shape) for t in thread_cases]
+        width = max(len(name) for name, _, _ in listed)
+        print("\n".join(f"{name:<{width}}  {dtype}  {shape}" for name, dtype, shape in listed))
         return 0
     if args.backend == "cuda":
         from normdrop.bench import cuda  # CUDA-event timings on a GPU
@@ -253,8 +256,8 @@ def run(args: argparse.Namespace) -> int:
     reference = Target(normdrop.get_backend("numpy"), "numpy")
     timed_peers = _selected_peers(args)
     torch = timed_peers["torch"]
-    threads = _thread_count()
-    torch_threads = threads if args.torch_threads is None else args.torch_threads
+    numba_threads = _thread_count()
+    torch_threads = numba_threads if args.torch_threads is None else args.torch_threads
     if args.plot is not None:
         from normdrop.bench import plot
 
@@ -262,20 +265,36 @@ def run(args: argparse.Namespace) -> int:
             return plot.run(args, settings, target, timed_peers)
 
     timed = 3 + sum(p is not None for p in timed_peers.values())
-    # + 3: the memory speed's two copies and its read-only pass
-    bar = progress_bar(len(cases) * timed + 3, enabled=not args.no_progress)
+    # + 3: the memory speed's two copies and its read-only pass (only with table cases)
+    total = len(cases) * timed + (3 if cases else 0) + len(thread_cases)
+    bar = progress_bar(total, enabled=not args.no_progress)
+    speed = None
     try:
-        speed = memory.run_memory_speed(settings, bar, args.memory_mib * 2**20)
+        if cases:
+            speed = memory.run_memory_speed(settings, bar, args.memory_mib * 2**20)
         with peers.torch_session(torch, torch_threads):
             rows = [
                 run_case(c, settings, target, reference, timed_peers, speed, bar) for c in cases
             ]
+        thread_rows = []
+        for t in thread_cases:
+            bar.set_postfix_str(t.name)
+            thread_rows.append(threads.run_thread_case(t, settings, target))
+            bar.update()
     finally:
         bar.close()
 
-    info = report.machine_info(target, timed_peers, threads, torch_threads, settings, cases, speed)
+    selected = cases or [t.case for t in thread_cases]
+    info = report.machine_info(
+        target, timed_peers, numba_threads, torch_threads, settings, selected, speed
+    )
     if args.json:
-        print(json.dumps({"machine": info, "rows": rows}, indent=2))
+        print(json.dumps({"machine": info, "rows": rows, "threads": thread_rows}, indent=2))
     else:
-        print(report.header(info), report.format_table(rows), report.footer(rows), sep="\n\n")
+        parts = [report.header(info)]
+        if rows:
+            parts += [report.format_table(rows), report.footer(rows)]
+        if thread_rows:
+            parts.append(threads.format_thread_table(thread_rows))
+        print(*parts, sep="\n\n")
     return 0

@@ -11,6 +11,7 @@ from normdrop._ops import _inputs, layer_norm
 from normdrop.layers._row_affine import RowAffine, row_affine_options
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, ArrayT, Backend
+from normdrop.registry import resolve_backend
 
 __all__ = ["LayerNorm"]
 
@@ -73,13 +74,29 @@ class LayerNorm(RowAffine, Module):
         array
             Shape and dtype of ``x``.
         """
-        be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
+        if type(x) is np.ndarray and plan is not None and plan.calls:
+            # the call the backend bound for this shape and dtype in an earlier forward
+            # (layer_norm.forward binds for valid inputs only): a key that matches proves
+            # the shape and dtype, so this takes the fewest checks
+            run = plan.calls.get((x.shape, x.dtype))
+            if (
+                run is not None
+                and x.flags.c_contiguous  # type: ignore[attr-defined]
+                and resolve_backend(x, self._backend_choice) is plan.backend
+            ):
+                y, mean, rstd = run(x)
+                self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward
+                return y
+        if type(x) is np.ndarray and x.dtype in _inputs.FLOAT_DTYPES:  # prepare's fast path
+            be = resolve_backend(x, self._backend_choice)
+        else:
+            be, x = _inputs.prepare("x", x, self._backend_choice)
         if plan is None or plan.backend is not be:
             plan = layer_norm.make_plan(be, self.normalized_shape, self.weight, self.bias, self.eps)
             self.__dict__["_plan"] = plan
         y, mean, rstd = layer_norm.forward(plan, x)
-        self.save_for_backward(x, mean, rstd, plan)
+        self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward, inlined
         return y
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
