@@ -2,7 +2,7 @@
 
 Selection, first match wins: the ``backend=`` argument, then
 :func:`use_backend` (a context variable), then :func:`set_backend` or the
-``NORMDROP_BACKEND`` environment variable (read from ``os.environ`` at each call
+``NORMDROP_BACKEND`` environment variable (read through ``os.environ`` at each call
 that reaches it), then the array's type. Built-in backends are found through a
 table here (so start-up never scans entry points); third-party backends register in
 the ``normdrop.backends`` entry-point group, which is read the first time an unknown
@@ -278,26 +278,6 @@ def _backend_for_type(x: Any) -> Backend:
     return loaded if loaded is not None else get_backend(name)
 
 
-#: The process environment as Python started it, and the dict behind it: the variable is read
-#: from that dict while ``os.environ`` is still this object. A miss through the public
-#: mapping raises and catches a KeyError, which costs more than the rest of a resolution
-#: and is paid holding the GIL on every small layer call; the dict holds every change
-#: made through ``os.environ``. Where ``os.environ`` was replaced (or on an interpreter
-#: without that dict), the public mapping is read.
-_PROCESS_ENVIRON: Any = os.environ
-_ENVIRON_DATA: dict | None = getattr(os.environ, "_data", None)
-_ENV_KEY: Any = os.environ.encodekey(ENV_VAR) if _ENVIRON_DATA is not None else ENV_VAR
-
-
-def _environment_choice() -> str | None:
-    """The value of ``NORMDROP_BACKEND`` at this moment; ``None`` (or ``""``) when unset."""
-    environ = os.environ
-    if environ is not _PROCESS_ENVIRON or _ENVIRON_DATA is None:
-        return environ.get(ENV_VAR)
-    raw = _ENVIRON_DATA.get(_ENV_KEY)
-    return None if raw is None else environ.decodevalue(raw)
-
-
 def _environment_backend(name: str) -> Backend:
     """Load the backend that ``NORMDROP_BACKEND`` names; a failure names the variable."""
     loaded = _loaded.get(name)
@@ -334,7 +314,7 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
         chosen = _global_backend
     if chosen is None:
         # read at every call, so a change made through os.environ takes effect at once
-        name = _environment_choice()
+        name = os.environ.get(ENV_VAR)
         chosen = _environment_backend(name) if name else _backend_for_type(x)
     if x is not None and not chosen.accepts(x):
         raise BackendArrayError(

@@ -409,7 +409,7 @@ def test_backend_by_array_type_is_worked_out_once_per_type(monkeypatch):
 
 
 def test_environment_variable_read_through_the_public_mapping(monkeypatch):
-    """A replaced ``os.environ`` is read through its public mapping, at each call."""
+    """The variable is read through ``os.environ`` itself (no private attribute), at each call."""
     monkeypatch.setattr(os, "environ", {registry.ENV_VAR: "numpy"})
     assert registry.resolve_backend(X).name == "numpy"
     os.environ[registry.ENV_VAR] = ""
