@@ -75,17 +75,22 @@ def _row_keep(keep, aligned, bits, byte0, n, block, lane, key, thr, x, residual,
 
     The bits are made a chunk of 128 at a time from ``block`` on into ``aligned`` (one
     ``uint64`` per 64 elements), then shifted down by ``lane`` when the row starts
-    inside a block. Before each chunk a share of row ``ahead``'s cache lines is
-    prefetched (none when ``ahead < 0``), so that the next row's memory traffic flows
-    while this row's bits are made, instead of the two taking turns.
+    inside a block. Around each chunk a share of row ``ahead``'s cache lines is
+    prefetched in two rounds, before and after its Philox rounds (none when ``ahead <
+    0``), so that the next row's memory traffic flows while this row's bits are made,
+    instead of the two taking turns (docs/benchmarks.md, "Kernel tuning").
     """
     chunks = (lane + n + CHUNK - 1) // CHUNK
     lines = (n * x.itemsize + LINE - 1) // LINE
     for k in range(chunks):
+        l0 = k * lines // chunks
+        l1 = (k + 1) * lines // chunks
+        lm = (l0 + l1) // 2
         if ahead >= 0:
-            _prefetch_lines(x, residual, r, out, ahead, k * lines // chunks,
-                            (k + 1) * lines // chunks)  # fmt: skip
+            _prefetch_lines(x, residual, r, out, ahead, l0, lm)
         low, high = keep_bits128(block + np.uint64(k * (CHUNK // 4)), key, thr)
+        if ahead >= 0:
+            _prefetch_lines(x, residual, r, out, ahead, lm, l1)
         aligned[2 * k] = low
         aligned[2 * k + 1] = high
     shift = np.uint64(lane)
