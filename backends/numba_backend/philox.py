@@ -15,8 +15,8 @@ shuffles, and the dropout kernels, which only need to know whether each word
 reaches the keep threshold, take the comparisons as the bits of two ``uint64`` (bit
 ``j`` of the first for element ``j`` of the chunk, of the second for element ``64 +
 j``: the packed bitmask's layout) and never store a word (see docs/benchmarks.md,
-"Kernel tuning"). :func:`philox_block` is the
-scalar form, for the few elements before the first whole block.
+"Kernel tuning"). :func:`philox_block` is the scalar form, for the few elements
+before the first whole block.
 """
 
 from __future__ import annotations
