@@ -33,8 +33,10 @@ from normdrop.backends.numba_backend import (  # noqa: E402
     stats,
 )
 from normdrop.backends.numba_backend.philox import key_words  # noqa: E402
+from normdrop.backends.numpy_backend import philox4x32_10  # noqa: E402
 
 NB = normdrop.get_backend("numba")
+REF = normdrop.get_backend("numpy")
 
 
 def _data(rng, shape, dtype, loc=2.0, scale=3.0):
@@ -224,6 +226,96 @@ def test_select64_bits_selects_exactly_its_64_values(rng, start, dtype):
     span = slice(start, start + 64)
     want[span] = np.where(keep[span], values[span] * dtype(1.25), dtype(0))
     np.testing.assert_array_equal(out.view(f"u{out.itemsize}"), want.view(f"u{want.itemsize}"))
+
+
+@numba.njit
+def _chunk(block, key, threshold):
+    """Python-callable callers of the Philox chunk intrinsics: the bits and the words."""
+    words = np.empty(philox.CHUNK, np.uint32)
+    philox.words128(block, key, words, 0)
+    return philox.keep_bits128(block, key, threshold), words
+
+
+@pytest.mark.parametrize("block", [0, 5, 2**32 - 7, 2**40 + 2**32 - 1])
+def test_chunk_intrinsics_are_the_reference_philox(block):
+    """Word ``e % 4`` of block ``block + e // 4`` for the 128 elements of a chunk, against
+    the reference Philox (also across a carry into the counter's high word), and bit
+    ``e % 64`` of uint64 ``e // 64`` set where that word reaches the threshold, at the
+    threshold itself included."""
+    seed, call = 0x0123456789ABCDEF, 2**35 + 3
+    key = key_words(seed, call)
+    blocks = np.uint64(block) + np.arange(philox.CHUNK // 4, dtype=np.uint64)
+    counter = (blocks & 0xFFFFFFFF, blocks >> 32, call & 0xFFFFFFFF, call >> 32)
+    ref = philox4x32_10(counter, (seed & 0xFFFFFFFF, seed >> 32)).reshape(-1)
+    threshold = int(ref[5])  # word 5 is kept: a word equal to the threshold keeps
+    (low, high), words = _chunk(np.uint64(block), key, np.uint64(threshold))
+    np.testing.assert_array_equal(words, ref.astype(np.uint32))
+    want = np.packbits(ref >= threshold, bitorder="little").view("<u8")
+    assert (int(low), int(high)) == (int(want[0]), int(want[1]))
+    assert (int(low) >> 5) & 1
+
+
+@numba.njit
+def _bit_stores(mask, start, values, scale, out, keep, bits):
+    """A Python-callable caller of the stores of a uint64 of bits."""
+    bitmask.select64_mask(values, start, mask, scale, out)
+    bitmask.unpack64(mask, keep, start)
+    bitmask.put64(bits, start, mask)
+
+
+@pytest.mark.parametrize("start", [0, 3, 64, 101])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bits_of_a_uint64_select_unpack_and_store(rng, start, dtype):
+    """Bit ``j`` of the uint64 keeps value ``start + j`` scaled (NaN, inf and -0.0 too; a
+    clear bit writes +0.0), becomes keep byte ``start + j`` (0 or 1), and the uint64 is
+    stored as the little-endian bytes ``start .. start + 7``; nothing else is written."""
+    n = start + 64 + 40
+    keep = rng.random(64) < 0.7
+    keep[:4] = [True, False, True, True]
+    mask = np.uint64(int(np.packbits(keep, bitorder="little").view("<u8")[0]))
+    values = rng.standard_normal(n).astype(dtype)
+    values[start : start + 4] = [np.nan, np.inf, -0.0, -np.inf]
+    out = np.full(n, 7.0, dtype)
+    keep_bytes = np.full(n, 0xA5, np.uint8)
+    bits = np.full(n, 0xA5, np.uint8)
+    _bit_stores(mask, start, values, dtype(1.25), out, keep_bytes, bits)
+    span = slice(start, start + 64)
+    want = np.full(n, 7.0, dtype)
+    want[span] = np.where(keep, values[span] * dtype(1.25), dtype(0))
+    np.testing.assert_array_equal(out.view(f"u{out.itemsize}"), want.view(f"u{want.itemsize}"))
+    want_keep = np.full(n, 0xA5, np.uint8)
+    want_keep[span] = keep
+    np.testing.assert_array_equal(keep_bytes, want_keep)
+    want_bits = np.full(n, 0xA5, np.uint8)
+    want_bits[start : start + 8] = np.packbits(keep, bitorder="little")
+    np.testing.assert_array_equal(bits, want_bits)
+
+
+@pytest.mark.parametrize(
+    "n", [1, 7, 63, 64, 65, 127, 128, 129, 200, 1023, 1025, 2 * jit.TASK_SIZE + 71]
+)
+def test_dropout_forward_tails(rng, n):
+    """Whole 128-element chunks, a last partial chunk of either half, and tile and task
+    ends: output and bitmask (its padding bits clear) equal the reference's, on either
+    clone, and the boolean mask and words kernels agree with them."""
+    x = rng.standard_normal(n).astype(np.float32)
+    key = key_words(11, 2**33 + 1)
+    threshold = np.uint64(int(0.15 * 2**32))
+    ref_words = NB.philox_words(n, 11, 2**33 + 1)
+    want_keep = ref_words >= threshold
+    want = np.where(want_keep, x * np.float32(1.25), np.float32(0))
+    for parallel in (False, True):
+        out = np.full(n, np.nan, np.float32)
+        bits = np.full((n + 7) // 8, 0xA5, np.uint8)
+        args = (threshold, np.float32(1.25), key, out, bits, True, np.uint64(0), 0)
+        dropout.dropout(parallel, x, *args)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(bits, np.packbits(want_keep, bitorder="little"))
+        mask = dropout.dropout_mask(parallel, n, threshold, key)
+        np.testing.assert_array_equal(mask, want_keep)
+        words = philox.philox_words(parallel, n, np.uint64(0), 0, key)
+        np.testing.assert_array_equal(words, ref_words)
+    np.testing.assert_array_equal(ref_words, REF.philox_words(n, 11, 2**33 + 1))
 
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000, 1024, 1025, 2 * jit.TASK_SIZE + 71])

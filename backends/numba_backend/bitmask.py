@@ -7,7 +7,10 @@ one move, instead of a shift, a multiply or a byte store per value. Bit ``j`` of
 result is value ``j``'s, so the little-endian ``uint64`` is the packed bitmask in
 NumPy's ``bitorder="little"`` (normdrop's bitmask layout). :func:`select64_bits` is
 the reverse, for the backward: such a ``uint64`` read as ``<64 x i1>`` selects 64
-scaled values in one vector ``select``.
+scaled values in one vector ``select``; :func:`select64_mask` does the same from a
+``uint64`` value (the dropout forward's, straight from :func:`.philox.keep_bits64`),
+:func:`unpack64` writes the 64 bits as 0/1 bytes and :func:`put64` stores the ``uint64``
+as 8 bitmask bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from numba.extending import intrinsic
 
 from .jit import inline_jit
 
-__all__ = ["bits64_at_least", "pack_at_least", "select64_bits"]
+__all__ = [
+    "bits64_at_least",
+    "pack_at_least",
+    "put64",
+    "select64_bits",
+    "select64_mask",
+    "unpack64",
+]
 
 #: Values per call: the bits of one ``uint64``.
 WIDTH = 64
@@ -79,6 +89,50 @@ def pack_at_least(values, n, threshold, bits):
         bits[q] = np.uint8(b)
 
 
+def _is_c_vector(array: types.Type, dtype: type | None = None) -> bool:
+    """Whether ``array`` types as a C-contiguous 1-D array (of a ``dtype`` type)."""
+    return (
+        isinstance(array, types.Array)
+        and array.ndim == 1
+        and array.layout == "C"
+        and (dtype is None or isinstance(array.dtype, dtype))
+    )
+
+
+def _pointer_at(context, builder, array_type, array, index, pointee):
+    """A ``pointee *`` to ``array[index]`` (no wraparound)."""
+    view = context.make_array(array_type)(context, builder, array)
+    item = cgutils.get_item_pointer(context, builder, array_type, view, [index], wraparound=False)
+    return builder.bitcast(item, pointee.as_pointer())
+
+
+def _select(context, builder, keep, values_type, values, index, scale_type, scale, out_type, out):
+    """``out[index + j] = keep[j] ? values[index + j] * scale : 0`` for ``j < 64``, from a
+    ``<64 x i1>`` ``keep``: one vector ``select`` (AVX-512: masked multiplies)."""
+    element = context.get_value_type(values_type.dtype)
+    vector = ir.VectorType(element, WIDTH)
+    loaded = builder.load(
+        _pointer_at(context, builder, values_type, values, index, vector), align=1
+    )
+    factor = context.cast(builder, scale, scale_type, values_type.dtype)
+    undefined = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undefined, factor, ir.IntType(32)(0))
+    lanes = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
+    scaled = builder.fmul(loaded, builder.shuffle_vector(first, undefined, lanes))
+    chosen = builder.select(keep, scaled, ir.Constant(vector, [0.0] * WIDTH))
+    builder.store(chosen, _pointer_at(context, builder, out_type, out, index, vector), align=1)
+
+
+def _selects(values, out) -> bool:
+    """Whether ``values`` and ``out`` type as :func:`select64_bits` needs them."""
+    return (
+        _is_c_vector(values, types.Float)
+        and _is_c_vector(out)
+        and out.dtype == values.dtype
+        and out.mutable
+    )
+
+
 @intrinsic
 def select64_bits(typingctx, values, start, bits, scale, out):
     """``out[start + j] = values[start + j] * scale`` where bit ``j`` of the little-endian
@@ -91,53 +145,86 @@ def select64_bits(typingctx, values, start, bits, scale, out):
     ``start`` is a multiple of 8 and ``bits`` a C-contiguous uint8 array holding at
     least ``start // 8 + 8`` bytes; ``scale`` is cast to the values' type.
     """
+    if not (_selects(values, out) and _is_c_vector(bits) and bits.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        values_type, start_type, bits_type, scale_type, out_type = signature.args
+        source, index, mask, factor, target = args
+        position = context.cast(builder, index, start_type, types.intp)
+        byte = builder.lshr(position, position.type(3))
+        i64 = ir.IntType(WIDTH)
+        word = builder.load(_pointer_at(context, builder, bits_type, mask, byte, i64), align=1)
+        keep = builder.bitcast(word, ir.VectorType(ir.IntType(1), WIDTH))
+        _select(context, builder, keep, values_type, source, index, scale_type, factor,
+                out_type, target)  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.void(values, start, bits, scale, out), codegen
+
+
+@intrinsic
+def select64_mask(typingctx, values, start, mask, scale, out):
+    """``out[start + j] = values[start + j] * scale`` where bit ``j`` of the integer
+    ``mask`` is set, else 0, for ``j < 64``: :func:`select64_bits` with the bits given
+    as a value (``start`` need not be a multiple of 8)."""
+    if not (_selects(values, out) and isinstance(mask, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        values_type, _, mask_type, scale_type, out_type = signature.args
+        source, index, word, factor, target = args
+        word = context.cast(builder, word, mask_type, types.uint64)
+        keep = builder.bitcast(word, ir.VectorType(ir.IntType(1), WIDTH))
+        _select(context, builder, keep, values_type, source, index, scale_type, factor,
+                out_type, target)  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.void(values, start, mask, scale, out), codegen
+
+
+@intrinsic
+def unpack64(typingctx, mask, out, start):
+    """``out[start + j] = (mask >> j) & 1`` for ``j < 64``: one 64-byte vector store (with
+    AVX-512, one mask move and a masked byte fill). ``out`` is a C-contiguous 1-D array of
+    bytes (uint8 or bool) holding at least ``start + 64``."""
     if not (
-        isinstance(values, types.Array)
-        and values.ndim == 1
-        and values.layout == "C"
-        and isinstance(values.dtype, types.Float)
-        and isinstance(out, types.Array)
-        and out.ndim == 1
-        and out.layout == "C"
-        and out.dtype == values.dtype
+        isinstance(mask, types.Integer)
+        and _is_c_vector(out)
+        and out.dtype in (types.uint8, types.boolean)
         and out.mutable
-        and isinstance(bits, types.Array)
-        and bits.ndim == 1
-        and bits.layout == "C"
-        and bits.dtype == types.uint8
     ):
         return None
 
     def codegen(context, builder, signature, args):
-        values_type, _, bits_type, scale_type, out_type = signature.args
-        source, index, mask, factor, target = args
-        i64 = ir.IntType(WIDTH)
-        position = context.cast(builder, index, signature.args[1], types.intp)
-        byte = builder.lshr(position, position.type(3))
-        word_pointer = cgutils.get_item_pointer(
-            context, builder, bits_type, context.make_array(bits_type)(context, builder, mask),
-            [byte], wraparound=False,
-        )  # fmt: skip
-        word = builder.load(builder.bitcast(word_pointer, i64.as_pointer()), align=1)
+        mask_type, out_type, _ = signature.args
+        word = context.cast(builder, args[0], mask_type, types.uint64)
         keep = builder.bitcast(word, ir.VectorType(ir.IntType(1), WIDTH))
-        element = context.get_value_type(values_type.dtype)
-        vector = ir.VectorType(element, WIDTH)
-
-        def pointer(array_type, array):
-            view = context.make_array(array_type)(context, builder, array)
-            item = cgutils.get_item_pointer(
-                context, builder, array_type, view, [index], wraparound=False
-            )
-            return builder.bitcast(item, vector.as_pointer())
-
-        loaded = builder.load(pointer(values_type, source), align=1)
-        limit = context.cast(builder, factor, scale_type, values_type.dtype)
-        undefined = ir.Constant(vector, ir.Undefined)
-        first = builder.insert_element(undefined, limit, ir.IntType(32)(0))
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
-        scaled = builder.fmul(loaded, builder.shuffle_vector(first, undefined, lanes))
-        chosen = builder.select(keep, scaled, ir.Constant(vector, [0.0] * WIDTH))
-        builder.store(chosen, pointer(out_type, target), align=1)
+        vector = ir.VectorType(ir.IntType(8), WIDTH)
+        pointer = _pointer_at(context, builder, out_type, args[1], args[2], vector)
+        builder.store(builder.zext(keep, vector), pointer, align=1)
         return context.get_dummy_value()
 
-    return types.void(values, start, bits, scale, out), codegen
+    return types.void(mask, out, start), codegen
+
+
+@intrinsic
+def put64(typingctx, bits, byte, value):
+    """Store the integer ``value`` as the 8 little-endian bytes ``bits[byte:byte + 8]``
+    (one unaligned store); ``bits`` is a C-contiguous 1-D uint8 array."""
+    if not (
+        _is_c_vector(bits)
+        and bits.dtype == types.uint8
+        and bits.mutable
+        and isinstance(value, types.Integer)
+    ):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits_type, _, value_type = signature.args
+        word = context.cast(builder, args[2], value_type, types.uint64)
+        pointer = _pointer_at(context, builder, bits_type, args[0], args[1], word.type)
+        builder.store(word, pointer, align=1)
+        return context.get_dummy_value()
+
+    return types.void(bits, byte, value), codegen

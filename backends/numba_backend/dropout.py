@@ -3,12 +3,13 @@
 Local element ``j`` is global element ``offset + j`` (a chunk of a larger array
 passes its offset). A head of at most three elements up to the next whole
 counter block is done one element at a time; the rest is cut into tiles of
-:data:`~.philox.TILE` elements (see :mod:`.philox`), grouped into parallel tasks.
-With a bitmask the offset is 0, so every tile owns whole bitmask bytes, packed
-straight from the tile's words 64 at a time (:func:`.bitmask.pack_at_least`).
-While a tile's words are made, the next tile's cache lines are prefetched (for
-reading ``x``, for writing ``out``), so that the memory traffic flows during the
-arithmetic instead of taking turns with it (docs/benchmarks.md, "Kernel tuning").
+:data:`~.philox.TILE` elements, grouped into parallel tasks, and made a
+:data:`~.philox.CHUNK` of 128 elements at a time: the chunk's keep bits come straight
+from the Philox rounds as two ``uint64`` (:func:`.philox.keep_bits128`, no word is
+stored), are stored as its 16 bitmask bytes when the bitmask is wanted (the offset is
+then 0, so chunks own whole bytes) and select the scaled values 64 at a time in one
+vector select (:func:`.bitmask.select64_mask`). Read prefetches of ``x`` :data:`AHEAD` bytes on keep
+the memory busy during the chunks' arithmetic (docs/benchmarks.md, "Kernel tuning").
 
 The backward selects 64 elements at a time straight from a ``uint64`` of the
 bitmask (:func:`.bitmask.select64_bits`: with AVX-512 a mask move and masked
@@ -21,26 +22,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .bitmask import WIDTH, pack_at_least, select64_bits
+from .bitmask import WIDTH, put64, select64_bits, select64_mask, unpack64
 from .jit import inline_jit, kernel, task_jit
-from .philox import (
-    TILE,
-    TILES_PER_TASK,
-    edge_word,
-    head_and_tiles,
-    interleave,
-    plane_words,
-    tile_scratch,
-    tile_span,
-)
-from .prefetch import LINE, prefetch_read, prefetch_write
+from .philox import CHUNK, TILE, TILES_PER_TASK, edge_word, head_and_tiles, keep_bits128
+from .prefetch import LINE, prefetch_read
 
-#: Philox blocks made per call of the word generator; around each call a share of the
-#: next tile's lines is prefetched in two rounds (16 lines of float32 data), so that
-#: the loads stream during the arithmetic (see docs/benchmarks.md, "Kernel tuning").
-GROUP = 64
-#: How many tiles ahead the prefetches run.
-AHEAD = 1
+#: How many bytes of ``x`` ahead the forward's read prefetches run.
+AHEAD = 4096
 #: How many bytes of ``dy`` ahead the backward's read prefetches run.
 APPLY_AHEAD = 4096
 
@@ -51,46 +39,56 @@ Key = tuple[np.uint64, np.uint64, np.uint64, np.uint64]
 
 
 @inline_jit
-def _prefetch_tile(x, out, e, l0, l1):
-    """Start loading lines ``l0 .. l1 - 1`` of ``x`` from element ``e`` on, and claiming
-    those of ``out``."""
-    step = max(1, LINE // x.itemsize)
-    for line in range(l0, l1):
-        prefetch_read(x, e + line * step)
-        prefetch_write(out, e + line * step)
+def _prefetch_chunk(x, e):
+    """Start loading the lines of the chunk :data:`AHEAD` bytes after element ``e`` of
+    ``x`` (past the task's end too, which the same thread usually runs next, but never
+    past the array)."""
+    ahead = e + AHEAD // x.itemsize
+    if ahead + CHUNK <= x.size:
+        for line in range(0, CHUNK, max(1, LINE // x.itemsize)):
+            prefetch_read(x, ahead + line)
+
+
+@inline_jit
+def _drop_tail(x, out, bits, pack, e, e1, block, thr, scale, key):
+    """Elements ``e .. e1 - 1`` (fewer than a chunk, from block ``block``), one at a time,
+    and with ``pack`` their bitmask bytes (``e`` a multiple of 8; the bits of elements
+    past ``e1`` stay clear)."""
+    low, high = keep_bits128(block, key, thr)
+    zero = x.dtype.type(0)
+    for i in range(e1 - e):
+        keep = low if i < WIDTH else high
+        out[e + i] = x[e + i] * scale if (keep >> np.uint64(i % WIDTH)) & 1 else zero
+    if pack:
+        for q in range((e1 - e + 7) // 8):
+            keep = low if q < WIDTH // 8 else high
+            byte = (keep >> np.uint64(8 * (q % (WIDTH // 8)))) & np.uint64(0xFF)
+            if 8 * q + 8 > e1 - e:  # the last byte: no bits past e1
+                byte &= (np.uint64(1) << np.uint64(e1 - e - 8 * q)) - np.uint64(1)
+            bits[e // 8 + q] = np.uint8(byte)
 
 
 @task_jit
 def _dropout_tiles(x, out, bits, pack, t0, t1, head, block, thr, scale, key):
-    """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``)."""
-    zero = x.dtype.type(0)
-    t32 = np.uint32(thr)
-    planes, words = tile_scratch()
-    step = max(1, LINE // x.itemsize)
-    for t in range(t0, t1):
-        e = head + t * TILE
-        valid = min(TILE, x.size - e)
-        nb = (valid + 3) // 4
-        # tile t + AHEAD's lines stream in while this tile's words are made
-        ahead = e + AHEAD * TILE
-        lines = 0
-        if t + AHEAD < t1:
-            lines = (min(TILE, x.size - ahead) + step - 1) // step
-        first = block + np.uint64(t * (TILE // 4))
-        for g0 in range(0, nb, GROUP):
-            g1 = min(nb, g0 + GROUP)
-            # the group's share of the lines, half before and half after its words
-            lm = (g0 + g1) // 2 * lines // nb
-            _prefetch_tile(x, out, ahead, g0 * lines // nb, lm)
-            plane_words(planes, g0, g1, first, key)
-            _prefetch_tile(x, out, ahead, lm, g1 * lines // nb)
-        interleave(planes, nb, words)
-        xs = x[e : e + valid]
-        os = out[e : e + valid]
-        for i in range(valid):
-            os[i] = xs[i] * scale if words[i] >= t32 else zero
+    """Tiles ``t0 .. t1 - 1`` of the body (local ``head`` on, blocks from ``block``).
+
+    With ``pack`` the offset is 0 (``head == 0``), so element ``e`` has bit ``e % 8`` of
+    bitmask byte ``e // 8``.
+    """
+    e0 = head + t0 * TILE
+    e1 = min(x.size, head + t1 * TILE)
+    full = e0 + (e1 - e0) // CHUNK * CHUNK
+    for e in range(e0, full, CHUNK):
+        _prefetch_chunk(x, e)
+        low, high = keep_bits128(block + np.uint64((e - head) // 4), key, thr)
         if pack:
-            pack_at_least(words, valid, t32, bits[(e - head) // 8 :])
+            put64(bits, e // 8, low)
+            put64(bits, e // 8 + WIDTH // 8, high)
+        select64_mask(x, e, low, scale, out)
+        select64_mask(x, e + WIDTH, high, scale, out)
+    if full < e1:
+        _drop_tail(x, out, bits, pack, full, e1, block + np.uint64((full - head) // 4), thr,
+                   scale, key)  # fmt: skip
 
 
 @kernel
@@ -123,16 +121,25 @@ def dropout(
         out[j] = x[j] * scale if edge_word(block0, lane0 + j, key) >= thr else zero
 
 
+@inline_jit
+def _mask_part(mask, e, n, keep):
+    """``mask[e + i] = bit i of keep`` for ``i < n <= 64``."""
+    if n == WIDTH:
+        unpack64(keep, mask, e)
+    else:
+        for i in range(n):
+            mask[e + i] = (keep >> np.uint64(i)) & 1 != 0
+
+
 @task_jit
 def _mask_tiles(mask, t0, t1, thr, key):
     """Tiles ``t0 .. t1 - 1`` of :func:`dropout_mask`."""
-    t32 = np.uint32(thr)
-    scratch = tile_scratch()
-    for t in range(t0, t1):
-        e, valid, words = tile_span(t, mask.size, 0, np.uint64(0), key, scratch)
-        ms = mask[e : e + valid]
-        for i in range(valid):
-            ms[i] = words[i] >= t32
+    e1 = min(mask.size, t1 * TILE)
+    for e in range(t0 * TILE, e1, CHUNK):
+        low, high = keep_bits128(np.uint64(e // 4), key, thr)
+        _mask_part(mask, e, min(WIDTH, e1 - e), low)
+        if e + WIDTH < e1:
+            _mask_part(mask, e + WIDTH, min(WIDTH, e1 - e - WIDTH), high)
 
 
 @kernel

@@ -1,13 +1,14 @@
 """Fused dropout + residual add + LayerNorm on C-contiguous ``(R, D)`` rows, one pass per row.
 
 Each task owns whole rows (about :data:`~.jit.TASK_SIZE` values, a multiple of eight
-values in all so that its bitmask bytes are its own). Per row: the row's Philox words
-(made as :mod:`.philox` makes them, interleaved straight into the row's word buffer),
-its bitmask bytes packed from the words 64 at a time (:func:`.bitmask.pack_at_least`),
-then one loop that drops, scales, adds the residual, stores ``r`` and takes its sum
-and sum of squares (shifted, see :func:`_row_stats`); the output pass reads ``r`` back
-from the L1 cache. With dropout, the next row's lines are prefetched a few at a time
-while a row's words are made, so that memory and arithmetic overlap.
+values in all so that its bitmask bytes are its own). Per row: the row's keep bits,
+128 at a time straight from the Philox rounds (:func:`.philox.keep_bits128`, as the
+dropout kernel makes them), stored as the row's bitmask bytes and as one 0/1 byte per
+element (:func:`.bitmask.unpack64`), then one loop that drops, scales, adds the
+residual, stores ``r`` and takes its sum and sum of squares (shifted, see
+:func:`_row_stats`); the output pass reads ``r`` back from the L1 cache. With dropout,
+the next row's lines are prefetched a few at a time while a row's bits are made, so
+that memory and arithmetic overlap.
 Memory sees one read of ``x`` and ``residual`` and one write of ``r``, ``y`` and the
 bitmask.
 
@@ -26,10 +27,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .bitmask import pack_at_least
+from .bitmask import WIDTH, pack_at_least, put64, unpack64
 from .dropout import Key
 from .jit import TASK_SIZE, jit, kernel
-from .philox import TILE, edge_word, interleave, plane_words, tile_scratch
+from .philox import CHUNK, keep_bits128
 from .prefetch import LINE, prefetch_read, prefetch_write
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
@@ -39,13 +40,6 @@ _FASTMATH = frozenset({"reassoc", "arcp", "afn"})
 #: What the kernel calls is inlined into it (see :mod:`.jit`), except the task function.
 _helper = jit(fastmath=_FASTMATH, inline="always")
 _task_jit = jit(fastmath=_FASTMATH)
-
-#: Philox blocks made per call of the tile generator; around each call a share of the
-#: next row's lines is prefetched in two rounds of 16 (4 lines of each of the four
-#: arrays for 1024 float32 values), about what a core keeps in flight, so the loads
-#: stream during the arithmetic (bigger rounds stall the core on its outstanding
-#: misses; smaller groups cost more calls).
-GROUP = 32
 
 
 @_helper
@@ -74,40 +68,48 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 
 @_helper
-def _row_words(words, scratch, n, block, lane, key, x, residual, r, out, ahead):
-    """Philox words of ``n`` elements from word ``lane`` of counter block ``block`` on.
+def _row_keep(keep, aligned, bits, byte0, n, block, lane, key, thr, x, residual, r, out, ahead):
+    """0/1 keep bytes ``keep[:n]`` of ``n`` elements from word ``lane`` of counter block
+    ``block`` on; with ``byte0 >= 0`` (then ``lane == 0`` and ``n % 8 == 0``) also their
+    bitmask bytes ``bits[byte0 : byte0 + n // 8]``.
 
-    The words are made :data:`GROUP` blocks at a time; around each group a share of row
-    ``ahead``'s cache lines is prefetched (none when ``ahead < 0``), so that the next
-    row's memory traffic flows while this row's words are made, instead of the two
-    taking turns.
+    The bits are made a chunk of 128 at a time from ``block`` on into ``aligned`` (one
+    ``uint64`` per 64 elements), then shifted down by ``lane`` when the row starts
+    inside a block. Around each chunk a share of row ``ahead``'s cache lines is
+    prefetched in two rounds, before and after its Philox rounds (none when ``ahead <
+    0``), so that the next row's memory traffic flows while this row's bits are made,
+    instead of the two taking turns (docs/benchmarks.md, "Kernel tuning").
     """
-    head = min(n, (4 - lane) % 4)
-    for j in range(head):
-        words[j] = edge_word(block, lane + j, key)
-    first = block + np.uint64(1 if head > 0 else 0)
-    m = n - head
-    total = (m + 3) // 4
+    chunks = (lane + n + CHUNK - 1) // CHUNK
     lines = (n * x.itemsize + LINE - 1) // LINE
-    s = 0
-    while s < m:
-        valid = min(TILE, m - s)
-        nb = (valid + 3) // 4
-        for g0 in range(0, nb, GROUP):
-            g1 = min(nb, g0 + GROUP)
-            if ahead >= 0:  # the group's share of lines, half before and half after
-                l0 = (s // 4 + g0) * lines // total
-                lm = (s // 4 + (g0 + g1) // 2) * lines // total
-                _prefetch_lines(x, residual, r, out, ahead, l0, lm)
-            plane_words(scratch[0], 0, g1 - g0, first + np.uint64(s // 4 + g0), key)
-            if ahead >= 0:
-                _prefetch_lines(x, residual, r, out, ahead, lm, (s // 4 + g1) * lines // total)
-            interleave(scratch[0], g1 - g0, words[head + s + 4 * g0 :])
-        s += TILE
+    for k in range(chunks):
+        l0 = k * lines // chunks
+        l1 = (k + 1) * lines // chunks
+        lm = (l0 + l1) // 2
+        if ahead >= 0:
+            _prefetch_lines(x, residual, r, out, ahead, l0, lm)
+        low, high = keep_bits128(block + np.uint64(k * (CHUNK // 4)), key, thr)
+        if ahead >= 0:
+            _prefetch_lines(x, residual, r, out, ahead, lm, l1)
+        aligned[2 * k] = low
+        aligned[2 * k + 1] = high
+    shift = np.uint64(lane)
+    for k in range((n + WIDTH - 1) // WIDTH):
+        current = aligned[k]
+        if lane > 0:
+            current = (current >> shift) | (aligned[k + 1] << (np.uint64(WIDTH) - shift))
+        unpack64(current, keep, k * WIDTH)
+        if byte0 >= 0:
+            if (k + 1) * WIDTH <= n:
+                put64(bits, byte0 + k * (WIDTH // 8), current)
+            else:
+                for q in range((n - k * WIDTH) // 8):
+                    byte = (current >> np.uint64(8 * q)) & np.uint64(0xFF)
+                    bits[byte0 + k * (WIDTH // 8) + q] = np.uint8(byte)
 
 
 @_helper
-def _sum_row(xr, resr, rr, words, drop, t32, scale, shift):
+def _sum_row(xr, resr, rr, keep, drop, scale, shift):
     """``rr = dropout(xr) + resr``; return ``sum(rr - shift)`` and ``sum((rr - shift) ** 2)``
     in float64."""
     zero = xr.dtype.type(0)
@@ -116,7 +118,7 @@ def _sum_row(xr, resr, rr, words, drop, t32, scale, shift):
     if resr is None:
         if drop:
             for j in range(xr.size):
-                v = xr[j] * scale if words[j] >= t32 else zero
+                v = xr[j] * scale if keep[j] else zero
                 rr[j] = v
                 e = v - shift
                 s += e
@@ -130,7 +132,7 @@ def _sum_row(xr, resr, rr, words, drop, t32, scale, shift):
                 q += e * e
     elif drop:
         for j in range(xr.size):
-            h = xr[j] * scale if words[j] >= t32 else zero
+            h = xr[j] * scale if keep[j] else zero
             v = h + resr[j]
             rr[j] = v
             e = v - shift
@@ -147,7 +149,7 @@ def _sum_row(xr, resr, rr, words, drop, t32, scale, shift):
 
 
 @_helper
-def _row_stats(xr, resr, rr, words, drop, t32, scale, eps):
+def _row_stats(xr, resr, rr, keep, drop, scale, eps):
     """Write ``rr = dropout(xr) + resr`` and return its float64 mean and ``1 / sqrt(var +
     eps)``.
 
@@ -162,12 +164,12 @@ def _row_stats(xr, resr, rr, words, drop, t32, scale, eps):
     d = xr.size
     if xr.itemsize <= 4:
         shift = np.float64(resr[0] if resr is not None else xr[0])
-        s, q = _sum_row(xr, resr, rr, words, drop, t32, scale, shift)
+        s, q = _sum_row(xr, resr, rr, keep, drop, scale, shift)
         c = s / d
         m = shift + c
         var = max(q / d - c * c, 0.0)
     else:
-        s, _ = _sum_row(xr, resr, rr, words, drop, t32, scale, 0.0)
+        s, _ = _sum_row(xr, resr, rr, keep, drop, scale, 0.0)
         m = s / d
         q = 0.0
         for j in range(d):
@@ -201,43 +203,41 @@ def _task(
     rows, d = x.shape
     r0 = t * per
     r1 = min(rows, r0 + per)
-    t32 = np.uint32(thr)
-    scratch = tile_scratch()
     # float64 parameters once per task: converting them per element costs the output pass
     w64 = _float64(d, weight, 1.0)
     b64 = _float64(d, bias, 0.0)
-    # room for the last block's words past the row
-    words = np.empty(d + 3, np.uint32)
-    # with whole bitmask bytes per row each row's bits are packed from its words;
+    # a row's keep bytes in whole 64s, and its bits in whole chunks from its first block
+    keep = np.empty((d + WIDTH - 1) // WIDTH * WIDTH, np.uint8)
+    aligned = np.zeros((d + 3 + CHUNK - 1) // CHUNK * (CHUNK // WIDTH), np.uint64)
+    # with whole bitmask bytes per row each row's bits are stored as they are made;
     # otherwise the task's keep bytes are gathered and packed at its end
     row_bits = pack and drop and d % 8 == 0
     gather = pack and drop and not row_bits
-    keep = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if gather else 0, np.uint8)
+    gathered = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if gather else 0, np.uint8)
     for ri in range(r0, r1):
         if drop:
             position = lane0 + ri * d
             # the next row, also the first of the next task (that this thread
             # usually runs), but never past the array
             ahead = ri + 1 if ri + 1 < rows else -1
-            _row_words(words, scratch, d, block0 + np.uint64(position // 4), position % 4,
-                       key, x, residual, r, out, ahead)  # fmt: skip
-            if row_bits:
-                pack_at_least(words, d, t32, bits[ri * d // 8 : (ri + 1) * d // 8])
-            elif gather:
-                kr = keep[(ri - r0) * d :]
+            _row_keep(keep, aligned, bits, ri * d // 8 if row_bits else -1, d,
+                      block0 + np.uint64(position // 4), position % 4, key, thr,
+                      x, residual, r, out, ahead)  # fmt: skip
+            if gather:
+                kr = gathered[(ri - r0) * d :]
                 for j in range(d):
-                    kr[j] = np.uint8(words[j] >= t32)
+                    kr[j] = keep[j]
         rr = r[ri]
         if residual is None:
-            m, rs = _row_stats(x[ri], None, rr, words, drop, t32, scale, eps)
+            m, rs = _row_stats(x[ri], None, rr, keep, drop, scale, eps)
         else:
-            m, rs = _row_stats(x[ri], residual[ri], rr, words, drop, t32, scale, eps)
+            m, rs = _row_stats(x[ri], residual[ri], rr, keep, drop, scale, eps)
         _normalise(rr, out[ri], m, rs, w64, b64)
         mean[ri] = m
         rstd[ri] = rs
     if gather:
         base = r0 * d // 8
-        pack_at_least(keep, keep.size, np.uint8(1), bits[base : base + keep.size // 8])
+        pack_at_least(gathered, gathered.size, np.uint8(1), bits[base : base + gathered.size // 8])
 
 
 @kernel(fastmath=_FASTMATH)

@@ -4,42 +4,52 @@ Element ``i`` of a mask with ``(seed, call)`` takes word ``i % 4`` of
 ``philox4x32_10((lo32(i // 4), hi32(i // 4), lo32(call), hi32(call)), (lo32(seed),
 hi32(seed)))`` (see :mod:`normdrop.random`). The rounds work on uint64 values whose
 low 32 bits carry the state, and every multiply takes factors masked to 32 bits,
-so that each 32x32->64 product is one ``vpmuludq`` lane (x86) when LLVM vectorises
-the loop around :func:`philox_block`; every call yields four words.
+so that each 32x32->64 product is one ``vpmuludq`` lane (x86).
 
-Words are made a tile of :data:`TILE` elements at a time: a vectorised loop writes
-the four words of each block into four planes (unit-stride stores), making two
-blocks half the range apart per iteration (:func:`plane_words`), and a second loop
-interleaves them into element order. Storing the four words interleaved straight
-from the Philox loop is slower, and so is applying a mask read across the planes
-(see docs/benchmarks.md, "Kernel tuning").
+The kernels make a :data:`CHUNK` of 128 elements (32 counter blocks) at a time with
+two intrinsics that spell the ten rounds out as LLVM vector code over the 32 blocks
+(:func:`keep_bits128`, :func:`words128`), so that no loop vectoriser has to find the
+vector form and the core has eight independent multiply chains per round to
+overlap: the four words of the blocks are put into element order with vector
+shuffles, and the dropout kernels, which only need to know whether each word
+reaches the keep threshold, take the comparisons as the bits of two ``uint64`` (bit
+``j`` of the first for element ``j`` of the chunk, of the second for element ``64 +
+j``: the packed bitmask's layout) and never store a word (see docs/benchmarks.md,
+"Kernel tuning"). :func:`philox_block` is the scalar form, for the few elements
+before the first whole block.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .jit import TASK_SIZE, inline_jit, kernel, task_jit
 
 __all__ = [
+    "CHUNK",
     "TILE",
+    "TILES_PER_TASK",
     "edge_word",
     "head_and_tiles",
-    "interleave",
+    "keep_bits128",
+    "key_words",
     "philox_block",
     "philox_words",
-    "key_words",
-    "plane_words",
     "split64",
-    "tile_scratch",
-    "tile_words",
+    "words128",
 ]
 
-#: Elements per tile: 4 KiB of words, 128 bitmask bytes; a multiple of 8.
+#: Elements per tile, the unit of the kernels' task split; a multiple of :data:`CHUNK`.
 TILE = 1024
 #: Tiles per parallel task.
 TILES_PER_TASK = TASK_SIZE // TILE
+#: Elements made per call of :func:`keep_bits128` or :func:`words128` (32 counter blocks).
+CHUNK = 128
+_BLOCKS = CHUNK // 4
 
 _MASK, _SHIFT = np.uint64(0xFFFFFFFF), np.uint64(32)
 #: The Philox4x32 multipliers and Weyl key increments (Random123).
@@ -108,90 +118,127 @@ def edge_word(block0: np.uint64, lane: int, key: tuple) -> np.uint64:
     return philox_block(block0 + np.uint64(lane // 4), key)[lane % 4]
 
 
-@inline_jit
-def tile_scratch() -> tuple[np.ndarray, np.ndarray]:
-    """Per-task buffers of :func:`tile_words`: the four word planes (one spare block, see
-    :func:`plane_words`), the words."""
-    return np.empty((4, TILE // 4 + 1), np.uint32), np.empty(TILE, np.uint32)
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
 
 
-@inline_jit
-def plane_words(planes: np.ndarray, i0: int, i1: int, block: np.uint64, key: tuple) -> None:
-    """Words of blocks ``block + i``, ``i0 <= i < i1``, into ``planes[k][i]``.
+def _splat(builder: ir.IRBuilder, value: ir.Value, n: int) -> ir.Value:
+    """``value`` repeated in an ``n``-lane vector."""
+    vector = ir.VectorType(value.type, n)
+    undefined = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undefined, value, _I32(0))
+    return builder.shuffle_vector(first, undefined, ir.Constant(ir.VectorType(_I32, n), [0] * n))
 
-    Each iteration makes two blocks half the range apart, so that the vectorised loop
-    has twice the independent multiply chains to interleave; with an odd count the
-    block at ``i1`` is made too (the planes have a spare column for ``i1 == TILE // 4``).
+
+def _uint64(context, builder, value: ir.Value, value_type: types.Type) -> ir.Value:
+    """``value`` cast to a 64-bit integer."""
+    return context.cast(builder, value, value_type, types.uint64)
+
+
+def _chunk_words(context, builder, block, block_type, key) -> ir.Value:
+    """The ``<128 x i32>`` words of blocks ``block .. block + 31`` in element order
+    (lane ``4 * b + k`` holds word ``k`` of block ``block + b``); ``key`` is the
+    ``(c2, c3, k0, k1)`` tuple's LLVM value.
+
+    The scalar rounds of :func:`philox_block` on ``<32 x i64>`` vectors: LLVM makes each
+    product of a factor masked to 32 bits one ``vpmuludq`` (x86), and the high half a
+    shift. The key words stay scalars, one splat per round.
     """
-    # indices from 0 (slices), so that Numba adds no negative-index wraparound to them
-    p0 = planes[0, i0:]
-    p1 = planes[1, i0:]
-    p2 = planes[2, i0:]
-    p3 = planes[3, i0:]
-    first = block + np.uint64(i0)
-    half = (i1 - i0 + 1) // 2
-    for i in range(half):
-        k = i + half
-        a0, a1, a2, a3 = philox_block(first + np.uint64(i), key)
-        b0, b1, b2, b3 = philox_block(first + np.uint64(k), key)
-        p0[i] = a0
-        p1[i] = a1
-        p2[i] = a2
-        p3[i] = a3
-        p0[k] = b0
-        p1[k] = b1
-        p2[k] = b2
-        p3[k] = b3
+    n = _BLOCKS
+    vector = ir.VectorType(_I64, n)
+
+    def constant(value: int) -> ir.Constant:
+        return ir.Constant(vector, [value] * n)
+
+    mask, shift = constant(0xFFFFFFFF), constant(32)
+    c2s, c3s, k0, k1 = (builder.extract_value(key, i) for i in range(4))
+    blocks = builder.add(
+        _splat(builder, _uint64(context, builder, block, block_type), n),
+        ir.Constant(vector, list(range(n))),
+    )
+    c0, c1 = blocks, builder.lshr(blocks, shift)
+    c2, c3 = _splat(builder, c2s, n), _splat(builder, c3s, n)
+    for r in range(10):
+        # round r's key words: (k + r * W) mod 2**32, as philox_block's running sums
+        r0 = builder.and_(builder.add(k0, _I64(int(_W0) * r)), _I64(0xFFFFFFFF))
+        r1 = builder.and_(builder.add(k1, _I64(int(_W1) * r)), _I64(0xFFFFFFFF))
+        p0 = builder.mul(builder.and_(c0, mask), constant(int(_M0)))
+        p1 = builder.mul(builder.and_(c2, mask), constant(int(_M1)))
+        c0, c1, c2, c3 = (
+            builder.xor(builder.xor(builder.lshr(p1, shift), c1), _splat(builder, r0, n)),
+            p1,
+            builder.xor(builder.xor(builder.lshr(p0, shift), c3), _splat(builder, r1, n)),
+            p0,
+        )
+    words = [builder.trunc(w, ir.VectorType(_I32, n)) for w in (c0, c1, c2, c3)]
+    pair = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
+    w01 = builder.shuffle_vector(words[0], words[1], pair)
+    w23 = builder.shuffle_vector(words[2], words[3], pair)
+    order = [n * (e % 4) + e // 4 for e in range(CHUNK)]
+    return builder.shuffle_vector(w01, w23, ir.Constant(ir.VectorType(_I32, CHUNK), order))
 
 
-@inline_jit
-def interleave(planes: np.ndarray, nblocks: int, words: np.ndarray) -> np.ndarray:
-    """The words of blocks ``0 .. nblocks - 1`` of ``planes`` into ``words`` in element
-    order; returns ``words``."""
-    p0 = planes[0]
-    p1 = planes[1]
-    p2 = planes[2]
-    p3 = planes[3]
-    for i in range(nblocks):
-        words[4 * i] = p0[i]
-        words[4 * i + 1] = p1[i]
-        words[4 * i + 2] = p2[i]
-        words[4 * i + 3] = p3[i]
-    return words
+def _is_key(key: types.Type) -> bool:
+    """Whether ``key`` types as the ``(c2, c3, k0, k1)`` tuple of uint64."""
+    return isinstance(key, types.UniTuple) and key.count == 4 and key.dtype == types.uint64
 
 
-@inline_jit
-def tile_words(
-    block: np.uint64, nblocks: int, key: tuple, scratch: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """Words of ``nblocks`` blocks from ``block`` into ``scratch[1]`` in element order.
+@intrinsic
+def keep_bits128(typingctx, block, key, threshold):
+    """Bit ``j`` of ``bits[i]`` set where word ``e % 4`` of block ``block + e // 4`` is
+    ``>= threshold``, ``e = 64 * i + j``, for ``e < 128``: the packed bitmask of those
+    128 elements as a pair of uint64 ``bits``.
 
-    Returns the words array.
+    ``block`` is an unsigned integer (the blocks wrap modulo 2**64, as uint64 sums
+    do), ``key`` the ``(c2, c3, k0, k1)`` tuple (:func:`key_words`), ``threshold`` an
+    integer of which the low 32 bits count.
     """
-    planes, words = scratch
-    plane_words(planes, 0, nblocks, block, key)
-    return interleave(planes, nblocks, words)
+    if not (
+        isinstance(block, types.Integer) and _is_key(key) and isinstance(threshold, types.Integer)
+    ):
+        return None
+    pair = types.UniTuple(types.uint64, 2)
+
+    def codegen(context, builder, signature, args):
+        words = _chunk_words(context, builder, args[0], signature.args[0], args[1])
+        limit = builder.trunc(_uint64(context, builder, args[2], signature.args[2]), _I32)
+        keep = builder.icmp_unsigned(">=", words, _splat(builder, limit, CHUNK))
+        wide = builder.bitcast(keep, ir.IntType(CHUNK))
+        halves = [builder.trunc(builder.lshr(wide, wide.type(64 * i)), _I64) for i in range(2)]
+        return context.make_tuple(builder, pair, halves)
+
+    return pair(block, key, threshold), codegen
 
 
-@inline_jit
-def tile_span(t, n, head, block, key, scratch):
-    """Tile ``t`` of a body of ``n - head`` elements whose first counter block is
-    ``block``: its first element (after ``head``), its size, and its words."""
-    s = t * TILE
-    valid = min(TILE, n - head - s)
-    words = tile_words(block + np.uint64(t * (TILE // 4)), (valid + 3) // 4, key, scratch)
-    return head + s, valid, words
+@intrinsic
+def words128(typingctx, block, key, out, start):
+    """``out[start + j] =`` word ``j % 4`` of block ``block + j // 4``, for ``j < 128``.
 
+    ``out`` is a C-contiguous 1-D uint32 array holding at least ``start + 128`` words;
+    ``block`` and ``key`` as in :func:`keep_bits128`.
+    """
+    if not (
+        isinstance(block, types.Integer)
+        and _is_key(key)
+        and isinstance(out, types.Array)
+        and out.ndim == 1
+        and out.layout == "C"
+        and out.dtype == types.uint32
+        and out.mutable
+        and isinstance(start, types.Integer)
+    ):
+        return None
 
-@task_jit
-def _words_tiles(out, t0, t1, head, block, key):
-    """Tiles ``t0 .. t1 - 1`` of :func:`philox_words`."""
-    scratch = tile_scratch()
-    for t in range(t0, t1):
-        e, valid, words = tile_span(t, out.size, head, block, key, scratch)
-        o = out[e : e + valid]
-        for i in range(valid):
-            o[i] = words[i]
+    def codegen(context, builder, signature, args):
+        words = _chunk_words(context, builder, args[0], signature.args[0], args[1])
+        out_type = signature.args[2]
+        view = context.make_array(out_type)(context, builder, args[2])
+        item = cgutils.get_item_pointer(
+            context, builder, out_type, view, [args[3]], wraparound=False
+        )
+        builder.store(words, builder.bitcast(item, words.type.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(block, key, out, start), codegen
 
 
 @inline_jit
@@ -199,6 +246,22 @@ def head_and_tiles(n, lane0):
     """Elements before the first whole counter block, and the number of body tiles."""
     head = min(n, (4 - lane0) % 4)
     return head, (n - head + TILE - 1) // TILE
+
+
+@task_jit
+def _words_tiles(out, t0, t1, head, block, key):
+    """Tiles ``t0 .. t1 - 1`` of :func:`philox_words`: whole chunks straight into
+    ``out``, a last partial one through a scratch chunk."""
+    e0 = head + t0 * TILE
+    e1 = min(out.size, head + t1 * TILE)
+    full = e0 + (e1 - e0) // CHUNK * CHUNK
+    for e in range(e0, full, CHUNK):
+        words128(block + np.uint64((e - head) // 4), key, out, e)
+    if full < e1:
+        scratch = np.empty(CHUNK, np.uint32)
+        words128(block + np.uint64((full - head) // 4), key, scratch, 0)
+        for i in range(e1 - full):
+            out[full + i] = scratch[i]
 
 
 @kernel
