@@ -31,6 +31,7 @@ from normdrop.backends.numba_backend import (  # noqa: E402
     rows,
     rows_backward,
     stats,
+    streaming,
 )
 from normdrop.backends.numba_backend.philox import key_words  # noqa: E402
 
@@ -286,6 +287,32 @@ def test_whole_layer_batch_norm_in_every_layout(rng, shape, dtype):
                 np.testing.assert_allclose(db, want[2], **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_affine_is_the_cached_affine_at_every_alignment(rng, dtype):
+    """A short-row affine whose output takes streaming stores (at least
+    ``streaming.STREAM_BYTES``, whole cache lines written apart from the values around
+    them) gives the bits of calls too small to stream, wherever the output starts in
+    its cache line, on either clone, and in place."""
+    c = 64
+    n = streaming.STREAM_BYTES // (c * np.dtype(dtype).itemsize) + 37
+    x = (rng.standard_normal((n, c, 1)) * 3 + 2).astype(dtype)
+    m, a, b = rng.random(c), rng.random(c), rng.random(c)
+    kernel = elementwise.channel_affine.pick(x)
+    small = np.empty_like(x)
+    for r0 in range(0, n, 1000):
+        kernel(False, x[r0 : r0 + 1000], m, a, b, small[r0 : r0 + 1000])
+    for start in (0, 1, 5, 15):  # values past a cache line's start
+        buffer = np.empty(x.size + 16, dtype)
+        out = buffer[start : start + x.size].reshape(x.shape)
+        for parallel in (False, True):
+            out[...] = np.nan
+            kernel(parallel, x, m, a, b, out)
+            np.testing.assert_array_equal(out, small)
+    y = x.copy()
+    kernel(True, y, m, a, b, y)
+    np.testing.assert_array_equal(y, small)
+
+
 # ----------------------------------------------------------------------------- determinism
 #: Every module of the backend (``jit.kernels_in`` finds the kernels of each).
 KERNEL_MODULES = numba_modules()
@@ -366,6 +393,9 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), key),
         philox.philox_words(parallel, flat.size, np.uint64(3), 1, key),
         *_short_row_kernels(x3.reshape(-1, 7, 1), g3.reshape(-1, 7, 1), parallel),
+        # channels-last (N, C) data: whole column blocks, and blocks with a partial last one
+        *_short_row_kernels(x3.reshape(-1, 64, 1), g3.reshape(-1, 64, 1), parallel),
+        *_short_row_kernels(x3.reshape(-1, 96, 1), g3.reshape(-1, 96, 1), parallel),
     ]
 
 
