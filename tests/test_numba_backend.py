@@ -31,7 +31,6 @@ from normdrop.backends.numba_backend import (  # noqa: E402
     rows,
     rows_backward,
     stats,
-    streaming,
 )
 from normdrop.backends.numba_backend.philox import key_words  # noqa: E402
 
@@ -288,29 +287,26 @@ def test_whole_layer_batch_norm_in_every_layout(rng, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_streamed_affine_is_the_cached_affine_at_every_alignment(rng, dtype):
-    """A short-row affine whose output takes streaming stores (at least
-    ``streaming.STREAM_BYTES``, whole cache lines written apart from the values around
-    them) gives the bits of calls too small to stream, wherever the output starts in
-    its cache line, on either clone, and in place."""
-    c = 64
-    n = streaming.STREAM_BYTES // (c * np.dtype(dtype).itemsize) + 37
-    x = (rng.standard_normal((n, c, 1)) * 3 + 2).astype(dtype)
-    m, a, b = rng.random(c), rng.random(c), rng.random(c)
-    kernel = elementwise.channel_affine.pick(x)
-    small = np.empty_like(x)
-    for r0 in range(0, n, 1000):
-        kernel(False, x[r0 : r0 + 1000], m, a, b, small[r0 : r0 + 1000])
-    for start in (0, 1, 5, 15):  # values past a cache line's start
-        buffer = np.empty(x.size + 16, dtype)
-        out = buffer[start : start + x.size].reshape(x.shape)
-        for parallel in (False, True):
-            out[...] = np.nan
-            kernel(parallel, x, m, a, b, out)
-            np.testing.assert_array_equal(out, small)
-    y = x.copy()
-    kernel(True, y, m, a, b, y)
-    np.testing.assert_array_equal(y, small)
+def test_short_row_moments_overlapping_last_column_block(rng, dtype):
+    """Channels-last moments of more columns than one block but not a whole number of
+    blocks: the last block, which overlaps the one before it, gives every channel the
+    bits that a whole block gives it (one task: 96 and 64 columns share the geometry),
+    and a task of fewer columns than a block (copied into a padded one) matches the reference."""
+    block = stats.COLUMN_BLOCK
+    x = (rng.standard_normal((300, block + 32, 1)) * 3 + 5).astype(dtype)
+    kernel = stats.channel_moments.pick(x)
+    mean, var = kernel(False, x)
+    tail = np.ascontiguousarray(x[:, 32:])  # the channels of the overlapping last block
+    head = np.ascontiguousarray(x[:, :block])
+    for part, sl in ((tail, slice(32, None)), (head, slice(0, block))):
+        part_mean, part_var = kernel(False, part)
+        np.testing.assert_array_equal(part_mean, mean[sl])
+        np.testing.assert_array_equal(part_var, var[sl])
+    few = np.ascontiguousarray(x[:10, :5])  # fewer rows than a super-row: 50 columns
+    few_mean, few_var = stats.channel_moments.pick(few)(False, few)
+    ref = few.astype(np.float64)
+    np.testing.assert_allclose(few_mean, ref.mean(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(few_var, ref.var(axis=(0, 2)), rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- determinism

@@ -22,9 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, cold, inline_jit, task_jit
+from .jit import TASK_SIZE, inline_jit, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
-from .streaming import LINE_BYTES, STREAM_BYTES, affine_line, fence, line_phase
 
 __all__ = ["affine", "backward_elemt", "channel_affine", "channel_backward_elemt"]
 
@@ -125,44 +124,16 @@ def _affine_task(x, mean, scale, shift, out, i, n_tasks, c, length, expanded):
         sx, tx, mx = expanded
         e = (n_tasks - 1 - i) * TASK_SIZE
         e1 = min(x.size, e + TASK_SIZE)
-        stream = out.size * out.itemsize >= STREAM_BYTES
-        phase = line_phase(out)
-        per_line = LINE_BYTES // out.itemsize
         while e < e1:
             stop, j0 = _period_run(e, e1, sx.size)
-            if stream:  # the whole cache lines of out from l0 to l1 streamed, the rest not
-                l0 = min(stop, e + (-(phase + e)) % per_line)
-                l1 = max(l0, stop - (phase + stop) % per_line)
-                _affine_edge(x, mx, sx, tx, out, e, l0, j0)
-                for line in range(l0, l1, per_line):
-                    affine_line(x, out, line, mx, sx, tx, j0 + line - e)
-                _affine_edge(x, mx, sx, tx, out, l1, stop, j0 + l1 - e)
-            else:
-                _affine_run(x, mx, sx, tx, out, e, stop, j0)
+            xv = x[e:stop]
+            ov = out[e:stop]
+            mv = mx[j0:]
+            av = sx[j0:]
+            bv = tx[j0:]
+            for j in range(xv.size):
+                ov[j] = (xv[j] - mv[j]) * av[j] + bv[j]
             e = stop
-        if stream:
-            fence()
-
-
-@inline_jit
-def _affine_run(x, mx, sx, tx, out, e0, e1, j0):
-    """``out[e] = (x[e] - mx[j]) * sx[j] + tx[j]`` for ``e`` from ``e0`` to ``e1``, ``j``
-    from ``j0`` on (the columns of the expanded coefficients)."""
-    xv = x[e0:e1]
-    ov = out[e0:e1]
-    mv = mx[j0:]
-    av = sx[j0:]
-    bv = tx[j0:]
-    for j in range(xv.size):
-        ov[j] = (xv[j] - mv[j]) * av[j] + bv[j]
-
-
-@task_jit
-def _affine_edge(x, mx, sx, tx, out, e0, e1, j0):
-    """:func:`_affine_run` for the fewer than a cache line's values of a streamed run
-    around its whole lines: cold code (:func:`~.jit.cold`), compiled once per dtype."""
-    cold()
-    _affine_run(x, mx, sx, tx, out, e0, e1, j0)
 
 
 @inline_jit

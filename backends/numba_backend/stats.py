@@ -3,9 +3,10 @@
 Tasks are laid out by :mod:`.channel_tasks`. A long-row task computes its mean,
 then the squared deviations from it while its data is still in cache; a
 short-row task makes one pass of shifted sums (each column's values less one of
-them, the column's first), which needs no second sweep over the data. Its
-columns are folded per channel without a per-column mean: the channel's mean is
-``m = sum(count * K + s) / total`` and each column adds its sum of squared
+them, the column's first), which needs no second sweep over the data, one block of
+:data:`COLUMN_BLOCK` columns at a time with the block's sums held in registers
+(:mod:`.registers`). Its columns are folded per channel without a per-column mean:
+the channel's mean is ``m = sum(count * K + s) / total`` and each column adds its sum of squared
 deviations from ``m``, ``sum(((x - K) + (K - m))^2) = q + (K - m) (2 s + count (K - m))``.
 As the shift ``K`` is one of the column's values, ``(K - m)^2`` is at most that
 sum, and each of the three terms is at most about ``2 * count`` times it, so
@@ -124,13 +125,19 @@ def _shifted_sums(flat, base, stride, full, tail, j0, nj, shift, s, q):
         q[j0 + j] = kq[j]
 
 
-@task_jit
-def _few_shifted_sums(flat, base, stride, full, tail, ncols, shift, s, q):
-    """:func:`_shifted_sums` of a task of fewer than :data:`COLUMN_BLOCK` columns (a
-    partial last chunk or channel block): cold code (:func:`~.jit.cold`), compiled
-    once instead of as a second copy of the block loops in every kernel."""
-    cold()
-    _shifted_sums(flat, base, stride, full, tail, 0, ncols, shift, s, q)
+@inline_jit
+def _padded(flat, base, stride, full, tail, ncols):
+    """The ``full`` super-rows and the partial one of a short-row task of fewer than
+    :data:`COLUMN_BLOCK` columns, copied into rows of :data:`COLUMN_BLOCK` values (the
+    columns past ``ncols`` zero): a block of the same loops then serves it."""
+    rows = np.zeros((full + 1) * COLUMN_BLOCK, flat.dtype)
+    for i in range(full + 1):
+        off = base + i * stride
+        v = flat[off : off + (ncols if i < full else min(ncols, tail))]
+        row = rows[i * COLUMN_BLOCK : i * COLUMN_BLOCK + v.size]
+        for j in range(v.size):
+            row[j] = v[j]
+    return rows
 
 
 @task_jit
@@ -141,7 +148,8 @@ def _moments_short_task(x, t, plan, pmean, pm2):
     then ``tail`` more; column ``j`` belongs to channel ``((w0 + j) % width) // L``.
     One pass per block of :data:`COLUMN_BLOCK` columns (:func:`_shifted_sums`; when
     the columns are not a whole number of blocks, the last block overlaps the one
-    before it and computes its shared columns again, to the same bits): each column's
+    before it and computes its shared columns again, to the same bits; fewer columns
+    than a block are copied into a padded block, :func:`_padded`): each column's
     values are shifted by the column's first value ``K`` and ``s = sum(x - K)`` and
     ``q = sum((x - K) ** 2)`` accumulate in float64. The fold
     needs no per-column mean (see the module notes).
@@ -151,15 +159,20 @@ def _moments_short_task(x, t, plan, pmean, pm2):
     k, c0, c1, base, stride, cols, rows, full, tail = short_geometry(n, c, length, t, plan)
     # the columns with values: all of them, or the first ``tail`` if no super-row is full
     ncols = cols if full > 0 else tail
-    shift = np.empty(ncols)
-    s = np.empty(ncols)
-    q = np.empty(ncols)
-    if ncols >= COLUMN_BLOCK:  # whole blocks; the last one ends at the last column
-        for j in range(0, ncols, COLUMN_BLOCK):
-            j0 = min(j, ncols - COLUMN_BLOCK)
-            _shifted_sums(flat, base, stride, full, tail, j0, COLUMN_BLOCK, shift, s, q)
-    else:
-        _few_shifted_sums(flat, base, stride, full, tail, ncols, shift, s, q)
+    blocked = max(ncols, COLUMN_BLOCK)  # fewer columns: a padded copy of the task's data
+    if ncols < COLUMN_BLOCK:
+        flat = _padded(flat, base, stride, full, tail, ncols)
+        base = 0
+        stride = COLUMN_BLOCK
+    shift = np.empty(blocked)
+    s = np.empty(blocked)
+    q = np.empty(blocked)
+    for j in range(0, blocked, COLUMN_BLOCK):  # whole blocks; the last ends at the last column
+        j0 = min(j, blocked - COLUMN_BLOCK)
+        _shifted_sums(flat, base, stride, full, tail, j0, COLUMN_BLOCK, shift, s, q)
+    shift = shift[:ncols]
+    s = s[:ncols]
+    q = q[:ncols]
     width = c * length
     copies = cols // ((c1 - c0) * length)
     total = rows * length
