@@ -378,6 +378,29 @@ def test_whole_layer_batch_norm_in_every_layout(rng, shape, dtype):
                 np.testing.assert_allclose(db, want[2], **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_row_moments_overlapping_last_column_block(rng, dtype):
+    """Channels-last moments of more columns than one block but not a whole number of
+    blocks: the last block, which overlaps the one before it, gives every channel the
+    bits that a whole block gives it (one task: 96 and 64 columns share the geometry),
+    and a task of fewer columns than a block (copied into a padded one) matches the reference."""
+    block = stats.COLUMN_BLOCK
+    x = (rng.standard_normal((300, block + 32, 1)) * 3 + 5).astype(dtype)
+    kernel = stats.channel_moments.pick(x)
+    mean, var = kernel(False, x)
+    tail = np.ascontiguousarray(x[:, 32:])  # the channels of the overlapping last block
+    head = np.ascontiguousarray(x[:, :block])
+    for part, sl in ((tail, slice(32, None)), (head, slice(0, block))):
+        part_mean, part_var = kernel(False, part)
+        np.testing.assert_array_equal(part_mean, mean[sl])
+        np.testing.assert_array_equal(part_var, var[sl])
+    few = np.ascontiguousarray(x[:10, :5])  # fewer rows than a super-row: 50 columns
+    few_mean, few_var = stats.channel_moments.pick(few)(False, few)
+    ref = few.astype(np.float64)
+    np.testing.assert_allclose(few_mean, ref.mean(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(few_var, ref.var(axis=(0, 2)), rtol=1e-10)
+
+
 # ----------------------------------------------------------------------------- determinism
 #: Every module of the backend (``jit.kernels_in`` finds the kernels of each).
 KERNEL_MODULES = numba_modules()
@@ -458,6 +481,9 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         dropout.dropout_mask(parallel, flat.size, np.uint64(2**31), key),
         philox.philox_words(parallel, flat.size, np.uint64(3), 1, key),
         *_short_row_kernels(x3.reshape(-1, 7, 1), g3.reshape(-1, 7, 1), parallel),
+        # channels-last (N, C) data: whole column blocks, and blocks with a partial last one
+        *_short_row_kernels(x3.reshape(-1, 64, 1), g3.reshape(-1, 64, 1), parallel),
+        *_short_row_kernels(x3.reshape(-1, 96, 1), g3.reshape(-1, 96, 1), parallel),
     ]
 
 
