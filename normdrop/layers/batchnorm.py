@@ -133,22 +133,12 @@ class BatchNorm1d(Module):
         array
             ``x`` normalised per channel, in its shape and dtype.
         """
+        y = self._forward_bound(x)  # bound by forward_ready, with the plan's own momentum
         plan = self._plan
-        if type(x) is np.ndarray and plan is not None and plan.calls:
-            # the call the backend bound for this shape and dtype in an earlier forward
-            # (forward_ready binds for valid inputs only, with the plan's own momentum): a
-            # key that matches proves the shape and dtype, so this takes the fewest checks
-            run = plan.calls.get((x.shape, x.dtype))
-            if (
-                run is not None
-                and x.flags.c_contiguous  # type: ignore[attr-defined]
-                and resolve_backend(x, self._backend_choice) is plan.backend
-            ):
-                y, mean, rstd = run(x)
-                if plan.update:
-                    batch_norm.add_one(self._buffers["num_batches_tracked"])
-                self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward
-                return y
+        if y is not None:
+            if plan.update:
+                batch_norm.add_one(self._buffers["num_batches_tracked"])
+            return y
         if (  # the common case, in few operations: C-contiguous float32/float64 data
             type(x) is np.ndarray
             and x.dtype in _inputs.KERNEL_DTYPES

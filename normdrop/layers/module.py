@@ -22,7 +22,7 @@ from normdrop.layers._state_dict import (
     registered_value,
 )
 from normdrop.protocol import Array, ArrayT, Backend
-from normdrop.registry import get_backend
+from normdrop.registry import get_backend, resolve_backend
 
 __all__ = ["IncompatibleKeys", "Module"]
 
@@ -264,6 +264,29 @@ class Module(Checkpointing, Placement):
 
     def _check_device(self, name: str, x: Any) -> None:
         _devices.check_device(self, name, x)
+
+    def _forward_bound(self, x: Any) -> Any | None:
+        """Run the forward call the backend bound for ``x``'s shape and dtype, or ``None``.
+
+        A layer's plan keeps, per input shape and dtype, the call its backend bound in an
+        earlier forward, for valid inputs only (``calls``; see
+        :func:`normdrop._ops._arrays.bound_call`): a key that matches proves the shape and
+        dtype, so a C-contiguous NumPy input on the plan's backend takes the fewest checks.
+        Saves what the backward pass needs, as the general path does.
+        """
+        plan = self._plan
+        if type(x) is not np.ndarray or plan is None or not plan.calls:
+            return None
+        run = plan.calls.get((x.shape, x.dtype))
+        if (
+            run is None
+            or not x.flags.c_contiguous
+            or resolve_backend(x, self._backend_choice) is not plan.backend
+        ):
+            return None
+        y, mean, rstd = run(x)
+        self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward, inlined
+        return y
 
     @property
     def grads(self) -> dict[str, Array]:
