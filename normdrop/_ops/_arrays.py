@@ -111,6 +111,8 @@ def overlaps(out: Any, data: Any, *others: Any) -> bool:
     bitmasks) counts, because a kernel could overwrite values it has not read yet.
     Arrays without a memory interface (Dask) never overlap.
     """
+    if isinstance(out, np.ndarray):
+        return _host_overlaps(out, data, others)
     target = _interface(out)
     if target is None:
         return False
@@ -126,6 +128,20 @@ def overlaps(out: Any, data: Any, *others: Any) -> bool:
         low, high = _byte_range(iface)
         if low < span[1] and span[0] < high and span[0] < span[1] and low < high:
             return True
+    return False
+
+
+def _host_overlaps(out: np.ndarray, data: Any, others: tuple[Any, ...]) -> bool:
+    """:func:`overlaps` for a NumPy ``out``: NumPy's bounds check (only host arrays can
+    share its memory), the array interfaces only for arrays whose bounds meet."""
+    for a in (data, *others):
+        if not isinstance(a, np.ndarray) or a is out and a is data:
+            continue
+        if not np.may_share_memory(out, a):
+            continue
+        if a is data and _same_elements(out.__array_interface__, a.__array_interface__):
+            continue
+        return True
     return False
 
 
@@ -162,6 +178,23 @@ def kernel_output(
         ):
             return target.reshape(shape), True
     return empty_for(be, x, shape, compute), False
+
+
+def empty_pair(be: Backend, shape: tuple[int, ...], dtype: Any) -> tuple[Array, Array]:
+    """Two new arrays of ``shape`` and ``dtype`` for two outputs of one call on host
+    (NumPy) data: the halves of one allocation.
+
+    Two same-sized buffers freed together leave the top of the heap free by twice
+    their size, which glibc's ``malloc`` may give back to the system (its trim
+    threshold follows the largest block it recently served by ``mmap``); the next
+    call then takes every page back with a page fault. In a loop of calls whose
+    outputs are of some hundreds of KiB to a few MiB, that was most of the time
+    (docs/benchmarks.md, "Outputs in pairs"). One allocation for both leaves its
+    own size free, which ``malloc`` keeps. The halves share no element; either
+    keeps the whole allocation alive.
+    """
+    both = be.empty((2, *shape), dtype)
+    return both[0], both[1]
 
 
 def empty_for(be: Backend, x: Any, shape: tuple[int, ...], dtype: Any) -> Array:

@@ -119,11 +119,15 @@ def backward(
     call: int,
     bitmask: Array | None,
     out: Array | None = None,
+    into: Array | None = None,
 ) -> Array:
     """The input gradient from checked arrays: the forward's mask and scale on ``grad_output``.
 
     The mask is read from ``bitmask`` when given, else regenerated from
     ``(seed, call)``; without dropout the gradient is ``grad_output`` itself.
+    ``into``, a new C-contiguous array of ``grad_output``'s shape and dtype that
+    the caller made for it (not a user's ``out``: it is not checked), receives
+    the gradient when ``grad_output`` goes to the kernel as it is.
     """
     be, dy = p.backend, grad_output
     if not p.active:
@@ -133,7 +137,7 @@ def backward(
         require_seed(seed)
     words_seed = 0 if seed is None else seed  # used only without a bitmask
     if out is None and _inputs.is_kernel_ready(dy):  # the common case, in few operations
-        dx = be.empty(dy.shape, dy.dtype)
+        dx = be.empty(dy.shape, dy.dtype) if into is None else into
         if bitmask is None:
             return be.dropout_forward(dy, p.threshold, scale, words_seed, call, dx, None)
         return be.dropout_apply_bitmask(dy, bitmask, scale, dx)

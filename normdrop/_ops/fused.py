@@ -120,8 +120,13 @@ def forward(
     canonical = layer_norm.rows(x, norm.shape)
     x2 = _arrays.contiguous_input(be, x, canonical)
     res2 = None if residual is None else _arrays.contiguous_input(be, residual, canonical)
-    buffer, direct = _arrays.kernel_output(be, x, out, canonical)
-    r_buffer = be.empty(canonical, _inputs.compute_dtype(x.dtype))
+    r_dtype = _inputs.compute_dtype(x.dtype)
+    if out is None and x.dtype == r_dtype and type(x) is np.ndarray:
+        buffer, r_buffer = _arrays.empty_pair(be, canonical, r_dtype)
+        direct = False
+    else:
+        buffer, direct = _arrays.kernel_output(be, x, out, canonical)
+        r_buffer = be.empty(canonical, r_dtype)
     threshold = scale = bitmask = None
     if drop.active:
         threshold, scale = drop.threshold, drop.scale(x.dtype)
@@ -158,14 +163,24 @@ def backward(
     ``grad_residual = g_r`` (``None`` without a residual) and ``grad_x`` is the
     dropout backward of ``g_r`` (a copy of it without dropout).
     """
-    g_r, grad_weight, grad_bias = layer_norm.backward(p.norm, grad_output, r, mean, rstd)
+    pair: tuple[Array, Array] | None = None
+    if out is None and has_residual and type(r) is np.ndarray and r.dtype in _inputs.KERNEL_DTYPES:
+        # both gradients are returned: one allocation (see _arrays.empty_pair)
+        pair = _arrays.empty_pair(p.norm.backend, tuple(r.shape), r.dtype)
+    g_r, grad_weight, grad_bias = layer_norm.backward(
+        p.norm, grad_output, r, mean, rstd, None if pair is None else pair[0]
+    )
     if grad_r is not None:
         g_r += grad_r  # in place on mutable arrays; a new (lazy) array otherwise
     if p.dropout.active:
-        grad_x = dropout.backward(p.dropout, g_r, seed, call, bitmask, out)
+        into = None if pair is None else pair[1]
+        grad_x = dropout.backward(p.dropout, g_r, seed, call, bitmask, out, into)
     elif out is not None:
         out[...] = g_r
         grad_x = out
+    elif pair is not None:
+        pair[1][...] = g_r
+        grad_x = pair[1]
     else:  # the identity: a copy, so that grad_x and grad_residual never alias
         grad_x = g_r.copy() if has_residual else g_r
     return grad_x, (g_r if has_residual else None), grad_weight, grad_bias
