@@ -484,7 +484,29 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         # channels-last (N, C) data: whole column blocks, and blocks with a partial last one
         *_short_row_kernels(x3.reshape(-1, 64, 1), g3.reshape(-1, 64, 1), parallel),
         *_short_row_kernels(x3.reshape(-1, 96, 1), g3.reshape(-1, 96, 1), parallel),
+        # rows of whole register blocks that tasks cut (TASK_SIZE is no multiple of 192)
+        *_short_row_kernels(x3.reshape(-1, 192, 1), g3.reshape(-1, 192, 1), parallel),
     ]
+
+
+@pytest.mark.parametrize("shape", [(700, 64, 1), (300, 128, 1), (400, 32, 2), (500, 192, 1),
+                                   (260, 8, 16), (300, 320, 1), (5, 64, 1)])  # fmt: skip
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_short_row_affine_by_register_blocks(rng, shape, dtype, in_place):
+    """The short-row affine pass, which takes rows of whole 64-column blocks (up to
+    ``elementwise.REGISTER_ROWS`` values) a block at a time with its coefficients in
+    registers, tasks that start and end inside a row included, against the formula."""
+    n, c, length = shape
+    x = rng.standard_normal(shape).astype(dtype) * 3 + 1
+    m, a, b = (rng.standard_normal(c) for _ in range(3))
+    want = ((x.astype(float) - m[:, None]) * a[:, None] + b[:, None]).astype(dtype)
+    for parallel in (False, True):
+        data = x.copy()
+        out = data if in_place else np.full_like(x, np.nan)
+        elementwise.channel_affine(parallel, data, m, a, b, out)
+        np.testing.assert_allclose(out, want, rtol=2e-7 if dtype == np.float32 else 1e-14,
+                                   atol=1e-6 if dtype == np.float32 else 1e-13)  # fmt: skip
 
 
 def _long_channel_kernels(x, g, parallel):

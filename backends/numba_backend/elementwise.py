@@ -24,6 +24,8 @@ from numba import prange
 
 from .jit import TASK_SIZE, inline_jit, task_jit
 from .layouts import LONG_LAYOUT, channel_kernel
+from .registers import stack_array
+from .stats import COLUMN_BLOCK
 
 __all__ = ["affine", "backward_elemt", "channel_affine", "channel_backward_elemt"]
 
@@ -32,6 +34,9 @@ __all__ = ["affine", "backward_elemt", "channel_affine", "channel_backward_elemt
 #: wider periods also read more coefficient memory, which stops paying off past a
 #: few KiB (measured on the (N, 64) affine: 256, 512 and 1024 values all beat 64).
 RUN_WIDTH = 512
+#: Short rows of at most this many values (a multiple of :data:`~.stats.COLUMN_BLOCK`)
+#: take the affine a block of columns at a time, down the rows (:func:`_affine_task`).
+REGISTER_ROWS = 256
 
 
 @inline_jit
@@ -98,6 +103,42 @@ def _tasks(size):
     return (size + TASK_SIZE - 1) // TASK_SIZE
 
 
+@inline_jit
+def _affine_runs(x, out, e, e1, sx, tx, mx):
+    """Flat elements ``e .. e1 - 1`` of short rows, coefficients ``(sx, tx, mx)`` expanded
+    to one period (:func:`expand`), read run by run."""
+    while e < e1:
+        stop, j0 = _period_run(e, e1, sx.size)
+        xv = x[e:stop]
+        ov = out[e:stop]
+        mv = mx[j0:]
+        av = sx[j0:]
+        bv = tx[j0:]
+        for j in range(xv.size):
+            ov[j] = (xv[j] - mv[j]) * av[j] + bv[j]
+        e = stop
+
+
+@inline_jit
+def _affine_block(x, out, e, rows, width, j0, sx, tx, mx):
+    """Columns ``j0 : j0 + COLUMN_BLOCK`` of ``rows`` whole rows of ``width`` values from
+    flat element ``e``, the block's coefficients held in registers (stack arrays,
+    :mod:`.registers`): loaded once, not once per row."""
+    m = stack_array(COLUMN_BLOCK)
+    a = stack_array(COLUMN_BLOCK)
+    b = stack_array(COLUMN_BLOCK)
+    for j in range(COLUMN_BLOCK):
+        m[j] = mx[j0 + j]
+        a[j] = sx[j0 + j]
+        b[j] = tx[j0 + j]
+    for r in range(rows):
+        at = e + r * width + j0
+        xv = x[at : at + COLUMN_BLOCK]
+        ov = out[at : at + COLUMN_BLOCK]
+        for j in range(COLUMN_BLOCK):
+            ov[j] = (xv[j] - m[j]) * a[j] + b[j]
+
+
 @task_jit
 def _affine_task(x, mean, scale, shift, out, i, n_tasks, c, length, expanded):
     """Loop iteration ``i`` of :func:`channel_affine` on flat data.
@@ -106,6 +147,9 @@ def _affine_task(x, mean, scale, shift, out, i, n_tasks, c, length, expanded):
     one period (:func:`expand`). Short rows run their tasks last to first, so that
     the pass starts where the statistics pass before it ended (its data most likely
     still in cache); each task writes the same elements with the same arithmetic.
+    Short rows of a whole number of :data:`~.stats.COLUMN_BLOCK` values, up to
+    :data:`REGISTER_ROWS`, are written a block of columns at a time down the task's
+    whole rows (:func:`_affine_block`).
     """
     if expanded is None:
         e = i * TASK_SIZE
@@ -124,16 +168,16 @@ def _affine_task(x, mean, scale, shift, out, i, n_tasks, c, length, expanded):
         sx, tx, mx = expanded
         e = (n_tasks - 1 - i) * TASK_SIZE
         e1 = min(x.size, e + TASK_SIZE)
-        while e < e1:
-            stop, j0 = _period_run(e, e1, sx.size)
-            xv = x[e:stop]
-            ov = out[e:stop]
-            mv = mx[j0:]
-            av = sx[j0:]
-            bv = tx[j0:]
-            for j in range(xv.size):
-                ov[j] = (xv[j] - mv[j]) * av[j] + bv[j]
-            e = stop
+        width = c * length
+        if width % COLUMN_BLOCK != 0 or width > REGISTER_ROWS:
+            _affine_runs(x, out, e, e1, sx, tx, mx)
+            return
+        first = min(e1, (e + width - 1) // width * width)  # the first whole row's start
+        rows = (e1 - first) // width
+        _affine_runs(x, out, e, first, sx, tx, mx)
+        for j0 in range(0, width, COLUMN_BLOCK):
+            _affine_block(x, out, first, rows, width, j0, sx, tx, mx)
+        _affine_runs(x, out, first + rows * width, e1, sx, tx, mx)
 
 
 @inline_jit
