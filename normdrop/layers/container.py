@@ -112,13 +112,22 @@ class Sequential(Module):
         ------
         InvalidParameterError
             ``index`` is not an integer or ``layer`` is not a :class:`Module`.
+        IndexError
+            ``index`` is outside ``[-len(self), len(self)]`` (PyTorch refuses it too;
+            ``list.insert`` would clamp it silently).
         """
         if not isinstance(index, numbers.Integral) or isinstance(index, bool):
             raise InvalidParameterError(
                 f"index must be an integer, got {index!r}", parameter_name="index", value=index
             )
         layers = list(self)
-        layers.insert(int(index), self._checked([layer], int(index))[0])
+        index = int(index)
+        if not -len(layers) <= index <= len(layers):
+            raise IndexError(
+                f"index {index} is out of range for inserting into a Sequential of "
+                f"{len(layers)}: expected {-len(layers)} <= index <= {len(layers)}"
+            )
+        layers.insert(index, self._checked([layer], index)[0])
         self._set_layers(layers)
         return self
 
@@ -209,4 +218,4 @@ class Sequential(Module):
         inner = "".join(
             f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self)
         )
-        return f"Sequential({inner}\n)"
+        return f"Sequential({inner}\n)" if inner else "Sequential()"  # PyTorch's forms
