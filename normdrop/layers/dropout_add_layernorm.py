@@ -228,8 +228,9 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         )
         return (dx, dres), self._affine_grads(dweight, dbias)
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
+        """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
-            f"DropoutAddLayerNorm({self.normalized_shape}, p={self._p}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias})"
+            f"{self.normalized_shape}, p={self._p}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias}"
         )

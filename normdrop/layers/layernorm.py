@@ -104,8 +104,9 @@ class LayerNorm(RowAffine, Module):
         dx, dweight, dbias = layer_norm.backward(plan, grad_output, x, mean, rstd)
         return dx, self._affine_grads(dweight, dbias)
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
+        """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
-            f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})"
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
         )

@@ -367,6 +367,23 @@ class Module(Checkpointing, Placement):
         for store in (self._parameters, self._buffers):
             yield from ((k, v) for k, v in store.items() if v is not None)
 
+    # ----- representation ---------------------------------------------------------
+    def extra_repr(self) -> str:
+        """The arguments that ``repr(layer)`` shows in its parentheses, as in PyTorch.
+
+        ``repr(layer)`` is ``ClassName(<extra_repr>)``. Override this method, not
+        ``__repr__``, to describe a layer of your own; here it returns ``""``.
+
+        Returns
+        -------
+        str
+            E.g. ``"p=0.15"`` for ``Dropout(0.15)``.
+        """
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
     # ----- pickling --------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
