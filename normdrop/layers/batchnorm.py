@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
@@ -64,6 +66,13 @@ class BatchNorm1d(Module):
 
     _optional_state_keys = frozenset({"num_batches_tracked"})
     _plan_attributes = Module._plan_attributes | {"eps", "momentum", "track_running_stats"}
+    _attribute_checks = MappingProxyType(
+        {
+            "eps": partial(_validation.positive_finite, "eps"),
+            "momentum": partial(_validation.momentum, allow_none=True),
+            "track_running_stats": partial(_validation.boolean, "track_running_stats"),
+        }
+    )
 
     def __init__(
         self,

@@ -6,7 +6,8 @@ Subclassing :class:`Module` is also the public way to write a layer of your own
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,9 @@ class Module(Checkpointing, Placement):
     _forward_state_attributes: tuple[str, ...] = ()
     #: Plain attributes a layer's plan is made from: assigning one drops the plan.
     _plan_attributes: frozenset[str] = frozenset({"training"})
+    #: Plain attributes checked on every assignment (``bn.eps = 0.0`` raises, as at
+    #: construction): name -> function returning the value to store, or raising.
+    _attribute_checks: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
 
     _array_backend: Backend
     _backend_choice: str | Backend | None
@@ -130,11 +134,15 @@ class Module(Checkpointing, Placement):
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning to a parameter or buffer copies the value into it, after checks.
 
+        Other attributes are set as usual; those in ``_attribute_checks`` (such as
+        ``eps`` and ``momentum``) are checked as the constructor checks them.
+
         Raises
         ------
         InvalidParameterError
             The value is not an array of the parameter's or buffer's shape, or its
-            dtype does not cast to theirs (``same_kind``); nothing is changed.
+            dtype does not cast to theirs (``same_kind``); or a checked attribute gets
+            a value its constructor argument would refuse. Nothing is changed.
         """
         state = self.__dict__
         parameters = state.get("_parameters")
@@ -144,6 +152,9 @@ class Module(Checkpointing, Placement):
                 host = assignment_value(type(self).__name__, name, target, value)
                 target[...] = self._array_backend.asarray(host)
         else:
+            check = self._attribute_checks.get(name)
+            if check is not None:
+                value = check(value)
             object.__setattr__(self, name, value)
             if name in self._plan_attributes:
                 state["_plan"] = None
