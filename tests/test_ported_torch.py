@@ -802,3 +802,84 @@ def test_assigning_valid_options_takes_effect():
         np.testing.assert_allclose(bn(batch), _np(tbn(_t(batch))), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(bn.running_mean, tbn.running_mean.numpy(), rtol=1e-12)
     np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(), rtol=1e-12)
+
+
+def test_layernorm_normalized_shape_from_a_numpy_array():
+    """torch.nn.LayerNorm takes any iterable of sizes (``tuple(normalized_shape)``), so a 1-D
+    integer array works; float, 2-D and empty arrays are refused."""
+    ln = normdrop.LayerNorm(np.array([2, 3]))
+    assert (
+        ln.normalized_shape
+        == (2, 3)
+        == tuple(torch.nn.LayerNorm(np.array([2, 3])).normalized_shape)
+    )
+    assert F.layer_norm(np.ones((4, 3)), np.array([3])).shape == (4, 3)
+    for bad in (
+        np.array([2.0, 3.0]),
+        np.array([[2, 3]]),
+        np.array([], dtype=int),
+        np.array([0, 3]),
+    ):
+        with pytest.raises(normdrop.InvalidParameterError, match="normalized_shape"):
+            normdrop.LayerNorm(bad)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda name: normdrop.BatchNorm1d(3, dtype=np.float64, backend=name), (0, 3, 2)),
+        (lambda name: normdrop.BatchNorm1d(3, dtype=np.float64, backend=name), (0, 3)),
+        (lambda name: normdrop.LayerNorm(5, dtype=np.float64, backend=name), (0, 5)),
+        (lambda name: normdrop.LayerNorm((2, 5), dtype=np.float64, backend=name), (3, 0, 2, 5)),
+        (lambda name: normdrop.Dropout(0.5, seed=0, backend=name), (0, 4)),
+    ],
+)
+def test_module_empty_input(backend, make, shape):
+    """test_nn.py: _test_module_empty_input (test_BatchNorm_empty, test_LayerNorm_empty...).
+    An empty batch gives an empty output and input gradient of its shape, and zero
+    parameter gradients."""
+    layer = make(backend.name)
+    x = backend.asarray(np.zeros(shape))
+    y = backend.to_numpy(layer(x))
+    dx = backend.to_numpy(layer.backward(backend.asarray(np.zeros(shape))))
+    assert y.shape == shape and dx.shape == shape
+    for name, grad in layer.grads.items():
+        np.testing.assert_array_equal(host(backend, grad), 0, err_msg=name)
+
+
+def test_dropout_non_contiguous_inputs(backend, rng):
+    """test_modules.py: test_non_contiguous_tensors for Dropout. A strided view gets the mask
+    of its C-ordered copy (the mask follows the logical C-order index), so the outputs are
+    equal, in training and in evaluation."""
+    _fast(backend)
+    base = rng.standard_normal((4, 6, 8))
+    for x in (base[:, ::2, 1::3], base[::-1, :, ::-2], np.asfortranarray(base)[:, 1:]):
+        for training in (True, False):
+            got = normdrop.Dropout(0.5, seed=3, backend=backend.name).train(training)(
+                backend.asarray(x)
+            )
+            want = normdrop.Dropout(0.5, seed=3, backend=backend.name).train(training)(
+                backend.asarray(np.ascontiguousarray(x))
+            )
+            np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(want))
+
+
+def test_sequential_state_dict_loads_into_torch_and_back():
+    """test_nn.py: test_state_dict / test_load_state_dict for nested containers: the keys of
+    a nested Sequential (``1.0.weight``) are PyTorch's, and each side loads the other's."""
+    ours = normdrop.Sequential(
+        normdrop.BatchNorm1d(3), normdrop.Sequential(normdrop.Dropout(0.1), normdrop.LayerNorm(3))
+    )
+    theirs = torch.nn.Sequential(
+        torch.nn.BatchNorm1d(3), torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.LayerNorm(3))
+    )
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours(np.random.default_rng(15).random((4, 3)).astype(np.float32))
+    ours[1][1].weight = np.array([1.0, 2.0, 3.0], np.float32)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    fresh = normdrop.Sequential(
+        normdrop.BatchNorm1d(3), normdrop.Sequential(normdrop.Dropout(0.1), normdrop.LayerNorm(3))
+    )
+    fresh.load_state_dict(theirs.state_dict())
+    for key, value in ours.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
