@@ -883,3 +883,47 @@ def test_sequential_state_dict_loads_into_torch_and_back():
     fresh.load_state_dict(theirs.state_dict())
     for key, value in ours.state_dict().items():
         np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
+
+
+def test_named_parameters_remove_duplicate():
+    """test_nn.py: test_named_parameters_remove_duplicate (and the buffers' twin). A layer
+    used twice in a Sequential lists its arrays once, under its first position, as PyTorch
+    does, so an update loop over named_parameters() steps each array once; the state dict
+    keeps both positions, as PyTorch's does."""
+    ln, bn = normdrop.LayerNorm(3), normdrop.BatchNorm1d(3)
+    ours = normdrop.Sequential(ln, bn, normdrop.Sequential(ln, bn))
+    tln, tbn = torch.nn.LayerNorm(3), torch.nn.BatchNorm1d(3)
+    theirs = torch.nn.Sequential(tln, tbn, torch.nn.Sequential(tln, tbn))
+    assert [k for k, _ in ours.named_parameters()] == [k for k, _ in theirs.named_parameters()]
+    assert [k for k, _ in ours.named_buffers()] == [k for k, _ in theirs.named_buffers()]
+    assert len(list(ours.parameters())) == len(list(theirs.parameters())) == 4
+    assert list(ours.grads) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+def test_shared_layer_backward_matches_torch(backend_name):
+    """A layer object at several positions (tied weights: torch.nn.Sequential(ln, drop,
+    Sequential(ln, drop), ln)) gets each use's gradient, as PyTorch's autograd gives;
+    normdrop's layers keep one saved forward pass each, and the backward used the last
+    one for every position (silently wrong input and parameter gradients)."""
+    rng = np.random.default_rng(16)
+    x, g = rng.random((4, 3)), rng.random((4, 3))
+    ln = normdrop.LayerNorm(3, dtype=np.float64, backend=backend_name)
+    drop = normdrop.Dropout(0.3, seed=4, backend=backend_name)
+    model = normdrop.Sequential(ln, drop, normdrop.Sequential(ln, drop), ln)
+    ln.weight = np.array([1.0, 2.0, 3.0])
+    y = model(x)
+    dx = model.backward(g)
+
+    tln = torch.nn.LayerNorm(3, dtype=torch.float64)
+    with torch.no_grad():
+        tln.weight.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    masks = [_t(F.dropout_mask((4, 3), 0.3, seed=4, call=k)) for k in (0, 1)]
+    tx = _t(x).requires_grad_(True)
+    ty = tln(tln(tln(tx) * masks[0] / 0.7) * masks[1] / 0.7)
+    ty.backward(_t(g))
+    np.testing.assert_allclose(y, _np(ty), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.grads["0.weight"], tln.weight.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(model.grads["0.bias"], tln.bias.grad.numpy(), rtol=1e-10)

@@ -159,15 +159,29 @@ class Sequential(Module):
 
     # ----- computing ---------------------------------------------------------------
     def forward(self, x: Array) -> Array:
-        """Apply every layer in order; if one raises, every layer's state is rolled back."""
+        """Apply every layer in order; if one raises, every layer's state is rolled back.
+
+        A layer object used at more than one position (shared weights, as
+        ``torch.nn.Sequential(ln, dropout, ln)``) keeps one saved forward pass per
+        position, so :meth:`backward` gives each use its own gradients, as
+        PyTorch's autograd does.
+        """
         snapshots = _snapshot.take(self)
+        contexts: list[list[tuple[Module, Any]]] | None = None
+        if len({id(module) for module, _ in snapshots}) < len(snapshots):
+            contexts = []  # a layer is used twice: keep each use's saved passes
         try:
             for layer in self._modules.values():
                 x = layer(x)
+                if contexts is not None:
+                    contexts.append([(m, m._saved) for _, m in layer._walk()])
         except BaseException:
             _snapshot.restore(snapshots)
             raise
-        self.save_for_backward()
+        if contexts is None:
+            self.save_for_backward()
+        else:
+            self.save_for_backward(contexts)
         return x
 
     def backward(self, grad_output: Array) -> Array:
@@ -194,8 +208,13 @@ class Sequential(Module):
                 raise BackwardBeforeForwardError(
                     f"Sequential.backward() called before any forward pass of {where}"
                 )
-        for layer in reversed(list(self._modules.values())):
-            grad_output = layer.backward(grad_output)
+        layers = list(self._modules.values())
+        contexts = self._saved[0] if self._saved else None
+        for position in reversed(range(len(layers))):
+            if contexts is not None:  # a shared layer: put back this position's passes
+                for module, saved in contexts[position]:
+                    module.__dict__["_saved"] = saved
+            grad_output = layers[position].backward(grad_output)
         return grad_output
 
     def _check_device(self, name: str, x: Any) -> None:

@@ -168,6 +168,15 @@ class Module(Checkpointing, Placement):
         for name, child in self._modules.items():
             yield from child._walk(f"{prefix}{name}.")
 
+    def _walk_unique(self) -> Iterator[tuple[str, Module]]:
+        """:meth:`_walk` without repeats: a module used at several positions is yielded at
+        its first (as PyTorch's ``named_parameters`` and ``named_modules`` do)."""
+        seen: set[int] = set()
+        for prefix, module in self._walk():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield prefix, module
+
     # ----- calling ---------------------------------------------------------------
     def __call__(self, x: ArrayT) -> ArrayT:
         """Same as :meth:`forward`, after checking that ``x`` is on the layer's device.
@@ -310,7 +319,7 @@ class Module(Checkpointing, Placement):
         """
         if not self._modules:
             return self._grads
-        return {prefix + k: v for prefix, m in self._walk() for k, v in m._grads.items()}
+        return {prefix + k: v for prefix, m in self._walk_unique() for k, v in m._grads.items()}
 
     def zero_grad(self) -> None:
         """Set every gradient in :attr:`grads` to zero, in place."""
@@ -352,7 +361,7 @@ class Module(Checkpointing, Placement):
         """``(key, array)`` of every array in ``store`` (an attribute) of each module inside."""
         return (
             (prefix + k, v)
-            for prefix, m in self._walk()
+            for prefix, m in self._walk_unique()
             for k, v in getattr(m, store).items()
             if v is not None
         )
