@@ -927,3 +927,25 @@ def test_shared_layer_backward_matches_torch(backend_name):
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(model.grads["0.weight"], tln.weight.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(model.grads["0.bias"], tln.bias.grad.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["BatchNorm1d", "LayerNorm"])
+def test_reset_parameters_like_torch(name):
+    """torch.nn.BatchNorm1d/LayerNorm.reset_parameters (used by test_modules.py's
+    test_to_empty and test_factory_kwargs): after training steps and changed weights, the
+    state dict is the fresh layer's again (BatchNorm: running statistics and count too)."""
+    layer, tlayer = LAYERS[name][0](), LAYERS[name][1]()
+    rng = np.random.default_rng(17)
+    shape = (4, 3) if name == "BatchNorm1d" else (4, 2, 3)
+    x = rng.random(shape).astype(np.float32)
+    layer(x)
+    tlayer(_t(x))
+    layer.weight = np.full(layer.weight.shape, 3.0, np.float32)
+    with torch.no_grad():
+        tlayer.weight.fill_(3.0)
+    layer.reset_parameters()
+    tlayer.reset_parameters()
+    fresh = LAYERS[name][0]().state_dict()
+    for key, value in tlayer.state_dict().items():
+        np.testing.assert_array_equal(layer.state_dict()[key], value.numpy(), err_msg=key)
+        np.testing.assert_array_equal(layer.state_dict()[key], fresh[key], err_msg=key)
