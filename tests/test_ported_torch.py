@@ -949,3 +949,38 @@ def test_reset_parameters_like_torch(name):
     for key, value in tlayer.state_dict().items():
         np.testing.assert_array_equal(layer.state_dict()[key], value.numpy(), err_msg=key)
         np.testing.assert_array_equal(layer.state_dict()[key], fresh[key], err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["BatchNorm1d", "LayerNorm"])
+def test_factory_kwargs_dtype(name, dtype):
+    """test_modules.py: test_factory_kwargs. dtype= sets every floating parameter, buffer and
+    gradient; num_batches_tracked stays int64, as in PyTorch."""
+    cls, tcls = getattr(normdrop, name), getattr(torch.nn, name)
+    layer, tlayer = cls(3, dtype=dtype), tcls(3, dtype=TORCH_DTYPE[dtype])
+    ours, theirs = layer.state_dict(), tlayer.state_dict()
+    assert {k: str(v.dtype) for k, v in ours.items()} == {
+        k: str(v.dtype).replace("torch.", "") for k, v in theirs.items()
+    }
+    assert all(g.dtype == dtype for g in layer.grads.values())
+
+
+def test_batchnorm_simple_average_float16_input():
+    """test_nn.py: _test_batchnorm_simple_average with float16 data on a float32 layer (the
+    mixed case PyTorch runs on GPUs): the running statistics stay float32 and momentum=None
+    averages the two batches."""
+    rng = np.random.default_rng(18)
+    data1 = rng.random((4, 3)).astype(np.float16)
+    data2 = rng.random((4, 3)).astype(np.float16)
+    bn = normdrop.BatchNorm1d(3, momentum=None)
+    alone = []
+    for data in (data1, data2):
+        bn.reset_running_stats()
+        assert bn(data).dtype == np.float16
+        alone.append(bn.running_mean.copy())
+    bn.reset_running_stats()
+    bn(data1)
+    bn(data2)
+    assert bn.running_mean.dtype == np.float32
+    np.testing.assert_allclose(bn.running_mean, (alone[0] + alone[1]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(alone[0], data1.astype(np.float64).mean(0), rtol=1e-6)
