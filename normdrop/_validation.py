@@ -122,6 +122,8 @@ def normalized_shape(value: Any) -> tuple[int, ...]:
         dims: Sequence[Any] = (value,)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0:
         dims = value
+    elif isinstance(value, np.ndarray) and value.ndim == 1 and value.size > 0:
+        dims = value.tolist()  # a 1-D array of sizes, as PyTorch's tuple(normalized_shape) takes
     else:
         raise _fail(
             "normalized_shape", value, "a positive int or a non-empty sequence of positive ints"

@@ -31,6 +31,18 @@ def memory_order(x: Any) -> tuple[int, ...] | None:
     return order if x.transpose(order).flags.c_contiguous else None
 
 
+def axes_permuted(x: Any) -> bool:
+    """Whether ``x`` is a NumPy array whose strides do not fall from the first axis to the
+    last (a view of Fortran-ordered or transposed data, dense or not).
+
+    Axes of length 1 are left out: their strides mean nothing.
+    """
+    if not isinstance(x, np.ndarray) or x.flags.c_contiguous or x.ndim < 2:
+        return False
+    strides = [abs(s) for s, n in zip(x.strides, x.shape, strict=True) if n > 1]
+    return any(a < b for a, b in zip(strides, strides[1:], strict=False))
+
+
 def contiguous_input(
     be: Backend, x: Any, shape: tuple[int, ...], order: tuple[int, ...] | None = None
 ) -> Array:

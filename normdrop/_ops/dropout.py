@@ -70,15 +70,17 @@ def make_plan(be: Backend, p: float, active: bool, bitmask: bool) -> DropoutPlan
 
 
 def _layout(be: Backend, x: Any) -> tuple[Any, Any]:
-    """``(x1, result)`` for data in another dense memory order (Fortran, permuted).
+    """``(x1, result)`` for data whose axes lie in memory in another order than C's.
 
     The mask follows the C-order element index, so the kernel runs on a C-ordered
     copy ``x1``; ``result`` is an uninitialised array laid out like ``x`` (as
     ``numpy.empty_like`` and PyTorch keep it) that the caller fills from ``x1``.
-    ``(None, None)`` for C-ordered data, other array kinds and non-dense views
-    (whose result is C-ordered).
+    That covers dense data in another order (Fortran, permuted) and views of it
+    (a slice of a Fortran-ordered array gives a Fortran-ordered result, as in
+    PyTorch). ``(None, None)`` for data in C order, even with gaps (whose result
+    is C-contiguous), and for other array kinds.
     """
-    if _arrays.memory_order(x) is None:
+    if _arrays.memory_order(x) is None and not _arrays.axes_permuted(x):
         return None, None
     x1 = be.ascontiguous(x)  # a copy: x is not C-contiguous
     return x1.astype(_inputs.compute_dtype(x.dtype), copy=False), np.empty_like(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
@@ -64,6 +66,13 @@ class BatchNorm1d(Module):
 
     _optional_state_keys = frozenset({"num_batches_tracked"})
     _plan_attributes = Module._plan_attributes | {"eps", "momentum", "track_running_stats"}
+    _attribute_checks = MappingProxyType(
+        {
+            "eps": partial(_validation.positive_finite, "eps"),
+            "momentum": partial(_validation.momentum, allow_none=True),
+            "track_running_stats": partial(_validation.boolean, "track_running_stats"),
+        }
+    )
 
     def __init__(
         self,
@@ -183,8 +192,13 @@ class BatchNorm1d(Module):
 
     def _make_plan(self, be: Backend) -> batch_norm.BatchNormPlan:
         """The plan of this layer's parameters, mode and options on backend ``be``."""
-        use_batch = self.training or not self.track_running_stats
-        update = self.training and self.track_running_stats
+        # PyTorch's rule, which decides by the buffers, not by the flag alone: after
+        # ``bn.track_running_stats = False`` on a layer that has running statistics,
+        # evaluation still reads them and training leaves them alone; a layer built
+        # without them uses batch statistics in both modes, whatever the flag says later
+        has_running = self.running_mean is not None and self.running_var is not None
+        use_batch = self.training or not has_running
+        update = self.training and self.track_running_stats and has_running
         running = update or not use_batch
         plan = batch_norm.make_plan(
             be,
@@ -216,8 +230,9 @@ class BatchNorm1d(Module):
         dx, dweight, dbias = batch_norm.backward(plan, grad_output, x, mean, rstd, plan.use_batch)
         return dx, ({"weight": dweight, "bias": dbias} if self.affine else {})
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
+        """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
-            f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats})"
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )

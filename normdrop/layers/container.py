@@ -112,13 +112,22 @@ class Sequential(Module):
         ------
         InvalidParameterError
             ``index`` is not an integer or ``layer`` is not a :class:`Module`.
+        IndexError
+            ``index`` is outside ``[-len(self), len(self)]`` (PyTorch refuses it too;
+            ``list.insert`` would clamp it silently).
         """
         if not isinstance(index, numbers.Integral) or isinstance(index, bool):
             raise InvalidParameterError(
                 f"index must be an integer, got {index!r}", parameter_name="index", value=index
             )
         layers = list(self)
-        layers.insert(int(index), self._checked([layer], int(index))[0])
+        index = int(index)
+        if not -len(layers) <= index <= len(layers):
+            raise IndexError(
+                f"index {index} is out of range for inserting into a Sequential of "
+                f"{len(layers)}: expected {-len(layers)} <= index <= {len(layers)}"
+            )
+        layers.insert(index, self._checked([layer], index)[0])
         self._set_layers(layers)
         return self
 
@@ -150,15 +159,29 @@ class Sequential(Module):
 
     # ----- computing ---------------------------------------------------------------
     def forward(self, x: Array) -> Array:
-        """Apply every layer in order; if one raises, every layer's state is rolled back."""
+        """Apply every layer in order; if one raises, every layer's state is rolled back.
+
+        A layer object used at more than one position (shared weights, as
+        ``torch.nn.Sequential(ln, dropout, ln)``) keeps one saved forward pass per
+        position, so :meth:`backward` gives each use its own gradients, as
+        PyTorch's autograd does.
+        """
         snapshots = _snapshot.take(self)
+        contexts: list[list[tuple[Module, Any]]] | None = None
+        if len({id(module) for module, _ in snapshots}) < len(snapshots):
+            contexts = []  # a layer is used twice: keep each use's saved passes
         try:
             for layer in self._modules.values():
                 x = layer(x)
+                if contexts is not None:
+                    contexts.append([(m, m._saved) for _, m in layer._walk()])
         except BaseException:
             _snapshot.restore(snapshots)
             raise
-        self.save_for_backward()
+        if contexts is None:
+            self.save_for_backward()
+        else:
+            self.save_for_backward(contexts)
         return x
 
     def backward(self, grad_output: Array) -> Array:
@@ -185,8 +208,13 @@ class Sequential(Module):
                 raise BackwardBeforeForwardError(
                     f"Sequential.backward() called before any forward pass of {where}"
                 )
-        for layer in reversed(list(self._modules.values())):
-            grad_output = layer.backward(grad_output)
+        layers = list(self._modules.values())
+        contexts = self._saved[0] if self._saved else None
+        for position in reversed(range(len(layers))):
+            if contexts is not None:  # a shared layer: put back this position's passes
+                for module, saved in contexts[position]:
+                    module.__dict__["_saved"] = saved
+            grad_output = layers[position].backward(grad_output)
         return grad_output
 
     def _check_device(self, name: str, x: Any) -> None:
@@ -209,4 +237,4 @@ class Sequential(Module):
         inner = "".join(
             f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self)
         )
-        return f"Sequential({inner}\n)"
+        return f"Sequential({inner}\n)" if inner else "Sequential()"  # PyTorch's forms

@@ -136,5 +136,6 @@ class Dropout(SeededCalls, Module):
             dx = dx.astype(dtype) if hasattr(dx, "astype") else np.asarray(dx, dtype=dtype)
         return dx, {}
 
-    def __repr__(self) -> str:
-        return f"Dropout(p={self._p})"
+    def extra_repr(self) -> str:
+        """The drop probability in PyTorch's format (``repr`` shows it)."""
+        return f"p={self._p}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -96,6 +98,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         self.call_count = 0
 
     _plan_attributes = Module._plan_attributes | {"eps", "_p"}
+    _attribute_checks = MappingProxyType({"eps": partial(_validation.positive_finite, "eps")})
 
     @property
     def p(self) -> float:
@@ -228,8 +231,9 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         )
         return (dx, dres), self._affine_grads(dweight, dbias)
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
+        """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
-            f"DropoutAddLayerNorm({self.normalized_shape}, p={self._p}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias})"
+            f"{self.normalized_shape}, p={self._p}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias}"
         )

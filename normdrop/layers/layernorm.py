@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from normdrop import _validation
 from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, layer_norm
 from normdrop.layers._row_affine import RowAffine, row_affine_options
@@ -46,6 +49,7 @@ class LayerNorm(RowAffine, Module):
     """
 
     _plan_attributes = Module._plan_attributes | {"eps"}
+    _attribute_checks = MappingProxyType({"eps": partial(_validation.positive_finite, "eps")})
 
     def __init__(
         self,
@@ -104,8 +108,9 @@ class LayerNorm(RowAffine, Module):
         dx, dweight, dbias = layer_norm.backward(plan, grad_output, x, mean, rstd)
         return dx, self._affine_grads(dweight, dbias)
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
+        """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
-            f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})"
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
         )

@@ -6,7 +6,8 @@ Subclassing :class:`Module` is also the public way to write a layer of your own
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,9 @@ class Module(Checkpointing, Placement):
     _forward_state_attributes: tuple[str, ...] = ()
     #: Plain attributes a layer's plan is made from: assigning one drops the plan.
     _plan_attributes: frozenset[str] = frozenset({"training"})
+    #: Plain attributes checked on every assignment (``bn.eps = 0.0`` raises, as at
+    #: construction): name -> function returning the value to store, or raising.
+    _attribute_checks: Mapping[str, Callable[[Any], Any]] = MappingProxyType({})
 
     _array_backend: Backend
     _backend_choice: str | Backend | None
@@ -130,11 +134,15 @@ class Module(Checkpointing, Placement):
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning to a parameter or buffer copies the value into it, after checks.
 
+        Other attributes are set as usual; those in ``_attribute_checks`` (such as
+        ``eps`` and ``momentum``) are checked as the constructor checks them.
+
         Raises
         ------
         InvalidParameterError
             The value is not an array of the parameter's or buffer's shape, or its
-            dtype does not cast to theirs (``same_kind``); nothing is changed.
+            dtype does not cast to theirs (``same_kind``); or a checked attribute gets
+            a value its constructor argument would refuse. Nothing is changed.
         """
         state = self.__dict__
         parameters = state.get("_parameters")
@@ -144,6 +152,9 @@ class Module(Checkpointing, Placement):
                 host = assignment_value(type(self).__name__, name, target, value)
                 target[...] = self._array_backend.asarray(host)
         else:
+            check = self._attribute_checks.get(name)
+            if check is not None:
+                value = check(value)
             object.__setattr__(self, name, value)
             if name in self._plan_attributes:
                 state["_plan"] = None
@@ -156,6 +167,15 @@ class Module(Checkpointing, Placement):
         yield prefix, self
         for name, child in self._modules.items():
             yield from child._walk(f"{prefix}{name}.")
+
+    def _walk_unique(self) -> Iterator[tuple[str, Module]]:
+        """:meth:`_walk` without repeats: a module used at several positions is yielded at
+        its first (as PyTorch's ``named_parameters`` and ``named_modules`` do)."""
+        seen: set[int] = set()
+        for prefix, module in self._walk():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield prefix, module
 
     # ----- calling ---------------------------------------------------------------
     def __call__(self, x: ArrayT) -> ArrayT:
@@ -299,7 +319,7 @@ class Module(Checkpointing, Placement):
         """
         if not self._modules:
             return self._grads
-        return {prefix + k: v for prefix, m in self._walk() for k, v in m._grads.items()}
+        return {prefix + k: v for prefix, m in self._walk_unique() for k, v in m._grads.items()}
 
     def zero_grad(self) -> None:
         """Set every gradient in :attr:`grads` to zero, in place."""
@@ -341,7 +361,7 @@ class Module(Checkpointing, Placement):
         """``(key, array)`` of every array in ``store`` (an attribute) of each module inside."""
         return (
             (prefix + k, v)
-            for prefix, m in self._walk()
+            for prefix, m in self._walk_unique()
             for k, v in getattr(m, store).items()
             if v is not None
         )
@@ -366,6 +386,23 @@ class Module(Checkpointing, Placement):
         """This module's own parameters and buffers (not those of modules inside it)."""
         for store in (self._parameters, self._buffers):
             yield from ((k, v) for k, v in store.items() if v is not None)
+
+    # ----- representation ---------------------------------------------------------
+    def extra_repr(self) -> str:
+        """The arguments that ``repr(layer)`` shows in its parentheses, as in PyTorch.
+
+        ``repr(layer)`` is ``ClassName(<extra_repr>)``. Override this method, not
+        ``__repr__``, to describe a layer of your own; here it returns ``""``.
+
+        Returns
+        -------
+        str
+            E.g. ``"p=0.15"`` for ``Dropout(0.15)``.
+        """
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     # ----- pickling --------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
