@@ -355,3 +355,44 @@ def test_sequential_backward_checks_every_layer_before_running_any(rng):
     with pytest.raises(BackwardBeforeForwardError, match=r"layer 1 \(LayerNorm\)"):
         model.backward(x)
     assert not any(g.any() for g in model.grads.values())
+
+
+# ----------------------------------------------------------------- modules inside
+def _nested():
+    ln, drop = normdrop.LayerNorm(4), normdrop.Dropout(0.2, seed=1)
+    inner = normdrop.Sequential(ln, drop)
+    return normdrop.Sequential(normdrop.BatchNorm1d(4), inner, ln), ln, drop, inner
+
+
+def test_named_modules_children_and_apply_follow_pytorch():
+    torch = pytest.importorskip("torch")
+    model, ln, drop, inner = _nested()
+    t_ln, t_drop = torch.nn.LayerNorm(4), torch.nn.Dropout(0.2)
+    t_inner = torch.nn.Sequential(t_ln, t_drop)
+    t_model = torch.nn.Sequential(torch.nn.BatchNorm1d(4), t_inner, t_ln)
+
+    def kinds(pairs):
+        return [(name, type(m).__name__) for name, m in pairs]
+
+    assert kinds(model.named_modules()) == kinds(t_model.named_modules())
+    assert kinds(model.named_children()) == kinds(t_model.named_children())
+    assert [type(m).__name__ for m in model.modules()] == [
+        type(m).__name__ for m in t_model.modules()
+    ]
+    assert list(model.children()) == [model[0], inner]  # the shared ln once, at its first
+    assert next(model.modules()) is model
+    order: list[str] = []
+    t_order: list[str] = []
+    assert model.apply(lambda m: order.append(type(m).__name__)) is model
+    t_model.apply(lambda m: t_order.append(type(m).__name__))
+    assert order == t_order
+
+
+def test_apply_reaches_every_layer_once():
+    model, ln, drop, inner = _nested()
+    model.train()
+    model.apply(lambda m: m.eval() if isinstance(m, normdrop.Dropout) else None)
+    assert not drop.training and ln.training and model.training
+    seen: list[int] = []
+    model.apply(lambda m: seen.append(id(m)))
+    assert sorted(seen) == sorted({id(m) for m in (model, model[0], inner, ln, drop)})

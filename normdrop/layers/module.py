@@ -382,6 +382,51 @@ class Module(Checkpointing, Placement):
         """Yield every buffer."""
         return (v for _, v in self.named_buffers())
 
+    # ----- modules inside ----------------------------------------------------------
+    def named_modules(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, module)`` for this module and every module inside it, as PyTorch does.
+
+        This module comes first, named ``""``; the others are named by their path
+        (``"0"``, ``"2.1"`` in nested :class:`~normdrop.Sequential` containers). A module
+        used at several positions is yielded once, at its first.
+        """
+        return ((prefix[:-1], module) for prefix, module in self._walk_unique())
+
+    def modules(self) -> Iterator[Module]:
+        """Yield this module and every module inside it, each once (see :meth:`named_modules`)."""
+        return (module for _, module in self.named_modules())
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, module)`` for the modules directly inside this one, each once."""
+        seen: set[int] = set()
+        for name, child in self._modules.items():
+            if id(child) not in seen:
+                seen.add(id(child))
+                yield name, child
+
+    def children(self) -> Iterator[Module]:
+        """Yield the modules directly inside this one, each once."""
+        return (child for _, child in self.named_children())
+
+    def apply(self, fn: Callable[[Module], object]) -> Module:
+        """Call ``fn`` on every module inside this one, then on this one, as PyTorch does.
+
+        Parameters
+        ----------
+        fn : callable
+            Called with each module (children before their container); its result
+            is ignored.
+
+        Returns
+        -------
+        Module
+            ``self``.
+        """
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def _state_items(self) -> Iterator[tuple[str, Array]]:
         """This module's own parameters and buffers (not those of modules inside it)."""
         for store in (self._parameters, self._buffers):
