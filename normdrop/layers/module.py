@@ -414,8 +414,9 @@ class Module(Checkpointing, Placement):
         Parameters
         ----------
         fn : callable
-            Called with each module (children before their container); its result
-            is ignored.
+            Called with each module (children before their container; a module at
+            several positions once per position, as PyTorch does); its result is
+            ignored.
 
         Returns
         -------
