@@ -44,7 +44,10 @@ __all__ = ["batch_norm_forward"]
 def _fold_channel(m, v, running_mean, running_var, weight, bias, ch, update, momentum, eps, unbias):
     """Channel ``ch``'s running statistics updated in place from the mean ``m`` and
     biased variance ``v`` it uses (when ``update`` and there are running statistics),
-    and its ``rstd, scale, shift`` (float64). ``unbias`` is ``count / (count - 1)``."""
+    and its ``rstd, scale, shift`` (float64). ``unbias`` is ``count / (count - 1)``.
+
+    The arithmetic of :func:`_fold`'s loop, for the channel-block tasks; :func:`_fold`
+    keeps its own copy: calling this helper made the whole small forward 1.4x slower."""
     if update and running_mean.size > 0:
         running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * m
         running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (v * unbias)
@@ -77,10 +80,14 @@ def _fold(mean, var, running_mean, running_var, weight, bias, c, update, momentu
         else:
             m = np.float64(running_mean[ch]) if running else 0.0
             v = np.float64(running_var[ch]) if running else 1.0
+        if update and running:
+            running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * m
+            running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (v * unbias)
+        r = 1.0 / np.sqrt(v + eps)
         mean_used[ch] = m
-        rstd[ch], scale[ch], shift[ch] = _fold_channel(
-            m, v, running_mean, running_var, weight, bias, ch, update, momentum, eps, unbias
-        )
+        rstd[ch] = r
+        scale[ch] = r if weight.size == 0 else r * np.float64(weight[ch])
+        shift[ch] = bias[ch] if bias.size > 0 else 0.0
     return mean_used, rstd, scale, shift
 
 
