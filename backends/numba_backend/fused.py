@@ -47,7 +47,7 @@ def _fold_channel(m, v, running_mean, running_var, weight, bias, ch, update, mom
     and its ``rstd, scale, shift`` (float64). ``unbias`` is ``count / (count - 1)``.
 
     The arithmetic of :func:`_fold`'s loop, for the channel-block tasks; :func:`_fold`
-    keeps its own copy: calling this helper made the whole small forward 1.4x slower."""
+    keeps its own copy: calling this helper made the whole small forward slower."""
     if update and running_mean.size > 0:
         running_mean[ch] = (1.0 - momentum) * running_mean[ch] + momentum * m
         running_var[ch] = (1.0 - momentum) * running_var[ch] + momentum * (v * unbias)

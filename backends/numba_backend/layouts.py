@@ -100,13 +100,10 @@ def forward_takes_blocks(x: Any) -> bool:
     bool
     """
     n, c, length = x.shape
-    per = max(1, TASK_SIZE // max(n * length, 1))  # channels per task, as channel_blocks
-    return (
-        x.dtype.itemsize == 8
-        and n > 0
-        and takes_blocks(x)
-        and (c + per - 1) // per >= MIN_FORWARD_BLOCKS
-    )
+    if not is_long(length) or n == 0:  # the cheap tests first: they turn down small calls
+        return False
+    per = max(1, TASK_SIZE // (n * length))  # channels per task, as channel_blocks
+    return (c + per - 1) // per >= MIN_FORWARD_BLOCKS and x.dtype.itemsize == 8 and takes_blocks(x)
 
 
 def _layout(x: Any) -> str:
