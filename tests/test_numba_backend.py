@@ -378,6 +378,76 @@ def test_whole_layer_batch_norm_in_every_layout(rng, shape, dtype):
                 np.testing.assert_allclose(db, want[2], **tol(dtype))
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_forward_in_channel_blocks(rng, parallel):
+    """The float64 training forward in the channel-block layout (shifted one-pass sums per
+    channel) against the reference and against the two-pass task layout of the same data
+    (a channel less: fewer tasks than the layout takes): statistics, output, running
+    statistics updated (float64 and float32 vectors), with and without weight, bias and
+    running statistics; float32 data and fewer channels keep the two-pass layout."""
+    shape = FORWARD_BLOCKS
+    x = rng.standard_normal(shape) * 3 + 1e3  # mean far from 0: the shift matters
+    c = shape[1]
+    assert fused.batch_norm_forward.choose(x) == "blocks"
+    assert fused.batch_norm_forward.choose(x[:, 1:]) == "long"
+    assert fused.batch_norm_forward.choose(x.astype(np.float32)) == "long"
+    kernel = getattr(fused.batch_norm_forward.pick(x), "parallel" if parallel else "serial")
+    two_pass = getattr(
+        fused.batch_norm_forward.kernels["long"], "parallel" if parallel else "serial"
+    )
+    ref = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    for vec in (np.float64, np.float32):
+        w = rng.standard_normal(c).astype(vec)
+        b = rng.standard_normal(c).astype(vec)
+        for weight, bias, running in ((w, b, True), (np.empty(0, vec), np.empty(0, vec), False)):
+            got = []
+            for k in (kernel, two_pass):
+                rm = np.linspace(-1, 1, c).astype(vec) if running else np.empty(0, vec)
+                rv = np.linspace(0.5, 2, c).astype(vec) if running else np.empty(0, vec)
+                out = np.full_like(x, np.nan)
+                mean, rstd = k(x, rm, rv, weight, bias, True, running, 0.1, 1e-5, out)
+                got.append((out, mean, rstd, rm, rv))
+            (out, mean, rstd, rm, rv), (out2, mean2, rstd2, rm2, rv2) = got
+            np.testing.assert_allclose(mean, ref[0], rtol=1e-14)
+            np.testing.assert_allclose(rstd, 1 / np.sqrt(ref[1] + 1e-5), rtol=1e-12)
+            np.testing.assert_allclose(mean, mean2, rtol=1e-14)
+            np.testing.assert_allclose(rstd, rstd2, rtol=1e-12)
+            want = (x - ref[0][:, None]) / np.sqrt(ref[1][:, None] + 1e-5)
+            if weight.size:
+                want = want * weight.astype(float)[:, None] + bias.astype(float)[:, None]
+            np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(out, out2, rtol=1e-10, atol=1e-12)
+            if running:
+                count = x.size // c
+                want_rm = 0.9 * np.linspace(-1, 1, c).astype(vec) + 0.1 * ref[0]
+                want_rv = 0.9 * np.linspace(0.5, 2, c).astype(vec) + 0.1 * ref[1] * count / (
+                    count - 1
+                )
+                rtol = 1e-6 if vec == np.float32 else 1e-12
+                for a, a2, want_a in ((rm, rm2, want_rm), (rv, rv2, want_rv)):
+                    np.testing.assert_allclose(a, want_a, rtol=rtol)
+                    np.testing.assert_allclose(a, a2, rtol=rtol)
+
+
+def test_forward_in_channel_blocks_propagates_nan_and_inf():
+    """A NaN or an infinity in a channel (in its first row or later) gives that channel the
+    reference's mean (NaN, or the infinity), a NaN ``rstd`` and NaN outputs; the other
+    channels are unaffected."""
+    x = np.random.default_rng(6).standard_normal(FORWARD_BLOCKS)
+    x[0, 1, 3] = np.nan
+    x[5, 2, 0] = np.inf
+    x[0, 3, 0] = -np.inf
+    out = np.empty_like(x)
+    kernel = fused.batch_norm_forward.pick(x).serial
+    e = np.empty(0)
+    mean, rstd = kernel(x, e, e, e, e, True, False, 0.1, 1e-5, out)
+    ref = F.batch_norm_with_stats(x, None, None, None, None, training=True, backend="numpy")
+    np.testing.assert_array_equal(mean[1:4], ref[1][1:4])  # NaN, inf, -inf
+    np.testing.assert_array_equal(np.isnan(rstd), np.isnan(ref[2]))
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref[0]))
+    assert np.isnan(out[:, 1:4]).all() and not np.isnan(np.delete(out, [1, 2, 3], axis=1)).any()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_short_row_moments_overlapping_last_column_block(rng, dtype):
     """Channels-last moments of more columns than one block but not a whole number of
@@ -486,7 +556,28 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
         *_short_row_kernels(x3.reshape(-1, 96, 1), g3.reshape(-1, 96, 1), parallel),
         # rows of whole register blocks that tasks cut (TASK_SIZE is no multiple of 192)
         *_short_row_kernels(x3.reshape(-1, 192, 1), g3.reshape(-1, 192, 1), parallel),
+        *_forward_block_kernels(parallel),
     ]
+
+
+#: The smallest kind of shape whose float64 training forward takes the channel-block layout:
+#: one channel per task (``N * L`` over half of ``TASK_SIZE``) and ``MIN_FORWARD_BLOCKS`` tasks.
+FORWARD_BLOCKS = (64, layouts.MIN_FORWARD_BLOCKS, jit.TASK_SIZE // 128 + 4)
+
+
+def _forward_block_kernels(parallel):
+    """The whole-layer BatchNorm forward of float64 data in the channel-block layout
+    (batch statistics with running ones updated, and eval on the same variant)."""
+    x = np.random.default_rng(5).standard_normal(FORWARD_BLOCKS) * 2 + 7
+    assert fused.batch_norm_forward.choose(x) == "blocks"
+    c = x.shape[1]
+    rm, rv = np.linspace(-1, 1, c), np.linspace(0.5, 2, c)
+    w = np.linspace(0.5, 1.5, c)
+    out = np.empty_like(x)
+    stats_used = fused.batch_norm_forward(parallel, x, rm, rv, w, w, True, True, 0.1, 1e-5, out)
+    ev = np.empty_like(x)
+    fused.batch_norm_forward(parallel, x, rm, rv, w, w, False, False, 0.1, 1e-5, ev)
+    return [out, *stats_used, rm, rv, ev]
 
 
 @pytest.mark.parametrize("shape", [(700, 64, 1), (300, 128, 1), (400, 32, 2), (500, 192, 1),
@@ -662,7 +753,7 @@ def test_constant_rows_and_channels_give_exactly_bias(dtype, value):
         y, mean, _ = NB.layer_norm_forward(x, w, b, 1e-5, np.empty_like(x))
         np.testing.assert_array_equal(mean, np.float64(dtype(value)))
         np.testing.assert_array_equal(y, np.broadcast_to(b, shape))
-    for shape in [(4, 3, 100), (64, 5, 7), (1, 2, 70001), (700, 3, 1)]:
+    for shape in [(4, 3, 100), (64, 5, 7), (1, 2, 70001), (700, 3, 1), FORWARD_BLOCKS]:
         x = np.full(shape, value, dtype)
         b = np.linspace(-1, 1, shape[1]).astype(dtype)
         w = np.linspace(0.5, 1.5, shape[1]).astype(dtype)

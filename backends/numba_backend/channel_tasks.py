@@ -20,11 +20,12 @@ Two task layouts, picked by ``L``:
 Used by :mod:`.stats` (moments) and :mod:`.channel_sums` (backward sums); every
 helper here is inlined into the task functions that call it.
 
-A third layout serves the whole-layer BatchNorm backward (:mod:`.channel_backward`),
-which reduces and then transforms the same data: when each
+A third layout serves the whole-layer BatchNorm backward (:mod:`.channel_backward`)
+and the float64 training forward (:mod:`.fused`, :func:`~.layouts.forward_takes_blocks`),
+which reduce and then transform the same data: when each
 channel holds at most :data:`~.layouts.BLOCK_BYTES` in rows of at least ``LONG_ROW``
 (:func:`~.layouts.takes_blocks`), a task owns whole channels, so it finishes a channel's
-reduction and transforms the channel while its data is still in its core's L2
+reduction and transforms the channel while its data is still in its core's
 cache: the data comes from memory once, not twice.
 """
 
