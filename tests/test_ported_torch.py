@@ -58,6 +58,21 @@ BN_MODULE_INPUTS = [
 ]
 
 
+def _forward_backward_like_torch(layer, tlayer, backend, rng, shape, dtype):
+    """One forward and backward of random data through ``layer`` and the torch module
+    ``tlayer``: the output (dtype, shape, values) and the input gradient agree."""
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    tx = _t(x).requires_grad_(True)
+    ty = tlayer(tx)
+    ty.backward(_t(g))
+    y = backend.to_numpy(layer(backend.asarray(x)))
+    dx = backend.to_numpy(layer.backward(backend.asarray(g)))
+    assert y.dtype == dtype and y.shape == shape
+    np.testing.assert_allclose(y, _np(ty), **tol(dtype, "torch"))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol(dtype, "torch", 10))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("args", "shape"), [c[:2] for c in BN_MODULE_INPUTS], ids=[c[2] for c in BN_MODULE_INPUTS]
@@ -69,18 +84,9 @@ def test_module_inputs_batchnorm1d(backend, rng, dtype, args, shape):
     tbn = torch.nn.BatchNorm1d(*args, dtype=TORCH_DTYPE[dtype])
     close = tol(dtype, "torch")
     for training in (True, True, False):
-        x = rng.standard_normal(shape).astype(dtype)
-        g = rng.standard_normal(shape).astype(dtype)
         bn.train(training)
         tbn.train(training)
-        tx = _t(x).requires_grad_(True)
-        ty = tbn(tx)
-        ty.backward(_t(g))
-        y = backend.to_numpy(bn(backend.asarray(x)))
-        dx = backend.to_numpy(bn.backward(backend.asarray(g)))
-        assert y.dtype == dtype and y.shape == shape
-        np.testing.assert_allclose(y, _np(ty), **close)
-        np.testing.assert_allclose(dx, tx.grad.numpy(), **tol(dtype, "torch", 10))
+        _forward_backward_like_torch(bn, tbn, backend, rng, shape, dtype)
     ours, theirs = bn.state_dict(), tbn.state_dict()
     assert list(ours) == list(theirs)
     for key, value in theirs.items():
@@ -376,16 +382,7 @@ def test_module_inputs_layernorm(backend, rng, dtype, args, kwargs, shape):
     assert list(ln.state_dict()) == list(tln.state_dict())
     assert ln.normalized_shape == tln.normalized_shape
     assert repr(ln) == repr(tln)
-    x = rng.standard_normal(shape).astype(dtype)
-    g = rng.standard_normal(shape).astype(dtype)
-    tx = _t(x).requires_grad_(True)
-    ty = tln(tx)
-    ty.backward(_t(g))
-    y = backend.to_numpy(ln(backend.asarray(x)))
-    dx = backend.to_numpy(ln.backward(backend.asarray(g)))
-    assert y.dtype == dtype and y.shape == shape
-    np.testing.assert_allclose(y, _np(ty), **tol(dtype, "torch"))
-    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol(dtype, "torch", 10))
+    _forward_backward_like_torch(ln, tln, backend, rng, shape, dtype)
     for name, param in tln.named_parameters():
         np.testing.assert_allclose(
             host(backend, ln.grads[name]), param.grad.numpy(), **tol(dtype, "torch", 100)
