@@ -317,6 +317,7 @@ def test_backward_without_dropout_never_aliases(rng):
         ({"residual": np.zeros((4, 7))}, ShapeError, "residual"),
         ({"residual": np.zeros((4, 8), np.float32)}, DTypeError, "residual"),
         ({"residual": np.zeros((4, 8), np.int64)}, DTypeError, "residual"),
+        ({"residual": np.ma.zeros((4, 8))}, InvalidParameterError, "residual.*MaskedArray"),
         ({"normalized_shape": 9}, ShapeError, "LayerNorm"),
         ({"p": 1.0}, InvalidParameterError, "probability"),
         ({"eps": 0.0}, InvalidParameterError, "eps"),
@@ -335,6 +336,28 @@ def test_bad_input_gets_a_clear_error(kwargs, error, match):
     expected = normdrop.random.draw_seed()
     normdrop.manual_seed(0)
     assert normdrop.random.draw_seed() == expected  # no seed was drawn by the failed call
+
+
+def test_big_endian_residual_and_grad_r_are_taken_as_x_is(rng):
+    # data read from a big-endian file: x, residual and grad_r all convert to native order
+    x = rng.standard_normal((4, 8))
+    res = rng.standard_normal((4, 8))
+    big = np.dtype(">f8")
+    kwargs = {"p": P, "seed": 3}
+    expected = F.dropout_add_layer_norm_with_stats(x, res, 8, **kwargs)
+    got = F.dropout_add_layer_norm_with_stats(x.astype(big), res.astype(big), 8, **kwargs)
+    for a, e in zip(got[:4], expected[:4], strict=True):
+        np.testing.assert_array_equal(a, e)
+    y, r, mean, rstd, bitmask = expected
+    grads = F.dropout_add_layer_norm_backward(
+        x, r, 8, mean, rstd, None, P, grad_r=res.astype(big), seed=3, bitmask=bitmask
+    )
+    native = F.dropout_add_layer_norm_backward(
+        x, r, 8, mean, rstd, None, P, grad_r=res, seed=3, bitmask=bitmask
+    )
+    for a, e in zip(grads, native, strict=True):
+        if e is not None:
+            np.testing.assert_array_equal(a, e)
 
 
 # ----------------------------------------------------------------------------- layer

@@ -123,8 +123,9 @@ def prepare_grad(be: Backend, grad_output: Any, x: Any, name: str = "grad_output
 
 
 def check_partner(be: Backend, name: str, a: Any, x: Any) -> Array:
-    """``a`` (a residual or its gradient) checked against ``x``: backend, shape and dtype."""
-    a = coerce(a)
+    """``a`` (a residual or its gradient) checked against ``x``: kind, backend, shape and
+    dtype; sequences are converted and a non-native byte order made native, as for ``x``."""
+    a = host_array(name, a)
     check_float(name, a)
     if not be.accepts(a):
         resolve_backend(a, be)  # raises BackendArrayError naming both kinds
