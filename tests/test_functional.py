@@ -379,3 +379,22 @@ def test_scalar_and_0d_inputs_rejected_for_norms():
         F.layer_norm(1.0, 1)
     y = F.dropout(np.array(3.0), 0.5, seed=1)  # dropout takes any rank, 0-d included
     assert y.shape == ()
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_value_makes_its_row_or_channel_nan(backend, bad):
+    """As PyTorch: the statistics of a row (LayerNorm) or channel (BatchNorm) holding an
+    infinity or a NaN are NaN, so all of that row's or channel's outputs are; the other
+    rows and channels are untouched."""
+    x = np.arange(12.0).reshape(4, 3) / 7
+    x[1, 2] = bad
+    y = host(backend, F.layer_norm(backend.asarray(x), 3, backend=backend))
+    assert np.isnan(y[1]).all()
+    np.testing.assert_allclose(np.delete(y, 1, 0), F.layer_norm(np.delete(x, 1, 0), 3))
+    y = host(backend, F.batch_norm(backend.asarray(x), None, None, training=True, backend=backend))
+    assert np.isnan(y[:, 2]).all()
+    np.testing.assert_allclose(y[:, :2], F.batch_norm(x[:, :2], None, None, training=True))
+    y, r = F.dropout_add_layer_norm(
+        backend.asarray(x), backend.asarray(x), 3, p=0.0, backend=backend
+    )
+    assert np.isnan(host(backend, y)[1]).all()

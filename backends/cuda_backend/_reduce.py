@@ -36,10 +36,14 @@ __all__ = [
 
 @cuda.jit(device=True)
 def shifted_moments(k, s1, s2, count):
-    """Mean and biased variance of ``count`` values from their sums shifted by ``k``."""
+    """Mean and biased variance of ``count`` values from their sums shifted by ``k``.
+
+    A negative rounding residue becomes 0; a NaN (from an infinite or NaN value) stays
+    NaN, so that every output of such a channel or row is NaN, as on the other backends.
+    """
     d = s1 / count
     var = s2 / count - d * d
-    return k + d, var if var > 0.0 else 0.0
+    return k + d, 0.0 if var < 0.0 else var
 
 
 @cuda.jit(device=True)
