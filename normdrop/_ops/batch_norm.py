@@ -353,7 +353,8 @@ def forward(
     else:
         assert rm is not None and rv is not None  # a plan without batch statistics has them
         mean, var = rm.astype(np.float64), rv.astype(np.float64)
-    rstd = (var + p.eps) ** -0.5
+    with np.errstate(invalid="ignore"):  # a negative running_var gives NaN, as in PyTorch
+        rstd = (var + p.eps) ** -0.5
     w = _inputs.as_float64(p.weight)
     scale = rstd * w if w is not None else rstd
     shift = np.zeros_like(mean) if p.bias is None else _inputs.as_float64(p.bias)
