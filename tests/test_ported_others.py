@@ -12,6 +12,8 @@ normdrop's documented behaviour (docs/differences.md) and says so.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import SLOW_BACKENDS, host, tol, vec
@@ -95,14 +97,18 @@ def test_tinygrad_batchnorm(backend, training, track):
 def test_tinygrad_batchnorm_negative_running_var_is_nan_like_torch(backend):
     """tinygrad test_nn.py: test_batchnorm2d sets ``running_var`` from randn and means to clip
     it at 0, but clips a copy, so negative variances reach the layer; torch then gives NaN
-    where ``var + eps < 0`` (and nothing raises), and so must normdrop."""
+    where ``var + eps < 0``, silently, and so must normdrop (the numpy and dask backends
+    warned 'invalid value encountered in power'; the CUDA simulator raised ValueError)."""
     var = np.array([-1.0, 0.0, 1.0, -1e-6], np.float32)
     x = np.random.default_rng(101).standard_normal((3, 4)).astype(np.float32)
     bn = normdrop.BatchNorm1d(4, backend=backend.name).eval()
     bn.running_var = vec(backend, var)
     tbn = torch.nn.BatchNorm1d(4).eval()
     tbn.running_var.copy_(_t(var))
-    out, want = backend.to_numpy(bn(backend.asarray(x))), _np(tbn(_t(x)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = backend.to_numpy(bn(backend.asarray(x)))
+    want = _np(tbn(_t(x)))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
     assert np.isnan(out[:, 0]).all() and not np.isnan(out[:, 1:]).any()
     np.testing.assert_allclose(out[:, 1:], want[:, 1:], rtol=1e-5, atol=1e-5)
@@ -588,6 +594,26 @@ def test_keras_batch_norm_momentum_zero_keeps_running_stats(backend):
     assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked) == 1
 
 
+def test_keras_batch_norm_constant_input(backend):
+    """Keras batch_normalization_test.py: test_masked_broadcast_normalization (ones of
+    shape (1, 2, 3, 4), channels last, momentum=0 i.e. torch's 1, epsilon=1e-3) and
+    test_input_fully_masked (zeros, no center or scale): a constant channel normalises to
+    exactly 0 (SPEC: exactly ``bias``), the running mean becomes the constant and the
+    running variance 0, as in torch."""
+    ones = np.ones((1, 2, 3, 4), np.float32).reshape(6, 4)  # (N, H, W, C) as (N*H*W, C)
+    bn = normdrop.BatchNorm1d(4, eps=1e-3, momentum=1.0, backend=backend.name)
+    tbn = torch.nn.BatchNorm1d(4, eps=1e-3, momentum=1.0)
+    y = backend.to_numpy(bn(backend.asarray(ones)))
+    np.testing.assert_array_equal(y, np.zeros((6, 4)))
+    np.testing.assert_allclose(y, _np(tbn(_t(ones))), atol=1e-6)
+    np.testing.assert_array_equal(host(backend, bn.running_mean), np.ones(4))
+    np.testing.assert_array_equal(host(backend, bn.running_var), np.zeros(4))
+    np.testing.assert_array_equal(tbn.running_var.numpy(), np.zeros(4))
+    plain = normdrop.BatchNorm1d(5, affine=False, backend=backend.name)
+    zeros = backend.asarray(np.zeros((4, 5), np.float32))
+    np.testing.assert_array_equal(backend.to_numpy(plain(zeros)), np.zeros((4, 5)))
+
+
 def test_keras_ops_batch_normalization(backend):
     """Keras ops/nn_test.py: NNOpsCorrectnessTest.test_batch_normalization. Normalising
     with given statistics (torch: F.batch_norm in evaluation) with offset (bias) and scale
@@ -854,3 +880,40 @@ def test_dropout_module_training_and_eval_on_2d_and_3d(backend):
         np.testing.assert_allclose(g[kept], 1 / 0.6, rtol=1e-15)
         xb = backend.asarray(x)
         assert layer.eval()(xb) is xb
+
+
+def test_layernorm_numeric(backend):
+    """test_nn.py: test_LayerNorm_numeric. LayerNorm over (256, 256, 144) trailing dims of
+    float32 rand data (here (8, 8, 6)) equals layer_norm_ref (view(-1, features), biased
+    variance) within atol 1e-5."""
+    normalized_shape = (8, 8, 6)
+    x = np.random.default_rng(147).random((2, *normalized_shape)).astype(np.float32)
+    ln = normdrop.LayerNorm(normalized_shape, backend=backend.name)
+    y = backend.to_numpy(ln(backend.asarray(x)))
+    flat = x.reshape(2, -1).astype(np.float64)
+    mean, var = flat.mean(-1, keepdims=True), flat.var(-1, keepdims=True)
+    want = ((flat - mean) / np.sqrt(var + 1e-5)).reshape(x.shape)
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["BatchNorm1d", "LayerNorm", "Dropout"])
+def test_backward_numpy_scalar_grad_output_is_a_shape_error(name):
+    """A NumPy scalar as grad_output (torch's ``out.backward(torch.tensor(1.))`` on a
+    non-scalar output raises RuntimeError 'grad can be implicitly created only for scalar
+    outputs' / a shape mismatch) gets normdrop's ShapeError naming both shapes. It raised
+    a BackendArrayError saying the backend 'does not accept arrays of type
+    numpy.float32', as if it were another library's array."""
+    layer = {
+        "BatchNorm1d": lambda: normdrop.BatchNorm1d(3),
+        "LayerNorm": lambda: normdrop.LayerNorm(3),
+        "Dropout": lambda: normdrop.Dropout(0.5, seed=0),
+    }[name]()
+    layer(np.ones((4, 3), np.float32))
+    for grad in (np.float32(1.0), np.float64(1.0)):
+        with pytest.raises(normdrop.ShapeError, match=r"\(4, 3\).*got \(\)"):
+            layer.backward(grad)
+    with pytest.raises(RuntimeError):
+        torch.nn.LayerNorm(3)(torch.ones(4, 3)).backward(torch.tensor(1.0))
+    scalar = normdrop.Dropout(0.5, seed=1)
+    y = scalar(np.float64(3.0))
+    assert float(scalar.backward(np.float64(1.0))) == float(y) / 3.0
