@@ -917,3 +917,145 @@ def test_backward_numpy_scalar_grad_output_is_a_shape_error(name):
     scalar = normdrop.Dropout(0.5, seed=1)
     y = scalar(np.float64(3.0))
     assert float(scalar.backward(np.float64(1.0))) == float(y) / 3.0
+
+
+# ==================================================================================== ONNX
+# onnx/onnx onnx/backend/test/case/node/batch_normalization.py, layernormalization.py and
+# dropout.py: the node tests every ONNX backend runs, with their numpy reference functions.
+
+
+def _onnx_batchnorm_test_mode(x, s, bias, mean, var, epsilon=1e-5):
+    """batch_normalization.py: _batchnorm_test_mode."""
+    ones = (1,) * (x.ndim - 2)
+    s, bias, mean, var = (a.reshape(-1, *ones) for a in (s, bias, mean, var))
+    return s * (x - mean) / np.sqrt(var + epsilon) + bias
+
+
+@pytest.mark.parametrize("epsilon", [1e-5, 1e-2], ids=["example", "epsilon"])
+def test_onnx_batchnorm_inference(backend, epsilon):
+    """ONNX test_batchnorm_example and test_batchnorm_epsilon: (2, 3, 4, 5) float32 data
+    normalised with given scale, bias, mean and variance (torch: F.batch_norm in
+    evaluation) equals the reference; the statistics are not changed."""
+    rng = np.random.default_rng(150)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    s, bias, mean = rng.standard_normal((3, 3)).astype(np.float32)
+    var = rng.random(3).astype(np.float32)
+    want = _onnx_batchnorm_test_mode(x, s, bias, mean, var, epsilon).astype(np.float32)
+    rm, rv = vec(backend, mean), vec(backend, var)
+    y = F.batch_norm(
+        backend.asarray(x),
+        rm,
+        rv,
+        vec(backend, s),
+        vec(backend, bias),
+        eps=epsilon,
+        backend=backend,
+    )
+    np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(host(backend, rm), mean)
+    np.testing.assert_array_equal(host(backend, rv), var)
+
+
+@pytest.mark.parametrize("epsilon", [1e-5, 1e-2], ids=["example", "epsilon"])
+def test_onnx_batchnorm_training_mode(backend, epsilon):
+    """ONNX test_batchnorm_example_training_mode and _epsilon_training_mode. ONNX's
+    momentum 0.9 weighs the old running value: torch's momentum 0.1. The output uses the
+    batch mean and biased variance; the running mean becomes 0.9 * mean + 0.1 * batch
+    mean, and the running variance 0.9 * var + 0.1 * batch variance, which torch (SPEC)
+    takes unbiased where ONNX's reference takes it biased."""
+    rng = np.random.default_rng(151)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    s, bias, mean = rng.standard_normal((3, 3)).astype(np.float32)
+    var = rng.random(3).astype(np.float32)
+    axes = (0, 2, 3)
+    x64 = x.astype(np.float64)
+    saved_mean, saved_var = x64.mean(axes), x64.var(axes)
+    want = _onnx_batchnorm_test_mode(x64, s, bias, saved_mean, saved_var, epsilon)
+    rm, rv = vec(backend, mean), vec(backend, var)
+    y = F.batch_norm(
+        backend.asarray(x),
+        rm,
+        rv,
+        vec(backend, s),
+        vec(backend, bias),
+        True,
+        0.1,
+        epsilon,
+        backend=backend,
+    )
+    np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        host(backend, rm), 0.9 * mean + 0.1 * saved_mean, rtol=1e-6, atol=1e-7
+    )
+    n = x.size // 3
+    np.testing.assert_allclose(
+        host(backend, rv), 0.9 * var + 0.1 * saved_var * n / (n - 1), rtol=1e-6, atol=1e-7
+    )
+
+
+def _onnx_layer_normalization(x, w, b, axis, epsilon=1e-5):
+    """layernormalization.py: _layer_normalization (Y, Mean, InvStdDev)."""
+    axis = axis + x.ndim if axis < 0 else axis
+    rows = int(np.prod(x.shape[:axis]))
+    mat = x.reshape(rows, -1).astype(np.float64)
+    mean = mat.mean(1, keepdims=True)
+    inv_std = 1 / np.sqrt(((mat - mean) ** 2).mean(1, keepdims=True) + epsilon)
+    y = ((mat - mean) * inv_std).reshape(x.shape) * w + b
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    return y, mean.reshape(stat_shape), inv_std.reshape(stat_shape)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (2, 3, 4, 5)], ids=["2d", "3d", "4d"])
+def test_onnx_layer_normalization(backend, shape):
+    """ONNX test_layer_normalization_{2d,3d,4d}_axis{i} / _axis_negative_{i} and
+    _default_axis: for every axis, LayerNorm over x.shape[axis:] (normalized_shape) with
+    random weight and bias; Y, Mean and InvStdDev (layer_norm_with_stats' mean and rstd,
+    of shape x.shape[:axis] where ONNX keeps trailing 1s) equal the reference. Axis 0
+    normalises the whole input, which has no batch dimension."""
+    if len(shape) == 4:
+        _fast(backend)
+    rng = np.random.default_rng(152)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for axis in range(-len(shape), len(shape)):
+        normalized = shape[axis:]
+        w, b = rng.standard_normal((2, *normalized)).astype(np.float32)
+        want_y, want_mean, want_inv_std = _onnx_layer_normalization(x, w, b, axis)
+        y, mean, rstd = F.layer_norm_with_stats(
+            backend.asarray(x),
+            normalized,
+            vec(backend, w),
+            vec(backend, b),
+            backend=backend,
+        )
+        lead = shape[: len(shape) - len(normalized)]
+        np.testing.assert_allclose(backend.to_numpy(y), want_y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            host(backend, mean), want_mean.reshape(lead), rtol=1e-6, atol=1e-7
+        )
+        np.testing.assert_allclose(
+            host(backend, rstd), want_inv_std.reshape(lead), rtol=1e-6, atol=1e-7
+        )
+        layer = normdrop.LayerNorm(normalized, backend=backend.name)
+        layer.weight, layer.bias = vec(backend, w), vec(backend, b)
+        np.testing.assert_allclose(
+            backend.to_numpy(layer(backend.asarray(x))), want_y, rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.1])
+def test_onnx_dropout(backend, ratio):
+    """ONNX test_dropout_default / _default_ratio / _default_mask / _default_mask_ratio
+    (inference: Y is X, the mask all True) and test_training_dropout_default /
+    _default_mask / test_training_dropout (training: Y = mask * X / (1 - ratio) with the
+    mask returned). ONNX's reference draws the mask from np.random; normdrop's
+    keep-mask comes from Philox (dropout_mask, docs/differences.md), and Y must be built
+    from that mask."""
+    x = np.random.default_rng(153).standard_normal((3, 4, 5)).astype(np.float32)
+    xb = backend.asarray(x)
+    assert F.dropout(xb, ratio, False, seed=0, backend=backend) is xb
+    mask = backend.to_numpy(F.dropout_mask(x.shape, ratio, seed=0, backend=backend))
+    assert mask.dtype == np.bool_ and mask.shape == x.shape
+    y = backend.to_numpy(F.dropout(xb, ratio, True, seed=0, backend=backend))
+    scale = np.float32(1 / (1 - ratio))
+    np.testing.assert_array_equal(y, np.where(mask, x * scale, np.float32(0)))
+    assert 0 < mask.mean() < 1
