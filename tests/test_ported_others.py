@@ -1059,3 +1059,24 @@ def test_onnx_dropout(backend, ratio):
     scale = np.float32(1 / (1 - ratio))
     np.testing.assert_array_equal(y, np.where(mask, x * scale, np.float32(0)))
     assert 0 < mask.mean() < 1
+
+
+def test_functional_batch_norm_float16_running_stats_rounded_once(backend):
+    """torch.nn.functional.batch_norm with float16 data and float16 running statistics
+    (test_nn.py's half-precision batch-norm cases): the update is computed in float64 and
+    rounded to float16 once (SPEC: statistics accumulate in float64), which gives torch's
+    float16 values here. The numpy and dask backends computed ``(1 - m) * running`` in
+    float16 first, one float16 ulp off (1.01 instead of torch's 1.011)."""
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float16)
+    rm, rv = np.zeros(3, np.float16), np.ones(3, np.float16)
+    x64 = x.astype(np.float64)
+    want_mean = (0.9 * rm.astype(np.float64) + 0.1 * x64.mean(0)).astype(np.float16)
+    want_var = (0.9 * rv.astype(np.float64) + 0.1 * x64.var(0, ddof=1)).astype(np.float16)
+    trm, trv = _t(rm.copy()), _t(rv.copy())
+    TF.batch_norm(_t(x), trm, trv, training=True)
+    rmb, rvb = vec(backend, rm), vec(backend, rv)
+    y = F.batch_norm(backend.asarray(x), rmb, rvb, training=True, backend=backend)
+    assert backend.to_numpy(y).dtype == np.float16
+    np.testing.assert_array_equal(host(backend, rmb), want_mean)
+    np.testing.assert_array_equal(host(backend, rvb), want_var)
+    np.testing.assert_array_equal(trv.numpy(), want_var)
