@@ -1080,3 +1080,78 @@ def test_functional_batch_norm_float16_running_stats_rounded_once(backend):
     np.testing.assert_array_equal(host(backend, rmb), want_mean)
     np.testing.assert_array_equal(host(backend, rvb), want_var)
     np.testing.assert_array_equal(trv.numpy(), want_var)
+
+
+# ================================================================================ Equinox
+# patrick-kidger/equinox tests/test_nn.py.
+
+
+def test_equinox_dropout_basic_and_inference(backend):
+    """Equinox test_dropout_basic and test_dropout_inference. Dropout with the default
+    p = 0.5 on normal data: every element is 0 or exactly x / 0.5; in inference (eval) the
+    output is the input, and switching back to training changes it."""
+    x = np.random.default_rng(160).standard_normal((3, 4, 5)).astype(np.float32)
+    xb = backend.asarray(x)
+    layer = normdrop.Dropout(seed=2, backend=backend.name)
+    assert layer.p == 0.5
+    y = backend.to_numpy(layer(xb))
+    assert np.all((y == 0) | (y == x / np.float32(0.5)))
+    assert layer.eval()(xb) is xb
+    assert np.any(backend.to_numpy(layer.train()(xb)) != x)
+
+
+def test_equinox_layer_norm(backend):
+    """Equinox test_layer_norm. LayerNorm(128) on a 1-D input and LayerNorm((16, 16))
+    without weight and bias keep the shape; LayerNorm(10) of linspace(0.1, 1, 10) equals
+    that of linspace(0, 1, 10) (shift and scale invariance, up to eps) and the formula;
+    float16 in, float16 out (Equinox: bfloat16)."""
+    rng = np.random.default_rng(161)
+    ln = normdrop.LayerNorm(128, backend=backend.name)
+    assert backend.to_numpy(ln(backend.asarray(rng.uniform(size=128)))).shape == (128,)
+    ln = normdrop.LayerNorm((16, 16), elementwise_affine=False, backend=backend.name)
+    assert backend.to_numpy(ln(backend.asarray(rng.uniform(size=(16, 16))))).shape == (16, 16)
+    ln = normdrop.LayerNorm(10, dtype=np.float64, backend=backend.name)
+    x1, x2 = np.linspace(0.1, 1, 10), np.linspace(0, 1, 10)
+    y1 = backend.to_numpy(ln(backend.asarray(x1)))
+    y2 = backend.to_numpy(ln(backend.asarray(x2)))
+    np.testing.assert_allclose(y1, y2, atol=1e-4)
+    np.testing.assert_allclose(y1, (x1 - x1.mean()) / np.sqrt(x1.var() + 1e-5), atol=1e-12)
+    half = rng.uniform(size=128).astype(np.float16)
+    out = normdrop.LayerNorm(128, backend=backend.name)(backend.asarray(half))
+    assert backend.to_numpy(out).dtype == np.float16
+
+
+def test_equinox_batch_norm(backend):
+    """Equinox test_batch_norm (mode "ema") and test_batch_norm_zero_training_steps, for
+    (N, C) and (N, C, L) input: outputs keep the shape, running statistics have shape
+    (C,); without affine the training output is the formula; training on x1 and then on
+    3 * x1 + 10 changes both running statistics; evaluation on 4 * x1 + 20 changes
+    neither; evaluation before any training returns about the input (x / sqrt(1 + eps))."""
+    rng = np.random.default_rng(162)
+    x1 = rng.uniform(size=(10, 5))
+    bn = normdrop.BatchNorm1d(5, affine=False, dtype=np.float64, backend=backend.name)
+    fresh = backend.to_numpy(bn.eval()(backend.asarray(x1)))
+    np.testing.assert_allclose(fresh, x1 / np.sqrt(1 + 1e-5), rtol=1e-12)
+    np.testing.assert_allclose(fresh, x1, atol=1e-5)
+    bn.train()
+    for x in (x1, rng.uniform(size=(10, 5, 6))):
+        assert backend.to_numpy(bn(backend.asarray(x))).shape == x.shape
+        assert host(backend, bn.running_mean).shape == host(backend, bn.running_var).shape
+        assert host(backend, bn.running_var).shape == (5,)
+    x = rng.normal(size=(10, 5))
+    out = backend.to_numpy(bn(backend.asarray(x)))
+    true_out = (x - x.mean(0, keepdims=True)) / np.sqrt(x.var(0, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, true_out, rtol=1e-10, atol=1e-12)
+
+    def stats():
+        return host(backend, bn.running_mean).copy(), host(backend, bn.running_var).copy()
+
+    bn(backend.asarray(x1))
+    mean1, var1 = stats()
+    bn(backend.asarray(3 * x1 + 10))
+    mean2, var2 = stats()
+    assert not np.allclose(mean1, mean2) and not np.allclose(var1, var2)
+    bn.eval()(backend.asarray(4 * x1 + 20))
+    mean3, var3 = stats()
+    np.testing.assert_array_equal(mean2, mean3)
+    np.testing.assert_array_equal(var2, var3)
