@@ -1155,3 +1155,94 @@ def test_equinox_batch_norm(backend):
     mean3, var3 = stats()
     np.testing.assert_array_equal(mean2, mean3)
     np.testing.assert_array_equal(var2, var3)
+
+
+# ============================================================== PyTorch gradcheck-style
+# test_nn.py: _test_batchnorm_grad and _test_batchnorm_affine, and the OpInfo gradcheck
+# (test_ops_gradients.py) of nn.functional.batch_norm, layer_norm and dropout: the
+# backward pass against central finite differences of the forward, in float64.
+
+
+def _numeric_grad(f, a, g, h=1e-6):
+    """d(sum(g * f()))/da by central differences, perturbing ``a`` in place."""
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + h
+        plus = np.sum(g * f())
+        a[i] = keep - h
+        minus = np.sum(g * f())
+        a[i] = keep
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+@pytest.mark.parametrize(
+    ("make", "shape", "training"),
+    [
+        (lambda b: normdrop.BatchNorm1d(3, dtype=np.float64, backend=b), (4, 3, 2), True),
+        (lambda b: normdrop.BatchNorm1d(3, dtype=np.float64, backend=b), (4, 3), False),
+        (
+            lambda b: normdrop.BatchNorm1d(
+                3, track_running_stats=False, dtype=np.float64, backend=b
+            ),
+            (2, 3, 2),
+            False,
+        ),
+        (lambda b: normdrop.LayerNorm((2, 3), dtype=np.float64, backend=b), (2, 2, 3), True),
+        (
+            lambda b: normdrop.LayerNorm(3, bias=False, dtype=np.float64, backend=b),
+            (4, 3),
+            True,
+        ),
+    ],
+    ids=["bn_train_3d", "bn_eval_2d", "bn_untracked_eval", "ln_2d", "ln_no_bias"],
+)
+def test_gradcheck_layers(backend_name, make, shape, training):
+    """The input, weight and bias gradients of ``layer.backward(g)`` equal central
+    differences of ``sum(g * layer(x))``."""
+    rng = np.random.default_rng(170)
+    layer = make(backend_name).train(training)
+    for param in layer.parameters():
+        param[...] = rng.uniform(0.5, 1.5, param.shape)
+    x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    layer(x)
+    dx = layer.backward(g)
+    close = {"rtol": 1e-6, "atol": 1e-8}
+    np.testing.assert_allclose(dx, _numeric_grad(lambda: layer(x), x, g), **close)
+    for name, param in layer.named_parameters():
+        numeric = _numeric_grad(lambda: layer(x), param, g)
+        np.testing.assert_allclose(layer.grads[name], numeric, **close, err_msg=name)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+def test_gradcheck_dropout(backend_name):
+    """dropout_backward with the forward's (seed, call) is the derivative of the forward
+    for that mask: central differences of ``sum(g * dropout(x))``."""
+    rng = np.random.default_rng(171)
+    x, g = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+
+    def forward():
+        return F.dropout(x, 0.3, True, seed=8, call=2, backend=backend_name)
+
+    dx = F.dropout_backward(g, 0.3, seed=8, call=2, backend=backend_name)
+    np.testing.assert_allclose(dx, _numeric_grad(forward, x, g), rtol=1e-6, atol=1e-8)
+
+
+def test_batchnorm_affine_at_init_equals_not_affine(backend):
+    """test_nn.py: _test_batchnorm_affine. A layer with weight 1 and bias 0 and one
+    without affine give the same output and input gradient, in training and in
+    evaluation."""
+    rng = np.random.default_rng(172)
+    x, g = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
+    affine = normdrop.BatchNorm1d(3, dtype=np.float64, backend=backend.name)
+    plain = normdrop.BatchNorm1d(3, affine=False, dtype=np.float64, backend=backend.name)
+    for training in (True, False):
+        outs = []
+        for layer in (affine, plain):
+            layer.train(training)
+            y = backend.to_numpy(layer(backend.asarray(x)))
+            outs.append((y, backend.to_numpy(layer.backward(backend.asarray(g)))))
+        np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-14)
