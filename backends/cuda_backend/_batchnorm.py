@@ -92,7 +92,9 @@ def _fold_kernel(
         else:
             mean = 0.0
             var = 1.0
-        rstd = 1.0 / math.sqrt(var + eps)
+        # A negative running_var gives NaN, as math.sqrt does on a GPU (and PyTorch); the
+        # CUDA simulator's math.sqrt would raise ValueError instead.
+        rstd = 1.0 / math.sqrt(var + eps) if var + eps >= 0.0 else math.nan
         stats[0, c] = mean
         stats[1, c] = rstd
         stats[2, c] = rstd * np.float64(weight[c]) if flags & FOLD_HAS_WEIGHT else rstd

@@ -348,12 +348,15 @@ def forward(
         if p.update:
             assert rm is not None and rv is not None  # a plan that updates has them
             unbiased = var * (count / (count - 1))
-            rm[...] = (1.0 - m) * rm + m * mean
-            rv[...] = (1.0 - m) * rv + m * unbiased
+            # in float64, rounded once (NumPy would compute (1 - m) * rm in rm's dtype)
+            rm[...] = (1.0 - m) * _inputs.as_float64(rm) + m * mean
+            rv[...] = (1.0 - m) * _inputs.as_float64(rv) + m * unbiased
+        rstd = (var + p.eps) ** -0.5
     else:
         assert rm is not None and rv is not None  # a plan without batch statistics has them
         mean, var = rm.astype(np.float64), rv.astype(np.float64)
-    rstd = (var + p.eps) ** -0.5
+        with np.errstate(invalid="ignore"):  # a negative running_var gives NaN, as in PyTorch
+            rstd = (var + p.eps) ** -0.5
     w = _inputs.as_float64(p.weight)
     scale = rstd * w if w is not None else rstd
     shift = np.zeros_like(mean) if p.bias is None else _inputs.as_float64(p.bias)

@@ -54,10 +54,15 @@ def check_array_kind(module: Module, name: str, x: Any) -> None:
     """Raise :class:`BackendArrayError` when no backend the layer may use accepts ``x``.
 
     Catches arrays of other libraries (e.g. a torch tensor as ``grad_output``)
-    before they reach a kernel. Plain sequences (lists) pass: the functional
-    API converts them.
+    before they reach a kernel. Plain sequences (lists) and NumPy scalars pass:
+    the functional API converts them.
     """
-    if type(x) is not np.ndarray and hasattr(x, "shape") and hasattr(x, "dtype"):
+    if (
+        type(x) is not np.ndarray
+        and not isinstance(x, np.generic)
+        and hasattr(x, "shape")
+        and hasattr(x, "dtype")
+    ):
         try:
             resolve_backend(x, module._backend_choice)
         except BackendArrayError as exc:

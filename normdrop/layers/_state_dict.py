@@ -85,6 +85,10 @@ def plan_load(root: Module, state_dict: Any, strict: bool) -> LoadPlan:
             value = _converted(full, state_dict[full], target.dtype, plan.problems)
             if value is None:
                 continue
+            if len(target.shape) == 0 and value.shape == (1,):
+                # PyTorch's rule for 0-d arrays saved as 1-D (PyTorch 0.3, tinygrad's
+                # num_batches_tracked): a one-element vector loads into a 0-d buffer.
+                value = value.reshape(())
             if tuple(value.shape) != tuple(target.shape):
                 plan.problems.append(
                     f"size mismatch for {full}: copying a value with shape "
