@@ -315,7 +315,12 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
     if chosen is None:
         # read at every call, so a change made through os.environ takes effect at once
         name = os.environ.get(ENV_VAR)
-        chosen = _environment_backend(name) if name else _backend_for_type(x)
+        if name:
+            chosen = _environment_backend(name)
+        else:  # the type's backend when it is known and loaded, in two lookups
+            chosen = _loaded.get(_backend_name_by_type.get(type(x)))  # type: ignore[arg-type]
+            if chosen is None:
+                chosen = _backend_for_type(x)
     if x is not None and not chosen.accepts(x):
         raise BackendArrayError(
             f"backend {chosen.name!r} does not accept arrays of type "
