@@ -471,14 +471,14 @@ def _bind_layer_norm(
     if not _same_vectors((weight, bias), (w, b)):
         return None
     kernel, e = rows.layer_norm_forward.pick(x).serial, float(eps)
-    sample = np.empty(shape, dtype)
-    compiled = _compiled(kernel, sample, w, b, e, sample, np.empty((2, rows_)))
+    sample, stats_shape, empty = np.empty(shape, dtype), (2, rows_), np.empty
+    compiled = _compiled(kernel, sample, w, b, e, sample, empty(stats_shape))
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = np.empty(shape, dtype)
+        out = empty(shape, dtype)
         if not x.flags.carray:  # read-only or unaligned: not the compiled code's type
             return owner.layer_norm_forward(x, weight, bias, e, out)
-        stats = np.empty((2, rows_))
+        stats = empty(stats_shape)
         compiled(x, w, b, e, out, stats)
         return out, stats[0], stats[1]
 
@@ -514,18 +514,18 @@ def _bind_batch_norm(
         return None
     kernel = fused.batch_norm_forward.pick(x).serial
     batch, m, e = bool(use_batch), float(momentum), float(eps)
-    sample = np.empty(shape, dtype)
+    sample, stats_shape, empty = np.empty(shape, dtype), (2, channels), np.empty
     compiled = _compiled(
-        kernel, sample, rm, rv, w, b, batch, update, m, e, sample, np.empty((2, channels))
+        kernel, sample, rm, rv, w, b, batch, update, m, e, sample, empty(stats_shape)
     )
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = np.empty(shape, dtype)
+        out = empty(shape, dtype)
         # the running statistics were writable when bound; the user may have locked them
         if not x.flags.carray or update and not (rm.flags.writeable and rv.flags.writeable):
             vectors = (running_mean, running_var, weight, bias)
             return owner.batch_norm_forward(x, *vectors, batch, update, m, e, out)
-        stats = np.empty((2, channels))
+        stats = empty(stats_shape)
         compiled(x, rm, rv, w, b, batch, update, m, e, out, stats)
         return out, stats[0], stats[1]
 
