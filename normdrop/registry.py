@@ -338,8 +338,9 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
         name = _environment_choice()
         if name:
             chosen = _environment_backend(name)
-        else:  # the type's backend when it is known and loaded, in two lookups
-            chosen = _loaded.get(_backend_name_by_type.get(type(x)))  # type: ignore[arg-type]
+        else:  # the type's backend when it is known and loaded, without a call
+            known = _backend_name_by_type.get(type(x))
+            chosen = _loaded.get(known) if known is not None else None
             if chosen is None:
                 chosen = _backend_for_type(x)
     if x is not None and not chosen.accepts(x):
