@@ -278,6 +278,27 @@ def _backend_for_type(x: Any) -> Backend:
     return loaded if loaded is not None else get_backend(name)
 
 
+#: The process environment as Python started it, and the dict behind it, which holds every
+#: change made through ``os.environ``. A miss through the public mapping (the variable is
+#: usually unset) raises and catches two ``KeyError``s, which costs more than the rest of a
+#: resolution and is paid holding the GIL on every small layer call; the dict answers a miss
+#: in one lookup. Where ``os.environ`` was replaced (or on an interpreter without that dict),
+#: the public mapping is read.
+_PROCESS_ENVIRON: Any = os.environ
+_ENVIRON_DATA: dict | None = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey(ENV_VAR) if _ENVIRON_DATA is not None else ENV_VAR
+
+
+def _environment_choice() -> str | None:
+    """The value of ``NORMDROP_BACKEND`` in ``os.environ`` at this moment (``None`` when
+    unset): what ``os.environ.get`` returns."""
+    environ = os.environ
+    if environ is not _PROCESS_ENVIRON or _ENVIRON_DATA is None:
+        return environ.get(ENV_VAR)
+    raw = _ENVIRON_DATA.get(_ENV_KEY)
+    return None if raw is None else environ.decodevalue(raw)
+
+
 def _environment_backend(name: str) -> Backend:
     """Load the backend that ``NORMDROP_BACKEND`` names; a failure names the variable."""
     loaded = _loaded.get(name)
@@ -314,8 +335,14 @@ def resolve_backend(x: Any, backend: str | Backend | None = None) -> Backend:
         chosen = _global_backend
     if chosen is None:
         # read at every call, so a change made through os.environ takes effect at once
-        name = os.environ.get(ENV_VAR)
-        chosen = _environment_backend(name) if name else _backend_for_type(x)
+        name = _environment_choice()
+        if name:
+            chosen = _environment_backend(name)
+        else:  # the type's backend when it is known and loaded, without a call
+            known = _backend_name_by_type.get(type(x))
+            chosen = _loaded.get(known) if known is not None else None
+            if chosen is None:
+                chosen = _backend_for_type(x)
     if x is not None and not chosen.accepts(x):
         raise BackendArrayError(
             f"backend {chosen.name!r} does not accept arrays of type "

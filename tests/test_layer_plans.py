@@ -4,6 +4,7 @@ next call, exactly as if nothing had been kept."""
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 
 import numpy as np
@@ -237,3 +238,127 @@ def test_parameters_that_need_converting_are_not_bound(rng):
     bn.weight[...] = 3.0
     want = 3.0 * F.batch_norm(x, training=True, backend="numpy")
     np.testing.assert_allclose(bn(x), want, rtol=1e-5, atol=1e-5)
+
+
+def _small_layers(dtype):
+    """A BatchNorm1d and a LayerNorm on the numba backend's default selection (no
+    ``backend=``), with the inputs of their bound calls: ``(layer, x)`` pairs."""
+    rng = np.random.default_rng(11)
+    bn = normdrop.BatchNorm1d(5, dtype=dtype)
+    ln = normdrop.LayerNorm(6, dtype=dtype)
+    x3 = rng.standard_normal((4, 5, 3)).astype(dtype)
+    rows = rng.standard_normal((7, 6)).astype(dtype)
+    return (bn, x3), (ln, rows)
+
+
+def _want(layer, x, backend):
+    """What ``layer`` gives for ``x`` on ``backend``, from the functional path, with the
+    running statistics it would have after the call."""
+    if isinstance(layer, normdrop.BatchNorm1d):
+        rm, rv = layer.running_mean.copy(), layer.running_var.copy()
+        y = F.batch_norm(x, rm, rv, layer.weight, layer.bias, training=True, backend=backend)
+        return y, rm, rv
+    return F.layer_norm(x, x.shape[-1], layer.weight, layer.bias, backend=backend), None, None
+
+
+def _check_call(layer, x, backend):
+    y, rm, rv = _want(layer, x, backend)
+    np.testing.assert_array_equal(layer(x), y)
+    assert layer._plan.backend.name == backend
+    if rm is not None:
+        np.testing.assert_array_equal(layer.running_mean, rm)
+        np.testing.assert_array_equal(layer.running_var, rv)
+
+
+def test_bound_calls_follow_every_change_of_the_backend_choice(monkeypatch):
+    """A layer whose calls are bound on the numba backend takes, at the very next call, the
+    backend that ``NORMDROP_BACKEND``, :func:`~normdrop.set_backend` or
+    :func:`~normdrop.use_backend` chooses, and the bound call again once it is unset."""
+    pytest.importorskip("numba")
+    monkeypatch.delenv("NORMDROP_BACKEND", raising=False)
+    for layer, x in _small_layers("float64"):
+        _check_call(layer, x, "numba")
+        assert _bound_calls(layer)
+        monkeypatch.setenv("NORMDROP_BACKEND", "numpy")
+        _check_call(layer, x, "numpy")
+        monkeypatch.setenv("NORMDROP_BACKEND", "")  # empty: as if unset
+        _check_call(layer, x, "numba")
+        monkeypatch.delenv("NORMDROP_BACKEND")
+        _check_call(layer, x, "numba")
+        normdrop.set_backend("numpy")
+        try:
+            _check_call(layer, x, "numpy")
+        finally:
+            normdrop.set_backend(None)
+        with normdrop.use_backend("numpy"):
+            _check_call(layer, x, "numpy")
+        _check_call(layer, x, "numba")
+        assert _bound_calls(layer)
+
+
+def _count_compiled(monkeypatch):
+    """Count the calls of the compiled code that the numba backend binds from now on."""
+    module = importlib.import_module("normdrop.backends.numba_backend.backend")
+    real = module._compiled
+    counts = []
+
+    def counting(dispatcher, *args):
+        compiled = real(dispatcher, *args)
+
+        def call(*call_args):
+            counts.append(call_args[0].shape)
+            return compiled(*call_args)
+
+        return call
+
+    monkeypatch.setattr(module, "_compiled", counting)
+    return counts
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bound_calls_run_compiled_code_on_data_of_its_type_only(monkeypatch, dtype):
+    """A bound call runs the kernel's compiled code without the dispatcher for C-contiguous,
+    aligned, writable data, and hands read-only and unaligned data to the unbound method:
+    each gets the results of the functional path (which types its arguments)."""
+    pytest.importorskip("numba")
+    counts = _count_compiled(monkeypatch)
+    for layer, x in _small_layers(dtype):
+        _check_call(layer, x, "numba")
+        _check_call(layer, x, "numba")
+        assert counts == [x.shape, x.shape]  # bound at the first call, which runs it too
+        frozen = x.copy()
+        frozen.flags.writeable = False
+        _check_call(layer, frozen, "numba")
+        # C-contiguous and unaligned: one byte into a buffer
+        unaligned = np.ndarray(x.shape, x.dtype, np.empty(x.nbytes + 1, np.uint8), offset=1)
+        unaligned[...] = x
+        assert unaligned.flags.c_contiguous and not unaligned.flags.aligned
+        y, rm, rv = _want(layer, x, "numba")
+        np.testing.assert_allclose(layer(unaligned), y, rtol=1e-6)
+        if rm is not None:
+            np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-6)
+            np.testing.assert_allclose(layer.running_var, rv, rtol=1e-6)
+        assert len(counts) == 2
+        _check_call(layer, x, "numba")
+        assert len(counts) == 3
+        counts.clear()
+
+
+def test_running_statistics_made_read_only_after_binding_are_not_written(monkeypatch):
+    """Running statistics that a bound BatchNorm1d call updates, made read-only since it was
+    bound, make the call fail as an unbound one does, and change no state."""
+    pytest.importorskip("numba")
+    counts = _count_compiled(monkeypatch)
+    ((bn, x), _) = _small_layers("float32")
+    bn(x)
+    assert len(counts) == 1
+    state = {k: v.copy() for k, v in bn.state_dict().items()}
+    bn.running_mean.flags.writeable = False
+    bn.running_var.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        F.batch_norm(x, bn.running_mean, bn.running_var, training=True, backend="numba")
+    with pytest.raises(ValueError, match="read-only"):
+        bn(x)
+    assert len(counts) == 1
+    for key, value in bn.state_dict().items():
+        np.testing.assert_array_equal(value, state[key])

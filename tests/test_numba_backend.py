@@ -405,7 +405,9 @@ def test_forward_in_channel_blocks(rng, parallel):
                 rm = np.linspace(-1, 1, c).astype(vec) if running else np.empty(0, vec)
                 rv = np.linspace(0.5, 2, c).astype(vec) if running else np.empty(0, vec)
                 out = np.full_like(x, np.nan)
-                mean, rstd = k(x, rm, rv, weight, bias, True, running, 0.1, 1e-5, out)
+                stats = np.full((2, c), np.nan)
+                k(x, rm, rv, weight, bias, True, running, 0.1, 1e-5, out, stats)
+                mean, rstd = stats
                 got.append((out, mean, rstd, rm, rv))
             (out, mean, rstd, rm, rv), (out2, mean2, rstd2, rm2, rv2) = got
             np.testing.assert_allclose(mean, ref[0], rtol=1e-14)
@@ -440,7 +442,8 @@ def test_forward_in_channel_blocks_propagates_nan_and_inf():
     out = np.empty_like(x)
     kernel = fused.batch_norm_forward.pick(x).serial
     e = np.empty(0)
-    mean, rstd = kernel(x, e, e, e, e, True, False, 0.1, 1e-5, out)
+    mean, rstd = used = np.empty((2, x.shape[1]))
+    kernel(x, e, e, e, e, True, False, 0.1, 1e-5, out, used)
     ref = F.batch_norm_with_stats(x, None, None, None, None, training=True, backend="numpy")
     np.testing.assert_array_equal(mean[1:4], ref[1][1:4])  # NaN, inf, -inf
     np.testing.assert_array_equal(np.isnan(rstd), np.isnan(ref[2]))
@@ -509,7 +512,8 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     bn = np.empty_like(x3)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
-    bn_stats = fused.batch_norm_forward(parallel, x3, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
+    bn_stats = np.empty((2, c))
+    fused.batch_norm_forward(parallel, x3, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn, bn_stats)
     fused_out, fused_r, fused_bits = np.empty_like(x2), np.empty_like(x2), np.empty_like(bits)
     fused_stats = np.empty((2, x2.shape[0]))
     dropout_add_norm.dropout_add_layer_norm_rows(
@@ -574,9 +578,10 @@ def _forward_block_kernels(parallel):
     rm, rv = np.linspace(-1, 1, c), np.linspace(0.5, 2, c)
     w = np.linspace(0.5, 1.5, c)
     out = np.empty_like(x)
-    stats_used = fused.batch_norm_forward(parallel, x, rm, rv, w, w, True, True, 0.1, 1e-5, out)
+    stats_used, ev_stats = np.empty((2, c)), np.empty((2, c))
+    fused.batch_norm_forward(parallel, x, rm, rv, w, w, True, True, 0.1, 1e-5, out, stats_used)
     ev = np.empty_like(x)
-    fused.batch_norm_forward(parallel, x, rm, rv, w, w, False, False, 0.1, 1e-5, ev)
+    fused.batch_norm_forward(parallel, x, rm, rv, w, w, False, False, 0.1, 1e-5, ev, ev_stats)
     return [out, *stats_used, rm, rv, ev]
 
 
@@ -608,7 +613,8 @@ def _long_channel_kernels(x, g, parallel):
     bn = np.empty_like(x)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
-    mean, rstd = fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
+    mean, rstd = used = np.empty((2, c))
+    fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn, used)
     dx = np.empty_like(x)
     grads = channel_backward.batch_norm_backward(parallel, g, x, mean, rstd, wc, True, True, dx)
     return [bn, mean, rstd, rm, rv, dx, *grads]
@@ -627,7 +633,8 @@ def _short_row_kernels(x, g, parallel):
     bn = np.empty_like(x)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     wc = np.linspace(0.5, 1.5, c).astype(np.float32)
-    bn_stats = fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn)
+    bn_stats = np.empty((2, c))
+    fused.batch_norm_forward(parallel, x, rm, rv, wc, wc, True, True, 0.1, 1e-5, bn, bn_stats)
     sums = channel_sums.channel_sums(parallel, g, x, mean)
     dx = np.empty_like(x)
     grads = channel_backward.batch_norm_backward(parallel, g, x, *bn_stats, wc, True, True, dx)

@@ -408,8 +408,36 @@ def test_backend_by_array_type_is_worked_out_once_per_type(monkeypatch):
     assert registry._backend_name_by_type[CudaLike] == "cuda"
 
 
-def test_environment_variable_read_through_the_public_mapping(monkeypatch):
-    """The variable is read through ``os.environ`` itself (no private attribute), at each call."""
+def test_environment_variable_sees_every_change_made_through_os_environ(monkeypatch):
+    """The variable is read at each call as ``os.environ.get`` reads it, whichever way
+    ``os.environ`` was changed, non-ASCII values included."""
+    env = os.environ
+    monkeypatch.setitem(env, registry.ENV_VAR, "numpy")  # restored (deleted) afterwards
+    changes = [
+        lambda: env.__setitem__(registry.ENV_VAR, "numpy"),
+        lambda: env.pop(registry.ENV_VAR),
+        lambda: env.setdefault(registry.ENV_VAR, "numpy"),
+        lambda: env.__delitem__(registry.ENV_VAR),
+        lambda: env.update({registry.ENV_VAR: "nümpy"}),
+        lambda: env.__ior__({registry.ENV_VAR: ""}),
+        lambda: monkeypatch.setenv(registry.ENV_VAR, "numpy"),
+    ]
+    for change in changes:
+        change()
+        value = os.environ.get(registry.ENV_VAR)
+        assert registry._environment_choice() == value
+        if value == "numpy":
+            assert registry.resolve_backend(X).name == "numpy"
+        elif not value:
+            assert registry.resolve_backend(X).name == _cpu_default()
+        else:
+            with pytest.raises(UnknownBackendError, match="NORMDROP_BACKEND.*'nümpy'"):
+                registry.resolve_backend(X)
+
+
+def test_environment_variable_read_through_a_replaced_mapping(monkeypatch):
+    """An ``os.environ`` replaced by another mapping is read through that mapping, at each
+    call."""
     monkeypatch.setattr(os, "environ", {registry.ENV_VAR: "numpy"})
     assert registry.resolve_backend(X).name == "numpy"
     os.environ[registry.ENV_VAR] = ""

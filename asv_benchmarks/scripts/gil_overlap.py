@@ -78,9 +78,11 @@ def _layer_times(dtype: str) -> None:
     vectors = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
 
     @numba.njit(nogil=True)
-    def bn_body(number: int, x: Any, rm: Any, rv: Any, w: Any, b: Any, out: Any) -> None:
+    def bn_body(
+        number: int, x: Any, rm: Any, rv: Any, w: Any, b: Any, out: Any, stats: Any
+    ) -> None:
         for _ in range(number):
-            bn_kernel(x, rm, rv, w, b, True, True, 0.1, 1e-5, out)
+            bn_kernel(x, rm, rv, w, b, True, True, 0.1, 1e-5, out, stats)
 
     rows_ = rng.standard_normal((120, 64)).astype(dtype)
     ln = normdrop.LayerNorm(64, dtype=dtype)
@@ -93,8 +95,13 @@ def _layer_times(dtype: str) -> None:
             ln_kernel(x, w, b, 1e-5, out, stats)
 
     out, ln_out, stats = np.empty_like(x), np.empty_like(rows_), np.empty((2, 120))
+    bn_stats = np.empty((2, 64))
     cases = (
-        ("BatchNorm1d (4, 64, 30)", lambda: bn(x), lambda n: bn_body(n, x, *vectors, out)),
+        (
+            "BatchNorm1d (4, 64, 30)",
+            lambda: bn(x),
+            lambda n: bn_body(n, x, *vectors, out, bn_stats),
+        ),
         (
             "LayerNorm (120, 64)",
             lambda: ln(rows_),

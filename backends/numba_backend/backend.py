@@ -215,7 +215,8 @@ class NumbaBackend:
         else:
             rm = _read_vector(running_mean, dtype)
             rv = _read_vector(running_var, dtype)
-        mean, rstd = _clone(fused.batch_norm_forward.pick(x), x.size)(
+        stats = np.empty((2, x.shape[1]))
+        _clone(fused.batch_norm_forward.pick(x), x.size)(
             _readable(x),
             rm,
             rv,
@@ -226,12 +227,13 @@ class NumbaBackend:
             float(momentum),
             float(eps),
             out,
+            stats,
         )
         if update and running_mean is not None and rm is not running_mean:
             running_mean[...] = rm  # computed in a converted copy
         if update and running_var is not None and rv is not running_var:
             running_var[...] = rv
-        return out, mean, rstd
+        return out, stats[0], stats[1]
 
     def dropout_add_layer_norm_forward(
         self,
@@ -291,9 +293,9 @@ class NumbaBackend:
         if type(x) is not np.ndarray or x.size >= PARALLEL_MIN_SIZE:
             return None
         if kernel == "layer_norm_forward":
-            return _bind_layer_norm(x, *args)
+            return _bind_layer_norm(self, x, *args)
         if kernel == "batch_norm_forward":
-            return _bind_batch_norm(x, *args)
+            return _bind_batch_norm(self, x, *args)
         return None
 
     # ----- backward -------------------------------------------------------------
@@ -437,26 +439,54 @@ def _same_vectors(given: tuple[Any, ...], passed: tuple[np.ndarray, ...]) -> boo
     return all(g is None or g is p for g, p in zip(given, passed, strict=True))
 
 
+def _compiled(dispatcher: Any, *args: Any) -> Callable[..., Any]:
+    """The machine code of ``dispatcher`` for arguments of exactly the Numba types of
+    ``args``, compiled or loaded from the disk cache now if need be.
+
+    A bound call runs it directly: the dispatcher would find the same code, after
+    typing every argument and looking the types up, which costs a bound call a tenth
+    of its GIL-held time. Like any compiled function, it releases the GIL while it
+    runs (every kernel is ``nogil``), but it checks no type: the caller hands it only
+    arguments of the types of ``args`` (a C-contiguous, aligned, writable array
+    stands for any such array of its dtype and rank), and the dispatcher anything else.
+    """
+    from numba.core.typing.typeof import Purpose, typeof
+
+    return dispatcher.compile(tuple(typeof(a, Purpose.argument) for a in args))
+
+
 def _bind_layer_norm(
-    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+    owner: NumbaBackend,
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-    """:meth:`NumbaBackend.layer_norm_forward` bound to ``weight``, ``bias`` and ``eps``."""
+    """:meth:`NumbaBackend.layer_norm_forward` of ``owner`` bound to ``weight``, ``bias`` and
+    ``eps``: the compiled code for C-contiguous, aligned, writable data, the unbound method
+    for the rest."""
     shape, dtype, rows_ = x.shape, x.dtype, x.shape[0]
     vector_dtype = _vector_dtype(x, weight, bias)
     w, b = _read_vector(weight, vector_dtype), _read_vector(bias, vector_dtype)
     if not _same_vectors((weight, bias), (w, b)):
         return None
     kernel, e = rows.layer_norm_forward.pick(x).serial, float(eps)
+    sample, stats_shape, empty = np.empty(shape, dtype), (2, rows_), np.empty
+    compiled = _compiled(kernel, sample, w, b, e, sample, empty(stats_shape))
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out, stats = np.empty(shape, dtype), np.empty((2, rows_))
-        kernel(x if x.flags.writeable else _readable(x), w, b, e, out, stats)
+        out = empty(shape, dtype)
+        if not x.flags.carray:  # read-only or unaligned: not the compiled code's type
+            return owner.layer_norm_forward(x, weight, bias, e, out)
+        stats = empty(stats_shape)
+        compiled(x, w, b, e, out, stats)
         return out, stats[0], stats[1]
 
     return run
 
 
 def _bind_batch_norm(
+    owner: NumbaBackend,
     x: np.ndarray,
     running_mean: np.ndarray | None,
     running_var: np.ndarray | None,
@@ -467,8 +497,10 @@ def _bind_batch_norm(
     momentum: float,
     eps: float,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-    """:meth:`NumbaBackend.batch_norm_forward` bound to its vectors and options."""
-    shape, dtype = x.shape, x.dtype
+    """:meth:`NumbaBackend.batch_norm_forward` of ``owner`` bound to its vectors and options:
+    the compiled code for C-contiguous, aligned, writable data and running statistics it
+    may write, the unbound method for the rest."""
+    shape, dtype, channels = x.shape, x.dtype, x.shape[1]
     vector_dtype = _vector_dtype(x, running_mean, running_var, weight, bias)
     update = bool(update) and running_mean is not None and running_var is not None
     if update and running_mean is not None and running_var is not None:
@@ -482,12 +514,20 @@ def _bind_batch_norm(
         return None
     kernel = fused.batch_norm_forward.pick(x).serial
     batch, m, e = bool(use_batch), float(momentum), float(eps)
+    sample, stats_shape, empty = np.empty(shape, dtype), (2, channels), np.empty
+    compiled = _compiled(
+        kernel, sample, rm, rv, w, b, batch, update, m, e, sample, empty(stats_shape)
+    )
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = np.empty(shape, dtype)
-        x = x if x.flags.writeable else _readable(x)
-        mean, rstd = kernel(x, rm, rv, w, b, batch, update, m, e, out)
-        return out, mean, rstd
+        out = empty(shape, dtype)
+        # the running statistics were writable when bound; the user may have locked them
+        if not x.flags.carray or update and not (rm.flags.writeable and rv.flags.writeable):
+            vectors = (running_mean, running_var, weight, bias)
+            return owner.batch_norm_forward(x, *vectors, batch, update, m, e, out)
+        stats = empty(stats_shape)
+        compiled(x, rm, rv, w, b, batch, update, m, e, out, stats)
+        return out, stats[0], stats[1]
 
     return run
 

@@ -58,9 +58,12 @@ def _fold_channel(m, v, running_mean, running_var, weight, bias, ch, update, mom
 
 
 @task_jit  # inlined, the whole small forward took twice as long
-def _fold(mean, var, running_mean, running_var, weight, bias, c, update, momentum, eps, count):
+def _fold(
+    mean, var, running_mean, running_var, weight, bias, c, update, momentum, eps, count, stats
+):
     """The statistics used, the running statistics updated in place, the parameters
-    folded in: ``mean, rstd, scale, shift`` per channel (float64).
+    folded in: ``mean`` and ``rstd`` written into the rows of ``stats``, ``scale, shift``
+    per channel returned (float64).
 
     ``mean``/``var`` are the batch statistics, or empty: then the running statistics
     are used (zeros and ones when there are none). One loop over the channels.
@@ -69,8 +72,8 @@ def _fold(mean, var, running_mean, running_var, weight, bias, c, update, momentu
     use_batch = mean.size > 0
     running = running_mean.size > 0
     unbias = count / (count - 1)  # inf for one value: then never used
-    mean_used = np.empty(c)
-    rstd = np.empty(c)
+    mean_used = stats[0]
+    rstd = stats[1]
     scale = np.empty(c)
     shift = np.empty(c)
     for ch in range(c):
@@ -88,7 +91,7 @@ def _fold(mean, var, running_mean, running_var, weight, bias, c, update, momentu
         rstd[ch] = r
         scale[ch] = r if weight.size == 0 else r * np.float64(weight[ch])
         shift[ch] = bias[ch] if bias.size > 0 else 0.0
-    return mean_used, rstd, scale, shift
+    return scale, shift
 
 
 @inline_jit
@@ -145,11 +148,11 @@ def _block_task(
 
 
 @inline_jit
-def _in_blocks(x, running_mean, running_var, weight, bias, update, momentum, eps, out):
-    """The training forward in the channel-block layout: one task loop; ``(mean, rstd)``."""
-    c = x.shape[1]
-    mean = np.empty(c)
-    rstd = np.empty(c)
+def _in_blocks(x, running_mean, running_var, weight, bias, update, momentum, eps, out, stats):
+    """The training forward in the channel-block layout: one task loop; ``mean`` and
+    ``rstd`` written into the rows of ``stats``."""
+    mean = stats[0]
+    rstd = stats[1]
     per, n_tasks = channel_blocks(x)
     for tt in prange(n_tasks):
         t = np.int64(tt)  # the prange index is unsigned
@@ -157,7 +160,6 @@ def _in_blocks(x, running_mean, running_var, weight, bias, update, momentum, eps
             x, running_mean, running_var, weight, bias, update, momentum, eps, out, mean, rstd,
             t, per,
         )  # fmt: skip
-    return mean, rstd
 
 
 @channel_kernel(blocks=forward_takes_blocks)
@@ -172,25 +174,29 @@ def batch_norm_forward(
     momentum: float,
     eps: float,
     out: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+    stats: np.ndarray,
+) -> None:
     """BatchNorm of C-contiguous ``(N, C, L)`` data into ``out``.
 
     Uses the batch statistics when ``use_batch`` (else the running ones), updates
-    the running statistics in place when ``update``; returns float64 ``(mean, rstd)``.
+    the running statistics in place when ``update``; writes the float64 ``mean`` and
+    ``rstd`` used into the rows of ``stats``, a C-contiguous ``(2, C)`` array (filled,
+    not returned: a returned array costs Python a new array object, made holding the GIL).
     """
     n, c, length = x.shape
     if CHANNEL_BLOCKS:
         if use_batch:
-            return _in_blocks(
-                x, running_mean, running_var, weight, bias, update, momentum, eps, out
+            _in_blocks(
+                x, running_mean, running_var, weight, bias, update, momentum, eps, out, stats
             )
+            return
         mean = var = np.empty(0)  # the running statistics
     elif use_batch:
         mean, var = moments(x, LONG_LAYOUT)
     else:
         mean = var = np.empty(0)
-    mean, rstd, scale, shift = _fold(
-        mean, var, running_mean, running_var, weight, bias, c, update, momentum, eps, n * length
-    )
-    affine(x, mean, scale, shift, out, LONG_LAYOUT)
-    return mean, rstd
+    scale, shift = _fold(
+        mean, var, running_mean, running_var, weight, bias, c, update, momentum, eps, n * length,
+        stats,
+    )  # fmt: skip
+    affine(x, stats[0], scale, shift, out, LONG_LAYOUT)

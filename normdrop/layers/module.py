@@ -295,9 +295,10 @@ class Module(Checkpointing, Placement):
         Saves what the backward pass needs, as the general path does.
         """
         plan = self._plan
-        if type(x) is not np.ndarray or plan is None or not plan.calls:
+        if type(x) is not np.ndarray or plan is None:
             return None
-        run = plan.calls.get((x.shape, x.dtype))
+        calls = plan.calls
+        run = calls.get((x.shape, x.dtype)) if calls else None
         if (
             run is None
             or not x.flags.c_contiguous
