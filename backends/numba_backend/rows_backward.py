@@ -25,7 +25,7 @@ MAX_BACKWARD_TASKS = 64
 #: Bytes of ``x`` per block of rows of the whole-row backward (as many of ``dy``):
 #: the block's dweight/dbias pass reads both again from the L2 cache, so a block
 #: holds the same bytes (not values) in float32 and float64.
-BLOCK_BYTES = 128 << 10
+ROW_BLOCK_BYTES = 128 << 10
 
 
 @inline_jit
@@ -84,7 +84,7 @@ def _param_grads_rows(x, dy, mean, rstd, dw, db, r0, r1):
 def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
     """Task ``t``: input gradient row by row, partial dweight/dbias into row ``t``.
 
-    The rows go in blocks of about :data:`BLOCK_BYTES` of ``x`` (and as much of
+    The rows go in blocks of about :data:`ROW_BLOCK_BYTES` of ``x`` (and as much of
     ``dy``): first each row's sums and input gradient (one visit), then the
     block's dweight/dbias from the rows the first loop left in cache
     (:func:`_param_grads_rows`). Accumulating dweight/dbias in the gradient loop
@@ -99,7 +99,7 @@ def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
             dw[j] = 0.0
             db[j] = 0.0
     inv_d = 1.0 / d
-    block = max(1, BLOCK_BYTES // (x.itemsize * max(d, 1)))
+    block = max(1, ROW_BLOCK_BYTES // (x.itemsize * max(d, 1)))
     r1 = min(rows, (t + 1) * per)
     for b0 in range(t * per, r1, block):
         b1 = min(r1, b0 + block)
