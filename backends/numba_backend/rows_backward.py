@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .jit import TASK_SIZE, inline_jit, task_jit
+from .jit import inline_jit, task_jit
 from .rows import SPLIT_ROWS, row_kernel, rows_per_task, segments
 from .vectors import float64_or
 
@@ -21,6 +21,11 @@ __all__ = ["layer_norm_backward"]
 #: Most tasks of the whole-row LayerNorm backward: each owns a row of partial
 #: dweight/dbias, which are summed at the end, so big inputs get bigger tasks.
 MAX_BACKWARD_TASKS = 64
+
+#: Bytes of ``x`` per block of rows of the whole-row backward (as many of ``dy``):
+#: the block's dweight/dbias pass reads both again from the L2 cache, so a block
+#: holds the same bytes (not values) in float32 and float64.
+ROW_BLOCK_BYTES = 128 << 10
 
 
 @inline_jit
@@ -41,14 +46,49 @@ def _row_coefficients(xr, gr, w, m, rs, inv_d):
     return rs * (sg * inv_d), rs * rs * rs * (sgx * inv_d)
 
 
+@inline_jit
+def _param_grads_rows(x, dy, mean, rstd, dw, db, r0, r1):
+    """Add rows ``r0 .. r1 - 1``'s terms to dweight/dbias, two rows per load and store.
+
+    Each pass over ``dw`` and ``db`` adds the sum of two rows' terms, which halves the
+    accumulators' loads and stores; an odd last row goes alone.
+    """
+    r = r0
+    while r + 2 <= r1:
+        x0 = x[r]
+        g0 = dy[r]
+        x1 = x[r + 1]
+        g1 = dy[r + 1]
+        m0 = mean[r]
+        s0 = rstd[r]
+        m1 = mean[r + 1]
+        s1 = rstd[r + 1]
+        for j in range(x0.size):
+            a0 = np.float64(g0[j])
+            a1 = np.float64(g1[j])
+            dw[j] += a0 * ((x0[j] - m0) * s0) + a1 * ((x1[j] - m1) * s1)
+            db[j] += a0 + a1
+        r += 2
+    if r < r1:
+        xr = x[r]
+        gr = dy[r]
+        m = mean[r]
+        rs = rstd[r]
+        for j in range(xr.size):
+            gj = np.float64(gr[j])
+            dw[j] += gj * ((xr[j] - m) * rs)
+            db[j] += gj
+
+
 @task_jit
 def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
     """Task ``t``: input gradient row by row, partial dweight/dbias into row ``t``.
 
-    The rows go in blocks of about :data:`~.jit.TASK_SIZE` values: first each row's
-    sums and input gradient (one visit), then the block's dweight/dbias from the
-    rows the first loop left in cache. Accumulating dweight/dbias in the gradient
-    loop costs far more (its loads and stores queue behind the gradient's stores,
+    The rows go in blocks of about :data:`ROW_BLOCK_BYTES` of ``x`` (and as much of
+    ``dy``): first each row's sums and input gradient (one visit), then the
+    block's dweight/dbias from the rows the first loop left in cache
+    (:func:`_param_grads_rows`). Accumulating dweight/dbias in the gradient loop
+    costs far more (its loads and stores queue behind the gradient's stores,
     which miss the cache; see docs/benchmarks.md, "Kernel tuning").
     """
     rows, d = x.shape
@@ -59,7 +99,7 @@ def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
             dw[j] = 0.0
             db[j] = 0.0
     inv_d = 1.0 / d
-    block = max(1, TASK_SIZE // max(d, 1))
+    block = max(1, ROW_BLOCK_BYTES // (x.itemsize * max(d, 1)))
     r1 = min(rows, (t + 1) * per)
     for b0 in range(t * per, r1, block):
         b1 = min(r1, b0 + block)
@@ -74,15 +114,7 @@ def _backward_rows(dy, x, mean, rstd, w, out, t, per, pdw, pdb, param_grads):
                 xm = xr[j] - m
                 orow[j] = (gr[j] * w[j]) * rs - k0 - xm * k1
         if param_grads:
-            for r in range(b0, b1):
-                xr = x[r]
-                gr = dy[r]
-                m = mean[r]
-                rs = rstd[r]
-                for j in range(d):
-                    gj = np.float64(gr[j])
-                    dw[j] += gj * ((xr[j] - m) * rs)
-                    db[j] += gj
+            _param_grads_rows(x, dy, mean, rstd, dw, db, b0, b1)
 
 
 @task_jit
