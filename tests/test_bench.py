@@ -42,6 +42,7 @@ ROW_KEYS = {
     "copy_gbps",
     "copy_share",
     "memory_share",
+    "memory_gbps",
     "reread_bytes",
     "bound_s",
     "bound_share",
@@ -82,10 +83,13 @@ def test_json_structure(capsys):
     assert row["speedup_vs_reference"] == pytest.approx(row["reference_s"] / row["normdrop_s"])
     assert row["gbps"] == pytest.approx(row["bytes"] / 1e9 / row["normdrop_s"])
     assert row["copy_share"] == pytest.approx(row["gbps"] / row["copy_gbps"])
-    assert row["memory_share"] == pytest.approx(row["gbps"] / memory["gbps"])
+    # the share uses the memory speed timed in the case's own rounds, not the header's
+    assert row["memory_gbps"] > 0
+    assert row["memory_share"] == pytest.approx(row["gbps"] / row["memory_gbps"])
+    assert not any(k.startswith("memory speed") for k in row["timings"])
     # rows of 64 values fit any cache: nothing to read twice, so the bound is the memory time
     assert row["reread_bytes"] == 0
-    assert row["bound_s"] == pytest.approx(row["bytes"] / 1e9 / memory["gbps"])
+    assert row["bound_s"] == pytest.approx(row["bytes"] / 1e9 / row["memory_gbps"])
     assert row["bound_share"] == pytest.approx(row["memory_share"])
     assert machine["rounds"] == 2 and machine["noise_threshold"] == bench.NOISE_THRESHOLD
     for key in ("normdrop", "reference", "copy"):
@@ -365,7 +369,31 @@ def test_memory_speed_from_scripted_timings():
     assert row["bytes"] == expected_bytes
     assert row["memory_share"] == pytest.approx(expected_bytes / 1.024e9 / 1e-4)
     cells = bench.format_table([row]).splitlines()[-1].split()
-    assert cells[-3:-1] == ["120%", "120%"]  # of mem, of bound (nothing to read twice)
+    assert cells[-4:-1] == ["1.0", "120%", "120%"]  # mem GB/s, of mem, of bound (no re-reads)
+
+
+def test_each_row_uses_the_memory_speed_of_its_own_rounds():
+    """On a machine whose memory speed changes during a run, a row's share of memory speed
+    is taken against the copies timed in that case's own interleaved rounds."""
+    from normdrop.bench import cli as bench_cli
+
+    probe = bench_memory.MemoryProbe(2 * 2**20)
+    slow = {"np.copyto": lambda: __import__("time").sleep(0.004)}  # 4 MiB moved in >= 4 ms
+    probe.thunks = slow
+    start = bench_memory.MemorySpeed(2 * 2**20, {"np.copyto": 1e-6})  # 4 TB/s at the start
+    case = bench.select_cases(["LayerNorm forward whole layer call"], ["float32"])[0]
+    target = bench.Target.named("numpy")
+    row = bench_cli.run_case(
+        case, _settings(1), target, target, {"torch": None, "jax": None}, start,
+        timing.NoProgress(), probe,
+    )  # fmt: skip
+    assert 0 < row["memory_gbps"] <= 4 * 2**20 / 0.004 / 1e9
+    assert row["memory_share"] == pytest.approx(row["gbps"] / row["memory_gbps"])
+    without = bench_cli.run_case(
+        case, _settings(1), target, target, {"torch": None, "jax": None}, start,
+        timing.NoProgress(),
+    )  # fmt: skip
+    assert without["memory_gbps"] == pytest.approx(start.bytes_per_s / 1e9)
 
 
 def test_copy_thunks_are_the_memory_speed_copies():

@@ -163,6 +163,10 @@ def _thread_count() -> int:
     return int(numba.get_num_threads())
 
 
+#: Prefix of the memory speed's thunks among a case's own (:func:`run_case`).
+MEMORY_PREFIX = "memory speed: "
+
+
 def _copy_thunk(nbytes: float, dtype: np.dtype) -> Thunk:
     """``np.copyto`` moving ``nbytes`` in all (half read, half written)."""
     n = max(1, int(nbytes // (2 * dtype.itemsize)))
@@ -179,6 +183,7 @@ def run_case(
     timed_peers: dict[str, Any | None],
     speed: MemorySpeed | None,
     bar: Any,
+    probe: memory.MemoryProbe | None = None,
 ) -> dict:
     """Time one case every way and return its row (:func:`normdrop.bench.report.make_row`).
 
@@ -192,8 +197,11 @@ def run_case(
         ``"torch"`` and ``"jax"``: the imported module, or ``None`` when that peer is
         not installed or not asked for.
     speed : MemorySpeed or None
-        This run's memory speed.
+        This run's memory speed, for a case whose own rounds time no ``probe``.
     bar : progress bar
+    probe : MemoryProbe, optional
+        The memory speed's thunks, timed in the case's own interleaved rounds; the
+        row's share of memory speed then uses that memory speed, not ``speed``.
 
     Returns
     -------
@@ -211,10 +219,20 @@ def run_case(
     if jax is not None:
         thunks["jax"] = build_thunk("jax", lambda: case.build_jax(x))
     thunks["copy"] = build_thunk("copy", lambda: _copy_thunk(case.passes * x.nbytes, x.dtype))
+    if probe is not None:
+        thunks.update({MEMORY_PREFIX + k: t for k, t in probe.thunks.items()})
     timings: dict[str, Timing | str | None] = dict(measure_rounds(thunks, settings, bar, case.name))
     if same_code:
         timings["normdrop"] = timings["reference"]  # the same code: do not time it twice
         bar.update()
+    if probe is not None:
+        own = {
+            k[len(MEMORY_PREFIX) :]: timings.pop(k)
+            for k in list(timings)
+            if k.startswith(MEMORY_PREFIX)
+        }
+        own_speed = probe.speed({k: t.best for k, t in own.items() if isinstance(t, Timing)})
+        speed = own_speed if own_speed.copies else speed
     return report.make_row(case, settings, timings, speed)
 
 
@@ -264,17 +282,20 @@ def run(args: argparse.Namespace) -> int:
         with peers.torch_session(torch, torch_threads):
             return plot.run(args, settings, target, timed_peers)
 
-    timed = 3 + sum(p is not None for p in timed_peers.values())
-    # + 3: the memory speed's two copies and its read-only pass (only with table cases)
-    total = len(cases) * timed + (3 if cases else 0) + len(thread_cases)
+    probe = memory.MemoryProbe(args.memory_mib * 2**20) if cases else None
+    probes = len(probe.thunks) if probe is not None else 0
+    # each case times its own thunks and the memory speed's; the run starts with the latter
+    timed = 3 + sum(p is not None for p in timed_peers.values()) + probes
+    total = len(cases) * timed + probes + len(thread_cases)
     bar = progress_bar(total, enabled=not args.no_progress)
     speed = None
     try:
-        if cases:
-            speed = memory.run_memory_speed(settings, bar, args.memory_mib * 2**20)
+        if probe is not None:
+            speed = memory.run_memory_speed(settings, bar, probe.array_bytes, probe)
         with peers.torch_session(torch, torch_threads):
             rows = [
-                run_case(c, settings, target, reference, timed_peers, speed, bar) for c in cases
+                run_case(c, settings, target, reference, timed_peers, speed, bar, probe)
+                for c in cases
             ]
         thread_rows = []
         for t in thread_cases:

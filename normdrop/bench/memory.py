@@ -36,6 +36,7 @@ __all__ = [
     "COPY_THREADS",
     "MEMORY_BYTES",
     "READ_NAME",
+    "MemoryProbe",
     "MemorySpeed",
     "copy_thunks",
     "last_level_cache_bytes",
@@ -141,9 +142,45 @@ def memory_share(
     return moved_bytes / speed.bytes_per_s / seconds
 
 
+class MemoryProbe:
+    """The copies and the read-only pass that define the memory speed, built once.
+
+    ``normdrop bench`` times them at the start of a run (the header's memory speed) and
+    again in each case's own interleaved rounds, so that each row's share of memory
+    speed uses what the memory gave while that case ran: on a shared or virtual
+    machine the memory speed can change by 2x within minutes.
+
+    Parameters
+    ----------
+    array_bytes : int
+        Size of the copied (and read) array.
+
+    Attributes
+    ----------
+    thunks : dict of str to callable
+        The copies (:func:`copy_thunks`) and, with Numba, :data:`READ_NAME`
+        (:func:`read_thunk`).
+    """
+
+    def __init__(self, array_bytes: int = MEMORY_BYTES) -> None:
+        self.array_bytes = max(8, array_bytes // 8 * 8)
+        self.thunks = copy_thunks(array_bytes)
+        read = read_thunk(array_bytes)
+        if read is not None:
+            self.thunks[READ_NAME] = read
+        self.last_level_cache = last_level_cache_bytes()
+
+    def speed(self, times: dict[str, float]) -> MemorySpeed:
+        """The memory speed that the best per-call ``times`` (seconds, by thunk name)
+        define; copies that did not run are left out."""
+        copies = {k: t for k, t in times.items() if k in self.thunks and k != READ_NAME}
+        return MemorySpeed(self.array_bytes, copies, times.get(READ_NAME), self.last_level_cache)
+
+
 def memory_speed(
     measure: Callable[[dict[str, Thunk]], dict[str, float]],
     array_bytes: int = MEMORY_BYTES,
+    probe: MemoryProbe | None = None,
 ) -> MemorySpeed:
     """Measure the memory speed and the read speed, and read the last-level cache size.
 
@@ -153,21 +190,16 @@ def memory_speed(
         Takes ``{name: thunk}`` (the copies and the read-only pass) and returns each
         thunk's best per-call time in seconds (the bench's interleaved rounds).
     array_bytes : int
-        Size of the copied (and read) array.
+        Size of the copied (and read) array, when no ``probe`` is given.
+    probe : MemoryProbe, optional
+        The thunks to time (built for ``array_bytes`` when not given).
 
     Returns
     -------
     MemorySpeed
     """
-    thunks = copy_thunks(array_bytes)
-    read = read_thunk(array_bytes)
-    if read is not None:
-        thunks[READ_NAME] = read
-    times = measure(thunks)
-    copies = {k: t for k, t in times.items() if k != READ_NAME}
-    return MemorySpeed(
-        max(8, array_bytes // 8 * 8), copies, times.get(READ_NAME), last_level_cache_bytes()
-    )
+    probe = MemoryProbe(array_bytes) if probe is None else probe
+    return probe.speed(measure(dict(probe.thunks)))
 
 
 def copy_thunks(array_bytes: int = MEMORY_BYTES) -> dict[str, Thunk]:
@@ -273,7 +305,9 @@ def _sys_cache_bytes(cache_dir: Path) -> int | None:
     return None if best is None else best[1]
 
 
-def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySpeed | None:
+def run_memory_speed(
+    settings: Settings, bar: Any, array_bytes: int, probe: MemoryProbe | None = None
+) -> MemorySpeed | None:
     """This run's memory speed, timed in interleaved rounds like the cases.
 
     Parameters
@@ -284,6 +318,8 @@ def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySp
         As :func:`normdrop.bench.timing.progress_bar` returns.
     array_bytes : int
         Size of the copied array.
+    probe : MemoryProbe, optional
+        Thunks already built for ``array_bytes``.
 
     Returns
     -------
@@ -295,7 +331,7 @@ def run_memory_speed(settings: Settings, bar: Any, array_bytes: int) -> MemorySp
         timings = measure_rounds(dict(thunks), settings, bar, "memory speed")
         return {k: t.best for k, t in timings.items() if isinstance(t, Timing)}
 
-    speed = memory_speed(measure, array_bytes)
+    speed = memory_speed(measure, array_bytes, probe)
     return speed if speed.copies else None
 
 

@@ -72,8 +72,10 @@ def make_row(
     timings : dict of str to Timing, str or None
         ``"normdrop"``, ``"reference"``, ``"copy"`` and the peers' timings (or errors).
     memory : MemorySpeed, optional
-        This run's memory speed, for ``memory_share``, and its read speed and cache size,
-        for the same-run bound (``bound_s``, ``bound_share``; :mod:`normdrop.bench.bound`).
+        The memory speed measured with the case (in its own rounds, or else at the start
+        of the run), for ``memory_share`` and ``memory_gbps``, and its read speed and
+        cache size, for the same-run bound (``bound_s``, ``bound_share``;
+        :mod:`normdrop.bench.bound`).
 
     Returns
     -------
@@ -112,6 +114,7 @@ def make_row(
         "copy_gbps": copy_gbps,
         "copy_share": _ratio(gbps, copy_gbps),
         "memory_share": memory_share(nbytes, t["normdrop"], memory),
+        "memory_gbps": memory.bytes_per_s / 1e9 if memory is not None else None,
         "reread_bytes": reread,
         "bound_s": bound,
         "bound_share": bound_share(bound, t["normdrop"]),
@@ -220,6 +223,7 @@ _COLUMNS: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
     ("vs ref", ">", lambda r: _fmt_ratio(r["speedup_vs_reference"])),
     ("GB/s", ">", lambda r: _fmt_float(r["gbps"], ".1f")),
     ("of copy", ">", lambda r: _fmt_float(r["copy_share"], ".0%")),
+    ("mem GB/s", ">", lambda r: _fmt_float(r.get("memory_gbps"), ".1f")),
     ("of mem", ">", lambda r: _fmt_float(r["memory_share"], ".0%")),
     ("of bound", ">", lambda r: _fmt_float(r["bound_share"], ".0%")),
     ("spread", ">", lambda r: _fmt_spread(r)),
@@ -296,7 +300,7 @@ def header(info: dict) -> str:
     cache = memory["last_level_cache_bytes"]
     llc = "unknown" if cache is None else f"{cache / 2**20:g} MiB"
     return (
-        f"{line}\nmemory speed {memory['gbps']:.1f} GB/s: best copy of "
+        f"{line}\nmemory speed at the start {memory['gbps']:.1f} GB/s: best copy of "
         f"{memory['array_bytes'] / 2**20:.0f} MiB (GB/s: {copies}); read speed {read} "
         f"({memory['read'] or 'numba read'}, the same array); last-level cache {llc}"
     )
@@ -319,12 +323,13 @@ def footer(rows: Sequence[dict]) -> str:
         "the numpy reference (above 1 is faster; n/a: that peer is not installed or was not "
         "asked for). GB/s: bytes moved (read + written) per second by normdrop (forward 2x "
         "the input, normalisation backward 3x, dropout backward 2x). of copy: normdrop's "
-        "share of np.copyto's GB/s moving the same bytes in this run. of mem: the time the "
-        "memory speed needs for the bytes normdrop moves, divided by normdrop's time (a "
-        "copy's read and write both count as moved bytes). of bound: the least time this "
-        "run's speeds need for the traffic no algorithm for the case can avoid (the moved "
-        "bytes at the memory speed, plus any bytes it must read twice at the read speed), "
-        "divided by normdrop's time."
+        "share of np.copyto's GB/s moving the same bytes in this run. mem GB/s: the memory "
+        "speed timed in the case's own interleaved rounds (the header's is the run's first). "
+        "of mem: the time that memory speed needs for the bytes normdrop moves, divided by "
+        "normdrop's time (a copy's read and write both count as moved bytes). of bound: the "
+        "least time those speeds need for the traffic no algorithm for the case can avoid "
+        "(the moved bytes at the memory speed, plus any bytes it must read twice at the "
+        "read speed), divided by normdrop's time."
     )
     notes = [textwrap.fill(legend, width=100)]
     noise = (
