@@ -56,6 +56,26 @@ class Scale(normdrop.Module):
 # ----------------------------------------------------------------------------- the guide's layer
 def test_guide_page_is_in_the_toctree():
     assert "custom-layers" in (GUIDE / "index.md").read_text().split()
+    assert "module-api" in (GUIDE / "index.md").read_text().split()
+
+
+def test_module_api_page_prints_what_its_comments_say(capsys):
+    """Every block of the "PyTorch's Module API" page runs; each ``print(...)  # value``
+    line prints that value, and the printed model is the one shown below its print."""
+    text = (GUIDE / "module-api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    expected = []
+    for block in blocks:
+        for line in block.splitlines():
+            if line.startswith("print(") and "  # " in line:
+                expected.append(line.split("  # ", 1)[1].strip())
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "module-api.md", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[: len(expected)] == expected
+    shown = [line[2:] for line in blocks[-1].splitlines() if line.startswith("# ")]
+    assert printed[len(expected) :] == shown
 
 
 def test_guide_linear_trains(guide):
