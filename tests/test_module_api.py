@@ -56,6 +56,26 @@ class Scale(normdrop.Module):
 # ----------------------------------------------------------------------------- the guide's layer
 def test_guide_page_is_in_the_toctree():
     assert "custom-layers" in (GUIDE / "index.md").read_text().split()
+    assert "module-api" in (GUIDE / "index.md").read_text().split()
+
+
+def test_module_api_page_prints_what_its_comments_say(capsys):
+    """Every block of the "PyTorch's Module API" page runs; each ``print(...)  # value``
+    line prints that value, and the printed model is the one shown below its print."""
+    text = (GUIDE / "module-api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    expected = []
+    for block in blocks:
+        for line in block.splitlines():
+            if line.startswith("print(") and "  # " in line:
+                expected.append(line.split("  # ", 1)[1].strip())
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "module-api.md", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[: len(expected)] == expected
+    shown = [line[2:] for line in blocks[-1].splitlines() if line.startswith("# ")]
+    assert printed[len(expected) :] == shown
 
 
 def test_guide_linear_trains(guide):
@@ -397,3 +417,454 @@ def test_apply_reaches_every_layer():
     model.apply(lambda m: seen.append(id(m)))
     # as in PyTorch, a layer at two positions is visited at each (ln: inside and after inner)
     assert sorted(seen) == sorted(id(m) for m in (model, model[0], inner, ln, drop, ln))
+
+
+# ----------------------------------------------------------------- dtypes: double, float, half, to
+def _layers(backend, dtype="float32"):
+    """One layer of each kind with parameters, on ``backend``."""
+    return [
+        normdrop.BatchNorm1d(3, dtype=dtype, backend=backend.name),
+        normdrop.LayerNorm(3, dtype=dtype, backend=backend.name),
+        normdrop.DropoutAddLayerNorm(3, p=0.25, seed=4, dtype=dtype, backend=backend.name),
+    ]
+
+
+def _run(layer, x):
+    out = layer(x, x) if isinstance(layer, normdrop.DropoutAddLayerNorm) else layer(x)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _floating_arrays(layer):
+    return {
+        k: v
+        for k, v in [*layer.named_parameters(), *layer.named_buffers(), *layer.grads.items()]
+        if np.issubdtype(np.dtype(v.dtype), np.floating)
+    }
+
+
+def test_double_converts_every_floating_array_and_computes_as_a_float64_layer(backend, rng):
+    """``.double()`` on a trained float32 layer: its arrays and gradients become float64 with
+    the same values, and then it computes bit for bit as a float64 layer with that state."""
+    x = backend.asarray(rng.standard_normal((4, 3)))
+    for layer, reference in zip(_layers(backend), _layers(backend, "float64"), strict=True):
+        _run(layer, x)
+        layer.backward(*_run(layer, x)[:1])  # non-zero gradients and running statistics
+        before = {k: host(backend, v).copy() for k, v in _floating_arrays(layer).items()}
+        count = getattr(layer, "num_batches_tracked", None)
+        assert layer.double() is layer
+        assert layer.dtype == np.float64
+        after = _floating_arrays(layer)
+        assert list(after) == list(before)
+        for k, v in after.items():
+            assert v.dtype == np.float64, k
+            np.testing.assert_array_equal(host(backend, v), before[k].astype(np.float64))
+        if count is not None:  # integer buffers keep their dtype, as in PyTorch
+            assert layer.num_batches_tracked.dtype == np.int64
+        with pytest.raises(BackwardBeforeForwardError):  # the saved pass is dropped, as by to()
+            layer.backward(x)
+        reference.load_state_dict(layer.state_dict())
+        if isinstance(layer, normdrop.DropoutAddLayerNorm):
+            reference.call_count = layer.call_count
+        for mode in ("train", "eval"):  # first in the mode the layer was converted in
+            if mode == "eval":
+                layer.eval(), reference.eval()
+            for got, want in zip(_run(layer, x), _run(reference, x), strict=True):
+                np.testing.assert_array_equal(host(backend, got), host(backend, want))
+        for (k, got), (_, want) in zip(
+            layer.state_dict().items(), reference.state_dict().items(), strict=True
+        ):
+            assert got.dtype == want.dtype, k
+            np.testing.assert_array_equal(got, want, err_msg=k)
+
+
+def test_float_converts_back_and_the_repr_shows_no_dtype(backend):
+    for layer in _layers(backend, "float64"):
+        text = repr(layer)
+        assert layer.float() is layer
+        assert layer.dtype == np.float32
+        assert all(v.dtype == np.float32 for v in _floating_arrays(layer).values())
+        assert repr(layer) == repr(layer.double()) == text  # PyTorch's repr has no dtype either
+
+
+def test_converting_to_the_current_dtype_keeps_arrays_and_the_saved_pass(rng):
+    bn = normdrop.BatchNorm1d(3, dtype="float64")
+    x = rng.standard_normal((4, 3))
+    held = [*bn.named_parameters(), *bn.named_buffers(), *bn.grads.items()]
+    bn(x)
+    assert bn.double() is bn and bn.to(np.float64) is bn
+    after = [*bn.named_parameters(), *bn.named_buffers(), *bn.grads.items()]
+    assert [k for k, _ in after] == [k for k, _ in held]
+    assert all(v is old for (_, v), (_, old) in zip(after, held, strict=True))
+    bn.backward(rng.standard_normal((4, 3)))  # the saved forward pass is kept
+    assert bn.grads["bias"].any()
+
+
+def test_held_gradient_references_are_replaced_by_a_conversion():
+    """As with to(device): a conversion replaces the gradient arrays (documented)."""
+    bn = normdrop.BatchNorm1d(3)
+    held = bn.grads["weight"]
+    bn.double()
+    assert bn.grads["weight"] is not held and bn.grads["weight"].dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.to("float64"),
+        lambda m: m.to(np.float64),
+        lambda m: m.to(np.dtype("float64")),
+        lambda m: m.to(dtype="float64"),
+        lambda m: m.to("cpu", "float64"),
+        lambda m: m.to(device="cpu", dtype=np.float64),
+        lambda m: m.to("cpu", dtype="float64", non_blocking=True),
+        lambda m: m.double(),
+    ],
+)
+def test_to_takes_a_dtype_as_pytorch_does(call):
+    """Every form converts a whole model, as ``torch.nn.Module.to(torch.float64)``; the
+    dtype of each array is PyTorch's."""
+    torch = pytest.importorskip("torch")
+    model = normdrop.Sequential(
+        normdrop.BatchNorm1d(3), normdrop.Sequential(normdrop.LayerNorm(3)), normdrop.Dropout()
+    )
+    t_model = torch.nn.Sequential(
+        torch.nn.BatchNorm1d(3), torch.nn.Sequential(torch.nn.LayerNorm(3)), torch.nn.Dropout()
+    ).to(torch.float64)
+    assert call(model) is model
+    assert model.device == "cpu"
+    assert {k: str(v.dtype) for k, v in model.state_dict().items()} == {
+        k: str(v.dtype).removeprefix("torch.") for k, v in t_model.state_dict().items()
+    }
+    assert model[0].dtype == model[1][0].dtype == np.float64
+
+
+def test_to_without_arguments_changes_nothing():
+    bn = normdrop.BatchNorm1d(3)
+    weight = bn.weight
+    assert bn.to() is bn and bn.weight is weight and bn.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("call", "parameter", "match"),
+    [
+        (lambda m: m.half(), "dtype", "got float16; half-precision parameters are not"),
+        (lambda m: m.to("float16"), "dtype", r"got 'float16'; .*layer\.float\(\)"),
+        (lambda m: m.to(np.float16), "dtype", "got float16"),
+        (lambda m: m.to(dtype="bfloat16"), "dtype", "got 'bfloat16'; half-precision"),
+        (lambda m: m.to("int64"), "dtype", "'float32' or 'float64'"),
+        (lambda m: m.to(dtype="gpu"), "dtype", "got 'gpu'"),
+        (lambda m: m.to("gpu"), "device", "got 'gpu'"),
+        (lambda m: m.to("cpu", "float16"), "dtype", "float16"),
+        (lambda m: m.to("cuda", np.int32), "dtype", "int32"),
+        (lambda m: m.to("cpu", non_blocking=1), "non_blocking", "got 1"),
+    ],
+)
+def test_bad_conversions_are_clear_errors_and_change_nothing(rng, call, parameter, match):
+    model = normdrop.Sequential(normdrop.BatchNorm1d(3), normdrop.LayerNorm(3))
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    model(x)
+    arrays = {k: v for _, m in model.named_modules() for k, v in m.__dict__.items()}
+    with pytest.raises(InvalidParameterError, match=match) as info:
+        call(model)
+    assert info.value.parameter_name == parameter
+    assert {k: v for _, m in model.named_modules() for k, v in m.__dict__.items()} == arrays
+    model.backward(np.ones_like(x))  # the saved pass survives
+
+
+def test_cpu_and_cuda_are_to_shorthands(rng):
+    bn = normdrop.BatchNorm1d(3)
+    weight = bn.weight
+    assert bn.cpu() is bn and bn.weight is weight
+    try:
+        normdrop.get_backend("cuda")
+    except normdrop.BackendError as exc:
+        pytest.skip(f"cuda backend unavailable: {exc}")
+    assert bn.cuda() is bn and bn.device == "cuda"
+    assert bn.cpu() is bn and bn.device == "cpu" and type(bn.weight) is np.ndarray
+
+
+def test_to_moves_and_converts_in_one_call():
+    try:
+        cuda = normdrop.get_backend("cuda")
+    except normdrop.BackendError as exc:
+        pytest.skip(f"cuda backend unavailable: {exc}")
+    ln = normdrop.LayerNorm(3)
+    assert ln.to("cuda", "float64") is ln
+    assert ln.device == "cuda" and ln.dtype == np.float64
+    assert cuda.to_numpy(ln.weight).dtype == np.float64
+    assert cuda.to_numpy(ln.grads["bias"]).dtype == np.float64
+    ln.to("cpu")
+    assert ln.weight.dtype == np.float64 and isinstance(ln.weight, np.ndarray)
+
+
+# ----------------------------------------------------------------- PyTorch's keyword arguments
+def test_state_dict_prefix_and_destination_follow_pytorch():
+    torch = pytest.importorskip("torch")
+    model = normdrop.Sequential(normdrop.BatchNorm1d(3), normdrop.LayerNorm(3))
+    t_model = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.LayerNorm(3))
+    for prefix in ("", "encoder.", "p"):
+        assert list(model.state_dict(prefix=prefix)) == list(t_model.state_dict(prefix=prefix))
+        assert list(model[0].state_dict(prefix=prefix)) == list(
+            t_model[0].state_dict(prefix=prefix)
+        )
+    destination = {"kept": 1}
+    result = model.state_dict(destination=destination, prefix="m.", keep_vars=True)
+    assert result is destination
+    t_destination: dict = {"kept": 1}
+    t_model.state_dict(destination=t_destination, prefix="m.", keep_vars=True)
+    assert list(destination) == list(t_destination)
+    np.testing.assert_array_equal(destination["m.0.running_var"], np.ones(3))
+    destination["m.0.running_var"][...] = 5  # still copies, whatever keep_vars says
+    assert (model[0].running_var == 1).all()
+    drop = normdrop.Dropout(seed=1)
+    assert list(drop.state_dict(prefix="d.", extra_state=True)) == ["d._extra_state"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"destination": [("a", 1)]}, "destination"),
+        ({"destination": normdrop.BatchNorm1d(3).state_dict().items()}, "destination"),
+        ({"prefix": 0}, "prefix"),
+        ({"keep_vars": "yes"}, "keep_vars"),
+    ],
+)
+def test_bad_state_dict_arguments_are_clear_errors_and_write_nothing(kwargs, parameter):
+    destination: dict = {}
+    with pytest.raises(InvalidParameterError) as info:
+        normdrop.BatchNorm1d(3).state_dict(**{"destination": destination, **kwargs})
+    assert info.value.parameter_name == parameter
+    assert destination == {}
+
+
+def test_zero_grad_takes_set_to_none_and_zeroes_in_place(rng):
+    bn = normdrop.BatchNorm1d(3)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    for set_to_none in (True, False):
+        bn(x)
+        bn.backward(x)
+        held = dict(bn.grads)
+        assert all(g.any() for g in held.values())
+        bn.zero_grad(set_to_none=set_to_none)
+        for k, g in bn.grads.items():  # never None: the arrays an optimiser holds stay current
+            assert g is held[k] and not g.any()
+    bn(x)
+    bn.backward(x)
+    before = {k: g.copy() for k, g in bn.grads.items()}
+    with pytest.raises(InvalidParameterError, match="set_to_none") as info:
+        bn.zero_grad(set_to_none=None)
+    assert info.value.parameter_name == "set_to_none"
+    for k, g in bn.grads.items():
+        np.testing.assert_array_equal(g, before[k])
+
+
+def test_named_members_take_pytorchs_keywords():
+    torch = pytest.importorskip("torch")
+    model, _, _, _ = _nested()
+    t_ln = torch.nn.LayerNorm(4)
+    t_model = torch.nn.Sequential(
+        torch.nn.BatchNorm1d(4), torch.nn.Sequential(t_ln, torch.nn.Dropout(0.2)), t_ln
+    )
+
+    def names(pairs):
+        return [name for name, _ in pairs]
+
+    for kwargs in (
+        {},
+        {"prefix": "net"},
+        {"recurse": False},
+        {"remove_duplicate": False},
+        {"prefix": "a.b", "recurse": True, "remove_duplicate": False},
+    ):
+        assert names(model.named_parameters(**kwargs)) == names(
+            t_model.named_parameters(**kwargs)
+        ), kwargs
+        assert names(model.named_buffers(**kwargs)) == names(t_model.named_buffers(**kwargs))
+    assert names(model[0].named_parameters(recurse=False)) == ["weight", "bias"]
+    assert len(list(model.parameters(recurse=False))) == 0
+    assert len(list(model[0].buffers(recurse=False))) == 3
+    for kwargs in ({}, {"prefix": "net"}, {"remove_duplicate": False}):
+        assert names(model.named_modules(**kwargs)) == names(t_model.named_modules(**kwargs))
+    memo = {model[0]}
+    t_memo = {t_model[0]}
+    assert names(model.named_modules(memo)) == names(t_model.named_modules(t_memo))
+    assert model in memo and len(memo) == len(t_memo)
+
+
+@pytest.mark.parametrize(
+    ("call", "parameter"),
+    [
+        (lambda m: m.named_parameters(prefix=1), "prefix"),
+        (lambda m: m.named_buffers(recurse="no"), "recurse"),
+        (lambda m: m.parameters(recurse=None), "recurse"),
+        (lambda m: m.named_modules(remove_duplicate=0), "remove_duplicate"),
+        (lambda m: m.named_modules(memo=[]), "memo"),
+    ],
+)
+def test_bad_keywords_of_named_members_raise_at_the_call(call, parameter):
+    with pytest.raises(InvalidParameterError) as info:
+        call(normdrop.BatchNorm1d(3))  # raised before iterating
+    assert info.value.parameter_name == parameter
+
+
+# ----------------------------------------------------------------- get_submodule and friends
+def test_get_submodule_parameter_buffer_follow_pytorch():
+    torch = pytest.importorskip("torch")
+    model, ln, drop, inner = _nested()
+    assert model.get_submodule("") is model
+    assert model.get_submodule("1") is inner and model.get_submodule("1.1") is drop
+    assert model.get_parameter("1.0.weight") is ln.weight
+    assert model.get_parameter("0.bias") is model[0].bias
+    assert model.get_buffer("0.running_var") is model[0].running_var
+    no_stats = normdrop.Sequential(normdrop.BatchNorm1d(4, track_running_stats=False))
+    assert no_stats.get_buffer("0.running_mean") is None  # registered as None, as in PyTorch
+    t_ln = torch.nn.LayerNorm(4)
+    t_model = torch.nn.Sequential(
+        torch.nn.BatchNorm1d(4), torch.nn.Sequential(t_ln, torch.nn.Dropout(0.2)), t_ln
+    )
+    t_no_stats = torch.nn.Sequential(torch.nn.BatchNorm1d(4, track_running_stats=False))
+    assert t_no_stats.get_buffer("0.running_mean") is None
+    no_bias = normdrop.Sequential(normdrop.LayerNorm(4, bias=False))
+    t_no_bias = torch.nn.Sequential(torch.nn.LayerNorm(4, bias=False))
+    for method, target, ours, theirs in [
+        ("get_submodule", "5", model, t_model),
+        ("get_submodule", "1.2", model, t_model),
+        ("get_submodule", "0.weight", model, t_model),
+        ("get_submodule", "0.weight.x", model, t_model),
+        ("get_parameter", "1.0.nope", model, t_model),
+        ("get_parameter", "weight", model, t_model),
+        ("get_parameter", "", model, t_model),
+        ("get_parameter", "0.running_mean", model, t_model),
+        ("get_parameter", "7.weight", model, t_model),
+        ("get_parameter", "0.bias", no_bias, t_no_bias),
+        ("get_buffer", "0.weight", model, t_model),
+        ("get_buffer", "0.nope", model, t_model),
+        ("get_buffer", "1.1.p", model, t_model),
+    ]:
+        with pytest.raises(AttributeError) as info:
+            getattr(ours, method)(target)
+        with pytest.raises(AttributeError) as t_info:
+            getattr(theirs, method)(target)
+        expected = str(t_info.value).replace("an nn.Module", "a Module")
+        expected = expected.replace("an nn.Parameter", "a parameter")
+        assert str(info.value) == expected, (method, target)
+    with pytest.raises(InvalidParameterError) as bad:
+        model.get_submodule(0)
+    assert bad.value.parameter_name == "target"
+
+
+# ----------------------------------------------------------------- modules as attributes
+class Block(normdrop.Module):
+    """A PyTorch-style composite layer: children assigned as attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = normdrop.LayerNorm(4, dtype="float64")
+        self.drop = normdrop.Dropout(0.5, seed=3)
+        self.register_parameter("scale", np.full(4, 2.0))
+
+    def forward(self, x):
+        self.save_for_backward()
+        return self.drop(self.norm(x)) * self.scale
+
+    def compute_backward(self, grad_output):
+        return self.norm.backward(self.drop.backward(grad_output * self.scale)), {}
+
+
+def test_modules_assigned_as_attributes_are_children_as_in_pytorch(rng):
+    torch = pytest.importorskip("torch")
+
+    class TorchBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(4)
+            self.drop = torch.nn.Dropout(0.5)
+            self.scale = torch.nn.Parameter(torch.full((4,), 2.0))
+
+    block, t_block = Block(), TorchBlock()
+    model = normdrop.Sequential(block, normdrop.LayerNorm(4))
+    t_model = torch.nn.Sequential(t_block, torch.nn.LayerNorm(4))
+    assert list(model.state_dict()) == list(t_model.state_dict())
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in t_model.named_modules()]
+    assert list(model.grads) == [n for n, _ in t_model.named_parameters()]
+    assert model.get_submodule("0.norm") is block.norm
+    assert repr(block).replace("Block", "TorchBlock").replace("p=0.5", "p=0.5, inplace=False") == (
+        repr(t_block)
+    )
+    model.eval()
+    assert not block.norm.training and not block.drop.training
+    model.train()
+    x = rng.standard_normal((3, 4))
+    y = model(x)
+    model.backward(np.ones_like(y))
+    assert model.grads["0.norm.weight"].any()
+    model.zero_grad()
+    assert not model.grads["0.norm.weight"].any()
+    model.float()
+    assert block.norm.weight.dtype == np.float32 and block.scale.dtype == np.float32
+    twin = pickle.loads(pickle.dumps(model))
+    assert twin[0].norm is twin[0].get_submodule("norm")
+    np.testing.assert_array_equal(twin[0].norm.weight, block.norm.weight)
+
+
+def test_add_module_register_module_and_none_children():
+    block = Block()
+    extra = normdrop.LayerNorm(4)
+    block.add_module("extra", extra)
+    assert block.extra is extra and block.get_submodule("extra") is extra
+    block.register_module("other", normdrop.BatchNorm1d(4))
+    assert [n for n, _ in block.named_children()] == ["norm", "drop", "extra", "other"]
+    block.extra = None  # an empty slot, as in PyTorch
+    assert block.extra is None
+    assert "extra.weight" not in block.state_dict()
+    assert "(extra): None" in repr(block)
+    with pytest.raises(AttributeError, match="`extra` is not a Module"):
+        block.get_submodule("extra")
+    block.train(False)  # skips the empty slot
+    block.extra = extra
+    assert "extra.weight" in block.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("call", "parameter"),
+    [
+        (lambda b: b.add_module("x", np.tanh), "module"),
+        (lambda b: b.add_module("a.b", normdrop.LayerNorm(4)), "name"),
+        (lambda b: b.add_module("", normdrop.LayerNorm(4)), "name"),
+        (lambda b: b.add_module(3, normdrop.LayerNorm(4)), "name"),
+        (lambda b: b.add_module("scale", normdrop.LayerNorm(4)), "name"),
+        (lambda b: b.add_module("training", normdrop.LayerNorm(4)), "name"),
+        (lambda b: b.add_module("forward", normdrop.LayerNorm(4)), "name"),
+        (lambda b: setattr(b, "norm", np.ones(4)), "norm"),
+        (lambda b: setattr(b, "scale", normdrop.LayerNorm(4)), "scale"),
+    ],
+)
+def test_bad_children_are_refused_and_change_nothing(call, parameter):
+    block = Block()
+    children = dict(block.named_children())
+    keys = list(block.state_dict())
+    with pytest.raises(InvalidParameterError) as info:
+        call(block)
+    assert info.value.parameter_name == parameter
+    assert dict(block.named_children()) == children and list(block.state_dict()) == keys
+
+
+def test_sequential_names_layers_by_position_only():
+    model = normdrop.Sequential(normdrop.LayerNorm(3))
+    for call in (
+        lambda: model.add_module("extra", normdrop.LayerNorm(3)),
+        lambda: setattr(model, "extra", normdrop.LayerNorm(3)),
+    ):
+        with pytest.raises(InvalidParameterError, match="use append"):
+            call()
+    assert len(model) == 1 and list(model.state_dict()) == ["0.weight", "0.bias"]
+
+
+def test_assigning_a_module_before_init_is_refused_as_in_pytorch():
+    class Early(normdrop.Module):
+        def __init__(self):
+            self.norm = normdrop.LayerNorm(3)
+            super().__init__()
+
+    with pytest.raises(AttributeError, match="before Module.__init__"):
+        Early()

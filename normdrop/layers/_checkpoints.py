@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import numpy as np
 
 from normdrop import _validation
+from normdrop.errors import InvalidParameterError
 from normdrop.layers._state_dict import (
     EXTRA_STATE_KEY,
     IncompatibleKeys,
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from normdrop.layers.module import Module
 
 __all__ = ["Checkpointing"]
+
+MappingT = TypeVar("MappingT", bound=MutableMapping[str, Any])
 
 
 class Checkpointing:
@@ -49,11 +52,46 @@ class Checkpointing:
         """Restore what :meth:`get_extra_state` returned; raise on a bad value, changing nothing."""
         raise NotImplementedError(f"{type(self).__name__} keeps no extra state")
 
-    def state_dict(self, *, extra_state: bool = False) -> OrderedDict[str, Any]:
+    @overload
+    def state_dict(
+        self,
+        *,
+        destination: None = None,
+        prefix: str = "",
+        keep_vars: bool = False,
+        extra_state: bool = False,
+    ) -> OrderedDict[str, Any]: ...
+
+    @overload
+    def state_dict(
+        self,
+        *,
+        destination: MappingT,
+        prefix: str = "",
+        keep_vars: bool = False,
+        extra_state: bool = False,
+    ) -> MappingT: ...
+
+    def state_dict(
+        self,
+        *,
+        destination: MutableMapping[str, Any] | None = None,
+        prefix: str = "",
+        keep_vars: bool = False,
+        extra_state: bool = False,
+    ) -> MutableMapping[str, Any]:
         """Return host NumPy copies of every parameter and buffer, keyed as in PyTorch.
 
         Parameters
         ----------
+        destination : mutable mapping, optional
+            Write the entries into this mapping and return it (PyTorch's
+            ``destination=``); a new ``OrderedDict`` otherwise.
+        prefix : str, default ""
+            Put before every key, as given (PyTorch's ``prefix=``, e.g. ``"encoder."``).
+        keep_vars : bool, default False
+            Accepted for PyTorch compatibility and ignored: without autograd there
+            are no variables to keep, and the values are always copies.
         extra_state : bool, default False
             Also include each :meth:`get_extra_state` under ``"_extra_state"``
             (e.g. Dropout's seed and call counter), for an exact resume.
@@ -61,19 +99,40 @@ class Checkpointing:
 
         Returns
         -------
-        collections.OrderedDict
+        collections.OrderedDict or the ``destination``
             ``weight, bias, running_mean, running_var, num_batches_tracked`` order,
             module by module (``"0."``, ``"1."``, ... in a Sequential).
+
+        Raises
+        ------
+        InvalidParameterError
+            ``destination`` is not a mutable mapping, ``prefix`` not a string, or a
+            flag not a bool; nothing is written.
         """
+        if destination is not None and not isinstance(destination, MutableMapping):
+            raise InvalidParameterError(
+                f"destination must be a mutable mapping (e.g. a dict) or None, got "
+                f"{type(destination).__name__}",
+                parameter_name="destination",
+                value=destination,
+            )
+        if not isinstance(prefix, str):
+            raise InvalidParameterError(
+                f"prefix must be a string, got {prefix!r}", parameter_name="prefix", value=prefix
+            )
+        _validation.boolean("keep_vars", keep_vars)
         extra_state = _validation.boolean("extra_state", extra_state)
         state: OrderedDict[str, Any] = OrderedDict()
-        for prefix, module in self._walk():
+        for path, module in self._walk(prefix):
             to_numpy = module._array_backend.to_numpy
             for k, v in module._state_items():
-                state[prefix + k] = np.array(to_numpy(v), copy=True)
+                state[path + k] = np.array(to_numpy(v), copy=True)
             if extra_state and has_extra_state(module):
-                state[prefix + EXTRA_STATE_KEY] = module.get_extra_state()
-        return state
+                state[path + EXTRA_STATE_KEY] = module.get_extra_state()
+        if destination is None:
+            return state
+        destination.update(state)
+        return destination
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True

@@ -47,6 +47,8 @@ class Sequential(Module):
     3
     """
 
+    _modules: dict[str, Module]  # type: ignore[assignment]  # never None here: see add_module
+
     def __init__(self, *layers: Module) -> None:
         super().__init__(None)
         self.extend(layers)
@@ -130,6 +132,25 @@ class Sequential(Module):
         layers.insert(index, self._checked([layer], index)[0])
         self._set_layers(layers)
         return self
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Refused: a Sequential names its layers by position; use :meth:`append`.
+
+        PyTorch's ``Sequential.add_module(name, layer)`` appends a layer under a
+        name of its own; normdrop's keys are always the positions ``"0"``, ``"1"``, ...
+        (the same holds for assigning a module to an attribute of a Sequential).
+
+        Raises
+        ------
+        InvalidParameterError
+            Always; nothing is changed.
+        """
+        raise InvalidParameterError(
+            f"Sequential names its layers by position ('0', '1', ...), so it cannot add a "
+            f"module named {name!r}: use append(layer) or insert(index, layer)",
+            parameter_name="name",
+            value=name,
+        )
 
     @property
     def layers(self) -> list[Module]:
@@ -232,9 +253,3 @@ class Sequential(Module):
             reset = getattr(layer, "reset_parameters", None)
             if reset is not None:
                 reset()
-
-    def __repr__(self) -> str:
-        inner = "".join(
-            f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self)
-        )
-        return f"Sequential({inner}\n)" if inner else "Sequential()"  # PyTorch's forms

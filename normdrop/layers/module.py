@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import BackwardBeforeForwardError
+from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError
 from normdrop.layers import _devices, _grads
 from normdrop.layers._checkpoints import Checkpointing
 from normdrop.layers._placement import Placement
@@ -22,13 +22,14 @@ from normdrop.layers._state_dict import (
     assignment_value,
     registered_value,
 )
+from normdrop.layers._submodules import Submodules
 from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.registry import get_backend, resolve_backend
 
 __all__ = ["IncompatibleKeys", "Module"]
 
 
-class Module(Checkpointing, Placement):
+class Module(Checkpointing, Placement, Submodules):
     """Common behaviour of every normdrop layer, and the base class of your own.
 
     A subclass calls ``super().__init__(backend)``, creates its arrays with
@@ -37,7 +38,9 @@ class Module(Checkpointing, Placement):
     :meth:`save_for_backward`) and :meth:`compute_backward`. Everything else
     (calling, :meth:`backward` with gradient accumulation, :attr:`grads`,
     :meth:`zero_grad`, modes, ``state_dict``, ``.npz`` checkpoints, :meth:`to`,
-    pickling, use inside :class:`~normdrop.Sequential`) comes from this class.
+    pickling, use inside :class:`~normdrop.Sequential`) comes from this class. A
+    module assigned to an attribute (``self.norm = LayerNorm(8)``) becomes a child,
+    as in PyTorch (see :meth:`add_module`).
 
     Parameters
     ----------
@@ -67,7 +70,7 @@ class Module(Checkpointing, Placement):
     _backend_choice: str | Backend | None
     _parameters: dict[str, Any]
     _buffers: dict[str, Any]
-    _modules: dict[str, Module]
+    _modules: dict[str, Module | None]
     _grads: dict[str, Any]
     _saved: tuple[Any, ...] | None
     _plan: Any
@@ -134,15 +137,18 @@ class Module(Checkpointing, Placement):
     def __setattr__(self, name: str, value: Any) -> None:
         """Assigning to a parameter or buffer copies the value into it, after checks.
 
-        Other attributes are set as usual; those in ``_attribute_checks`` (such as
-        ``eps`` and ``momentum``) are checked as the constructor checks them.
+        A :class:`Module` (or ``None`` for a child's name) is registered as a child
+        with :meth:`add_module`, as in PyTorch. Other attributes are set as usual;
+        those in ``_attribute_checks`` (such as ``eps`` and ``momentum``) are checked
+        as the constructor checks them.
 
         Raises
         ------
         InvalidParameterError
             The value is not an array of the parameter's or buffer's shape, or its
-            dtype does not cast to theirs (``same_kind``); or a checked attribute gets
-            a value its constructor argument would refuse. Nothing is changed.
+            dtype does not cast to theirs (``same_kind``); a checked attribute gets
+            a value its constructor argument would refuse; a child's name gets
+            something else than a module or ``None``. Nothing is changed.
         """
         state = self.__dict__
         parameters = state.get("_parameters")
@@ -151,6 +157,8 @@ class Module(Checkpointing, Placement):
             if value is not target:  # `layer.weight -= step` assigns the array to itself
                 host = assignment_value(type(self).__name__, name, target, value)
                 target[...] = self._array_backend.asarray(host)
+        elif isinstance(value, Module) or (parameters is not None and name in state["_modules"]):
+            self._set_child(name, value)
         else:
             check = self._attribute_checks.get(name)
             if check is not None:
@@ -159,6 +167,19 @@ class Module(Checkpointing, Placement):
             if name in self._plan_attributes:
                 state["_plan"] = None
 
+    def _set_child(self, name: str, value: Any) -> None:
+        """Assign a child module by attribute, with PyTorch's checks."""
+        if "_modules" not in self.__dict__:
+            raise AttributeError("cannot assign module before Module.__init__() call")
+        if value is not None and not isinstance(value, Module):
+            raise InvalidParameterError(
+                f"{type(self).__name__}.{name} is a child module: assign a normdrop Module "
+                f"or None, got {type(value).__name__}",
+                parameter_name=name,
+                value=value,
+            )
+        self.add_module(name, value)
+
     def _own_state(self, name: str) -> Any:
         return self._parameters[name] if name in self._parameters else self._buffers[name]
 
@@ -166,7 +187,8 @@ class Module(Checkpointing, Placement):
         """Yield ``(key prefix, module)`` for this module, then every module inside it."""
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child._walk(f"{prefix}{name}.")
+            if child is not None:
+                yield from child._walk(f"{prefix}{name}.")
 
     def _walk_unique(self) -> Iterator[tuple[str, Module]]:
         """:meth:`_walk` without repeats: a module used at several positions is yielded at
@@ -315,15 +337,24 @@ class Module(Checkpointing, Placement):
 
         Zeros after construction and after :meth:`zero_grad`. :meth:`backward`
         and :meth:`zero_grad` write into these arrays in place, so a reference
-        to one (e.g. held by an optimiser) stays current; only :meth:`to`
-        replaces them.
+        to one (e.g. held by an optimiser) stays current; only a move or a
+        dtype conversion (:meth:`to`, :meth:`float`, :meth:`double`) replaces them.
         """
         if not self._modules:
             return self._grads
         return {prefix + k: v for prefix, m in self._walk_unique() for k, v in m._grads.items()}
 
-    def zero_grad(self) -> None:
-        """Set every gradient in :attr:`grads` to zero, in place."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Set every gradient in :attr:`grads` to zero, in place.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Accepted for PyTorch compatibility. Either way the gradients become
+            zeros in place, never ``None``: :attr:`grads` keeps its arrays, so
+            references an optimiser holds stay current.
+        """
+        _validation.boolean("set_to_none", set_to_none)
         for _, module in self._walk():
             for grad in module._grads.values():
                 grad[...] = 0
@@ -344,7 +375,8 @@ class Module(Checkpointing, Placement):
         mode = _validation.boolean("mode", mode)
         self.training = mode
         for child in self._modules.values():
-            child.train(mode)
+            if child is not None:
+                child.train(mode)
         return self
 
     def eval(self) -> Module:
@@ -358,40 +390,135 @@ class Module(Checkpointing, Placement):
         return self.train(False)
 
     # ----- parameters and buffers -------------------------------------------------
-    def _named(self, store: str) -> Iterator[tuple[str, Array]]:
-        """``(key, array)`` of every array in ``store`` (an attribute) of each module inside."""
+    def _named(
+        self, store: str, prefix: str, recurse: bool, remove_duplicate: bool
+    ) -> Iterator[tuple[str, Array]]:
+        """``(key, array)`` of every array in ``store`` (an attribute) of each module inside,
+        after checking PyTorch's keyword arguments."""
+        _check_prefix(prefix)
+        recurse = _validation.boolean("recurse", recurse)
+        remove_duplicate = _validation.boolean("remove_duplicate", remove_duplicate)
+        modules = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else iter([(prefix, self)])
+        )
         return (
-            (prefix + k, v)
-            for prefix, m in self._walk_unique()
+            (f"{path}.{k}" if path else k, v)
+            for path, m in modules
             for k, v in getattr(m, store).items()
             if v is not None
         )
 
-    def named_parameters(self) -> Iterator[tuple[str, Array]]:
-        """Yield ``(name, array)`` for every learnable parameter."""
-        return self._named("_parameters")
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Array]]:
+        """Yield ``(name, array)`` for every learnable parameter, as PyTorch does.
 
-    def parameters(self) -> Iterator[Array]:
-        """Yield every learnable parameter."""
-        return (v for _, v in self.named_parameters())
+        Parameters
+        ----------
+        prefix : str, default ""
+            Put before every name, with a ``"."``.
+        recurse : bool, default True
+            Include the modules inside this one; ``False``: only its own parameters.
+        remove_duplicate : bool, default True
+            List a module used at several positions once, at its first; ``False``:
+            at every position. (An array registered in two modules is listed under
+            each: each has its own gradient in :attr:`grads`.)
 
-    def named_buffers(self) -> Iterator[tuple[str, Array]]:
-        """Yield ``(name, array)`` for every buffer (running statistics and counters)."""
-        return self._named("_buffers")
+        Raises
+        ------
+        InvalidParameterError
+            ``prefix`` is not a string, or a flag is not a bool.
+        """
+        return self._named("_parameters", prefix, recurse, remove_duplicate)
 
-    def buffers(self) -> Iterator[Array]:
-        """Yield every buffer."""
-        return (v for _, v in self.named_buffers())
+    def parameters(self, recurse: bool = True) -> Iterator[Array]:
+        """Yield every learnable parameter (see :meth:`named_parameters`).
+
+        Parameters
+        ----------
+        recurse : bool, default True
+            Include the modules inside this one.
+        """
+        return (v for _, v in self.named_parameters(recurse=recurse))
+
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Array]]:
+        """Yield ``(name, array)`` for every buffer (running statistics and counters).
+
+        Parameters
+        ----------
+        prefix, recurse, remove_duplicate
+            As in :meth:`named_parameters`.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``prefix`` is not a string, or a flag is not a bool.
+        """
+        return self._named("_buffers", prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse: bool = True) -> Iterator[Array]:
+        """Yield every buffer (see :meth:`named_buffers`).
+
+        Parameters
+        ----------
+        recurse : bool, default True
+            Include the modules inside this one.
+        """
+        return (v for _, v in self.named_buffers(recurse=recurse))
 
     # ----- modules inside ----------------------------------------------------------
-    def named_modules(self) -> Iterator[tuple[str, Module]]:
+    def named_modules(
+        self, memo: set[Module] | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
         """Yield ``(name, module)`` for this module and every module inside it, as PyTorch does.
 
-        This module comes first, named ``""``; the others are named by their path
-        (``"0"``, ``"2.1"`` in nested :class:`~normdrop.Sequential` containers). A module
-        used at several positions is yielded once, at its first.
+        This module comes first, named ``prefix`` (``""``); the others are named by
+        their path (``"0"``, ``"2.1"`` in nested :class:`~normdrop.Sequential`
+        containers, ``"block.norm"`` for attributes).
+
+        Parameters
+        ----------
+        memo : set of Module, optional
+            Modules to leave out; each yielded module is added to it (when
+            ``remove_duplicate``).
+        prefix : str, default ""
+            Put before every name, with a ``"."``.
+        remove_duplicate : bool, default True
+            Yield a module used at several positions once, at its first; ``False``:
+            at every position.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``memo`` is not a set, ``prefix`` not a string or ``remove_duplicate``
+            not a bool.
         """
-        return ((prefix[:-1], module) for prefix, module in self._walk_unique())
+        if memo is not None and not isinstance(memo, set):
+            raise InvalidParameterError(
+                f"memo must be a set of modules or None, got {type(memo).__name__}",
+                parameter_name="memo",
+                value=memo,
+            )
+        _check_prefix(prefix)
+        remove_duplicate = _validation.boolean("remove_duplicate", remove_duplicate)
+        return self._named_modules(set() if memo is None else memo, prefix, remove_duplicate)
+
+    def _named_modules(
+        self, memo: set[Module], prefix: str, remove_duplicate: bool
+    ) -> Iterator[tuple[str, Module]]:
+        if self in memo:
+            return
+        if remove_duplicate:
+            memo.add(self)
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                path = f"{prefix}.{name}" if prefix else name
+                yield from child._named_modules(memo, path, remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
         """Yield this module and every module inside it, each once (see :meth:`named_modules`)."""
@@ -401,7 +528,7 @@ class Module(Checkpointing, Placement):
         """Yield ``(name, module)`` for the modules directly inside this one, each once."""
         seen: set[int] = set()
         for name, child in self._modules.items():
-            if id(child) not in seen:
+            if child is not None and id(child) not in seen:
                 seen.add(id(child))
                 yield name, child
 
@@ -449,7 +576,16 @@ class Module(Checkpointing, Placement):
         return ""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
+        """``ClassName(extra_repr)``, with one ``(name): repr`` line per child, as PyTorch's."""
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        children = [
+            f"({name}): " + repr(child).replace("\n", "\n  ")
+            for name, child in self._modules.items()
+        ]
+        if not children and len(lines) <= 1:
+            return f"{type(self).__name__}({extra})"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines + children) + "\n)"
 
     # ----- pickling --------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -462,3 +598,10 @@ class Module(Checkpointing, Placement):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state["_array_backend"] = get_backend(state["_array_backend"])
         self.__dict__.update(state)
+
+
+def _check_prefix(prefix: Any) -> None:
+    if not isinstance(prefix, str):
+        raise InvalidParameterError(
+            f"prefix must be a string, got {prefix!r}", parameter_name="prefix", value=prefix
+        )
