@@ -149,6 +149,25 @@ def rng():
     return np.random.default_rng(12345)
 
 
+def skip_on_slow_backend(backend, why: str) -> None:
+    """Skip a test with many or large calls on the backends of :data:`SLOW_BACKENDS`
+    (the CUDA simulator runs every GPU thread in Python)."""
+    if backend.name in SLOW_BACKENDS:
+        pytest.skip(why)
+
+
+def torch_tensor(a):
+    """A CPU tensor sharing (a C-contiguous copy of) ``a`` (torch must be installed)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def torch_numpy(t):
+    """A tensor's values as a NumPy array (a view of a CPU tensor)."""
+    return t.detach().numpy()
+
+
 def to_numpy(backend, a):
     """Bring a backend array (or None) back to the host."""
     return None if a is None else backend.to_numpy(a)

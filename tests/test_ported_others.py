@@ -16,7 +16,9 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import SLOW_BACKENDS, host, tol, vec
+from conftest import SLOW_BACKENDS, host, skip_on_slow_backend, tol, vec
+from conftest import torch_numpy as _np
+from conftest import torch_tensor as _t
 
 import normdrop
 from normdrop import functional as F
@@ -25,18 +27,8 @@ torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
 
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _np(t):
-    return t.detach().numpy()
-
-
 def _fast(backend):
-    """Backends the bigger tests run on (the CUDA simulator runs every thread in Python)."""
-    if backend.name in SLOW_BACKENDS:
-        pytest.skip("too many elements for the CUDA simulator")
+    skip_on_slow_backend(backend, "too many elements for the CUDA simulator")
 
 
 def _ln_formula(x, ndim, weight=None, bias=None, eps=1e-5):

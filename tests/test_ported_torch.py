@@ -18,7 +18,9 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import SLOW_BACKENDS, host, tol, vec
+from conftest import host, skip_on_slow_backend, tol, vec
+from conftest import torch_numpy as _np
+from conftest import torch_tensor as _t
 
 import normdrop
 from normdrop import functional as F
@@ -29,18 +31,8 @@ TF = torch.nn.functional
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
 
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _np(t):
-    return t.detach().numpy()
-
-
 def _fast(backend):
-    """Backends the bigger loops run on (the CUDA simulator is slow)."""
-    if backend.name in SLOW_BACKENDS:
-        pytest.skip("a loop over many shapes; too slow under the CUDA simulator")
+    skip_on_slow_backend(backend, "a loop over many shapes; too slow under the CUDA simulator")
 
 
 # ============================================================================ BatchNorm1d
