@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from normdrop._validation import SUPPORTED_PARAM_DTYPES
+from normdrop import _validation
 from normdrop.errors import InvalidParameterError
 from normdrop.layers._devices import DEVICE_BACKENDS
 from normdrop.protocol import Array
@@ -55,11 +55,13 @@ def checked_dtype(value: Any) -> np.dtype:
         half precision, the message names the alternative.
     """
     try:
+        return _validation.param_dtype(value)  # the constructors' check
+    except InvalidParameterError:
+        pass  # refused: the message below also names half precision's alternative
+    try:
         dtype: np.dtype | None = np.dtype(value) if value is not None else None
     except (TypeError, ValueError):
         dtype = None
-    if dtype is not None and dtype in SUPPORTED_PARAM_DTYPES:
-        return dtype
     shown = str(dtype) if dtype is not None and not isinstance(value, str) else repr(value)
     hint = ""
     if (dtype is not None and dtype == np.float16) or (
