@@ -116,6 +116,16 @@ def test_dropout_mask_function(data):
     )
 
 
+def test_asarray_of_empty_data_and_the_fused_op_on_it():
+    """Dask's automatic chunking divides by zero on empty data (a zero batch, as Paddle's
+    ZeroSize tests use): the backend's asarray gives it one chunk, and the ops run on it."""
+    be = normdrop.get_backend("dask")
+    x = be.asarray(np.empty((0, 4, 1024), np.float32))  # (0, 3, 4) happens to work
+    assert isinstance(x, da.Array) and x.shape == (0, 4, 1024)
+    y, r = F.dropout_add_layer_norm(x, x, 1024, p=0.5, seed=1)
+    assert be.to_numpy(y).shape == (0, 4, 1024) and be.to_numpy(r).dtype == np.float32
+
+
 def test_layers_on_dask(data):
     x, g = data
     bn, bn0 = normdrop.BatchNorm1d(6, dtype="float64"), normdrop.BatchNorm1d(6, dtype="float64")

@@ -37,7 +37,12 @@ class DaskBackend:
         return type(x).__module__.split(".", 1)[0] == "dask"
 
     def asarray(self, x: Any, dtype: Any = None) -> da.Array:
-        """Return ``x`` as a Dask array (NumPy data is wrapped with automatic chunks)."""
+        """Return ``x`` as a Dask array (NumPy data is wrapped with automatic chunks).
+
+        Empty data gets one chunk: Dask's automatic chunking divides by zero on it.
+        """
+        if not isinstance(x, da.Array) and getattr(x, "size", 1) == 0:
+            return da.asarray(x, dtype=dtype, chunks=-1)
         return da.asarray(x, dtype=dtype)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> da.Array:
