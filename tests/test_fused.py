@@ -135,6 +135,21 @@ def test_float16_is_computed_in_float32(backend, rng):
     np.testing.assert_allclose(to_numpy(backend, y).astype(np.float32), y32, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_one_element_rows_normalise_to_the_bias_exactly(backend, rng, with_residual):
+    """A one-element row is its own mean: y is the bias exactly, as in PyTorch, with
+    dropout too (the CUDA kernel's shift was r's first value before dropout, so its mean
+    missed r by a rounding and y was about 1e-13 / sqrt(eps) instead of 0)."""
+    x = rng.standard_normal((32, 1))
+    res = rng.standard_normal((32, 1)) if with_residual else None
+    bias = np.array([0.25])
+    y, r = F.dropout_add_layer_norm(
+        backend.asarray(x), None if res is None else backend.asarray(res), 1, None,
+        vec(backend, bias), 0.5, seed=SEED, call=CALL, backend=backend.name,
+    )  # fmt: skip
+    np.testing.assert_array_equal(to_numpy(backend, y), np.full((32, 1), 0.25))
+
+
 def test_out_receives_y_and_may_be_x(rng):
     x, res, w, b = _data(rng, (4, 16), np.float32)
     y_ref, r_ref = F.dropout_add_layer_norm(x, res, 16, w, b, P, seed=SEED)

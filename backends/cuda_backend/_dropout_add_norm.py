@@ -2,9 +2,10 @@
 
 Each thread takes groups of eight consecutive global elements (two Philox blocks, one
 bitmask byte) of its row: it draws their words, drops, scales, adds the residual,
-stores ``r`` and sums the stored values shifted by the row's first input value
-(no division per element, see :mod:`._reduce`); the block adds the sums through
-shared memory, then writes ``y = (r - mean) * rstd * weight
+stores ``r`` and sums the stored values shifted by the row's first value of ``r``
+(no division per element, see :mod:`._reduce`; thread 0 computes that value first, so
+a one-element or constant row has its value as mean exactly and normalises to 0); the
+block adds the sums through shared memory, then writes ``y = (r - mean) * rstd * weight
 + bias`` from ``r``. Element ``i`` of the C-ordered data gets the Philox word every
 other backend gives it, so the masks agree bit for bit.
 
@@ -44,6 +45,22 @@ def _word(w0, w1, w2, w3, lane):
     return w3
 
 
+@cuda.jit(device=True)
+def _drop_add(x, residual, has_residual, row, j, drop, word, threshold, scale, zero):
+    """Element ``j`` of ``r``'s row (in ``x``'s dtype) and whether it was kept."""
+    v = x[row, j]
+    kept = True
+    if drop:
+        if word >= threshold:
+            v = v * scale
+        else:
+            v = zero
+            kept = False
+    if has_residual:
+        v = v + residual[row, j]
+    return v, kept
+
+
 @kernel
 def _fused_kernel(
     x, residual, has_residual, weight, bias, has_weight, has_bias, eps,
@@ -54,17 +71,22 @@ def _fused_kernel(
     element ``offset + row * D + j``."""
     sa = cuda.shared.array(THREADS, np.float64)
     sb = cuda.shared.array(THREADS, np.float64)
+    sk = cuda.shared.array(1, np.float64)
     tid = cuda.threadIdx.x
     features = x.shape[1]
     row = cuda.blockIdx.x
     while row < x.shape[0]:
         g0 = offset + row * features
-        # the shift: any value common to the row's threads; r's first value before dropout
-        k = 0.0
-        if features > 0:
-            k = np.float64(x[row, 0])
-            if has_residual:
-                k += np.float64(residual[row, 0])
+        # the shift, common to the row's threads: r's first value, as the loop computes it
+        if tid == 0 and features > 0:
+            word = np.uint64(0)
+            if drop:
+                w0, w1, w2, w3 = _philox_block(np.uint64(g0 // 4), k0, k1, c2, c3)
+                word = _word(w0, w1, w2, w3, g0 % 4)
+            v, _ = _drop_add(x, residual, has_residual, row, 0, drop, word, threshold, scale, zero)
+            sk[0] = np.float64(v)
+        cuda.syncthreads()
+        k = sk[0] if features > 0 else 0.0
         a = 0.0
         b = 0.0
         u = g0 // 8 + tid
@@ -77,15 +99,12 @@ def _fused_kernel(
                 for lane in range(4):
                     j = 8 * u + 4 * half + lane - g0
                     if 0 <= j < features:
-                        v = x[row, j]
-                        if drop:
-                            if _word(w0, w1, w2, w3, lane) >= threshold:
-                                v = v * scale
-                                bits |= 1 << (4 * half + lane)
-                            else:
-                                v = zero
-                        if has_residual:
-                            v = v + residual[row, j]
+                        word = _word(w0, w1, w2, w3, lane)
+                        v, kept = _drop_add(
+                            x, residual, has_residual, row, j, drop, word, threshold, scale, zero
+                        )
+                        if drop and kept:
+                            bits |= 1 << (4 * half + lane)
                         r[row, j] = v
                         d = np.float64(r[row, j]) - k
                         a += d
