@@ -68,7 +68,8 @@ def dropout_add_layer_norm(
 
     Equal to ``dropout(x, p, training, seed=seed, call=call)``, then ``+ residual``,
     then ``layer_norm(r, normalized_shape, weight, bias, eps)``: the same mask, the
-    same ``r`` bit for bit, and ``y`` to rounding.
+    same ``r`` bit for bit (float16: computed in float32 and rounded once), and ``y``
+    to rounding.
 
     Parameters
     ----------
