@@ -29,6 +29,7 @@ from normdrop import functional as F
 from normdrop.errors import InvalidParameterError, ShapeError
 
 torch = pytest.importorskip("torch")
+TF_dropout = torch.nn.functional.dropout
 
 
 def _fast(backend):
@@ -1115,3 +1116,73 @@ def test_dask_transposed_input_matches_numpy():
     want = F.layer_norm_backward(xt, xt, 6, mean_ref, rstd_ref, np.ones(6))
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(back(g), w, **close)
+
+
+@pytest.mark.parametrize(
+    ("make", "torch_make"),
+    [
+        (lambda: normdrop.Dropout("0.5"), lambda: torch.nn.Dropout("0.5")),
+        (lambda: normdrop.Dropout(None), lambda: torch.nn.Dropout(None)),
+        (lambda: F.dropout(np.ones(3), "0.5"), lambda: TF_dropout(torch.ones(3), "0.5")),
+        (lambda: normdrop.BatchNorm1d("3"), lambda: torch.nn.BatchNorm1d("3")),
+        (lambda: normdrop.BatchNorm1d(3.0), lambda: torch.nn.BatchNorm1d(3.0)),
+        (lambda: normdrop.BatchNorm1d(None), lambda: torch.nn.BatchNorm1d(None)),
+        (lambda: normdrop.LayerNorm(None), lambda: torch.nn.LayerNorm(None)),
+        (lambda: normdrop.LayerNorm(3.0), lambda: torch.nn.LayerNorm(3.0)),
+        (lambda: normdrop.LayerNorm(["3"]), lambda: torch.nn.LayerNorm(["3"])),
+        (
+            lambda: normdrop.BatchNorm1d(3, eps="1e-5")(np.ones((2, 3), np.float32)),
+            lambda: torch.nn.BatchNorm1d(3, eps="1e-5")(torch.ones(2, 3)),
+        ),
+        (
+            lambda: normdrop.BatchNorm1d(3, momentum="0.1")(np.ones((2, 3), np.float32)),
+            lambda: torch.nn.BatchNorm1d(3, momentum="0.1")(torch.ones(2, 3)),
+        ),
+    ],
+    ids=[
+        "Dropout_str",
+        "Dropout_None",
+        "dropout_str",
+        "BN_str",
+        "BN_float",
+        "BN_None",
+        "LN_None",
+        "LN_float",
+        "LN_str_dim",
+        "BN_eps_str",
+        "BN_momentum_str",
+    ],  # fmt: skip
+)
+def test_argument_of_the_wrong_type_is_a_type_error_like_torch(make, torch_make):
+    """Found by porting Chainer's TestInvalidInitialize and Paddle's TestDropoutFAPIError
+    (test_pdtype): an argument of the wrong type raised only ValueError. It now raises
+    InvalidParameterTypeError: a TypeError, as PyTorch raises for each of these, and still
+    an InvalidParameterError (a ValueError) naming the parameter."""
+    with pytest.raises(TypeError):
+        torch_make()
+    with pytest.raises(normdrop.InvalidParameterTypeError) as info:
+        make()
+    assert isinstance(info.value, InvalidParameterError)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+    assert info.value.parameter_name in str(info.value) or "Dropout" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: normdrop.Dropout(1.5),
+        lambda: normdrop.BatchNorm1d(0),
+        lambda: normdrop.BatchNorm1d(3, eps=0.0),
+        lambda: normdrop.BatchNorm1d(3, momentum=2.0),
+        lambda: normdrop.LayerNorm(0),
+        lambda: normdrop.LayerNorm([]),
+        lambda: normdrop.BatchNorm1d(3, dtype="float16"),
+    ],
+    ids=["p_1.5", "BN_0", "eps_0", "momentum_2", "LN_0", "LN_empty", "dtype_float16"],
+)
+def test_argument_of_the_right_type_but_a_bad_value_is_not_a_type_error(make):
+    """The other side of the test above: a number out of range (or an empty shape, an
+    unsupported dtype) stays a plain InvalidParameterError, a ValueError only."""
+    with pytest.raises(InvalidParameterError) as info:
+        make()
+    assert not isinstance(info.value, TypeError)
