@@ -1081,6 +1081,142 @@ def test_paddle_dropout_f_api_errors(call, error):
     assert isinstance(info.value, normdrop.NormdropError)
 
 
+# =================================================================================== Haiku
+# google-deepmind/dm-haiku haiku/_src/batch_norm_test.py and layer_norm_test.py. Haiku's
+# BatchNorm takes channels last and normalises over every other axis; its decay_rate is
+# the weight of the old average (PyTorch's momentum = 1 - decay_rate), its averages are
+# zero-debiased (after one step they equal the batch's statistics: PyTorch's
+# momentum=None) and its variance average is the biased variance (PyTorch's, and
+# normdrop's, running_var is the unbiased one). cross_replica_axis (pmap) and the
+# *_init arguments have no equivalent.
+
+
+def test_haiku_batch_norm_basic(backend):
+    """Haiku BatchNormTest.test_basic: data arange(24).reshape(2, 3, 4), channels last; in
+    training every channel's result equals channel 0's (the data has the same spread in
+    each channel). Haiku then checks that test mode gives the same result (rtol 2e-2),
+    which holds for its biased, zero-debiased variance average; with PyTorch's unbiased
+    running_var (momentum=None: the batch's statistics after one step) the test-mode
+    result is the training one times sqrt((var + eps) / (var * n / (n - 1) + eps))."""
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    x = backend.asarray(data).transpose(0, 2, 1)  # (N, C, L) view of channels-last data
+    bn = normdrop.BatchNorm1d(4, momentum=None, backend=backend.name)
+    result = np.moveaxis(backend.to_numpy(bn(x)), 1, 2)
+    np.testing.assert_allclose(result, np.broadcast_to(result[:, :, :1], result.shape), atol=1e-6)
+    var, n = data[..., 0].var(), 6
+    factor = np.sqrt((var + 1e-5) / (var * n / (n - 1) + 1e-5))
+    test_result = np.moveaxis(backend.to_numpy(bn.eval()(x)), 1, 2)
+    np.testing.assert_allclose(test_result, result * factor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_haiku_batch_norm_simple_training(backend, layout):
+    """Haiku BatchNormTest.test_simple_training (NHWC) and test_simple_training_nchw: ones of
+    shape [2, 3, 3, 5] (or [2, 5, 3, 3]) with scale 0.5 and offset 2.0 give exactly 2.0
+    (assert_equal): a constant channel gives exactly the bias (SPEC). NHWC goes in as the
+    channels-first view of the same data (not copied on CPU backends)."""
+    scale, offset = np.full(5, 0.5), np.full(5, 2.0)
+    if layout == "NHWC":
+        data = np.moveaxis(np.ones((2, 3, 3, 5)), 3, 1)
+        if backend.device != "cpu":
+            data = np.ascontiguousarray(data)
+    else:
+        data = np.ones((2, 5, 3, 3))
+    y = F.batch_norm(backend.asarray(data), weight=vec(backend, scale),
+                     bias=vec(backend, offset), training=True)  # fmt: skip
+    np.testing.assert_array_equal(backend.to_numpy(y), np.full(data.shape, 2.0))
+    bn = normdrop.BatchNorm1d(5, dtype=np.float64, backend=backend.name)
+    bn.weight, bn.bias = vec(backend, scale), vec(backend, offset)
+    y = bn(backend.asarray(np.ones((2, 5, 9))))
+    np.testing.assert_array_equal(backend.to_numpy(y), 2.0)
+
+
+def test_haiku_batch_norm_normalized_axes_and_no_scale_and_offset(backend):
+    """Haiku BatchNormTest.test_simple_training_normalized_axes (axis=[0, 2, 3]: 2.0 in one
+    channel, 1.0 in the other, gives exactly zeros) and test_no_scale_and_offset (ones of
+    [2, 5, 3, 3, 3] give exactly zeros), without affine parameters."""
+    inputs = np.stack([2.0 * np.ones([5, 3, 3]), np.ones([5, 3, 3])], 1)
+    y = F.batch_norm(backend.asarray(inputs), training=True)
+    np.testing.assert_array_equal(backend.to_numpy(y), np.zeros(inputs.shape))
+    ones = np.ones([2, 5, 3, 3, 3], np.float32)
+    y = F.batch_norm(backend.asarray(ones), training=True)
+    np.testing.assert_array_equal(backend.to_numpy(y), np.zeros_like(ones))
+    bn = normdrop.BatchNorm1d(5, affine=False, backend=backend.name)
+    np.testing.assert_array_equal(backend.to_numpy(bn(backend.asarray(ones.reshape(2, 5, 27)))), 0)
+
+
+def test_haiku_batch_norm_no_type_promotion_and_eps_cast(backend):
+    """Haiku BatchNormTest.test_no_type_promotion and test_eps_cast_to_var_dtype: a layer
+    trained on float32 (100, 5) data returns float32, and in evaluation returns the half
+    type for half input (Haiku: bfloat16; normdrop's half type is float16, computed in
+    float32) with a Python float eps (0.1)."""
+    _fast(backend)
+    rng = np.random.default_rng(232)
+    x = rng.normal(size=(100, 5)).astype(np.float32)
+    bn = normdrop.BatchNorm1d(5, eps=0.1, momentum=0.01, backend=backend.name)
+    assert bn(backend.asarray(x)).dtype == np.float32
+    bn.eval()
+    y = bn(backend.asarray(x.astype(np.float16)))
+    assert y.dtype == np.float16
+    tbn = torch.nn.BatchNorm1d(5, eps=0.1, momentum=0.01)
+    tbn(_t(x))
+    want = _np(tbn.eval()(_t(x.astype(np.float16).astype(np.float32))))
+    np.testing.assert_allclose(backend.to_numpy(y).astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("axis", [1, 2, 3])
+def test_haiku_layer_norm_connection(backend, axis):
+    """Haiku LayerNormTest.test_connection: LayerNorm with create_scale and create_offset
+    over the trailing axes from ``axis`` (and slice(axis, None)) of zeros [2, 3, 4, 5]
+    runs and gives zeros of the input's shape. (Haiku's axis=0 alone and slice(1, -1)
+    are not trailing dimensions: PyTorch's normalized_shape cannot express them.)"""
+    data = np.zeros([2, 3, 4, 5], np.float32)
+    ln = normdrop.LayerNorm(data.shape[axis:], backend=backend.name)
+    y = backend.to_numpy(ln(backend.asarray(data)))
+    assert y.shape == data.shape
+    np.testing.assert_array_equal(y, 0)
+
+
+@pytest.mark.parametrize(("create_scale", "create_offset"), [(True, False), (False, True)])
+def test_haiku_layer_norm_half_in_half_out(backend, create_scale, create_offset):
+    """Haiku LayerNormTest.test_bf16 (itertools.permutations([True, False], 2)): half
+    input gives half output for each configuration. normdrop: float16 (its half type)
+    with elementwise_affine/bias as the closest equivalent (create_offset without scale:
+    functional layer_norm with only a bias)."""
+    data = backend.asarray(np.zeros([2, 3, 4, 5], np.float16))
+    if create_scale:
+        y = normdrop.LayerNorm(5, bias=create_offset, backend=backend.name)(data)
+    else:
+        y = F.layer_norm(data, 5, None, vec(backend, np.zeros(5, np.float32)))
+    assert y.dtype == np.float16
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_haiku_layer_norm_simple_case(backend, affine):
+    """Haiku LayerNormTest.test_simple_case (no scale/offset: every output exactly 0.0) and
+    test_simple_case_var / test_simple_case_tensor (scale 0.5, offset 2.0: exactly 2.0),
+    LayerNorm over axes [1, 2] of ones [2, 3, 3, 5]: here those axes moved last."""
+    data = np.moveaxis(np.ones([2, 3, 3, 5]), 3, 1)
+    if backend.device != "cpu":
+        data = np.ascontiguousarray(data)
+    ln = normdrop.LayerNorm((3, 3), elementwise_affine=affine, dtype=np.float64,
+                            backend=backend.name)  # fmt: skip
+    if affine:
+        ln.weight = vec(backend, np.full((3, 3), 0.5))
+        ln.bias = vec(backend, np.full((3, 3), 2.0))
+    y = backend.to_numpy(ln(backend.asarray(data)))
+    np.testing.assert_array_equal(y, 2.0 if affine else 0.0)
+
+
+@pytest.mark.parametrize("axis", ["foo", ["foo"]], ids=["String", "ListString"])
+def test_haiku_layer_norm_invalid_axis(axis):
+    """Haiku LayerNormTest.test_invalid_axis: a string, or a list of strings, as the axis
+    (here normalized_shape) raises ValueError. normdrop raises InvalidParameterTypeError,
+    which is a ValueError (and a TypeError, as PyTorch's LayerNorm('foo') raises)."""
+    with pytest.raises(ValueError, match="normalized_shape must be"):
+        normdrop.LayerNorm(axis)
+
+
 # =================================================== regressions found while porting the above
 
 
