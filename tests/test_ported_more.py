@@ -1322,3 +1322,22 @@ def test_argument_of_the_right_type_but_a_bad_value_is_not_a_type_error(make):
     with pytest.raises(InvalidParameterError) as info:
         make()
     assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [lambda: normdrop.BatchNorm1d(2), lambda: normdrop.LayerNorm(2), lambda: normdrop.Dropout()],
+    ids=["BatchNorm1d", "LayerNorm", "Dropout"],
+)
+def test_ragged_list_input_is_a_shape_error_for_every_layer(layer):
+    """Found by porting Paddle's TestDropoutOpError.test_Variable (input that is not an
+    array): a ragged nested list given to BatchNorm1d escaped as NumPy's raw ValueError
+    ('setting an array element with a sequence') from the channel check; every layer now
+    raises the ShapeError the functional API raises, and the state is unchanged."""
+    module = layer()
+    with pytest.raises(ShapeError, match="rectangular nested sequence"):
+        module([[1.0, 2.0], [3.0]])
+    if isinstance(module, normdrop.BatchNorm1d):
+        assert int(module.num_batches_tracked) == 0
+    y = module([[1.0, 2.0], [3.0, 5.0]])
+    assert np.shape(y) == (2, 2)
