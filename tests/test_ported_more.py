@@ -1011,6 +1011,28 @@ def test_paddle_dropout_op_p0(backend, shape):
     np.testing.assert_array_equal(backend.to_numpy(layer.backward(g)), backend.to_numpy(g))
 
 
+@pytest.mark.parametrize("p", [0.5, 0.9])
+def test_paddle_dropout_zero_dim_in_training(backend, reference, p):
+    """Paddle TestDropoutOp_ZeroDim / TestDropoutOp2_ZeroDim: dropout of a 0-d input gives a
+    0-d output (and mask). Here with a probability that draws a mask: on every backend the
+    output (layer and functional, forward and backward) has shape () and equals the numpy
+    reference's, which is 0 or x / (1 - p). (The dask backend returned shape (1,).)"""
+    x = np.array(2.0, np.float32)
+    want = reference.to_numpy(F.dropout(reference.asarray(x), p, seed=4, call=1))
+    assert want.shape == () and float(want) in (0.0, np.float32(2.0) / np.float32(1 - p))
+    y = F.dropout(backend.asarray(x), p, seed=4, call=1)
+    assert tuple(y.shape) == ()
+    np.testing.assert_array_equal(backend.to_numpy(y), want)
+    layer = normdrop.Dropout(p, seed=4, backend=backend.name)
+    layer(backend.asarray(x))  # call 0
+    y = layer(backend.asarray(x))  # call 1
+    assert tuple(y.shape) == () and backend.to_numpy(y).shape == ()
+    np.testing.assert_array_equal(backend.to_numpy(y), want)
+    g = backend.to_numpy(layer.backward(backend.asarray(np.array(1.0, np.float32))))
+    assert g.shape == ()
+    np.testing.assert_array_equal(g, want / np.float32(2.0))
+
+
 @pytest.mark.parametrize("shape", [(32, 64), ()])
 def test_paddle_dropout_op_p1_is_refused_in_training(shape):
     """Paddle TestDropoutOp2, TestDropoutOp2_ZeroDim, TestDropoutOp6, TestBF16DropoutOp and

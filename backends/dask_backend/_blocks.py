@@ -201,7 +201,8 @@ def dropout_block(
     info = block_info[0]
     full_shape = tuple(info["shape"])
     starts = [start for start, _ in info["array-location"]]
-    x = np.ascontiguousarray(x)  # and so is ``out``: its reshapes below must be views
+    if not x.flags.c_contiguous:  # a block of a transposed array (ascontiguousarray
+        x = x.copy(order="C")  # would make a 0-d block 1-d); ``out``'s reshapes must be views
     out = np.empty_like(x)
     if x.size == 0:
         return out
