@@ -2,8 +2,11 @@
 
 Each test names its source: a repository and a test in it (Chainer's function and
 link tests, PaddlePaddle's ``test/legacy_test`` op and API tests, DeepMind Haiku's
-module tests). Where a project's convention differs from PyTorch's, the port checks the
-property the test is about in PyTorch's terms, which SPEC.md follows: Chainer's
+module tests, PyTensor's (Theano's) batchnorm tests). Tests at the end check the
+discrepancies these ports found, each fixed in normdrop.
+
+Where a project's convention differs from PyTorch's, the port checks the property the
+test is about in PyTorch's terms, which SPEC.md follows: Chainer's
 ``decay`` and Paddle's ``momentum`` are the weight of the *old* running value
 (``momentum = 1 - decay``); Chainer's ``finetune=True`` is PyTorch's ``momentum=None``
 (a cumulative average); Paddle's ``use_global_stats`` is evaluation with the running
@@ -1237,6 +1240,91 @@ def test_haiku_layer_norm_invalid_axis(axis):
     which is a ValueError (and a TypeError, as PyTorch's LayerNorm('foo') raises)."""
     with pytest.raises(ValueError, match="normalized_shape must be"):
         normdrop.LayerNorm(axis)
+
+
+# ================================================================================ PyTensor
+# pymc-devs/pytensor tests/tensor/nnet/test_batchnorm.py (Theano's batchnorm tests).
+
+
+@pytest.mark.parametrize("mode", ["spatial", "per-activation"])
+@pytest.mark.parametrize(
+    "data_shape", [(4, 3, 1), (2, 3, 5), (4, 3, 1, 1, 1), (2, 3, 5, 5, 5)], ids=str
+)
+def test_pytensor_batch_normalization_train(backend, mode, data_shape):
+    """PyTensor test_batch_normalization_train (tensor3 and tensor5 data; data shapes
+    (4, 3, 1, 1, 1) and (2, 3, 5, 5, 5) and their first three dims): with eps 5e-3 and
+    running_average_factor 0.3 (PyTorch's momentum 0.3), the output, the saved mean and
+    inverse std, the running mean and the running variance (updated with m / (m - 1))
+    equal the reference, and so do the x, scale and bias gradients (reference: autograd of
+    the reference formula). 'spatial' normalises over all axes but the channel;
+    'per-activation' over the batch only, which is batch norm of the data flattened to
+    (N, C * L). (Second-order gradients have no normdrop equivalent.)"""
+    if backend.name == "cuda" and int(np.prod(data_shape)) > 30:
+        pytest.skip("too many elements for the CUDA simulator")
+    rng = np.random.default_rng(1234)
+    data = 4 + 3 * rng.random(data_shape)
+    dy = -1 + 2 * rng.random(data_shape)
+    shape = data_shape if mode == "spatial" else (data_shape[0], int(np.prod(data_shape[1:])))
+    x, dy = data.reshape(shape), dy.reshape(shape)
+    c = shape[1]
+    scale, bias = rng.random(c), rng.random(c)
+    running_mean, running_var = rng.random(c), rng.random(c)
+    eps, factor = 5e-3, 0.3
+    axes = (0,) + tuple(range(2, x.ndim))
+    expand = (None, slice(None)) + (None,) * (x.ndim - 2)
+    tx = torch.tensor(x, requires_grad=True)
+    ts, tb = torch.tensor(scale, requires_grad=True), torch.tensor(bias, requires_grad=True)
+    t_mean = tx.mean(axes, keepdim=True)
+    t_var = tx.var(axes, unbiased=False, keepdim=True)
+    t_out = (tx - t_mean) * (ts[expand] / torch.sqrt(t_var + eps)) + tb[expand]
+    t_out.backward(torch.tensor(dy))
+    m = x.size / c
+    want_rm = running_mean * (1 - factor) + x.mean(axes) * factor
+    want_rv = running_var * (1 - factor) + m / (m - 1) * x.var(axes) * factor
+    rm, rv = vec(backend, running_mean), vec(backend, running_var)
+    xb = backend.asarray(x)
+    out, mean, rstd = F.batch_norm_with_stats(
+        xb, rm, rv, vec(backend, scale), vec(backend, bias), True, factor, eps
+    )
+    close = {"rtol": 1e-9, "atol": 1e-10}
+    np.testing.assert_allclose(backend.to_numpy(out), _np(t_out), **close)
+    np.testing.assert_allclose(host(backend, mean), x.mean(axes), **close)
+    np.testing.assert_allclose(host(backend, rstd), 1 / np.sqrt(x.var(axes) + eps), **close)
+    np.testing.assert_allclose(host(backend, rm), want_rm, **close)
+    np.testing.assert_allclose(host(backend, rv), want_rv, **close)
+    dx, dscale, dbias = F.batch_norm_backward(
+        backend.asarray(dy), xb, mean, rstd, vec(backend, scale)
+    )
+    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(host(backend, dscale), ts.grad.numpy(), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(host(backend, dbias), tb.grad.numpy(), rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(10, 20), (2, 3, 4, 4)])
+def test_pytensor_batch_normalization_given_statistics(backend, shape):
+    """PyTensor test_batch_normalization and test_bn_feature_maps: batch_normalization(x,
+    gamma, beta, mean, std) = (x - mean) / std * gamma + beta, with x, gamma, beta, mean
+    and std all 1 + uniform, float32; here evaluation with running statistics, the
+    running variance being std**2 - eps so that sqrt(var + eps) is std. The second part of
+    test_batch_normalization (the batch's own mean and std) is batch norm in training."""
+    rng = np.random.default_rng(1234)
+    c = shape[1]
+    x = (1 + rng.random(shape)).astype(np.float32)
+    b, g, m, v = ((1 + rng.random(c)).astype(np.float32) for _ in range(4))
+    expand = (None, slice(None)) + (None,) * (len(shape) - 2)
+    want = (x - m[expand]) / v[expand] * g[expand] + b[expand]
+    eps = 1e-5
+    var = (v.astype(np.float64) ** 2 - eps).astype(np.float64)
+    y = F.batch_norm(backend.asarray(x), vec(backend, m.astype(np.float64)), vec(backend, var),
+                     vec(backend, g), vec(backend, b), False, eps=eps)  # fmt: skip
+    np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-5, atol=1e-5)
+    axes = (0,) + tuple(range(2, len(shape)))
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(axes, keepdims=True)) / np.sqrt(x64.var(axes, keepdims=True) + eps)
+    want = want * g[expand] + b[expand]
+    y = F.batch_norm(backend.asarray(x), weight=vec(backend, g), bias=vec(backend, b),
+                     training=True, eps=eps)  # fmt: skip
+    np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-5, atol=1e-5)
 
 
 # =================================================== regressions found while porting the above
