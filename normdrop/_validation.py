@@ -13,15 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from normdrop.errors import InvalidParameterError
+from normdrop.errors import InvalidParameterError, InvalidParameterTypeError
 
 SUPPORTED_PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _fail(name: str, value: Any, expected: str) -> InvalidParameterError:
-    return InvalidParameterError(
-        f"{name} must be {expected}, got {value!r}", parameter_name=name, value=value
-    )
+def _fail(name: str, value: Any, expected: str, wrong_type: bool = False) -> InvalidParameterError:
+    """The error for ``value``; an :class:`InvalidParameterTypeError` (also a ``TypeError``,
+    as PyTorch raises) when it is not even of the kind the parameter takes."""
+    cls = InvalidParameterTypeError if wrong_type else InvalidParameterError
+    return cls(f"{name} must be {expected}, got {value!r}", parameter_name=name, value=value)
 
 
 def _is_integer(value: Any) -> bool:
@@ -35,7 +36,7 @@ def _is_real(value: Any) -> bool:
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is a positive integer (bools rejected)."""
     if not _is_integer(value) or value <= 0:
-        raise _fail(name, value, "a positive integer")
+        raise _fail(name, value, "a positive integer", not _is_integer(value))
     return int(value)
 
 
@@ -44,7 +45,7 @@ def positive_finite(name: str, value: Any) -> float:
     if type(value) is float and 0.0 < value < math.inf:  # the common case, without ABCs
         return value
     if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise _fail(name, value, "a finite number > 0")
+        raise _fail(name, value, "a finite number > 0", not _is_real(value))
     return float(value)
 
 
@@ -54,7 +55,7 @@ def momentum(value: Any, *, allow_none: bool) -> float | None:
         return None
     if not _is_real(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
         expected = "a finite number in [0, 1]" + (" or None" if allow_none else "")
-        raise _fail("momentum", value, expected)
+        raise _fail("momentum", value, expected, not _is_real(value))
     return float(value)
 
 
@@ -72,7 +73,8 @@ def dropout_probability(value: Any, *, allow_one: bool = False) -> float:
         or not (0.0 <= value and (value <= 1.0 if allow_one else value < 1.0))
     ):
         interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise InvalidParameterError(
+        cls = InvalidParameterError if _is_real(value) else InvalidParameterTypeError
+        raise cls(
             f"Dropout probability must be in {interval}, got {value!r}",
             parameter_name="p",
             value=value,
@@ -85,7 +87,7 @@ def seed(value: Any, name: str = "seed") -> int:
     if type(value) is int and 0 <= value < 2**64:  # the common case, without ABCs
         return value
     if not _is_integer(value) or not 0 <= value < 2**64:
-        raise _fail(name, value, "an integer in [0, 2**64)")
+        raise _fail(name, value, "an integer in [0, 2**64)", not _is_integer(value))
     return int(value)
 
 
@@ -97,7 +99,7 @@ def call_index(value: Any) -> int:
 def boolean(name: str, value: Any) -> bool:
     """Return ``value`` if it is a bool (NumPy bools included)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise _fail(name, value, "a bool")
+        raise _fail(name, value, "a bool", wrong_type=True)
     return bool(value)
 
 
@@ -105,11 +107,14 @@ def param_dtype(value: Any) -> np.dtype:
     """Return the NumPy dtype for a layer's ``dtype`` argument (float32 or float64)."""
     try:
         dtype = np.dtype(value) if value is not None else None
-    except TypeError:
-        dtype = None
+    except TypeError:  # not a dtype at all
+        raise _fail("dtype", value, "'float32' or 'float64'", wrong_type=True) from None
     if dtype is None or dtype not in SUPPORTED_PARAM_DTYPES:
         raise _fail("dtype", value, "'float32' or 'float64'")
     return dtype
+
+
+_SHAPE_EXPECTED = "a positive int or a non-empty sequence of positive ints"
 
 
 def normalized_shape(value: Any) -> tuple[int, ...]:
@@ -124,12 +129,10 @@ def normalized_shape(value: Any) -> tuple[int, ...]:
         dims = value
     elif isinstance(value, np.ndarray) and value.ndim == 1 and value.size > 0:
         dims = value.tolist()  # a 1-D array of sizes, as PyTorch's tuple(normalized_shape) takes
-    else:
-        raise _fail(
-            "normalized_shape", value, "a positive int or a non-empty sequence of positive ints"
-        )
+    else:  # an empty sequence or array is a value error, anything else a type error
+        empty = isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes))
+        raise _fail("normalized_shape", value, _SHAPE_EXPECTED, wrong_type=not empty)
     if not all(_is_integer(d) and d > 0 for d in dims):
-        raise _fail(
-            "normalized_shape", value, "a positive int or a non-empty sequence of positive ints"
-        )
+        wrong_type = not all(_is_integer(d) for d in dims)
+        raise _fail("normalized_shape", value, _SHAPE_EXPECTED, wrong_type)
     return tuple(int(d) for d in dims)

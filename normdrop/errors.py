@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "NormdropError",
     "InvalidParameterError",
+    "InvalidParameterTypeError",
     "ShapeError",
     "DTypeError",
     "StateDictError",
@@ -46,11 +47,24 @@ class InvalidParameterError(NormdropError, ValueError):
         self.value = value
 
     def __reduce__(self):  # keep pickling (e.g. across processes) working
-        return (_rebuild_invalid_parameter, (str(self), self.parameter_name, self.value))
+        args = (str(self), self.parameter_name, self.value, type(self))
+        return (_rebuild_invalid_parameter, args)
 
 
-def _rebuild_invalid_parameter(message: str, name: str, value: Any) -> InvalidParameterError:
-    return InvalidParameterError(message, parameter_name=name, value=value)
+class InvalidParameterTypeError(InvalidParameterError, TypeError):
+    """An argument is not of a kind the parameter takes (a string for a number, ``None``
+    for a shape, a dict for a bool).
+
+    Also a :class:`TypeError`, as PyTorch raises for such arguments
+    (``torch.nn.Dropout("0.5")``, ``torch.nn.BatchNorm1d({})``), and still an
+    :class:`InvalidParameterError` (and so a ``ValueError``) with its attributes.
+    """
+
+
+def _rebuild_invalid_parameter(
+    message: str, name: str, value: Any, cls: type[InvalidParameterError] | None = None
+) -> InvalidParameterError:
+    return (cls or InvalidParameterError)(message, parameter_name=name, value=value)
 
 
 class ShapeError(NormdropError, ValueError):

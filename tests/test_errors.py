@@ -18,6 +18,7 @@ from normdrop.errors import (
     BackwardBeforeForwardError,
     DTypeError,
     InvalidParameterError,
+    InvalidParameterTypeError,
     NormdropError,
     ShapeError,
     StateDictError,
@@ -40,6 +41,7 @@ class _Opaque:
     [
         (NormdropError, (Exception,)),
         (InvalidParameterError, (NormdropError, ValueError)),
+        (InvalidParameterTypeError, (InvalidParameterError, TypeError)),
         (ShapeError, (NormdropError, ValueError)),
         (DTypeError, (NormdropError, TypeError)),
         (StateDictError, (NormdropError, RuntimeError)),
@@ -83,6 +85,7 @@ def test_invalid_parameter_attributes():
     [
         NormdropError("base"),
         InvalidParameterError("eps must be > 0, got -1", parameter_name="eps", value=-1.0),
+        InvalidParameterTypeError("p must be a number, got '1'", parameter_name="p", value="1"),
         ShapeError("bad shape"),
         DTypeError("bad dtype"),
         StateDictError("bad state"),

@@ -125,8 +125,9 @@ def affine_block(
     """``(x - mean) * scale + shift`` of one block; ``vectors`` stacks the three, all channels."""
     c0, c1 = block_info[0]["array-location"][1]
     mean, scale, shift = vectors[:, c0:c1]
+    x = np.ascontiguousarray(x)  # a block of a transposed array is a strided view
     with block_threads(inner, blocks):
-        return inner.channel_affine(np.ascontiguousarray(x), mean, scale, shift, np.empty_like(x))
+        return inner.channel_affine(x, mean, scale, shift, np.empty_like(x))
 
 
 def elemt_block(dy: np.ndarray, x: np.ndarray, *vectors: np.ndarray, inner: Kernels) -> np.ndarray:
@@ -145,7 +146,8 @@ def reduce_block(dy: np.ndarray, x: np.ndarray, mean: np.ndarray, inner: Kernels
 
 def row_norm_block(x: np.ndarray, weight: Any, bias: Any, eps: float, inner: Kernels) -> np.ndarray:
     """LayerNorm of a block of whole rows."""
-    y, _, _ = inner.layer_norm_forward(np.ascontiguousarray(x), weight, bias, eps, np.empty_like(x))
+    x = np.ascontiguousarray(x)
+    y, _, _ = inner.layer_norm_forward(x, weight, bias, eps, np.empty_like(x))
     return y
 
 
@@ -169,14 +171,9 @@ def row_grad_block(
 ) -> np.ndarray:
     """A block of whole rows' LayerNorm input gradient or, with ``param_grads``, its
     partial ``dweight`` and ``dbias`` stacked ``(2, D)``."""
+    dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
     dx, dweight, dbias = inner.layer_norm_backward(
-        np.ascontiguousarray(dy),
-        np.ascontiguousarray(x),
-        mean,
-        rstd,
-        weight,
-        np.empty_like(x),
-        param_grads,
+        dy, x, mean, rstd, weight, np.empty_like(x), param_grads
     )
     return np.stack([np.asarray(dweight), np.asarray(dbias)]) if param_grads else dx
 
@@ -204,10 +201,11 @@ def dropout_block(
     info = block_info[0]
     full_shape = tuple(info["shape"])
     starts = [start for start, _ in info["array-location"]]
+    if not x.flags.c_contiguous:  # a block of a transposed array (ascontiguousarray
+        x = x.copy(order="C")  # would make a 0-d block 1-d); ``out``'s reshapes must be views
     out = np.empty_like(x)
     if x.size == 0:
         return out
-    x = np.ascontiguousarray(x)
     split = _block_runs(x.shape, full_shape)
     run = math.prod(x.shape[split:])
     runs = math.prod(x.shape[:split])

@@ -179,6 +179,8 @@ class BatchNorm1d(Module):
     def _checked_input(self, x: Any) -> tuple[Backend, Array]:
         """Check any input: the channel count, kind, dtype and rank; return its backend and
         the data as an array."""
+        if type(x) is not np.ndarray:
+            x = _inputs.coerce(x)  # a ragged list raises ShapeError here, not in np.shape
         shape = x.shape if type(x) is np.ndarray else np.shape(x)
         if len(shape) in (2, 3) and shape[1] != self.num_features:
             raise ShapeError(
