@@ -571,6 +571,18 @@ def test_bad_conversions_are_clear_errors_and_change_nothing(rng, call, paramete
     model.backward(np.ones_like(x))  # the saved pass survives
 
 
+@pytest.mark.parametrize("dtype", ["gpu", 3.5, object()])
+def test_a_non_dtype_is_a_type_error_as_in_the_constructors(dtype):
+    bn = normdrop.BatchNorm1d(3)
+    with pytest.raises(TypeError, match="dtype must be"):
+        bn.to(dtype=dtype)
+    with pytest.raises(TypeError):
+        normdrop.BatchNorm1d(3, dtype=dtype)
+    with pytest.raises(InvalidParameterError) as info:
+        bn.to(dtype="int64")  # a dtype, but not one a layer takes: a value error
+    assert not isinstance(info.value, TypeError)
+
+
 def test_cpu_and_cuda_are_to_shorthands(rng):
     bn = normdrop.BatchNorm1d(3)
     weight = bn.weight

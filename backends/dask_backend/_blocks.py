@@ -201,8 +201,8 @@ def dropout_block(
     info = block_info[0]
     full_shape = tuple(info["shape"])
     starts = [start for start, _ in info["array-location"]]
-    if not x.flags.c_contiguous:  # a block of a transposed array (ascontiguousarray
-        x = x.copy(order="C")  # would make a 0-d block 1-d); ``out``'s reshapes must be views
+    if not x.flags.c_contiguous:  # a block of a transposed array: ``out``'s reshapes
+        x = x.copy(order="C")  # must be views (``copy`` keeps a 0-d block 0-d)
     out = np.empty_like(x)
     if x.size == 0:
         return out

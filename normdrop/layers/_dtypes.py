@@ -51,13 +51,14 @@ def checked_dtype(value: Any) -> np.dtype:
     Raises
     ------
     InvalidParameterError
-        ``value`` is not a dtype, or another dtype than float32 and float64; for
-        half precision, the message names the alternative.
+        ``value`` is another dtype than float32 and float64; for half precision, the
+        message names the alternative. An :class:`InvalidParameterTypeError` (also a
+        ``TypeError``) when it is not a dtype at all, as the constructors raise.
     """
     try:
         return _validation.param_dtype(value)  # the constructors' check
-    except InvalidParameterError:
-        pass  # refused: the message below also names half precision's alternative
+    except InvalidParameterError as refused:  # the message below also names half
+        kind = type(refused)  # precision's alternative; a non-dtype stays a TypeError
     try:
         dtype: np.dtype | None = np.dtype(value) if value is not None else None
     except (TypeError, ValueError):
@@ -72,7 +73,7 @@ def checked_dtype(value: Any) -> np.dtype:
             "(layer.float()), which take float16 input, compute in float32 and return "
             "float16 output"
         )
-    raise InvalidParameterError(
+    raise kind(
         f"dtype must be 'float32' or 'float64' (the dtypes of a layer's parameters and "
         f"buffers), got {shown}{hint}",
         parameter_name="dtype",
