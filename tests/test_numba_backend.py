@@ -518,7 +518,7 @@ def _all_kernels(x3, x2, g3, g2, flat, parallel=True):
     fused_stats = np.empty((2, x2.shape[0]))
     dropout_add_norm.dropout_add_layer_norm_rows(
         parallel, x2, g2, w, None, 1e-5, True, np.uint64(2**31), np.float32(1.25), key,
-        fused_out, fused_r, fused_bits, True, fused_stats, np.uint64(0), 0,
+        fused_out, fused_r, fused_bits, True, fused_stats, np.uint64(0), 0, True,
     )  # fmt: skip
     bnb = np.empty_like(x3)
     rstd3 = 1 / np.sqrt(stats.channel_moments(parallel, x3)[1] + 1e-5)

@@ -24,6 +24,7 @@ from . import (
     stats,
 )
 from .jit import PARALLEL_MIN_SIZE, Kernel
+from .stream import STREAM_MIN_BYTES
 
 __all__ = ["NumbaBackend", "backend"]
 
@@ -276,6 +277,7 @@ class NumbaBackend:
             stats,
             np.uint64(offset // 4),
             offset % 4,
+            x.nbytes >= STREAM_MIN_BYTES,
         )
         return out, r_out, stats[0], stats[1]
 

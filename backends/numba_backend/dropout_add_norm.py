@@ -12,6 +12,13 @@ that memory and arithmetic overlap.
 Memory sees one read of ``x`` and ``residual`` and one write of ``r``, ``y`` and the
 bitmask.
 
+With ``stream`` (large outputs, :data:`.stream.STREAM_MIN_BYTES`) a row's ``r`` and
+``y`` are made in buffers in the L1 cache and then stored a line at a time with
+non-temporal stores (:func:`.stream.stream_row`): without them each output line is
+first read from memory for ownership, so the outputs' bytes cross the memory bus
+twice. The values, and the order in which the sums take them, are those of the
+ordinary path.
+
 ``r`` is rounded to the data dtype twice, as the separate calls round it (the
 dropout output, then the sum): these kernels are compiled without ``contract``, so
 that ``x * scale + residual`` never becomes one fused multiply-add. The statistics
@@ -32,28 +39,33 @@ from .dropout import Key
 from .jit import TASK_SIZE, jit, kernel
 from .philox import CHUNK, keep_bits128
 from .prefetch import LINE, prefetch_read, prefetch_write
+from .stream import store_fence, stream_row
 
 __all__ = ["dropout_add_layer_norm_rows", "rows_per_task"]
 
 #: The library's fast-math flags minus ``contract`` (see the module docstring).
 _FASTMATH = frozenset({"reassoc", "arcp", "afn"})
+#: Bytes between a row buffer and any other array (see :func:`_apart`): more than the
+#: widest vector iteration (eight 64-byte vectors).
+APART = 1024
 #: What the kernel calls is inlined into it (see :mod:`.jit`), except the task function.
 _helper = jit(fastmath=_FASTMATH, inline="always")
 _task_jit = jit(fastmath=_FASTMATH)
 
 
 @_helper
-def _prefetch_lines(x, residual, r, out, ri, l0, l1):
+def _prefetch_lines(x, residual, r, out, ri, l0, l1, stream):
     """Start loading cache lines ``l0 .. l1 - 1`` of row ``ri`` of the inputs, and claiming
-    them in the outputs."""
+    them in the outputs unless these are streamed."""
     step = max(1, LINE // x.itemsize)
     for line in range(l0, l1):
         j = line * step
         prefetch_read(x[ri], j)
         if residual is not None:
             prefetch_read(residual[ri], j)
-        prefetch_write(r[ri], j)
-        prefetch_write(out[ri], j)
+        if not stream:
+            prefetch_write(r[ri], j)
+            prefetch_write(out[ri], j)
 
 
 @_helper
@@ -68,7 +80,9 @@ def rows_per_task(rows: int, d: int) -> tuple[int, int]:
 
 
 @_helper
-def _row_keep(keep, aligned, bits, byte0, n, block, lane, key, thr, x, residual, r, out, ahead):
+def _row_keep(
+    keep, aligned, bits, byte0, n, block, lane, key, thr, x, residual, r, out, ahead, stream
+):  # fmt: skip
     """0/1 keep bytes ``keep[:n]`` of ``n`` elements from word ``lane`` of counter block
     ``block`` on; with ``byte0 >= 0`` (then ``lane == 0`` and ``n % 8 == 0``) also their
     bitmask bytes ``bits[byte0 : byte0 + n // 8]``.
@@ -87,10 +101,10 @@ def _row_keep(keep, aligned, bits, byte0, n, block, lane, key, thr, x, residual,
         l1 = (k + 1) * lines // chunks
         lm = (l0 + l1) // 2
         if ahead >= 0:
-            _prefetch_lines(x, residual, r, out, ahead, l0, lm)
+            _prefetch_lines(x, residual, r, out, ahead, l0, lm, stream)
         low, high = keep_bits128(block + np.uint64(k * (CHUNK // 4)), key, thr)
         if ahead >= 0:
-            _prefetch_lines(x, residual, r, out, ahead, lm, l1)
+            _prefetch_lines(x, residual, r, out, ahead, lm, l1, stream)
         aligned[2 * k] = low
         aligned[2 * k + 1] = high
     shift = np.uint64(lane)
@@ -188,6 +202,22 @@ def _float64(d, v, fill):
 
 
 @_helper
+def _apart(n, like):
+    """An empty array of ``n`` values of ``like``'s dtype, at least :data:`APART` bytes
+    from any other array.
+
+    A loop that stores into one array and reads another is vectorised behind a runtime
+    check that the store does not land just ahead of the reads (within the bytes of one
+    vector iteration), and runs one value at a time otherwise: a sum it takes then
+    comes out in another order, other bits. A row's buffer in the middle of a larger
+    allocation is never that close to an input's row, so its sums take the order they
+    take in the output row itself.
+    """
+    pad = APART // like.itemsize
+    return np.empty(n + 2 * pad, like.dtype)[pad : pad + n]
+
+
+@_helper
 def _normalise(rr, yr, m, rs, w, b):
     """``yr = (rr - m) * rs * w + b`` in float64, rounded once to ``yr``'s dtype."""
     for j in range(rr.size):
@@ -197,7 +227,7 @@ def _normalise(rr, yr, m, rs, w, b):
 @_task_jit
 def _task(
     x, residual, weight, bias, eps, drop, thr, scale, key,
-    out, r, bits, pack, mean, rstd, block0, lane0, t, per,
+    out, r, bits, pack, mean, rstd, block0, lane0, t, per, stream,
 ):  # fmt: skip
     """Rows ``t * per .. (t + 1) * per - 1``: dropout, add, statistics, output."""
     rows, d = x.shape
@@ -214,6 +244,9 @@ def _task(
     row_bits = pack and drop and d % 8 == 0
     gather = pack and drop and not row_bits
     gathered = np.zeros(((r1 - r0) * d + 7) // 8 * 8 if gather else 0, np.uint8)
+    # streamed rows are made in the L1 cache and then stored a line at a time
+    rbuf = _apart(d if stream else 0, r)
+    ybuf = np.empty(d if stream else 0, out.dtype)
     for ri in range(r0, r1):
         if drop:
             position = lane0 + ri * d
@@ -222,22 +255,28 @@ def _task(
             ahead = ri + 1 if ri + 1 < rows else -1
             _row_keep(keep, aligned, bits, ri * d // 8 if row_bits else -1, d,
                       block0 + np.uint64(position // 4), position % 4, key, thr,
-                      x, residual, r, out, ahead)  # fmt: skip
+                      x, residual, r, out, ahead, stream)  # fmt: skip
             if gather:
                 kr = gathered[(ri - r0) * d :]
                 for j in range(d):
                     kr[j] = keep[j]
-        rr = r[ri]
+        rr = rbuf if stream else r[ri]
+        yr = ybuf if stream else out[ri]
         if residual is None:
             m, rs = _row_stats(x[ri], None, rr, keep, drop, scale, eps)
         else:
             m, rs = _row_stats(x[ri], residual[ri], rr, keep, drop, scale, eps)
-        _normalise(rr, out[ri], m, rs, w64, b64)
+        _normalise(rr, yr, m, rs, w64, b64)
+        if stream:
+            stream_row(r[ri], rbuf)
+            stream_row(out[ri], ybuf)
         mean[ri] = m
         rstd[ri] = rs
     if gather:
         base = r0 * d // 8
         pack_at_least(gathered, gathered.size, np.uint8(1), bits[base : base + gathered.size // 8])
+    if stream:
+        store_fence()
 
 
 @kernel(fastmath=_FASTMATH)
@@ -258,6 +297,7 @@ def dropout_add_layer_norm_rows(
     stats: np.ndarray,
     block0: np.uint64,
     lane0: int,
+    stream: bool,
 ) -> None:
     """``r = dropout(x) + residual``, ``out = layer_norm(r)`` for ``(R, D)`` rows.
 
@@ -267,7 +307,8 @@ def dropout_add_layer_norm_rows(
     of counter block ``block0`` (a uint64). ``residual``, ``weight`` and ``bias``
     may be None; ``weight``/``bias`` of any float dtype. With ``pack`` (only when
     the first element is global element 0) the keep-mask is packed into ``bits``.
-    Float64 mean and rstd go into ``stats`` of shape ``(2, R)``.
+    Float64 mean and rstd go into ``stats`` of shape ``(2, R)``. With ``stream`` the
+    rows of ``out`` and ``r`` are stored with non-temporal stores (same values).
     """
     rows, d = x.shape
     mean = stats[0]
@@ -276,4 +317,4 @@ def dropout_add_layer_norm_rows(
     for tt in prange(n_tasks):
         t = np.int64(tt)  # the prange index is unsigned
         _task(x, residual, weight, bias, eps, drop, thr, scale, key,
-              out, r, bits, pack, mean, rstd, block0, lane0, t, per)  # fmt: skip
+              out, r, bits, pack, mean, rstd, block0, lane0, t, per, stream)  # fmt: skip
