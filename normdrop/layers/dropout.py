@@ -93,6 +93,7 @@ class Dropout(SeededCalls, Module):
             Shape and dtype of ``x``: the kept elements scaled by ``1 / (1 - p)``,
             the others 0 (``x`` itself in evaluation or with ``p == 0``).
         """
+        original = x
         be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
         if plan is None or plan.backend is not be:
@@ -101,7 +102,7 @@ class Dropout(SeededCalls, Module):
             self.save_for_backward(None, None, x.shape, x.dtype, plan)
             if self.training:
                 self.call_count += 1
-            return x
+            return _inputs.caller_array(original, x)
         call = self.call_count
         y, bitmask = dropout.forward(plan, x, self.seed, call)
         self.save_for_backward(call, bitmask, x.shape, y.dtype, plan)
@@ -117,6 +118,8 @@ class Dropout(SeededCalls, Module):
             ``grad_output`` does not have the last input's shape.
         """
         call, bitmask, shape, dtype, plan = saved
+        if type(grad_output) is not np.ndarray:  # a ragged list raises ShapeError here
+            grad_output = _inputs.coerce(grad_output, "grad_output")
         got = grad_output.shape if type(grad_output) is np.ndarray else np.shape(grad_output)
         if got != shape:
             raise ShapeError(

@@ -1,0 +1,305 @@
+"""Unusual but legitimate inputs, as an expert user would probe them: ndarray subclasses
+(``numpy.matrix``, ``numpy.memmap``, a user's own), big-endian and read-only arrays, ragged
+gradients, complex checkpoints. Each gives the numpy reference backend's numbers, or a
+clear ``normdrop`` error that changes no state (SPEC "Errors"); never a raw NumPy or Numba
+exception."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tol
+
+import normdrop
+from normdrop import functional as F
+from normdrop.errors import NormdropError, ShapeError, StateDictError
+
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+
+_X = np.arange(12.0).reshape(3, 4) * 0.37 + np.array([0.0, 1.0, 3.0, -2.0])
+
+
+class _Tagged(np.ndarray):
+    """A trivial ndarray subclass, as a user's own array type."""
+
+
+def _host_backend(backend):
+    """The CPU backends take host (NumPy) data; the others are not what these tests probe."""
+    if backend.device != "cpu" or backend.name == "dask":
+        pytest.skip(f"{backend.name} takes arrays of its own kind, not NumPy subclasses")
+
+
+def _subclassed(kind, a):
+    if kind == "matrix":
+        return np.matrix(a)
+    if kind == "subclass":
+        return a.view(_Tagged)
+    raise AssertionError(kind)
+
+
+def _functional_results(x, backend):
+    """Every functional forward and backward on ``x`` (shape (3, 4)), as host arrays."""
+    w = np.linspace(0.5, 1.5, 4)
+    y_bn, mean_bn, rstd_bn = F.batch_norm_with_stats(x, weight=w, training=True, backend=backend)
+    gbn = F.batch_norm_backward(x, x, mean_bn, rstd_bn, w, backend=backend)
+    y_ln, mean_ln, rstd_ln = F.layer_norm_with_stats(x, 4, w, backend=backend)
+    gln = F.layer_norm_backward(x, x, 4, mean_ln, rstd_ln, w, backend=backend)
+    y_do = F.dropout(x, 0.5, seed=3, backend=backend)
+    g_do = F.dropout_backward(x, 0.5, seed=3, backend=backend)
+    fused = F.dropout_add_layer_norm_with_stats(x, x, 4, w, p=0.5, seed=3, backend=backend)
+    gf = F.dropout_add_layer_norm_backward(
+        x, fused[1], 4, fused[2], fused[3], w, p=0.5, seed=3, bitmask=fused[4], backend=backend
+    )
+    return [y_bn, *gbn, y_ln, *gln, y_do, g_do, fused[0], fused[1], *gf]
+
+
+@pytest.mark.parametrize("kind", ["matrix", "subclass"])
+def test_ndarray_subclass_data_gives_plain_arrays_with_the_reference_numbers(backend, kind):
+    """np.matrix crashed every operation (AxisError, 'shape too large to be a matrix',
+    Numba TypingError): it keeps two dimensions through reshape. Subclasses are now
+    computed on as plain ndarrays and results are plain ndarrays."""
+    _host_backend(backend)
+    expected = _functional_results(_X.copy(), "numpy")
+    got = _functional_results(_subclassed(kind, _X.copy()), backend.name)
+    for g, e in zip(got, expected, strict=True):
+        assert type(g) is np.ndarray
+        np.testing.assert_allclose(g, e, **tol(np.float64, "reference"))
+
+
+@pytest.mark.parametrize("kind", ["matrix", "subclass"])
+def test_ndarray_subclass_through_every_layer(backend, kind):
+    """Every layer, forward and backward, on a subclass gives the plain-array numbers."""
+    _host_backend(backend)
+
+    def run(data):
+        layers = [
+            normdrop.BatchNorm1d(4, dtype="float64", backend=backend.name),
+            normdrop.LayerNorm(4, dtype="float64", backend=backend.name),
+            normdrop.Dropout(0.4, seed=5, backend=backend.name),
+            normdrop.Sequential(
+                normdrop.BatchNorm1d(4, dtype="float64", backend=backend.name),
+                normdrop.Dropout(0.3, seed=2, backend=backend.name),
+            ),
+        ]
+        results = []
+        for layer in layers:
+            y = layer(data)
+            results += [y, layer.backward(data)]
+        fused = normdrop.DropoutAddLayerNorm(
+            4, p=0.3, seed=1, dtype="float64", backend=backend.name
+        )
+        y, r = fused(data, data)
+        results += [y, r, *fused.backward(data)]
+        return results
+
+    expected = run(_X.copy())
+    got = run(_subclassed(kind, _X.copy()))
+    for g, e in zip(got, expected, strict=True):
+        assert type(g) is np.ndarray
+        np.testing.assert_allclose(g, e, **tol(np.float64, "reference"))
+
+
+@pytest.mark.parametrize("kind", ["matrix", "subclass"])
+def test_identity_dropout_returns_the_subclass_object_itself(backend, kind):
+    """Evaluation and p == 0 return the input object itself (SPEC), subclasses included."""
+    _host_backend(backend)
+    x = _subclassed(kind, _X.copy())
+    assert F.dropout(x, 0.5, training=False, backend=backend.name) is x
+    assert F.dropout(x, 0.0, backend=backend.name) is x
+    assert normdrop.Dropout(0.5, seed=1, backend=backend.name).eval()(x) is x
+    assert normdrop.Dropout(0.0, seed=1, backend=backend.name)(x) is x
+
+
+def test_matrix_out_is_refused_before_anything_is_written(backend):
+    """out=np.matrix crashed (a broadcast ValueError or a Numba TypingError)."""
+    _host_backend(backend)
+    be = backend.name
+    calls = [
+        lambda out: F.batch_norm(_X, training=True, out=out, backend=be),
+        lambda out: F.layer_norm(_X, 4, out=out, backend=be),
+        lambda out: F.dropout(_X, 0.5, seed=1, out=out, backend=be),
+        lambda out: F.dropout(_X, 0.5, training=False, out=out, backend=be),
+        lambda out: F.dropout_backward(_X, 0.5, seed=1, out=out, backend=be),
+        lambda out: F.dropout_add_layer_norm(_X, _X, 4, p=0.5, seed=1, out=out, backend=be),
+        lambda out: F.batch_norm_backward(_X, _X, np.zeros(4), np.ones(4), out=out, backend=be),
+        lambda out: F.layer_norm_backward(_X, _X, 4, np.zeros(3), np.ones(3), out=out, backend=be),
+    ]
+    for call in calls:
+        out = np.matrix(np.full((3, 4), 7.0))
+        with pytest.raises(
+            normdrop.InvalidParameterError, match=r"out must not be a numpy\.matrix"
+        ):
+            call(out)
+        np.testing.assert_array_equal(out, 7.0)
+    # a plain view of the same memory is the way to write into it
+    out = np.matrix(np.zeros((3, 4)))
+    F.layer_norm(_X, 4, out=np.asarray(out), backend=be)
+    np.testing.assert_allclose(np.asarray(out), F.layer_norm(_X, 4, backend="numpy"))
+
+
+def test_memmap_data_and_out(backend, tmp_path):
+    """np.memmap (an ndarray subclass) works as data, as a read-only input and as ``out``."""
+    _host_backend(backend)
+    path = tmp_path / "x.dat"
+    data = np.memmap(path, dtype=np.float64, mode="w+", shape=(3, 4))
+    data[:] = _X
+    data.flush()
+    read_only = np.memmap(path, dtype=np.float64, mode="r", shape=(3, 4))
+    out = np.memmap(tmp_path / "out.dat", dtype=np.float64, mode="w+", shape=(3, 4))
+    expected = F.layer_norm(_X, 4, backend="numpy")
+    np.testing.assert_allclose(F.layer_norm(read_only, 4, backend=backend.name), expected)
+    assert F.layer_norm(data, 4, out=out, backend=backend.name) is out
+    np.testing.assert_allclose(out, expected, **tol(np.float64, "reference"))
+    with pytest.raises(normdrop.InvalidParameterError, match="read-only"):
+        F.layer_norm(_X, 4, out=read_only, backend=backend.name)
+
+
+def test_read_only_and_big_endian_running_stats_in_evaluation(backend):
+    """Evaluation only reads the running statistics: big-endian ones and lists are now
+    accepted like weight and bias (they were refused with 'it is updated in place')."""
+    _host_backend(backend)
+    mean, var = np.array([0.5, -1.0, 2.0, 0.0]), np.array([1.5, 0.5, 2.0, 1.0])
+    expected = F.batch_norm(_X, mean, var, training=False, backend="numpy")
+    read_only = var.copy()
+    read_only.flags.writeable = False
+    for rm, rv in [
+        (mean.astype(">f8"), var.astype(">f8")),
+        (mean.tolist(), var.tolist()),
+        (mean, read_only),
+        (mean.astype(np.float32), var.astype(np.float16)),
+    ]:
+        got = F.batch_norm(_X, rm, rv, training=False, backend=backend.name)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_running_stats_updated_in_place_must_still_be_native_writeable_arrays(backend):
+    """Training updates them in place: a list, a big-endian or a read-only array is refused
+    before anything is written (the caller would silently lose the update)."""
+    _host_backend(backend)
+    var = np.ones(4)
+    read_only = np.zeros(4)
+    read_only.flags.writeable = False
+    for rm, match in [
+        ([0.0] * 4, "must be an array"),
+        (np.zeros(4, ">f8"), "native byte order"),
+        (read_only, "writeable"),
+    ]:
+        with pytest.raises(normdrop.InvalidParameterError, match=match):
+            F.batch_norm(_X, rm, var, training=True, backend=backend.name)
+        np.testing.assert_array_equal(var, 1.0)
+
+
+def test_dropout_backward_with_a_ragged_list_is_a_shape_error():
+    """A ragged list as grad_output raised NumPy's raw ValueError from np.shape."""
+    layer = normdrop.Dropout(0.5, seed=1)
+    layer(np.ones((2, 2)))
+    calls = layer.call_count
+    with pytest.raises(ShapeError, match="ragged"):
+        layer.backward([[1.0], [1.0, 2.0]])
+    assert layer.call_count == calls
+    np.testing.assert_array_equal(
+        layer.backward([[1.0, 1.0], [1.0, 1.0]]), layer.backward(np.ones((2, 2)))
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: normdrop.BatchNorm1d(3),
+        lambda: normdrop.LayerNorm(3),
+        lambda: normdrop.DropoutAddLayerNorm(3, p=0.1, seed=0),
+    ],
+)
+def test_complex_checkpoint_values_are_refused_not_truncated(make):
+    """Complex values loaded with only a ComplexWarning, their imaginary part dropped."""
+    layer = make()
+    before = {k: v.copy() for k, v in layer.state_dict().items()}
+    state = {k: (v.astype(np.complex128) + 1j if v.ndim == 1 else v) for k, v in before.items()}
+    for strict in (True, False):
+        with pytest.raises(StateDictError, match="imaginary"):
+            layer.load_state_dict(state, strict=strict)
+        for k, v in layer.state_dict().items():
+            np.testing.assert_array_equal(v, before[k])
+    # real values of another dtype still load, converted (as PyTorch's copy_ does)
+    layer.load_state_dict({k: v.astype(np.float64) for k, v in before.items()})
+
+
+def _big_endian(a):
+    return np.asarray(a).astype(np.asarray(a).dtype.newbyteorder(">"))
+
+
+def _bn_ln_fused_dropout(x, backend, conv):
+    """Forward and backward of every operation, every array argument passed through ``conv``."""
+    w, b = conv(np.linspace(0.5, 1.5, 4)), conv(np.linspace(-1, 1, 4))
+    y, mean, rstd = F.layer_norm_with_stats(x, 4, w, b, backend=backend)
+    g = F.layer_norm_backward(conv(x), x, 4, conv(mean), conv(rstd), w, backend=backend)
+    y_bn, m_bn, r_bn = F.batch_norm_with_stats(x, weight=w, bias=b, training=True, backend=backend)
+    g_bn = F.batch_norm_backward(conv(x), x, conv(m_bn), conv(r_bn), w, backend=backend)
+    fused = F.dropout_add_layer_norm(x, conv(x), 4, w, b, p=0.5, seed=1, backend=backend)
+    d = F.dropout(x, 0.5, seed=1, backend=backend)
+    return [y, *g, y_bn, *g_bn, *fused, d]
+
+
+def test_big_endian_everything(backend):
+    """Big-endian data, weights, biases, residuals, gradients and statistics give the numbers
+    of native ones (never a Numba TypingError), in native dtypes."""
+    _host_backend(backend)
+    expected = _bn_ln_fused_dropout(_X.copy(), "numpy", lambda a: a)
+    got = _bn_ln_fused_dropout(_big_endian(_X), backend.name, _big_endian)
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype.isnative
+        np.testing.assert_allclose(g, e, **tol(np.float64, "reference"))
+
+
+def test_errors_are_normdrop_errors_for_hostile_inputs(backend):
+    """Non-arrays, objects, complex, ragged: normdrop errors, never raw ones."""
+    _host_backend(backend)
+    be = backend.name
+    for bad in ["abc", None, {}, [[1.0], [1.0, 2.0]], np.ones((3, 4), object), 1j]:
+        for call in [
+            lambda bad=bad: F.batch_norm(bad, training=True, backend=be),
+            lambda bad=bad: F.layer_norm(bad, 4, backend=be),
+            lambda bad=bad: F.dropout(bad, 0.5, seed=1, backend=be),
+            lambda bad=bad: F.dropout_add_layer_norm(bad, None, 4, p=0.5, seed=1, backend=be),
+        ]:
+            with pytest.raises(NormdropError):
+                call()
+
+
+def test_big_endian_dask_arrays_are_computed_not_refused():
+    """A big-endian Dask array was refused with 'must have dtype float32 or float64, got
+    >f8' (it is float64); it is now converted lazily, as big-endian NumPy data is."""
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(_X.astype(">f8"), chunks=(2, 2))
+    expected = _bn_ln_fused_dropout(_X.copy(), "numpy", lambda a: a)
+    got = _bn_ln_fused_dropout(x, "dask", lambda a: a)
+    for g, e in zip(got, expected, strict=True):
+        g = np.asarray(g.compute() if hasattr(g, "compute") else g)
+        assert g.dtype.isnative
+        np.testing.assert_allclose(g, e, **tol(np.float64, "reference"))
+
+
+def test_dask_array_of_unknown_sizes_is_a_shape_error():
+    """After boolean indexing a Dask array's shape holds NaN: that raised NumPy's raw
+    'cannot convert float NaN to integer'; now a ShapeError naming the remedy."""
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(_X, chunks=2)
+    x = x[da.from_array(np.array([True, False, True]), chunks=2)]
+    layer = normdrop.BatchNorm1d(4, backend="dask")
+    calls = [
+        lambda: F.batch_norm(x, training=True, backend="dask"),
+        lambda: F.layer_norm(x, 4, backend="dask"),
+        lambda: F.dropout(x, 0.5, seed=1, backend="dask"),
+        lambda: F.dropout_add_layer_norm(x, None, 4, p=0.5, seed=1, backend="dask"),
+        lambda: layer(x),
+    ]
+    for call in calls:
+        with pytest.raises(ShapeError, match=r"compute_chunk_sizes\(\)"):
+            call()
+    assert int(layer.num_batches_tracked) == 0
+    known = x.compute_chunk_sizes()
+    np.testing.assert_allclose(
+        np.asarray(F.layer_norm(known, 4, backend="dask").compute()),
+        F.layer_norm(_X[[0, 2]], 4, backend="numpy"),
+        **tol(np.float64, "reference"),
+    )
