@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tol
+from conftest import SLOW_BACKENDS, tol
 
 import normdrop
 from normdrop import functional as F
@@ -303,3 +303,51 @@ def test_dask_array_of_unknown_sizes_is_a_shape_error():
         F.layer_norm(_X[[0, 2]], 4, backend="numpy"),
         **tol(np.float64, "reference"),
     )
+
+
+def _calls_from_two_threads(layer, forward, calls_per_thread=40):
+    """Run ``forward()`` from two threads at once; return every result."""
+    import threading
+
+    results: list = []
+    errors: list = []
+    start = threading.Barrier(2)
+
+    def work():
+        try:
+            start.wait()
+            for _ in range(calls_per_thread):
+                results.append(forward())
+        except Exception as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return results
+
+
+@pytest.mark.parametrize("kind", ["Dropout", "DropoutAddLayerNorm"])
+def test_two_threads_share_a_dropout_layer_each_call_its_own_mask(backend, kind):
+    """Two threads calling one layer read the same call_count and both used that call's
+    mask, and increments were lost (call_count 50 after 100 calls). Each call now claims
+    its own call number: every mask of calls 0..n-1 is used exactly once."""
+    if backend.name in SLOW_BACKENDS or backend.name == "dask":
+        pytest.skip("many calls; the call counter is backend-independent")
+    x = np.ones((4, 16))
+    if kind == "Dropout":
+        layer = normdrop.Dropout(0.5, seed=7, backend=backend.name)
+        results = _calls_from_two_threads(layer, lambda: layer(x))
+    else:
+        layer = normdrop.DropoutAddLayerNorm(16, p=0.5, seed=7, backend=backend.name)
+        results = _calls_from_two_threads(layer, lambda: layer(x)[1])  # r = dropout(x)
+    n = len(results)
+    assert layer.call_count == n
+    got = sorted(tuple(np.asarray(y).ravel() != 0) for y in results)
+    expected = sorted(
+        tuple(np.asarray(F.dropout_mask(x.shape, 0.5, seed=7, call=c)).ravel()) for c in range(n)
+    )
+    assert got == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,10 @@ from normdrop.errors import InvalidParameterError
 from normdrop.layers._state_dict import host_array
 
 __all__ = ["SeededCalls"]
+
+#: Guards every layer's read-and-increment of ``call_count`` (one lock for all layers: a
+#: layer's own would not survive pickling and deep copies, and it is held for nanoseconds).
+_CALL_LOCK = threading.Lock()
 
 
 class SeededCalls:
@@ -24,6 +29,21 @@ class SeededCalls:
     call_count: int
     #: A failed Sequential forward puts the call counter back (see Module).
     _forward_state_attributes: tuple[str, ...] = ("call_count",)
+
+    def _claim_call(self) -> int:
+        """Return the next call number and advance ``call_count``, atomically: two threads
+        calling one layer get different calls (and so different masks)."""
+        with _CALL_LOCK:
+            call = self.call_count
+            self.call_count = call + 1
+        return call
+
+    def _release_call(self, call: int) -> None:
+        """Undo :meth:`_claim_call` of ``call`` after a failed forward, unless another
+        thread has claimed a later call since (then a mask number is skipped, never reused)."""
+        with _CALL_LOCK:
+            if self.call_count == call + 1:
+                self.call_count = call
 
     def get_extra_state(self) -> np.ndarray:
         """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).

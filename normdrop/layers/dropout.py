@@ -101,12 +101,15 @@ class Dropout(SeededCalls, Module):
         if not plan.active:  # evaluation, or p == 0: the identity
             self.save_for_backward(None, None, x.shape, x.dtype, plan)
             if self.training:
-                self.call_count += 1
+                self._claim_call()
             return _inputs.caller_array(original, x)
-        call = self.call_count
-        y, bitmask = dropout.forward(plan, x, self.seed, call)
+        call = self._claim_call()
+        try:
+            y, bitmask = dropout.forward(plan, x, self.seed, call)
+        except BaseException:
+            self._release_call(call)
+            raise
         self.save_for_backward(call, bitmask, x.shape, y.dtype, plan)
-        self.call_count = call + 1
         return y
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:

@@ -145,14 +145,17 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         layer_norm.rows(x, self.normalized_shape)
         if residual is not None:
             residual = _inputs.check_partner(be, "residual", residual, x)
-        call = self.call_count
-        y, r, mean, rstd, bitmask = fused.forward(plan, x, residual, self.seed, call)
+        call = self._claim_call() if self.training else self.call_count
+        try:
+            y, r, mean, rstd, bitmask = fused.forward(plan, x, residual, self.seed, call)
+        except BaseException:
+            if self.training:
+                self._release_call(call)
+            raise
         drop = plan.dropout.active
         self.save_for_backward(
             r, mean, rstd, bitmask, call if drop else None, residual is not None, plan
         )
-        if self.training:
-            self.call_count += 1
         return y, r
 
     def backward(
