@@ -351,3 +351,36 @@ def test_two_threads_share_a_dropout_layer_each_call_its_own_mask(backend, kind)
         tuple(np.asarray(F.dropout_mask(x.shape, 0.5, seed=7, call=c)).ravel()) for c in range(n)
     )
     assert got == expected
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the CUDA simulator's inf - inf
+def test_nan_and_inf_propagate_as_in_torch(backend):
+    """NaN and infinite inputs: outputs match PyTorch's NaN pattern and finite values on
+    every backend, and only the affected channel's running statistics turn non-finite
+    (its running mean is inf in PyTorch, NaN on the numba kernels: docs/differences.md)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[1.0, 0.5, np.nan], [3.0, np.inf, 2.0], [0.0, 2.0, 1.0]])
+    rm, rv = _vec(backend, np.zeros(3)), _vec(backend, np.ones(3))
+    dev = lambda a: backend.asarray(a)  # noqa: E731
+    y = F.batch_norm(dev(x), rm, rv, training=True, backend=backend)
+    trm, trv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    ty = torch.nn.functional.batch_norm(torch.from_numpy(x), trm, trv, training=True).numpy()
+    np.testing.assert_allclose(backend.to_numpy(y), ty, **tol(np.float64, "torch"))
+    for got, expected in ((rm, trm), (rv, trv)):
+        got = np.asarray(got) if backend.device == "cpu" else backend.to_numpy(got)
+        np.testing.assert_allclose(got[0], expected.numpy()[0], **tol(np.float64, "torch"))
+        assert not np.isfinite(got[1:]).any()
+    ln = F.layer_norm(dev(x), 3, backend=backend)
+    tln = torch.nn.functional.layer_norm(torch.from_numpy(x), (3,)).numpy()
+    np.testing.assert_allclose(backend.to_numpy(ln), tln, **tol(np.float64, "torch"))
+    fused, _ = F.dropout_add_layer_norm(dev(x), dev(x), 3, p=0.0, backend=backend)
+    tf = torch.nn.functional.layer_norm(torch.from_numpy(2 * x), (3,)).numpy()
+    np.testing.assert_allclose(backend.to_numpy(fused), tf, **tol(np.float64, "torch"))
+    kept = backend.to_numpy(F.dropout(dev(x), 0.5, seed=1, backend=backend))
+    mask = np.asarray(F.dropout_mask(x.shape, 0.5, seed=1, backend="numpy"))
+    np.testing.assert_array_equal(kept, np.where(mask, 2 * x, 0.0))
+
+
+def _vec(backend, v):
+    """A running-statistics vector as the backend updates it in place (host on CPU)."""
+    return v if backend.device == "cpu" else backend.asarray(v)
