@@ -384,3 +384,50 @@ def test_nan_and_inf_propagate_as_in_torch(backend):
 def _vec(backend, v):
     """A running-statistics vector as the backend updates it in place (host on CPU)."""
     return v if backend.device == "cpu" else backend.asarray(v)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: normdrop.Dropout(0.5, seed=1),
+        lambda: normdrop.DropoutAddLayerNorm(4, p=0.5, seed=1),
+    ],
+    ids=["Dropout", "DropoutAddLayerNorm"],
+)
+def test_seed_and_call_count_assignments_are_checked(make):
+    """``layer.seed = -1`` or ``layer.call_count = "a"`` were stored as given (and failed
+    later, or drew masks no backend agrees on); they are checked as the constructor and
+    ``functional.dropout`` check them (SPEC: options assigned after construction)."""
+    layer = make()
+    for name in ("seed", "call_count"):
+        for bad in (-1, 2**64, 1.5, "a", None, True):
+            with pytest.raises(normdrop.InvalidParameterError, match=name):
+                setattr(layer, name, bad)
+        setattr(layer, name, np.uint64(2**64 - 1))
+        assert getattr(layer, name) == 2**64 - 1 and type(getattr(layer, name)) is int
+    assert (layer.seed, layer.call_count) == (2**64 - 1, 2**64 - 1)
+
+
+@pytest.mark.parametrize("kind", ["Dropout", "DropoutAddLayerNorm"])
+def test_call_numbers_run_out_with_a_clear_error(kind):
+    """Past call 2**64 - 2 the layer drew masks outside Philox's 64-bit counter (numpy and
+    numba disagreed) and get_extra_state raised a raw OverflowError; the last call number
+    now gives a clear error that changes nothing."""
+    x = np.ones((2, 4))
+    if kind == "Dropout":
+        layer = normdrop.Dropout(0.5, seed=3)
+        forward = lambda: layer(x)  # noqa: E731
+    else:
+        layer = normdrop.DropoutAddLayerNorm(4, p=0.5, seed=3)
+        forward = lambda: layer(x)[1]  # noqa: E731
+    layer.call_count = 2**64 - 2
+    y = forward()
+    mask = np.asarray(F.dropout_mask(x.shape, 0.5, seed=3, call=2**64 - 2))
+    np.testing.assert_array_equal(np.asarray(y) != 0, mask)
+    assert layer.call_count == 2**64 - 1
+    with pytest.raises(normdrop.InvalidParameterError, match="call_count"):
+        forward()
+    assert layer.call_count == 2**64 - 1
+    np.testing.assert_array_equal(layer.get_extra_state(), [3, 2**64 - 1])
+    layer.eval()
+    forward()  # evaluation draws no mask

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from normdrop import _validation
 from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, dropout
 from normdrop.errors import ShapeError
-from normdrop.layers._seeded import SeededCalls
+from normdrop.layers._seeded import SEEDED_CHECKS, SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.random import draw_seed
@@ -68,6 +69,7 @@ class Dropout(SeededCalls, Module):
         self.call_count = 0
 
     _plan_attributes = Module._plan_attributes | {"_p"}
+    _attribute_checks = MappingProxyType(SEEDED_CHECKS)
 
     @property
     def p(self) -> float:

@@ -14,7 +14,7 @@ from normdrop._ops import _inputs, fused, layer_norm
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
 from normdrop.layers._row_affine import RowAffine, row_affine_options
-from normdrop.layers._seeded import SeededCalls
+from normdrop.layers._seeded import SEEDED_CHECKS, SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.random import draw_seed
@@ -98,7 +98,9 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         self.call_count = 0
 
     _plan_attributes = Module._plan_attributes | {"eps", "_p"}
-    _attribute_checks = MappingProxyType({"eps": partial(_validation.positive_finite, "eps")})
+    _attribute_checks = MappingProxyType(
+        {"eps": partial(_validation.positive_finite, "eps"), **SEEDED_CHECKS}
+    )
 
     @property
     def p(self) -> float:
