@@ -431,3 +431,15 @@ def test_call_numbers_run_out_with_a_clear_error(kind):
     np.testing.assert_array_equal(layer.get_extra_state(), [3, 2**64 - 1])
     layer.eval()
     forward()  # evaluation draws no mask
+
+
+def test_demo_with_a_negative_seed_is_a_clear_command_line_error(capsys):
+    """``normdrop demo --seed -1`` ended in a NumPy traceback (default_rng's 'expected
+    non-negative integer'); it is now the command line's error, exit status 2."""
+    from normdrop.cli import main
+
+    assert main(["demo", "--seed", "-1", "--backend", "numpy"]) == 2
+    captured = capsys.readouterr()
+    assert "normdrop: error: seed must be an integer in [0, 2**64), got -1" in captured.err
+    assert "Traceback" not in captured.err
+    assert "demo:" not in captured.out  # checked before anything is printed
