@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -16,7 +17,7 @@ __all__ = ["SEEDED_CHECKS", "SeededCalls"]
 
 #: ``Module._attribute_checks`` entries: ``layer.seed = ...`` and ``layer.call_count = ...``
 #: take integers in [0, 2**64), as the constructor and ``functional.dropout`` do.
-SEEDED_CHECKS = {
+SEEDED_CHECKS: dict[str, Callable[[Any], int]] = {
     "seed": _validation.seed,
     "call_count": partial(_validation.seed, name="call_count"),
 }
