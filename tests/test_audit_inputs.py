@@ -443,3 +443,26 @@ def test_demo_with_a_negative_seed_is_a_clear_command_line_error(capsys):
     assert "normdrop: error: seed must be an integer in [0, 2**64), got -1" in captured.err
     assert "Traceback" not in captured.err
     assert "demo:" not in captured.out  # checked before anything is printed
+
+
+def test_load_of_a_file_that_is_not_a_checkpoint_is_a_state_dict_error(tmp_path):
+    """``load`` of a .npy file raised "'numpy.ndarray' object does not support the context
+    manager protocol", of a text file NumPy's pickle ValueError, of an .npz with object
+    arrays NumPy's allow_pickle ValueError; each is now a StateDictError, nothing loaded."""
+    bn = normdrop.BatchNorm1d(3)
+    bn.running_mean[...] = 5.0
+    np.save(tmp_path / "one.npy", np.ones(3))
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    np.savez(tmp_path / "objects.npz", weight=np.array([object()] * 3, dtype=object))
+    for name, match in [
+        ("one.npy", r"\.npy file"),
+        ("notes.txt", "not an .npz file"),
+        ("objects.npz", "cannot read"),
+    ]:
+        with pytest.raises(StateDictError, match=match):
+            bn.load(tmp_path / name)
+        np.testing.assert_array_equal(bn.running_mean, 5.0)
+    with pytest.raises(FileNotFoundError):
+        bn.load(tmp_path / "missing.npz")
+    bn.save(tmp_path / "good")
+    normdrop.BatchNorm1d(3).load(tmp_path / "good")
