@@ -466,3 +466,19 @@ def test_load_of_a_file_that_is_not_a_checkpoint_is_a_state_dict_error(tmp_path)
         bn.load(tmp_path / "missing.npz")
     bn.save(tmp_path / "good")
     normdrop.BatchNorm1d(3).load(tmp_path / "good")
+
+
+def test_fused_function_accepts_p_one_outside_training_as_dropout_does():
+    """``dropout(x, 1.0, training=False)`` is accepted (as in PyTorch: p is unused) but the
+    fused function refused the same arguments; now both agree, forward and backward."""
+    x = _X.copy()
+    y, r = F.dropout_add_layer_norm(x, x, 4, p=1.0, training=False, backend="numpy")
+    np.testing.assert_allclose(y, F.layer_norm(2 * x, 4, backend="numpy"), **tol(np.float64))
+    np.testing.assert_array_equal(r, 2 * x)
+    y, r, mean, rstd, _ = F.dropout_add_layer_norm_with_stats(x, x, 4, p=1.0, training=False)
+    gx, gres, _, _ = F.dropout_add_layer_norm_backward(x, r, 4, mean, rstd, p=1.0, training=False)
+    expected = F.layer_norm_backward(x, r, 4, mean, rstd)[0]
+    np.testing.assert_allclose(gx, expected, **tol(np.float64, "reference"))
+    np.testing.assert_allclose(gres, expected, **tol(np.float64, "reference"))
+    with pytest.raises(normdrop.InvalidParameterError, match=r"\[0, 1\), got 1.0"):
+        F.dropout_add_layer_norm(x, x, 4, p=1.0, training=True, seed=1)
