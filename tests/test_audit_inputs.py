@@ -101,13 +101,17 @@ def test_ndarray_subclass_through_every_layer(backend, kind):
 
 @pytest.mark.parametrize("kind", ["matrix", "subclass"])
 def test_identity_dropout_returns_the_subclass_object_itself(backend, kind):
-    """Evaluation and p == 0 return the input object itself (SPEC), subclasses included."""
+    """Evaluation and p == 0 return the input object itself (SPEC), subclasses included;
+    so does the fused op's ``r`` without dropout and residual."""
     _host_backend(backend)
     x = _subclassed(kind, _X.copy())
     assert F.dropout(x, 0.5, training=False, backend=backend.name) is x
     assert F.dropout(x, 0.0, backend=backend.name) is x
     assert normdrop.Dropout(0.5, seed=1, backend=backend.name).eval()(x) is x
     assert normdrop.Dropout(0.0, seed=1, backend=backend.name)(x) is x
+    # the fused op's r is x itself without dropout and without residual
+    assert F.dropout_add_layer_norm(x, None, 4, p=0.0, backend=backend.name)[1] is x
+    assert normdrop.DropoutAddLayerNorm(4, backend=backend.name).eval()(x)[1] is x
 
 
 def test_matrix_out_is_refused_before_anything_is_written(backend):

@@ -25,6 +25,7 @@ def _run(stats: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
     ``residual``), plan and execute: ``(y, r)``, and with ``stats`` also the per-sample
     statistics and the bitmask."""
     normalized_shape, weight, bias, p, eps, training, seed, call, out, backend = args
+    original = x
     be, x = _inputs.prepare("x", x, backend)
     norm = layer_norm.plan(be, normalized_shape, weight, bias, eps)
     _validation.boolean("training", training)
@@ -40,6 +41,7 @@ def _run(stats: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
     if plan.dropout.active and seed is None:
         seed = draw_seed()  # drawn only when a mask is needed, after every check
     y, r, mean, rstd, bitmask = forward(plan, x, residual, seed, call, out)
+    r = _inputs.caller_array(original, r)  # r is x itself without dropout and residual
     if not stats:
         return y, r
     lead = layer_norm.lead_shape(x, norm)

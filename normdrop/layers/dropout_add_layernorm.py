@@ -137,6 +137,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             Shape and dtype of ``x``. Without dropout (evaluation, ``p == 0``) and
             without ``residual``, ``r`` is ``x`` itself.
         """
+        original = x
         be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
         if plan is None or plan.norm.backend is not be:
@@ -158,7 +159,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         self.save_for_backward(
             r, mean, rstd, bitmask, call if drop else None, residual is not None, plan
         )
-        return y, r
+        return y, _inputs.caller_array(original, r)  # x itself without dropout and residual
 
     def backward(
         self, grad_output: Array, grad_r: Array | None = None
