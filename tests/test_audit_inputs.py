@@ -1,8 +1,10 @@
-"""Unusual but legitimate inputs, as an expert user would probe them: ndarray subclasses
-(``numpy.matrix``, ``numpy.memmap``, a user's own), big-endian and read-only arrays, ragged
-gradients, complex checkpoints. Each gives the numpy reference backend's numbers, or a
-clear ``normdrop`` error that changes no state (SPEC "Errors"); never a raw NumPy or Numba
-exception."""
+"""An adversarial audit of the public API, as an expert user would probe it: ndarray
+subclasses (``numpy.matrix``, ``numpy.memmap``, a user's own), big-endian, read-only and
+unknown-size (Dask) arrays, ragged gradients, NaN and infinity, complex or non-``.npz``
+checkpoints, seeds and call counters at their limits, one layer shared by two threads, the
+command line. Each gives the numpy reference backend's (or PyTorch's) numbers, or a clear
+``normdrop`` error that changes no state (SPEC "Errors"); never a raw NumPy or Numba
+exception. Each test's docstring says what happened before its fix."""
 
 from __future__ import annotations
 
@@ -309,7 +311,7 @@ def test_dask_array_of_unknown_sizes_is_a_shape_error():
     )
 
 
-def _calls_from_two_threads(layer, forward, calls_per_thread=40):
+def _calls_from_two_threads(forward, calls_per_thread=40):
     """Run ``forward()`` from two threads at once; return every result."""
     import threading
 
@@ -344,10 +346,10 @@ def test_two_threads_share_a_dropout_layer_each_call_its_own_mask(backend, kind)
     x = np.ones((4, 16))
     if kind == "Dropout":
         layer = normdrop.Dropout(0.5, seed=7, backend=backend.name)
-        results = _calls_from_two_threads(layer, lambda: layer(x))
+        results = _calls_from_two_threads(lambda: layer(x))
     else:
         layer = normdrop.DropoutAddLayerNorm(16, p=0.5, seed=7, backend=backend.name)
-        results = _calls_from_two_threads(layer, lambda: layer(x)[1])  # r = dropout(x)
+        results = _calls_from_two_threads(lambda: layer(x)[1])  # r = dropout(x)
     n = len(results)
     assert layer.call_count == n
     got = sorted(tuple(np.asarray(y).ravel() != 0) for y in results)
