@@ -42,7 +42,8 @@ backend : str or Backend, optional
     Backend for every call (default: chosen per call from the input).""",
     "layer.call_count": """\
 call_count : int
-    Training calls so far: the ``call`` of the next mask.""",
+    Training calls so far: the ``call`` of the next mask. Each call claims its number
+    atomically, so threads sharing a layer never share a mask.""",
     "layer.grads": """\
 grads : dict
     Accumulated gradients, keyed like :meth:`named_parameters`.""",

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from normdrop import _validation
 from normdrop.layers import BatchNorm1d, Dropout, Sequential
 from normdrop.protocol import Backend
 from normdrop.registry import get_backend, resolve_backend
@@ -25,8 +26,14 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     backend : str or Backend, optional
         The backend to run on; by default the one chosen for NumPy arrays.
     seed : int, default 0
-        Seed of the data and of the dropout masks.
+        Seed of the data and of the dropout masks, in [0, 2**64).
+
+    Raises
+    ------
+    InvalidParameterError
+        ``seed`` is not an integer in [0, 2**64) (checked before anything is printed).
     """
+    seed = _validation.seed(seed)
     # Printed before the backend loads (and maybe compiles), so the command answers at once.
     print("normdrop demo: BatchNorm1d(64) + Dropout(0.15), training and evaluation", flush=True)
     rng = np.random.default_rng(seed)

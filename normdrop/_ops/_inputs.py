@@ -55,6 +55,9 @@ def foreign_hint(x: Any) -> str:
 def host_array(name: str, x: Any) -> Any:
     """Coerce ``x`` and check its kind: masked arrays and foreign tensors are refused.
 
+    Other ``numpy.ndarray`` subclasses (``numpy.matrix``, ``numpy.memmap``, a user's
+    own) are viewed as plain ndarrays, without a copy: ``numpy.matrix`` keeps two
+    dimensions through ``reshape`` and indexing, which the kernels' reshapes rely on.
     NumPy arrays in non-native byte order (big-endian files) are converted to native
     order of the same kind, so the result always has a native dtype.
     """
@@ -68,6 +71,8 @@ def host_array(name: str, x: Any) -> Any:
                 parameter_name=name,
                 value=type(x).__name__,
             )
+        if type(x) is not np.ndarray:
+            x = x.view(np.ndarray)
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
     elif type(x).__module__.split(".", 1)[0] == "torch":
@@ -75,7 +80,38 @@ def host_array(name: str, x: Any) -> Any:
             f"{name} must be an array of a normdrop backend (NumPy, CuPy, Dask), got "
             f"{type(x).__module__}.{type(x).__qualname__}{foreign_hint(x)}"
         )
+    else:
+        _check_known_shape(name, x)
+        dtype = getattr(x, "dtype", None)
+        if isinstance(dtype, np.dtype) and not dtype.isnative and hasattr(x, "astype"):
+            x = x.astype(dtype.newbyteorder("="))  # a big-endian Dask array: lazily
     return x
+
+
+def _check_known_shape(name: str, x: Any) -> None:
+    """Refuse an array whose sizes are not known yet (NaN in a Dask array's shape)."""
+    shape = getattr(x, "shape", None)
+    if isinstance(shape, tuple) and any(isinstance(d, float) and d != d for d in shape):
+        raise ShapeError(
+            f"{name} must have known sizes, got shape {shape} (a Dask array whose chunk "
+            f"sizes are unknown, e.g. after boolean indexing); call "
+            f"{name}.compute_chunk_sizes() first"
+        )
+
+
+def caller_array(original: Any, x: Any) -> Any:
+    """What an identity operation returns for the caller's ``original`` data, which
+    :func:`host_array` turned into ``x``: ``original`` itself where ``x`` is only its plain
+    ndarray view (an ndarray subclass such as ``numpy.matrix``), else ``x``."""
+    if (
+        x is original
+        or type(x) is not np.ndarray
+        or not isinstance(original, np.ndarray)
+        or original.dtype != x.dtype
+    ):
+        return x
+    same = x.__array_interface__ == original.__array_interface__
+    return original if same else x
 
 
 def check_float(name: str, x: Any) -> np.dtype:
@@ -197,6 +233,13 @@ def check_out(be: Backend, out: Any, like: Any, name: str = "out") -> None:
     if not be.accepts(out) or isinstance(out, np.ma.MaskedArray):
         raise InvalidParameterError(
             f"{name} must be an array of the {be.name!r} backend, got {type(out).__name__}",
+            parameter_name=name,
+            value=type(out).__name__,
+        )
+    if isinstance(out, np.matrix):
+        raise InvalidParameterError(
+            f"{name} must not be a numpy.matrix (it keeps two dimensions through reshape); "
+            f"pass np.asarray({name}), a view of the same memory",
             parameter_name=name,
             value=type(out).__name__,
         )

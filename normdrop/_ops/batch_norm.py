@@ -199,19 +199,23 @@ def plan(
             parameter_name="running_var" if running_var is None else "running_mean",
             value=None,
         )
-    for name, v in (("running_mean", running_mean), ("running_var", running_var)):
-        if v is not None:
-            _check_running(be, name, v, channels)
-            if training and not _inputs.writeable(v):
-                raise _inputs.read_only_error(name, v, "training updates it in place")
+    rm, rv, write_back = running_mean, running_var, None
+    if training:  # updated in place: arrays of the caller's, native and writeable
+        for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+            if v is not None:
+                _check_running(be, name, v, channels)
+                if not _inputs.writeable(v):
+                    raise _inputs.read_only_error(name, v, "training updates it in place")
+    elif running_mean is not None:  # only read: any float vector, as weight and bias
+        rm = _inputs.vector(be, "running_mean", running_mean, (channels,), float64=False)
+        rv = _inputs.vector(be, "running_var", running_var, (channels,), float64=False)
     fused = hasattr(be, FUSED_KERNEL)
     w = _inputs.vector(be, "weight", weight, (channels,), float64=not fused)
     b = _inputs.vector(be, "bias", bias, (channels,), float64=not fused)
-    rm, rv, write_back = running_mean, running_var, None
     if fused:
         w, b = _kernel_vector(w), _kernel_vector(b)
         if running_mean is not None:
-            rm, rv = _kernel_vector(running_mean), _kernel_vector(running_var)
+            rm, rv = _kernel_vector(rm), _kernel_vector(rv)
             if training and (rm is not running_mean or rv is not running_var):
                 write_back = (running_mean, running_var)
     use_batch = bool(training) or running_mean is None

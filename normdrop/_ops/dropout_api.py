@@ -24,14 +24,16 @@ def _run(bitmask: bool, x: Any, p: Any, training: Any, *args: Any) -> tuple[Arra
     """Check every argument of :func:`dropout` (``args``: ``seed``, ``call``, ``out``,
     ``backend``), plan and execute; keep a bitmask if ``bitmask``."""
     seed, call, out, backend = args
+    original = x
     be, x = _inputs.prepare("x", x, backend)
     _validation.boolean("training", training)
     p = _validation.dropout_probability(p, allow_one=not training)
     seed = None if seed is None else _validation.seed(seed)
     call = _validation.call_index(call)
     plan = make_plan(be, p, training, bitmask)
-    if not plan.active:
-        return forward(plan, x, 0, call, out)  # the identity: checks out itself
+    if not plan.active:  # the identity: checks out itself
+        y, _ = forward(plan, x, 0, call, out)
+        return (y if out is not None else _inputs.caller_array(original, y)), None
     if out is not None:
         _inputs.check_out(be, out, x)
     seed = draw_seed() if seed is None else seed  # drawn only when a mask is needed

@@ -25,10 +25,11 @@ def _run(stats: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
     ``residual``), plan and execute: ``(y, r)``, and with ``stats`` also the per-sample
     statistics and the bitmask."""
     normalized_shape, weight, bias, p, eps, training, seed, call, out, backend = args
+    original = x
     be, x = _inputs.prepare("x", x, backend)
     norm = layer_norm.plan(be, normalized_shape, weight, bias, eps)
-    p = _validation.dropout_probability(p)
     _validation.boolean("training", training)
+    p = _validation.dropout_probability(p, allow_one=not training)  # unused outside training
     seed = None if seed is None else _validation.seed(seed)
     call = _validation.call_index(call)
     layer_norm.rows(x, norm.shape)
@@ -40,6 +41,7 @@ def _run(stats: bool, x: Any, residual: Any, *args: Any) -> tuple[Array, ...]:
     if plan.dropout.active and seed is None:
         seed = draw_seed()  # drawn only when a mask is needed, after every check
     y, r, mean, rstd, bitmask = forward(plan, x, residual, seed, call, out)
+    r = _inputs.caller_array(original, r)  # r is x itself without dropout and residual
     if not stats:
         return y, r
     lead = layer_norm.lead_shape(x, norm)
@@ -82,7 +84,8 @@ def dropout_add_layer_norm(
     %(layer.p)s
     eps : float, default 1e-5
     training : bool, default True
-        Dropout only in training (and with ``p > 0``).
+        Dropout only in training (and with ``p > 0``). With ``training=False`` any
+        ``p`` in [0, 1] is accepted (it is not used), as :func:`dropout` accepts it.
     %(seed)s
     %(call)s
     out : array, optional
@@ -202,7 +205,7 @@ def dropout_add_layer_norm_backward(
     weight : array of shape normalized_shape, optional
         %(weight.backward)s
     p : float, default 0.5
-        The forward's drop probability.
+        The forward's drop probability (any value in [0, 1] with ``training=False``).
     training : bool, default True
         Whether the forward was in training mode (dropout applied when ``p > 0``).
     grad_r : array, optional
@@ -226,8 +229,8 @@ def dropout_add_layer_norm_backward(
         In ``weight``'s dtype, or ``None`` without ``weight``.
     """
     be, r = _inputs.prepare("r", r, backend)
-    p = _validation.dropout_probability(p)
     _validation.boolean("training", training)
+    p = _validation.dropout_probability(p, allow_one=not training)  # unused outside training
     _validation.boolean("has_residual", has_residual)
     call = _validation.call_index(call)
     drop = dropout.make_plan(be, p, training, False)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import numpy as np
 
 from normdrop import _validation
-from normdrop.errors import InvalidParameterError
+from normdrop.errors import InvalidParameterError, StateDictError
 from normdrop.layers._state_dict import (
     EXTRA_STATE_KEY,
     IncompatibleKeys,
@@ -191,6 +191,27 @@ class Checkpointing:
         Returns
         -------
         IncompatibleKeys
+
+        Raises
+        ------
+        StateDictError
+            The file is not an ``.npz`` archive of plain arrays (a ``.npy`` file, a
+            pickle, any other file), or :meth:`load_state_dict` refuses its contents.
+        OSError
+            The file cannot be read (e.g. it does not exist).
         """
-        with np.load(npz_path(path, reading=True)) as data:
-            return self.load_state_dict({k: data[k] for k in data.files}, strict=strict)
+        file = npz_path(path, reading=True)
+        try:
+            archive = np.load(file)  # allow_pickle=False: a pickle raises ValueError
+        except ValueError as exc:
+            raise StateDictError(f"{path!r} is not an .npz file written by save(): {exc}") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise StateDictError(
+                f"{path!r} is a .npy file holding one array, not an .npz file written by save()"
+            )
+        with archive as data:
+            try:
+                values = {k: data[k] for k in data.files}
+            except ValueError as exc:  # object arrays, which need allow_pickle
+                raise StateDictError(f"cannot read {path!r}: {exc}") from None
+        return self.load_state_dict(values, strict=strict)

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from normdrop import _validation
 from normdrop.errors import InvalidParameterError
 from normdrop.layers._state_dict import host_array
 
-__all__ = ["SeededCalls"]
+__all__ = ["SEEDED_CHECKS", "SeededCalls"]
+
+#: ``Module._attribute_checks`` entries: ``layer.seed = ...`` and ``layer.call_count = ...``
+#: take integers in [0, 2**64), as the constructor and ``functional.dropout`` do.
+SEEDED_CHECKS: dict[str, Callable[[Any], int]] = {
+    "seed": _validation.seed,
+    "call_count": partial(_validation.seed, name="call_count"),
+}
+#: The last call number a layer uses: ``call_count`` after it must still fit in 64 bits.
+_LAST_CALL = 2**64 - 2
+
+#: Guards every layer's read-and-increment of ``call_count`` (one lock for all layers: a
+#: layer's own would not survive pickling and deep copies, and it is held for nanoseconds).
+_CALL_LOCK = threading.Lock()
 
 
 class SeededCalls:
@@ -24,6 +41,29 @@ class SeededCalls:
     call_count: int
     #: A failed Sequential forward puts the call counter back (see Module).
     _forward_state_attributes: tuple[str, ...] = ("call_count",)
+
+    def _claim_call(self) -> int:
+        """Return the next call number and advance ``call_count``, atomically: two threads
+        calling one layer get different calls (and so different masks)."""
+        with _CALL_LOCK:
+            call = self.call_count
+            if call > _LAST_CALL:
+                raise InvalidParameterError(
+                    f"{type(self).__name__} has used every call number of seed {self.seed} "
+                    f"(call_count = {call}); assign a new seed and call_count = 0 to draw "
+                    "further masks",
+                    parameter_name="call_count",
+                    value=call,
+                )
+            self.call_count = call + 1
+        return call
+
+    def _release_call(self, call: int) -> None:
+        """Undo :meth:`_claim_call` of ``call`` after a failed forward, unless another
+        thread has claimed a later call since (then a mask number is skipped, never reused)."""
+        with _CALL_LOCK:
+            if self.call_count == call + 1:
+                self.call_count = call
 
     def get_extra_state(self) -> np.ndarray:
         """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).

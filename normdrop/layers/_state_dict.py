@@ -114,7 +114,10 @@ def plan_load(root: Module, state_dict: Any, strict: bool) -> LoadPlan:
 
 def _converted(key: str, value: Any, dtype: np.dtype, problems: list[str]) -> np.ndarray | None:
     try:
-        return host_array(value).astype(dtype)
+        host = host_array(value)
+        if host.dtype.kind == "c":  # astype would drop the imaginary part with only a warning
+            raise TypeError(f"complex values ({host.dtype}) would lose their imaginary part")
+        return host.astype(dtype)
     except (TypeError, ValueError, RuntimeError) as exc:
         problems.append(f"cannot read {key} as {dtype}: {exc}")
         return None

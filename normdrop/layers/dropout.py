@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from normdrop import _validation
 from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, dropout
 from normdrop.errors import ShapeError
-from normdrop.layers._seeded import SeededCalls
+from normdrop.layers._seeded import SEEDED_CHECKS, SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.random import draw_seed
@@ -68,6 +69,7 @@ class Dropout(SeededCalls, Module):
         self.call_count = 0
 
     _plan_attributes = Module._plan_attributes | {"_p"}
+    _attribute_checks = MappingProxyType(SEEDED_CHECKS)
 
     @property
     def p(self) -> float:
@@ -93,6 +95,7 @@ class Dropout(SeededCalls, Module):
             Shape and dtype of ``x``: the kept elements scaled by ``1 / (1 - p)``,
             the others 0 (``x`` itself in evaluation or with ``p == 0``).
         """
+        original = x
         be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
         if plan is None or plan.backend is not be:
@@ -100,12 +103,15 @@ class Dropout(SeededCalls, Module):
         if not plan.active:  # evaluation, or p == 0: the identity
             self.save_for_backward(None, None, x.shape, x.dtype, plan)
             if self.training:
-                self.call_count += 1
-            return x
-        call = self.call_count
-        y, bitmask = dropout.forward(plan, x, self.seed, call)
+                self._claim_call()
+            return _inputs.caller_array(original, x)
+        call = self._claim_call()
+        try:
+            y, bitmask = dropout.forward(plan, x, self.seed, call)
+        except BaseException:
+            self._release_call(call)
+            raise
         self.save_for_backward(call, bitmask, x.shape, y.dtype, plan)
-        self.call_count = call + 1
         return y
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
@@ -117,6 +123,8 @@ class Dropout(SeededCalls, Module):
             ``grad_output`` does not have the last input's shape.
         """
         call, bitmask, shape, dtype, plan = saved
+        if type(grad_output) is not np.ndarray:  # a ragged list raises ShapeError here
+            grad_output = _inputs.coerce(grad_output, "grad_output")
         got = grad_output.shape if type(grad_output) is np.ndarray else np.shape(grad_output)
         if got != shape:
             raise ShapeError(

@@ -14,7 +14,7 @@ from normdrop._ops import _inputs, fused, layer_norm
 from normdrop.errors import BackwardBeforeForwardError
 from normdrop.layers import _devices
 from normdrop.layers._row_affine import RowAffine, row_affine_options
-from normdrop.layers._seeded import SeededCalls
+from normdrop.layers._seeded import SEEDED_CHECKS, SeededCalls
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, ArrayT, Backend
 from normdrop.random import draw_seed
@@ -98,7 +98,9 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         self.call_count = 0
 
     _plan_attributes = Module._plan_attributes | {"eps", "_p"}
-    _attribute_checks = MappingProxyType({"eps": partial(_validation.positive_finite, "eps")})
+    _attribute_checks = MappingProxyType(
+        {"eps": partial(_validation.positive_finite, "eps"), **SEEDED_CHECKS}
+    )
 
     @property
     def p(self) -> float:
@@ -135,6 +137,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
             Shape and dtype of ``x``. Without dropout (evaluation, ``p == 0``) and
             without ``residual``, ``r`` is ``x`` itself.
         """
+        original = x
         be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
         if plan is None or plan.norm.backend is not be:
@@ -145,15 +148,18 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         layer_norm.rows(x, self.normalized_shape)
         if residual is not None:
             residual = _inputs.check_partner(be, "residual", residual, x)
-        call = self.call_count
-        y, r, mean, rstd, bitmask = fused.forward(plan, x, residual, self.seed, call)
+        call = self._claim_call() if self.training else self.call_count
+        try:
+            y, r, mean, rstd, bitmask = fused.forward(plan, x, residual, self.seed, call)
+        except BaseException:
+            if self.training:
+                self._release_call(call)
+            raise
         drop = plan.dropout.active
         self.save_for_backward(
             r, mean, rstd, bitmask, call if drop else None, residual is not None, plan
         )
-        if self.training:
-            self.call_count += 1
-        return y, r
+        return y, _inputs.caller_array(original, r)  # x itself without dropout and residual
 
     def backward(
         self, grad_output: Array, grad_r: Array | None = None
