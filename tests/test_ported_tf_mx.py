@@ -443,3 +443,568 @@ def test_tf_dropout_integer_inputs(as_list):
         F.dropout(x, 0.5, seed=0)
     with pytest.raises(DTypeError, match="int64"):
         normdrop.Dropout(0.5, seed=0)(x)
+
+
+# =================================================================================== MXNet
+# apache/mxnet tests/python/unittest/test_operator.py (test_batchnorm, test_batchnorm_training,
+# test_layer_norm, test_dropout) and test_gluon.py (test_batchnorm, test_layernorm,
+# test_sync_batchnorm's single-device check, test_batchnorm_backward_synchronization,
+# test_batchnorm_chnls). MXNet's ``axis=`` goes in as the view with that axis at 1 (batch
+# norm) or last (layer norm).
+
+
+def _mx_bn_reference(data, gamma, beta, ograd, axis, eps):
+    """test_batchnorm's reference (float64): the output, batch mean and biased variance,
+    and the gradients dX, dW, db written out as MXNet writes them."""
+    data, ograd = np.asarray(data, np.float64), np.asarray(ograd, np.float64)
+    red = tuple(i for i in range(data.ndim) if i != axis)
+    expand = [1] * data.ndim
+    expand[axis] = data.shape[axis]
+    m = data.size / data.shape[axis]
+    data_mean = data.mean(red, keepdims=True)
+    data_var = ((data - data_mean) ** 2).mean(red, keepdims=True)
+    w = np.reshape(gamma, expand)
+    target = (data - data_mean) / np.sqrt(data_var + eps) * w + np.reshape(beta, expand)
+    dnx = ograd * w
+    xsm = data - data_mean
+    nd = 1.0 / np.sqrt(data_var + eps)
+    nx = xsm * nd
+    dvar = (dnx * xsm).sum(red, keepdims=True) * (-0.5) * nd**3
+    dmean = -nd * dnx.sum(red, keepdims=True) - dvar * xsm.mean(red, keepdims=True) * 2.0
+    dx = dnx * nd + dvar * xsm * (2.0 / m) + dmean * (1.0 / m)
+    dw = (ograd * nx).sum(red)
+    db = ograd.sum(red)
+    return target, data_mean.reshape(-1), data_var.reshape(-1), dx, dw, db
+
+
+@pytest.mark.parametrize("fix_gamma", [False, True], ids=["gamma", "fix_gamma"])
+@pytest.mark.parametrize("shape", [(4, 2), (4, 3, 4), (4, 6, 4, 5), (4, 5, 6, 4, 5)])
+def test_mxnet_batchnorm(backend, shape, fix_gamma):
+    """test_operator.py test_batchnorm (op BatchNorm, output_mean_var): for every channel
+    axis, ten iterations on fresh uniform data with momentum 0.9 (PyTorch's 0.1) and eps
+    1e-5: the output, the batch mean and MXNet's output_std = 1 / sqrt(var + eps)
+    (normdrop's rstd) equal the reference; the running mean and variance follow
+    ``running * 0.9 + batch * 0.1`` with the unbiased variance (MXNet's native kernel uses
+    the biased one; m / (m - 1) is its cuDNN path and PyTorch's); dX, dW and db equal
+    MXNet's written-out gradients. fix_gamma=True is a weight of ones. In float32 with
+    normdrop's float32 tolerances (MXNet's are 5e-2). Ten iterations on the numpy backend,
+    three on the others."""
+    if backend.name == "cuda" and len(shape) > 2:
+        pytest.skip("the 2-D shape is enough under the CUDA simulator")
+    rng = np.random.default_rng(910)
+    eps = 1e-5
+    iters = 10 if backend.name == "numpy" else 3
+    for axis in range(len(shape)):
+        nch = shape[axis]
+        gamma = np.ones(nch, np.float32) if fix_gamma else rng.random(nch, dtype=np.float32)
+        beta = rng.random(nch, dtype=np.float32)
+        running_mean, running_var = vec(backend, np.zeros(nch, np.float32)), vec(backend, np.ones(nch, np.float32))  # fmt: skip
+        want_mean, want_var = np.zeros(nch), np.ones(nch)
+        for _ in range(iters):
+            data = rng.random(shape, dtype=np.float32)
+            ograd = rng.random(shape, dtype=np.float32)
+            xb = backend.asarray(_data(backend, np.moveaxis(data, axis, 1)))
+            y, mean, rstd = F.batch_norm_with_stats(
+                xb, running_mean, running_var, vec(backend, gamma), vec(backend, beta),
+                training=True, momentum=0.1, eps=eps, backend=backend,
+            )  # fmt: skip
+            dx, dw, db = F.batch_norm_backward(
+                backend.asarray(_data(backend, np.moveaxis(ograd, axis, 1))), xb, mean, rstd,
+                vec(backend, gamma), training=True, backend=backend,
+            )  # fmt: skip
+            target, bmean, bvar, tdx, tdw, tdb = _mx_bn_reference(data, gamma, beta, ograd, axis, eps)  # fmt: skip
+            m = data.size / nch
+            want_mean = want_mean * 0.9 + bmean * 0.1
+            want_var = want_var * 0.9 + bvar * m / (m - 1) * 0.1
+            close = tol(np.float32, factor=5)
+            np.testing.assert_allclose(np.moveaxis(backend.to_numpy(y), 1, axis), target, **close)
+            np.testing.assert_allclose(host(backend, mean), bmean, **close)
+            np.testing.assert_allclose(host(backend, rstd), 1 / np.sqrt(bvar + eps), **close)
+            np.testing.assert_allclose(host(backend, running_mean), want_mean, **close)
+            np.testing.assert_allclose(host(backend, running_var), want_var, **close)
+            np.testing.assert_allclose(np.moveaxis(backend.to_numpy(dx), 1, axis), tdx, **tol(np.float32, factor=50))  # fmt: skip
+            np.testing.assert_allclose(host(backend, dw), tdw, **tol(np.float32, factor=50))
+            np.testing.assert_allclose(host(backend, db), tdb, **tol(np.float32, factor=50))
+
+
+@pytest.mark.parametrize("grad_req", ["write", "add"])
+def test_mxnet_batchnorm_grad_req(backend, grad_req):
+    """test_operator.py test_batchnorm, grad_req 'write' and 'add' for gamma and beta (its
+    4-D case): with 'add' the parameter gradients accumulate over the iterations
+    (normdrop's ``layer.grads`` until ``zero_grad()``, as PyTorch's ``.grad``); with
+    'write' they are the last iteration's (``zero_grad()`` before each backward). On a
+    BatchNorm1d layer with (4, 6, 20) data, three iterations, against MXNet's dW and db."""
+    rng = np.random.default_rng(911)
+    bn = normdrop.BatchNorm1d(6, momentum=0.1, backend=backend.name)
+    gamma, beta = rng.random((2, 6), dtype=np.float32)
+    bn.weight, bn.bias = vec(backend, gamma), vec(backend, beta)
+    sum_dw, sum_db = np.zeros(6), np.zeros(6)
+    for _ in range(3):
+        data, ograd = rng.random((2, 4, 6, 20), dtype=np.float32)
+        if grad_req == "write":
+            bn.zero_grad()
+            sum_dw[:], sum_db[:] = 0, 0
+        bn(backend.asarray(data))
+        bn.backward(backend.asarray(ograd))
+        *_, tdw, tdb = _mx_bn_reference(data, gamma, beta, ograd, 1, 1e-5)
+        sum_dw += tdw
+        sum_db += tdb
+        np.testing.assert_allclose(host(backend, bn.grads["weight"]), sum_dw, **tol(np.float32, factor=50))  # fmt: skip
+        np.testing.assert_allclose(host(backend, bn.grads["bias"]), sum_db, **tol(np.float32, factor=50))  # fmt: skip
+
+
+@pytest.mark.parametrize("use_global_stats", [False, True], ids=["batch_stats", "global_stats"])
+def test_mxnet_batchnorm_training_numeric_gradient(backend, use_global_stats):
+    """test_operator.py test_batchnorm_training: check_numeric_gradient of BatchNorm on data
+    of shape (2, 3), (2, 3, 2, 2) and (2, 8, 2, 2) (normal(-0.1, 0.1)), gamma ones but
+    gamma[1] = 3, beta ones but beta[0] = 3, for every channel axis -ndim..ndim-1, with
+    batch statistics and with use_global_stats (the given moving mean and a moving 'std'
+    from uniform(0, 1), used as the variance): the input, gamma and beta gradients equal
+    central differences (float64 here; MXNet's rtol 0.16-0.2 with numeric_eps 1e-2)."""
+    rng = np.random.default_rng(912)
+    shapes = [(2, 3)] if backend.name == "cuda" else [(2, 3), (2, 3, 2, 2), (2, 8, 2, 2)]
+    eps = 1e-3  # MXNet's BatchNorm default
+    for shape in shapes:
+        for chaxis in range(-len(shape), len(shape)):
+            axis = chaxis % len(shape)
+            nch = shape[axis]
+            x = rng.normal(-0.1, 0.1, size=shape)
+            gamma, beta = np.ones(nch), np.ones(nch)
+            if nch > 1:
+                gamma[1] = 3
+            beta[0] = 3
+            moving_mean, moving_var = rng.uniform(size=(2, nch))
+            gy = rng.standard_normal(shape)
+
+            def loss(x=x, gamma=gamma, beta=beta, gy=gy, axis=axis, mm=moving_mean, mv=moving_var):  # fmt: skip
+                red = tuple(i for i in range(x.ndim) if i != axis)
+                if use_global_stats:
+                    mean, var = mm, mv
+                else:
+                    mean, var = x.mean(red), x.var(red)
+                expand = [1] * x.ndim
+                expand[axis] = nch
+                y = (x - mean.reshape(expand)) / np.sqrt(var.reshape(expand) + eps)
+                return np.sum(gy * (y * gamma.reshape(expand) + beta.reshape(expand)))
+
+            want = [_numeric_grad(loss, a) for a in (x, gamma, beta)]
+            xb = backend.asarray(_data(backend, np.moveaxis(x, axis, 1)))
+            rm = vec(backend, moving_mean) if use_global_stats else None
+            rv = vec(backend, moving_var) if use_global_stats else None
+            _, mean, rstd = F.batch_norm_with_stats(
+                xb, rm, rv, vec(backend, gamma), vec(backend, beta), training=False, eps=eps,
+                backend=backend,
+            )  # fmt: skip
+            dx, dg, db = F.batch_norm_backward(
+                backend.asarray(_data(backend, np.moveaxis(gy, axis, 1))), xb, mean, rstd,
+                vec(backend, gamma), training=not use_global_stats, backend=backend,
+            )  # fmt: skip
+            np.testing.assert_allclose(np.moveaxis(backend.to_numpy(dx), 1, axis), want[0], atol=1e-6, rtol=1e-6)  # fmt: skip
+            np.testing.assert_allclose(host(backend, dg), want[1], atol=1e-6, rtol=1e-6)
+            np.testing.assert_allclose(host(backend, db), want[2], atol=1e-6, rtol=1e-6)
+
+
+def _mx_layer_norm(data, gamma, beta, axis, eps):
+    """test_operator.py check_layer_normalization's npy_layer_norm (float64)."""
+    data = np.asarray(data, np.float64)
+    axis %= data.ndim
+    shape = [1] * data.ndim
+    shape[axis] = data.shape[axis]
+    mean = data.mean(axis=axis, keepdims=True)
+    std = np.sqrt(data.var(axis=axis, keepdims=True) + eps)
+    return np.reshape(gamma, shape) * (data - mean) / std + np.reshape(beta, shape)
+
+
+def _mx_layer_norm_grad(data, gamma, out_grad, axis, eps):
+    """check_layer_normalization's npy_layer_norm_grad (float64)."""
+    data, out_grad = np.asarray(data, np.float64), np.asarray(out_grad, np.float64)
+    axis %= data.ndim
+    exclude = tuple(i for i in range(data.ndim) if i != axis)
+    data_std = np.sqrt(data.var(axis=axis, keepdims=True) + eps)
+    centered = (data - data.mean(axis=axis, keepdims=True)) / data_std
+    gamma_grad = (centered * out_grad).sum(axis=exclude)
+    beta_grad = out_grad.sum(axis=exclude)
+    shape = [1] * data.ndim
+    shape[axis] = data.shape[axis]
+    w = out_grad * np.reshape(gamma, shape) / data_std
+    data_grad = w - w.mean(axis=axis, keepdims=True) - centered * (w * centered).mean(
+        axis=axis, keepdims=True
+    )
+    return data_grad, gamma_grad, beta_grad
+
+
+def _mx_check_layer_norm(backend, x, axis, eps, rng, forward_eps, backward_eps):
+    """One check_layer_normalization case: LayerNorm over ``axis`` (the view with that axis
+    last), forward and (``backward_eps`` not None) backward against the references,
+    then grad_req 'add' on a LayerNorm layer: its ``grads`` add onto what they held."""
+    dtype = x.dtype.type
+    n = x.shape[axis]
+    gamma, beta = rng.normal(0, 1, (2, n)).astype(dtype)
+    xv = np.moveaxis(x, axis, -1)
+    xb = backend.asarray(_data(backend, xv))
+    y, mean, rstd = F.layer_norm_with_stats(xb, n, vec(backend, gamma), vec(backend, beta), eps, backend=backend)  # fmt: skip
+    y = np.moveaxis(backend.to_numpy(y), -1, axis)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, _mx_layer_norm(x, gamma, beta, axis, eps), rtol=forward_eps, atol=forward_eps)  # fmt: skip
+    if backward_eps is None:
+        return
+    gy = rng.normal(0, 1, x.shape).astype(dtype)
+    want = _mx_layer_norm_grad(x, gamma, gy, axis, eps)
+    got = F.layer_norm_backward(
+        backend.asarray(_data(backend, np.moveaxis(gy, axis, -1))), xb, n, mean, rstd,
+        vec(backend, gamma), backend=backend,
+    )  # fmt: skip
+    got = (np.moveaxis(backend.to_numpy(got[0]), -1, axis), host(backend, got[1]), host(backend, got[2]))  # fmt: skip
+    for name, g, w in zip(("data", "gamma", "beta"), got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=backward_eps, atol=backward_eps, err_msg=name)
+    # grad_req='add': gradients added to the initial ones (the layer's grads accumulate)
+    layer = normdrop.LayerNorm(n, eps=eps, dtype=dtype, backend=backend.name)
+    layer.weight, layer.bias = vec(backend, gamma), vec(backend, beta)
+    init_gamma, init_beta = rng.normal(0, 1, (2, n))
+    layer(xb)
+    layer.backward(backend.asarray(_data(backend, np.moveaxis(gy, axis, -1))))
+    grads = {k: host(backend, v).astype(np.float64) for k, v in layer.grads.items()}
+    layer.zero_grad()
+    layer.grads["weight"][...] = vec(backend, init_gamma.astype(dtype))
+    layer.grads["bias"][...] = vec(backend, init_beta.astype(dtype))
+    layer(xb)
+    layer.backward(backend.asarray(_data(backend, np.moveaxis(gy, axis, -1))))
+    np.testing.assert_allclose(host(backend, layer.grads["weight"]), grads["weight"] + init_gamma.astype(dtype), rtol=backward_eps, atol=backward_eps)  # fmt: skip
+    np.testing.assert_allclose(host(backend, layer.grads["bias"]), grads["bias"] + init_beta.astype(dtype), rtol=backward_eps, atol=backward_eps)  # fmt: skip
+
+
+_MX_LN_EPS = {np.float16: (1e-2, None), np.float32: (1e-3, 1e-3), np.float64: (1e-4, 1e-4)}
+
+
+@pytest.mark.parametrize("in_shape", [(10, 6, 5), (10, 10)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_mxnet_layer_norm(backend, dtype, in_shape):
+    """test_operator.py test_layer_norm / check_layer_normalization: normal(0, 1) data of
+    shape (10, 6, 5) and (10, 10), gamma and beta normal(0, 1), LayerNorm over every axis
+    (-ndim..ndim-1) with eps 1e-2 and 1e-3: the output equals npy_layer_norm (MXNet's
+    forward_check_eps: 1e-2 float16, 1e-3 float32, 1e-4 float64); for float32 and float64
+    the data, gamma and beta gradients equal npy_layer_norm_grad (backward_check_eps), with
+    grad_req 'write' and 'add' (gradients added onto initial ones: the layer's ``grads``)."""
+    if backend.name == "cuda" and (dtype != np.float32 or len(in_shape) == 3):
+        pytest.skip("one float32 shape is enough under the CUDA simulator")
+    rng = np.random.default_rng(913)
+    forward_eps, backward_eps = _MX_LN_EPS[dtype]
+    axes = range(-len(in_shape), len(in_shape))
+    for axis in [-1, 0] if backend.name == "cuda" else axes:
+        for eps in (1e-2,) if backend.name == "cuda" else (1e-2, 1e-3):
+            x = rng.normal(0, 1, in_shape).astype(dtype)
+            _mx_check_layer_norm(backend, x, axis, eps, rng, forward_eps, backward_eps)
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_mxnet_layer_norm_large(backend, axis):
+    """test_operator.py test_layer_norm's (128 * 32, 512) shape (no finite-difference check
+    there either), float32, over the last and the first axis (a strided view), eps 1e-3;
+    on the numpy and numba backends (the others' chunking is tested elsewhere)."""
+    if backend.name not in ("numpy", "numba"):
+        pytest.skip("a large shape: the numpy and numba backends only")
+    rng = np.random.default_rng(914)
+    x = rng.normal(0, 1, (128 * 32, 512)).astype(np.float32)
+    _mx_check_layer_norm(backend, x, axis, 1e-3, rng, *_MX_LN_EPS[np.float32])
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.0, 0.75, 0.25])
+def test_mxnet_dropout_ratio(backend, ratio):
+    """test_operator.py test_dropout / check_dropout_ratio on ones of shape (100, 100): the
+    largest value is 1 / (1 - ratio) (> 0), the smallest 0 (1 at ratio 0); no zeros at
+    ratio 0, some above 0.2; |sum(out) - sum(in)| / sum(in) < ratio / 2. At 0.5 the
+    backward of ones equals the output (mask * 2), and in evaluation the output and the
+    backward of ones equal the input (check_passthrough). MXNet's max_value is written
+    1 / ratio, which is the same number at 0.5, the only ratio where it is compared."""
+    if backend.name == "cuda" and ratio != 0.5:
+        pytest.skip("one ratio is enough under the CUDA simulator")
+    shape = (20, 20) if backend.name == "cuda" else (100, 100)
+    layer = normdrop.Dropout(ratio, seed=915, backend=backend.name)
+    x = backend.asarray(np.ones(shape, np.float32))
+    out = backend.to_numpy(layer(x))
+    assert out.max() > 0
+    if ratio == 0:
+        assert out.min() == 1 and np.count_nonzero(out == 0) == 0
+    else:
+        assert out.min() == 0 and out.max() == np.float32(1) / np.float32(1 - ratio)
+    zeros = np.count_nonzero(out == 0)
+    if ratio > 0.2:
+        assert zeros > 0
+    assert abs(out.sum(dtype=np.float64) - out.size) / out.size < max(ratio / 2, 1e-12)
+    if ratio == 0.5:
+        grad = backend.to_numpy(layer.backward(backend.asarray(np.ones(shape, np.float32))))
+        np.testing.assert_array_equal(grad, out)
+        layer.eval()
+        assert layer(x) is x
+        grad = backend.to_numpy(layer.backward(backend.asarray(np.ones(shape, np.float32))))
+        np.testing.assert_array_equal(grad, np.ones(shape))
+
+
+def test_mxnet_dropout_ratio_one_is_refused():
+    """test_operator.py check_dropout_ratio(1.0) and check_passthrough(1.0): MXNet zeroes
+    everything (PyTorch too). normdrop's Dropout refuses p = 1 (SPEC, from Deepbox's API;
+    docs/differences.md); the functional form accepts it in evaluation, where p is unused
+    (as PyTorch), and gives the input back."""
+    with pytest.raises(InvalidParameterError, match=r"Dropout probability must be in \[0, 1\), got 1.0"):  # fmt: skip
+        normdrop.Dropout(1.0)
+    x = np.ones((100, 100), np.float32)
+    assert F.dropout(x, 1.0, training=False) is x
+    assert TF.dropout(_t(x), 1.0, training=False).sum() == x.size
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [(lambda name: normdrop.BatchNorm1d(10, backend=name), (2, 10, 100)),
+     (lambda name: normdrop.LayerNorm(10, backend=name), (2, 10, 10, 10))],
+    ids=["BatchNorm", "LayerNorm"],
+)  # fmt: skip
+def test_mxnet_gluon_check_layer_forward(backend, make, shape):
+    """test_gluon.py test_batchnorm / test_layernorm (check_layer_forward): ones of shape
+    (2, 10, 10, 10) through the layer (BatchNorm1d takes it as (2, 10, 100)) and the
+    backward of ones; the hybridized second run gives the same output and input gradient
+    (here: a second call). Constant data normalises to exactly 0 (SPEC: the bias), and
+    its gradient is 0 too."""
+    if backend.name == "cuda":
+        shape = (2, 10, 3) if len(shape) == 3 else (2, 3, 10)
+    layer = make(backend.name)
+    runs = []
+    for _ in range(2):
+        out = backend.to_numpy(layer(backend.asarray(np.ones(shape, np.float32))))
+        dx = backend.to_numpy(layer.backward(backend.asarray(np.ones(shape, np.float32))))
+        runs.append((out, dx))
+    np.testing.assert_array_equal(runs[0][0], 0)
+    np.testing.assert_allclose(runs[0][1], 0, atol=1e-6)
+    for a, b in zip(runs[0], runs[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mxnet_gluon_layernorm_wrong_size():
+    """test_gluon.py test_layernorm: LayerNorm(in_channels=10) on ones of shape (2, 11)
+    raises (MXNet AssertionError; PyTorch RuntimeError; normdrop ShapeError naming the
+    expected and received shapes), and nothing is saved for backward."""
+    layer = normdrop.LayerNorm(10)
+    with pytest.raises(RuntimeError):
+        torch.nn.LayerNorm(10)(torch.ones(2, 11))
+    with pytest.raises(ShapeError, match=r"\(\.\.\., 10\), got \(2, 11\)"):
+        layer(np.ones((2, 11), np.float32))
+    with pytest.raises(normdrop.BackwardBeforeForwardError):
+        layer.backward(np.ones((2, 11), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(24, 2), (24, 3, 4), (24, 4, 4, 4), (24, 5, 6, 4, 4)])
+def test_mxnet_gluon_sync_batchnorm_single_device(backend, shape):
+    """test_gluon.py test_sync_batchnorm, _check_batchnorm_result with one device: uniform
+    data, loss = sum(out ** 2): the output is (x - mean) / sqrt(var + 1e-5), the running
+    statistics after one step are ``0.9 * init + 0.1 * batch`` and the input gradient
+    is torch's. MXNet's Gluon updates running_var with the biased variance; PyTorch's
+    unbiased one is checked (the 4-D and 5-D shapes through the functional API, as
+    BatchNorm1d takes rank 2 or 3)."""
+    if backend.name == "cuda" and len(shape) > 2:
+        pytest.skip("the 2-D shape is enough under the CUDA simulator")
+    x = np.random.default_rng(916).uniform(size=shape).astype(np.float32)
+    nch = shape[1]
+    rm, rv = vec(backend, np.zeros(nch, np.float32)), vec(backend, np.ones(nch, np.float32))
+    w, b = vec(backend, np.ones(nch, np.float32)), vec(backend, np.zeros(nch, np.float32))
+    xb = backend.asarray(x)
+    y, mean, rstd = F.batch_norm_with_stats(xb, rm, rv, w, b, training=True, backend=backend)
+    dx, _, _ = F.batch_norm_backward(2 * y, xb, mean, rstd, w, training=True, backend=backend)
+    tx = _t(x).requires_grad_(True)
+    trm, trv = torch.zeros(nch), torch.ones(nch)
+    ty = TF.batch_norm(tx, trm, trv, torch.ones(nch), torch.zeros(nch), True, 0.1, 1e-5)
+    (ty**2).sum().backward()
+    axes = (0,) + tuple(range(2, len(shape)))
+    target = (x - x.mean(axes, keepdims=True, dtype=np.float64)) / np.sqrt(
+        x.var(axes, keepdims=True, dtype=np.float64) + 1e-5
+    )
+    np.testing.assert_allclose(backend.to_numpy(y), target, **tol(np.float32))
+    n = x.size / nch
+    np.testing.assert_allclose(host(backend, rm), 0.1 * x.mean(axes, dtype=np.float64), **tol(np.float32))  # fmt: skip
+    unbiased = x.var(axes, dtype=np.float64) * n / (n - 1)
+    np.testing.assert_allclose(host(backend, rv), 0.9 + 0.1 * unbiased, **tol(np.float32))
+    np.testing.assert_allclose(host(backend, rv), trv.numpy(), **tol(np.float32, "torch"))
+    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **tol(np.float32, "torch", 10))  # fmt: skip
+
+
+def test_mxnet_gluon_batchnorm_backward_synchronization(backend):
+    """test_gluon.py test_batchnorm_backward_synchronization: a BatchNorm on (1, 3, 10, 10)
+    data normal(10, 2), three forward and backward passes; consecutive reads of
+    running_mean and running_var give the same values. Here also: they equal torch's
+    BatchNorm1d on the same data as (1, 3, 100)."""
+    rng = np.random.default_rng(917)
+    bn = normdrop.BatchNorm1d(3, backend=backend.name)
+    tbn = torch.nn.BatchNorm1d(3)
+    length = 4 if backend.name == "cuda" else 100
+    for _ in range(3):
+        data = rng.normal(10, 2, size=(1, 3, length)).astype(np.float32)
+        out = bn(backend.asarray(data))
+        bn.backward(backend.asarray(np.ones_like(data)))
+        tbn(_t(data))
+        assert backend.to_numpy(out).shape == data.shape
+    for name in ("running_mean", "running_var"):
+        first = host(backend, getattr(bn, name)).copy()
+        for _ in range(10):
+            np.testing.assert_array_equal(host(backend, getattr(bn, name)), first)
+        np.testing.assert_allclose(first, getattr(tbn, name).numpy(), **tol(np.float32, "torch"))
+
+
+def test_mxnet_gluon_batchnorm_channels(backend):
+    """test_gluon.py test_batchnorm_chnls: BatchNorm with 1024, 512, 256, 128, 64, 45, 32,
+    16 and 3 channels after a convolution of zeros (so zeros), gamma and beta initialised
+    to 1 (init.Constant(1)), training: every output is exactly 1 (a constant channel
+    gives the bias, SPEC)."""
+    channels = [3, 16] if backend.name == "cuda" else [1024, 512, 256, 128, 64, 45, 32, 16, 3]
+    for c in channels:
+        bn = normdrop.BatchNorm1d(c, backend=backend.name)
+        bn.weight, bn.bias = vec(backend, np.ones(c, np.float32)), vec(backend, np.ones(c, np.float32))  # fmt: skip
+        out = backend.to_numpy(bn(backend.asarray(np.zeros((1, c, 8 * 4), np.float32))))
+        np.testing.assert_array_equal(out, 1.0)
+
+
+# ================================================================================== Sonnet
+# google-deepmind/sonnet sonnet/src/batch_norm_test.py (BaseBatchNormTest, BatchNormTest),
+# axis_norm_test.py (LayerNormTest) and dropout_test.py (DropoutTest). Sonnet passes scale
+# and offset at call time (create_scale=False); here they are the weight and bias.
+# Not ported: the data_format, axis-type and initializer argument checks (normdrop has no
+# such options).
+
+
+@pytest.mark.parametrize(
+    ("shape", "channels_last"),
+    [((2, 3, 3, 5), True), ((2, 5, 3, 3), False), ((2, 3, 3, 3, 5), True), ((2, 5, 3, 3, 3), False)],
+    ids=["NHWC", "NCHW", "NDHWC", "NCDHW"],
+)  # fmt: skip
+def test_sonnet_batch_norm_simple_training_and_test_stats(backend, shape, channels_last):
+    """batch_norm_test.py testSimpleTraining, testSimpleTrainingNCHW, testSimpleTraining3D,
+    testSimpleTraining3DNCDHW, testNoScaleAndOffset and testUsingTestStats: ones with
+    scale 0.5 and offset 2.0 give exactly 2.0 in training (assertAllEqual), and without
+    them exactly 0; then evaluation with the moving statistics (Sonnet's TestMetric keeps
+    the last batch's: PyTorch's momentum 1) gives 2.0 within rtol 1e-5, atol 1e-3."""
+    data = np.ones(shape, np.float32)
+    view = _data(backend, np.moveaxis(data, -1, 1) if channels_last else data)
+    xb = backend.asarray(view)
+    scale, offset = vec(backend, np.full(5, 0.5, np.float32)), vec(backend, np.full(5, 2.0, np.float32))  # fmt: skip
+    rm, rv = vec(backend, np.zeros(5, np.float32)), vec(backend, np.ones(5, np.float32))
+    y = F.batch_norm(xb, rm, rv, scale, offset, training=True, momentum=1.0, backend=backend)
+    np.testing.assert_array_equal(backend.to_numpy(y), 2.0)
+    np.testing.assert_array_equal(backend.to_numpy(F.batch_norm(xb, training=True)), 0.0)
+    y = F.batch_norm(xb, rm, rv, scale, offset, training=False, backend=backend)
+    np.testing.assert_allclose(backend.to_numpy(y), 2.0, rtol=1e-5, atol=1e-3)
+
+
+def test_sonnet_batch_norm_with_tf_function_test_local_stats(backend):
+    """batch_norm_test.py testWithTfFunction: ones of shape [2, 5, 3, 3, 3] (channels last)
+    in training, in evaluation, and in evaluation with test_local_stats=True (batch
+    statistics at test time): 2.0 with scale 0.5 and offset 2.0, 0 without. normdrop's
+    evaluation with batch statistics is BatchNorm1d(track_running_stats=False) (PyTorch's
+    way) or ``batch_norm`` without running statistics (docs/differences.md). Evaluation
+    right after construction uses the initial moving statistics (mean 0, variance 1):
+    ones give 1 / sqrt(1 + eps), scaled and shifted; after a training call the moving
+    statistics are that batch's (Sonnet's TestMetric: PyTorch's momentum 1)."""
+    data = np.ones((2, 5, 3, 3, 3), np.float32)
+    xb = backend.asarray(_data(backend, np.moveaxis(data, -1, 1)).reshape(2, 3, 45))
+    for track in (True, False):
+        bn = normdrop.BatchNorm1d(3, momentum=1.0, track_running_stats=track, backend=backend.name)
+        bn.weight, bn.bias = vec(backend, np.full(3, 0.5, np.float32)), vec(backend, np.full(3, 2.0, np.float32))  # fmt: skip
+        bn.eval()
+        got = backend.to_numpy(bn(xb))
+        want = 2.0 if not track else 0.5 / np.sqrt(1 + 1e-5) + 2.0
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        bn.train()
+        np.testing.assert_array_equal(backend.to_numpy(bn(xb)), 2.0)
+        bn.eval()
+        np.testing.assert_allclose(backend.to_numpy(bn(xb)), 2.0, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("scale_offset", [False, True], ids=["plain", "scale_offset"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["NHWC", "NCHW"])
+def test_sonnet_layer_norm_simple_case(backend, channels_last, scale_offset):
+    """axis_norm_test.py testSimpleCase, testSimpleCaseVar, testSimpleCaseNCHWVar,
+    testSimpleCaseTensor and testSimpleCaseNCHWTensor: LayerNorm over the spatial axes
+    [1, 2] (NHWC; [2, 3] for NCHW) of ones [2, 3, 3, 5] (or [2, 5, 3, 3]): exactly 0
+    without scale and offset, exactly 2.0 with the per-channel scale 0.5 and offset 2.0
+    (constant per channel: here the (3, 3) weight and bias full of them). The NHWC data
+    goes in as the view with the channels before the spatial axes."""
+    data = np.ones((2, 3, 3, 5) if channels_last else (2, 5, 3, 3), np.float32)
+    view = _data(backend, np.moveaxis(data, -1, 1) if channels_last else data)
+    w = vec(backend, np.full((3, 3), 0.5, np.float32)) if scale_offset else None
+    b = vec(backend, np.full((3, 3), 2.0, np.float32)) if scale_offset else None
+    y = F.layer_norm(backend.asarray(view), (3, 3), w, b, backend=backend)
+    np.testing.assert_array_equal(backend.to_numpy(y), 2.0 if scale_offset else 0.0)
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 4, 4, 5), (3, 4, 4, 4, 5), (3, 4, 5)], ids=["4D", "5D", "3D"]
+)  # fmt: skip
+def test_sonnet_layer_norm_data_format_agnostic(backend, shape):
+    """axis_norm_test.py testDataFormatAgnosticVar/Tensor, test5DDataFormatAgnostic and
+    test3DDataFormatAgnostic: uniform(0, 10) data normalised over its spatial axes with a
+    per-channel scale (normal, mean 1) and offset, channels last and channels first (the
+    transposed data), give the same result (atol 1e-5). Here the channels-first copy and
+    the channels-last strided view of the same data go through LayerNorm over the
+    spatial shape, and both equal the float64 formula."""
+    if backend.name == "cuda" and len(shape) == 5:
+        pytest.skip("the 3-D and 4-D shapes are enough under the CUDA simulator")
+    rng = np.random.default_rng(920)
+    inputs = rng.uniform(0, 10, shape).astype(np.float32)
+    scale = rng.normal(1.0, 1.0, shape[-1]).astype(np.float32)
+    offset = rng.normal(size=shape[-1]).astype(np.float32)
+    spatial = shape[1:-1]
+    c_first = np.moveaxis(inputs, -1, 1)
+    outs = []
+    for x in (np.ascontiguousarray(c_first), _data(backend, c_first)):
+        y = backend.to_numpy(F.layer_norm(backend.asarray(x), spatial, backend=backend))
+        expand = (slice(None),) + (None,) * len(spatial)
+        outs.append(np.moveaxis(y * scale[expand] + offset[expand], 1, -1))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5, rtol=0)
+    red = tuple(range(1, len(shape) - 1))
+    x64 = inputs.astype(np.float64)
+    want = (x64 - x64.mean(red, keepdims=True)) / np.sqrt(x64.var(red, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(outs[0], want * scale + offset, **tol(np.float32, factor=5))
+
+
+def test_sonnet_layer_norm_rank_changes():
+    """axis_norm_test.py testRankChanges / testShapeAgnostic: Sonnet's LayerNorm, given axes
+    by position, refuses a call whose rank differs from the first. A normdrop (and PyTorch)
+    LayerNorm is given the normalized trailing shape, and any number of leading axes
+    works: ones of [2, 3, 3, 5] and [2, 3, 3, 4, 5] with LayerNorm((3, 5))... and only
+    the trailing shape is checked, as torch does."""
+    layer = normdrop.LayerNorm(5)
+    tlayer = torch.nn.LayerNorm(5)
+    for shape in [(2, 3, 3, 5), (2, 3, 3, 4, 5), (5,)]:
+        x = np.random.default_rng(921).uniform(0, 10, shape).astype(np.float32)
+        np.testing.assert_allclose(layer(x), _np(tlayer(_t(x))), **tol(np.float32, "torch"))
+    with pytest.raises(ShapeError):
+        layer(np.ones((2, 3, 3, 4), np.float32))
+
+
+@pytest.mark.parametrize("rate", [round(r, 1) for r in np.arange(0.0, 0.9, 0.1)])
+def test_sonnet_dropout_sum_and_rate(backend, rate):
+    """dropout_test.py test_sum_close and test_dropout_rate, rates 0, 0.1, ..., 0.8 on ones
+    of shape [1000]: the sum in training is close to the sum in evaluation, and the kept
+    count close to 1000 * (1 - rate). Sonnet's bound, rtol 0.1, is only 1.6 standard
+    deviations of the binomial kept count at rate 0.8 (1.9 at 0.7), met by TensorFlow's
+    generator for its seed; normdrop's Philox masks are not TensorFlow's, and over seeds
+    0..299 85% meet it at rate 0.8 (the binomial's 89%). The port allows Sonnet's bound or
+    four standard deviations, whichever is wider (seed 922 keeps 230 at rate 0.8)."""
+    if backend.name == "cuda" and rate not in (0.0, 0.5):
+        pytest.skip("two rates are enough under the CUDA simulator")
+    mod = normdrop.Dropout(rate, seed=922, backend=backend.name)
+    x = backend.asarray(np.ones(1000, np.float32))
+    train = backend.to_numpy(mod(x))
+    mod.eval()
+    test = backend.to_numpy(mod(x))
+    keep = 1 - rate
+    bound = max(0.1 * 1000 * keep, 4 * np.sqrt(1000 * rate * keep))
+    assert abs(np.count_nonzero(train) - 1000 * keep) <= bound
+    assert abs(train.sum(dtype=np.float64) - test.sum(dtype=np.float64)) <= bound / keep + 1e-3
+
+
+def test_sonnet_dropout_is_actually_random(backend):
+    """dropout_test.py test_dropout_is_actually_random: two training calls of one module at
+    rate 0.5 on ones [1000] differ (normdrop: calls 0 and 1 of the layer's seed), after
+    seeding the global generator (tf.random.set_seed; normdrop.manual_seed) too."""
+    normdrop.manual_seed(1)
+    mod = normdrop.Dropout(0.5, backend=backend.name)
+    x = backend.asarray(np.ones(1000, np.float32))
+    y1, y2 = backend.to_numpy(mod(x)), backend.to_numpy(mod(x))
+    assert not np.allclose(y1, y2)
