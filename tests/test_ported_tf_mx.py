@@ -96,10 +96,15 @@ def test_tf_batch_norm_given_statistics(backend, scale, shift):
     m, v, beta, gamma = rng.random((4, 2)).astype(np.float32)
     want = _bn_channels_last(x, m, v, beta if shift else None, gamma if scale else None, 1e-3)
     y = F.batch_norm(
-        backend.asarray(_data(backend, np.moveaxis(x, -1, 1))), vec(backend, m),
-        vec(backend, v), vec(backend, gamma) if scale else None,
-        vec(backend, beta) if shift else None, training=False, eps=1e-3, backend=backend,
-    )  # fmt: skip
+        backend.asarray(_data(backend, np.moveaxis(x, -1, 1))),
+        vec(backend, m),
+        vec(backend, v),
+        vec(backend, gamma) if scale else None,
+        vec(backend, beta) if shift else None,
+        training=False,
+        eps=1e-3,
+        backend=backend,
+    )
     got = np.moveaxis(backend.to_numpy(y), 1, -1)
     assert got.shape == x.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -127,9 +132,13 @@ def test_tf_batch_norm_gradients_given_statistics(backend, scale):
     rstd = 1 / np.sqrt(v + 1e-3)
     dx, dw, db = F.batch_norm_backward(
         backend.asarray(_data(backend, np.moveaxis(gy, -1, 1))),
-        backend.asarray(_data(backend, np.moveaxis(x, -1, 1))), vec(backend, m),
-        vec(backend, rstd), vec(backend, g), training=False, backend=backend,
-    )  # fmt: skip
+        backend.asarray(_data(backend, np.moveaxis(x, -1, 1))),
+        vec(backend, m),
+        vec(backend, rstd),
+        vec(backend, g),
+        training=False,
+        backend=backend,
+    )
     np.testing.assert_allclose(np.moveaxis(backend.to_numpy(dx), 1, -1), want[0], atol=1e-8)
     if scale:
         np.testing.assert_allclose(host(backend, db), want[1], atol=1e-8)
@@ -146,10 +155,13 @@ def test_tf_batch_norm_gradients_given_statistics(backend, scale):
     r32 = 1 / np.sqrt(v32.astype(np.float64) + 1e-3)
     dx, dw, db = F.batch_norm_backward(
         backend.asarray(_data(backend, np.moveaxis(gy32, -1, 1))),
-        backend.asarray(_data(backend, np.moveaxis(x32, -1, 1))), vec(backend, m32),
-        vec(backend, r32.astype(np.float32)), vec(backend, gamma32), training=False,
+        backend.asarray(_data(backend, np.moveaxis(x32, -1, 1))),
+        vec(backend, m32),
+        vec(backend, r32.astype(np.float32)),
+        vec(backend, gamma32),
+        training=False,
         backend=backend,
-    )  # fmt: skip
+    )
     np.testing.assert_allclose(
         np.moveaxis(backend.to_numpy(dx), 1, -1), gy32 * gamma32 * r32, atol=1e-6, rtol=0
     )
@@ -160,9 +172,14 @@ def test_tf_batch_norm_gradients_given_statistics(backend, scale):
 
 @pytest.mark.parametrize(
     ("x_shape", "param_shape"),
-    [((3, 3), (1, 3)), ((3, 3), (3, 1)), ((3, 2, 4, 5), (1, 2, 1, 1)), ((2, 3, 2, 4, 5), (1, 1, 1, 4, 5))],
+    [
+        ((3, 3), (1, 3)),
+        ((3, 3), (3, 1)),
+        ((3, 2, 4, 5), (1, 2, 1, 1)),
+        ((2, 3, 2, 4, 5), (1, 1, 1, 4, 5)),
+    ],
     ids=["rows", "columns", "axis1", "two_axes"],
-)  # fmt: skip
+)
 def test_tf_batch_norm_arbitrary_shapes(backend, x_shape, param_shape):
     """nn_batchnorm_test.py testBatchNormArbitraryShapes: batch normalization works
     wherever the 'depth' axis is. Parameters of shape (1, 3) on (3, 3) data are per
@@ -181,10 +198,17 @@ def test_tf_batch_norm_arbitrary_shapes(backend, x_shape, param_shape):
     lead = moved.shape[: x.ndim - len(axes)]
     view = np.moveaxis(moved.reshape(*lead, c), -1, 1)
     y = F.batch_norm(
-        backend.asarray(_data(backend, view)), *(vec(backend, a.reshape(c)) for a in (m, v, gamma, beta)),
-        training=False, eps=1e-3, backend=backend,
-    )  # fmt: skip
-    got = np.moveaxis(np.moveaxis(backend.to_numpy(y), 1, -1).reshape(moved.shape), list(range(x.ndim - len(axes), x.ndim)), axes)  # fmt: skip
+        backend.asarray(_data(backend, view)),
+        *(vec(backend, a.reshape(c)) for a in (m, v, gamma, beta)),
+        training=False,
+        eps=1e-3,
+        backend=backend,
+    )
+    got = np.moveaxis(
+        np.moveaxis(backend.to_numpy(y), 1, -1).reshape(moved.shape),
+        list(range(x.ndim - len(axes), x.ndim)),
+        axes,
+    )
     np.testing.assert_allclose(got, want, atol=0.005 if len(axes) == 2 else 1e-4, rtol=0)
 
 
@@ -222,7 +246,9 @@ def test_tf_moments(backend, axes, dtype):
     mean_want, var_want = _tf_moments(x, axes)
     eps = 1e-5
     if axes == (0,):
-        _, mean, rstd = F.batch_norm_with_stats(backend.asarray(x.reshape(2, 60)), training=True, eps=eps)
+        _, mean, rstd = F.batch_norm_with_stats(
+            backend.asarray(x.reshape(2, 60)), training=True, eps=eps
+        )
         mean_want, var_want = mean_want.reshape(60), var_want.reshape(60)
     elif axes == (0, 1, 2):
         view = _data(backend, np.moveaxis(x, -1, 1))
@@ -276,9 +302,15 @@ def test_tf_fused_batch_norm_inference(backend, x_shape, data_format, x_dtype):
         pytest.skip("the smallest shapes are enough under the CUDA simulator")
     x, scale, offset, mean, var = _fused_case(x_shape, data_format, x_dtype, 905)
     y = F.batch_norm(
-        backend.asarray(_data(backend, x)), vec(backend, mean), vec(backend, var),
-        vec(backend, scale), vec(backend, offset), training=False, eps=1e-3, backend=backend,
-    )  # fmt: skip
+        backend.asarray(_data(backend, x)),
+        vec(backend, mean),
+        vec(backend, var),
+        vec(backend, scale),
+        vec(backend, offset),
+        training=False,
+        eps=1e-3,
+        backend=backend,
+    )
     y = backend.to_numpy(y)
     assert y.dtype == x_dtype and y.shape == x.shape
     c = (slice(None), None) if x.ndim == 2 else (slice(None), None, None)
@@ -324,7 +356,7 @@ def test_tf_fused_batch_norm_training(backend, x_shape, data_format, x_dtype):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tf_fused_numeric_grads(x_shape, data_format, is_training):
     """Central differences (float64) of sum(gy * y) for nn_fused_batchnorm_test.py's
     _test_gradient case: with respect to x, scale and offset, in NCHW."""
@@ -348,7 +380,11 @@ def _tf_fused_numeric_grads(x_shape, data_format, is_training):
 
 
 @pytest.mark.parametrize("is_training", [True, False], ids=["training", "frozen"])
-@pytest.mark.parametrize(("x_shape", "data_format"), _TF_FUSED[:6] + _TF_FUSED[7:], ids=_TF_FUSED_IDS[:6] + _TF_FUSED_IDS[7:])  # fmt: skip
+@pytest.mark.parametrize(
+    ("x_shape", "data_format"),
+    _TF_FUSED[:6] + _TF_FUSED[7:],
+    ids=_TF_FUSED_IDS[:6] + _TF_FUSED_IDS[7:],
+)
 def test_tf_fused_batch_norm_gradient(backend, x_shape, data_format, is_training):
     """nn_fused_batchnorm_test.py testBatchNormGradShape1..5, is_training True and False
     (given population statistics): the gradients with respect to x, scale and offset
@@ -358,18 +394,31 @@ def test_tf_fused_batch_norm_gradient(backend, x_shape, data_format, is_training
     against float64 central differences; epsilon 0.001 (fused_batch_norm's default)."""
     if backend.name == "cuda" and x_shape[0] != 1:
         pytest.skip("the smallest shapes are enough under the CUDA simulator")
-    x, scale, offset, mean, var, gy, want = _tf_fused_numeric_grads(x_shape, data_format, is_training)
+    x, scale, offset, mean, var, gy, want = _tf_fused_numeric_grads(
+        x_shape, data_format, is_training
+    )
     x32 = x.astype(np.float32)
     rm = vec(backend, mean) if not is_training else None
     rv = vec(backend, var) if not is_training else None
     _, m, rstd = F.batch_norm_with_stats(
-        backend.asarray(x32), rm, rv, vec(backend, scale.astype(np.float32)),
-        vec(backend, offset.astype(np.float32)), training=is_training, eps=1e-3, backend=backend,
-    )  # fmt: skip
+        backend.asarray(x32),
+        rm,
+        rv,
+        vec(backend, scale.astype(np.float32)),
+        vec(backend, offset.astype(np.float32)),
+        training=is_training,
+        eps=1e-3,
+        backend=backend,
+    )
     got = F.batch_norm_backward(
-        backend.asarray(gy.astype(np.float32)), backend.asarray(x32), m, rstd,
-        vec(backend, scale.astype(np.float32)), training=is_training, backend=backend,
-    )  # fmt: skip
+        backend.asarray(gy.astype(np.float32)),
+        backend.asarray(x32),
+        m,
+        rstd,
+        vec(backend, scale.astype(np.float32)),
+        training=is_training,
+        backend=backend,
+    )
     for name, g, w in zip(("x", "scale", "offset"), got, want, strict=True):
         g = host(backend, g)
         assert g.shape == w.shape, name
@@ -498,21 +547,38 @@ def test_mxnet_batchnorm(backend, shape, fix_gamma):
         nch = shape[axis]
         gamma = np.ones(nch, np.float32) if fix_gamma else rng.random(nch, dtype=np.float32)
         beta = rng.random(nch, dtype=np.float32)
-        running_mean, running_var = vec(backend, np.zeros(nch, np.float32)), vec(backend, np.ones(nch, np.float32))  # fmt: skip
+        running_mean, running_var = (
+            vec(backend, np.zeros(nch, np.float32)),
+            vec(backend, np.ones(nch, np.float32)),
+        )
         want_mean, want_var = np.zeros(nch), np.ones(nch)
         for _ in range(iters):
             data = rng.random(shape, dtype=np.float32)
             ograd = rng.random(shape, dtype=np.float32)
             xb = backend.asarray(_data(backend, np.moveaxis(data, axis, 1)))
             y, mean, rstd = F.batch_norm_with_stats(
-                xb, running_mean, running_var, vec(backend, gamma), vec(backend, beta),
-                training=True, momentum=0.1, eps=eps, backend=backend,
-            )  # fmt: skip
+                xb,
+                running_mean,
+                running_var,
+                vec(backend, gamma),
+                vec(backend, beta),
+                training=True,
+                momentum=0.1,
+                eps=eps,
+                backend=backend,
+            )
             dx, dw, db = F.batch_norm_backward(
-                backend.asarray(_data(backend, np.moveaxis(ograd, axis, 1))), xb, mean, rstd,
-                vec(backend, gamma), training=True, backend=backend,
-            )  # fmt: skip
-            target, bmean, bvar, tdx, tdw, tdb = _mx_bn_reference(data, gamma, beta, ograd, axis, eps)  # fmt: skip
+                backend.asarray(_data(backend, np.moveaxis(ograd, axis, 1))),
+                xb,
+                mean,
+                rstd,
+                vec(backend, gamma),
+                training=True,
+                backend=backend,
+            )
+            target, bmean, bvar, tdx, tdw, tdb = _mx_bn_reference(
+                data, gamma, beta, ograd, axis, eps
+            )
             m = data.size / nch
             want_mean = want_mean * 0.9 + bmean * 0.1
             want_var = want_var * 0.9 + bvar * m / (m - 1) * 0.1
@@ -522,7 +588,9 @@ def test_mxnet_batchnorm(backend, shape, fix_gamma):
             np.testing.assert_allclose(host(backend, rstd), 1 / np.sqrt(bvar + eps), **close)
             np.testing.assert_allclose(host(backend, running_mean), want_mean, **close)
             np.testing.assert_allclose(host(backend, running_var), want_var, **close)
-            np.testing.assert_allclose(np.moveaxis(backend.to_numpy(dx), 1, axis), tdx, **tol(np.float32, factor=50))  # fmt: skip
+            np.testing.assert_allclose(
+                np.moveaxis(backend.to_numpy(dx), 1, axis), tdx, **tol(np.float32, factor=50)
+            )
             np.testing.assert_allclose(host(backend, dw), tdw, **tol(np.float32, factor=50))
             np.testing.assert_allclose(host(backend, db), tdb, **tol(np.float32, factor=50))
 
@@ -549,8 +617,12 @@ def test_mxnet_batchnorm_grad_req(backend, grad_req):
         *_, tdw, tdb = _mx_bn_reference(data, gamma, beta, ograd, 1, 1e-5)
         sum_dw += tdw
         sum_db += tdb
-        np.testing.assert_allclose(host(backend, bn.grads["weight"]), sum_dw, **tol(np.float32, factor=50))  # fmt: skip
-        np.testing.assert_allclose(host(backend, bn.grads["bias"]), sum_db, **tol(np.float32, factor=50))  # fmt: skip
+        np.testing.assert_allclose(
+            host(backend, bn.grads["weight"]), sum_dw, **tol(np.float32, factor=50)
+        )
+        np.testing.assert_allclose(
+            host(backend, bn.grads["bias"]), sum_db, **tol(np.float32, factor=50)
+        )
 
 
 @pytest.mark.parametrize("use_global_stats", [False, True], ids=["batch_stats", "global_stats"])
@@ -576,7 +648,8 @@ def test_mxnet_batchnorm_training_numeric_gradient(backend, use_global_stats):
             moving_mean, moving_var = rng.uniform(size=(2, nch))
             gy = rng.standard_normal(shape)
 
-            def loss(x=x, gamma=gamma, beta=beta, gy=gy, axis=axis, mm=moving_mean, mv=moving_var):  # fmt: skip
+            def loss(x=x, gamma=gamma, beta=beta, gy=gy, axis=axis, mm=moving_mean, mv=moving_var):
+                nch = x.shape[axis]
                 red = tuple(i for i in range(x.ndim) if i != axis)
                 if use_global_stats:
                     mean, var = mm, mv
@@ -592,14 +665,27 @@ def test_mxnet_batchnorm_training_numeric_gradient(backend, use_global_stats):
             rm = vec(backend, moving_mean) if use_global_stats else None
             rv = vec(backend, moving_var) if use_global_stats else None
             _, mean, rstd = F.batch_norm_with_stats(
-                xb, rm, rv, vec(backend, gamma), vec(backend, beta), training=False, eps=eps,
+                xb,
+                rm,
+                rv,
+                vec(backend, gamma),
+                vec(backend, beta),
+                training=False,
+                eps=eps,
                 backend=backend,
-            )  # fmt: skip
+            )
             dx, dg, db = F.batch_norm_backward(
-                backend.asarray(_data(backend, np.moveaxis(gy, axis, 1))), xb, mean, rstd,
-                vec(backend, gamma), training=not use_global_stats, backend=backend,
-            )  # fmt: skip
-            np.testing.assert_allclose(np.moveaxis(backend.to_numpy(dx), 1, axis), want[0], atol=1e-6, rtol=1e-6)  # fmt: skip
+                backend.asarray(_data(backend, np.moveaxis(gy, axis, 1))),
+                xb,
+                mean,
+                rstd,
+                vec(backend, gamma),
+                training=not use_global_stats,
+                backend=backend,
+            )
+            np.testing.assert_allclose(
+                np.moveaxis(backend.to_numpy(dx), 1, axis), want[0], atol=1e-6, rtol=1e-6
+            )
             np.testing.assert_allclose(host(backend, dg), want[1], atol=1e-6, rtol=1e-6)
             np.testing.assert_allclose(host(backend, db), want[2], atol=1e-6, rtol=1e-6)
 
@@ -627,8 +713,10 @@ def _mx_layer_norm_grad(data, gamma, out_grad, axis, eps):
     shape = [1] * data.ndim
     shape[axis] = data.shape[axis]
     w = out_grad * np.reshape(gamma, shape) / data_std
-    data_grad = w - w.mean(axis=axis, keepdims=True) - centered * (w * centered).mean(
-        axis=axis, keepdims=True
+    data_grad = (
+        w
+        - w.mean(axis=axis, keepdims=True)
+        - centered * (w * centered).mean(axis=axis, keepdims=True)
     )
     return data_grad, gamma_grad, beta_grad
 
@@ -642,19 +730,32 @@ def _mx_check_layer_norm(backend, x, axis, eps, rng, forward_eps, backward_eps):
     gamma, beta = rng.normal(0, 1, (2, n)).astype(dtype)
     xv = np.moveaxis(x, axis, -1)
     xb = backend.asarray(_data(backend, xv))
-    y, mean, rstd = F.layer_norm_with_stats(xb, n, vec(backend, gamma), vec(backend, beta), eps, backend=backend)  # fmt: skip
+    y, mean, rstd = F.layer_norm_with_stats(
+        xb, n, vec(backend, gamma), vec(backend, beta), eps, backend=backend
+    )
     y = np.moveaxis(backend.to_numpy(y), -1, axis)
     assert y.dtype == dtype
-    np.testing.assert_allclose(y, _mx_layer_norm(x, gamma, beta, axis, eps), rtol=forward_eps, atol=forward_eps)  # fmt: skip
+    np.testing.assert_allclose(
+        y, _mx_layer_norm(x, gamma, beta, axis, eps), rtol=forward_eps, atol=forward_eps
+    )
     if backward_eps is None:
         return
     gy = rng.normal(0, 1, x.shape).astype(dtype)
     want = _mx_layer_norm_grad(x, gamma, gy, axis, eps)
     got = F.layer_norm_backward(
-        backend.asarray(_data(backend, np.moveaxis(gy, axis, -1))), xb, n, mean, rstd,
-        vec(backend, gamma), backend=backend,
-    )  # fmt: skip
-    got = (np.moveaxis(backend.to_numpy(got[0]), -1, axis), host(backend, got[1]), host(backend, got[2]))  # fmt: skip
+        backend.asarray(_data(backend, np.moveaxis(gy, axis, -1))),
+        xb,
+        n,
+        mean,
+        rstd,
+        vec(backend, gamma),
+        backend=backend,
+    )
+    got = (
+        np.moveaxis(backend.to_numpy(got[0]), -1, axis),
+        host(backend, got[1]),
+        host(backend, got[2]),
+    )
     for name, g, w in zip(("data", "gamma", "beta"), got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=backward_eps, atol=backward_eps, err_msg=name)
     # grad_req='add': gradients added to the initial ones (the layer's grads accumulate)
@@ -669,8 +770,18 @@ def _mx_check_layer_norm(backend, x, axis, eps, rng, forward_eps, backward_eps):
     layer.grads["bias"][...] = vec(backend, init_beta.astype(dtype))
     layer(xb)
     layer.backward(backend.asarray(_data(backend, np.moveaxis(gy, axis, -1))))
-    np.testing.assert_allclose(host(backend, layer.grads["weight"]), grads["weight"] + init_gamma.astype(dtype), rtol=backward_eps, atol=backward_eps)  # fmt: skip
-    np.testing.assert_allclose(host(backend, layer.grads["bias"]), grads["bias"] + init_beta.astype(dtype), rtol=backward_eps, atol=backward_eps)  # fmt: skip
+    np.testing.assert_allclose(
+        host(backend, layer.grads["weight"]),
+        grads["weight"] + init_gamma.astype(dtype),
+        rtol=backward_eps,
+        atol=backward_eps,
+    )
+    np.testing.assert_allclose(
+        host(backend, layer.grads["bias"]),
+        grads["bias"] + init_beta.astype(dtype),
+        rtol=backward_eps,
+        atol=backward_eps,
+    )
 
 
 _MX_LN_EPS = {np.float16: (1e-2, None), np.float32: (1e-3, 1e-3), np.float64: (1e-4, 1e-4)}
@@ -745,7 +856,9 @@ def test_mxnet_dropout_ratio_one_is_refused():
     everything (PyTorch too). normdrop's Dropout refuses p = 1 (SPEC, from Deepbox's API;
     docs/differences.md); the functional form accepts it in evaluation, where p is unused
     (as PyTorch), and gives the input back."""
-    with pytest.raises(InvalidParameterError, match=r"Dropout probability must be in \[0, 1\), got 1.0"):  # fmt: skip
+    with pytest.raises(
+        InvalidParameterError, match=r"Dropout probability must be in \[0, 1\), got 1.0"
+    ):
         normdrop.Dropout(1.0)
     x = np.ones((100, 100), np.float32)
     assert F.dropout(x, 1.0, training=False) is x
@@ -754,10 +867,12 @@ def test_mxnet_dropout_ratio_one_is_refused():
 
 @pytest.mark.parametrize(
     ("make", "shape"),
-    [(lambda name: normdrop.BatchNorm1d(10, backend=name), (2, 10, 100)),
-     (lambda name: normdrop.LayerNorm(10, backend=name), (2, 10, 10, 10))],
+    [
+        (lambda name: normdrop.BatchNorm1d(10, backend=name), (2, 10, 100)),
+        (lambda name: normdrop.LayerNorm(10, backend=name), (2, 10, 10, 10)),
+    ],
     ids=["BatchNorm", "LayerNorm"],
-)  # fmt: skip
+)
 def test_mxnet_gluon_check_layer_forward(backend, make, shape):
     """test_gluon.py test_batchnorm / test_layernorm (check_layer_forward): ones of shape
     (2, 10, 10, 10) through the layer (BatchNorm1d takes it as (2, 10, 100)) and the
@@ -818,11 +933,15 @@ def test_mxnet_gluon_sync_batchnorm_single_device(backend, shape):
     )
     np.testing.assert_allclose(backend.to_numpy(y), target, **tol(np.float32))
     n = x.size / nch
-    np.testing.assert_allclose(host(backend, rm), 0.1 * x.mean(axes, dtype=np.float64), **tol(np.float32))  # fmt: skip
+    np.testing.assert_allclose(
+        host(backend, rm), 0.1 * x.mean(axes, dtype=np.float64), **tol(np.float32)
+    )
     unbiased = x.var(axes, dtype=np.float64) * n / (n - 1)
     np.testing.assert_allclose(host(backend, rv), 0.9 + 0.1 * unbiased, **tol(np.float32))
     np.testing.assert_allclose(host(backend, rv), trv.numpy(), **tol(np.float32, "torch"))
-    np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), **tol(np.float32, "torch", 10))  # fmt: skip
+    np.testing.assert_allclose(
+        backend.to_numpy(dx), tx.grad.numpy(), **tol(np.float32, "torch", 10)
+    )
 
 
 def test_mxnet_gluon_batchnorm_backward_synchronization(backend):
@@ -855,7 +974,10 @@ def test_mxnet_gluon_batchnorm_channels(backend):
     channels = [3, 16] if backend.name == "cuda" else [1024, 512, 256, 128, 64, 45, 32, 16, 3]
     for c in channels:
         bn = normdrop.BatchNorm1d(c, backend=backend.name)
-        bn.weight, bn.bias = vec(backend, np.ones(c, np.float32)), vec(backend, np.ones(c, np.float32))  # fmt: skip
+        bn.weight, bn.bias = (
+            vec(backend, np.ones(c, np.float32)),
+            vec(backend, np.ones(c, np.float32)),
+        )
         out = backend.to_numpy(bn(backend.asarray(np.zeros((1, c, 8 * 4), np.float32))))
         np.testing.assert_array_equal(out, 1.0)
 
@@ -870,9 +992,14 @@ def test_mxnet_gluon_batchnorm_channels(backend):
 
 @pytest.mark.parametrize(
     ("shape", "channels_last"),
-    [((2, 3, 3, 5), True), ((2, 5, 3, 3), False), ((2, 3, 3, 3, 5), True), ((2, 5, 3, 3, 3), False)],
+    [
+        ((2, 3, 3, 5), True),
+        ((2, 5, 3, 3), False),
+        ((2, 3, 3, 3, 5), True),
+        ((2, 5, 3, 3, 3), False),
+    ],
     ids=["NHWC", "NCHW", "NDHWC", "NCDHW"],
-)  # fmt: skip
+)
 def test_sonnet_batch_norm_simple_training_and_test_stats(backend, shape, channels_last):
     """batch_norm_test.py testSimpleTraining, testSimpleTrainingNCHW, testSimpleTraining3D,
     testSimpleTraining3DNCDHW, testNoScaleAndOffset and testUsingTestStats: ones with
@@ -882,7 +1009,10 @@ def test_sonnet_batch_norm_simple_training_and_test_stats(backend, shape, channe
     data = np.ones(shape, np.float32)
     view = _data(backend, np.moveaxis(data, -1, 1) if channels_last else data)
     xb = backend.asarray(view)
-    scale, offset = vec(backend, np.full(5, 0.5, np.float32)), vec(backend, np.full(5, 2.0, np.float32))  # fmt: skip
+    scale, offset = (
+        vec(backend, np.full(5, 0.5, np.float32)),
+        vec(backend, np.full(5, 2.0, np.float32)),
+    )
     rm, rv = vec(backend, np.zeros(5, np.float32)), vec(backend, np.ones(5, np.float32))
     y = F.batch_norm(xb, rm, rv, scale, offset, training=True, momentum=1.0, backend=backend)
     np.testing.assert_array_equal(backend.to_numpy(y), 2.0)
@@ -904,7 +1034,10 @@ def test_sonnet_batch_norm_with_tf_function_test_local_stats(backend):
     xb = backend.asarray(_data(backend, np.moveaxis(data, -1, 1)).reshape(2, 3, 45))
     for track in (True, False):
         bn = normdrop.BatchNorm1d(3, momentum=1.0, track_running_stats=track, backend=backend.name)
-        bn.weight, bn.bias = vec(backend, np.full(3, 0.5, np.float32)), vec(backend, np.full(3, 2.0, np.float32))  # fmt: skip
+        bn.weight, bn.bias = (
+            vec(backend, np.full(3, 0.5, np.float32)),
+            vec(backend, np.full(3, 2.0, np.float32)),
+        )
         bn.eval()
         got = backend.to_numpy(bn(xb))
         want = 2.0 if not track else 0.5 / np.sqrt(1 + 1e-5) + 2.0
@@ -934,7 +1067,7 @@ def test_sonnet_layer_norm_simple_case(backend, channels_last, scale_offset):
 
 @pytest.mark.parametrize(
     "shape", [(3, 4, 4, 5), (3, 4, 4, 4, 5), (3, 4, 5)], ids=["4D", "5D", "3D"]
-)  # fmt: skip
+)
 def test_sonnet_layer_norm_data_format_agnostic(backend, shape):
     """axis_norm_test.py testDataFormatAgnosticVar/Tensor, test5DDataFormatAgnostic and
     test3DDataFormatAgnostic: uniform(0, 10) data normalised over its spatial axes with a
