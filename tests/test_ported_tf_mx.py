@@ -1141,3 +1141,223 @@ def test_sonnet_dropout_is_actually_random(backend):
     x = backend.asarray(np.ones(1000, np.float32))
     y1, y2 = backend.to_numpy(mod(x)), backend.to_numpy(mod(x))
     assert not np.allclose(y1, y2)
+
+
+# ================================================================================ tf-keras
+# keras-team/tf-keras tf_keras/layers/normalization/layer_normalization_test.py
+# (LayerNormalizationNumericsTest; the Keras 3 tests are in test_ported_others.py). Keras'
+# ``axis`` may name any axes: they go in as the view with those axes last, in that order.
+
+#: LayerNormalizationNumericsTest's (batch_input_shape, axis) cases.
+_TFK_FORWARD = [
+    ((4, 3), (0,)),
+    ((3, 4), (1,)),
+    ((4, 3, 2), (0,)),
+    ((2, 4, 2), (1,)),
+    ((2, 3, 4), (2,)),
+    ((2, 3, 2), (0, 2)),
+    ((2, 2, 2, 2), (1, 3)),
+    ((2, 2, 2, 2), (2, 3)),
+    ((2, 3, 4, 5), (3,)),
+]
+_TFK_BACKWARD = [
+    ((4, 3), (0,)),
+    ((2, 4, 2), (1,)),
+    ((2, 3, 4), (2,)),
+    ((2, 3, 2), (0, 2)),
+    ((2, 2, 2, 2), (1, 3)),
+    ((2, 2, 2, 2), (2, 3)),
+]
+
+
+def _tfk_case(shape, axis):
+    """beta = arange, gamma = arange + 1 over the parameter shape; normal x (float64)."""
+    param_shape = [shape[i] for i in axis]
+    n = int(np.prod(param_shape))
+    beta = np.arange(n, dtype=np.float64).reshape(param_shape)
+    gamma = np.arange(1, n + 1, dtype=np.float64).reshape(param_shape)
+    x = np.random.default_rng(930).normal(size=shape)
+    return x, beta, gamma
+
+
+def _tfk_expected(x, beta, gamma, axis, eps):
+    """_expected_layer_norm (float64)."""
+    broadcast = [x.shape[i] if i in axis else 1 for i in range(x.ndim)]
+    y = (x - x.mean(axis=axis, keepdims=True)) / np.sqrt(x.var(axis=axis, keepdims=True) + eps)
+    return y * np.reshape(gamma, broadcast) + np.reshape(beta, broadcast)
+
+
+def _tfk_last(a, axis):
+    """The view of ``a`` with ``axis`` moved to the end, in order (and back: ``_tfk_back``)."""
+    return np.moveaxis(a, axis, tuple(range(a.ndim - len(axis), a.ndim)))
+
+
+def _tfk_back(a, axis):
+    return np.moveaxis(a, tuple(range(a.ndim - len(axis), a.ndim)), axis)
+
+
+@pytest.mark.parametrize(("shape", "axis"), _TFK_FORWARD, ids=[str(c) for c in _TFK_FORWARD])
+def test_tf_keras_layer_norm_forward(backend, shape, axis):
+    """LayerNormalizationNumericsTest.test_forward (_test_forward_pass): gamma = 1..n and
+    beta = 0..n-1 over the normalised axes, epsilon 1e-12 and 1e-3, in float64, float32
+    and float16: the output equals _expected_layer_norm within rtol = atol = 1e-14
+    (float64), 1e-6 (float32), 1e-2 (float16; 5e-2 for shape (2, 3, 4))."""
+    if backend.name == "cuda" and shape != (2, 3, 4):
+        pytest.skip("one shape is enough under the CUDA simulator")
+    x, beta, gamma = _tfk_case(shape, axis)
+    tols = {np.float64: 1e-14, np.float32: 1e-6, np.float16: 5e-2 if shape == (2, 3, 4) else 1e-2}
+    for eps in (1e-12, 1e-3):
+        expected = _tfk_expected(x, beta, gamma, axis, eps)
+        for dtype, t in tols.items():
+            xd = _tfk_last(x.astype(dtype), axis)
+            y = F.layer_norm(
+                backend.asarray(_data(backend, xd)),
+                gamma.shape,
+                vec(backend, gamma.astype(dtype)),
+                vec(backend, beta.astype(dtype)),
+                eps,
+                backend=backend,
+            )
+            got = _tfk_back(backend.to_numpy(y), axis)
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, expected, rtol=t, atol=t, err_msg=f"{dtype} {eps}")
+
+
+@pytest.mark.parametrize(("shape", "axis"), _TFK_BACKWARD, ids=[str(c) for c in _TFK_BACKWARD])
+def test_tf_keras_layer_norm_backward(backend, shape, axis):
+    """LayerNormalizationNumericsTest.test_backward (_test_backward_pass): the full
+    Jacobians of the output with respect to x, beta and gamma (tf.test.compute_gradient;
+    here one backward pass per output element, with a one-hot grad_output) equal the
+    float64 numerical Jacobians within rtol = atol = 1e-5 for float64 and float32 (5e-4
+    for shape (2, 3, 2) over axes (0, 2)); epsilon 1e-12 and 1e-3. Keras' float16 case
+    (2e-2) is left out: normdrop's float16 backward is computed in float32 and checked
+    elsewhere. A backward call per output element: the CUDA simulator is skipped, and
+    dask runs two of the shapes."""
+    _fast(backend)
+    if backend.name == "dask" and shape not in ((2, 3, 4), (2, 2, 2, 2)):
+        pytest.skip("two shapes are enough on the dask backend (a graph per call)")
+    x, beta, gamma = _tfk_case(shape, axis)
+    t = 5e-4 if axis == (0, 2) else 1e-5
+    for eps in (1e-12, 1e-3):
+        want = []
+        for a in (x, beta, gamma):
+            cols = []
+            for j in range(x.size):
+
+                def out_j(j=j, eps=eps):
+                    return _tfk_expected(x, beta, gamma, axis, eps).reshape(-1)[j]
+
+                cols.append(_numeric_grad(out_j, a).reshape(-1))
+            want.append(np.stack(cols))
+        for dtype in (np.float64, np.float32):
+            xb = backend.asarray(_data(backend, _tfk_last(x.astype(dtype), axis)))
+            g = vec(backend, gamma.astype(dtype))
+            _, mean, rstd = F.layer_norm_with_stats(xb, gamma.shape, g, None, eps, backend=backend)
+            rows = [[], [], []]
+            for j in range(x.size):
+                onehot = np.zeros(x.size, dtype)
+                onehot[j] = 1
+                gy = _data(backend, _tfk_last(onehot.reshape(shape), axis))
+                dx, dg, db = F.layer_norm_backward(
+                    backend.asarray(gy), xb, gamma.shape, mean, rstd, g, backend=backend
+                )
+                rows[0].append(_tfk_back(backend.to_numpy(dx), axis).reshape(-1))
+                rows[1].append(host(backend, db).reshape(-1))
+                rows[2].append(host(backend, dg).reshape(-1))
+            for name, r, w in zip(("x", "beta", "gamma"), rows, want, strict=True):
+                np.testing.assert_allclose(
+                    np.stack(r), w, rtol=t, atol=t, err_msg=f"{name} {dtype} {eps}"
+                )
+
+
+# ================================================================================= OneFlow
+# Oneflow-Inc/oneflow python/oneflow/test/modules/test_batchnorm.py and
+# test_bn_eval_backward.py. OneFlow's expected arrays are printed to 4 decimals
+# (np.allclose with rtol = atol = 1e-4); they are checked here and against torch.
+
+_OF_X2 = [
+    [0.1438, 1.1229, -0.048, -1.6834, -0.8262],
+    [0.5836, 0.135, -0.886, -1.7878, 1.0592],
+    [0.7252, -1.1488, -0.0274, 1.4051, 0.1018],
+    [-0.3595, -0.1801, 0.1146, -1.5712, -1.9291],
+]
+_OF_Y2 = [
+    [-0.3056, 1.4066, 0.4151, -0.5783, -0.3864],
+    [0.7326, 0.1884, -1.71, -0.6563, 1.317],
+    [1.0668, -1.3949, 0.4674, 1.7292, 0.4521],
+    [-1.4938, -0.2002, 0.8275, -0.4945, -1.3827],
+]
+_OF_X3 = [
+    [[-0.1091, 2.0041, 0.885, -0.0412],
+     [-1.2055, 0.7442, 2.33, 1.2411],
+     [-1.2466, 0.3667, 1.2267, 0.3043]],
+    [[-0.2484, -1.1407, 0.3352, 0.6687],
+     [-0.2975, -0.0227, -0.2302, -0.3762],
+     [-0.7759, -0.6789, 1.1444, 1.8077]],
+]  # fmt: skip
+_OF_Y3 = [
+    [[-0.464, 1.9673, 0.6798, -0.3859],
+     [-1.4207, 0.4529, 1.9767, 0.9303],
+     [-1.4831, 0.096, 0.9379, 0.035]],
+    [[-0.6243, -1.651, 0.0471, 0.4309],
+     [-0.5481, -0.284, -0.4834, -0.6237],
+     [-1.0224, -0.9274, 0.8573, 1.5066]],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["2d", "3d"])
+@pytest.mark.parametrize("track", [True, False], ids=["tracking", "no_running_stats"])
+def test_oneflow_batchnorm1d_golden(backend, case, track):
+    """test_batchnorm.py _test_batchnorm1d_2d_input, _test_batchnorm1d_3d_input (and the
+    track_running_stats=False twin of its 2-D test): BatchNorm1d(eps=1e-5, momentum=0.1)
+    in training on OneFlow's (4, 5) and (2, 3, 4) inputs gives its printed outputs within
+    1e-4 and torch's; in evaluation with fresh running statistics, x / sqrt(1 + eps)
+    (test_batchnorm2d_infer); the backward of sum(y) in training is 0
+    (_test_batchnorm2d_backward)."""
+    x = np.array(_OF_X2 if case == "2d" else _OF_X3, np.float32)
+    want = np.array(_OF_Y2 if case == "2d" else _OF_Y3, np.float32)
+    bn = normdrop.BatchNorm1d(x.shape[1], track_running_stats=track, backend=backend.name)
+    y = backend.to_numpy(bn(backend.asarray(x)))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    tbn = torch.nn.BatchNorm1d(x.shape[1], track_running_stats=track)
+    np.testing.assert_allclose(y, _np(tbn(_t(x))), **tol(np.float32, "torch"))
+    dx = backend.to_numpy(bn.backward(backend.asarray(np.ones_like(x))))
+    np.testing.assert_allclose(dx, 0, atol=1e-5)
+    if track:
+        fresh = normdrop.BatchNorm1d(x.shape[1], backend=backend.name).eval()
+        y = backend.to_numpy(fresh(backend.asarray(x)))
+        np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("axis", [1, 3])
+def test_oneflow_bn_eval_backward(backend, axis, dtype):
+    """test_bn_eval_backward.py _test_bn_eval_backward: in evaluation, dx = dy * gamma *
+    rsqrt(variance + eps) (dy in float16 or float32, gamma and variance float32, rand),
+    channel axis 1 (NCHW) or 3 (NHWC, the channels-first view), within rtol = atol = 1e-4
+    (for float16 also one float16 ulp). OneFlow's (16, 64, 112, 112) becomes (4, 8, 5, 5)."""
+    if backend.name == "cuda" and (dtype == np.float16 or axis == 3):
+        pytest.skip("one case is enough under the CUDA simulator")
+    rng = np.random.default_rng(931)
+    n, c, h, w = (2, 3, 2, 2) if backend.name == "cuda" else (4, 8, 5, 5)
+    shape = (n, c, h, w) if axis == 1 else (n, h, w, c)
+    dy = rng.random(shape).astype(dtype)
+    x = rng.random(shape).astype(dtype)
+    gamma, variance, mean = rng.random((3, c)).astype(np.float32)
+    rstd = (1 / np.sqrt(variance.astype(np.float64) + 1e-5)).astype(np.float32)
+    view = (lambda a: a) if axis == 1 else (lambda a: np.moveaxis(a, 3, 1))
+    dx, _, _ = F.batch_norm_backward(
+        backend.asarray(_data(backend, view(dy))),
+        backend.asarray(_data(backend, view(x))),
+        vec(backend, mean),
+        vec(backend, rstd),
+        vec(backend, gamma),
+        training=False,
+        backend=backend,
+    )
+    dx = backend.to_numpy(dx)
+    assert dx.dtype == dtype
+    expand = (slice(None), None, None)
+    want = view(dy).astype(np.float64) * gamma[expand] / np.sqrt(variance[expand] + 1e-5)
+    rtol = 1e-3 if dtype == np.float16 else 1e-4
+    np.testing.assert_allclose(dx, want, rtol=rtol, atol=1e-4)
