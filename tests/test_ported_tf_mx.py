@@ -454,17 +454,22 @@ def test_tf_dropout(backend, keep_prob):
     assert abs(count - expected) / expected < 0.15
 
 
-@pytest.mark.parametrize("rate", [-1.0, 1.1, [0.0, 1.0]], ids=["negative", "above_one", "list"])
+@pytest.mark.parametrize(
+    "rate",
+    [-1.0, 1.1, [0.0, 1.0], np.array([0.5, 0.5])],
+    ids=["negative", "above_one", "list", "shape_2"],
+)
 def test_tf_dropout_invalid_rate(rate):
-    """nn_test.py DropoutTest.testInvalidKeepProb / testInvalidRate: a rate of -1, 1.1 or a
-    list [0.0, 1.0] raises ValueError (normdrop's InvalidParameterError is one, and for the
-    list also a TypeError, as PyTorch raises), from the layer and the function."""
+    """nn_test.py DropoutTest.testInvalidKeepProb / testInvalidRate: a rate of -1, 1.1, a
+    list [0.0, 1.0] or a rate of shape [2] raises ValueError (normdrop's
+    InvalidParameterError is one, and for a list or array also a TypeError), from the
+    layer and the function."""
     with pytest.raises(ValueError, match=r"Dropout probability must be in \[0, 1\)"):
         normdrop.Dropout(rate)
     with pytest.raises(ValueError, match=r"Dropout probability must be in \[0, 1\)"):
         F.dropout(np.ones((40, 30), np.float32), rate, seed=0)
-    if isinstance(rate, list):
-        with pytest.raises(TypeError):
+    if not isinstance(rate, float):
+        with pytest.raises((TypeError, ValueError)):
             TF.dropout(torch.ones(3), rate)
         with pytest.raises(TypeError):
             normdrop.Dropout(rate)
@@ -980,6 +985,78 @@ def test_mxnet_gluon_batchnorm_channels(backend):
         )
         out = backend.to_numpy(bn(backend.asarray(np.zeros((1, c, 8 * 4), np.float32))))
         np.testing.assert_array_equal(out, 1.0)
+
+
+def test_mxnet_gluon_slice_batchnorm(backend):
+    """test_gluon.py test_slice_batchnorm (check_layer_forward_withinput): BatchNorm on a
+    slice [0:4, 0:32, 0:32, 0:32] of a (16, 128, 256, 256) activation; here a slice
+    [0:4, 0:12, 0:4, 0:6] of uniform (8, 16, 6, 9) data (and a [0:4, 0:12, 0:20] slice of
+    (8, 16, 40) data for BatchNorm1d): output and input gradient of sum(y) equal those of
+    the contiguous copy (the hybridized run in MXNet) and torch's. Views go in as they
+    are on CPU backends."""
+    rng = np.random.default_rng(918)
+    if backend.name == "cuda":
+        big, cut = rng.uniform(size=(3, 4, 5)).astype(np.float32), np.s_[0:2, 0:3, 0:4]
+    else:
+        big, cut = rng.uniform(size=(8, 16, 40)).astype(np.float32), np.s_[0:4, 0:12, 0:20]
+    c = big[cut].shape[1]
+    outs = []
+    for x in (big[cut], np.ascontiguousarray(big[cut])):
+        bn = normdrop.BatchNorm1d(c, backend=backend.name)
+        y = backend.to_numpy(bn(backend.asarray(_data(backend, x))))
+        dx = backend.to_numpy(bn.backward(backend.asarray(np.full(x.shape, 2.0, np.float32))))
+        outs.append((y, dx, host(backend, bn.running_var)))
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    tbn = torch.nn.BatchNorm1d(c)
+    tx = _t(big[cut]).requires_grad_(True)
+    (2 * tbn(tx).sum()).backward()
+    np.testing.assert_allclose(outs[0][0], _np(tbn(_t(big[cut]))), **tol(np.float32, "torch"))
+    np.testing.assert_allclose(outs[0][1], tx.grad.numpy(), atol=1e-5)
+    if backend.name == "cuda":
+        return
+    big4 = rng.uniform(size=(8, 16, 6, 9)).astype(np.float32)
+    x4 = big4[0:4, 0:12, 0:4, 0:6]
+    y4 = [F.batch_norm(backend.asarray(_data(backend, a)), training=True) for a in (x4, x4.copy())]
+    np.testing.assert_allclose(backend.to_numpy(y4[0]), backend.to_numpy(y4[1]), rtol=1e-6)
+    want = TF.batch_norm(_t(x4), None, None, training=True)
+    np.testing.assert_allclose(backend.to_numpy(y4[0]), _np(want), **tol(np.float32, "torch"))
+
+
+def test_mxnet_gluon_fill_shape_load_and_cast(backend, tmp_path):
+    """test_gluon.py test_fill_shape_load and test_dtype: a network with a BatchNorm of 64
+    channels, run once, saved (save_parameters; normdrop's ``save``) and loaded into a new
+    network has the same parameter shapes and running statistics and gives the same
+    evaluation output; cast('float64') (``double()``) then runs float64 ones forward and
+    backward in float64."""
+    rng = np.random.default_rng(919)
+    c = 4 if backend.name == "cuda" else 64
+    net1 = normdrop.Sequential(
+        normdrop.BatchNorm1d(c, backend=backend.name), normdrop.Dropout(0.1, seed=1)
+    )
+    x = rng.uniform(size=(2, c, 5)).astype(np.float32)
+    net1(backend.asarray(x))
+    net1.save(tmp_path / "net_fill")
+    net2 = normdrop.Sequential(
+        normdrop.BatchNorm1d(c, backend=backend.name), normdrop.Dropout(0.1, seed=2)
+    )
+    net2.load(tmp_path / "net_fill.npz")
+    assert host(backend, net2[0].weight).shape == (c,)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        np.testing.assert_array_equal(
+            host(backend, getattr(net2[0], name)), host(backend, getattr(net1[0], name))
+        )
+    net1.eval()
+    net2.eval()
+    np.testing.assert_array_equal(
+        backend.to_numpy(net2(backend.asarray(x))), backend.to_numpy(net1(backend.asarray(x)))
+    )
+    net2.double().train()
+    ones = np.ones((16, c, 3), np.float64)
+    y = net2(backend.asarray(ones))
+    dx = net2.backward(backend.asarray(ones))
+    assert backend.to_numpy(y).dtype == np.float64 and backend.to_numpy(dx).dtype == np.float64
+    assert host(backend, net2[0].weight).dtype == np.float64
 
 
 # ================================================================================== Sonnet
