@@ -3,8 +3,11 @@
 Each test names its source: a repository, a file and a test in it (TensorFlow's
 ``tensorflow/python/ops/nn_batchnorm_test.py``, ``nn_fused_batchnorm_test.py`` and
 ``nn_test.py``; MXNet's ``tests/python/unittest/test_operator.py`` and ``test_gluon.py``;
-Sonnet's ``sonnet/src/batch_norm_test.py``, ``axis_norm_test.py`` and ``dropout_test.py``).
-Tests at the end check the discrepancies these ports found.
+Sonnet's ``sonnet/src/batch_norm_test.py``, ``axis_norm_test.py`` and ``dropout_test.py``;
+tf-keras' ``layer_normalization_test.py``; OneFlow's ``test_batchnorm.py`` and
+``test_bn_eval_backward.py``). The one discrepancy found (no bias gradient from the
+``*_backward`` functions without a weight) is a documented convention
+(docs/differences.md), checked in test_tf_batch_norm_gradients_given_statistics.
 
 Where a project's convention differs from PyTorch's, the port checks the property the
 test is about in PyTorch's terms, which SPEC.md follows: MXNet's ``momentum`` is the
@@ -1176,8 +1179,8 @@ def test_sonnet_layer_norm_rank_changes():
     """axis_norm_test.py testRankChanges / testShapeAgnostic: Sonnet's LayerNorm, given axes
     by position, refuses a call whose rank differs from the first. A normdrop (and PyTorch)
     LayerNorm is given the normalized trailing shape, and any number of leading axes
-    works: ones of [2, 3, 3, 5] and [2, 3, 3, 4, 5] with LayerNorm((3, 5))... and only
-    the trailing shape is checked, as torch does."""
+    works: LayerNorm(5) on data of shape [2, 3, 3, 5], [2, 3, 3, 4, 5] and [5] equals
+    torch's; only the trailing size is checked (a last axis of 4 is a ShapeError)."""
     layer = normdrop.LayerNorm(5)
     tlayer = torch.nn.LayerNorm(5)
     for shape in [(2, 3, 3, 5), (2, 3, 3, 4, 5), (5,)]:
