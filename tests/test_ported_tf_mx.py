@@ -5,9 +5,9 @@ Each test names its source: a repository, a file and a test in it (TensorFlow's
 ``nn_test.py``; MXNet's ``tests/python/unittest/test_operator.py`` and ``test_gluon.py``;
 Sonnet's ``sonnet/src/batch_norm_test.py``, ``axis_norm_test.py`` and ``dropout_test.py``;
 tf-keras' ``layer_normalization_test.py``; OneFlow's ``test_batchnorm.py`` and
-``test_bn_eval_backward.py``). The one discrepancy found (no bias gradient from the
-``*_backward`` functions without a weight) is a documented convention
-(docs/differences.md), checked in test_tf_batch_norm_gradients_given_statistics.
+``test_bn_eval_backward.py``; JAX's ``tests/stax_test.py``). The one discrepancy found
+(no bias gradient from the ``*_backward`` functions without a weight) is a documented
+convention (docs/differences.md), checked in test_tf_batch_norm_gradients_given_statistics.
 
 Where a project's convention differs from PyTorch's, the port checks the property the
 test is about in PyTorch's terms, which SPEC.md follows: MXNet's ``momentum`` is the
@@ -1441,3 +1441,34 @@ def test_oneflow_bn_eval_backward(backend, axis, dtype):
     want = view(dy).astype(np.float64) * gamma[expand] / np.sqrt(variance[expand] + 1e-5)
     rtol = 1e-3 if dtype == np.float16 else 1e-4
     np.testing.assert_allclose(dx, want, rtol=rtol, atol=1e-4)
+
+
+# ===================================================================================== JAX
+# google/jax tests/stax_test.py (example_libraries.stax). stax.BatchNorm always normalises
+# with the batch's statistics (no running averages): normdrop's batch_norm without running
+# statistics.
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_jax_stax_batch_norm_shape(backend, layout):
+    """stax_test.py testBatchNormShapeNHWC (axis=(0, 1, 2)) and testBatchNormShapeNCHW
+    (axis=(0, 2, 3), jax issue 461): on (4, 5, 6, 7) data the parameters have one entry
+    per channel (7 or 5) and the output keeps the input's shape; here also its values are
+    torch's batch norm of the channels-first data (beta zeros, gamma ones)."""
+    x = np.random.default_rng(940).standard_normal((4, 5, 6, 7)).astype(np.float32)
+    if backend.name == "cuda":
+        x = x[:2, :3, :2, :3]
+    view = np.moveaxis(x, -1, 1) if layout == "NHWC" else x
+    c = view.shape[1]
+    beta, gamma = np.zeros(c, np.float32), np.ones(c, np.float32)
+    y = F.batch_norm(
+        backend.asarray(_data(backend, view)),
+        weight=vec(backend, gamma),
+        bias=vec(backend, beta),
+        training=True,
+        backend=backend,
+    )
+    y = backend.to_numpy(y)
+    assert y.shape == view.shape and y.dtype == np.float32
+    want = TF.batch_norm(_t(view), None, None, _t(gamma), _t(beta), training=True)
+    np.testing.assert_allclose(y, _np(want), **tol(np.float32, "torch"))
