@@ -1,11 +1,12 @@
-"""TensorFlow's, MXNet's and Sonnet's tests of batch norm, layer norm and dropout, ported.
+"""TensorFlow's, MXNet's, Sonnet's and others' batch norm, layer norm and dropout tests, ported.
 
 Each test names its source: a repository, a file and a test in it (TensorFlow's
 ``tensorflow/python/ops/nn_batchnorm_test.py``, ``nn_fused_batchnorm_test.py`` and
 ``nn_test.py``; MXNet's ``tests/python/unittest/test_operator.py`` and ``test_gluon.py``;
 Sonnet's ``sonnet/src/batch_norm_test.py``, ``axis_norm_test.py`` and ``dropout_test.py``;
 tf-keras' ``layer_normalization_test.py``; OneFlow's ``test_batchnorm.py`` and
-``test_bn_eval_backward.py``; JAX's ``tests/stax_test.py``). The one discrepancy found
+``test_bn_eval_backward.py``; JAX's ``tests/stax_test.py``; MindSpore's
+``tests/st/ops/cpu/test_layer_norm_op.py``). The one discrepancy found
 (no bias gradient from the ``*_backward`` functions without a weight) is a documented
 convention (docs/differences.md), checked in test_tf_batch_norm_gradients_given_statistics.
 
@@ -1472,3 +1473,98 @@ def test_jax_stax_batch_norm_shape(backend, layout):
     assert y.shape == view.shape and y.dtype == np.float32
     want = TF.batch_norm(_t(view), None, None, _t(gamma), _t(beta), training=True)
     np.testing.assert_allclose(y, _np(want), **tol(np.float32, "torch"))
+
+
+# =============================================================================== MindSpore
+# mindspore-ai/mindspore tests/st/ops/cpu/test_layer_norm_op.py. P.LayerNorm(begin_norm_axis,
+# begin_params_axis) with epsilon 1e-12 returns y, mean and variance; normdrop's
+# layer_norm_with_stats returns y, mean and rstd = 1 / sqrt(var + eps). Cases whose
+# parameters span more axes than are normalised (begin_params_axis < begin_norm_axis,
+# test_layernorm3d_2, test_layernorm2d_4) are not ported: normdrop's weight has the
+# normalised shape, as PyTorch's.
+
+
+def _ms_check(backend, x, gamma, beta, ndim, y_want=None, mean_want=None, var_want=None):
+    """LayerNorm over the last ``ndim`` axes with eps 1e-12: y, mean and var against
+    LayerNormReference (or the given values), rtol 1e-6, atol 1e-4 (MindSpore's)."""
+    axes = tuple(range(x.ndim - ndim, x.ndim))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axes, keepdims=True)
+    var = x64.var(axes, keepdims=True)
+    if y_want is None:
+        y_want = (x64 - mean) / np.sqrt(var + 1e-12) * gamma + beta
+    y, m, rstd = F.layer_norm_with_stats(
+        backend.asarray(x),
+        x.shape[x.ndim - ndim :],
+        vec(backend, gamma),
+        vec(backend, beta),
+        1e-12,
+        backend=backend,
+    )
+    close = {"rtol": 1e-6, "atol": 1e-4}
+    np.testing.assert_allclose(backend.to_numpy(y), y_want, **close)
+    m = host(backend, m).astype(np.float64).reshape(mean.shape)
+    v = host(backend, rstd).astype(np.float64).reshape(var.shape) ** -2 - 1e-12
+    np.testing.assert_allclose(m, mean if mean_want is None else mean_want, **close)
+    np.testing.assert_allclose(v, var if var_want is None else var_want, **close)
+
+
+@pytest.mark.parametrize(
+    ("shape", "ndim"),
+    [((64, 3072), 1), ((640, 768), 1), ((8, 128, 768), 1),
+     ((64, 32), 1), ((128, 128), 1), ((16, 2, 16, 32), 3)],
+    ids=["layernorm0", "layernorm1", "layernorm3d_1",
+         "layernorm2d_2", "layernorm2d_3", "begin_axis_1"],
+)  # fmt: skip
+def test_mindspore_layer_norm(backend, shape, ndim):
+    """test_layer_norm_op.py test_layernorm0 ((4096, 3072) here (64, 3072)), test_layernorm1,
+    test_layernorm3d_1 ((32, 128, 768) here (8, 128, 768)), test_layernorm2d_2 and _3, and
+    (128, 2, 16, 32) with begin_norm_axis = begin_params_axis = 1 (test_layernorm2d_4's
+    shape, here 16 samples): randn data, gamma and beta, epsilon 1e-12; y, mean and
+    variance equal LayerNormReference within rtol 1e-6, atol 1e-4."""
+    if backend.name == "cuda" and shape != (64, 32):
+        pytest.skip("one shape is enough under the CUDA simulator")
+    rng = np.random.default_rng(950)
+    x = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = rng.standard_normal((2, *shape[len(shape) - ndim :])).astype(np.float32)
+    _ms_check(backend, x, gamma, beta, ndim)
+
+
+_MS_MEAN = [[0.5398791, -0.9928627], [-0.26256812, -0.01950586], [0.45475566, -0.08497494]]
+_MS_VAR = [[0.11834566, 1.8235781], [0.6761188, 0.91963345], [0.00233687, 0.16681992]]
+
+
+@pytest.mark.parametrize("in_axes", ["0_0_0", "0_None_None", "None_0_0"])
+def test_mindspore_layer_norm_vmap(backend, in_axes):
+    """test_layer_norm_op.py test_layernorm_vmap (in_axes (0, 0, 0)), test_layernorm_vmap2
+    ((0, None, None)) and test_layernorm_vmap3 ((None, 0, 0)): LayerNorm over the last
+    axis of per-sample (2, 2) data with epsilon 1e-12, mapped over three samples, with
+    NumPy's legacy np.random.seed(20) randn data: MindSpore's printed y, mean and
+    variance. vmap over the parameters is a loop of normdrop calls with each gamma and
+    beta."""
+    rs = np.random.RandomState(20)
+    if in_axes == "None_0_0":
+        x = np.broadcast_to(rs.randn(2, 2).astype(np.float32), (3, 2, 2))
+        gamma, beta = rs.randn(3, 2).astype(np.float32), rs.randn(3, 2).astype(np.float32)
+        y_want = [[[-0.76137155, -1.0531073]] * 2, [[0.14745253, 0.1361131]] * 2,
+                  [[-0.7764058, -0.16069931]] * 2]  # fmt: skip
+        mean_want, var_want = [_MS_MEAN[0]] * 3, [_MS_VAR[0]] * 3
+    else:
+        x = rs.randn(3, 2, 2).astype(np.float32)
+        mean_want, var_want = _MS_MEAN, _MS_VAR
+        if in_axes == "0_0_0":
+            gamma, beta = rs.randn(3, 2).astype(np.float32), rs.randn(3, 2).astype(np.float32)
+            y_want = [[[0.2590919, 1.2487364], [0.2590919, 1.2487364]],
+                      [[1.1108565, -2.9439876], [-1.4481487, -3.435418]],
+                      [[1.0759374, -0.23485494], [1.0759374, -0.23485434]]]  # fmt: skip
+        else:
+            g, b = rs.randn(2).astype(np.float32), rs.randn(2).astype(np.float32)
+            gamma, beta = np.stack([g] * 3), np.stack([b] * 3)
+            y_want = [[[-2.0715194, 1.0880831], [-2.0715194, 1.0880831]],
+                      [[-0.48748583, -0.59665275], [-2.0715194, 1.0880831]],
+                      [[-2.0715191, 1.0880834], [-2.0715194, 1.0880831]]]  # fmt: skip
+    for i in range(3):
+        _ms_check(
+            backend, np.ascontiguousarray(x[i]), gamma[i], beta[i], 1,
+            np.array(y_want[i]), np.array(mean_want[i])[:, None], np.array(var_want[i])[:, None],
+        )  # fmt: skip
