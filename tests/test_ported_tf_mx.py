@@ -5,7 +5,7 @@ Each test names its source: a repository, a file and a test in it (TensorFlow's
 ``nn_test.py``; MXNet's ``tests/python/unittest/test_operator.py`` and ``test_gluon.py``;
 Sonnet's ``sonnet/src/batch_norm_test.py``, ``axis_norm_test.py`` and ``dropout_test.py``;
 tf-keras' ``layer_normalization_test.py``; OneFlow's ``test_batchnorm.py`` and
-``test_bn_eval_backward.py``; JAX's ``tests/stax_test.py``; MindSpore's
+``test_bn_eval_backward.py`` and ``test_layer_norm.py``; JAX's ``tests/stax_test.py``; MindSpore's
 ``tests/st/ops/cpu/test_layer_norm_op.py``). The one discrepancy found
 (no bias gradient from the ``*_backward`` functions without a weight) is a documented
 convention (docs/differences.md), checked in test_tf_batch_norm_gradients_given_statistics.
@@ -1442,6 +1442,73 @@ def test_oneflow_bn_eval_backward(backend, axis, dtype):
     want = view(dy).astype(np.float64) * gamma[expand] / np.sqrt(variance[expand] + 1e-5)
     rtol = 1e-3 if dtype == np.float16 else 1e-4
     np.testing.assert_allclose(dx, want, rtol=rtol, atol=1e-4)
+
+
+#: OneFlow test_layer_norm.py's (shape, dtype) cases: test_no_affine, test_warp_impl,
+#: test_block_smem_impl, test_block_uncached_impl ([16, 1024 * 1024] here [2, 1024 * 1024]).
+_OF_LN = [
+    ((4, 16), np.float32),
+    ((32, 1024), np.float16),
+    ((16, 512), np.float32),
+    ((15, 512), np.float32),
+    ((16, 511), np.float32),
+    ((13, 499), np.float32),
+    ((16, 2048), np.float16),
+    ((8, 1536), np.float32),
+    ((8, 2048), np.float32),
+    ((7, 1536), np.float32),
+    ((8, 1533), np.float32),
+    ((7, 1533), np.float32),
+    ((2, 1024 * 1024), np.float16),
+    ((8, 1024), np.float64),
+]
+
+
+@pytest.mark.parametrize(("shape", "dtype"), _OF_LN, ids=[f"{s}-{d.__name__}" for s, d in _OF_LN])
+def test_oneflow_layer_norm(backend, shape, dtype):
+    """test_layer_norm.py _test_layer_norm: layer norm over the last axis with epsilon 1e-6,
+    randn data, weight and bias (none for test_no_affine's (4, 16)), and the backward of
+    sum(y * randn): y and the x, weight and bias gradients equal torch's within atol 1e-5
+    (rtol 1e-8; OneFlow's), 1e-2 for float16. For float16 the reference is torch in
+    float32 on the float16-rounded data (normdrop computes float16 in float32, SPEC):
+    torch's own float16 CPU backward sums the bias gradient in float16 and is off by
+    0.011 at one element of the (32, 1024) case (-0.0742 against the exact -0.0852)."""
+    if backend.name == "cuda" and shape != (4, 16):
+        pytest.skip("the smallest shape is enough under the CUDA simulator")
+    if shape[1] > 4096 and backend.name != "numpy":
+        pytest.skip("the 2M-element shape on the numpy backend only")
+    rng = np.random.default_rng(941)
+    affine = shape != (4, 16)
+    n = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal((2, n)).astype(np.float32)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    if dtype == np.float16:
+        x, w, b, gy = (a.astype(np.float16).astype(np.float32) for a in (x, w, b, gy))
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    tx = torch.tensor(x).to(tdt).requires_grad_(True)
+    tw = torch.tensor(w).to(tdt).requires_grad_(True) if affine else None
+    tb = torch.tensor(b).to(tdt).requires_grad_(True) if affine else None
+    ty = TF.layer_norm(tx, (n,), tw, tb, 1e-6)
+    (ty * torch.tensor(gy).to(tdt)).sum().backward()
+    wb = vec(backend, w.astype(dtype)) if affine else None
+    bb = vec(backend, b.astype(dtype)) if affine else None
+    xb = backend.asarray(x.astype(dtype))
+    y, mean, rstd = F.layer_norm_with_stats(xb, n, wb, bb, 1e-6, backend=backend)
+    dx, dw, db = F.layer_norm_backward(
+        backend.asarray(gy.astype(dtype)), xb, n, mean, rstd, wb, backend=backend
+    )
+    close = {"atol": 1e-2, "rtol": 1e-2} if dtype == np.float16 else {"atol": 1e-5, "rtol": 1e-8}
+    got = [backend.to_numpy(y), backend.to_numpy(dx)]
+    want = [ty.detach().float().numpy(), tx.grad.float().numpy()]
+    if affine:
+        got += [host(backend, dw), host(backend, db)]
+        want += [tw.grad.float().numpy(), tb.grad.float().numpy()]
+    else:
+        assert dw is None and db is None
+    for name, g, t in zip(("y", "x_grad", "weight_grad", "bias_grad"), got, want, strict=False):
+        assert g.dtype == dtype, name
+        np.testing.assert_allclose(g.astype(np.float64), t, err_msg=name, **close)
 
 
 # ===================================================================================== JAX
