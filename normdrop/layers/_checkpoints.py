@@ -49,7 +49,14 @@ class Checkpointing:
         raise NotImplementedError(f"{type(self).__name__} keeps no extra state")
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore what :meth:`get_extra_state` returned; raise on a bad value, changing nothing."""
+        """Restore what :meth:`get_extra_state` returned; raise on a bad value, changing nothing.
+
+        Parameters
+        ----------
+        state : object
+            The value stored under ``"_extra_state"`` (as loaded: an array from a
+            ``.npz`` file).
+        """
         raise NotImplementedError(f"{type(self).__name__} keeps no extra state")
 
     @overload

@@ -69,7 +69,15 @@ class Submodules:
         self._modules[name] = state[name] = module
 
     def register_module(self, name: str, module: Module | None) -> None:
-        """Same as :meth:`add_module` (PyTorch's other name for it)."""
+        """Same as :meth:`add_module` (PyTorch's other name for it).
+
+        Parameters
+        ----------
+        name : str
+            The child's name, as for :meth:`add_module`.
+        module : Module or None
+            The child, or ``None`` for an empty slot.
+        """
         self.add_module(name, module)
 
     def get_submodule(self, target: str) -> Module:

@@ -86,6 +86,16 @@ class Sequential(Module):
     def append(self, layer: Module) -> Sequential:
         """Add ``layer`` at the end and return ``self``.
 
+        Parameters
+        ----------
+        layer : Module
+            The layer to add.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
         Raises
         ------
         InvalidParameterError
@@ -96,6 +106,16 @@ class Sequential(Module):
 
     def extend(self, layers: Iterable[Module]) -> Sequential:
         """Add every layer of ``layers`` at the end (all or none) and return ``self``.
+
+        Parameters
+        ----------
+        layers : iterable of Module
+            The layers to add, in order.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
 
         Raises
         ------
@@ -109,6 +129,18 @@ class Sequential(Module):
         """Insert ``layer`` before position ``index`` (as ``list.insert``) and return ``self``.
 
         Later layers' ``state_dict`` keys shift by one, as in PyTorch.
+
+        Parameters
+        ----------
+        index : int
+            The position the layer takes; negative counts from the end.
+        layer : Module
+            The layer to insert.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
 
         Raises
         ------
@@ -139,6 +171,13 @@ class Sequential(Module):
         PyTorch's ``Sequential.add_module(name, layer)`` appends a layer under a
         name of its own; normdrop's keys are always the positions ``"0"``, ``"1"``, ...
         (the same holds for assigning a module to an attribute of a Sequential).
+
+        Parameters
+        ----------
+        name : str
+            Not used: any name is refused.
+        module : Module or None
+            Not used.
 
         Raises
         ------
@@ -186,6 +225,16 @@ class Sequential(Module):
         ``torch.nn.Sequential(ln, dropout, ln)``) keeps one saved forward pass per
         position, so :meth:`backward` gives each use its own gradients, as
         PyTorch's autograd does.
+
+        Parameters
+        ----------
+        x : array
+            The first layer's input.
+
+        Returns
+        -------
+        array
+            The last layer's output.
         """
         snapshots = _snapshot.take(self)
         contexts: list[list[tuple[Module, Any]]] | None = None

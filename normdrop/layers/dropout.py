@@ -117,6 +117,20 @@ class Dropout(SeededCalls, Module):
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """The input gradient (the forward's mask and scale applied to ``grad_output``).
 
+        Parameters
+        ----------
+        grad_output : array
+            Gradient of the loss with respect to the last output.
+        *saved
+            What the last :meth:`forward` saved.
+
+        Returns
+        -------
+        grad_input : array
+            ``grad_output`` with the mask and scale applied.
+        param_grads : dict
+            Empty: dropout has no parameters.
+
         Raises
         ------
         ShapeError

@@ -94,7 +94,23 @@ class LayerNorm(RowAffine, Module):
         return y
 
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
-        """Input and parameter gradients of the forward pass that saved ``saved``."""
+        """Input and parameter gradients of the forward pass that saved ``saved``.
+
+        Parameters
+        ----------
+        grad_output : array
+            Gradient of the loss with respect to the last output.
+        *saved
+            What the last :meth:`forward` saved.
+
+        Returns
+        -------
+        grad_input : array
+            Gradient with respect to the last input, in its dtype.
+        param_grads : dict
+            ``"weight"`` and ``"bias"`` gradients (empty without them, or when the
+            backend's kernel added them into :attr:`grads` itself).
+        """
         x, mean, rstd, plan = saved
         grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)
         if (

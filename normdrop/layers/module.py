@@ -231,6 +231,16 @@ class Module(Checkpointing, Placement, Submodules):
         """Apply the layer to ``x``; subclasses implement it.
 
         A subclass that has a backward pass calls :meth:`save_for_backward` here.
+
+        Parameters
+        ----------
+        x : array
+            The layer's input.
+
+        Returns
+        -------
+        array
+            The layer's output.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
