@@ -20,9 +20,11 @@ Every kernel returns its output array(s): in-memory backends fill ``out`` and
 return it, backends of immutable arrays (Dask) ignore ``out`` and return a new
 array.
 
-Statistics, weights, biases, the BatchNorm affine coefficients and every other
-per-channel, per-feature or per-row vector are float64 (as are the gradients a
-kernel returns); element-wise arithmetic may run in float64 and rounds once to the
+Statistics, the BatchNorm affine coefficients and every other per-channel,
+per-feature or per-row vector are float64 (as are the gradients a kernel returns),
+except ``weight`` and ``bias`` where a kernel says "any float dtype"
+(:meth:`Backend.layer_norm_forward` and the optional whole-layer kernels get the
+layer's own, float32 or float64); element-wise arithmetic may run in float64 and rounds once to the
 data dtype. Data arrays are float32 or float64, and ``out`` has the data's dtype
 and shape (it may be the input itself). Dropout keeps element ``i`` when its
 Philox4x32-10 word is ``>= threshold``; see :mod:`normdrop.random` for the counter
