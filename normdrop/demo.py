@@ -9,7 +9,7 @@ import numpy as np
 from normdrop import _validation
 from normdrop.layers import BatchNorm1d, Dropout, Sequential
 from normdrop.protocol import Backend
-from normdrop.registry import get_backend, resolve_backend
+from normdrop.registry import get_backend, registered_backends, resolve_backend
 
 __all__ = ["run_demo"]
 
@@ -32,8 +32,12 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     ------
     InvalidParameterError
         ``seed`` is not an integer in [0, 2**64) (checked before anything is printed).
+    UnknownBackendError
+        ``backend`` names no registered backend (checked before anything is printed).
     """
     seed = _validation.seed(seed)
+    if isinstance(backend, str) and backend not in registered_backends():
+        get_backend(backend)  # raises, naming the registered backends
     # Printed before the backend loads (and maybe compiles), so the command answers at once.
     print("normdrop demo: BatchNorm1d(64) + Dropout(0.15), training and evaluation", flush=True)
     rng = np.random.default_rng(seed)

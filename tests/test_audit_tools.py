@@ -1,0 +1,128 @@
+"""Audit of the tools around the layers: the command line, the backend registry and the
+conformance checks, and the dask and cuda backends on odd inputs.
+
+Each test here was written against a bug found by the audit (or pins a behaviour the
+audit checked and found right where nothing else tested it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from normdrop.cli import main
+
+BENCH = ["bench", "--quick", "--no-progress", "--no-torch", "--no-jax", "--memory-mib", "1"]
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    """``err`` has one ``normdrop: error:`` line, containing every needle, and no traceback
+    (other lines are the library's notices, such as the one that kernels compile)."""
+    errors = [line for line in err.splitlines() if line.startswith("normdrop: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in errors[0], err
+
+
+# ------------------------------------------------------------------------ command line
+@pytest.mark.parametrize("value", ["-1", "nan", "-inf", "soon"])
+def test_bench_budget_must_be_seconds(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--list", f"--budget={value}"])
+    assert exc.value.code == 2
+    assert f"argument --budget: must be a number of seconds >= 0, got {value}" in (
+        capsys.readouterr().err
+    )
+
+
+def test_bench_budget_zero_is_one_repeat(capsys):
+    assert main(["bench", "--list", "--budget", "0", "--cases", "whole"]) == 0
+
+
+def test_bench_memory_that_cannot_be_allocated_is_an_error(capsys, monkeypatch):
+    from normdrop.bench import memory
+
+    def refuse(n):
+        raise MemoryError("Unable to allocate 95.4 TiB")
+
+    monkeypatch.setattr(memory, "copy_thunks", refuse)
+    args = [*BENCH, "--cases", "LayerNorm forward whole", "--memory-mib", "100000000"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    _one_error_line(captured.err, "--memory-mib", "100000000")
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        ("missing/sweep.png", "existing folder"),
+        ("sweep.xyz", "file name ending in .png"),
+        ("sweep", "file name ending in .png"),
+        ("folder.png", "not a folder"),
+    ],
+)
+def test_bench_plot_to_a_file_that_cannot_be_written_fails_before_timing(
+    tmp_path, capsys, monkeypatch, name, needle
+):
+    pytest.importorskip("matplotlib")
+    from normdrop.bench import plot
+
+    (tmp_path / "folder.png").mkdir()
+    monkeypatch.setattr(plot, "sweep", lambda *a: pytest.fail("timed before checking --plot"))
+    path = str(tmp_path / name)
+    assert main([*BENCH, "--plot", path, "--plot-sizes", "4K"]) == 2
+    captured = capsys.readouterr()
+    _one_error_line(captured.err, "--plot", needle, repr(path))
+    assert captured.out == ""
+    assert not (tmp_path / "sweep.png").exists()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_bench_plot_to_a_read_only_folder(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from normdrop.bench import plot
+
+    monkeypatch.setattr(plot, "sweep", lambda *a: pytest.fail("timed before checking --plot"))
+    tmp_path.chmod(0o500)
+    try:
+        assert main([*BENCH, "--plot", str(tmp_path / "sweep.png")]) == 2
+    finally:
+        tmp_path.chmod(0o700)
+    _one_error_line(capsys.readouterr().err, "can be written")
+
+
+def test_bench_plot_write_failure_after_the_sweep_is_an_error(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    def fail(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+    path = str(tmp_path / "sweep.png")
+    args = [*BENCH, "--plot", path, "--plot-sizes", "4K", "--repeat", "1", "--budget", "0"]
+    assert main(args) == 2
+    _one_error_line(capsys.readouterr().err, "--plot could not write", "Permission denied")
+
+
+def test_demo_unknown_backend_prints_nothing_but_the_error(capsys):
+    assert main(["demo", "--backend", "nonesuch"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    _one_error_line(captured.err, "'nonesuch'", "'numpy'")
+
+
+def test_python_dash_m_normdrop_reports_bad_input_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "normdrop", "demo", "--seed", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    _one_error_line(result.stderr, "seed must be an integer in [0, 2**64), got -1")
+    assert result.stdout == ""
