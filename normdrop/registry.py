@@ -145,6 +145,11 @@ def _load(name: str) -> Backend:
                 ) from exc
         if not isinstance(backend, Backend):
             raise BackendError(f"backend {name!r} does not implement normdrop.protocol.Backend")
+        if backend.name != name:  # pickled layers and Dask graphs find it again by its name
+            raise BackendError(
+                f"backend {name!r} is registered under that name but its name attribute is "
+                f"{backend.name!r}; they must be the same"
+            )
         _remember_checked(backend)
         _loaded[name] = backend
         return backend

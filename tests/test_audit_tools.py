@@ -11,9 +11,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import normdrop
+from normdrop import registry
+from normdrop.backends.numpy_backend import NumpyBackend
 from normdrop.cli import main
+from normdrop.errors import BackendError
+from normdrop.testing import check_backend
 
 BENCH = ["bench", "--quick", "--no-progress", "--no-torch", "--no-jax", "--memory-mib", "1"]
 
@@ -126,3 +132,101 @@ def test_python_dash_m_normdrop_reports_bad_input_in_one_line():
     assert result.returncode == 2
     _one_error_line(result.stderr, "seed must be an integer in [0, 2**64), got -1")
     assert result.stdout == ""
+
+
+# ------------------------------------------------------------ registry and conformance
+class _Plugin(NumpyBackend):
+    """The reference backend under a plugin's name, to break one thing at a time."""
+
+    name = "plugin"
+
+
+class _FloatOutput(_Plugin):
+    def layer_norm_forward(self, x, weight, bias, eps, out):
+        y, mean, rstd = super().layer_norm_forward(x, weight, bias, eps, out)
+        return y.astype(np.float64), mean, rstd
+
+
+class _DataDtypeStatistics(_Plugin):
+    def channel_moments(self, x):
+        return tuple(v.astype(x.dtype) for v in super().channel_moments(x))
+
+
+class _DataDtypeGradients(_Plugin):
+    def layer_norm_backward(self, dy, x, mean, rstd, weight, out, param_grads):
+        dx, dw, db = super().layer_norm_backward(dy, x, mean, rstd, weight, out, param_grads)
+        return dx, None if dw is None else dw.astype(x.dtype), db
+
+
+class _Float64Dropout(_Plugin):
+    def dropout_forward(self, x, threshold, scale, seed, call, out, bitmask, offset=0):
+        y = super().dropout_forward(x, threshold, scale, seed, call, out, bitmask, offset)
+        return y.astype(np.float64)
+
+
+class _ByteMask(_Plugin):
+    def dropout_mask(self, n, threshold, seed, call):
+        return super().dropout_mask(n, threshold, seed, call).astype(np.uint8)
+
+
+class _RaisingKernel(_Plugin):
+    def channel_affine(self, x, mean, scale, shift, out):
+        raise IndexError("index 3 is out of bounds")
+
+
+class _RaisingDropout(_Plugin):
+    def dropout_forward(self, *args):
+        raise TypeError("no offset")
+
+
+class _Nameless(_Plugin):
+    name = ""
+
+
+@pytest.mark.parametrize(
+    ("plugin", "match"),
+    [
+        (
+            _FloatOutput,
+            r"layer_norm_forward result 0 \(float32\) has dtype float64, expected float32",
+        ),
+        (
+            _DataDtypeStatistics,
+            r"channel_moments result 0 \(float32\) has dtype float32, expected float64",
+        ),
+        (
+            _DataDtypeGradients,
+            r"layer_norm_backward result 1 \(float32\) has dtype float32, expected float64",
+        ),
+        (_Float64Dropout, "dropout_forward with an offset has dtype float64, expected float32"),
+        (_ByteMask, r"dropout_mask \(seed=11, call=2\) has dtype uint8, expected bool"),
+        (_RaisingKernel, r"channel_affine \(float64\) raised IndexError: index 3 is out of bounds"),
+        (_RaisingDropout, "dropout_forward raised TypeError: no offset"),
+        (_Nameless, "name must be a non-empty str"),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_check_backend_fails_a_broken_backend_naming_what_is_wrong(plugin, match):
+    with pytest.raises(AssertionError, match=f"^backend '{plugin.name}': {match}"):
+        check_backend(plugin())
+
+
+def test_a_plugin_must_carry_the_name_it_is_registered_under(monkeypatch):
+    """A plugin registered as 'fast' whose object says 'numpy' would, once a layer on it
+    is pickled, come back on the numpy backend (layers find their backend by name)."""
+
+    class Impostor(NumpyBackend):
+        name = "numpy"
+
+    class EntryPoint:
+        name, group = "fast", registry.ENTRY_POINT_GROUP
+
+        def load(self):
+            return Impostor()
+
+    monkeypatch.setattr(registry, "_plugins", {"fast": EntryPoint()})
+    monkeypatch.setattr(registry, "_loaded", dict(registry._loaded))
+    with pytest.raises(BackendError, match="'fast' is registered under that name but its name"):
+        normdrop.get_backend("fast")
+    assert "fast" not in normdrop.available_backends()
+    assert "numpy" in normdrop.available_backends()

@@ -52,6 +52,8 @@ def check_members(backend: Any) -> None:
     for member in ("name", "device"):
         if not isinstance(getattr(backend, member), str):
             raise fail(backend, f"{member} must be a str", repr(getattr(backend, member)))
+    if not backend.name:
+        raise fail(backend, "name must be a non-empty str", repr(backend.name))
     if backend.device not in ("cpu", "cuda"):
         raise fail(backend, "device must be 'cpu' or 'cuda'", repr(backend.device))
     for member in REQUIRED_MEMBERS[2:]:
