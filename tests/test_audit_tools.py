@@ -230,3 +230,23 @@ def test_a_plugin_must_carry_the_name_it_is_registered_under(monkeypatch):
         normdrop.get_backend("fast")
     assert "fast" not in normdrop.available_backends()
     assert "numpy" in normdrop.available_backends()
+
+
+def test_cache_clear_that_cannot_delete_says_why_in_one_line(monkeypatch, tmp_path, capsys):
+    from normdrop import _cache
+
+    root = tmp_path / "root"
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("NORMDROP_CACHE_DIR", str(root))
+    folder = root / _cache.version_key()
+    folder.mkdir(parents=True)
+    (folder / "k.nbi").write_bytes(b"x")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(_cache.shutil, "rmtree", refuse)
+    assert main(["cache", "clear"]) == 1
+    captured = capsys.readouterr()
+    _one_error_line(captured.err, "could not clear the kernel cache", "Permission denied")
+    assert "removed" not in captured.out
