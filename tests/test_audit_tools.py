@@ -250,3 +250,17 @@ def test_cache_clear_that_cannot_delete_says_why_in_one_line(monkeypatch, tmp_pa
     captured = capsys.readouterr()
     _one_error_line(captured.err, "could not clear the kernel cache", "Permission denied")
     assert "removed" not in captured.out
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """``normdrop bench --list | head -0``: the reader is gone before anything is written."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "normdrop", "bench", "--list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert err == ""
