@@ -143,6 +143,12 @@ def _load(name: str) -> Backend:
                 raise BackendNotInstalledError(
                     f"backend {name!r} is registered but failed to load: {exc!r}"
                 ) from exc
+        if isinstance(backend, type):
+            raise BackendError(
+                f"backend {name!r} is registered as the class {backend.__qualname__}; "
+                "the entry point must name an instance of it (such as `backend = "
+                f"{backend.__qualname__}()`)"
+            )
         if not isinstance(backend, Backend):
             raise BackendError(f"backend {name!r} does not implement normdrop.protocol.Backend")
         if backend.name != name:  # pickled layers and Dask graphs find it again by its name
@@ -188,11 +194,12 @@ def get_backend(name: str | Backend) -> Backend:
         return loaded if loaded is not None else _load(name)
     if id(name) in _checked:
         return name
-    if isinstance(name, Backend):
+    if isinstance(name, Backend) and not isinstance(name, type):
         _remember_checked(name)
         return name
+    hint = f"; pass an instance such as {name.__qualname__}()" if isinstance(name, type) else ""
     raise UnknownBackendError(
-        f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}"
+        f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}{hint}"
     )
 
 

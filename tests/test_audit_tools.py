@@ -264,3 +264,31 @@ def test_output_into_a_closed_pipe_stops_quietly():
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1
     assert err == ""
+
+
+def test_a_backend_class_instead_of_an_instance_is_refused(monkeypatch):
+    """A class has every member of the protocol, so it passed the isinstance check and
+    failed at the first call with a raw TypeError about a missing argument."""
+
+    class Fast(NumpyBackend):
+        name = "fast"
+
+    class EntryPoint:
+        name, group = "fast", registry.ENTRY_POINT_GROUP
+
+        def load(self):
+            return Fast
+
+    monkeypatch.setattr(registry, "_plugins", {"fast": EntryPoint()})
+    monkeypatch.setattr(registry, "_loaded", dict(registry._loaded))
+    with pytest.raises(BackendError, match=r"class .*Fast; the entry point must name an instance"):
+        normdrop.get_backend("fast")
+    with pytest.raises(BackendError, match=r"pass an instance such as .*Fast\(\)"):
+        normdrop.functional.layer_norm(np.ones((2, 3)), 3, backend=Fast)
+    with pytest.raises(BackendError, match="pass an instance"):
+        normdrop.set_backend(Fast)
+    with pytest.raises(
+        AssertionError, match=r"^backend 'fast': is the class .*Fast; pass an instance"
+    ):
+        check_backend(Fast)
+    normdrop.functional.layer_norm(np.ones((2, 3)), 3, backend=Fast())  # an instance works

@@ -43,6 +43,8 @@ def _check_callable(backend: Any, protocol: type, member: str) -> None:
 def check_members(backend: Any) -> None:
     """Every required member is there (all missing ones named at once), with the
     protocol's signature, and so is every declared optional member the backend has."""
+    if isinstance(backend, type):
+        raise fail(backend, f"is the class {backend.__qualname__}; pass an instance of it")
     missing = [m for m in REQUIRED_MEMBERS if not hasattr(backend, m)]
     if missing:
         raise fail(
