@@ -76,10 +76,18 @@ def _plugin_entry_points() -> dict[str, Any]:
     if _plugins is None:
         from importlib.metadata import entry_points
 
-        found = {}
+        found: dict[str, Any] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name not in _BUILTINS:
-                found[ep.name] = ep
+            if ep.name in _BUILTINS:
+                continue
+            first = found.setdefault(ep.name, ep)  # the first on sys.path, as for imports
+            if first is not ep and first.value != ep.value:
+                warnings.warn(
+                    f"normdrop backend {ep.name!r} is registered twice, as {first.value!r} "
+                    f"and as {ep.value!r}; using {first.value!r}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         _plugins = found
     return _plugins
 

@@ -292,3 +292,29 @@ def test_a_backend_class_instead_of_an_instance_is_refused(monkeypatch):
     ):
         check_backend(Fast)
     normdrop.functional.layer_norm(np.ones((2, 3)), 3, backend=Fast())  # an instance works
+
+
+def test_a_plugin_name_registered_twice_warns_and_keeps_the_first(monkeypatch):
+    """Two installed packages registering one name: the one used used to depend silently
+    on the order of the entry points (the last won)."""
+    import importlib.metadata
+
+    class Mine(NumpyBackend):
+        name = "fast"
+
+    class EntryPoint:
+        def __init__(self, value, target):
+            self.name, self.group, self.value = "fast", registry.ENTRY_POINT_GROUP, value
+            self._target = target
+
+        def load(self):
+            return self._target
+
+    first, second = Mine(), Mine()
+    points = [EntryPoint("pkg_a:backend", first), EntryPoint("pkg_b:backend", second)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: points)
+    monkeypatch.setattr(registry, "_plugins", None)
+    monkeypatch.setattr(registry, "_loaded", dict(registry._loaded))
+    with pytest.warns(RuntimeWarning, match="'fast' is registered twice.*'pkg_a:backend'"):
+        assert normdrop.registered_backends().count("fast") == 1
+    assert normdrop.get_backend("fast") is first
