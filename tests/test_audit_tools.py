@@ -318,3 +318,73 @@ def test_a_plugin_name_registered_twice_warns_and_keeps_the_first(monkeypatch):
     with pytest.warns(RuntimeWarning, match="'fast' is registered twice.*'pkg_a:backend'"):
         assert normdrop.registered_backends().count("fast") == 1
     assert normdrop.get_backend("fast") is first
+
+
+# ------------------------------------------------------------------ dask, odd chunkings
+def test_dask_layers_on_float16_with_empty_and_single_element_chunks():
+    """Chunks of one element, empty chunks, chunks splitting BatchNorm's channels and
+    LayerNorm's normalised axes, on float16 data: training (running statistics),
+    backward and eval equal the numpy reference in float64 on the same values."""
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((6, 4, 3)) * 3 + 2).astype(np.float16)
+    dy = rng.standard_normal((6, 4, 3)).astype(np.float16)
+    chunks = ((0, 1, 5), (1, 0, 3), (2, 1))
+    xd, dyd = da.from_array(x, chunks=chunks), da.from_array(dy, chunks=chunks)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+
+    for make in (
+        lambda be, dt: normdrop.BatchNorm1d(4, dtype=dt, backend=be),
+        lambda be, dt: normdrop.LayerNorm((4, 3), dtype=dt, backend=be),
+    ):
+        layer, ref = make("dask", "float32"), make("numpy", "float64")
+        y, y_ref = layer(xd), ref(x64)
+        grad, grad_ref = layer.backward(dyd), ref.backward(dy64)
+        assert isinstance(y, da.Array) and y.dtype == np.float16
+        np.testing.assert_allclose(np.asarray(y, np.float64), y_ref, rtol=2e-3, atol=4e-3)
+        np.testing.assert_allclose(np.asarray(grad, np.float64), grad_ref, rtol=2e-3, atol=4e-3)
+        for key, value in ref.grads.items():
+            np.testing.assert_allclose(np.asarray(layer.grads[key]), value, rtol=1e-4, atol=1e-4)
+        for key, value in ref.state_dict().items():
+            np.testing.assert_allclose(layer.state_dict()[key], value, rtol=1e-6, atol=1e-6)
+        layer.eval(), ref.eval()
+        np.testing.assert_allclose(
+            np.asarray(layer(xd), np.float64), ref(x64), rtol=2e-3, atol=4e-3
+        )
+
+
+# ----------------------------------------------------------- cuda (simulator or GPU)
+def _host(a):
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def test_cuda_on_float16_and_strided_device_arrays():
+    """float16 numba device arrays, a transposed one and a strided slice of one: the
+    same numbers as the numpy reference (dropout bit for bit), the input's dtype out."""
+    if "cuda" not in normdrop.available_backends():
+        pytest.skip("cuda backend unavailable")
+    from numba import cuda
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float16)
+    bn = normdrop.BatchNorm1d(4, backend="cuda")
+    y = bn(cuda.to_device(x))
+    ref = normdrop.BatchNorm1d(4, dtype="float64", backend="numpy")
+    assert _host(y).dtype == np.float16
+    np.testing.assert_allclose(_host(y), ref(x.astype(np.float64)), rtol=2e-3, atol=4e-3)
+    np.testing.assert_allclose(_host(bn.running_var), ref.running_var, rtol=1e-6)
+
+    dropped = normdrop.functional.dropout(cuda.to_device(x), 0.3, seed=5, call=2, backend="cuda")
+    expected = normdrop.functional.dropout(x, 0.3, seed=5, call=2, backend="numpy")
+    np.testing.assert_array_equal(_host(dropped), expected)
+
+    host = rng.standard_normal((6, 5))
+    for device, view in (
+        (cuda.to_device(host).T, host.T),
+        (cuda.to_device(host)[::2], host[::2]),
+    ):
+        got = normdrop.functional.layer_norm(device, view.shape[-1], backend="cuda")
+        want = normdrop.functional.layer_norm(np.ascontiguousarray(view), view.shape[-1])
+        np.testing.assert_allclose(_host(got), want, rtol=1e-12, atol=1e-12)
