@@ -388,3 +388,22 @@ def test_cuda_on_float16_and_strided_device_arrays():
         got = normdrop.functional.layer_norm(device, view.shape[-1], backend="cuda")
         want = normdrop.functional.layer_norm(np.ascontiguousarray(view), view.shape[-1])
         np.testing.assert_allclose(_host(got), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("value", "effect"),
+    [
+        ("nonesuch", "fails: backend must be one of ['numpy', 'numba'"),
+        ("numpy", "used by every call that chooses no backend itself"),
+    ],
+)
+def test_info_shows_the_environment_backend_and_whether_it_loads(
+    monkeypatch, capsys, value, effect
+):
+    monkeypatch.setenv("NORMDROP_BACKEND", value)
+    assert main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "NORMDROP_BACKEND=" in x)
+    assert line.startswith(f"NORMDROP_BACKEND={value}: ") and effect in line
+    monkeypatch.delenv("NORMDROP_BACKEND")
+    assert main(["info"]) == 0
+    assert "NORMDROP_BACKEND" not in capsys.readouterr().out
