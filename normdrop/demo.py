@@ -24,7 +24,8 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     Parameters
     ----------
     backend : str or Backend, optional
-        The backend to run on; by default the one chosen for NumPy arrays.
+        The backend to run on; by default the one the selection order picks
+        (``NORMDROP_BACKEND``, :func:`~normdrop.set_backend`, ...), else ``numba``.
     seed : int, default 0
         Seed of the data and of the dropout masks, in [0, 2**64).
 
@@ -42,7 +43,9 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     print("normdrop demo: BatchNorm1d(64) + Dropout(0.15), training and evaluation", flush=True)
     rng = np.random.default_rng(seed)
     host_x = (rng.standard_normal((4, 64, 30)) * 100 + 50).astype(np.float32)
-    chosen = resolve_backend(host_x) if backend is None else get_backend(backend)
+    # the backend the selection order picks (NORMDROP_BACKEND, set_backend, ...); the data
+    # then goes onto its own array type, so a choice such as dask takes it as well
+    chosen = resolve_backend(None) if backend is None else get_backend(backend)
     x = chosen.asarray(host_x)  # the data on the backend's own array type (e.g. dask)
 
     def _stats(label: str, a: Any) -> str:

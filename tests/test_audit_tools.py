@@ -407,3 +407,14 @@ def test_info_shows_the_environment_backend_and_whether_it_loads(
     monkeypatch.delenv("NORMDROP_BACKEND")
     assert main(["info"]) == 0
     assert "NORMDROP_BACKEND" not in capsys.readouterr().out
+
+
+def test_demo_runs_on_the_backend_that_normdrop_backend_names(monkeypatch, capsys):
+    """``NORMDROP_BACKEND=dask normdrop demo`` used to fail: the NumPy data was given to
+    the chosen backend, which takes only its own arrays."""
+    pytest.importorskip("dask.array")
+    monkeypatch.setenv("NORMDROP_BACKEND", "dask")
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "\non the 'dask' backend\n" in out
+    assert "After 100 training batches (100 tracked)" in out
