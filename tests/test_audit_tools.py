@@ -418,3 +418,16 @@ def test_demo_runs_on_the_backend_that_normdrop_backend_names(monkeypatch, capsy
     out = capsys.readouterr().out
     assert "\non the 'dask' backend\n" in out
     assert "After 100 training batches (100 tracked)" in out
+
+
+def test_bench_times_the_backend_that_normdrop_backend_names(monkeypatch):
+    """``NORMDROP_BACKEND=dask normdrop bench`` used to stop with 'does not accept
+    numpy.ndarray' before timing anything."""
+    pytest.importorskip("dask.array")
+    from normdrop.bench.target import Target
+
+    monkeypatch.setenv("NORMDROP_BACKEND", "dask")
+    target = Target.named(None)
+    assert target.backend.name == "dask" and target.choice is None
+    monkeypatch.delenv("NORMDROP_BACKEND")
+    assert Target.named(None).backend.name == normdrop.registry._CPU_DEFAULT
