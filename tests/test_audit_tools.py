@@ -7,6 +7,7 @@ audit checked and found right where nothing else tested it).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -431,3 +432,25 @@ def test_bench_times_the_backend_that_normdrop_backend_names(monkeypatch):
     assert target.backend.name == "dask" and target.choice is None
     monkeypatch.delenv("NORMDROP_BACKEND")
     assert Target.named(None).backend.name == normdrop.registry._CPU_DEFAULT
+
+
+def test_bench_plot_size_that_cannot_be_allocated_is_left_out(tmp_path, capsys, monkeypatch):
+    """``--plot-sizes 4K,512G``: the sweep ended in a MemoryError traceback at 512G."""
+    pytest.importorskip("matplotlib")
+    from normdrop.bench import cases
+
+    real = cases.make_input
+
+    def make_input(shape, dtype):
+        if np.prod(shape) * np.dtype(dtype).itemsize > 2**20:
+            raise MemoryError("Unable to allocate 512 GiB")
+        return real(shape, dtype)
+
+    monkeypatch.setattr(cases, "make_input", make_input)
+    path = tmp_path / "sweep.png"
+    args = [*BENCH, "--plot", str(path), "--plot-sizes", "4K,512G", "--repeat", "1", "--json"]
+    assert main([*args, "--budget", "0"]) == 0
+    captured = capsys.readouterr()
+    assert {p["bytes"] for p in json.loads(captured.out)["points"]} == {4096}
+    assert "no memory for the 512 GiB input of LayerNorm forward" in captured.err
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -92,7 +92,8 @@ def sweep(
     -------
     list of dict
         ``{"layer", "impl", "bytes" (the input's), "moved_bytes", "seconds", "gbps"}``;
-        an implementation that failed at a size has no point there.
+        an implementation that failed at a size has no point there, and neither has
+        any at a size whose input cannot be allocated (a notice on stderr says so).
     """
     points = []
     bar = NoProgress()
@@ -100,7 +101,15 @@ def sweep(
         base = next(c for c in CASES if c.name == name and c.dtype == dtype)
         for size in sizes:
             case = replace(base, shape=shape_for(name, size, np.dtype(dtype).itemsize))
-            x = case.make_input()
+            try:
+                x = case.make_input()
+            except MemoryError:
+                print(
+                    f"normdrop: no memory for the {_size_label(size)} input of {name}; "
+                    "no points at that size",
+                    file=sys.stderr,
+                )
+                continue
             thunks = _thunks(case, x, target, peers)
             timings = measure_rounds(thunks, settings, bar, f"{name} {x.nbytes}")
             for impl, timing in timings.items():
