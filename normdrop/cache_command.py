@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,14 +152,18 @@ def _clear() -> int:
     if where.folder is None:
         print(f"nothing to clear ({where.source})")
         return 0
-    if where.root is not None:
-        removed = _cache.clear_cache(where.root)
-        place = where.root
-    else:  # NUMBA_CACHE_DIR: only the numba backend's own subfolder
-        removed = _cache.usage(where.folder)
-        if where.folder.is_dir():
-            shutil.rmtree(where.folder)
-        place = where.folder
+    try:
+        if where.root is not None:
+            removed = _cache.clear_cache(where.root)
+            place = where.root
+        else:  # NUMBA_CACHE_DIR: only the numba backend's own subfolder
+            removed = _cache.usage(where.folder)
+            if where.folder.is_dir():
+                shutil.rmtree(where.folder)
+            place = where.folder
+    except OSError as exc:  # e.g. a folder of another user's, or a file in use
+        print(f"normdrop: error: could not clear the kernel cache: {exc}", file=sys.stderr)
+        return 1
     print(f"removed {removed.files} files ({_size(removed.size)}) from {place}")
     return 0
 
@@ -187,6 +192,6 @@ def run(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        The exit status.
+        The exit status: 1 when ``clear`` could not delete a file (say which).
     """
     return _info() if args.action == "info" else _clear()

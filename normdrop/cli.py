@@ -7,7 +7,9 @@ that kernels are being compiled) are shown on stderr.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,6 +81,15 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so that the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real file behind stdout
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``normdrop`` command line.
 
@@ -103,10 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
     except NormdropError as exc:
         print(f"normdrop: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`normdrop info | head -1`): stop quietly
+        _discard_stdout()
+        return 1
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

@@ -9,7 +9,7 @@ import numpy as np
 from normdrop import _validation
 from normdrop.layers import BatchNorm1d, Dropout, Sequential
 from normdrop.protocol import Backend
-from normdrop.registry import get_backend, resolve_backend
+from normdrop.registry import get_backend, registered_backends, resolve_backend
 
 __all__ = ["run_demo"]
 
@@ -24,7 +24,8 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     Parameters
     ----------
     backend : str or Backend, optional
-        The backend to run on; by default the one chosen for NumPy arrays.
+        The backend to run on; by default the one the selection order picks
+        (``NORMDROP_BACKEND``, :func:`~normdrop.set_backend`, ...), else ``numba``.
     seed : int, default 0
         Seed of the data and of the dropout masks, in [0, 2**64).
 
@@ -32,13 +33,19 @@ def run_demo(backend: str | Backend | None = None, seed: int = 0) -> None:
     ------
     InvalidParameterError
         ``seed`` is not an integer in [0, 2**64) (checked before anything is printed).
+    UnknownBackendError
+        ``backend`` names no registered backend (checked before anything is printed).
     """
     seed = _validation.seed(seed)
+    if isinstance(backend, str) and backend not in registered_backends():
+        get_backend(backend)  # raises, naming the registered backends
     # Printed before the backend loads (and maybe compiles), so the command answers at once.
     print("normdrop demo: BatchNorm1d(64) + Dropout(0.15), training and evaluation", flush=True)
     rng = np.random.default_rng(seed)
     host_x = (rng.standard_normal((4, 64, 30)) * 100 + 50).astype(np.float32)
-    chosen = resolve_backend(host_x) if backend is None else get_backend(backend)
+    # the backend the selection order picks (NORMDROP_BACKEND, set_backend, ...); the data
+    # then goes onto its own array type, so a choice such as dask takes it as well
+    chosen = resolve_backend(None) if backend is None else get_backend(backend)
     x = chosen.asarray(host_x)  # the data on the backend's own array type (e.g. dask)
 
     def _stats(label: str, a: Any) -> str:

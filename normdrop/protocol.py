@@ -106,7 +106,8 @@ class Backend(Protocol):
     Attributes
     ----------
     name : str
-        The registry name (``"numpy"``, ``"numba"``, ...).
+        The registry name (``"numpy"``, ``"numba"``, ...). A plugin's must be the
+        name of its entry point: pickled layers and Dask graphs find it again by it.
     device : str
         Where its arrays live: ``"cpu"`` or ``"cuda"``. Layer parameters are
         allocated with :meth:`asarray` of a backend on the layer's device.

@@ -76,10 +76,18 @@ def _plugin_entry_points() -> dict[str, Any]:
     if _plugins is None:
         from importlib.metadata import entry_points
 
-        found = {}
+        found: dict[str, Any] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name not in _BUILTINS:
-                found[ep.name] = ep
+            if ep.name in _BUILTINS:
+                continue
+            first = found.setdefault(ep.name, ep)  # the first on sys.path, as for imports
+            if first is not ep and first.value != ep.value:
+                warnings.warn(
+                    f"normdrop backend {ep.name!r} is registered twice, as {first.value!r} "
+                    f"and as {ep.value!r}; using {first.value!r}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         _plugins = found
     return _plugins
 
@@ -143,8 +151,19 @@ def _load(name: str) -> Backend:
                 raise BackendNotInstalledError(
                     f"backend {name!r} is registered but failed to load: {exc!r}"
                 ) from exc
+        if isinstance(backend, type):
+            raise BackendError(
+                f"backend {name!r} is registered as the class {backend.__qualname__}; "
+                "the entry point must name an instance of it (such as `backend = "
+                f"{backend.__qualname__}()`)"
+            )
         if not isinstance(backend, Backend):
             raise BackendError(f"backend {name!r} does not implement normdrop.protocol.Backend")
+        if backend.name != name:  # pickled layers and Dask graphs find it again by its name
+            raise BackendError(
+                f"backend {name!r} is registered under that name but its name attribute is "
+                f"{backend.name!r}; they must be the same"
+            )
         _remember_checked(backend)
         _loaded[name] = backend
         return backend
@@ -183,11 +202,12 @@ def get_backend(name: str | Backend) -> Backend:
         return loaded if loaded is not None else _load(name)
     if id(name) in _checked:
         return name
-    if isinstance(name, Backend):
+    if isinstance(name, Backend) and not isinstance(name, type):
         _remember_checked(name)
         return name
+    hint = f"; pass an instance such as {name.__qualname__}()" if isinstance(name, type) else ""
     raise UnknownBackendError(
-        f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}"
+        f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}{hint}"
     )
 
 

@@ -26,7 +26,8 @@ def check_backend(backend: Backend | str) -> None:
     (naming all the missing ones) and takes the protocol's arguments, and so does
     every optional member of :data:`normdrop.capabilities.OPTIONAL_MEMBERS` the backend
     has. Then runs every kernel on small float32 and float64 data and compares it
-    with the ``numpy`` reference backend (float64 to 1e-9, float32 to 1e-4), the
+    with the ``numpy`` reference backend (the dtype of every result exactly, the
+    values of float64 data to 1e-9 and of float32 data to 1e-4), the
     Philox known-answer vectors through ``dropout_forward``, and dropout outputs,
     masks and (unless ``supports_bitmask`` is False) bitmasks bit for bit; and the
     optional ``batch_norm_forward``, ``batch_norm_backward``,
@@ -43,7 +44,8 @@ def check_backend(backend: Backend | str) -> None:
     Raises
     ------
     AssertionError
-        Naming the missing members, or the first kernel that does not conform.
+        Naming the missing members, or the first kernel that does not conform (a
+        kernel that raises fails the check too, naming the kernel and the exception).
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
     members.check_members(backend)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .compare import equal, fail, run_both
+from .compare import call, equal, fail, run_both
 
 __all__ = [
     "PHILOX_KNOWN_ANSWERS",
@@ -78,12 +78,13 @@ def check_philox(backend: Any) -> None:
     ones = np.ones(4, np.float32)
     for counter, key, words in PHILOX_KNOWN_ANSWERS:
         offset = 4 * (counter[0] | counter[1] << 32)
-        call = counter[2] | counter[3] << 32
+        counter_call = counter[2] | counter[3] << 32
         seed = key[0] | key[1] << 32
         for lane, word in enumerate(words):
             for threshold, kept in ((word, 1.0), (word + 1, 0.0)):
-                y = backend.dropout_forward(
-                    backend.asarray(ones), threshold, np.float32(1), seed, call,
+                y = call(
+                    backend, "dropout_forward", backend.dropout_forward,
+                    backend.asarray(ones), threshold, np.float32(1), seed, counter_call,
                     backend.empty((4,), ones.dtype), None, offset,
                 )  # fmt: skip
                 if backend.to_numpy(y)[lane] != kept:
@@ -98,25 +99,27 @@ def check_dropout(backend: Any, ref: Any) -> None:
     """Masks, dropout outputs (with an offset) and bitmasks, bit for bit as the reference's."""
     x = np.linspace(-1, 1, 45, dtype=np.float32)
     scale = np.float32(2.0)
-    for threshold, seed, call in ((2**31, 11, 2), (3 * 2**30, 2**64 - 1, 2**40 + 3)):
-        mask = ref.dropout_mask(x.size, threshold, seed, call)
-        got = backend.dropout_mask(x.size, threshold, seed, call)
-        equal(backend, f"dropout_mask (seed={seed}, call={call})", got, mask)
-        y = backend.dropout_forward(
-            backend.asarray(x[5:]), threshold, scale, seed, call, backend.empty((40,), x.dtype),
-            None, 5,
+    for threshold, seed, step in ((2**31, 11, 2), (3 * 2**30, 2**64 - 1, 2**40 + 3)):
+        mask = ref.dropout_mask(x.size, threshold, seed, step)
+        got = call(backend, "dropout_mask", backend.dropout_mask, x.size, threshold, seed, step)
+        equal(backend, f"dropout_mask (seed={seed}, call={step})", got, mask)
+        y = call(
+            backend, "dropout_forward", backend.dropout_forward, backend.asarray(x[5:]),
+            threshold, scale, seed, step, backend.empty((40,), x.dtype), None, 5,
         )  # fmt: skip
         equal(backend, "dropout_forward with an offset", y, np.where(mask, x * scale, 0)[5:])
     if not keeps_bitmask(backend):
         return
     mask = ref.dropout_mask(x.size, 2**31, 11, 2)
     bits = backend.empty(((x.size + 7) // 8,), np.uint8)
-    y = backend.dropout_forward(
-        backend.asarray(x), 2**31, scale, 11, 2, backend.empty(x.shape, x.dtype), bits
-    )
+    y = call(
+        backend, "dropout_forward", backend.dropout_forward,
+        backend.asarray(x), 2**31, scale, 11, 2, backend.empty(x.shape, x.dtype), bits,
+    )  # fmt: skip
     equal(backend, "dropout_forward", y, np.where(mask, x * scale, 0))
     equal(backend, "dropout_forward's bitmask", bits, np.packbits(mask, bitorder="little"))
-    dx = backend.dropout_apply_bitmask(
-        backend.asarray(x), bits, scale, backend.empty(x.shape, x.dtype)
-    )
+    dx = call(
+        backend, "dropout_apply_bitmask", backend.dropout_apply_bitmask,
+        backend.asarray(x), bits, scale, backend.empty(x.shape, x.dtype),
+    )  # fmt: skip
     equal(backend, "dropout_apply_bitmask", dx, np.where(mask, x * scale, 0))

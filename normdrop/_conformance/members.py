@@ -43,6 +43,8 @@ def _check_callable(backend: Any, protocol: type, member: str) -> None:
 def check_members(backend: Any) -> None:
     """Every required member is there (all missing ones named at once), with the
     protocol's signature, and so is every declared optional member the backend has."""
+    if isinstance(backend, type):
+        raise fail(backend, f"is the class {backend.__qualname__}; pass an instance of it")
     missing = [m for m in REQUIRED_MEMBERS if not hasattr(backend, m)]
     if missing:
         raise fail(
@@ -52,6 +54,8 @@ def check_members(backend: Any) -> None:
     for member in ("name", "device"):
         if not isinstance(getattr(backend, member), str):
             raise fail(backend, f"{member} must be a str", repr(getattr(backend, member)))
+    if not backend.name:
+        raise fail(backend, "name must be a non-empty str", repr(backend.name))
     if backend.device not in ("cpu", "cuda"):
         raise fail(backend, "device must be 'cpu' or 'cuda'", repr(backend.device))
     for member in REQUIRED_MEMBERS[2:]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help=f"seconds of timed repeats per measurement, after the warm-up "
@@ -134,6 +135,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
     return value
 
 
@@ -249,6 +260,12 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success, 2 when no case matches ``--cases``.
 
+    Raises
+    ------
+    InvalidParameterError
+        ``--memory-mib`` cannot be allocated, or ``--plot`` names a file that cannot
+        be written (checked before anything is timed).
+
     Notes
     -----
     ``--list`` prints the selected cases instead of running them.
@@ -282,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         with peers.torch_session(torch, torch_threads):
             return plot.run(args, settings, target, timed_peers)
 
-    probe = memory.MemoryProbe(args.memory_mib * 2**20) if cases else None
+    probe = memory.probe_of_option(args.memory_mib) if cases else None
     probes = len(probe.thunks) if probe is not None else 0
     # each case times its own thunks and the memory speed's; the run starts with the latter
     timed = 3 + sum(p is not None for p in timed_peers.values()) + probes

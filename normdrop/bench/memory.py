@@ -31,6 +31,7 @@ import numpy as np
 
 from normdrop.bench.target import Thunk
 from normdrop.bench.timing import Settings, Timing, measure_rounds
+from normdrop.errors import InvalidParameterError
 
 __all__ = [
     "COPY_THREADS",
@@ -42,6 +43,7 @@ __all__ = [
     "last_level_cache_bytes",
     "memory_share",
     "memory_speed",
+    "probe_of_option",
     "read_thunk",
     "run_memory_speed",
 ]
@@ -175,6 +177,33 @@ class MemoryProbe:
         define; copies that did not run are left out."""
         copies = {k: t for k, t in times.items() if k in self.thunks and k != READ_NAME}
         return MemorySpeed(self.array_bytes, copies, times.get(READ_NAME), self.last_level_cache)
+
+
+def probe_of_option(mib: int) -> MemoryProbe:
+    """The probe of ``normdrop bench --memory-mib``: arrays of ``mib`` MiB.
+
+    Parameters
+    ----------
+    mib : int
+        Size of the copied array in MiB.
+
+    Returns
+    -------
+    MemoryProbe
+
+    Raises
+    ------
+    InvalidParameterError
+        When the arrays cannot be allocated (before anything is timed).
+    """
+    try:
+        return MemoryProbe(mib * 2**20)
+    except MemoryError:
+        raise InvalidParameterError(
+            f"--memory-mib must be a size this machine can allocate twice, got {mib}",
+            parameter_name="--memory-mib",
+            value=mib,
+        ) from None
 
 
 def memory_speed(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +26,9 @@ from normdrop.bench.cases import CASES, Case
 from normdrop.bench.inputs import DROPOUT_P, DTYPES
 from normdrop.bench.target import Target, Thunk
 from normdrop.bench.timing import NoProgress, Settings, Timing, build_thunk, measure_rounds
+from normdrop.errors import InvalidParameterError
 
-__all__ = ["DEFAULT_SIZES", "LAYERS", "parse_sizes", "run", "shape_for", "sweep"]
+__all__ = ["DEFAULT_SIZES", "LAYERS", "check_path", "parse_sizes", "run", "shape_for", "sweep"]
 
 #: Input sizes of the default sweep, in bytes: 4 KiB to 256 MiB in steps of 4x.
 DEFAULT_SIZES: tuple[int, ...] = tuple(4 * 2**10 * 4**k for k in range(9))
@@ -89,7 +92,8 @@ def sweep(
     -------
     list of dict
         ``{"layer", "impl", "bytes" (the input's), "moved_bytes", "seconds", "gbps"}``;
-        an implementation that failed at a size has no point there.
+        an implementation that failed at a size has no point there, and neither has
+        any at a size whose input cannot be allocated (a notice on stderr says so).
     """
     points = []
     bar = NoProgress()
@@ -97,7 +101,15 @@ def sweep(
         base = next(c for c in CASES if c.name == name and c.dtype == dtype)
         for size in sizes:
             case = replace(base, shape=shape_for(name, size, np.dtype(dtype).itemsize))
-            x = case.make_input()
+            try:
+                x = case.make_input()
+            except MemoryError:
+                print(
+                    f"normdrop: no memory for the {_size_label(size)} input of {name}; "
+                    "no points at that size",
+                    file=sys.stderr,
+                )
+                continue
             thunks = _thunks(case, x, target, peers)
             timings = measure_rounds(thunks, settings, bar, f"{name} {x.nbytes}")
             for impl, timing in timings.items():
@@ -130,6 +142,41 @@ def _thunks(
     return thunks
 
 
+def check_path(path: str) -> None:
+    """Refuse, before anything is timed, a ``--plot`` file that could not be written.
+
+    Parameters
+    ----------
+    path : str
+        The plot's file: its extension names the format (one that matplotlib writes)
+        and its folder must exist and be writable.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming what is wrong with ``path``.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    target = Path(path)
+    folder = target.parent
+    problem = None
+    if target.suffix[1:].lower() not in formats:
+        others = ", ".join(f".{f}" for f in formats if f != "png")
+        problem = f"a file name ending in .png or another format matplotlib writes ({others})"
+    elif target.is_dir():
+        problem = "a file, not a folder"
+    elif not folder.is_dir():
+        problem = f"a file in an existing folder ({str(folder)!r} is not one)"
+    elif not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        problem = "a file that can be written"
+    if problem is not None:
+        raise InvalidParameterError(
+            f"--plot must be {problem}, got {path!r}", parameter_name="--plot", value=path
+        )
+
+
 def _size_label(nbytes: float) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
@@ -138,7 +185,13 @@ def _size_label(nbytes: float) -> str:
 
 
 def draw(points: list[dict], path: str, title: str, memory_gbps: float | None) -> None:
-    """Write the plot of ``points`` (as :func:`sweep` returns them) to ``path``."""
+    """Write the plot of ``points`` (as :func:`sweep` returns them) to ``path``.
+
+    Raises
+    ------
+    InvalidParameterError
+        When the file cannot be written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,8 +220,16 @@ def draw(points: list[dict], path: str, title: str, memory_gbps: float | None) -
     first.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=80)
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"--plot could not write {path!r}: {exc.strerror or exc}",
+            parameter_name="--plot",
+            value=path,
+        ) from None
+    finally:
+        plt.close(fig)
 
 
 def run(
@@ -183,6 +244,12 @@ def run(
     -------
     int
         0 on success, 2 when matplotlib is missing (nothing is timed then).
+
+    Raises
+    ------
+    InvalidParameterError
+        When ``--plot`` names a file that cannot be written (see :func:`check_path`)
+        or ``--memory-mib`` an array that cannot be allocated; nothing is timed then.
     """
     try:
         import matplotlib  # noqa: F401
@@ -193,9 +260,11 @@ def run(
             file=sys.stderr,
         )
         return 2
+    check_path(args.plot)
     dtype = args.dtype[0] if args.dtype else DTYPES[0]
     sizes = args.plot_sizes or DEFAULT_SIZES
-    speed = memory.run_memory_speed(settings, NoProgress(), args.memory_mib * 2**20)
+    probe = memory.probe_of_option(args.memory_mib)
+    speed = memory.run_memory_speed(settings, NoProgress(), probe.array_bytes, probe)
     points = sweep(settings, target, peers, sizes, dtype)
     memory_gbps = speed.bytes_per_s / 1e9 if speed is not None else None
     title = f"normdrop {target.backend.name} backend and peers, {dtype}, forward"

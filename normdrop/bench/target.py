@@ -33,7 +33,7 @@ class Target:
 
     @classmethod
     def named(cls, choice: str | None) -> Target:
-        """The target ``choice``, or whatever is chosen for NumPy data by default.
+        """The target ``choice``, or what the selection order picks (``NORMDROP_BACKEND``, ...).
 
         Parameters
         ----------
@@ -48,7 +48,7 @@ class Target:
         from normdrop.registry import resolve_backend
 
         if choice is None:
-            return cls(resolve_backend(np.empty(0)), None)
+            return cls(resolve_backend(None), None)  # a choice such as dask: data goes onto it
         return cls(normdrop.get_backend(choice), choice)
 
     def array(self, a: np.ndarray) -> Any:
