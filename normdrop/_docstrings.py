@@ -47,6 +47,17 @@ call_count : int
     "layer.grads": """\
 grads : dict
     Accumulated gradients, keyed like :meth:`named_parameters`.""",
+    "layer.compute_backward": """\
+grad_output : array
+    Gradient of the loss with respect to the last output.
+*saved
+    What the last :meth:`forward` saved.""",
+    "layer.norm_gradients": """\
+grad_input : array
+    Gradient with respect to the last input, in its dtype.
+param_grads : dict
+    ``"weight"`` and ``"bias"`` gradients (empty without them, or when the
+    backend's kernel added them into :attr:`grads` itself).""",
     # ----- functions ----------------------------------------------------------------
     "out": """\
 out : array, optional

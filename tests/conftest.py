@@ -129,6 +129,21 @@ _TOLERANCES = {
 }
 
 
+def central_differences(f, a, h=1e-6):
+    """d f() / d a by central differences (``f`` returns a scalar of the current ``a``),
+    perturbing ``a`` in place one element at a time and restoring it."""
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + h
+        plus = f()
+        a[i] = keep - h
+        minus = f()
+        a[i] = keep
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
 def tol(dtype, oracle="formula", factor=1.0):
     """``assert_allclose`` keywords for results of ``dtype`` compared with ``oracle``
     (``"reference"``, ``"formula"`` or ``"torch"``), loosened by ``factor`` for results

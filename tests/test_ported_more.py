@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import host, skip_on_slow_backend, vec
+from conftest import central_differences, host, skip_on_slow_backend, vec
 from conftest import torch_numpy as _np
 from conftest import torch_tensor as _t
 
@@ -37,20 +37,6 @@ TF_dropout = torch.nn.functional.dropout
 
 def _fast(backend):
     skip_on_slow_backend(backend, "a loop over many cases; too slow under the CUDA simulator")
-
-
-def _numeric_grad(f, a, h=1e-6):
-    """d f() / d a by central differences (``f`` returns a scalar), perturbing ``a`` in place."""
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + h
-        plus = f()
-        a[i] = keep - h
-        minus = f()
-        a[i] = keep
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 def _dev(backend, a):
@@ -205,7 +191,7 @@ def test_chainer_batch_normalization_backward(backend, shape):
             mean, var = x.mean(axes), x.var(axes)
             return np.sum(gy * _chainer_batch_normalization(x, gamma, beta, mean, var, eps, axes))
 
-        want = [_numeric_grad(loss, a) for a in (x, gamma, beta)]
+        want = [central_differences(loss, a) for a in (x, gamma, beta)]
         _, mean, rstd = F.batch_norm_with_stats(
             backend.asarray(x), weight=vec(backend, gamma), bias=vec(backend, beta),
             training=True, eps=eps,
@@ -278,7 +264,7 @@ def test_chainer_fixed_batch_normalization_backward(backend):
     def loss():
         return np.sum(gy * _chainer_batch_normalization(x, gamma, beta, mean, var, eps, axes))
 
-    want = [_numeric_grad(loss, a) for a in (x, gamma, beta)]
+    want = [central_differences(loss, a) for a in (x, gamma, beta)]
     _, m, rstd = F.batch_norm_with_stats(
         backend.asarray(x), vec(backend, mean), vec(backend, var), vec(backend, gamma),
         vec(backend, beta), training=False, eps=eps,
@@ -407,7 +393,7 @@ def test_chainer_link_without_gamma_and_beta(backend, test, ndim):
     y = backend.to_numpy(bn(backend.asarray(x)))
     np.testing.assert_allclose(y, forward(), atol=1e-10, rtol=1e-9)
     dx = backend.to_numpy(bn.backward(backend.asarray(gy)))
-    want = _numeric_grad(lambda: np.sum(gy * forward()), x)
+    want = central_differences(lambda: np.sum(gy * forward()), x)
     np.testing.assert_allclose(dx, want, atol=1e-6, rtol=1e-5)
     assert bn.grads == {}
 
@@ -540,7 +526,7 @@ def test_chainer_layer_normalization(backend, batchsize, size):
         def loss(x64=x64, g64=g64, b64=b64, gy=gy, eps=eps):
             return np.sum(gy * _chainer_layer_normalization(x64, g64, b64, eps))
 
-        want = [_numeric_grad(loss, a) for a in (x64, g64, b64)]
+        want = [central_differences(loss, a) for a in (x64, g64, b64)]
         _, mean, rstd = F.layer_norm_with_stats(
             backend.asarray(x64), size, vec(backend, g64), vec(backend, b64), eps
         )

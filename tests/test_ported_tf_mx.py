@@ -33,7 +33,7 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import host, skip_on_slow_backend, tol, vec
+from conftest import central_differences, host, skip_on_slow_backend, tol, vec
 from conftest import torch_numpy as _np
 from conftest import torch_tensor as _t
 
@@ -53,20 +53,6 @@ def _data(backend, a):
     """``a`` for ``backend.asarray``: strided NumPy views as they are on CPU backends, a
     contiguous copy for device backends (which take dense arrays)."""
     return a if backend.device == "cpu" else np.ascontiguousarray(a)
-
-
-def _numeric_grad(f, a, h=1e-6):
-    """d f() / d a by central differences (``f`` returns a scalar), perturbing ``a`` in place."""
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + h
-        plus = f()
-        a[i] = keep - h
-        minus = f()
-        a[i] = keep
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 def _bn_channels_last(x, mean, var, offset, scale, eps):
@@ -132,7 +118,7 @@ def test_tf_batch_norm_gradients_given_statistics(backend, scale):
     def loss():
         return np.sum(gy * _bn_channels_last(x, m, v, beta, g, 1e-3))
 
-    want = [_numeric_grad(loss, a) for a in (x, beta, gamma)]
+    want = [central_differences(loss, a) for a in (x, beta, gamma)]
     rstd = 1 / np.sqrt(v + 1e-3)
     dx, dw, db = F.batch_norm_backward(
         backend.asarray(_data(backend, np.moveaxis(gy, -1, 1))),
@@ -379,7 +365,7 @@ def _tf_fused_numeric_grads(x_shape, data_format, is_training):
             m, v = mean.astype(np.float64), var.astype(np.float64)
         return np.sum(gy * ((x - m[c]) / np.sqrt(v[c] + 1e-3) * scale[c] + offset[c]))
 
-    grads = tuple(_numeric_grad(loss, a) for a in (x, scale, offset))
+    grads = tuple(central_differences(loss, a) for a in (x, scale, offset))
     return x, scale, offset, mean, var, gy, grads
 
 
@@ -669,7 +655,7 @@ def test_mxnet_batchnorm_training_numeric_gradient(backend, use_global_stats):
                 y = (x - mean.reshape(expand)) / np.sqrt(var.reshape(expand) + eps)
                 return np.sum(gy * (y * gamma.reshape(expand) + beta.reshape(expand)))
 
-            want = [_numeric_grad(loss, a) for a in (x, gamma, beta)]
+            want = [central_differences(loss, a) for a in (x, gamma, beta)]
             xb = backend.asarray(_data(backend, np.moveaxis(x, axis, 1)))
             rm = vec(backend, moving_mean) if use_global_stats else None
             rv = vec(backend, moving_var) if use_global_stats else None
@@ -1328,7 +1314,7 @@ def test_tf_keras_layer_norm_backward(backend, shape, axis):
                 def out_j(j=j, eps=eps):
                     return _tfk_expected(x, beta, gamma, axis, eps).reshape(-1)[j]
 
-                cols.append(_numeric_grad(out_j, a).reshape(-1))
+                cols.append(central_differences(out_j, a).reshape(-1))
             want.append(np.stack(cols))
         for dtype in (np.float64, np.float32):
             xb = backend.asarray(_data(backend, _tfk_last(x.astype(dtype), axis)))

@@ -22,6 +22,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import inline_jit
+from .pointers import is_c_vector, pointer_at
 
 __all__ = [
     "bits64_at_least",
@@ -89,45 +90,26 @@ def pack_at_least(values, n, threshold, bits):
         bits[q] = np.uint8(b)
 
 
-def _is_c_vector(array: types.Type, dtype: type | None = None) -> bool:
-    """Whether ``array`` types as a C-contiguous 1-D array (of a ``dtype`` type)."""
-    return (
-        isinstance(array, types.Array)
-        and array.ndim == 1
-        and array.layout == "C"
-        and (dtype is None or isinstance(array.dtype, dtype))
-    )
-
-
-def _pointer_at(context, builder, array_type, array, index, pointee):
-    """A ``pointee *`` to ``array[index]`` (no wraparound)."""
-    view = context.make_array(array_type)(context, builder, array)
-    item = cgutils.get_item_pointer(context, builder, array_type, view, [index], wraparound=False)
-    return builder.bitcast(item, pointee.as_pointer())
-
-
 def _select(context, builder, keep, values_type, values, index, scale_type, scale, out_type, out):
     """``out[index + j] = keep[j] ? values[index + j] * scale : 0`` for ``j < 64``, from a
     ``<64 x i1>`` ``keep``: one vector ``select`` (AVX-512: masked multiplies)."""
     element = context.get_value_type(values_type.dtype)
     vector = ir.VectorType(element, WIDTH)
-    loaded = builder.load(
-        _pointer_at(context, builder, values_type, values, index, vector), align=1
-    )
+    loaded = builder.load(pointer_at(context, builder, values_type, values, index, vector), align=1)
     factor = context.cast(builder, scale, scale_type, values_type.dtype)
     undefined = ir.Constant(vector, ir.Undefined)
     first = builder.insert_element(undefined, factor, ir.IntType(32)(0))
     lanes = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
     scaled = builder.fmul(loaded, builder.shuffle_vector(first, undefined, lanes))
     chosen = builder.select(keep, scaled, ir.Constant(vector, [0.0] * WIDTH))
-    builder.store(chosen, _pointer_at(context, builder, out_type, out, index, vector), align=1)
+    builder.store(chosen, pointer_at(context, builder, out_type, out, index, vector), align=1)
 
 
 def _selects(values, out) -> bool:
     """Whether ``values`` and ``out`` type as :func:`select64_bits` needs them."""
     return (
-        _is_c_vector(values, types.Float)
-        and _is_c_vector(out)
+        is_c_vector(values, types.Float)
+        and is_c_vector(out)
         and out.dtype == values.dtype
         and out.mutable
     )
@@ -145,7 +127,7 @@ def select64_bits(typingctx, values, start, bits, scale, out):
     ``start`` is a multiple of 8 and ``bits`` a C-contiguous uint8 array holding at
     least ``start // 8 + 8`` bytes; ``scale`` is cast to the values' type.
     """
-    if not (_selects(values, out) and _is_c_vector(bits) and bits.dtype == types.uint8):
+    if not (_selects(values, out) and is_c_vector(bits) and bits.dtype == types.uint8):
         return None
 
     def codegen(context, builder, signature, args):
@@ -154,7 +136,7 @@ def select64_bits(typingctx, values, start, bits, scale, out):
         position = context.cast(builder, index, start_type, types.intp)
         byte = builder.lshr(position, position.type(3))
         i64 = ir.IntType(WIDTH)
-        word = builder.load(_pointer_at(context, builder, bits_type, mask, byte, i64), align=1)
+        word = builder.load(pointer_at(context, builder, bits_type, mask, byte, i64), align=1)
         keep = builder.bitcast(word, ir.VectorType(ir.IntType(1), WIDTH))
         _select(context, builder, keep, values_type, source, index, scale_type, factor,
                 out_type, target)  # fmt: skip
@@ -190,7 +172,7 @@ def unpack64(typingctx, mask, out, start):
     bytes (uint8 or bool) holding at least ``start + 64``."""
     if not (
         isinstance(mask, types.Integer)
-        and _is_c_vector(out)
+        and is_c_vector(out)
         and out.dtype in (types.uint8, types.boolean)
         and out.mutable
     ):
@@ -201,7 +183,7 @@ def unpack64(typingctx, mask, out, start):
         word = context.cast(builder, args[0], mask_type, types.uint64)
         keep = builder.bitcast(word, ir.VectorType(ir.IntType(1), WIDTH))
         vector = ir.VectorType(ir.IntType(8), WIDTH)
-        pointer = _pointer_at(context, builder, out_type, args[1], args[2], vector)
+        pointer = pointer_at(context, builder, out_type, args[1], args[2], vector)
         builder.store(builder.zext(keep, vector), pointer, align=1)
         return context.get_dummy_value()
 
@@ -213,7 +195,7 @@ def put64(typingctx, bits, byte, value):
     """Store the integer ``value`` as the 8 little-endian bytes ``bits[byte:byte + 8]``
     (one unaligned store); ``bits`` is a C-contiguous 1-D uint8 array."""
     if not (
-        _is_c_vector(bits)
+        is_c_vector(bits)
         and bits.dtype == types.uint8
         and bits.mutable
         and isinstance(value, types.Integer)
@@ -223,7 +205,7 @@ def put64(typingctx, bits, byte, value):
     def codegen(context, builder, signature, args):
         bits_type, _, value_type = signature.args
         word = context.cast(builder, args[2], value_type, types.uint64)
-        pointer = _pointer_at(context, builder, bits_type, args[0], args[1], word.type)
+        pointer = pointer_at(context, builder, bits_type, args[0], args[1], word.type)
         builder.store(word, pointer, align=1)
         return context.get_dummy_value()
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .jit import inline_jit
+from .pointers import is_c_vector, pointer_at
 from .prefetch import LINE
 
 __all__ = ["STREAM_MIN_BYTES", "address_of", "store_fence", "stream_row"]
@@ -38,16 +38,14 @@ STREAM_MIN_BYTES = 12 << 20
 
 @intrinsic
 def address_of(typingctx, array, index):
-    """The address of ``array[index]`` (a 1-D array) as an unsigned integer."""
-    if not (isinstance(array, types.Array) and array.ndim == 1):
+    """The address of ``array[index]`` (a C-contiguous 1-D array) as an unsigned integer."""
+    if not is_c_vector(array):
         return None
 
     def codegen(context, builder, signature, args):
         array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(
-            context, builder, array_type, view, [args[1]], wraparound=False
-        )
+        element = context.get_value_type(array_type.dtype)
+        pointer = pointer_at(context, builder, array_type, args[0], args[1], element)
         return builder.ptrtoint(pointer, ir.IntType(64))
 
     return types.uint64(array, index), codegen
@@ -57,34 +55,16 @@ def address_of(typingctx, array, index):
 def _stream_line(typingctx, dst, di, src, si):
     """Store the ``LINE`` bytes from ``src[si]`` on to ``dst[di]`` on, non-temporally;
     ``dst[di]``'s address must be a multiple of ``LINE``."""
-    if not (
-        isinstance(dst, types.Array)
-        and isinstance(src, types.Array)
-        and dst.ndim == 1
-        and src.ndim == 1
-        and dst.dtype == src.dtype
-        and dst.layout == "C"
-        and src.layout == "C"
-    ):
+    if not (is_c_vector(dst) and is_c_vector(src) and dst.dtype == src.dtype):
         return None
 
     def codegen(context, builder, signature, args):
         dst_type, _, src_type, _ = signature.args
         element = context.get_value_type(dst_type.dtype)
-        lanes = LINE // context.get_abi_sizeof(element)
-        vector = ir.VectorType(element, lanes).as_pointer()
-        views = (
-            context.make_array(dst_type)(context, builder, args[0]),
-            context.make_array(src_type)(context, builder, args[2]),
-        )
-        target = cgutils.get_item_pointer(
-            context, builder, dst_type, views[0], [args[1]], wraparound=False
-        )
-        source = cgutils.get_item_pointer(
-            context, builder, src_type, views[1], [args[3]], wraparound=False
-        )
-        value = builder.load(builder.bitcast(source, vector), align=1)
-        store = builder.store(value, builder.bitcast(target, vector), align=LINE)
+        vector = ir.VectorType(element, LINE // context.get_abi_sizeof(element))
+        source = pointer_at(context, builder, src_type, args[2], args[3], vector)
+        target = pointer_at(context, builder, dst_type, args[0], args[1], vector)
+        store = builder.store(builder.load(source, align=1), target, align=LINE)
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
         return context.get_dummy_value()
 

@@ -55,7 +55,9 @@ class SeededCalls:
                     parameter_name="call_count",
                     value=call,
                 )
-            self.call_count = call + 1
+            # a count just checked above: a plain store, not the attribute check of
+            # ``layer.call_count = ...`` on every call
+            self.__dict__["call_count"] = call + 1
         return call
 
     def _release_call(self, call: int) -> None:
@@ -63,7 +65,7 @@ class SeededCalls:
         thread has claimed a later call since (then a mask number is skipped, never reused)."""
         with _CALL_LOCK:
             if self.call_count == call + 1:
-                self.call_count = call
+                self.__dict__["call_count"] = call
 
     def get_extra_state(self) -> np.ndarray:
         """Return ``[seed, call_count]`` as a uint64 array (stored as ``"_extra_state"``).

@@ -218,23 +218,17 @@ class BatchNorm1d(Module):
         self.__dict__["_plan"] = plan
         return plan
 
+    @fill_doc
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """Input and parameter gradients of the forward pass that saved ``saved``.
 
         Parameters
         ----------
-        grad_output : array
-            Gradient of the loss with respect to the last output.
-        *saved
-            What the last :meth:`forward` saved.
+        %(layer.compute_backward)s
 
         Returns
         -------
-        grad_input : array
-            Gradient with respect to the last input, in its dtype.
-        param_grads : dict
-            ``"weight"`` and ``"bias"`` gradients (empty without them, or when the
-            backend's kernel added them into :attr:`grads` itself).
+        %(layer.norm_gradients)s
         """
         x, mean, rstd, plan = saved
         grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)

@@ -114,15 +114,13 @@ class Dropout(SeededCalls, Module):
         self.save_for_backward(call, bitmask, x.shape, y.dtype, plan)
         return y
 
+    @fill_doc
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """The input gradient (the forward's mask and scale applied to ``grad_output``).
 
         Parameters
         ----------
-        grad_output : array
-            Gradient of the loss with respect to the last output.
-        *saved
-            What the last :meth:`forward` saved.
+        %(layer.compute_backward)s
 
         Returns
         -------

@@ -93,23 +93,17 @@ class LayerNorm(RowAffine, Module):
         self.__dict__["_saved"] = (x, mean, rstd, plan)  # save_for_backward, inlined
         return y
 
+    @fill_doc
     def compute_backward(self, grad_output: Array, *saved: Any) -> tuple[Array, dict[str, Array]]:
         """Input and parameter gradients of the forward pass that saved ``saved``.
 
         Parameters
         ----------
-        grad_output : array
-            Gradient of the loss with respect to the last output.
-        *saved
-            What the last :meth:`forward` saved.
+        %(layer.compute_backward)s
 
         Returns
         -------
-        grad_input : array
-            Gradient with respect to the last input, in its dtype.
-        param_grads : dict
-            ``"weight"`` and ``"bias"`` gradients (empty without them, or when the
-            backend's kernel added them into :attr:`grads` itself).
+        %(layer.norm_gradients)s
         """
         x, mean, rstd, plan = saved
         grad_output = _inputs.prepare_grad(plan.backend, grad_output, x)
