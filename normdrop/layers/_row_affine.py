@@ -41,7 +41,6 @@ class RowAffine:
     normalized_shape: tuple[int, ...]
     eps: float
     elementwise_affine: bool
-    use_bias: bool
     dtype: np.dtype
 
     def _init_row_affine(self, options: RowAffineOptions) -> None:
@@ -49,7 +48,7 @@ class RowAffine:
         ``elementwise_affine``) and ``bias`` (with both flags)."""
         normalized_shape, self.eps, elementwise_affine, use_bias, dtype = options
         self.normalized_shape, self.elementwise_affine = normalized_shape, elementwise_affine
-        self.use_bias, self.dtype = use_bias, dtype
+        self.dtype = dtype
         weight = np.ones(normalized_shape, dtype) if elementwise_affine else None
         has_bias = elementwise_affine and use_bias
         self.register_parameter("weight", weight)  # type: ignore[attr-defined]

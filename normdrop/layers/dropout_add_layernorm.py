@@ -241,5 +241,5 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
             f"{self.normalized_shape}, p={self._p}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.use_bias}"
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
         )
