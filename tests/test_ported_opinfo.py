@@ -481,6 +481,65 @@ def test_refs_native_layer_norm_and_decomp_backward(backend, with_weight, with_b
                 _close(host(backend, db), _np(want[2]), np.float64, 10, err_msg=msg)
 
 
+# ====================================================================== non-contiguous
+def _noncontiguous(a):
+    """make_tensor(..., noncontiguous=True): ``a``'s values in every other element of a buffer
+    twice as long in the last dimension (None and 0-d arrays unchanged)."""
+    if a is None or a.ndim == 0:
+        return a
+    buf = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    buf[..., ::2] = a
+    view = buf[..., ::2]
+    assert not view.flags.c_contiguous or view.size <= 1
+    return view
+
+
+def test_opinfo_noncontiguous_samples(backend):
+    """test_ops.py test_noncontiguous_samples for native_batch_norm and native_layer_norm:
+    every sample (weight and bias too) as a non-contiguous view, as make_tensor's
+    ``noncontiguous=True`` makes them, with a non-contiguous gradient: outputs, running
+    statistics and gradients equal PyTorch's on the same values, in float64."""
+    _fast(backend)
+    for case, (shape, kwargs) in enumerate(BN_CASES):
+        training, momentum, eps = _native_args(kwargs)
+        if training and not 0 <= momentum <= 1:
+            continue
+        x, w, b, rm, rv, g = _bn_data(shape, np.float64, 350 + case)
+        tx, tw, tb = _req(x), _req(w), _req(b)
+        trm, trv = _t(rm.copy()), _t(rv.copy())
+        out = torch.native_batch_norm(tx, tw, tb, trm, trv, training, momentum, eps)[0]
+        out.backward(_t(g))
+        xb, wb = backend.asarray(_noncontiguous(x)), _noncontiguous(vec(backend, w))
+        rmb, rvb = _noncontiguous(vec(backend, rm)), _noncontiguous(vec(backend, rv))
+        y, mean, rstd = F.batch_norm_with_stats(
+            xb, rmb, rvb, wb, _noncontiguous(vec(backend, b)), training, momentum, eps,
+            backend=backend,
+        )  # fmt: skip
+        msg = f"batch norm sample {BN_IDS[case]}"
+        _close(backend.to_numpy(y), _np(out), np.float64, err_msg=msg)
+        _close(host(backend, rmb), trm.numpy(), np.float64, err_msg=msg)
+        _close(host(backend, rvb), trv.numpy(), np.float64, err_msg=msg)
+        grads = F.batch_norm_backward(backend.asarray(_noncontiguous(g)), xb, mean, rstd, wb,
+                                      training=training, backend=backend)  # fmt: skip
+        for got, want in zip(grads, (tx, tw, tb), strict=True):
+            _close(host(backend, got), want.grad.numpy(), np.float64, 10, err_msg=msg)
+    for case, (shape, normalized_shape, eps) in enumerate(LN_CASES):
+        x, w, b, g = _ln_data(shape, normalized_shape, np.float64, 450 + case)
+        tx, tw, tb = _req(x), _req(w), _req(b)
+        out = torch.native_layer_norm(tx, normalized_shape, tw, tb, eps)[0]
+        out.backward(_t(g))
+        xb, wb = backend.asarray(_noncontiguous(x)), backend.asarray(_noncontiguous(w))
+        y, mean, rstd = F.layer_norm_with_stats(
+            xb, normalized_shape, wb, backend.asarray(_noncontiguous(b)), eps, backend=backend
+        )
+        msg = f"layer norm sample {LN_IDS[case]}"
+        _close(backend.to_numpy(y), _np(out), np.float64, err_msg=msg)
+        grads = F.layer_norm_backward(backend.asarray(_noncontiguous(g)), xb, normalized_shape,
+                                      mean, rstd, wb, backend=backend)  # fmt: skip
+        for got, want in zip(grads, (tx, tw, tb), strict=True):
+            _close(host(backend, got), want.grad.numpy(), np.float64, 10, err_msg=msg)
+
+
 # ================================================================================ dropout
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [0.0, 1.0, 2.0])
