@@ -236,23 +236,45 @@ def _chunk(block, key, threshold):
     return philox.keep_bits128(block, key, threshold), words
 
 
+@pytest.mark.parametrize("group", [None, 8, 16, 32])
 @pytest.mark.parametrize("block", [0, 5, 2**32 - 7, 2**40 + 2**32 - 1])
-def test_chunk_intrinsics_are_the_reference_philox(block):
+def test_chunk_intrinsics_are_the_reference_philox(monkeypatch, block, group):
     """Word ``e % 4`` of block ``block + e // 4`` for the 128 elements of a chunk, against
     the reference Philox (also across a carry into the counter's high word), and bit
     ``e % 64`` of uint64 ``e // 64`` set where that word reaches the threshold, at the
-    threshold itself included."""
+    threshold itself included; with the group size this machine's features pick
+    (``None``) and compiled with each of the others (AVX-512 machines run 32, AVX2 16)."""
+    chunk = _chunk
+    if group is not None:
+        monkeypatch.setattr(philox, "_group_blocks", lambda: group)
+        chunk = numba.njit(_chunk.py_func)  # a fresh compilation with that group size
     seed, call = 0x0123456789ABCDEF, 2**35 + 3
     key = key_words(seed, call)
     blocks = np.uint64(block) + np.arange(philox.CHUNK // 4, dtype=np.uint64)
     counter = (blocks & 0xFFFFFFFF, blocks >> 32, call & 0xFFFFFFFF, call >> 32)
     ref = philox4x32_10(counter, (seed & 0xFFFFFFFF, seed >> 32)).reshape(-1)
     threshold = int(ref[5])  # word 5 is kept: a word equal to the threshold keeps
-    (low, high), words = _chunk(np.uint64(block), key, np.uint64(threshold))
+    (low, high), words = chunk(np.uint64(block), key, np.uint64(threshold))
     np.testing.assert_array_equal(words, ref.astype(np.uint32))
     want = np.packbits(ref >= threshold, bitorder="little").view("<u8")
     assert (int(low), int(high)) == (int(want[0]), int(want[1]))
     assert (int(low) >> 5) & 1
+
+
+@pytest.mark.parametrize(
+    ("features", "group"),
+    [
+        ("+sse2,+avx,+avx2,+fma,+avx512f,+avx512bw", 32),
+        ("+sse2,+avx,+avx2,+fma,-avx512f", 16),
+        ("+sse2,+avx,-avx2", 8),
+        ("", 8),
+    ],
+)
+def test_philox_group_size_follows_the_compile_target(monkeypatch, features, group):
+    """The Philox rounds run over as many blocks as fill four vector registers per state
+    word of the features Numba compiles for (``NUMBA_CPU_FEATURES`` when set)."""
+    monkeypatch.setattr(numba.core.config, "CPU_FEATURES", features)
+    assert philox._group_blocks() == group
 
 
 @numba.njit

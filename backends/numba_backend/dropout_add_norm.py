@@ -125,14 +125,20 @@ def _row_keep(
 @_helper
 def _sum_row(xr, resr, rr, keep, drop, scale, shift):
     """``rr = dropout(xr) + resr``; return ``sum(rr - shift)`` and ``sum((rr - shift) ** 2)``
-    in float64."""
+    in float64.
+
+    Every ``xr[j]`` is loaded and scaled before the keep byte selects it: with the load
+    inside the condition, LLVM made it a masked load (``vmaskmovps`` on AVX2, with a
+    second mask built for it), and the loop ran 1.08-1.15x slower.
+    """
     zero = xr.dtype.type(0)
     s = 0.0
     q = 0.0
     if resr is None:
         if drop:
             for j in range(xr.size):
-                v = xr[j] * scale if keep[j] else zero
+                v = xr[j] * scale
+                v = v if keep[j] else zero
                 rr[j] = v
                 e = v - shift
                 s += e
@@ -146,7 +152,8 @@ def _sum_row(xr, resr, rr, keep, drop, scale, shift):
                 q += e * e
     elif drop:
         for j in range(xr.size):
-            h = xr[j] * scale if keep[j] else zero
+            h = xr[j] * scale
+            h = h if keep[j] else zero
             v = h + resr[j]
             rr[j] = v
             e = v - shift

@@ -6,17 +6,17 @@ hi32(seed)))`` (see :mod:`normdrop.random`). The rounds work on uint64 values wh
 low 32 bits carry the state, and every multiply takes factors masked to 32 bits,
 so that each 32x32->64 product is one ``vpmuludq`` lane (x86).
 
-The kernels make a :data:`CHUNK` of 128 elements (32 counter blocks) at a time with
-two intrinsics that spell the ten rounds out as LLVM vector code over the 32 blocks
-(:func:`keep_bits128`, :func:`words128`), so that no loop vectoriser has to find the
-vector form and the core has eight independent multiply chains per round to
-overlap: the four words of the blocks are put into element order with vector
-shuffles, and the dropout kernels, which only need to know whether each word
-reaches the keep threshold, take the comparisons as the bits of two ``uint64`` (bit
-``j`` of the first for element ``j`` of the chunk, of the second for element ``64 +
-j``: the packed bitmask's layout) and never store a word (see docs/benchmarks.md,
-"Kernel tuning"). :func:`philox_block` is the scalar form, for the few elements
-before the first whole block.
+The kernels make a :data:`CHUNK` of 128 elements (32 counter blocks) at a time with two
+intrinsics that spell the ten rounds out as LLVM vector code over groups of blocks
+(:func:`keep_bits128`, :func:`words128`; all 32 at once with AVX-512, 16 at a time with
+AVX2: :func:`_group_blocks`), so that no loop vectoriser has to find the vector form and
+the core has independent multiply chains per round to overlap: the four words of the
+blocks are put into element order with vector shuffles, and the dropout kernels, which
+only need to know whether each word reaches the keep threshold, take the comparisons as
+the bits of two ``uint64`` (bit ``j`` of the first for element ``j`` of the chunk, of
+the second for element ``64 + j``: the packed bitmask's layout) and never store a word
+(see docs/benchmarks.md, "Kernel tuning"). :func:`philox_block` is the scalar form, for
+the few elements before the first whole block.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
+from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
 from .jit import TASK_SIZE, inline_jit, kernel, task_jit
@@ -134,16 +135,36 @@ def _uint64(context, builder, value: ir.Value, value_type: types.Type) -> ir.Val
     return context.cast(builder, value, value_type, types.uint64)
 
 
-def _chunk_words(context, builder, block, block_type, key) -> ir.Value:
-    """The ``<128 x i32>`` words of blocks ``block .. block + 31`` in element order
-    (lane ``4 * b + k`` holds word ``k`` of block ``block + b``); ``key`` is the
-    ``(c2, c3, k0, k1)`` tuple's LLVM value.
+def _group_blocks() -> int:
+    """Counter blocks whose rounds are spelled out together (a divisor of 32): as many
+    as fill four vector registers per state word.
 
-    The scalar rounds of :func:`philox_block` on ``<32 x i64>`` vectors: LLVM makes each
+    The rounds of a group are independent multiply chains that the core overlaps, and
+    the group's four state words must stay in registers: 32 blocks with AVX-512 (eight
+    ``i64`` a register, 32 registers), 16 with AVX2 (four a register, 16 registers),
+    8 otherwise. With AVX2, 32 blocks spill the state to the stack every round
+    (docs/benchmarks.md, "Kernel tuning"). The features Numba compiles for decide (the
+    host's, or ``NUMBA_CPU_FEATURES``), so that a kernel is tuned for the machine it
+    runs on; the words are the same either way.
+    """
+    features = config.CPU_FEATURES
+    if features is None:
+        features = get_host_cpu_features()
+    flags = features.split(",")
+    if "+avx512f" in flags:
+        return _BLOCKS
+    return 16 if "+avx2" in flags else 8
+
+
+def _group_words(context, builder, block, block_type, key, first: int, n: int) -> ir.Value:
+    """The ``<4n x i32>`` words of blocks ``block + first .. block + first + n - 1`` in
+    element order (lane ``4 * b + k`` holds word ``k`` of block ``block + first + b``);
+    ``key`` is the ``(c2, c3, k0, k1)`` tuple's LLVM value.
+
+    The scalar rounds of :func:`philox_block` on ``<n x i64>`` vectors: LLVM makes each
     product of a factor masked to 32 bits one ``vpmuludq`` (x86), and the high half a
     shift. The key words stay scalars, one splat per round.
     """
-    n = _BLOCKS
     vector = ir.VectorType(_I64, n)
 
     def constant(value: int) -> ir.Constant:
@@ -153,7 +174,7 @@ def _chunk_words(context, builder, block, block_type, key) -> ir.Value:
     c2s, c3s, k0, k1 = (builder.extract_value(key, i) for i in range(4))
     blocks = builder.add(
         _splat(builder, _uint64(context, builder, block, block_type), n),
-        ir.Constant(vector, list(range(n))),
+        ir.Constant(vector, list(range(first, first + n))),
     )
     c0, c1 = blocks, builder.lshr(blocks, shift)
     c2, c3 = _splat(builder, c2s, n), _splat(builder, c3s, n)
@@ -173,8 +194,16 @@ def _chunk_words(context, builder, block, block_type, key) -> ir.Value:
     pair = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
     w01 = builder.shuffle_vector(words[0], words[1], pair)
     w23 = builder.shuffle_vector(words[2], words[3], pair)
-    order = [n * (e % 4) + e // 4 for e in range(CHUNK)]
-    return builder.shuffle_vector(w01, w23, ir.Constant(ir.VectorType(_I32, CHUNK), order))
+    order = [n * (e % 4) + e // 4 for e in range(4 * n)]
+    return builder.shuffle_vector(w01, w23, ir.Constant(ir.VectorType(_I32, 4 * n), order))
+
+
+def _chunk_groups(context, builder, block, block_type, key):
+    """``(first element, words)`` of each group of the chunk of blocks ``block ..
+    block + 31``, in order (:func:`_group_words`, :func:`_group_blocks`)."""
+    n = _group_blocks()
+    for first in range(0, _BLOCKS, n):
+        yield 4 * first, _group_words(context, builder, block, block_type, key, first, n)
 
 
 def _is_key(key: types.Type) -> bool:
@@ -199,10 +228,13 @@ def keep_bits128(typingctx, block, key, threshold):
     pair = types.UniTuple(types.uint64, 2)
 
     def codegen(context, builder, signature, args):
-        words = _chunk_words(context, builder, args[0], signature.args[0], args[1])
         limit = builder.trunc(_uint64(context, builder, args[2], signature.args[2]), _I32)
-        keep = builder.icmp_unsigned(">=", words, _splat(builder, limit, CHUNK))
-        wide = builder.bitcast(keep, ir.IntType(CHUNK))
+        wide = ir.Constant(ir.IntType(CHUNK), 0)
+        for e0, words in _chunk_groups(context, builder, args[0], signature.args[0], args[1]):
+            n = words.type.count
+            keep = builder.icmp_unsigned(">=", words, _splat(builder, limit, n))
+            bits = builder.zext(builder.bitcast(keep, ir.IntType(n)), wide.type)
+            wide = builder.or_(wide, builder.shl(bits, wide.type(e0)))
         halves = [builder.trunc(builder.lshr(wide, wide.type(64 * i)), _I64) for i in range(2)]
         return context.make_tuple(builder, pair, halves)
 
@@ -229,13 +261,14 @@ def words128(typingctx, block, key, out, start):
         return None
 
     def codegen(context, builder, signature, args):
-        words = _chunk_words(context, builder, args[0], signature.args[0], args[1])
         out_type = signature.args[2]
         view = context.make_array(out_type)(context, builder, args[2])
-        item = cgutils.get_item_pointer(
-            context, builder, out_type, view, [args[3]], wraparound=False
-        )
-        builder.store(words, builder.bitcast(item, words.type.as_pointer()), align=4)
+        for e0, words in _chunk_groups(context, builder, args[0], signature.args[0], args[1]):
+            index = builder.add(args[3], context.get_constant(signature.args[3], e0))
+            item = cgutils.get_item_pointer(
+                context, builder, out_type, view, [index], wraparound=False
+            )
+            builder.store(words, builder.bitcast(item, words.type.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return types.void(block, key, out, start), codegen
