@@ -147,7 +147,7 @@ def _group_blocks() -> int:
     host's, or ``NUMBA_CPU_FEATURES``), so that a kernel is tuned for the machine it
     runs on; the words are the same either way.
     """
-    features = config.CPU_FEATURES
+    features = getattr(config, "CPU_FEATURES", None)  # set from the environment at import
     if features is None:
         features = get_host_cpu_features()
     flags = features.split(",")
