@@ -525,6 +525,42 @@ def test_failed_sequential_forward_puts_the_call_count_back():
     assert block.call_count == 1 and block._saved is saved
 
 
+def test_sequential_refuses_to_hand_the_pair_to_a_next_layer():
+    """A next layer would take ``(y, r)`` as one stacked array (shape (2, N, D)) and
+    normalise it without complaint: the Sequential raises instead, changing nothing."""
+    block = normdrop.DropoutAddLayerNorm(4, p=P, seed=3)
+    after = normdrop.LayerNorm(4)
+    model = normdrop.Sequential(block, after)
+    with pytest.raises(ShapeError, match=r"layer 0 \(DropoutAddLayerNorm\) returned a tuple"):
+        model(np.ones((2, 4)))
+    assert block.call_count == 0 and block._saved is None and after._saved is None
+
+
+def test_sequential_with_the_block_last_returns_the_pair_and_back_propagates(rng):
+    """As the last layer it gets the previous layer's output and no residual; the
+    Sequential returns ``(y, r)`` and its backward takes ``grad_y``, as the layers
+    called one by one do."""
+    x = rng.standard_normal((3, 6))
+    dy = rng.standard_normal((3, 6))
+    model = normdrop.Sequential(
+        normdrop.LayerNorm(6, dtype="float64"),
+        normdrop.DropoutAddLayerNorm(6, p=P, seed=SEED, dtype="float64"),
+    )
+    ln = normdrop.LayerNorm(6, dtype="float64")
+    block = normdrop.DropoutAddLayerNorm(6, p=P, seed=SEED, dtype="float64")
+    y, r = model(x)
+    want_y, want_r = block(ln(x))
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(r, want_r)
+    grad_x = model.backward(dy)
+    block_grad_x, block_grad_residual = block.backward(dy)
+    assert block_grad_residual is None
+    np.testing.assert_array_equal(grad_x, ln.backward(block_grad_x))
+    for got, want in ((model[0], ln), (model[1], block)):
+        for key in want.grads:
+            np.testing.assert_array_equal(got.grads[key], want.grads[key])
+
+
 # ------------------------------------------------- two same-sized outputs per call
 def test_outputs_share_no_element(rng):
     """y and r (forward), grad_x and grad_residual (backward) come from one allocation

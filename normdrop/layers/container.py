@@ -6,7 +6,7 @@ import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError
+from normdrop.errors import BackwardBeforeForwardError, InvalidParameterError, ShapeError
 from normdrop.layers import _snapshot
 from normdrop.layers.module import Module
 from normdrop.protocol import Array
@@ -234,15 +234,30 @@ class Sequential(Module):
         Returns
         -------
         array
-            The last layer's output.
+            The last layer's output (a tuple where the last layer returns one, as
+            :class:`~normdrop.DropoutAddLayerNorm` does).
+
+        Raises
+        ------
+        ShapeError
+            A layer before the last returned a tuple (a
+            :class:`~normdrop.DropoutAddLayerNorm`'s ``(y, r)``): the next layer takes
+            one array. Nothing is changed.
         """
         snapshots = _snapshot.take(self)
         contexts: list[list[tuple[Module, Any]]] | None = None
         if len({id(module) for module, _ in snapshots}) < len(snapshots):
             contexts = []  # a layer is used twice: keep each use's saved passes
+        last = len(self._modules) - 1
         try:
-            for layer in self._modules.values():
+            for position, (name, layer) in enumerate(self._modules.items()):
                 x = layer(x)
+                if isinstance(x, tuple) and position < last:
+                    raise ShapeError(
+                        "Sequential passes one array from layer to layer, but layer "
+                        f"{name} ({type(layer).__name__}) returned a tuple of {len(x)}; "
+                        "call that layer's forward and backward yourself"
+                    )
                 if contexts is not None:
                     contexts.append([(m, m._saved) for _, m in layer._walk()])
         except BaseException:
@@ -285,6 +300,10 @@ class Sequential(Module):
                 for module, saved in contexts[position]:
                     module.__dict__["_saved"] = saved
             grad_output = layers[position].backward(grad_output)
+            if isinstance(grad_output, tuple) and position > 0:
+                # a last layer with two inputs (DropoutAddLayerNorm) had only the
+                # previous layer's output here, so its other gradient is None
+                grad_output = grad_output[0]
         return grad_output
 
     def _check_device(self, name: str, x: Any) -> None:

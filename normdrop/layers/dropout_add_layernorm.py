@@ -38,7 +38,9 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
     residual). In a :class:`~normdrop.layers.Sequential` it takes part in ``train``,
     ``eval``, ``to``, ``zero_grad``, ``grads`` and checkpoints, but a Sequential's
     forward passes one array from layer to layer, so call this layer's forward and
-    backward yourself.
+    backward yourself: a Sequential raises :class:`~normdrop.ShapeError` where it
+    would hand ``(y, r)`` to a next layer. As its last layer it gets the previous
+    layer's output and no residual, and the Sequential returns ``(y, r)``.
 
     Parameters
     ----------
