@@ -90,6 +90,8 @@ def dropout_add_layer_norm(
     %(call)s
     out : array, optional
         Where to write ``y`` (shape and dtype of ``x``); may be ``x`` or ``residual``.
+        Without dropout and without ``residual``, ``r`` is ``x`` itself, so with
+        ``out=x`` it holds ``y`` afterwards.
     %(backend)s
     %(return_stats)s
 
