@@ -601,3 +601,143 @@ def test_burn_dropout(backend):
     layer.eval()
     assert layer(xb) is xb
     assert normdrop.Dropout(0.0, seed=7, backend=backend.name)(xb) is xb
+
+
+# ==================================================================================== TVM
+# apache/tvm tests/python/topi/python/test_topi_batch_norm.py test_batch_norm (its
+# reference: python/tvm/topi/testing/batch_norm.py) and test_topi_layer_norm.py.
+TVM_BN_CASES = [
+    ((1,), 0, 0.1, True, True, False, 0.1),
+    ((2, 3), 0, 0.1, True, True, False, 0.1),
+    ((1, 2, 4), 0, 0.1, True, True, False, 0.1),
+    ((1, 2, 3, 4), 0, 0.001, False, False, False, 0.1),
+    ((2, 3, 4, 1), 1, 0.01, False, True, False, 0.1),
+    ((3, 4, 1, 2), 2, 0.1, True, False, True, 0.1),
+    ((4, 1, 2, 3), 3, 1.0, True, True, True, 0.2),
+    ((1, 2, 4, 4, 5), 0, 0.1, True, True, True, 0.3),
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis", "epsilon", "center", "scale", "training", "momentum"), TVM_BN_CASES
+)
+def test_tvm_batch_norm(backend, shape, axis, epsilon, center, scale, training, momentum):
+    """TVM test_batch_norm: batch norm over any ``axis`` of uniform [0, 1) data, with
+    ``center`` (beta) and ``scale`` (gamma) switched on or off, in inference or training.
+    TVM's channels may sit on any axis; normdrop's sit on axis 1, so the port moves TVM's
+    axis last and flattens the rest into the batch, (M, C). TVM's momentum weighs the new
+    batch, as PyTorch's, but its reference updates the moving variance with the biased
+    batch variance; PyTorch's (and normdrop's) update takes the unbiased one, M/(M-1) times
+    it, and the port checks that translation of TVM's reference. The output equals TVM's
+    reference formula (float64) and PyTorch's."""
+    rng = np.random.default_rng(160 + len(shape) + axis)
+    x = rng.random(shape).astype(np.float32)
+    c = shape[axis]
+    gamma, beta, moving_mean, moving_var = rng.random((4, c)).astype(np.float32)
+    x2 = np.moveaxis(x, axis, -1).reshape(-1, c)
+    m = x2.shape[0]
+    x64 = x2.astype(np.float64)
+    if training:
+        data_mean, data_var = x64.mean(0), x64.var(0)
+        want = (x64 - data_mean) / np.sqrt(data_var + epsilon)
+        want_mean = (1 - momentum) * moving_mean + momentum * data_mean
+        want_var = (1 - momentum) * moving_var + momentum * data_var * m / (m - 1)
+    else:
+        want = (x64 - moving_mean) / np.sqrt(moving_var.astype(np.float64) + epsilon)
+        want_mean, want_var = moving_mean, moving_var
+    if scale:
+        want = want * gamma
+    if center:
+        want = want + beta
+    w, b = (gamma if scale else None), (beta if center else None)
+    rm, rv = vec(backend, moving_mean), vec(backend, moving_var)
+    y = F.batch_norm(
+        backend.asarray(x2), rm, rv, vec(backend, w), vec(backend, b), training, momentum,
+        epsilon, backend=backend,
+    )  # fmt: skip
+    y = backend.to_numpy(y)
+    np.testing.assert_allclose(y, want, **tol(np.float32))
+    np.testing.assert_allclose(host(backend, rm), want_mean, **tol(np.float32))
+    np.testing.assert_allclose(host(backend, rv), want_var, **tol(np.float32))
+    trm, trv = _t(moving_mean.copy()), _t(moving_var.copy())
+    tw, tb = (None if a is None else _t(a) for a in (w, b))
+    tout = TF.batch_norm(_t(x2), trm, trv, tw, tb, training, momentum, epsilon)
+    np.testing.assert_allclose(y, _np(tout), **tol(np.float32, "torch"))
+    np.testing.assert_allclose(host(backend, rv), trv.numpy(), **tol(np.float32, "torch"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(("shape", "axis"), [((4, 16), (1,)), ((4, 16, 16), (1, 2))])
+def test_tvm_layer_norm(backend, shape, axis, dtype):
+    """TVM test_topi_layer_norm.py test_layer_norm: layer norm over the trailing ``axis``
+    (normalized_shape ``shape[1:]``) of uniform [0, 1) data with uniform gamma and beta,
+    eps 1e-5, in float32 and float16, equals TVM's reference (layer_norm_python, the
+    float64 formula here) within TVM's rtol = atol = 5e-4 (float16 results are rounded to
+    float16, so within 2e-3 there), and PyTorch's."""
+    rng = np.random.default_rng(170 + len(shape))
+    normalized = tuple(shape[d] for d in axis)
+    x = rng.random(shape).astype(dtype)
+    gamma, beta = rng.random((2, *normalized)).astype(dtype)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis, keepdims=True)
+    want = (x64 - mean) / np.sqrt(x64.var(axis, keepdims=True) + 1e-5) * gamma + beta
+    y = F.layer_norm(
+        backend.asarray(x), normalized, vec(backend, gamma), vec(backend, beta), 1e-5,
+        backend=backend,
+    )  # fmt: skip
+    y = backend.to_numpy(y)
+    assert y.dtype == dtype
+    close = 5e-4 if dtype == np.float32 else 2e-3
+    np.testing.assert_allclose(y, want, rtol=close, atol=close)
+    tout = TF.layer_norm(_t(x.astype(np.float32)), normalized, _t(gamma.astype(np.float32)),
+                         _t(beta.astype(np.float32)), 1e-5)  # fmt: skip
+    np.testing.assert_allclose(y, _np(tout).astype(dtype), **tol(dtype, "torch"))
+
+
+# =============================================================================== OpenVINO
+# openvinotoolkit/openvino src/plugins/template/tests/functional/op_reference/batch_norm.cpp
+# generateParamsForBatchNorm: (shape, input, expected, gamma, beta, mean, variance, eps), run
+# through BatchNormInference v0 and v5 in f32 and f16 ("CompareWithHardcodedRefs").
+OV_BN_X4 = [
+    0.54881352, 0.71518934, 0.60276335, 0.54488319, 0.42365479, 0.64589411, 0.4375872, 0.89177299,
+]  # fmt: skip
+OV_BN_CASES = [
+    ((2, 3), [1, 2, 3, -1, -2, -3], [2, 6, 12, -2, -6, -12],
+     [2.0, 3.0, 4.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.75, 0.75, 0.75], 0.25),
+    ((2, 3), [1, 2, 3, -1, -2, -3], [3, 0, 6, 1, -4, 0],
+     [1.0, 1.0, 1.0], [2.0, -2.0, 3.0], [0.0, 0.0, 0.0], [0.75, 0.75, 0.75], 0.25),
+    ((2, 3), [1, 2, 3, -1, -2, -3], [3, 0, 6, 1, -4, 0],
+     [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [-2.0, 2.0, -3.0], [0.75, 0.75, 0.75], 0.25),
+    ((2, 3), [3, 5, 1, -3, -5, -1], [2, 2, 2, -2, -2, -2],
+     [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [2.0, 6.0, 0.0], 0.25),
+    ((2, 2, 2, 1), OV_BN_X4,
+     [0.54903894, 0.71533161, 0.60296183, 0.54511058, 0.42394274, 0.64607101, 0.43786817,
+      0.89182704],
+     [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], 0.001),
+    ((2, 2, 2, 1), OV_BN_X4,
+     [-0.30327, 1.1561, -0.096382, -0.434702, -1.4011, 0.548275, -1.06187, 1.59295],
+     [1.0, 1.0], [0.0, 0.0], [0.583388, 0.619252], [0.0119972, 0.0282681], 0.001),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("case", range(len(OV_BN_CASES)))
+def test_openvino_batch_norm_inference(backend, case, dtype):
+    """OpenVINO ReferenceBatchNormV0LayerTest / ReferenceBatchNormV5LayerTest
+    (BatchNormInference: the given mean and variance, channels on axis 1, as PyTorch's
+    evaluation mode): the 2-D cases with eps 0.25 (a zero variance among them) and the
+    (2, 2, 2, 1) cases with eps 0.001 equal OpenVINO's hard-coded outputs, in float32 and
+    float16 (to float16's rounding), and PyTorch's."""
+    shape, xs, expected, gamma, beta, mean, var, eps = OV_BN_CASES[case]
+    x = np.array(xs, dtype).reshape(shape)
+    stats = [np.array(a, dtype) for a in (mean, var, gamma, beta)]
+    y = F.batch_norm(
+        backend.asarray(x), *(vec(backend, a) for a in stats), False, eps=eps, backend=backend
+    )
+    y = backend.to_numpy(y)
+    assert y.dtype == dtype and y.shape == shape
+    close = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 2e-3, "atol": 2e-3}
+    np.testing.assert_allclose(y.ravel(), expected, **close)
+    t32 = [_t(a.astype(np.float32)) for a in stats]
+    tout = TF.batch_norm(_t(x.astype(np.float32)), *t32, False, 0.1, eps)
+    np.testing.assert_allclose(y, _np(tout).astype(dtype), **tol(dtype, "torch"))
