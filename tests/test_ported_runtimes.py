@@ -11,19 +11,24 @@ Each test names its source:
 - huggingface/candle ``candle-nn/tests/batch_norm.rs`` and ``candle-nn/tests/layer_norm.rs``.
 - tracel-ai/burn ``crates/burn-core/src/nn/norm/batch.rs`` (tests_1d, tests_2d),
   ``crates/burn-core/src/nn/norm/layer.rs`` and ``crates/burn-core/src/nn/dropout.rs``.
+- apache/tvm ``tests/python/topi/python/test_topi_batch_norm.py`` (with its reference
+  ``python/tvm/topi/testing/batch_norm.py``) and ``test_topi_layer_norm.py``.
+- openvinotoolkit/openvino ``src/plugins/template/tests/functional/op_reference/``
+  ``batch_norm.cpp`` and ``mvn.cpp`` (hard-coded references).
 
 Where a project's convention differs from PyTorch's, the port translates it and says so:
 ONNX's ``momentum`` is the weight of the *old* running value (ONNX Runtime's 0.1 is
 PyTorch's 0.9) and ONNX Runtime's CPU kernel stores the biased batch variance in
 ``running_var``, where PyTorch (and SPEC.md) store the unbiased one; candle's and burn's
-``momentum`` are PyTorch's. Burn's LayerNorm of the ported version divides by
-``sqrt(var) + eps`` rather than ``sqrt(var + eps)``, which its 3-decimal tolerance does not
-see. Dropout masks come from each project's generator and normdrop's from Philox
-(docs/differences.md), so for dropout only properties are ported: identity outside
-training and at ``p = 0``, the ``1 / (1 - p)`` scale of kept values, the dropped fraction,
-and a gradient built from the same mask. Expected numbers are the projects' hard-coded
-tensors, or come from PyTorch or from a float64 formula written in the test, never from
-normdrop.
+``momentum`` are PyTorch's; TVM's is too, but its reference updates the moving variance with
+the biased batch variance, and its channels may sit on any axis. Burn's LayerNorm of the
+ported version divides by ``sqrt(var) + eps`` rather than ``sqrt(var + eps)``, which its
+3-decimal tolerance does not see. Dropout masks come from each project's generator and
+normdrop's from Philox (docs/differences.md), so for dropout only properties are ported:
+identity outside training and at ``p = 0``, the ``1 / (1 - p)`` scale of kept values, the
+dropped fraction, and a gradient built from the same mask. Expected numbers are the
+projects' hard-coded tensors, or come from PyTorch or from a float64 formula written in the
+test, never from normdrop.
 
 Not ported: ONNX Runtime's BatchNorm2d_Pytorch (216 elements of the formula that
 BatchNorm1d_3d_Pytorch already checks) and its float16 twin, the ``spatial=0`` tests
@@ -31,7 +36,9 @@ NonSpatial_Simple / NonSpatial_Complicated (per-element statistics, which neithe
 PyTorch nor normdrop have; the first also uses ``epsilon=0``, which normdrop refuses),
 the Invalid*Dim tests (statistics of the wrong shape, already in the errors tests),
 the randomised CPU-against-CUDA comparisons (LayerNormTest.BERTLayerNorm) and BiasDropout
-(a dropout of ``x + bias`` plus a residual, which is not normdrop's fused op).
+(a dropout of ``x + bias`` plus a residual, which is not normdrop's fused op). ggml's
+tests of ggml_norm (tests/test-backend-ops.cpp) compare backends on random data and hold
+no expected values, so nothing of them is ported.
 """
 
 from __future__ import annotations
@@ -741,3 +748,37 @@ def test_openvino_batch_norm_inference(backend, case, dtype):
     t32 = [_t(a.astype(np.float32)) for a in stats]
     tout = TF.batch_norm(_t(x.astype(np.float32)), *t32, False, 0.1, eps)
     np.testing.assert_allclose(y, _np(tout).astype(dtype), **tol(dtype, "torch"))
+
+
+# openvino .../op_reference/mvn.cpp: MVN-1 and MVN-6 with normalize_variance on a
+# (1, 3, 3, 3) input whose three channels are each 1, ..., 9, eps 1e-9.
+OV_MVN_Y = [
+    -1.5491934, -1.161895, -0.7745967, -0.38729835, 0.0, 0.38729835, 0.7745967, 1.161895,
+    1.5491934,
+] * 3  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "normalized_shape",
+    [(3, 3), (3, 3, 3)],
+    ids=["axes_2_3-or-per_channel", "axes_1_2_3-or-across_channels"],
+)
+def test_openvino_mvn_normalize_variance(backend, normalized_shape):
+    """OpenVINO ReferenceMVN1LayerTest (across_channels false / true, variance true) and
+    ReferenceMVN6LayerTest (reduction axes {2, 3} / {1, 2, 3}, normalize_variance true,
+    INSIDE_SQRT and OUTSIDE_SQRT): mean-variance normalisation over trailing axes is layer
+    norm over them without weight or bias; each channel of 1, ..., 9 gives OpenVINO's
+    hard-coded values. normdrop adds eps inside the square root (INSIDE_SQRT, PyTorch's
+    placement); with eps 1e-9 OUTSIDE_SQRT's result differs from it by about 1e-10,
+    below float32's resolution, so one expected output serves both modes. The
+    normalize_variance=false cases (mean subtraction only) are not layer norm and are not
+    ported."""
+    x = np.tile(np.arange(1, 10, dtype=np.float32), 3).reshape(1, 3, 3, 3)
+    y = F.layer_norm(backend.asarray(x), normalized_shape, eps=1e-9, backend=backend)
+    np.testing.assert_allclose(backend.to_numpy(y).ravel(), OV_MVN_Y, rtol=1e-6, atol=1e-6)
+    layer = normdrop.LayerNorm(normalized_shape, eps=1e-9, elementwise_affine=False,
+                               backend=backend.name)  # fmt: skip
+    want = TF.layer_norm(_t(x), normalized_shape, eps=1e-9)
+    np.testing.assert_allclose(
+        backend.to_numpy(layer(backend.asarray(x))), _np(want), **tol(np.float32, "torch")
+    )
