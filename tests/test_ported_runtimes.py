@@ -34,7 +34,8 @@ Not ported: ONNX Runtime's BatchNorm2d_Pytorch (216 elements of the formula that
 BatchNorm1d_3d_Pytorch already checks) and its float16 twin, the ``spatial=0`` tests
 NonSpatial_Simple / NonSpatial_Complicated (per-element statistics, which neither
 PyTorch nor normdrop have; the first also uses ``epsilon=0``, which normdrop refuses),
-the Invalid*Dim tests (statistics of the wrong shape, already in the errors tests),
+the Invalid*Dim tests (parameters of the wrong shape: tests/test_ported_torch.py and
+tests/test_ported_tf_mx.py check normdrop's ShapeError for those),
 the randomised CPU-against-CUDA comparisons (LayerNormTest.BERTLayerNorm) and BiasDropout
 (a dropout of ``x + bias`` plus a residual, which is not normdrop's fused op). ggml's
 tests of ggml_norm (tests/test-backend-ops.cpp) compare backends on random data and hold
