@@ -24,13 +24,20 @@ _CUPY = importlib.util.find_spec("cupy") is not None
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not (_GPU and _CUPY):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 # Every test run compiles into a kernel cache of its own, so that a cache entry broken by an
-# earlier run (or by a Numba bug such as numba/numba#8578) can never fail a whole run.
+# earlier run (or by a Numba bug such as numba/numba#8578) can never fail a whole run; the
+# pytest-xdist workers of a run share the run's cache (the controller makes it, they inherit
+# its name), so that each kernel compiles once per run, not once per worker.
 # NORMDROP_TEST_CACHE_DIR names a folder to reuse across runs instead (faster, at that risk).
-_OWN_CACHE = not os.environ.get("NORMDROP_TEST_CACHE_DIR")
-TEST_CACHE_DIR = os.environ.get("NORMDROP_TEST_CACHE_DIR") or tempfile.mkdtemp(
-    prefix="normdrop-test-cache-"
+_RUN_CACHE = (
+    os.environ.get("NORMDROP_TEST_RUN_CACHE_DIR") if "PYTEST_XDIST_WORKER" in os.environ else None
 )
-os.environ["NUMBA_CACHE_DIR"] = TEST_CACHE_DIR
+_OWN_CACHE = not (os.environ.get("NORMDROP_TEST_CACHE_DIR") or _RUN_CACHE)
+TEST_CACHE_DIR = (
+    os.environ.get("NORMDROP_TEST_CACHE_DIR")
+    or _RUN_CACHE
+    or tempfile.mkdtemp(prefix="normdrop-test-cache-")
+)
+os.environ["NUMBA_CACHE_DIR"] = os.environ["NORMDROP_TEST_RUN_CACHE_DIR"] = TEST_CACHE_DIR
 # Every cuda kernel launch checks its argument types against the table CI compiles.
 os.environ.setdefault("NORMDROP_CUDA_CHECK_SIGNATURES", "1")
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
