@@ -108,7 +108,7 @@ def test_caffe2_spatialbn_test_mode(backend, spatial):
         xb = backend.asarray(x)
         y = F.batch_norm(
             xb, vec(backend, mean), vec(backend, var), vec(backend, scale), vec(backend, bias),
-            training=False, eps=eps, out=xb if inplace else None,
+            training=False, eps=eps, out=xb if inplace else None, backend=backend,
         )  # fmt: skip
         if inplace:
             assert y is xb
@@ -165,7 +165,7 @@ def test_caffe2_spatialbn_train_mode(backend, order):
         rm, rv = vec(backend, mean), vec(backend, var)
         y, saved_mean, saved_rstd = F.batch_norm_with_stats(
             backend.asarray(x), rm, rv, vec(backend, scale), vec(backend, bias),
-            training=True, momentum=1.0 - momentum, eps=eps,
+            training=True, momentum=1.0 - momentum, eps=eps, backend=backend,
         )  # fmt: skip
         case = f"N={batch_size} size={size} momentum={momentum} eps={eps}"
         got = backend.to_numpy(y)
@@ -211,7 +211,7 @@ def test_caffe2_spatial_bn_gradient_given_statistics(backend, order):
         want_dx = alpha[e] * dy64 + beta[e] * x64 + gamma[e]
         dx, dw, db = F.batch_norm_backward(
             backend.asarray(dy), backend.asarray(x), vec(backend, mean), vec(backend, rstd),
-            vec(backend, scale), training=True,
+            vec(backend, scale), training=True, backend=backend,
         )  # fmt: skip
         got = backend.to_numpy(dx)
         assert got.shape == x.shape
@@ -279,7 +279,12 @@ def test_caffe2_layer_norm_op(backend, elementwise_affine):
                 beta = rs.randn(*shape[axis:]).astype(np.float32)
                 want = want * gamma + beta
             y, mean, rstd = F.layer_norm_with_stats(
-                backend.asarray(x), shape[axis:], vec(backend, gamma), vec(backend, beta), eps
+                backend.asarray(x),
+                shape[axis:],
+                vec(backend, gamma),
+                vec(backend, beta),
+                eps,
+                backend=backend,
             )
             case = f"shape={shape} axis={axis}"
             np.testing.assert_allclose(
@@ -306,9 +311,11 @@ def test_caffe2_layer_norm_grad_op(backend):
             norm, mean, std = _caffe2_layer_norm_ref(axis, 1e-4, x)
             want = _caffe2_layer_norm_grad_ref(axis, norm, mean, std, x)
             xb = backend.asarray(x)
-            _, got_mean, got_rstd = F.layer_norm_with_stats(xb, shape[axis:], eps=1e-4)
+            _, got_mean, got_rstd = F.layer_norm_with_stats(
+                xb, shape[axis:], eps=1e-4, backend=backend
+            )
             dx, dw, db = F.layer_norm_backward(
-                backend.asarray(norm), xb, shape[axis:], got_mean, got_rstd
+                backend.asarray(norm), xb, shape[axis:], got_mean, got_rstd, backend=backend
             )
             assert dw is None and db is None
             np.testing.assert_allclose(
@@ -336,8 +343,10 @@ def test_caffe2_layer_norm_grad(backend, axis):
     torch.nn.functional.layer_norm(tx, shape, tg, tb, eps).backward(_t(gy.astype(np.float64)))
     xb = backend.asarray(x)
     wb = vec(backend, gamma)
-    _, mean, rstd = F.layer_norm_with_stats(xb, shape, wb, vec(backend, beta), eps)
-    dx, dw, db = F.layer_norm_backward(backend.asarray(gy), xb, shape, mean, rstd, wb)
+    _, mean, rstd = F.layer_norm_with_stats(xb, shape, wb, vec(backend, beta), eps, backend=backend)
+    dx, dw, db = F.layer_norm_backward(
+        backend.asarray(gy), xb, shape, mean, rstd, wb, backend=backend
+    )
     for got, want in ((dx, tx.grad), (dw, tg.grad), (db, tb.grad)):
         np.testing.assert_allclose(host(backend, got), _np(want), **tol(np.float32, factor=10))
 
@@ -354,10 +363,12 @@ def test_caffe2_layer_norm_with_empty_batch(backend):
         for affine in (False, True):
             w, b = (vec(backend, gamma), vec(backend, beta)) if affine else (None, None)
             xb = backend.asarray(x)
-            y, mean, rstd = F.layer_norm_with_stats(xb, n, w, b)
+            y, mean, rstd = F.layer_norm_with_stats(xb, n, w, b, backend=backend)
             assert backend.to_numpy(y).shape == (0, n)
             assert host(backend, mean).size == 0 and host(backend, rstd).size == 0
-            dx, dw, db = F.layer_norm_backward(backend.asarray(x), xb, n, mean, rstd, w)
+            dx, dw, db = F.layer_norm_backward(
+                backend.asarray(x), xb, n, mean, rstd, w, backend=backend
+            )
             assert backend.to_numpy(dx).shape == (0, n)
             if affine:
                 np.testing.assert_array_equal(host(backend, dw), np.zeros(n))
@@ -435,8 +446,10 @@ def test_caffe_batch_norm_gradient(backend):
 
     want = central_differences(loss, x)
     xb = backend.asarray(x)
-    _, mean, rstd = F.batch_norm_with_stats(xb, training=True)
-    dx, dw, db = F.batch_norm_backward(backend.asarray(dy), xb, mean, rstd, training=True)
+    _, mean, rstd = F.batch_norm_with_stats(xb, training=True, backend=backend)
+    dx, dw, db = F.batch_norm_backward(
+        backend.asarray(dy), xb, mean, rstd, training=True, backend=backend
+    )
     assert dw is None and db is None
     np.testing.assert_allclose(backend.to_numpy(dx), want, rtol=1e-6, atol=1e-7)
 
@@ -555,7 +568,7 @@ def test_nnabla_batch_normalization_forward(backend, axis):
             )
             y, got_mean, got_rstd = F.batch_norm_with_stats(
                 backend.asarray(_channels_first(x, axis)), rm, rv, w, b,
-                training=batch_stat, momentum=1 - decay_rate, eps=eps,
+                training=batch_stat, momentum=1 - decay_rate, eps=eps, backend=backend,
             )  # fmt: skip
             got = np.moveaxis(backend.to_numpy(y), 1, axis)
             np.testing.assert_allclose(got, want, **tol(x.dtype), err_msg=f"{case} step={step}")
@@ -572,7 +585,14 @@ def test_nnabla_batch_normalization_forward(backend, axis):
                 x, beta, gamma, want_rm, want_rv, axis, decay_rate, eps, False
             )
             y = F.batch_norm(
-                backend.asarray(_channels_first(x, axis)), rm, rv, w, b, training=False, eps=eps
+                backend.asarray(_channels_first(x, axis)),
+                rm,
+                rv,
+                w,
+                b,
+                training=False,
+                eps=eps,
+                backend=backend,
             )
             got = np.moveaxis(backend.to_numpy(y), 1, axis)
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=case)
@@ -600,7 +620,7 @@ def test_nnabla_batch_normalization_multiple_axes(backend):
         y = F.batch_norm(
             backend.asarray(xv), vec(backend, np.zeros(c, np.float32)),
             vec(backend, np.zeros(c, np.float32)), vec(backend, gamma.ravel()),
-            vec(backend, beta.ravel()), training=False, eps=eps,
+            vec(backend, beta.ravel()), training=False, eps=eps, backend=backend,
         )  # fmt: skip
         got = backend.to_numpy(y).reshape([x.shape[other]] + [x.shape[a] for a in axes])
         got = np.transpose(got, np.argsort([other, *axes]))
@@ -657,7 +677,7 @@ def test_nnabla_layer_normalization_forward_backward(backend, no_scale, no_bias)
         w = None if gamma is None else vec(backend, gamma.reshape(shape))
         b = None if beta is None else vec(backend, beta.reshape(shape))
         xb = backend.asarray(x)
-        y, mean, rstd = F.layer_norm_with_stats(xb, shape, w, b, eps)
+        y, mean, rstd = F.layer_norm_with_stats(xb, shape, w, b, eps, backend=backend)
         case = f"x_shape={x_shape} batch_axis={batch_axis}"
         np.testing.assert_allclose(backend.to_numpy(y), want, **tol(np.float64), err_msg=case)
         np.testing.assert_allclose(host(backend, mean).ravel(), want_mean.ravel(), err_msg=case)
@@ -670,7 +690,9 @@ def test_nnabla_layer_normalization_forward_backward(backend, no_scale, no_bias)
             return np.sum(gy * _nnabla_ref_layer_normalization(x, beta, gamma, n_batch, eps)[0])
 
         wants = [central_differences(loss, a) for a in params]
-        dx, dw, db = F.layer_norm_backward(backend.asarray(gy), xb, shape, mean, rstd, w)
+        dx, dw, db = F.layer_norm_backward(
+            backend.asarray(gy), xb, shape, mean, rstd, w, backend=backend
+        )
         gots = [dx] + ([dw, db] if gamma is not None else [])
         if gamma is not None and beta is None:
             gots = gots[:2]
@@ -755,7 +777,7 @@ def test_lasagne_batch_norm_get_output_for(backend):
         y = F.batch_norm(
             backend.asarray(x), rm if use_averages or update_averages else None,
             rv if use_averages or update_averages else None, vec(backend, gamma),
-            vec(backend, beta), training=not use_averages, momentum=alpha, eps=eps,
+            vec(backend, beta), training=not use_averages, momentum=alpha, eps=eps, backend=backend,
         )  # fmt: skip
         case = f"use_averages={use_averages} update_averages={update_averages}"
         np.testing.assert_allclose(backend.to_numpy(y), want, atol=1e-5, rtol=1e-6, err_msg=case)
@@ -782,7 +804,7 @@ def test_lasagne_batch_norm_skip_linear_transform(backend):
     ):
         y = F.batch_norm(
             backend.asarray(x), weight=vec(backend, w), bias=vec(backend, b), training=True,
-            eps=1e-4,
+            eps=1e-4, backend=backend,
         )  # fmt: skip
         np.testing.assert_allclose(backend.to_numpy(y), want, atol=1e-5, rtol=1e-6)
 
@@ -817,7 +839,9 @@ def test_lasagne_standardization_layer(backend):
             rest = [a for a in range(ndim) if a not in axes]
             perm = (*rest, *axes)
             view = np.transpose(x, perm)
-            y = F.layer_norm(backend.asarray(view), view.shape[len(rest) :], eps=eps)
+            y = F.layer_norm(
+                backend.asarray(view), view.shape[len(rest) :], eps=eps, backend=backend
+            )
             got = np.transpose(backend.to_numpy(y), np.argsort(perm))
             np.testing.assert_allclose(
                 got, want, atol=1e-5, rtol=1e-6, err_msg=f"{input_shape} axes={name}"
