@@ -223,7 +223,9 @@ def test_flash_return_dropout_mask_is_dropouts_mask(backend):
         dropped = to_numpy(backend, r) == 0
         keep = F.dropout_mask(x.shape, 0.37, seed=SEED, call=call, backend=backend.name)
         np.testing.assert_array_equal(~dropped, to_numpy(backend, keep))
-        h = to_numpy(backend, F.dropout(backend.asarray(x), 0.37, seed=SEED, call=call))
+        h = to_numpy(
+            backend, F.dropout(backend.asarray(x), 0.37, seed=SEED, call=call, backend=backend)
+        )
         np.testing.assert_array_equal(dropped, h == 0)
         np.testing.assert_array_equal(dropped, to_numpy(backend, drop(backend.asarray(x))) == 0)
         assert abs(dropped.mean() - 0.37) < (0.1 if backend.name in SLOW_BACKENDS else 0.02)

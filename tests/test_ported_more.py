@@ -124,7 +124,7 @@ def test_chainer_batch_normalization(backend, shape, channel_axis, running_stati
             want = np.moveaxis(want, channel_axis, 1)
         y = F.batch_norm(
             backend.asarray(x), rm, rv, vec(backend, gamma), vec(backend, beta),
-            training=True, momentum=0.1, eps=eps,
+            training=True, momentum=0.1, eps=eps, backend=backend,
         )  # fmt: skip
         y = backend.to_numpy(y)
         case = f"xdtype={xdtype.__name__} dtype={dtype.__name__} eps={eps} C={c_contiguous}"
@@ -162,7 +162,7 @@ def test_chainer_batch_normalization_float16_input(backend, param_dtype, c_conti
         rm_b, rv_b = vec(backend, rm), vec(backend, rv)
         y = F.batch_norm(
             backend.asarray(x), rm_b, rv_b, vec(backend, gamma), vec(backend, beta),
-            training=True, momentum=0.1, eps=eps,
+            training=True, momentum=0.1, eps=eps, backend=backend,
         )  # fmt: skip
         y = backend.to_numpy(y)
         assert y.dtype == np.float16
@@ -194,11 +194,11 @@ def test_chainer_batch_normalization_backward(backend, shape):
         want = [central_differences(loss, a) for a in (x, gamma, beta)]
         _, mean, rstd = F.batch_norm_with_stats(
             backend.asarray(x), weight=vec(backend, gamma), bias=vec(backend, beta),
-            training=True, eps=eps,
+            training=True, eps=eps, backend=backend,
         )  # fmt: skip
         got = F.batch_norm_backward(
             backend.asarray(gy), backend.asarray(x), mean, rstd, vec(backend, gamma),
-            training=True,
+            training=True, backend=backend,
         )  # fmt: skip
         for name, g, w in zip(("x", "gamma", "beta"), got, want, strict=True):
             np.testing.assert_allclose(host(backend, g), w, atol=1e-6, rtol=1e-5, err_msg=name)
@@ -238,7 +238,7 @@ def test_chainer_fixed_batch_normalization(backend, ndim):
                 xin = x if c_contiguous else np.asfortranarray(x)
                 y = F.batch_norm(
                     backend.asarray(xin), rm, rv, vec(backend, gamma), vec(backend, beta),
-                    training=False, eps=eps,
+                    training=False, eps=eps, backend=backend,
                 )  # fmt: skip
                 y = backend.to_numpy(y)
                 assert y.dtype == dtype
@@ -267,10 +267,16 @@ def test_chainer_fixed_batch_normalization_backward(backend):
     want = [central_differences(loss, a) for a in (x, gamma, beta)]
     _, m, rstd = F.batch_norm_with_stats(
         backend.asarray(x), vec(backend, mean), vec(backend, var), vec(backend, gamma),
-        vec(backend, beta), training=False, eps=eps,
+        vec(backend, beta), training=False, eps=eps, backend=backend,
     )  # fmt: skip
     got = F.batch_norm_backward(
-        backend.asarray(gy), backend.asarray(x), m, rstd, vec(backend, gamma), training=False
+        backend.asarray(gy),
+        backend.asarray(x),
+        m,
+        rstd,
+        vec(backend, gamma),
+        training=False,
+        backend=backend,
     )
     for name, g, w in zip(("x", "gamma", "beta"), got, want, strict=True):
         np.testing.assert_allclose(host(backend, g), w, atol=1e-6, rtol=1e-5, err_msg=name)
@@ -514,7 +520,9 @@ def test_chainer_layer_normalization(backend, batchsize, size):
         x = rng.uniform(-1, 1, (batchsize, size)).astype(np.float32)
         gamma = rng.uniform(-1, 1, size).astype(np.float32)
         beta = rng.uniform(-1, 1, size).astype(np.float32)
-        y = F.layer_norm(backend.asarray(x), size, vec(backend, gamma), vec(backend, beta), eps)
+        y = F.layer_norm(
+            backend.asarray(x), size, vec(backend, gamma), vec(backend, beta), eps, backend=backend
+        )
         y = backend.to_numpy(y)
         assert y.dtype == np.float32
         np.testing.assert_allclose(
@@ -528,10 +536,16 @@ def test_chainer_layer_normalization(backend, batchsize, size):
 
         want = [central_differences(loss, a) for a in (x64, g64, b64)]
         _, mean, rstd = F.layer_norm_with_stats(
-            backend.asarray(x64), size, vec(backend, g64), vec(backend, b64), eps
+            backend.asarray(x64), size, vec(backend, g64), vec(backend, b64), eps, backend=backend
         )
         got = F.layer_norm_backward(
-            backend.asarray(gy), backend.asarray(x64), size, mean, rstd, vec(backend, g64)
+            backend.asarray(gy),
+            backend.asarray(x64),
+            size,
+            mean,
+            rstd,
+            vec(backend, g64),
+            backend=backend,
         )
         for name, g, w in zip(("x", "gamma", "beta"), got, want, strict=True):
             np.testing.assert_allclose(host(backend, g), w, atol=1e-6, rtol=1e-5, err_msg=name)
@@ -617,7 +631,7 @@ def test_chainer_dropout(backend, dtype, ratio):
     x = rng.uniform(-1, 1, (2, 3)).astype(dtype)
     gy = rng.uniform(-1, 1, (2, 3)).astype(dtype)
     xb = backend.asarray(x)
-    y = F.dropout(xb, ratio, seed=7, call=3)
+    y = F.dropout(xb, ratio, seed=7, call=3, backend=backend)
     if ratio == 0.0:
         assert y is xb
         return
@@ -629,9 +643,11 @@ def test_chainer_dropout(backend, dtype, ratio):
     assert got.dtype == dtype
     np.testing.assert_allclose(got, want, **close)
     assert (got[~keep] == 0).all()
-    dx = backend.to_numpy(F.dropout_backward(backend.asarray(gy), ratio, seed=7, call=3))
+    dx = backend.to_numpy(
+        F.dropout_backward(backend.asarray(gy), ratio, seed=7, call=3, backend=backend)
+    )
     np.testing.assert_allclose(dx, np.where(keep, gy.astype(np.float64) * scale, 0), **close)
-    again = backend.to_numpy(F.dropout(backend.asarray(x), ratio, seed=7, call=3))
+    again = backend.to_numpy(F.dropout(backend.asarray(x), ratio, seed=7, call=3, backend=backend))
     np.testing.assert_array_equal(again, got)
 
 
@@ -704,10 +720,10 @@ def test_paddle_batch_norm_dygraph_untrainable_affine_equals_no_affine(backend):
     for w, b in ((ones, zeros), (None, None), (None, zeros), (ones, None)):
         xb = backend.asarray(x)
         y, mean, rstd = F.batch_norm_with_stats(
-            xb, weight=vec(backend, w), bias=vec(backend, b), training=True
+            xb, weight=vec(backend, w), bias=vec(backend, b), training=True, backend=backend
         )
         g, _, _ = F.batch_norm_backward(
-            backend.asarray(np.ones_like(x)), xb, mean, rstd, vec(backend, w)
+            backend.asarray(np.ones_like(x)), xb, mean, rstd, vec(backend, w), backend=backend
         )
         np.testing.assert_allclose(backend.to_numpy(y), y4, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(backend.to_numpy(g), g4, rtol=1e-5, atol=1e-6)
@@ -753,9 +769,9 @@ def test_paddle_batch_norm_1d_opt(backend):
     x4 = backend.asarray(x.reshape(137, 16, 1, 1))
     w = vec(backend, np.ones(16, np.float32))
     y, mean, rstd = F.batch_norm_with_stats(x4, weight=w, bias=vec(backend, np.zeros(16)),
-                                            training=True)  # fmt: skip
+                                            training=True, backend=backend)  # fmt: skip
     _, gw, _ = F.batch_norm_backward(backend.asarray(np.ones((137, 16, 1, 1), np.float32)),
-                                     x4, mean, rstd, w)  # fmt: skip
+                                     x4, mean, rstd, w, backend=backend)  # fmt: skip
     ys.append(backend.to_numpy(y).reshape(-1))
     gws.append(host(backend, gw))
     for y_i, gw_i in zip(ys[1:], gws[1:], strict=True):
@@ -797,7 +813,7 @@ def test_paddle_batch_norm_use_global_stats(backend, use_global_stats, trainable
         want = (x64 - mean) / np.sqrt(var + 1e-5)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     fy = F.batch_norm(backend.asarray(x), vec(backend, rm), vec(backend, rv),
-                      training=not uses_running)  # fmt: skip
+                      training=not uses_running, backend=backend)  # fmt: skip
     np.testing.assert_allclose(backend.to_numpy(fy), want, rtol=1e-5, atol=1e-5)
     if bn.running_mean is not None:
         if uses_running:
@@ -895,7 +911,7 @@ def test_paddle_layer_norm(backend, dtype, shape, axis, has_scale, has_bias):
     )
     xb = backend.asarray(x)
     y, mean, rstd = F.layer_norm_with_stats(
-        xb, normalized, _dev(backend, scale), _dev(backend, bias), eps
+        xb, normalized, _dev(backend, scale), _dev(backend, bias), eps, backend=backend
     )
     y = backend.to_numpy(y)
     assert y.dtype == dtype
@@ -905,7 +921,7 @@ def test_paddle_layer_norm(backend, dtype, shape, axis, has_scale, has_bias):
     np.testing.assert_allclose(1 / host(backend, rstd).reshape(-1) ** 2, want_var, rtol=1e-3,
                                atol=1e-3)  # fmt: skip
     dx, ds, db = F.layer_norm_backward(
-        backend.asarray(grad_y), xb, normalized, mean, rstd, _dev(backend, scale)
+        backend.asarray(grad_y), xb, normalized, mean, rstd, _dev(backend, scale), backend=backend
     )
     np.testing.assert_allclose(backend.to_numpy(dx), want_dx, **close)
     if has_scale:
@@ -962,9 +978,11 @@ def test_paddle_fp16_scale_bias_layer_norm(backend):
     results = []
     for w, b in ((w16, b16), (w16.astype(np.float32), b16.astype(np.float32))):
         xb = backend.asarray(x)
-        y, mean, rstd = F.layer_norm_with_stats(xb, 20, vec(backend, w), vec(backend, b))
+        y, mean, rstd = F.layer_norm_with_stats(
+            xb, 20, vec(backend, w), vec(backend, b), backend=backend
+        )
         dx, dw, db = F.layer_norm_backward(backend.asarray(gy), xb, 20, mean, rstd,
-                                           vec(backend, w))  # fmt: skip
+                                           vec(backend, w), backend=backend)  # fmt: skip
         results.append(
             [
                 backend.to_numpy(y),
@@ -991,7 +1009,7 @@ def test_paddle_dropout_op_p0(backend, shape):
         shape = (4, 8)
     rng = np.random.default_rng(226)
     x = backend.asarray(rng.random(shape).astype(np.float32))
-    assert F.dropout(x, 0.0, training=True, seed=1) is x
+    assert F.dropout(x, 0.0, training=True, seed=1, backend=backend) is x
     layer = normdrop.Dropout(0.0, seed=1, backend=backend.name)
     assert layer(x) is x
     keep = backend.to_numpy(F.dropout_mask(shape, 0.0, seed=1, backend=backend.name))
@@ -1007,9 +1025,9 @@ def test_paddle_dropout_zero_dim_in_training(backend, reference, p):
     output (layer and functional, forward and backward) has shape () and equals the numpy
     reference's, which is 0 or x / (1 - p). (The dask backend returned shape (1,).)"""
     x = np.array(2.0, np.float32)
-    want = reference.to_numpy(F.dropout(reference.asarray(x), p, seed=4, call=1))
+    want = reference.to_numpy(F.dropout(reference.asarray(x), p, seed=4, call=1, backend=reference))
     assert want.shape == () and float(want) in (0.0, np.float32(2.0) / np.float32(1 - p))
-    y = F.dropout(backend.asarray(x), p, seed=4, call=1)
+    y = F.dropout(backend.asarray(x), p, seed=4, call=1, backend=backend)
     assert tuple(y.shape) == ()
     np.testing.assert_array_equal(backend.to_numpy(y), want)
     layer = normdrop.Dropout(p, seed=4, backend=backend.name)
@@ -1050,10 +1068,10 @@ def test_paddle_dropout_op_inference_modes(backend, shape, prob):
     rng = np.random.default_rng(228)
     x = rng.random(shape).astype(np.float32)
     xb = backend.asarray(x)
-    assert F.dropout(xb, prob, training=False) is xb
+    assert F.dropout(xb, prob, training=False, backend=backend) is xb
     layer = normdrop.Dropout(prob, seed=5, backend=backend.name).eval()
     assert layer(xb) is xb
-    y = backend.to_numpy(F.dropout(xb, prob, training=True, seed=5, call=2))
+    y = backend.to_numpy(F.dropout(xb, prob, training=True, seed=5, call=2, backend=backend))
     keep = backend.to_numpy(F.dropout_mask(shape, prob, seed=5, call=2, backend=backend.name))
     np.testing.assert_allclose(y * np.float32(1 - prob), x * keep, rtol=1e-6, atol=1e-7)
 
@@ -1134,7 +1152,7 @@ def test_haiku_batch_norm_simple_training(backend, layout):
     else:
         data = np.ones((2, 5, 3, 3))
     y = F.batch_norm(backend.asarray(data), weight=vec(backend, scale),
-                     bias=vec(backend, offset), training=True)  # fmt: skip
+                     bias=vec(backend, offset), training=True, backend=backend)  # fmt: skip
     np.testing.assert_array_equal(backend.to_numpy(y), np.full(data.shape, 2.0))
     bn = normdrop.BatchNorm1d(5, dtype=np.float64, backend=backend.name)
     bn.weight, bn.bias = vec(backend, scale), vec(backend, offset)
@@ -1147,10 +1165,10 @@ def test_haiku_batch_norm_normalized_axes_and_no_scale_and_offset(backend):
     channel, 1.0 in the other, gives exactly zeros) and test_no_scale_and_offset (ones of
     [2, 5, 3, 3, 3] give exactly zeros), without affine parameters."""
     inputs = np.stack([2.0 * np.ones([5, 3, 3]), np.ones([5, 3, 3])], 1)
-    y = F.batch_norm(backend.asarray(inputs), training=True)
+    y = F.batch_norm(backend.asarray(inputs), training=True, backend=backend)
     np.testing.assert_array_equal(backend.to_numpy(y), np.zeros(inputs.shape))
     ones = np.ones([2, 5, 3, 3, 3], np.float32)
-    y = F.batch_norm(backend.asarray(ones), training=True)
+    y = F.batch_norm(backend.asarray(ones), training=True, backend=backend)
     np.testing.assert_array_equal(backend.to_numpy(y), np.zeros_like(ones))
     bn = normdrop.BatchNorm1d(5, affine=False, backend=backend.name)
     np.testing.assert_array_equal(backend.to_numpy(bn(backend.asarray(ones.reshape(2, 5, 27)))), 0)
@@ -1198,7 +1216,7 @@ def test_haiku_layer_norm_half_in_half_out(backend, create_scale, create_offset)
     if create_scale:
         y = normdrop.LayerNorm(5, bias=create_offset, backend=backend.name)(data)
     else:
-        y = F.layer_norm(data, 5, None, vec(backend, np.zeros(5, np.float32)))
+        y = F.layer_norm(data, 5, None, vec(backend, np.zeros(5, np.float32)), backend=backend)
     assert y.dtype == np.float16
 
 
@@ -1270,7 +1288,7 @@ def test_pytensor_batch_normalization_train(backend, mode, data_shape):
     rm, rv = vec(backend, running_mean), vec(backend, running_var)
     xb = backend.asarray(x)
     out, mean, rstd = F.batch_norm_with_stats(
-        xb, rm, rv, vec(backend, scale), vec(backend, bias), True, factor, eps
+        xb, rm, rv, vec(backend, scale), vec(backend, bias), True, factor, eps, backend=backend
     )
     close = {"rtol": 1e-9, "atol": 1e-10}
     np.testing.assert_allclose(backend.to_numpy(out), _np(t_out), **close)
@@ -1279,7 +1297,7 @@ def test_pytensor_batch_normalization_train(backend, mode, data_shape):
     np.testing.assert_allclose(host(backend, rm), want_rm, **close)
     np.testing.assert_allclose(host(backend, rv), want_rv, **close)
     dx, dscale, dbias = F.batch_norm_backward(
-        backend.asarray(dy), xb, mean, rstd, vec(backend, scale)
+        backend.asarray(dy), xb, mean, rstd, vec(backend, scale), backend=backend
     )
     np.testing.assert_allclose(backend.to_numpy(dx), tx.grad.numpy(), rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(host(backend, dscale), ts.grad.numpy(), rtol=1e-8, atol=1e-9)
@@ -1302,14 +1320,14 @@ def test_pytensor_batch_normalization_given_statistics(backend, shape):
     eps = 1e-5
     var = (v.astype(np.float64) ** 2 - eps).astype(np.float64)
     y = F.batch_norm(backend.asarray(x), vec(backend, m.astype(np.float64)), vec(backend, var),
-                     vec(backend, g), vec(backend, b), False, eps=eps)  # fmt: skip
+                     vec(backend, g), vec(backend, b), False, eps=eps, backend=backend)  # fmt: skip
     np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-5, atol=1e-5)
     axes = (0,) + tuple(range(2, len(shape)))
     x64 = x.astype(np.float64)
     want = (x64 - x64.mean(axes, keepdims=True)) / np.sqrt(x64.var(axes, keepdims=True) + eps)
     want = want * g[expand] + b[expand]
     y = F.batch_norm(backend.asarray(x), weight=vec(backend, g), bias=vec(backend, b),
-                     training=True, eps=eps)  # fmt: skip
+                     training=True, eps=eps, backend=backend)  # fmt: skip
     np.testing.assert_allclose(backend.to_numpy(y), want, rtol=1e-5, atol=1e-5)
 
 

@@ -237,14 +237,18 @@ def test_tf_moments(backend, axes, dtype):
     eps = 1e-5
     if axes == (0,):
         _, mean, rstd = F.batch_norm_with_stats(
-            backend.asarray(x.reshape(2, 60)), training=True, eps=eps
+            backend.asarray(x.reshape(2, 60)), training=True, eps=eps, backend=backend
         )
         mean_want, var_want = mean_want.reshape(60), var_want.reshape(60)
     elif axes == (0, 1, 2):
         view = _data(backend, np.moveaxis(x, -1, 1))
-        _, mean, rstd = F.batch_norm_with_stats(backend.asarray(view), training=True, eps=eps)
+        _, mean, rstd = F.batch_norm_with_stats(
+            backend.asarray(view), training=True, eps=eps, backend=backend
+        )
     else:
-        _, mean, rstd = F.layer_norm_with_stats(backend.asarray(x), (3, 5, 4), eps=eps)
+        _, mean, rstd = F.layer_norm_with_stats(
+            backend.asarray(x), (3, 5, 4), eps=eps, backend=backend
+        )
     mean = host(backend, mean).astype(np.float64).reshape(mean_want.shape)
     var = host(backend, rstd).astype(np.float64).reshape(var_want.shape) ** -2 - eps
     close = {"rtol": 1e-3, "atol": 1e-3} if dtype == np.float16 else {"rtol": 1e-6, "atol": 1e-6}
@@ -1007,7 +1011,10 @@ def test_mxnet_gluon_slice_batchnorm(backend):
         return
     big4 = rng.uniform(size=(8, 16, 6, 9)).astype(np.float32)
     x4 = big4[0:4, 0:12, 0:4, 0:6]
-    y4 = [F.batch_norm(backend.asarray(_data(backend, a)), training=True) for a in (x4, x4.copy())]
+    y4 = [
+        F.batch_norm(backend.asarray(_data(backend, a)), training=True, backend=backend)
+        for a in (x4, x4.copy())
+    ]
     np.testing.assert_allclose(backend.to_numpy(y4[0]), backend.to_numpy(y4[1]), rtol=1e-6)
     want = TF.batch_norm(_t(x4), None, None, training=True)
     np.testing.assert_allclose(backend.to_numpy(y4[0]), _np(want), **tol(np.float32, "torch"))
@@ -1022,13 +1029,15 @@ def test_mxnet_gluon_fill_shape_load_and_cast(backend, tmp_path):
     rng = np.random.default_rng(919)
     c = 4 if backend.name == "cuda" else 64
     net1 = normdrop.Sequential(
-        normdrop.BatchNorm1d(c, backend=backend.name), normdrop.Dropout(0.1, seed=1)
+        normdrop.BatchNorm1d(c, backend=backend.name),
+        normdrop.Dropout(0.1, seed=1, backend=backend.name),
     )
     x = rng.uniform(size=(2, c, 5)).astype(np.float32)
     net1(backend.asarray(x))
     net1.save(tmp_path / "net_fill")
     net2 = normdrop.Sequential(
-        normdrop.BatchNorm1d(c, backend=backend.name), normdrop.Dropout(0.1, seed=2)
+        normdrop.BatchNorm1d(c, backend=backend.name),
+        normdrop.Dropout(0.1, seed=2, backend=backend.name),
     )
     net2.load(tmp_path / "net_fill.npz")
     assert host(backend, net2[0].weight).shape == (c,)
@@ -1083,7 +1092,9 @@ def test_sonnet_batch_norm_simple_training_and_test_stats(backend, shape, channe
     rm, rv = vec(backend, np.zeros(5, np.float32)), vec(backend, np.ones(5, np.float32))
     y = F.batch_norm(xb, rm, rv, scale, offset, training=True, momentum=1.0, backend=backend)
     np.testing.assert_array_equal(backend.to_numpy(y), 2.0)
-    np.testing.assert_array_equal(backend.to_numpy(F.batch_norm(xb, training=True)), 0.0)
+    np.testing.assert_array_equal(
+        backend.to_numpy(F.batch_norm(xb, training=True, backend=backend)), 0.0
+    )
     y = F.batch_norm(xb, rm, rv, scale, offset, training=False, backend=backend)
     np.testing.assert_allclose(backend.to_numpy(y), 2.0, rtol=1e-5, atol=1e-3)
 
