@@ -179,6 +179,20 @@ def _torch_forward(theirs: Any, tx: Any, call: int) -> Any:
     return tx * torch.from_numpy(np.asarray(mask)).to(tx.dtype).div_(1 - theirs.p)
 
 
+def _torch_backward_case(
+    mi: ModuleInput, backend: Any, rng: np.random.Generator, training: bool
+) -> Any:
+    """A float64 layer pair in ``training`` mode, data ``x`` and gradient ``g``, and torch's
+    input ``tx`` after its backward of ``g`` (its gradients are the oracle)."""
+    ours, theirs = _pair(mi, np.float64, backend, rng)
+    ours.train(training)
+    theirs.train(training)
+    x, g = _data(mi, np.float64, rng), _data(mi, np.float64, rng)
+    tx = _t(x).requires_grad_(True)
+    _torch_forward(theirs, tx, 0).backward(_t(g))
+    return ours, theirs, x, g, tx
+
+
 def _state_of(layer: Any, backend: Any) -> dict[str, np.ndarray]:
     """The state dict on the host (the extra state, Dropout's seed and call, included)."""
     return {k: np.array(host(backend, v)) for k, v in layer.state_dict(extra_state=True).items()}
@@ -227,12 +241,7 @@ def test_backward(backend, rng, mi, training):
     accumulates."""
     _fit_backend(backend, mi)
     dtype = np.float64
-    ours, theirs = _pair(mi, dtype, backend, rng)
-    ours.train(training)
-    theirs.train(training)
-    x, g = _data(mi, dtype, rng), _data(mi, dtype, rng)
-    tx = _t(x).requires_grad_(True)
-    _torch_forward(theirs, tx, 0).backward(_t(g))
+    ours, theirs, x, g, tx = _torch_backward_case(mi, backend, rng, training)
     ours(backend.asarray(x))
     dx = backend.to_numpy(ours.backward(backend.asarray(g)))
     assert dx.shape == mi.shape and dx.dtype == dtype
@@ -297,12 +306,7 @@ def test_non_contiguous_tensors(backend, rng, mi, training):
     if not mi.shape:
         pytest.skip("a 0-d input cannot be made non-contiguous (as upstream)")
     dtype = np.float64
-    ours, theirs = _pair(mi, dtype, backend, rng)
-    ours.train(training)
-    theirs.train(training)
-    x, g = _data(mi, dtype, rng), _data(mi, dtype, rng)
-    tx = _t(x).requires_grad_(True)
-    _torch_forward(theirs, tx, 0).backward(_t(g))
+    ours, theirs, x, g, tx = _torch_backward_case(mi, backend, rng, training)
     want = _np(_torch_forward(theirs, _t(x), 0))
 
     def strided(a: np.ndarray) -> np.ndarray:
