@@ -135,6 +135,29 @@ def test_float16_is_computed_in_float32(backend, rng):
     np.testing.assert_allclose(to_numpy(backend, y).astype(np.float32), y32, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NumPy's cast
+def test_float16_overflow_of_the_sum_gives_inf_r_and_a_finite_y(backend, rng):
+    """``y`` is normalised from the float32 sum, before ``r`` is rounded to float16 (as
+    FlashAttention's fused kernel does): where the sum overflows float16, ``r`` holds inf
+    while ``y`` is the float32 layer norm of the sum, not the NaN of ``layer_norm(r)``."""
+    shape = _shape(backend)
+    x, res, w, b = _data(rng, shape, np.float16)
+    x[..., 0] = 60000.0
+    res[..., 0] = 60000.0  # 120000 > 65504, the largest float16
+    y, r = F.dropout_add_layer_norm(
+        backend.asarray(x), backend.asarray(res), shape[-1], vec(backend, w), vec(backend, b),
+        0.0, seed=SEED, call=CALL, backend=backend.name,
+    )  # fmt: skip
+    r = to_numpy(backend, r)
+    y = to_numpy(backend, y)
+    assert np.isposinf(r[..., 0]).all() and np.isfinite(r[..., 1:]).all()
+    assert np.isfinite(y).all()
+    s = x.astype(np.float64) + res.astype(np.float64)
+    mean = s.mean(-1, keepdims=True)
+    ref = (s - mean) / np.sqrt(s.var(-1, keepdims=True) + 1e-5) * w + b  # float64 formula
+    np.testing.assert_allclose(y.astype(np.float64), ref, rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("with_residual", [True, False])
 def test_one_element_rows_normalise_to_the_bias_exactly(backend, rng, with_residual):
     """A one-element row is its own mean: y is the bias exactly, as in PyTorch, with
