@@ -13,10 +13,11 @@ float32 and float64):
 
 Then the same-run sweep: the two-thread ratio (calls per second on two threads / on
 one) of a synthetic call that holds the GIL for ``G`` us (a Python busy-wait) and then
-runs a ``nogil`` Numba loop of ``N`` us, for the layers' ``N`` and a range of ``G``,
-next to ``np.sin`` calls of similar lengths (whose GIL-held part is NumPy's own). Where
-the synthetic call stops overlapping shows how small ``G`` must be on this machine,
-now. Run as ``python asv_benchmarks/scripts/gil_overlap.py``.
+runs a ``nogil`` Numba loop of ``N`` us, for the layers' ``N`` (as just measured) and
+longer ones (:data:`LONGER_BODIES_US`) and a range of ``G``, next to ``np.sin`` calls of
+similar lengths (whose GIL-held part is NumPy's own). Where the synthetic call stops
+overlapping shows how small ``G`` must be on this machine, now, and the ``G = 0`` column
+how long a call must run to overlap at all. Run as ``python asv_benchmarks/scripts/gil_overlap.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from normdrop.bench.threads import calls_per_second
 
 #: The synthetic calls' GIL-held times, in us.
 HELD_US = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+#: Synthetic kernel lengths timed besides the layers' own, in us.
+LONGER_BODIES_US = (8.0, 16.0, 32.0)
 #: Lengths of the ``np.sin`` calibration arrays.
 SIN_ELEMENTS = (600, 1000, 1500)
 
@@ -68,8 +71,9 @@ def _ratio(call: Callable[[], Any]) -> tuple[float, float]:
     return per_call, max(ratios)
 
 
-def _layer_times(dtype: str) -> None:
-    """Print ``T``, ``body`` and ``G`` of the two small layer calls in ``dtype``."""
+def _layer_times(dtype: str) -> list[float]:
+    """Print ``T``, ``body`` and ``G`` of the two small layer calls in ``dtype``; return
+    their bodies, in us."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 64, 30)).astype(dtype)
     bn = normdrop.BatchNorm1d(64, dtype=dtype)
@@ -108,23 +112,29 @@ def _layer_times(dtype: str) -> None:
             lambda n: ln_body(n, rows_, ln.weight, ln.bias, ln_out, stats),
         ),
     )
+    bodies = []
     for name, call, body in cases:
         body(1)  # compiled before timing
         t, b = _best_per_call(_calls(call)) * 1e6, _best_per_call(body) * 1e6
         print(f"{name} {dtype}: T {t:.2f} us, body {b:.2f} us, G {t - b:.2f} us")
+        bodies.append(b)
+    return bodies
 
 
-def held_times() -> None:
-    """Print ``T``, ``body`` and ``G`` of each small layer call, and ``np.sin``'s fixed part."""
-    for dtype in ("float32", "float64"):
-        _layer_times(dtype)
+def held_times() -> list[float]:
+    """Print ``T``, ``body`` and ``G`` of each small layer call, and ``np.sin``'s fixed part;
+    return the float32 layers' bodies, in us."""
+    bodies = _layer_times("float32")
+    _layer_times("float64")
     one, out1 = np.ones(1), np.empty(1)
     t = _best_per_call(_calls(lambda: np.sin(one, out=out1))) * 1e6
     print(f"np.sin of 1 element (a ufunc call's fixed, GIL-held part): {t:.2f} us")
+    return bodies
 
 
-def sweep() -> None:
-    """Print the two-thread ratios of the synthetic calls and of ``np.sin``."""
+def sweep(layer_bodies_us: list[float]) -> None:
+    """Print the two-thread ratios of the synthetic calls, for the layers' kernel lengths
+    ``layer_bodies_us`` and :data:`LONGER_BODIES_US`, and of ``np.sin``."""
 
     @numba.njit(nogil=True)
     def spin(k: int) -> float:
@@ -136,7 +146,7 @@ def sweep() -> None:
     spin(10)
     per_step = _best_per_call(lambda n: spin(20 * n), number=1000) / 20
     clock = time.perf_counter
-    for body_us in (4.4, 2.3):
+    for body_us in sorted(round(b, 1) for b in layer_bodies_us) + list(LONGER_BODIES_US):
         steps = max(1, round(body_us * 1e-6 / per_step))
         cells = []
         for held_us in HELD_US:
@@ -153,10 +163,13 @@ def sweep() -> None:
         print(f"N {body_us} us | " + " | ".join(cells))
     for n in SIN_ELEMENTS:
         a, out = np.ones(n), np.empty(n)
-        t, r = _ratio(lambda a=a, out=out: np.sin(a, out=out))
+
+        def sine(a: np.ndarray = a, out: np.ndarray = out) -> None:
+            np.sin(a, out=out)
+
+        t, r = _ratio(sine)
         print(f"np.sin({n}): {t * 1e6:.2f} us {r:.2f}x")
 
 
 if __name__ == "__main__":
-    held_times()
-    sweep()
+    sweep(held_times())
