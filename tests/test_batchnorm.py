@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import normdrop
 from normdrop import functional as F
+from normdrop.errors import InvalidParameterError
 
 X_GOLDEN = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 7.0]])
 Y_TRAIN = np.array(
@@ -94,6 +95,29 @@ def test_momentum_none_is_cumulative_average(backend, rng):
     unbiased = np.mean([batch_stats(x)[2] for x in batches], axis=0)
     np.testing.assert_allclose(host(backend, bn.running_mean), means, rtol=1e-12)
     np.testing.assert_allclose(host(backend, bn.running_var), unbiased, rtol=1e-12)
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_momentum_none_refuses_a_negative_count_and_changes_nothing(backend, rng, as_list):
+    """A cumulative average over ``num_batches_tracked + 1`` batches needs a count >= 0: a
+    loaded -1 would divide by zero (PyTorch raises a bare ZeroDivisionError) and -5 would
+    weigh the batch by -1/4. A fixed momentum only counts, so any count is kept as loaded."""
+    if as_list and backend.name not in ("numpy", "numba"):
+        pytest.skip("a list is NumPy input, which this backend's layer does not take")
+    bn = normdrop.BatchNorm1d(3, momentum=None, dtype="float64", backend=backend.name)
+    state = {k: host(backend, v) for k, v in bn.state_dict().items()}
+    x = rng.standard_normal((4, 3))
+    for count in (-1, -5):
+        bn.load_state_dict({**state, "num_batches_tracked": np.array(count)})
+        with pytest.raises(InvalidParameterError, match=rf"num_batches_tracked is {count}.*>= 0"):
+            bn(x.tolist() if as_list else backend.asarray(x))
+        assert int(host(backend, bn.num_batches_tracked)) == count
+        np.testing.assert_array_equal(host(backend, bn.running_mean), np.zeros(3))
+        np.testing.assert_array_equal(host(backend, bn.running_var), np.ones(3))
+    fixed = normdrop.BatchNorm1d(3, dtype="float64", backend=backend.name)
+    fixed.load_state_dict({**state, "num_batches_tracked": np.array(-1)})
+    fixed(backend.asarray(x))
+    assert int(host(backend, fixed.num_batches_tracked)) == 0
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.1, 0.5, 1.0])

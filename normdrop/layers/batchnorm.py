@@ -11,7 +11,7 @@ import numpy as np
 from normdrop import _validation
 from normdrop._docstrings import fill_doc
 from normdrop._ops import _inputs, batch_norm
-from normdrop.errors import ShapeError
+from normdrop.errors import InvalidParameterError, ShapeError
 from normdrop.layers._properties import buffer_property, parameter_property
 from normdrop.layers.module import Module
 from normdrop.protocol import Array, ArrayT, Backend
@@ -166,7 +166,7 @@ class BatchNorm1d(Module):
         momentum = None
         tracked = self._buffers["num_batches_tracked"]
         if plan.update and self.momentum is None:  # cumulative moving average
-            momentum = 1.0 / (int(tracked) + 1)
+            momentum = _cumulative_momentum(int(tracked))
         if count >= 2 and plan.fused:
             y, mean, rstd = batch_norm.forward_ready(plan, cast(np.ndarray, x), momentum, tracked)
         else:
@@ -248,3 +248,23 @@ class BatchNorm1d(Module):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
+
+
+def _cumulative_momentum(tracked: int) -> float:
+    """The weight of this call's batch in the cumulative average over ``tracked + 1`` batches.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``tracked`` (a layer's ``num_batches_tracked``, set by hand or loaded) is negative,
+        which would divide by zero or give a negative weight.
+    """
+    if tracked < 0:
+        raise InvalidParameterError(
+            f"num_batches_tracked is {tracked}: BatchNorm1d(momentum=None) averages the "
+            "running statistics over num_batches_tracked + 1 batches, so it must be >= 0 "
+            "(reset it with reset_running_stats())",
+            parameter_name="num_batches_tracked",
+            value=tracked,
+        )
+    return 1.0 / (tracked + 1)
