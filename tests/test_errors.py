@@ -395,6 +395,36 @@ def test_dtype_error_functional(backend, dtype):
         F.dropout_backward(x, 0.5, seed=0, backend=backend)
 
 
+@pytest.mark.parametrize("missing", ["mean", "rstd"])
+def test_backward_statistics_cannot_be_none(backend, missing):
+    """``mean`` and ``rstd`` of the backward functions are required arrays: ``None`` (which
+    stands for "no weight" in ``weight``) gets a clear error on every backend, not a
+    ``TypeError`` from inside the reference or a silently wrong gradient."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 5))
+    xb = backend.asarray(x)
+    dy = backend.asarray(np.ones_like(x))
+    _, bm, br = F.batch_norm_with_stats(xb, training=True, backend=backend)
+    _, lm, lr = F.layer_norm_with_stats(xb, 5, backend=backend)
+    _, r, fm, fr, _ = F.dropout_add_layer_norm_with_stats(xb, xb, 5, p=0.2, seed=1, backend=backend)
+    calls = {
+        "batch_norm_backward": lambda m, s: F.batch_norm_backward(dy, xb, m, s, backend=backend),
+        "layer_norm_backward": lambda m, s: F.layer_norm_backward(dy, xb, 5, m, s, backend=backend),
+        "dropout_add_layer_norm_backward": lambda m, s: F.dropout_add_layer_norm_backward(
+            dy, r, 5, m, s, p=0.2, seed=1, backend=backend
+        ),
+    }
+    stats = {"batch_norm_backward": (bm, br), "layer_norm_backward": (lm, lr)}
+    stats["dropout_add_layer_norm_backward"] = (fm, fr)
+    for name, call in calls.items():
+        mean, rstd = stats[name]
+        args = (None, rstd) if missing == "mean" else (mean, None)
+        with pytest.raises(
+            InvalidParameterTypeError, match=rf"^{missing} must be an array"
+        ) as info:
+            call(*args)
+        assert info.value.parameter_name == missing and info.value.value is None, name
+
+
 def test_dtype_error_integer_lists():
     with pytest.raises(DTypeError):
         F.batch_norm([[1, 2], [3, 4]], training=True)

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from normdrop.errors import BackendArrayError, DTypeError, InvalidParameterError, ShapeError
+from normdrop.errors import (
+    BackendArrayError,
+    DTypeError,
+    InvalidParameterError,
+    InvalidParameterTypeError,
+    ShapeError,
+)
 from normdrop.protocol import Array, Backend
 from normdrop.registry import resolve_backend
 
@@ -205,6 +211,24 @@ def vector(be: Backend, name: str, v: Any, shape: tuple[int, ...], float64: bool
         v = np.array(v)  # kernels take writeable arrays; a vector costs little to copy
     v = v.reshape(-1)
     return v if v.dtype == FLOAT64 or not float64 else v.astype(np.float64)
+
+
+def statistic(be: Backend, name: str, v: Any, shape: tuple[int, ...]) -> Any:
+    """A statistic a backward pass needs (``mean`` or ``rstd``) as :func:`vector` makes it.
+
+    Raises
+    ------
+    InvalidParameterTypeError
+        ``v`` is ``None``: unlike a weight, a statistic cannot be left out.
+    """
+    if v is None:
+        raise InvalidParameterTypeError(
+            f"{name} must be an array of shape {shape}, the {name} the forward pass returned "
+            "(its *_with_stats function), got None",
+            parameter_name=name,
+            value=v,
+        )
+    return vector(be, name, v, shape)
 
 
 def as_float64(v: Any) -> Any:

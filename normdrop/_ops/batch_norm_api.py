@@ -194,8 +194,8 @@ def batch_norm_backward(
     be, x = _inputs.prepare("x", x, backend)
     grad_output = _inputs.prepare_grad(be, grad_output, x)
     c = batch_shape(x)[1]
-    mean = _inputs.vector(be, "mean", mean, (c,))
-    rstd = _inputs.vector(be, "rstd", rstd, (c,))
+    mean = _inputs.statistic(be, "mean", mean, (c,))
+    rstd = _inputs.statistic(be, "rstd", rstd, (c,))
     w = _inputs.vector(be, "weight", weight, (c,))
     weight_dtype = None if weight is None else _inputs.host_array("weight", weight).dtype
     if out is not None:

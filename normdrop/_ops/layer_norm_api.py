@@ -162,6 +162,6 @@ def checked_backward(
     p = plan(be, normalized_shape, weight, None, 1.0, for_backward=True)
     rows(x, p.shape)
     lead = lead_shape(x, p)
-    mean = _inputs.vector(be, "mean", mean, lead)
-    rstd = _inputs.vector(be, "rstd", rstd, lead)
+    mean = _inputs.statistic(be, "mean", mean, lead)
+    rstd = _inputs.statistic(be, "rstd", rstd, lead)
     return p, mean, rstd
