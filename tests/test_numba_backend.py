@@ -943,7 +943,9 @@ def test_two_threads_calling_separate_layers_on_the_serial_path_overlap(rng, mon
     call can take as long as the call, and small calls then do not overlap for a
     while even though their kernels release the GIL (that rate is a benchmark, in
     ``normdrop bench``). Skipped when the machine cannot run two threads at once right
-    now: NumPy's own GIL-free loops of the same length do not speed up either.
+    now: NumPy's own GIL-free loops of the same length do not speed up either. A round
+    counts against the layers only if NumPy's loops sped up both before and after it, so
+    that the machine was free while the layers ran.
     """
     # every call serial (the package's ``backend`` is the backend instance, not its module)
     backend_module = sys.modules["normdrop.backends.numba_backend.backend"]
@@ -963,13 +965,16 @@ def test_two_threads_calling_separate_layers_on_the_serial_path_overlap(rng, mon
     work(layers[0])
     numpy_work(arrays[0])
     calibrations, speedups = [], []
-    for _ in range(5):  # the machine's other core may be busy for a while
+    for _ in range(6):  # the machine's other core may be busy for a while
         calibrations.append(_speedup(numpy_work, arrays))
         if calibrations[-1] < 1.5:
             continue
-        speedups.append(_speedup(work, layers))
-        if speedups[-1] > 1.4:
+        speedup = _speedup(work, layers)
+        if speedup > 1.4:
             return
+        calibrations.append(_speedup(numpy_work, arrays))
+        if calibrations[-1] >= 1.5:
+            speedups.append(speedup)
     if not speedups:
         pytest.skip(f"two threads do not run at once on this machine now: {calibrations}")
     pytest.fail(f"layers: {speedups} (NumPy's loops: {calibrations})")
