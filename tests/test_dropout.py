@@ -442,10 +442,33 @@ def test_p_and_dropout_rate():
     d = normdrop.Dropout(0.3, seed=0)
     assert d.p == 0.3 and d.dropout_rate == 0.3
     assert isinstance(d.p, float)
-    with pytest.raises(AttributeError):
-        d.p = 0.5
     assert normdrop.Dropout().p == 0.5
     assert normdrop.Dropout(0, seed=0).dropout_rate == 0.0
+
+
+@pytest.mark.parametrize("name", ["p", "dropout_rate"])
+def test_p_can_be_assigned_as_in_pytorch_and_is_checked(backend, name):
+    """``drop.p = q`` (PyTorch's plain attribute, set by dropout-rate schedules) takes
+    effect at the next forward call; a bad value raises as the constructor does and
+    changes nothing; a backward pass uses the probability of its own forward."""
+    x = np.random.default_rng(0).standard_normal((6, 50))
+    d = normdrop.Dropout(0.2, seed=5, backend=backend.name)
+    d(backend.asarray(x))  # call 0 at p = 0.2 (and a plan made for it)
+    setattr(d, name, np.float32(0.75))
+    assert d.p == d.dropout_rate == 0.75 and type(d.p) is float and repr(d) == "Dropout(p=0.75)"
+    y = backend.to_numpy(d(backend.asarray(x)))  # call 1 at p = 0.75
+    expected = F.dropout(x, 0.75, seed=5, call=1, backend="numpy")
+    np.testing.assert_array_equal(y, expected)
+    for bad in (1.0, -0.1, float("nan"), "0.5", None):
+        with pytest.raises(normdrop.InvalidParameterError):
+            setattr(d, name, bad)
+        assert d.p == 0.75
+    d.p = 0.0  # between the forward and its backward
+    dy = np.ones_like(x)
+    dx = backend.to_numpy(d.backward(backend.asarray(dy)))
+    np.testing.assert_array_equal(dx, F.dropout_backward(dy, 0.75, seed=5, call=1))
+    assert d(backend.asarray(x)) is not None and d.call_count == 3
+    np.testing.assert_array_equal(backend.to_numpy(d(backend.asarray(x))), x)  # p = 0: identity
 
 
 def test_copy_keeps_seed_and_counter(rng):

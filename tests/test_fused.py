@@ -376,6 +376,37 @@ def test_bad_input_gets_a_clear_error(kwargs, error, match):
     assert normdrop.random.draw_seed() == expected  # no seed was drawn by the failed call
 
 
+def test_layer_p_can_be_assigned_and_backward_uses_its_forwards(backend, rng):
+    """``block.p = q`` as on ``Dropout``: checked as the constructor checks it, used from
+    the next forward call on, while a backward pass keeps the probability of its forward."""
+    shape = _shape(backend)
+    x, res, _, _ = _data(rng, shape, np.float64)
+    d = shape[-1]
+    block = normdrop.DropoutAddLayerNorm(d, p=0.1, seed=SEED, dtype="float64", backend=backend.name)
+    block(backend.asarray(x), backend.asarray(res))  # call 0 at p = 0.1
+    block.p = 0.6
+    assert block.p == 0.6 and "p=0.6" in repr(block)
+    with pytest.raises(InvalidParameterError):
+        block.p = 1.0
+    assert block.p == 0.6
+    y, r = block(backend.asarray(x), backend.asarray(res))  # call 1 at p = 0.6
+    h = F.dropout(x, 0.6, seed=SEED, call=1, backend="numpy")
+    if _exact_r(backend):
+        np.testing.assert_array_equal(to_numpy(backend, r), h + res)
+    np.testing.assert_allclose(
+        to_numpy(backend, y), F.layer_norm(h + res, d, backend="numpy"), rtol=1e-10, atol=1e-10
+    )
+    block.p = 0.0  # between the forward and its backward
+    dy = np.ones_like(x)
+    dx, dres = block.backward(backend.asarray(dy))
+    _, mean, rstd = F.layer_norm_with_stats(h + res, d, backend="numpy")
+    expected = F.dropout_add_layer_norm_backward(
+        dy, h + res, d, mean, rstd, np.ones(d), 0.6, seed=SEED, call=1, backend="numpy"
+    )
+    np.testing.assert_allclose(to_numpy(backend, dx), expected[0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(to_numpy(backend, dres), expected[1], rtol=1e-9, atol=1e-9)
+
+
 def test_big_endian_residual_and_grad_r_are_taken_as_x_is(rng):
     # data read from a big-endian file: x, residual and grad_r all convert to native order
     x = rng.standard_normal((4, 8))

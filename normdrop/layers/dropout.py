@@ -73,13 +73,26 @@ class Dropout(SeededCalls, Module):
 
     @property
     def p(self) -> float:
-        """The drop probability."""
+        """The drop probability.
+
+        Assignable, as PyTorch's (a schedule of dropout rates sets it between calls),
+        and checked as the constructor checks it; the next forward call uses it, and a
+        backward pass uses its own forward's.
+        """
         return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = _validation.dropout_probability(value)
 
     @property
     def dropout_rate(self) -> float:
         """The drop probability (the Deepbox API's name for :attr:`p`)."""
         return self._p
+
+    @dropout_rate.setter
+    def dropout_rate(self, value: float) -> None:
+        self.p = value
 
     def forward(self, x: ArrayT) -> ArrayT:
         """Apply dropout in training; return ``x`` itself in evaluation.
@@ -148,7 +161,7 @@ class Dropout(SeededCalls, Module):
         else:
             be, dy = _inputs.prepare("grad_output", grad_output, self._backend_choice)
             if be is not plan.backend:  # the mask is regenerated on that backend
-                plan, bitmask = dropout.make_plan(be, self._p, True, False), None
+                plan, bitmask = dropout.make_plan(be, plan.p, True, False), None
             # bitmask is None where the backend keeps none: the mask is regenerated
             dx = dropout.backward(plan, dy, self.seed, call, bitmask)
         if getattr(dx, "dtype", None) != dtype:

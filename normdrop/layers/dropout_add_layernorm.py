@@ -106,8 +106,17 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
 
     @property
     def p(self) -> float:
-        """The drop probability."""
+        """The drop probability.
+
+        Assignable, as :attr:`Dropout.p <normdrop.Dropout.p>`, and checked as the
+        constructor checks it; the next forward call uses it, and a backward pass uses
+        its own forward's.
+        """
         return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = _validation.dropout_probability(value)
 
     # Two inputs and two outputs where every other layer has one of each: a deliberate
     # departure from Module's one-array call (see the class docstring).
