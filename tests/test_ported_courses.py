@@ -86,7 +86,9 @@ def _rel_error(x, y):
 def _eval_numerical_gradient_array(f, x, df, h=1e-5):
     """cs231n ``gradient_check.py`` ``eval_numerical_gradient_array``: the gradient of
     ``sum(f(x) * df)`` by central differences, one element of ``x`` at a time (``x`` is
-    perturbed in place and restored)."""
+    perturbed in place and restored). Not conftest's ``central_differences`` of the sum:
+    differencing each element's outputs before summing, as cs231n does, keeps the digits
+    that its 1e-10 threshold on the dropout gradient needs."""
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:

@@ -16,10 +16,13 @@ from normdrop.layers._state_dict import host_array
 __all__ = ["SEEDED_CHECKS", "SeededCalls"]
 
 #: ``Module._attribute_checks`` entries: ``layer.seed = ...`` and ``layer.call_count = ...``
-#: take integers in [0, 2**64), as the constructor and ``functional.dropout`` do.
-SEEDED_CHECKS: dict[str, Callable[[Any], int]] = {
+#: take integers in [0, 2**64), as the constructor and ``functional.dropout`` do, and
+#: ``layer.p = ...`` (PyTorch's plain attribute, set by dropout-rate schedules) a drop
+#: probability in [0, 1), as the constructor does.
+SEEDED_CHECKS: dict[str, Callable[[Any], Any]] = {
     "seed": _validation.seed,
     "call_count": partial(_validation.seed, name="call_count"),
+    "p": _validation.dropout_probability,
 }
 #: The last call number a layer uses: ``call_count`` after it must still fit in 64 bits.
 _LAST_CALL = 2**64 - 2
@@ -37,6 +40,7 @@ class SeededCalls:
     resume its masks exactly. The layer sets ``seed`` and ``call_count``.
     """
 
+    p: float
     seed: int
     call_count: int
     #: A failed Sequential forward puts the call counter back (see Module).

@@ -36,6 +36,10 @@ class Dropout(SeededCalls, Module):
 
     Attributes
     ----------
+    p : float
+        The drop probability. Assignable, as PyTorch's (a schedule of dropout rates sets
+        it between calls), and checked as the constructor checks it; the next forward
+        call uses it, and a backward pass uses its own forward's.
     seed : int
         The seed of every mask.
     %(layer.call_count)s
@@ -64,31 +68,17 @@ class Dropout(SeededCalls, Module):
         p = _validation.dropout_probability(p)
         seed = draw_seed() if seed is None else _validation.seed(seed)
         super().__init__(backend)
-        self._p = p
+        self.p = p
         self.seed = seed
         self.call_count = 0
 
-    _plan_attributes = Module._plan_attributes | {"_p"}
+    _plan_attributes = Module._plan_attributes | {"p"}
     _attribute_checks = MappingProxyType(SEEDED_CHECKS)
-
-    @property
-    def p(self) -> float:
-        """The drop probability.
-
-        Assignable, as PyTorch's (a schedule of dropout rates sets it between calls),
-        and checked as the constructor checks it; the next forward call uses it, and a
-        backward pass uses its own forward's.
-        """
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = _validation.dropout_probability(value)
 
     @property
     def dropout_rate(self) -> float:
         """The drop probability (the Deepbox API's name for :attr:`p`)."""
-        return self._p
+        return self.p
 
     @dropout_rate.setter
     def dropout_rate(self, value: float) -> None:
@@ -112,7 +102,7 @@ class Dropout(SeededCalls, Module):
         be, x = _inputs.prepare("x", x, self._backend_choice)
         plan = self._plan
         if plan is None or plan.backend is not be:
-            plan = self.__dict__["_plan"] = dropout.make_plan(be, self._p, self.training, True)
+            plan = self.__dict__["_plan"] = dropout.make_plan(be, self.p, self.training, True)
         if not plan.active:  # evaluation, or p == 0: the identity
             self.save_for_backward(None, None, x.shape, x.dtype, plan)
             if self.training:
@@ -171,4 +161,4 @@ class Dropout(SeededCalls, Module):
 
     def extra_repr(self) -> str:
         """The drop probability in PyTorch's format (``repr`` shows it)."""
-        return f"p={self._p}"
+        return f"p={self.p}"

@@ -55,6 +55,8 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
 
     Attributes
     ----------
+    p : float
+        The drop probability; assignable, as :attr:`Dropout.p <normdrop.Dropout.p>`.
     seed : int
     %(layer.call_count)s
     weight, bias : array of shape normalized_shape or None
@@ -95,28 +97,14 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         seed = draw_seed() if seed is None else _validation.seed(seed)
         super().__init__(backend)
         self._init_row_affine(options)
-        self._p = p
+        self.p = p
         self.seed = seed
         self.call_count = 0
 
-    _plan_attributes = Module._plan_attributes | {"eps", "_p"}
+    _plan_attributes = Module._plan_attributes | {"eps", "p"}
     _attribute_checks = MappingProxyType(
         {"eps": partial(_validation.positive_finite, "eps"), **SEEDED_CHECKS}
     )
-
-    @property
-    def p(self) -> float:
-        """The drop probability.
-
-        Assignable, as :attr:`Dropout.p <normdrop.Dropout.p>`, and checked as the
-        constructor checks it; the next forward call uses it, and a backward pass uses
-        its own forward's.
-        """
-        return self._p
-
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = _validation.dropout_probability(value)
 
     # Two inputs and two outputs where every other layer has one of each: a deliberate
     # departure from Module's one-array call (see the class docstring).
@@ -153,7 +141,7 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
         plan = self._plan
         if plan is None or plan.norm.backend is not be:
             plan = fused.make_plan(
-                be, self.normalized_shape, self.weight, self.bias, self.eps, self._p, self.training
+                be, self.normalized_shape, self.weight, self.bias, self.eps, self.p, self.training
             )
             self.__dict__["_plan"] = plan
         layer_norm.rows(x, self.normalized_shape)
@@ -251,6 +239,6 @@ class DropoutAddLayerNorm(RowAffine, SeededCalls, Module):
     def extra_repr(self) -> str:
         """The constructor arguments in PyTorch's format (``repr`` shows them)."""
         return (
-            f"{self.normalized_shape}, p={self._p}, eps={self.eps}, "
+            f"{self.normalized_shape}, p={self.p}, eps={self.eps}, "
             f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
         )
