@@ -7,6 +7,8 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 
 import normdrop
 from normdrop import bench, functional
+from normdrop.bench import gil as bench_gil
 from normdrop.bench import inputs, ops, report, timing
 from normdrop.bench import memory as bench_memory
 from normdrop.bench import peers as bench_peers
@@ -151,8 +154,10 @@ THREADS = ["bench", "--quick", "--cases", "two threads", "--dtype", "float32", "
 
 
 def test_two_thread_case_is_reported(capsys):
-    """``--cases "two threads"`` times each small layer call and its np.sin calibration on
-    one and on two threads (no timing is asserted: only that the numbers are produced)."""
+    """``--cases "two threads"`` times each small layer call, its np.sin calibration and a
+    compiled call of the same length on one and on two threads, and the lock hand-over (no
+    speed is asserted: only that the numbers are produced, and that the compiled call was
+    made about as long as the layer call)."""
     assert main([*THREADS, "--json", "--budget", "0.02"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == []  # no single-thread case matches
@@ -160,13 +165,17 @@ def test_two_thread_case_is_reported(capsys):
     names = [f"{bench_threads.NAME}: {name}" for name in bench_threads.LAYER_CALLS]
     assert [r["case"] for r in rows] == names
     assert [r["shape"] for r in rows] == [[4, 64, 30], [120, 64]]
-    for r in (*rows, *(r["calibration"] for r in rows)):
+    for r in (*rows, *(r["calibration"] for r in rows), *(r["nogil_call"] for r in rows)):
         assert r["per_call_s"] > 0 and r["one_thread"] > 0 and r["two_threads"] > 0
         assert r["ratio"] == pytest.approx(r["two_threads"] / r["one_thread"])
     assert all(r["calibration"]["elements"] >= bench_threads.MIN_SIN_ELEMENTS for r in rows)
+    for r in rows:
+        assert 0.25 < r["nogil_call"]["per_call_s"] / r["per_call_s"] < 4
+        assert 0 < r["handover_s"] < 0.1
     assert main([*THREADS, "--budget", "0.02"]) == 0
     out = capsys.readouterr().out
     assert "np.sin calibration" in out and "its ratio" in out
+    assert "nogil call's ratio" in out and "hand-over" in out
     assert sum(line.startswith(bench_threads.NAME) for line in out.splitlines()) == 2
 
 
@@ -186,6 +195,40 @@ def test_calls_per_second_on_one_and_two_threads():
     assert len(calls) == 10
     assert bench_threads.calls_per_second([lambda: calls.append(2), lambda: calls.append(3)], 7)
     assert calls.count(2) == calls.count(3) == 7
+
+
+def test_nogil_call_releases_the_gil():
+    """The bench's compiled call runs without the GIL: this thread wakes from a 10 ms sleep
+    while a call of about 0.3 s runs in another thread. Holding the GIL, the call would keep
+    this thread asleep until it returned."""
+    call = bench_gil.nogil_call_maker(0.3)()
+    call()  # compiled, and its length on one thread
+    start = time.perf_counter()
+    call()
+    length = time.perf_counter() - start
+    entered: list[float] = []
+    started = threading.Event()
+
+    def work() -> None:
+        entered.append(time.perf_counter())
+        started.set()
+        call()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    started.wait()
+    time.sleep(0.01)
+    woke = time.perf_counter()
+    worker.join()
+    assert woke - entered[0] < length / 2
+
+
+def test_handover_passes_the_turn_both_ways():
+    """The hand-over measurement ends its helper thread and returns a time per one-way
+    pass (each pass wakes a thread, so it cannot take less than a lock release)."""
+    before = threading.active_count()
+    assert 0 < bench_gil.handover_seconds(number=50, repeat=2) < 0.1
+    assert threading.active_count() == before
 
 
 def test_cases_cover_the_brief():
@@ -605,3 +648,4 @@ def test_asv_two_thread_ratio_is_tracked(asv_suite):
     suite.setup(case, "float32")
     assert suite.track_two_thread_ratio(case, "float32") > 0
     assert suite.track_calibration_ratio(case, "float32") > 0
+    assert suite.track_nogil_call_ratio(case, "float32") > 0

@@ -408,8 +408,10 @@ class TwoThreads:
 
     Tracks the ratio of calls per second on two threads to calls per second on one
     (2 at most) for each whole layer call of :data:`normdrop.bench.threads.LAYER_CALLS`,
-    on the default backend, and the same ratio of the ``np.sin`` calibration of the same
-    per-call time in the same rounds: read the first against the second.
+    on the default backend, and the same ratio, in the same rounds, of the ``np.sin``
+    calibration of the same per-call time and of a compiled call as long that holds the
+    GIL only for Numba's dispatch (what any call of that length can get from two threads
+    on the machine): read the first against the other two.
     """
 
     params = [list(threads.LAYER_CALLS), list(DTYPES)]
@@ -427,3 +429,6 @@ class TwoThreads:
 
     def track_calibration_ratio(self, case: str, dtype: str) -> float:
         return float(self.row["calibration"]["ratio"])
+
+    def track_nogil_call_ratio(self, case: str, dtype: str) -> float:
+        return float(self.row["nogil_call"]["ratio"])

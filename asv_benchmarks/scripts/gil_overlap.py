@@ -17,7 +17,9 @@ runs a ``nogil`` Numba loop of ``N`` us, for the layers' ``N`` (as just measured
 longer ones (:data:`LONGER_BODIES_US`) and a range of ``G``, next to ``np.sin`` calls of
 similar lengths (whose GIL-held part is NumPy's own). Where the synthetic call stops
 overlapping shows how small ``G`` must be on this machine, now, and the ``G = 0`` column
-how long a call must run to overlap at all. Run as ``python asv_benchmarks/scripts/gil_overlap.py``.
+how long a call must run to overlap at all. Before and after, the machine's lock hand-over
+time (:func:`normdrop.bench.gil.handover_seconds`): what a call that finds the GIL held
+pays for its wake-up. Run as ``python asv_benchmarks/scripts/gil_overlap.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 import normdrop
 from normdrop.backends.numba_backend import fused, rows
+from normdrop.bench.gil import handover_seconds
 from normdrop.bench.threads import calls_per_second
 
 #: The synthetic calls' GIL-held times, in us.
@@ -171,5 +174,12 @@ def sweep(layer_bodies_us: list[float]) -> None:
         print(f"np.sin({n}): {t * 1e6:.2f} us {r:.2f}x")
 
 
+def print_handover(when: str) -> None:
+    """Print the lock hand-over time, best of three runs."""
+    print(f"lock hand-over ({when}): {handover_seconds() * 1e6:.1f} us")
+
+
 if __name__ == "__main__":
+    print_handover("before")
     sweep(held_times())
+    print_handover("after")

@@ -8,11 +8,18 @@ times each whole layer call of :data:`LAYER_CALLS` (training forward, each threa
 with a layer and an input of its own) in calls per second on one thread and on two
 threads, and reports their ratio (2 at most, on two free cores).
 
-The same rounds time a calibration: ``np.sin`` of a float64 array whose length is
-chosen so that one call takes as long as the layer call (NumPy releases the GIL
-around the loop of an array this long), on one and on two threads. Its ratio is what
-this machine gives a call of that length whose GIL-held part is NumPy's own; read
-the layer's ratio against it.
+The same rounds time two calls as long as the layer call, on one and on two threads;
+read the layer's ratio against theirs:
+
+* a calibration, ``np.sin`` of a float64 array of the right length (NumPy releases the
+  GIL around the loop of an array this long): what this machine gives a call of that
+  length whose GIL-held part is NumPy's own;
+* a compiled call that holds the GIL only for Numba's dispatch
+  (:func:`~normdrop.bench.gil.nogil_call_maker`): what it gives any call of that length
+  made from Python.
+
+Each row also gives the machine's lock hand-over time
+(:func:`~normdrop.bench.gil.handover_seconds`): the wait a GIL collision adds.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from normdrop.bench import gil
 from normdrop.bench.cases import Case, find_case
 from normdrop.bench.inputs import DTYPES
 from normdrop.bench.target import Target, Thunk
@@ -227,7 +235,8 @@ def _sin_maker(n: int) -> Callable[[], Thunk]:
 
 
 def run_thread_case(thread_case: ThreadCase, settings: Settings, target: Target) -> dict:
-    """Time one row: the layer call and its ``np.sin`` calibration on one and two threads.
+    """Time one row: the layer call, its ``np.sin`` calibration and the compiled call of
+    the same length on one and two threads, and the lock hand-over.
 
     Parameters
     ----------
@@ -240,8 +249,9 @@ def run_thread_case(thread_case: ThreadCase, settings: Settings, target: Target)
     -------
     dict
         JSON-ready: ``case``, ``dtype``, ``shape``, the layer call's ``per_call_s``,
-        ``one_thread`` and ``two_threads`` (calls per second) and ``ratio``, and
-        ``calibration`` with the same fields and ``elements``.
+        ``one_thread`` and ``two_threads`` (calls per second) and ``ratio``,
+        ``calibration`` with the same fields and ``elements``, ``nogil_call`` with the
+        same fields, and ``handover_s`` (seconds).
     """
     case = thread_case.case
     x = case.make_input()
@@ -251,14 +261,18 @@ def run_thread_case(thread_case: ThreadCase, settings: Settings, target: Target)
 
     probe = make_layer_call()
     probe()
-    n = sin_elements(_per_call(probe))
-    timed = overlap({"layer": make_layer_call, "sin": _sin_maker(n)}, settings)
+    per_call = _per_call(probe)
+    n = sin_elements(per_call)
+    makers = {"layer": make_layer_call, "sin": _sin_maker(n)}
+    timed = overlap({**makers, "nogil": gil.nogil_call_maker(per_call)}, settings)
     return {
         "case": thread_case.name,
         "dtype": case.dtype,
         "shape": list(case.shape),
         **timed["layer"],
         "calibration": {"elements": n, **timed["sin"]},
+        "nogil_call": timed["nogil"],
+        "handover_s": gil.handover_seconds(),
     }
 
 
@@ -284,7 +298,7 @@ def format_thread_table(rows: Sequence[dict[str, Any]]) -> str:
     """
     headers = (
         "case", "dtype", "shape", "per call", "1 thread", "2 threads", "ratio",
-        "np.sin calibration", "its ratio",
+        "np.sin calibration", "its ratio", "nogil call's ratio", "hand-over",
     )  # fmt: skip
     cells = [
         (
@@ -297,11 +311,13 @@ def format_thread_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['ratio']:.2f}x",
             _calibration(r["calibration"]),
             f"{r['calibration']['ratio']:.2f}x",
+            f"{r['nogil_call']['ratio']:.2f}x",
+            f"{r['handover_s'] * 1e6:.1f} us",
         )
         for r in rows
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    align = "<<<>>>>>>"
+    align = "<<<>>>>>>>>"
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(f"{v:{a}{w}}" for v, a, w in zip(values, align, widths, strict=True))
@@ -310,7 +326,10 @@ def format_thread_table(rows: Sequence[dict[str, Any]]) -> str:
         "calls per second of the layer call (training forward) on one thread and on two "
         "threads each calling a layer of its own (best of the rounds), and their ratio (2 at "
         "most); np.sin calibration: a NumPy call as long as the layer call, timed the same way "
-        "in the same rounds."
+        "in the same rounds; nogil call: a compiled call as long, holding the GIL only for "
+        "Numba's dispatch, timed the same way: no call of that length made from Python gets "
+        "more from two threads here and now; hand-over: the time a thread takes to wake "
+        "another waiting on a lock, which a call pays when it finds the GIL held."
     )
     rule = "  ".join("-" * w for w in widths)
     table = [line(headers).rstrip(), rule, *(line(c).rstrip() for c in cells)]

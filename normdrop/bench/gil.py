@@ -1,0 +1,127 @@
+"""What this machine gives two Python threads, whatever the code they call.
+
+The thread case (:mod:`normdrop.bench.threads`) reads a layer call's two-thread ratio
+against two measurements of the machine itself, taken in the same run:
+
+* :func:`handover_seconds`: how long one thread takes to wake another that waits on a
+  lock. A thread that wants the GIL while the other holds it sleeps until the holder
+  lets go, and then pays this wake-up as well; on a virtual machine whose idle CPUs halt
+  it is 10-30 us, longer than a small layer call.
+* :func:`nogil_call_maker`: a compiled call as long as a given call that holds the GIL
+  for nothing but Numba's dispatch (about 0.2 us): a loop of dependent square roots,
+  with no arguments but its length and no memory traffic. No call of that length made
+  from Python holds the GIL for less, so its ratio is what two threads can get from
+  calls of that length on this machine, in these rounds.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from normdrop.bench.target import Thunk
+
+__all__ = ["HANDOVERS", "handover_seconds", "nogil_call_maker"]
+
+#: One-way hand-overs in one timed measurement of :func:`handover_seconds`.
+HANDOVERS = 400
+#: Loop steps timed once to learn the compiled loop's time per step.
+_PROBE_STEPS = 200_000
+
+
+def handover_seconds(number: int = HANDOVERS, repeat: int = 3) -> float:
+    """The best one-way time for a thread to wake another that waits on a lock.
+
+    Two threads pass the turn back and forth through two locks, ``number`` times each
+    way; each pass wakes a thread that sleeps in ``acquire`` (without the GIL). The
+    time per pass includes a little Python (about 0.2 us): it is the cost a GIL
+    collision adds to a call.
+
+    Parameters
+    ----------
+    number : int
+        Round trips per measurement.
+    repeat : int
+        Measurements; the best is returned.
+
+    Returns
+    -------
+    float
+        Seconds per one-way hand-over.
+    """
+    return min(_handovers(number) for _ in range(repeat))
+
+
+def _handovers(number: int) -> float:
+    """Seconds per one-way pass over ``number`` round trips between two threads."""
+    ping, pong = threading.Lock(), threading.Lock()
+    ping.acquire()
+    pong.acquire()
+
+    def answer() -> None:
+        for _ in range(number):
+            ping.acquire()
+            pong.release()
+
+    other = threading.Thread(target=answer, daemon=True)
+    other.start()
+    start = time.perf_counter()
+    for _ in range(number):
+        ping.release()
+        pong.acquire()
+    seconds = (time.perf_counter() - start) / (2 * number)
+    other.join()
+    return seconds
+
+
+@functools.cache
+def _square_root_loop() -> Callable[[int], float]:
+    """The compiled ``nogil`` loop of ``steps`` dependent square roots (compiled once)."""
+    import numba
+    import numpy as np
+
+    @numba.njit(nogil=True)
+    def loop(steps: int) -> float:
+        s = 0.0
+        for i in range(steps):
+            s += np.sqrt(s + i)
+        return s
+
+    loop(1)
+    return loop
+
+
+def _best_time(call: Callable[[], Any], repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def nogil_call_maker(per_call_s: float) -> Callable[[], Thunk]:
+    """A maker of compiled calls that take about ``per_call_s`` and hold the GIL only for
+    Numba's dispatch.
+
+    Parameters
+    ----------
+    per_call_s : float
+        The length of one call, in seconds (the layer call's).
+
+    Returns
+    -------
+    callable
+        Returns a new thunk at each call (one per thread, as the layer makers do).
+    """
+    loop = _square_root_loop()
+    per_step = _best_time(lambda: loop(_PROBE_STEPS)) / _PROBE_STEPS
+    steps = max(1, round(per_call_s / per_step))
+
+    def make() -> Thunk:
+        return lambda: loop(steps)
+
+    return make
