@@ -262,6 +262,44 @@ def test_chunk_intrinsics_are_the_reference_philox(monkeypatch, block, group):
 
 
 @pytest.mark.parametrize(
+    "value",
+    [0, 1, 2**32 - 1, 2**32, 2**64 - 1, np.uint64(7), np.int64(5), np.uint32(9), True],
+)
+def test_uint64_is_numpys_conversion(value):
+    """``philox.uint64`` (the cheap per-call conversion of the kernels' integer arguments)
+    gives what ``np.uint64`` gives, the oracle: the same value and type, for Python ints
+    at the range's edges and for NumPy integers and bools (an ``np.int64`` added to a
+    uint64 would promote to float64)."""
+    got, want = philox.uint64(value), np.uint64(value)
+    assert type(got) is np.uint64 and got == want
+
+
+@pytest.mark.parametrize("value", [-1, 2**64, 2**70])
+def test_uint64_refuses_what_numpy_refuses(value):
+    """Outside ``[0, 2**64)`` ``philox.uint64`` raises the ``OverflowError`` that
+    ``np.uint64`` raises (the oracle), never wraps around."""
+    with pytest.raises(OverflowError) as want:
+        np.uint64(value)
+    with pytest.raises(OverflowError) as got:
+        philox.uint64(value)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_scale_in_any_scalar_type(rng, dtype):
+    """The dropout kernels get the same bits whether the scale comes in the data's scalar
+    type (as the layers pass it, used as it is) or as a Python float or other NumPy float
+    (converted by the backend): the numpy reference backend is the oracle."""
+    x = _data(rng, (37, 29), dtype)
+    scales = [dtype(1.0) / dtype(0.75), 1.0 / 0.75, np.float16(1.0) / np.float16(0.75)]
+    threshold = 2**30
+    for scale in scales:
+        want = REF.dropout_forward(x, threshold, dtype(scale), 5, 3, np.empty_like(x), None)
+        got = NB.dropout_forward(x, threshold, scale, 5, 3, np.empty_like(x), None)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
     ("features", "group"),
     [
         ("+sse2,+avx,+avx2,+fma,+avx512f,+avx512bw", 32),
