@@ -285,6 +285,18 @@ def test_uint64_refuses_what_numpy_refuses(value):
     assert str(got.value) == str(want.value)
 
 
+@pytest.mark.parametrize(
+    ("seed", "call"), [(0, 0), (2**64 - 1, 2**32), (0x0123456789ABCDEF, 7), (np.uint64(5), 2**40)]
+)
+def test_key_words_are_the_32_bit_halves(seed, call):
+    """The kernels' key: ``call``'s low and high 32-bit words, then ``seed``'s, as
+    ``np.uint64`` scalars (the Philox key layout of :mod:`philox`; NumPy is the oracle)."""
+    got = key_words(seed, call)
+    want = [np.uint64(int(v) >> s & 0xFFFFFFFF) for v in (call, seed) for s in (0, 32)]
+    assert all(type(g) is np.uint64 for g in got)
+    assert list(got) == want
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dropout_scale_in_any_scalar_type(rng, dtype):
     """The dropout kernels get the same bits whether the scale comes in the data's scalar

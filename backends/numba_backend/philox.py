@@ -40,7 +40,6 @@ __all__ = [
     "key_words",
     "philox_block",
     "philox_words",
-    "split64",
     "uint64",
     "words128",
 ]
@@ -75,21 +74,6 @@ def uint64(value: int) -> np.uint64:
     return _ZERO + value if type(value) is int else np.uint64(value)
 
 
-def split64(value: int) -> tuple[np.uint64, np.uint64]:
-    """Return the low and high 32-bit words of a 64-bit integer as uint64 scalars.
-
-    Parameters
-    ----------
-    value : int
-        An integer in ``[0, 2**64)``.
-
-    Returns
-    -------
-    tuple of numpy.uint64
-    """
-    return uint64(value & 0xFFFFFFFF), uint64(value >> 32)
-
-
 def key_words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
     """``(c2, c3, k0, k1)``: the 32-bit words of ``call`` (the counter's upper half) and of
     ``seed`` (the key), the ``key`` argument of the dropout kernels.
@@ -103,7 +87,8 @@ def key_words(seed: int, call: int) -> tuple[np.uint64, np.uint64, np.uint64, np
     -------
     tuple of numpy.uint64
     """
-    return (*split64(call), *split64(seed))
+    mask = 0xFFFFFFFF
+    return uint64(call & mask), uint64(call >> 32), uint64(seed & mask), uint64(seed >> 32)
 
 
 @inline_jit
