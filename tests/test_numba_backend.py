@@ -49,6 +49,33 @@ def test_default_for_numpy_arrays():
     assert NB.name == "numba" and NB.device == "cpu" and NB.supports_bitmask
 
 
+class _ClaimsToBeAnArray:
+    """Not an array, but its ``__class__`` says ``numpy.ndarray`` (``isinstance`` asks it)."""
+
+    @property
+    def __class__(self):  # type: ignore[override]
+        return np.ndarray
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.zeros(3),
+        np.zeros((2, 2)).T,
+        np.zeros(3).view(np.recarray),
+        np.float64(1.0),
+        [1.0, 2.0],
+        None,
+        _ClaimsToBeAnArray(),
+    ],
+)
+def test_accepts_is_isinstance_of_ndarray(x):
+    """The numba backend accepts exactly what ``isinstance(x, numpy.ndarray)`` (the
+    reference backend's test, the oracle) accepts: arrays and their subclasses, not
+    NumPy scalars or lists, and whatever ``__class__`` claims to be an array."""
+    assert NB.accepts(x) is isinstance(x, np.ndarray) is REF.accepts(x)
+
+
 def test_import_normdrop_does_not_import_numba():
     code = (
         "import sys, numpy as np, normdrop, normdrop.functional\n"
