@@ -49,6 +49,33 @@ def test_default_for_numpy_arrays():
     assert NB.name == "numba" and NB.device == "cpu" and NB.supports_bitmask
 
 
+class _ClaimsToBeAnArray:
+    """Not an array, but its ``__class__`` says ``numpy.ndarray`` (``isinstance`` asks it)."""
+
+    @property
+    def __class__(self):  # type: ignore[override]
+        return np.ndarray
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.zeros(3),
+        np.zeros((2, 2)).T,
+        np.zeros(3).view(np.recarray),
+        np.float64(1.0),
+        [1.0, 2.0],
+        None,
+        _ClaimsToBeAnArray(),
+    ],
+)
+def test_accepts_is_isinstance_of_ndarray(x):
+    """The numba backend accepts exactly what ``isinstance(x, numpy.ndarray)`` (the
+    reference backend's test, the oracle) accepts: arrays and their subclasses, not
+    NumPy scalars or lists, and whatever ``__class__`` claims to be an array."""
+    assert NB.accepts(x) is isinstance(x, np.ndarray) is REF.accepts(x)
+
+
 def test_import_normdrop_does_not_import_numba():
     code = (
         "import sys, numpy as np, normdrop, normdrop.functional\n"
@@ -259,6 +286,56 @@ def test_chunk_intrinsics_are_the_reference_philox(monkeypatch, block, group):
     want = np.packbits(ref >= threshold, bitorder="little").view("<u8")
     assert (int(low), int(high)) == (int(want[0]), int(want[1]))
     assert (int(low) >> 5) & 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 2**32 - 1, 2**32, 2**64 - 1, np.uint64(7), np.int64(5), np.uint32(9), True],
+)
+def test_uint64_is_numpys_conversion(value):
+    """``philox.uint64`` (the cheap per-call conversion of the kernels' integer arguments)
+    gives what ``np.uint64`` gives, the oracle: the same value and type, for Python ints
+    at the range's edges and for NumPy integers and bools (an ``np.int64`` added to a
+    uint64 would promote to float64)."""
+    got, want = philox.uint64(value), np.uint64(value)
+    assert type(got) is np.uint64 and got == want
+
+
+@pytest.mark.parametrize("value", [-1, 2**64, 2**70])
+def test_uint64_refuses_what_numpy_refuses(value):
+    """Outside ``[0, 2**64)`` ``philox.uint64`` raises the ``OverflowError`` that
+    ``np.uint64`` raises (the oracle), never wraps around."""
+    with pytest.raises(OverflowError) as want:
+        np.uint64(value)
+    with pytest.raises(OverflowError) as got:
+        philox.uint64(value)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize(
+    ("seed", "call"), [(0, 0), (2**64 - 1, 2**32), (0x0123456789ABCDEF, 7), (np.uint64(5), 2**40)]
+)
+def test_key_words_are_the_32_bit_halves(seed, call):
+    """The kernels' key: ``call``'s low and high 32-bit words, then ``seed``'s, as
+    ``np.uint64`` scalars (the Philox key layout of :mod:`philox`; NumPy is the oracle)."""
+    got = key_words(seed, call)
+    want = [np.uint64(int(v) >> s & 0xFFFFFFFF) for v in (call, seed) for s in (0, 32)]
+    assert all(type(g) is np.uint64 for g in got)
+    assert list(got) == want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_scale_in_any_scalar_type(rng, dtype):
+    """The dropout kernels get the same bits whether the scale comes in the data's scalar
+    type (as the layers pass it, used as it is) or as a Python float or other NumPy float
+    (converted by the backend): the numpy reference backend is the oracle."""
+    x = _data(rng, (37, 29), dtype)
+    scales = [dtype(1.0) / dtype(0.75), 1.0 / 0.75, np.float16(1.0) / np.float16(0.75)]
+    threshold = 2**30
+    for scale in scales:
+        want = REF.dropout_forward(x, threshold, dtype(scale), 5, 3, np.empty_like(x), None)
+        got = NB.dropout_forward(x, threshold, scale, 5, 3, np.empty_like(x), None)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(

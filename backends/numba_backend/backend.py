@@ -67,6 +67,16 @@ def _readable(a: np.ndarray) -> np.ndarray:
     return np.asarray(_Interface(interface, a))
 
 
+def _as_type(kind: type, value: Any) -> Any:
+    """``kind(value)``, without converting a ``value`` that already is of type ``kind``.
+
+    The dropout kernels take their scale in the data's scalar type, which the layers
+    already pass (a plan's ``scale32`` or ``scale64``): converting it again would cost
+    about 0.2 us per call, holding the GIL, for the same number.
+    """
+    return value if type(value) is kind else kind(value)
+
+
 def _vector_dtype(x: np.ndarray, *vectors: np.ndarray | None) -> np.dtype:
     """float32 when ``x`` and every given vector are float32, else float64."""
     if x.dtype is not _F32:  # identity: the cheapest test on the per-call path
@@ -122,7 +132,11 @@ class NumbaBackend:
     supports_bitmask = True
 
     # ----- arrays: the reference backend's (static: no per-call thread-layer wrapper) --
-    accepts = staticmethod(_NUMPY.accepts)
+    #: Accept NumPy arrays: the reference backend's ``isinstance(x, numpy.ndarray)``, called
+    #: as ``numpy.ndarray``'s bound ``__instancecheck__`` (what ``isinstance`` calls for a
+    #: plain class), a builtin: backend selection asks it on every layer call, holding the
+    #: GIL, and a Python function around ``isinstance`` costs a frame (about 0.04 us).
+    accepts = staticmethod(np.ndarray.__instancecheck__)
     asarray = staticmethod(_NUMPY.asarray)
     to_numpy = staticmethod(_NUMPY.to_numpy)
     ascontiguous = staticmethod(_NUMPY.ascontiguous)
@@ -267,15 +281,15 @@ class NumbaBackend:
             bias,
             float(eps),
             drop,
-            np.uint64(0 if threshold is None else threshold),
-            x.dtype.type(scale if drop else 1),
+            philox.uint64(0 if threshold is None else threshold),
+            _as_type(x.dtype.type, scale if drop else 1),
             philox.key_words(seed if drop and seed is not None else 0, call),
             out,
             r_out,
             bitmask if pack else _NO_BITS,
             pack,
             stats,
-            np.uint64(offset // 4),
+            philox.uint64(offset // 4),
             offset % 4,
             x.nbytes >= STREAM_MIN_BYTES,
         )
@@ -384,7 +398,7 @@ class NumbaBackend:
     def philox_words(self, n: int, seed: int, call: int, offset: int = 0) -> np.ndarray:
         """The uint32 Philox words of elements ``offset .. offset + n - 1``."""
         return _clone(philox.philox_words, n)(
-            int(n), np.uint64(offset // 4), offset % 4, philox.key_words(seed, call)
+            int(n), philox.uint64(offset // 4), offset % 4, philox.key_words(seed, call)
         )
 
     def dropout_forward(
@@ -406,13 +420,13 @@ class NumbaBackend:
         pack = bitmask is not None
         _clone(dropout.dropout, x.size)(
             _readable(x).reshape(-1),
-            np.uint64(threshold),
-            x.dtype.type(scale),
+            philox.uint64(threshold),
+            _as_type(x.dtype.type, scale),
             philox.key_words(seed, call),
             out.reshape(-1),
             bitmask if pack else _NO_BITS,
             pack,
-            np.uint64(offset // 4),
+            philox.uint64(offset // 4),
             offset % 4,
         )
         return out
@@ -420,7 +434,7 @@ class NumbaBackend:
     def dropout_mask(self, n: int, threshold: int, seed: int, call: int) -> np.ndarray:
         """The boolean keep-mask of ``n`` elements."""
         return _clone(dropout.dropout_mask, n)(
-            int(n), np.uint64(threshold), philox.key_words(seed, call)
+            int(n), philox.uint64(threshold), philox.key_words(seed, call)
         )
 
     def dropout_apply_bitmask(
@@ -430,7 +444,7 @@ class NumbaBackend:
         _clone(dropout.apply_bitmask, dy.size)(
             _readable(dy).reshape(-1),
             _readable(bitmask),
-            dy.dtype.type(scale),
+            _as_type(dy.dtype.type, scale),
             out.reshape(-1),
         )
         return out
