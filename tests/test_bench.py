@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -224,11 +225,14 @@ def test_nogil_call_releases_the_gil():
 
 
 def test_handover_passes_the_turn_both_ways():
-    """The hand-over measurement ends its helper thread and returns a time per one-way
-    pass (each pass wakes a thread, so it cannot take less than a lock release)."""
+    """The hand-over measurement ends its threads, returns a time per one-way pass, and
+    pins only its own threads: the calling thread's CPUs are as they were."""
     before = threading.active_count()
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     assert 0 < bench_gil.handover_seconds(number=50, repeat=2) < 0.1
     assert threading.active_count() == before
+    if cpus is not None:
+        assert os.sched_getaffinity(0) == cpus
 
 
 def test_cases_cover_the_brief():

@@ -3,10 +3,10 @@
 The thread case (:mod:`normdrop.bench.threads`) reads a layer call's two-thread ratio
 against two measurements of the machine itself, taken in the same run:
 
-* :func:`handover_seconds`: how long one thread takes to wake another that waits on a
-  lock. A thread that wants the GIL while the other holds it sleeps until the holder
-  lets go, and then pays this wake-up as well; on a virtual machine whose idle CPUs halt
-  it is 10-30 us, longer than a small layer call.
+* :func:`handover_seconds`: how long one thread takes to wake another, on another CPU,
+  that waits on a lock. A thread that wants the GIL while the other holds it sleeps
+  until the holder lets go, and then pays this wake-up as well; on a virtual machine
+  whose idle CPUs halt it is 20-30 us, longer than a small layer call.
 * :func:`nogil_call_maker`: a compiled call as long as a given call that holds the GIL
   for nothing but Numba's dispatch (about 0.2 us): a loop of dependent square roots,
   with no arguments but its length and no memory traffic. No call of that length made
@@ -17,6 +17,7 @@ against two measurements of the machine itself, taken in the same run:
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,12 +34,16 @@ _PROBE_STEPS = 200_000
 
 
 def handover_seconds(number: int = HANDOVERS, repeat: int = 3) -> float:
-    """The best one-way time for a thread to wake another that waits on a lock.
+    """The best one-way time for a thread to wake another, on another CPU, that waits on a
+    lock.
 
-    Two threads pass the turn back and forth through two locks, ``number`` times each
-    way; each pass wakes a thread that sleeps in ``acquire`` (without the GIL). The
-    time per pass includes a little Python (about 0.2 us): it is the cost a GIL
-    collision adds to a call.
+    Two new threads pass the turn back and forth through two locks, ``number`` times each
+    way; each pass wakes a thread that sleeps in ``acquire`` (without the GIL). Where the
+    process may run on two CPUs or more and the system can pin threads (Linux), each
+    thread runs on a CPU of its own, as two threads calling layers side by side do: left
+    to itself the scheduler may put a ping-pong on one CPU, where a wake-up is cheap. The
+    time per pass includes a little Python (about 0.2 us): it is what a thread that found
+    the GIL held pays, after the holder lets go, to run again.
 
     Parameters
     ----------
@@ -55,26 +60,48 @@ def handover_seconds(number: int = HANDOVERS, repeat: int = 3) -> float:
     return min(_handovers(number) for _ in range(repeat))
 
 
+def _two_cpus() -> tuple[int, int] | None:
+    """Two CPUs this process may run on, when threads can be pinned to them; else ``None``."""
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
 def _handovers(number: int) -> float:
-    """Seconds per one-way pass over ``number`` round trips between two threads."""
+    """Seconds per one-way pass over ``number`` round trips between two new threads."""
     ping, pong = threading.Lock(), threading.Lock()
     ping.acquire()
     pong.acquire()
+    cpus = _two_cpus()
+    ready = threading.Barrier(2)
+    seconds: list[float] = []
+
+    def pin(side: int) -> None:
+        if cpus is not None:  # this thread only: 0 names the calling thread on Linux
+            os.sched_setaffinity(0, {cpus[side]})
+        ready.wait()
+
+    def serve() -> None:
+        pin(0)
+        start = time.perf_counter()
+        for _ in range(number):
+            ping.release()
+            pong.acquire()
+        seconds.append((time.perf_counter() - start) / (2 * number))
 
     def answer() -> None:
+        pin(1)
         for _ in range(number):
             ping.acquire()
             pong.release()
 
-    other = threading.Thread(target=answer, daemon=True)
-    other.start()
-    start = time.perf_counter()
-    for _ in range(number):
-        ping.release()
-        pong.acquire()
-    seconds = (time.perf_counter() - start) / (2 * number)
-    other.join()
-    return seconds
+    threads = [threading.Thread(target=f, daemon=True) for f in (serve, answer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return seconds[0]
 
 
 @functools.cache
