@@ -16,8 +16,9 @@ thread with arrays of its own):
    (:func:`normdrop.bench.gil.nogil_call_maker`), which holds the GIL for next to nothing;
 6. ``np.sin``: NumPy's ufunc of an array of the same length.
 
-Each row gives the per-call time on one thread, the median and the best over the rounds
-of the two-thread ratio (calls per second on two threads / on one), and the voluntary
+Each row gives the per-call time on one thread, the median over the rounds of the
+two-thread ratio (calls per second on two threads / on one), the best (the best two-thread
+rate over the best one-thread rate, as ``normdrop bench`` reports it), and the voluntary
 context switches per call on two threads: a thread that finds the GIL held sleeps (one
 switch), so this counts GIL collisions that slept. Before and after the ladder, the lock
 hand-over time (:func:`normdrop.bench.gil.handover_seconds`), the cost of one such sleep.
@@ -161,7 +162,7 @@ def ladder(name: str, makers: dict[str, Callable[[], Thunk]], rounds: int, calls
     for trio in thunks.values():
         for thunk in trio:
             thunk()
-    ratios: dict[str, list[float]] = {k: [] for k in makers}
+    rates: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in makers}
     switches: dict[str, int] = dict.fromkeys(makers, 0)
     for _ in range(rounds):
         for k, (single, first, second) in thunks.items():
@@ -169,12 +170,15 @@ def ladder(name: str, makers: dict[str, Callable[[], Thunk]], rounds: int, calls
             before = _switches()
             two = calls_per_second([first, second], calls)
             switches[k] += _switches() - before
-            ratios[k].append(two / one)
+            rates[k][0].append(one)
+            rates[k][1].append(two)
     print(f"\n{name}: {rounds} rounds of {calls} calls per thread")
     print(f"{'call':14s} {'per call':>9s} {'median':>7s} {'best':>6s} {'sleeps/call':>11s}")
     for k, (single, _, _) in thunks.items():
         per_call = _per_call(single) * 1e6
-        median, best = statistics.median(ratios[k]), max(ratios[k])
+        ones, twos = rates[k]
+        median = statistics.median(two / one for one, two in zip(ones, twos, strict=True))
+        best = max(twos) / max(ones)
         sleeps = switches[k] / (2 * calls * rounds)
         print(f"{k:14s} {per_call:6.2f} us {median:6.2f}x {best:5.2f}x {sleeps:11.3f}")
 
