@@ -43,6 +43,7 @@ __all__ = [
     "ArrayLike",
     "ArrayT",
     "Backend",
+    "implements_backend",
 ]
 
 
@@ -413,3 +414,23 @@ REQUIRED_MEMBERS: tuple[str, ...] = (
     "dropout_mask",
     "dropout_apply_bitmask",
 )
+
+
+def implements_backend(obj: Any) -> bool:
+    """Whether ``obj`` is an instance with every member of :class:`Backend`.
+
+    Each member is looked up as any attribute access would, so members a class provides
+    through ``__getattr__`` (a proxy that wraps another backend) count. ``isinstance(obj,
+    Backend)`` does not see those on Python 3.12 and later, where a runtime protocol's
+    check looks members up statically.
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
+    bool
+        ``False`` for a class (pass an instance of it).
+    """
+    return not isinstance(obj, type) and all(hasattr(obj, m) for m in REQUIRED_MEMBERS)

@@ -31,7 +31,7 @@ from normdrop.errors import (
     BackendNotInstalledError,
     UnknownBackendError,
 )
-from normdrop.protocol import Backend
+from normdrop.protocol import Backend, implements_backend
 
 __all__ = [
     "available_backends",
@@ -157,7 +157,7 @@ def _load(name: str) -> Backend:
                 "the entry point must name an instance of it (such as `backend = "
                 f"{backend.__qualname__}()`)"
             )
-        if not isinstance(backend, Backend):
+        if not implements_backend(backend):
             raise BackendError(f"backend {name!r} does not implement normdrop.protocol.Backend")
         if backend.name != name:  # pickled layers and Dask graphs find it again by its name
             raise BackendError(
@@ -202,7 +202,7 @@ def get_backend(name: str | Backend) -> Backend:
         return loaded if loaded is not None else _load(name)
     if id(name) in _checked:
         return name
-    if isinstance(name, Backend) and not isinstance(name, type):
+    if implements_backend(name):
         _remember_checked(name)
         return name
     hint = f"; pass an instance such as {name.__qualname__}()" if isinstance(name, type) else ""
@@ -257,6 +257,10 @@ def set_backend(name: str | Backend | None) -> None:
 @contextlib.contextmanager
 def use_backend(name: str | Backend) -> Iterator[Backend]:
     """Use ``name`` inside a ``with`` block (per thread and per asyncio task).
+
+    A context variable: a thread started inside the block sees it only where Python copies
+    the starting thread's context into new threads (``sys.flags.thread_inherit_context``,
+    on by default in Python 3.14's free-threaded build).
 
     Parameters
     ----------
