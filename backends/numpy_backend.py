@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from normdrop.registry import PickledByName
+
 __all__ = [
     "NumpyBackend",
     "backend",
@@ -165,7 +167,7 @@ def copy_into(out: np.ndarray, x: np.ndarray) -> None:
             out[tuple(index)] = x[tuple(index)]
 
 
-class NumpyBackend:
+class NumpyBackend(PickledByName):
     """Reference implementation of :class:`normdrop.protocol.Backend` on NumPy arrays.
 
     Besides the required members it offers the optional

@@ -34,6 +34,7 @@ from normdrop.errors import (
 from normdrop.protocol import Backend, implements_backend
 
 __all__ = [
+    "PickledByName",
     "available_backends",
     "backend_status",
     "get_backend",
@@ -209,6 +210,22 @@ def get_backend(name: str | Backend) -> Backend:
     raise UnknownBackendError(
         f"backend must be a name in {registered_backends()} or a Backend object, got {name!r}{hint}"
     )
+
+
+class PickledByName:
+    """Base for a registered backend: pickled and copied as its name.
+
+    Unpickling (and ``copy.deepcopy``) gives ``get_backend(name)``, the registered
+    instance, so a layer built with ``backend=<the backend object>`` pickles without the
+    backend's state (compiled dispatchers, wrappers installed at run time, device
+    handles) and comes back bound to the same backend. Every built-in backend derives
+    from it; a plugin backend can too, when its entry point names an instance.
+    """
+
+    name: str
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return get_backend, (self.name,)
 
 
 def backend_status() -> dict[str, str | None]:

@@ -1,4 +1,5 @@
-"""``import normdrop`` is cheap: NumPy only, no backend dependencies, well under 0.2 s."""
+"""``import normdrop`` is cheap: NumPy only, no backend dependencies, and less CPU time of its
+own than twice NumPy's import on the same machine."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ _PROBE = textwrap.dedent(
     """
     import json, sys, time
     start = time.process_time()  # CPU time: a busy machine slows the clock, not the import
+    import numpy
+    numpy_time = time.process_time() - start
+    start = time.process_time()
     import normdrop
     elapsed = time.process_time() - start
     loaded = sorted(m for m in {heavy!r} if m in sys.modules)
     import normdrop.registry as registry
     normdrop.get_backend("numpy")
-    print(json.dumps({{"elapsed": elapsed, "loaded": loaded,
+    print(json.dumps({{"elapsed": elapsed, "numpy": numpy_time, "loaded": loaded,
                       "plugins_scanned": registry._plugins is not None,
                       "after_numpy": sorted(m for m in {heavy!r} if m in sys.modules)}}))
     """
@@ -46,8 +50,13 @@ def test_import_is_light_and_fast():
         # the built-in reference backend loads without scanning entry points or importing more
         assert result["plugins_scanned"] is False
         assert result["after_numpy"] == []
-    best = min(r["elapsed"] for r in runs)
-    assert best < 0.2, f"import normdrop took {best:.3f} s of CPU time (best of 3)"
+    # relative to NumPy's import in the same process: machines differ fivefold in import
+    # speed (0.03 to 0.1 s of CPU for NumPy alone), a heavy import (SciPy, Numba) far more
+    best = min(runs, key=lambda r: r["elapsed"] / r["numpy"])
+    assert best["elapsed"] < 2 * best["numpy"], (
+        f"import normdrop took {best['elapsed']:.3f} s of CPU time after NumPy's "
+        f"{best['numpy']:.3f} s (best of 3)"
+    )
 
 
 def test_import_backends_subpackage():

@@ -4,7 +4,11 @@ buffers, state dicts and checkpoints, repr, pickling, Sequential."""
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -400,6 +404,43 @@ def test_pickle_with_backend_object(backend, rng):
     np.testing.assert_array_equal(
         backend.to_numpy(twin(backend.asarray(x))), backend.to_numpy(bn(backend.asarray(x)))
     )
+
+
+def test_backend_objects_pickle_and_copy_as_the_registered_backend(backend):
+    """A built-in backend pickles and deep-copies as its name: the copy is the registered
+    instance itself, with none of the state it gathered at run time."""
+    assert pickle.loads(pickle.dumps(backend)) is backend
+    assert copy.deepcopy(backend) is backend
+    assert copy.deepcopy([backend])[0] is backend
+
+
+@pytest.mark.parametrize("layer", ["", "workqueue"])
+def test_layer_with_the_numba_backend_object_pickles_in_a_new_process(layer):
+    """Before its first kernel call, and under the workqueue threading layer always, the
+    numba backend holds wrappers of its kernel methods (its launch lock) that pickle
+    cannot take: a layer built with ``backend=<the object>`` pickled the backend's state and
+    failed. A new process, so that no earlier call has removed the wrappers."""
+    code = textwrap.dedent(
+        """
+        import copy, pickle
+        import numpy as np
+        import normdrop
+        be = normdrop.get_backend("numba")
+        bn = normdrop.BatchNorm1d(3, backend=be)
+        for _ in range(2):  # before and after the first kernel call
+            twin = pickle.loads(pickle.dumps(bn))
+            assert twin._backend_choice is be and copy.deepcopy(bn)._backend_choice is be
+            x = np.arange(12.0, dtype=np.float32).reshape(4, 3)
+            np.testing.assert_array_equal(twin(x), normdrop.BatchNorm1d(3)(x))
+            bn(x)
+        print("ok")
+        """
+    )
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer} if layer else dict(os.environ)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_unpickled_layer_needs_a_new_forward(rng):

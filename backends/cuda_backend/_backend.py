@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from normdrop.registry import PickledByName
+
 from . import _arrays, _batchnorm, _batchnorm_backward, _dropout, _dropout_add_norm, _layernorm
 from ._runtime import SIMULATOR
 
 __all__ = ["CudaBackend"]
 
 
-class CudaBackend:
+class CudaBackend(PickledByName):
     """:class:`normdrop.protocol.Backend` on the GPU: numba.cuda kernels on CuPy arrays.
 
     Any ``__cuda_array_interface__`` array is accepted; kernels launch on CuPy's

@@ -9,6 +9,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from normdrop.registry import PickledByName
+
 from . import _blocks
 from ._blocks import PARTIAL, block_backend
 
@@ -20,7 +22,7 @@ def _vector_like(v: Any, chunks: tuple[int, ...]) -> da.Array:
     return da.asarray(v).astype(np.float64).rechunk((chunks,))
 
 
-class DaskBackend:
+class DaskBackend(PickledByName):
     """Implementation of :class:`normdrop.protocol.Backend` on Dask arrays.
 
     Kernels ignore ``out`` and return new lazy arrays (``channel_moments`` computes:

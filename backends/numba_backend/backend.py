@@ -10,6 +10,7 @@ import numpy as np
 
 from normdrop.backends._host_pool import pooled_empty
 from normdrop.backends.numpy_backend import NumpyBackend
+from normdrop.registry import PickledByName
 
 from . import (
     channel_backward,
@@ -107,7 +108,7 @@ def _read_vector(v: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(v, dtype)
 
 
-class NumbaBackend:
+class NumbaBackend(PickledByName):
     """Numba CPU kernels on NumPy arrays: the default backend for NumPy input.
 
     Every kernel is compiled as a parallel (``prange``) and a serial clone of one
