@@ -24,10 +24,13 @@ MIN_BYTES = 4 << 20
 MAX_POOL_BYTES = 512 << 20
 
 _lock = threading.Lock()
-_pool: list[np.ndarray] = []
-# references to a free buffer seen by getrefcount inside the loop: the list, the loop
-# variable and getrefcount's own argument
-_FREE_REFS = 3
+# The pool's buffers after a sentinel that is never handed out: referenced by nothing but
+# the list, it shows how many references a free buffer has. Counting the sentinel with the
+# same statement as the buffers makes the comparison exact on every interpreter: the
+# references that the loop and ``getrefcount`` add differ between CPython versions (3.14
+# borrows the loop variable's) and builds (free-threaded), and a fixed count went wrong
+# there, handing out buffers that callers still held.
+_pool: list[np.ndarray] = [np.empty(0, np.uint8)]
 
 
 def pooled_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -49,11 +52,15 @@ def pooled_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     dtype = fresh.dtype
     del fresh
     with _lock:
+        free_refs = -1
         for buf in _pool:
-            if buf.nbytes == nbytes and sys.getrefcount(buf) == _FREE_REFS:
+            refs = sys.getrefcount(buf)
+            if free_refs < 0:
+                free_refs = refs  # the sentinel, first
+            elif buf.nbytes == nbytes and refs == free_refs:
                 return buf.view(dtype).reshape(shape)
         buf = np.empty(nbytes, np.uint8)
         _pool.append(buf)
         while sum(b.nbytes for b in _pool) > MAX_POOL_BYTES:
-            _pool.pop(0)  # forget the oldest; it lives on while someone holds it
+            _pool.pop(1)  # forget the oldest; it lives on while someone holds it
         return buf.view(dtype).reshape(shape)

@@ -31,3 +31,17 @@ def test_dropped_results_are_recycled():
 def test_small_buffers_are_plain():
     a = _host_pool.pooled_empty((16,), np.float64)
     assert a.base is None and a.shape == (16,)
+
+
+def test_a_buffer_is_held_through_any_view_of_it():
+    """A result dropped while a view of it (or a view of that view) lives is not reused."""
+    a = _host_pool.pooled_empty((1 << 21,), np.float32)
+    view = a.reshape(1024, 2048)[1:, ::2]
+    del a
+    b = _host_pool.pooled_empty((1 << 21,), np.float32)
+    assert not np.shares_memory(view, b)
+    del view, b
+    c = _host_pool.pooled_empty((1 << 21,), np.float32)  # both dropped: one is reused
+    d = _host_pool.pooled_empty((1 << 21,), np.float32)
+    assert not np.shares_memory(c, d)
+    assert len(_host_pool._pool) >= 3  # the sentinel and the two buffers

@@ -22,6 +22,7 @@ from normdrop._conformance.optional import reference_batch_norm_forward
 from normdrop.capabilities import OPTIONAL_KEYWORDS, OPTIONAL_MEMBERS, takes_keyword
 from normdrop.protocol import REQUIRED_MEMBERS, Backend
 from normdrop.random import dropout_threshold
+from normdrop.registry import PickledByName
 from normdrop.testing import check_backend
 
 REF = normdrop.get_backend("numpy")
@@ -142,7 +143,7 @@ def test_built_in_backends_define_every_member_themselves(name):
     except normdrop.errors.BackendError as exc:
         pytest.skip(str(exc))
     cls = type(be)
-    assert cls.__mro__ == (cls, object)
+    assert cls.__mro__ == (cls, PickledByName, object)  # pickled as its name, nothing more
     own = vars(cls)
     assert [m for m in REQUIRED_MEMBERS if m not in own] == []
     assert [m for m in OPTIONAL_MEMBERS if hasattr(be, m) and m not in own] == []
