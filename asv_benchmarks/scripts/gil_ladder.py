@@ -2,12 +2,12 @@
 
 For each small layer call of ``normdrop bench``'s thread case (float32), times a ladder of
 calls of about the same length, in interleaved rounds, on one thread and on two (each
-thread with arrays of its own):
+thread with a layer and arrays of its own, its input included):
 
 1. ``layer``: the whole layer call, ``bn(x)`` or ``ln(x)`` (checks, backend choice, the
    bound call, the saved statistics, the batch count);
 2. ``bound``: the call the numba backend bound for the input's shape and dtype (the
-   output and statistics allocated, the compiled kernel called directly);
+   output and statistics allocated, the compiled kernel called directly), looked up once;
 3. ``alloc+kernel``: only what no layer call can drop: ``np.empty`` for the output and the
    statistics, and the compiled kernel;
 4. ``kernel``: the compiled kernel on preallocated arrays (Numba's argument conversion and
@@ -46,39 +46,44 @@ Thunk = Callable[[], Any]
 
 
 def _batch_norm_ladder(dtype: str) -> dict[str, Callable[[], Thunk]]:
-    x = np.random.default_rng(0).standard_normal((4, 64, 30)).astype(dtype)
-    kernel = fused.batch_norm_forward.pick(x).serial
+    sample = np.random.default_rng(0).standard_normal((4, 64, 30)).astype(dtype)
+    kernel = fused.batch_norm_forward.pick(sample).serial
+    options = (True, True, 0.1, 1e-5)
 
-    def layer() -> tuple[Any, Any]:
+    def layer() -> tuple[Any, Any, np.ndarray]:
+        """A layer that has bound its call, its vectors, and an input of its own (as the
+        threads of a pool each have their batch)."""
         bn = normdrop.BatchNorm1d(64, dtype=dtype)
+        x = sample.copy()
         bn(x)
-        return bn, (bn.running_mean, bn.running_var, bn.weight, bn.bias)
+        return bn, (bn.running_mean, bn.running_var, bn.weight, bn.bias), x
 
-    def compiled(vectors: Any) -> Any:
-        return _compiled(kernel, x, *vectors, True, True, 0.1, 1e-5, x, np.empty((2, 64)))
+    def compiled(vectors: Any, x: np.ndarray) -> Any:
+        return _compiled(kernel, x, *vectors, *options, x, np.empty((2, 64)))
 
     def make_layer() -> Thunk:
-        bn, _ = layer()
+        bn, _, x = layer()
         return lambda: bn(x)
 
     def make_bound() -> Thunk:
-        bn, _ = layer()
-        return lambda: bn._plan.calls[(x.shape, x.dtype)](x)
+        bn, _, x = layer()
+        run = bn._plan.calls[(x.shape, x.dtype)]
+        return lambda: run(x)
 
     def make_alloc_kernel() -> Thunk:
-        vectors = layer()[1]
-        run = compiled(vectors)
+        _, vectors, x = layer()
+        run = compiled(vectors, x)
 
         def call() -> None:
             out, stats = np.empty(x.shape, x.dtype), np.empty((2, 64))
-            run(x, *vectors, True, True, 0.1, 1e-5, out, stats)
+            run(x, *vectors, *options, out, stats)
 
         return call
 
     def make_kernel() -> Thunk:
-        vectors = layer()[1]
-        run, out, stats = compiled(vectors), np.empty_like(x), np.empty((2, 64))
-        return lambda: run(x, *vectors, True, True, 0.1, 1e-5, out, stats)
+        _, vectors, x = layer()
+        run, out, stats = compiled(vectors, x), np.empty_like(x), np.empty((2, 64))
+        return lambda: run(x, *vectors, *options, out, stats)
 
     return {
         "layer": make_layer,
@@ -89,24 +94,27 @@ def _batch_norm_ladder(dtype: str) -> dict[str, Callable[[], Thunk]]:
 
 
 def _layer_norm_ladder(dtype: str) -> dict[str, Callable[[], Thunk]]:
-    x = np.random.default_rng(0).standard_normal((120, 64)).astype(dtype)
-    kernel = rows.layer_norm_forward.pick(x).serial
+    sample = np.random.default_rng(0).standard_normal((120, 64)).astype(dtype)
+    kernel = rows.layer_norm_forward.pick(sample).serial
 
-    def layer() -> Any:
+    def layer() -> tuple[Any, np.ndarray]:
+        """A layer that has bound its call, and an input of its own."""
         ln = normdrop.LayerNorm(64, dtype=dtype)
+        x = sample.copy()
         ln(x)
-        return ln
+        return ln, x
 
     def make_layer() -> Thunk:
-        ln = layer()
+        ln, x = layer()
         return lambda: ln(x)
 
     def make_bound() -> Thunk:
-        ln = layer()
-        return lambda: ln._plan.calls[(x.shape, x.dtype)](x)
+        ln, x = layer()
+        run = ln._plan.calls[(x.shape, x.dtype)]
+        return lambda: run(x)
 
     def make_alloc_kernel() -> Thunk:
-        ln = layer()
+        ln, x = layer()
         w, b = ln.weight, ln.bias
         run = _compiled(kernel, x, w, b, 1e-5, x, np.empty((2, 120)))
 
@@ -117,7 +125,7 @@ def _layer_norm_ladder(dtype: str) -> dict[str, Callable[[], Thunk]]:
         return call
 
     def make_kernel() -> Thunk:
-        ln = layer()
+        ln, x = layer()
         w, b = ln.weight, ln.bias
         out, stats = np.empty_like(x), np.empty((2, 120))
         run = _compiled(kernel, x, w, b, 1e-5, x, stats)

@@ -261,7 +261,9 @@ def run_thread_case(thread_case: ThreadCase, settings: Settings, target: Target)
     x = case.make_input()
 
     def make_layer_call() -> Thunk:
-        return target.wrap(case.build(x, target))
+        # an input of its own, as the threads of a pool each have their batch: on
+        # free-threaded CPython, objects two threads share cost atomic reference counts
+        return target.wrap(case.build(x.copy(), target))
 
     probe = make_layer_call()
     probe()
