@@ -33,7 +33,7 @@ import numpy as np
 
 import normdrop
 from normdrop.backends.numba_backend import fused, rows
-from normdrop.bench.gil import handover_seconds
+from normdrop.bench.gil import handover_seconds, square_root_loop
 from normdrop.bench.threads import calls_per_second
 
 #: The synthetic calls' GIL-held times, in us.
@@ -139,14 +139,7 @@ def sweep(layer_bodies_us: list[float]) -> None:
     """Print the two-thread ratios of the synthetic calls, for the layers' kernel lengths
     ``layer_bodies_us`` and :data:`LONGER_BODIES_US`, and of ``np.sin``."""
 
-    @numba.njit(nogil=True)
-    def spin(k: int) -> float:
-        s = 0.0
-        for i in range(k):
-            s += np.sqrt(s + i)
-        return s
-
-    spin(10)
+    spin = square_root_loop()
     per_step = _best_per_call(lambda n: spin(20 * n), number=1000) / 20
     clock = time.perf_counter
     for body_us in sorted(round(b, 1) for b in layer_bodies_us) + list(LONGER_BODIES_US):

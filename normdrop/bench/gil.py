@@ -25,7 +25,7 @@ from typing import Any
 
 from normdrop.bench.target import Thunk
 
-__all__ = ["HANDOVERS", "handover_seconds", "nogil_call_maker"]
+__all__ = ["HANDOVERS", "handover_seconds", "nogil_call_maker", "square_root_loop"]
 
 #: One-way hand-overs in one timed measurement of :func:`handover_seconds`.
 HANDOVERS = 400
@@ -105,8 +105,18 @@ def _handovers(number: int) -> float:
 
 
 @functools.cache
-def _square_root_loop() -> Callable[[int], float]:
-    """The compiled ``nogil`` loop of ``steps`` dependent square roots (compiled once)."""
+def square_root_loop() -> Callable[[int], float]:
+    """The compiled ``nogil`` loop of ``steps`` dependent square roots, compiled once.
+
+    Its time is proportional to ``steps`` and it touches no memory, so it stands for the
+    part of a call that runs without the GIL (``asv_benchmarks/scripts/gil_overlap.py``
+    uses it too).
+
+    Returns
+    -------
+    callable
+        ``loop(steps) -> float``.
+    """
     import numba
     import numpy as np
 
@@ -144,7 +154,7 @@ def nogil_call_maker(per_call_s: float) -> Callable[[], Thunk]:
     callable
         Returns a new thunk at each call (one per thread, as the layer makers do).
     """
-    loop = _square_root_loop()
+    loop = square_root_loop()
     per_step = _best_time(lambda: loop(_PROBE_STEPS)) / _PROBE_STEPS
     steps = max(1, round(per_call_s / per_step))
 
