@@ -44,6 +44,7 @@ __all__ = [
     "ArrayT",
     "Backend",
     "implements_backend",
+    "missing_members",
 ]
 
 
@@ -416,8 +417,8 @@ REQUIRED_MEMBERS: tuple[str, ...] = (
 )
 
 
-def implements_backend(obj: Any) -> bool:
-    """Whether ``obj`` is an instance with every member of :class:`Backend`.
+def missing_members(obj: Any) -> list[str]:
+    """The members of :class:`Backend` that ``obj`` lacks, in :data:`REQUIRED_MEMBERS` order.
 
     Each member is looked up as any attribute access would, so members a class provides
     through ``__getattr__`` (a proxy that wraps another backend) count. ``isinstance(obj,
@@ -430,7 +431,22 @@ def implements_backend(obj: Any) -> bool:
 
     Returns
     -------
+    list of str
+    """
+    return [m for m in REQUIRED_MEMBERS if not hasattr(obj, m)]
+
+
+def implements_backend(obj: Any) -> bool:
+    """Whether ``obj`` is an instance with every member of :class:`Backend`
+    (:func:`missing_members` finds none).
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
     bool
         ``False`` for a class (pass an instance of it).
     """
-    return not isinstance(obj, type) and all(hasattr(obj, m) for m in REQUIRED_MEMBERS)
+    return not isinstance(obj, type) and not missing_members(obj)

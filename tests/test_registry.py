@@ -23,7 +23,7 @@ from normdrop.errors import (
     BackendNotInstalledError,
     UnknownBackendError,
 )
-from normdrop.protocol import Backend, implements_backend
+from normdrop.protocol import Backend, implements_backend, missing_members
 
 
 class SpyBackend(NumpyBackend):
@@ -534,3 +534,11 @@ def test_a_backend_whose_members_come_from_getattr_is_accepted():
     with pytest.raises(normdrop.errors.UnknownBackendError):
         normdrop.get_backend(_Proxy(numpy_backend, hide="dropout_mask"))
     assert not implements_backend(_Proxy)
+
+
+def test_missing_members_names_what_a_proxy_hides():
+    """``missing_members`` (used by the registry and by ``check_backend``) looks members
+    up by attribute access and names exactly the hidden one."""
+    numpy_backend = normdrop.get_backend("numpy")
+    assert missing_members(_Proxy(numpy_backend)) == []
+    assert missing_members(_Proxy(numpy_backend, hide="dropout_mask")) == ["dropout_mask"]

@@ -40,7 +40,7 @@ import normdrop
 from normdrop.backends.numba_backend import fused, rows
 from normdrop.backends.numba_backend.backend import _compiled
 from normdrop.bench.gil import handover_seconds, nogil_call_maker
-from normdrop.bench.threads import calls_per_second, sin_elements
+from normdrop.bench.threads import _per_call, _sin_maker, calls_per_second, sin_elements
 
 Thunk = Callable[[], Any]
 
@@ -137,18 +137,6 @@ def _layer_norm_ladder(dtype: str) -> dict[str, Callable[[], Thunk]]:
         "alloc+kernel": make_alloc_kernel,
         "kernel": make_kernel,
     }
-
-
-def _per_call(thunk: Thunk) -> float:
-    return min(1 / calls_per_second([thunk], 500) for _ in range(5))
-
-
-def _sin_maker(n: int) -> Callable[[], Thunk]:
-    def make() -> Thunk:
-        a, out = np.ones(n), np.empty(n)
-        return lambda: np.sin(a, out=out)
-
-    return make
 
 
 def _switches() -> int:

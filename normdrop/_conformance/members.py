@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from normdrop.capabilities import OPTIONAL_MEMBERS
-from normdrop.protocol import REQUIRED_MEMBERS, Backend
+from normdrop.protocol import REQUIRED_MEMBERS, Backend, missing_members
 
 from .compare import fail
 
@@ -45,7 +45,7 @@ def check_members(backend: Any) -> None:
     protocol's signature, and so is every declared optional member the backend has."""
     if isinstance(backend, type):
         raise fail(backend, f"is the class {backend.__qualname__}; pass an instance of it")
-    missing = [m for m in REQUIRED_MEMBERS if not hasattr(backend, m)]
+    missing = missing_members(backend)
     if missing:
         raise fail(
             backend,

@@ -269,8 +269,12 @@ def run_thread_case(thread_case: ThreadCase, settings: Settings, target: Target)
     probe()
     per_call = _per_call(probe)
     n = sin_elements(per_call)
-    makers = {"layer": make_layer_call, "sin": _sin_maker(n)}
-    timed = overlap({**makers, "nogil": gil.nogil_call_maker(per_call)}, settings)
+    makers = {
+        "layer": make_layer_call,
+        "sin": _sin_maker(n),
+        "nogil": gil.nogil_call_maker(per_call),
+    }
+    timed = overlap(makers, settings)
     return {
         "case": thread_case.name,
         "dtype": case.dtype,
