@@ -323,12 +323,12 @@ def test_torch_mlir_instance_norm(backend):
     np.testing.assert_allclose(plain, _np(TF.instance_norm(_t(x))), **tol(np.float32, "torch"))
 
 
-@pytest.mark.parametrize("p", [0.1], ids=["p0.1"])
-def test_torch_mlir_dropout_eval(backend, p):
+def test_torch_mlir_dropout_eval(backend):
     """torch-mlir DropoutEvalFloatModule_basic and NativeDropoutEvalFloatModule_basic:
     ``torch.dropout(x, 0.1, train=False)`` (and ``native_dropout``'s output) on a (3, 4)
     ``tu.rand`` input is ``x``. normdrop returns the input object itself, from the function
     with ``training=False`` and from an eval-mode Dropout layer."""
+    p = 0.1
     (x,) = _tu_rand((3, 4))
     xb = backend.asarray(x)
     assert F.dropout(xb, p, training=False, backend=backend) is xb
